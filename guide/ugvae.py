@@ -1,0 +1,81 @@
+"""The structured UG-VAE guide, eq. 5-9 of the paper.
+
+    q(Z, d, beta | X) = q(Z | X) q(d | Z) q(beta | X, Z)                       eq. 5
+    q(z_i | x_i)   = N(mu(x_i), Sigma(x_i))                                    eq. 6
+    q(d_i | z_i)   = Cat(pi(z_i))                                              eq. 7
+    q(beta | X, Z) = prod_i N(mu_i, Sigma_i), (mu_i, Sigma_i) = f([x_i, pi(z_i)])  eq. 8-9
+
+Sites are sampled in the order z, beta, d: beta depends on the probabilities pi(z_i), never
+on the value of d_i, so this is the same factorisation, and it is the order in which Pyro's
+enumeration check accepts a global site that reads local quantities. d is enumerated in
+parallel, so TraceEnum_ELBO sums the local ELBO over d_i exactly (eq. 10-11). Site shapes
+are those documented in `model/ugvae.py`.
+
+Ablations subclass this guide and override `cluster_input` (what q(d | .) reads) or
+`global_input` (what each factor of q(beta | .) reads).
+"""
+from __future__ import annotations
+
+import torch
+import pyro
+import pyro.distributions as dist
+from pyro.nn import PyroModule
+
+from model.config import UGVAEConfig
+from model.networks import (
+    ClusterPosterior, GaussianHead, GroupPosterior, ImageFeatures, concat_latents,
+)
+
+
+class UGVAEGuide(PyroModule):
+    cluster_reads_z = True  # q(d | z); an ablation may read the image features instead
+    global_reads_pi = True  # q(beta | X, Z); an ablation may drop pi(z)
+
+    def __init__(self, cfg: UGVAEConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.features = ImageFeatures(cfg)
+        self.local_encoder = GaussianHead(self.features.out_dim, cfg.z_dim)
+        cluster_in = cfg.z_dim if self.cluster_reads_z else self.features.out_dim
+        self.cluster_posterior = ClusterPosterior(cluster_in, cfg.K, cfg.hidden)
+        global_in = self.features.out_dim + (cfg.K if self.global_reads_pi else 0)
+        self.global_encoder = GroupPosterior(global_in, cfg.beta_dim)
+
+    def cluster_probs(self, h: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        return self.cluster_posterior(z if self.cluster_reads_z else h)
+
+    def global_params(self, h: torch.Tensor, pi: torch.Tensor):
+        """loc, scale of q(beta | X, Z), each (..., G, beta_dim), from (..., G, B, .) inputs."""
+        # pi may carry a particle dim that h lacks, hence the broadcasting concat.
+        return self.global_encoder(concat_latents(h, pi) if self.global_reads_pi else h)
+
+    def forward(self, x: torch.Tensor):
+        G, B = x.shape[:2]
+        h = self.features(x)
+        z_loc, z_scale = self.local_encoder(h)
+        samples = pyro.plate("samples", B, dim=-1)
+        with pyro.plate("groups", G, dim=-2):
+            with samples:
+                z = pyro.sample("z", dist.Normal(z_loc, z_scale).to_event(1))
+            pi = self.cluster_probs(h, z)
+            beta_loc, beta_scale = self.global_params(h, pi)
+            pyro.sample(
+                "beta",
+                dist.Normal(beta_loc.unsqueeze(-2), beta_scale.unsqueeze(-2)).to_event(1),
+            )
+            with samples:
+                pyro.sample("d", dist.Categorical(probs=pi), infer={"enumerate": "parallel"})
+
+    @torch.no_grad()
+    def local_posterior(self, x: torch.Tensor):
+        """z_loc, z_scale (G, B, z_dim) of q(z|x) and pi (G, B, K) of q(d|z) at z = z_loc."""
+        h = self.features(x)
+        z_loc, z_scale = self.local_encoder(h)
+        return z_loc, z_scale, self.cluster_probs(h, z_loc)
+
+    @torch.no_grad()
+    def global_posterior(self, x: torch.Tensor):
+        """loc, scale (G, beta_dim) of q(beta|X,Z), with Z at the mean of q(z|x)."""
+        h = self.features(x)
+        z_loc, _ = self.local_encoder(h)
+        return self.global_params(h, self.cluster_probs(h, z_loc))

@@ -1,0 +1,71 @@
+"""Sizes and options of every model, in one dataclass.
+
+All models of the package (UG-VAE and the VAE / GMVAE / ML-VAE baselines) read the same
+config so that comparisons change one thing at a time. Defaults follow the authors' MNIST
+setup: MLP networks of 256 units, K = 10 clusters, dim z = dim beta = 10, Gaussian
+likelihood with fixed variance 0.1 on pixels in [0, 1].
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+LIKELIHOODS = ("gaussian", "bernoulli")
+ARCHS = ("auto", "mlp", "conv")
+
+
+@dataclass(frozen=True)
+class UGVAEConfig:
+    x_shape: tuple[int, int, int] = (1, 28, 28)
+    z_dim: int = 10
+    beta_dim: int = 10
+    K: int = 10
+    hidden: int = 256
+    likelihood: str = "gaussian"
+    # Variance of the Gaussian likelihood; the official code uses 0.1 (0.2 in its MNIST series).
+    var_x: float = 0.1
+    arch: str = "auto"
+
+    def __post_init__(self):
+        object.__setattr__(self, "x_shape", tuple(int(s) for s in self.x_shape))
+        problems = []
+        if len(self.x_shape) != 3 or min(self.x_shape) < 1:
+            problems.append(f"x_shape must be (C, H, W) with positive sizes, got {self.x_shape}")
+        for name in ("z_dim", "beta_dim", "K", "hidden"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.likelihood not in LIKELIHOODS:
+            problems.append(f"likelihood must be one of {LIKELIHOODS}, got {self.likelihood!r}")
+        if self.var_x <= 0:
+            problems.append(f"var_x must be > 0, got {self.var_x}")
+        if self.arch not in ARCHS:
+            problems.append(f"arch must be one of {ARCHS}, got {self.arch!r}")
+        if self.resolved_arch == "conv" and self.x_shape[1:] != (64, 64):
+            problems.append(f"the conv architecture takes 64x64 images, got {self.x_shape}; "
+                            "resize with --image-size 64 or use --arch mlp")
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    @property
+    def resolved_arch(self) -> str:
+        """`auto` picks the official code's conv nets for 64x64 images and MLPs otherwise."""
+        if self.arch != "auto":
+            return self.arch
+        return "conv" if self.x_shape[1:] == (64, 64) else "mlp"
+
+    @property
+    def x_dim(self) -> int:
+        c, h, w = self.x_shape
+        return c * h * w
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["x_shape"] = list(self.x_shape)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "UGVAEConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown model config fields {sorted(unknown)}")
+        return cls(**d)

@@ -1,0 +1,70 @@
+"""The UG-VAE generative model, eq. 1-4 of the paper.
+
+For each of G groups of B samples:
+
+    beta       ~ N(0, I)                                  global latent, one per group
+    d_i        ~ Cat(1/K)                                 eq. 4, enumerated exactly
+    z_i | d_i, beta ~ N(mu_{d_i}(beta), Sigma_{d_i}(beta))  eq. 3, mixture set by beta
+    x_i | z_i, beta ~ p(x | decoder([z_i, beta]))         eq. 2
+
+Shapes, for x of shape (G, B, C, H, W) with plates `groups` at dim -2 and `samples` at -1
+(max_plate_nesting=2); the same holds in every guide of `guide/`:
+
+    site   batch shape   event shape   under enumeration of d
+    beta   (G, 1)        (beta_dim,)
+    d      (G, B)        ()            value (K, 1, 1): enumerated at dim -3
+    z      (G, B)        (z_dim,)      its log-prob is (K, G, B)
+    x      (G, B)        (C, H, W)
+
+Any further dims on the left (particles under `vectorize_particles`) broadcast through.
+"""
+from __future__ import annotations
+
+import torch
+import pyro
+import pyro.distributions as dist
+from pyro.nn import PyroModule
+from pyro.ops.indexing import Vindex
+
+from model.config import UGVAEConfig
+from model.likelihood import pixel_distribution, pixel_mean
+from model.networks import ClusterPrior, Decoder, concat_latents
+
+
+def group_shape(x: torch.Tensor | None, num_groups: int, group_size: int | None):
+    """(G, B) from data, or from the sizes asked for when generating."""
+    if x is None:
+        if group_size is None:
+            raise ValueError("generating needs group_size (B) when x is None")
+        return num_groups, group_size
+    if x.dim() != 5:
+        raise ValueError(f"x must have shape (G, B, C, H, W), got {tuple(x.shape)}; "
+                         "add a group dim with x.unsqueeze(0) for one group")
+    return x.shape[0], x.shape[1]
+
+
+class UGVAEModel(PyroModule):
+    def __init__(self, cfg: UGVAEConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.cluster_prior = ClusterPrior(cfg.beta_dim, cfg.z_dim, cfg.K, cfg.hidden)
+        self.decoder = Decoder(cfg, cfg.z_dim + cfg.beta_dim)
+
+    def forward(self, x=None, *, num_groups: int = 1, group_size: int | None = None):
+        G, B = group_shape(x, num_groups, group_size)
+        cfg, device = self.cfg, self.cluster_prior.w1.device
+        zeros = torch.zeros(cfg.beta_dim, device=device)
+        with pyro.plate("groups", G, dim=-2):
+            beta = pyro.sample("beta", dist.Normal(zeros, 1.0).to_event(1))
+            loc, scale = self.cluster_prior(beta)  # (..., G, 1, K, z_dim)
+            with pyro.plate("samples", B, dim=-1):
+                d = pyro.sample("d", dist.Categorical(logits=torch.zeros(cfg.K, device=device)))
+                z = pyro.sample(
+                    "z", dist.Normal(Vindex(loc)[..., d, :], Vindex(scale)[..., d, :]).to_event(1)
+                )
+                logits = self.decoder(concat_latents(z, beta))
+                return pyro.sample("x", pixel_distribution(logits, cfg), obs=x)
+
+    def decode(self, z: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+        """Mean image for latents z (..., z_dim) and beta (..., beta_dim)."""
+        return pixel_mean(self.decoder(concat_latents(z, beta)))

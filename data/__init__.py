@@ -1,0 +1,20 @@
+"""Datasets as uint8 ImageSets (torchvision, offline fallbacks, image folders, mixed domains) and samplers of groups."""
+
+from .errors import DataError
+from .groups import MixedGroups, RandomGroups
+from .imageset import ImageSet
+from .registry import DATASETS, load_dataset
+from .structured import STRUCTURED_RULES, attribute_groups, mixed_class_groups, structured_groups
+
+__all__ = [
+    "DATASETS",
+    "DataError",
+    "ImageSet",
+    "MixedGroups",
+    "RandomGroups",
+    "STRUCTURED_RULES",
+    "attribute_groups",
+    "load_dataset",
+    "mixed_class_groups",
+    "structured_groups",
+]

@@ -1,0 +1,35 @@
+"""Fashion-MNIST: IDX files in the data folder, else Debian's dataset-fashion-mnist, else a torchvision download."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .download import download_mnist_like
+from .errors import DataError
+from .idx import find_idx_pair, load_idx_pair
+from .imageset import ImageSet
+
+DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
+CLASS_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+
+
+def load(split: str, data_dir: Path, image_size: int | None) -> ImageSet:
+    local = [data_dir / "FashionMNIST" / "raw", data_dir / "fashion-mnist", data_dir]
+    found = find_idx_pair(local, split)
+    fix = "delete it so Fashion-MNIST is downloaded again"
+    if found is None:
+        found = find_idx_pair([DEBIAN_DIR], split)
+        fix = "reinstall it with apt-get install --reinstall dataset-fashion-mnist"
+    if found is not None:
+        images, labels = load_idx_pair(*found, fix=fix)
+        return ImageSet(images=images, labels=labels, class_names=CLASS_NAMES, name="fashion-mnist")
+    import torchvision
+
+    downloaded = download_mnist_like(torchvision.datasets.FashionMNIST, data_dir, train=split == "train")
+    if downloaded is None:
+        raise DataError(
+            f"Fashion-MNIST is neither in {data_dir} nor in {DEBIAN_DIR} and could not be downloaded; "
+            "run apt-get install dataset-fashion-mnist, or download it with network access"
+        )
+    images, labels = downloaded
+    return ImageSet(images=images, labels=labels, class_names=CLASS_NAMES, name="fashion-mnist")

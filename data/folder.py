@@ -1,0 +1,87 @@
+"""Any folder of images (searched recursively), centre-cropped to square and resized; subfolders become labels."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import DataError
+from .imageset import ImageSet
+
+EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
+GRAY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
+DEFAULT_SIZE = 64
+TEST_FRACTION = 0.1
+
+
+def load(split: str, data_dir: Path, image_size: int | None, option: str | None = None) -> ImageSet:
+    if not option:
+        raise DataError("dataset 'folder' needs a path; write it as folder:PATH")
+    root = Path(option).expanduser()
+    if not root.is_dir():
+        raise DataError(f"image folder {root} does not exist; check the path after 'folder:'")
+    files = sorted(p.relative_to(root) for p in root.rglob("*") if p.suffix.lower() in EXTENSIONS and p.is_file())
+    if not files:
+        raise DataError(f"image folder {root} holds no images; add {', '.join(sorted(EXTENSIONS))} files")
+    files = split_files(files, split, root)
+
+    # Labels only when every image sits in a first-level subfolder; a mix would leave some unlabelled.
+    labels, class_names = None, []
+    if all(len(f.parts) > 1 for f in files):
+        class_names = sorted({f.parts[0] for f in files})
+        labels = torch.tensor([class_names.index(f.parts[0]) for f in files], dtype=torch.long)
+
+    images = read_images([root / f for f in files], image_size or DEFAULT_SIZE)
+    return ImageSet(images=images, labels=labels, class_names=class_names, name=f"folder:{root}")
+
+
+def split_files(files: list[Path], split: str, root: Path) -> list[Path]:
+    """Deterministic 90/10 split: sort by a hash of the path, so adding images moves few others."""
+    ranked = sorted(files, key=lambda f: hashlib.sha1(f.as_posix().encode()).hexdigest())
+    n_test = int(len(files) * TEST_FRACTION)
+    chosen = ranked[len(files) - n_test :] if split == "test" else ranked[: len(files) - n_test]
+    if not chosen:
+        raise DataError(
+            f"image folder {root} has only {len(files)} images, too few for a 10% test split; add images or use split 'train'"
+        )
+    return sorted(chosen)
+
+
+def read_images(paths: list[Path], size: int) -> torch.Tensor:
+    from PIL import Image, UnidentifiedImageError
+    from tqdm import tqdm
+
+    def open_image(path):
+        try:
+            return Image.open(path)
+        except (UnidentifiedImageError, OSError) as err:
+            raise DataError(f"image {path} cannot be read ({type(err).__name__}); delete or replace the file") from None
+
+    # Opening reads only the header, so every mode is known before any image is decoded.
+    modes = []
+    for path in paths:
+        with open_image(path) as image:
+            modes.append(image.mode)
+    gray = all(mode in GRAY_MODES for mode in modes)
+    channels = 1 if gray else 3
+    out = torch.empty((len(paths), channels, size, size), dtype=torch.uint8)
+    for i, path in enumerate(tqdm(paths, desc="reading images", disable=None, leave=False)):
+        with open_image(path) as image:
+            try:
+                pixels = square(image.convert("L" if gray else "RGB")).resize((size, size), Image.Resampling.BICUBIC)
+            except (OSError, ValueError) as err:
+                raise DataError(f"image {path} cannot be decoded ({err}); delete or replace the file") from None
+        array = np.asarray(pixels, dtype=np.uint8)
+        out[i] = torch.from_numpy(array.reshape(size, size, channels).copy()).permute(2, 0, 1)
+    return out
+
+
+def square(image):
+    """Centre crop to a square so resizing never stretches faces or objects."""
+    w, h = image.size
+    side = min(w, h)
+    left, top = (w - side) // 2, (h - side) // 2
+    return image.crop((left, top, left + side, top + side))

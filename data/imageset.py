@@ -1,0 +1,108 @@
+"""ImageSet, the in-memory dataset every loader returns, and the tensor helpers that reshape one."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import torch
+import torch.nn.functional as F
+
+from .errors import DataError
+
+
+@dataclass
+class ImageSet:
+    images: torch.Tensor  # uint8 (N, C, H, W)
+    name: str
+    labels: torch.Tensor | None = None  # long (N,)
+    class_names: list[str] = field(default_factory=list)
+    attributes: torch.Tensor | None = None  # (N, A)
+    attribute_names: list[str] = field(default_factory=list)
+    domains: torch.Tensor | None = None  # long (N,), set only on mixed sets
+    domain_names: list[str] = field(default_factory=list)
+    notice: str | None = None
+
+    def __post_init__(self):
+        if self.images.dtype != torch.uint8 or self.images.dim() != 4:
+            raise DataError(
+                f"dataset '{self.name}' images are {self.images.dtype} with shape {tuple(self.images.shape)}; "
+                "a loader must return uint8 images shaped (N, C, H, W)"
+            )
+        n = len(self.images)
+        for what in ("labels", "attributes", "domains"):
+            value = getattr(self, what)
+            if value is not None and len(value) != n:
+                raise DataError(
+                    f"dataset '{self.name}' has {n} images but {len(value)} {what}; "
+                    f"give one {what[:-1]} per image"
+                )
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def x_shape(self) -> tuple[int, int, int]:
+        return tuple(self.images.shape[1:])
+
+    def float(self) -> torch.Tensor:
+        """Images as float32 in [0, 1]."""
+        return self.images.float().div_(255.0)
+
+    def subset(self, idx) -> ImageSet:
+        def pick(t):
+            return None if t is None else t[idx]
+
+        return replace(
+            self,
+            images=self.images[idx],
+            labels=pick(self.labels),
+            attributes=pick(self.attributes),
+            domains=pick(self.domains),
+        )
+
+
+def shape_text(shape) -> str:
+    return "x".join(str(s) for s in shape)
+
+
+def resize_images(images: torch.Tensor, size: int, chunk: int = 4096) -> torch.Tensor:
+    """Resize uint8 (N, C, H, W) images to (size, size); chunked so a large set never becomes one float copy."""
+    if tuple(images.shape[-2:]) == (size, size):
+        return images
+    # Antialiasing only matters when shrinking; it would blur an upscale for nothing.
+    antialias = size < max(images.shape[-2:])
+    out = torch.empty((len(images), images.shape[1], size, size), dtype=torch.uint8)
+    for start in range(0, len(images), chunk):
+        block = images[start : start + chunk].float()
+        block = F.interpolate(block, size=(size, size), mode="bilinear", align_corners=False, antialias=antialias)
+        out[start : start + chunk] = block.round_().clamp_(0, 255).to(torch.uint8)
+    return out
+
+
+def to_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
+    """Grayscale -> RGB by repeating the channel; any other change would invent or drop colour."""
+    if images.shape[1] == channels:
+        return images
+    if images.shape[1] == 1 and channels == 3:
+        return images.expand(-1, 3, -1, -1).contiguous()
+    raise DataError(
+        f"cannot convert images with {images.shape[1]} channels to {channels}; "
+        "only grayscale (1) to RGB (3) is supported, so convert the images to RGB first"
+    )
+
+
+def stratified_split(labels: torch.Tensor, train_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Indices of a per-class train/test split; both halves are shuffled so classes are not in blocks."""
+    generator = torch.Generator().manual_seed(seed)
+    train, test = [], []
+    for c in torch.unique(labels).tolist():
+        members = torch.nonzero(labels == c).flatten()
+        members = members[torch.randperm(len(members), generator=generator)]
+        n_train = round(train_fraction * len(members))
+        train.append(members[:n_train])
+        test.append(members[n_train:])
+    train, test = torch.cat(train), torch.cat(test)
+    return (
+        train[torch.randperm(len(train), generator=generator)],
+        test[torch.randperm(len(test), generator=generator)],
+    )

@@ -1,0 +1,48 @@
+"""Small deterministic fake digits for tests and benchmarks: class-specific Gaussian blobs, jittered, plus noise."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .errors import DataError
+from .imageset import ImageSet
+
+SIDE = 28
+NUM_CLASSES = 10
+BLOBS_PER_CLASS = 3
+DEFAULT_TRAIN = 1000
+PROTOTYPE_SEED = 1234
+SPLIT_SEEDS = {"train": 0, "test": 1}
+
+
+def load(split: str, data_dir: Path, image_size: int | None, option: str | None = None) -> ImageSet:
+    """`synthetic:N` asks for N training images; the test split always has a fifth of that."""
+    n_train = DEFAULT_TRAIN
+    if option is not None:
+        if not option.isdigit() or int(option) < 1:
+            raise DataError(f"synthetic size '{option}' is not a positive whole number; write it as synthetic:1000")
+        n_train = int(option)
+    n = n_train if split == "train" else max(1, n_train // 5)
+    images, labels = make_blobs(n, torch.Generator().manual_seed(SPLIT_SEEDS[split]))
+    return ImageSet(images=images, labels=labels, class_names=[str(c) for c in range(NUM_CLASSES)], name="synthetic")
+
+
+def make_blobs(n: int, generator: torch.Generator, chunk: int = 2048) -> tuple[torch.Tensor, torch.Tensor]:
+    # Prototypes come from their own seed so train and test share the same classes.
+    centres = 6 + 16 * torch.rand(NUM_CLASSES, BLOBS_PER_CLASS, 2, generator=torch.Generator().manual_seed(PROTOTYPE_SEED))
+    labels = (torch.arange(n) % NUM_CLASSES)[torch.randperm(n, generator=generator)]
+    grid = torch.stack(torch.meshgrid(torch.arange(SIDE), torch.arange(SIDE), indexing="ij"), -1).float()
+    images = torch.empty((n, 1, SIDE, SIDE), dtype=torch.uint8)
+    # Chunks keep the (n, blobs, H, W) distance tensor small for benchmark-sized sets.
+    for start in range(0, n, chunk):
+        block = labels[start : start + chunk]
+        m = len(block)
+        jittered = centres[block] + 1.5 * torch.randn(m, BLOBS_PER_CLASS, 2, generator=generator)
+        width = 2.0 + 0.5 * torch.rand(m, 1, 1, 1, generator=generator)
+        squared = ((grid[None, None] - jittered[:, :, None, None, :]) ** 2).sum(-1)
+        picture = torch.exp(-squared / (2 * width**2)).amax(1)
+        picture = picture + 0.05 * torch.randn(picture.shape, generator=generator)
+        images[start : start + m, 0] = (picture.clamp(0, 1) * 255).round().to(torch.uint8)
+    return images, labels.long()

@@ -1,0 +1,56 @@
+"""The one image-grid helper and figure saving shared by every experiment."""
+from __future__ import annotations
+
+import json
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")  # figures are files; no display is assumed
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+from torchvision.utils import make_grid  # noqa: E402
+
+
+def image_grid(images: torch.Tensor, nrow: int, pad: int = 1) -> torch.Tensor:
+    """(N, C, H, W) images in [0, 1] -> one (C, H', W') tile image, `nrow` images per row."""
+    return make_grid(images.detach().cpu().clamp(0, 1), nrow=nrow, padding=pad, pad_value=1.0)
+
+
+def show_grid(ax, images: torch.Tensor, nrow: int, title: str | None = None):
+    grid = image_grid(images, nrow)
+    ax.imshow(grid.permute(1, 2, 0).numpy() if grid.shape[0] == 3 else grid[0].numpy(), cmap="gray", vmin=0, vmax=1)
+    ax.set_xticks([]), ax.set_yticks([])
+    if title:
+        ax.set_title(title, fontsize=9)
+
+
+def save_grid(path: str, images: torch.Tensor, nrow: int, title: str | None = None,
+              xlabel: str | None = None, ylabel: str | None = None):
+    rows = (images.shape[0] + nrow - 1) // nrow
+    fig, ax = plt.subplots(figsize=(max(3.0, 0.45 * nrow + 1), max(3.0, 0.45 * rows + 1)))
+    show_grid(ax, images, nrow, title)
+    if xlabel:
+        ax.set_xlabel(xlabel)
+    if ylabel:
+        ax.set_ylabel(ylabel)
+    save_figure(fig, path)
+
+
+def save_figure(fig, path: str):
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def save_json(path: str, payload: dict):
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(payload, f, indent=2, default=float)
+
+
+def experiment_dir(run_dir: str, name: str) -> str:
+    path = os.path.join(run_dir, "experiments", name)
+    os.makedirs(path, exist_ok=True)
+    return path

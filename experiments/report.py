@@ -1,0 +1,98 @@
+"""Figures every training run ends with: loss curves, reconstructions and samples.
+
+    loss_curve.png      train ELBO per logged step, test ELBO and cluster usage per epoch
+    reconstructions.png test groups (odd rows) above their reconstructions (even rows)
+    samples.png         UG-VAE: rows are beta values, columns clusters d, each image the
+                        decoded component mean mu_d(beta); other models: their own samples
+"""
+from __future__ import annotations
+
+import math
+import os
+
+import matplotlib.pyplot as plt
+import torch
+
+from data import load_dataset
+from experiments.plotting import image_grid, save_figure, save_grid
+from train.loop import fixed_groups
+from train.metrics import read_metrics
+from train.runs import load_run
+
+
+def tensorboard_writer(run_dir: str):
+    """A SummaryWriter in the run directory when tensorboard is installed, else None."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(log_dir=os.path.join(run_dir, "tensorboard"))
+
+
+def plot_loss_curve(run_dir: str):
+    rows = read_metrics(os.path.join(run_dir, "metrics.csv"))
+    steps = [r for r in rows if math.isnan(r["test_elbo"])]
+    epochs = [r for r in rows if not math.isnan(r["test_elbo"])]
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    ax.plot([r["step"] for r in steps], [r["train_elbo"] for r in steps], lw=0.8, alpha=0.7, label="train (logged steps)")
+    ax.plot([r["step"] for r in epochs], [r["test_elbo"] for r in epochs], "o-", ms=3, label="test (per epoch)")
+    ax.set_xlabel("step"), ax.set_ylabel("ELBO per sample (nats)"), ax.legend()
+    if epochs and epochs[-1]["test_elbo"] == epochs[-1]["test_elbo"]:
+        lo = min(r["test_elbo"] for r in epochs[len(epochs) // 4:]) if len(epochs) > 3 else None
+        if lo is not None:
+            ax.set_ylim(bottom=lo - 0.2 * abs(lo))
+    if epochs and not math.isnan(epochs[-1]["clusters_used"]):
+        ax2.plot([r["epoch"] for r in epochs], [r["clusters_used"] for r in epochs], label="clusters with >= 2% of mean pi")
+        ax2.plot([r["epoch"] for r in epochs], [r["clusters_used_argmax"] for r in epochs], label="same, argmax assignments")
+        ax2.set_xlabel("epoch"), ax2.set_ylabel("clusters"), ax2.legend()
+    else:
+        ax2.axis("off")
+    save_figure(fig, os.path.join(run_dir, "loss_curve.png"))
+
+
+@torch.no_grad()
+def reconstruct(model, guide, x: torch.Tensor) -> torch.Tensor:
+    """Mean reconstructions of groups x (G, B, C, H, W) from the posterior means."""
+    z = guide.local_posterior(x)[0]
+    if hasattr(guide, "global_posterior"):
+        beta = guide.global_posterior(x)[0].unsqueeze(-2)
+        return model.decode(z, beta)
+    return model.decode(z)
+
+
+@torch.no_grad()
+def sample_grid(model, rows: int = 8, seed: int = 0) -> tuple[torch.Tensor, int]:
+    """Images (rows * cols, C, H, W) and cols.
+
+    UG-VAE: rows are draws of beta ~ p(beta), columns the K clusters, each image the decoded
+    component mean mu_d(beta). Models without that structure show draws from p(x).
+    """
+    cfg, device = model.cfg, next(model.parameters()).device
+    torch.manual_seed(seed)
+    if hasattr(model, "cluster_prior") and hasattr(model, "decode"):
+        beta = torch.randn(rows, 1, cfg.beta_dim, device=device)
+        z = model.cluster_prior(beta)[0][:, 0]  # (rows, K, z_dim)
+        return model.decode(z, beta).reshape((-1,) + cfg.x_shape), cfg.K
+    return model(None, num_groups=rows, group_size=rows).reshape((-1,) + cfg.x_shape).clamp(0, 1), rows
+
+
+def training_report(run_dir: str, device: str = "cpu"):
+    model, guide, config = load_run(run_dir, device)
+    train_cfg = config["train"]
+    plot_loss_curve(run_dir)
+    test = load_dataset(train_cfg.dataset, "test", train_cfg.data_dir, train_cfg.image_size)
+    B = min(train_cfg.group_size, 8)
+    idx = fixed_groups(len(test), train_cfg.group_size)[:4, :B]
+    x = test.images[idx].float().div(255).to(device)
+    recon = reconstruct(model, guide, x)
+    pairs = torch.stack([x, recon], dim=1).reshape((-1,) + x.shape[2:])
+    save_grid(os.path.join(run_dir, "reconstructions.png"), pairs, nrow=B,
+              title="test groups (odd rows) and reconstructions (even rows)")
+    images, cols = sample_grid(model)
+    save_grid(os.path.join(run_dir, "samples.png"), images, nrow=cols,
+              title="samples: rows = beta ~ p(beta), columns = cluster d", xlabel="cluster d", ylabel="beta")
+    writer = tensorboard_writer(run_dir)
+    if writer:
+        writer.add_image("reconstructions", image_grid(pairs, B), config["step"])
+        writer.add_image("samples", image_grid(images, cols), config["step"])
+        writer.close()

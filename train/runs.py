@@ -1,0 +1,171 @@
+"""Run directories, atomic checkpoints and `load_run`.
+
+A run directory holds `config.json` (model and training configs), `checkpoints/`,
+`metrics.csv` and the figures drawn from it. Runs are never overwritten: a new run always
+gets a new directory, and checkpoints are written to a temporary file and renamed, so a
+kill at any moment leaves the previous checkpoint whole.
+"""
+from __future__ import annotations
+
+import datetime
+import glob
+import json
+import os
+import random
+import re
+
+import numpy as np
+import torch
+
+from guide import GUIDES
+from model import MODELS, UGVAEConfig
+from train.config import TrainConfig
+
+CHECKPOINT_RE = re.compile(r"step-(\d+)\.pt$")
+
+
+class RunError(ValueError):
+    """A run directory or checkpoint that cannot be used; the message names the fix."""
+
+
+def default_guide(model_name: str) -> str:
+    names = [g for (m, g) in GUIDES if m == model_name]
+    if not names:
+        raise RunError(f"model {model_name!r} is unknown; choose one of {sorted(MODELS)}")
+    return names[0]
+
+
+def build(model_cfg: UGVAEConfig, model_name: str = "ugvae", guide_name: str | None = None):
+    """(model, guide) for registry names; the guide defaults to the model's first one."""
+    if model_name not in MODELS:
+        raise RunError(f"model {model_name!r} is unknown; choose one of {sorted(MODELS)}")
+    guide_name = guide_name or default_guide(model_name)
+    if (model_name, guide_name) not in GUIDES:
+        choices = sorted(g for (m, g) in GUIDES if m == model_name)
+        raise RunError(f"guide {guide_name!r} does not exist for model {model_name!r}; choose one of {choices}")
+    return MODELS[model_name](model_cfg), GUIDES[(model_name, guide_name)](model_cfg)
+
+
+def new_run_dir(runs_dir: str, dataset: str, model: str) -> str:
+    """A fresh `runs_dir/<dataset>-<model>-<timestamp>[-n]`; never an existing one."""
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    safe = re.sub(r"[^A-Za-z0-9_.+-]", "_", dataset.replace("folder:", "").strip("/"))
+    base = os.path.join(runs_dir, f"{safe}-{model}-{stamp}")
+    path, n = base, 1
+    while True:
+        try:
+            os.makedirs(path)
+            return path
+        except FileExistsError:
+            n += 1
+            path = f"{base}-{n}"
+
+
+def save_config(run_dir: str, model_cfg: UGVAEConfig, train_cfg: TrainConfig, extra: dict | None = None):
+    payload = {"model": model_cfg.to_dict(), "train": train_cfg.to_dict(), **(extra or {})}
+    atomic_write_bytes(os.path.join(run_dir, "config.json"), json.dumps(payload, indent=2).encode())
+
+
+def load_config(run_dir: str):
+    path = os.path.join(run_dir, "config.json")
+    if not os.path.isfile(path):
+        raise RunError(f"{run_dir} is not a run directory (no config.json); pass a directory made by `run.py train`")
+    try:
+        with open(path) as f:
+            payload = json.load(f)
+        return UGVAEConfig.from_dict(payload["model"]), TrainConfig.from_dict(payload["train"]), payload
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        raise RunError(f"{path} is corrupt ({e}); restore it or start a new run") from None
+
+
+def atomic_write_bytes(path: str, data: bytes):
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict):
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_checkpoint(run_dir: str, step: int, payload: dict, keep: int):
+    """Write checkpoints/step-N.pt atomically, then drop all but the newest `keep`."""
+    folder = os.path.join(run_dir, "checkpoints")
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, f"step-{step:09d}.pt")
+    tmp = f"{path}.tmp-{os.getpid()}"
+    torch.save(payload, tmp)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    for old in list_checkpoints(run_dir)[:-keep]:
+        os.remove(old)
+    return path
+
+
+def list_checkpoints(run_dir: str) -> list[str]:
+    paths = glob.glob(os.path.join(run_dir, "checkpoints", "step-*.pt"))
+    return sorted((p for p in paths if CHECKPOINT_RE.search(p)), key=lambda p: int(CHECKPOINT_RE.search(p)[1]))
+
+
+def load_checkpoint(path: str, map_location="cpu") -> dict:
+    try:
+        # Our own files, holding numpy RNG state besides tensors: full unpickling is needed.
+        return torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as e:  # truncated or foreign files raise many types
+        raise RunError(f"checkpoint {path} cannot be read ({type(e).__name__}); "
+                       "delete it to fall back to the previous one") from None
+
+
+def latest_checkpoint(run_dir: str, map_location="cpu") -> dict | None:
+    """The newest checkpoint that loads; a damaged newest one falls back to the one before."""
+    for path in reversed(list_checkpoints(run_dir)):
+        try:
+            return load_checkpoint(path, map_location)
+        except RunError:
+            continue
+    return None
+
+
+def check_compatible(checkpoint: dict, model_cfg: UGVAEConfig, model_name: str, guide_name: str):
+    saved = checkpoint.get("config", {})
+    mine = {"model": model_name, "guide": guide_name, **model_cfg.to_dict()}
+    theirs = {"model": saved.get("model_name"), "guide": saved.get("guide_name"), **saved.get("model", {})}
+    diffs = [f"{k}: checkpoint {theirs.get(k)!r} vs asked {v!r}" for k, v in mine.items() if theirs.get(k) != v]
+    if diffs:
+        raise RunError("checkpoint was made with another config (" + "; ".join(diffs) +
+                       "); use the run's own config or start a new run")
+
+
+def load_run(run_dir: str, device: str = "cpu"):
+    """(model, guide, config) of a saved run, weights from its newest good checkpoint.
+
+    `config` is a dict with the `model` (UGVAEConfig) and `train` (TrainConfig) configs.
+    The model and guide are in eval mode on `device`.
+    """
+    model_cfg, train_cfg, _ = load_config(run_dir)
+    guide_name = train_cfg.guide or default_guide(train_cfg.model)
+    model, guide = build(model_cfg, train_cfg.model, guide_name)
+    ckpt = latest_checkpoint(run_dir)
+    if ckpt is None:
+        raise RunError(f"{run_dir} holds no readable checkpoint; train it first or resume it with --resume")
+    check_compatible(ckpt, model_cfg, train_cfg.model, guide_name)
+    model.load_state_dict(ckpt["model"])
+    guide.load_state_dict(ckpt["guide"])
+    model.to(device).eval()
+    guide.to(device).eval()
+    return model, guide, {"model": model_cfg, "train": train_cfg, "step": ckpt["step"], "run_dir": run_dir}

@@ -4,7 +4,7 @@ from .errors import DataError
 from .groups import MixedGroups, RandomGroups
 from .imageset import ImageSet
 from .registry import DATASETS, load_dataset
-from .structured import STRUCTURED_RULES, attribute_groups, mixed_class_groups, structured_groups
+from .structured import STRUCTURED_RULES, attribute_groups, mixed_class_groups, rule_classes, structured_groups
 
 __all__ = [
     "DATASETS",
@@ -16,5 +16,6 @@ __all__ = [
     "attribute_groups",
     "load_dataset",
     "mixed_class_groups",
+    "rule_classes",
     "structured_groups",
 ]

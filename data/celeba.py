@@ -1,4 +1,4 @@
-"""CelebA with its 40 attributes, centre-cropped to 148 and resized as the official UG-VAE code does; cached as uint8."""
+"""CelebA with its 40 attributes, centre-cropped to 148 and resized as the official UG-VAE code does."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from .imageset import ImageSet
 
 DEFAULT_SIZE = 64
 CROP = 148
-SPLITS = {"train": "train", "test": "test"}
 
 
 def load(split: str, data_dir: Path, image_size: int | None) -> ImageSet:
@@ -37,19 +36,19 @@ def open_torchvision(split: str, data_dir: Path, size: int):
     from torchvision import transforms
 
     transform = transforms.Compose([transforms.CenterCrop(CROP), transforms.Resize(size), transforms.PILToTensor()])
+    kwargs = dict(root=str(data_dir), split=split, target_type="attr", transform=transform)
     try:
-        return torchvision.datasets.CelebA(str(data_dir), split=SPLITS[split], target_type="attr", transform=transform)
-    except Exception:
+        return torchvision.datasets.CelebA(**kwargs)
+    except Exception:  # torchvision says "not found or corrupted" with a RuntimeError; try downloading next
         pass
     try:
         with quiet_network():
-            return torchvision.datasets.CelebA(
-                str(data_dir), split=SPLITS[split], target_type="attr", transform=transform, download=True
-            )
+            return torchvision.datasets.CelebA(**kwargs, download=True)
     except Exception:
+        celeba = data_dir / "celeba"
         raise DataError(
-            f"CelebA is not in {data_dir / 'celeba'} and could not be downloaded; place img_align_celeba/ "
-            f"and the list_*.txt files from the CelebA site in {data_dir / 'celeba'}, or pass --data-dir to the folder holding celeba/"
+            f"CelebA is not in {celeba} and could not be downloaded; place img_align_celeba/ and the "
+            f"list_*.txt files from the CelebA site in {celeba}, or pass --data-dir to the folder holding celeba/"
         ) from None
 
 

@@ -45,7 +45,8 @@ def split_files(files: list[Path], split: str, root: Path) -> list[Path]:
     chosen = ranked[len(files) - n_test :] if split == "test" else ranked[: len(files) - n_test]
     if not chosen:
         raise DataError(
-            f"image folder {root} has only {len(files)} images, too few for a 10% test split; add images or use split 'train'"
+            f"image folder {root} has only {len(files)} images, too few for a 10% test split; "
+            "add images or use split 'train'"
         )
     return sorted(chosen)
 

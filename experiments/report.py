@@ -12,6 +12,7 @@ import os
 
 import matplotlib.pyplot as plt
 import torch
+from pyro import poutine
 
 from data import load_dataset
 from experiments.plotting import image_grid, save_figure, save_grid
@@ -65,7 +66,8 @@ def sample_grid(model, rows: int = 8, seed: int = 0) -> tuple[torch.Tensor, int]
     """Images (rows * cols, C, H, W) and cols.
 
     UG-VAE: rows are draws of beta ~ p(beta), columns the K clusters, each image the decoded
-    component mean mu_d(beta). Models without that structure show draws from p(x).
+    component mean mu_d(beta). Other models: decoded draws of their latents from the prior, one
+    group per row (ML-VAE: one beta per row), column k drawn from cluster d = k where there is a d.
     """
     cfg, device = model.cfg, next(model.parameters()).device
     torch.manual_seed(seed)
@@ -73,7 +75,10 @@ def sample_grid(model, rows: int = 8, seed: int = 0) -> tuple[torch.Tensor, int]
         beta = torch.randn(rows, 1, cfg.beta_dim, device=device)
         z = model.cluster_prior(beta)[0][:, 0]  # (rows, K, z_dim)
         return model.decode(z, beta).reshape((-1,) + cfg.x_shape), cfg.K
-    return model(None, num_groups=rows, group_size=rows).reshape((-1,) + cfg.x_shape).clamp(0, 1), rows
+    columns = torch.arange(cfg.K, device=device).expand(rows, cfg.K)
+    trace = poutine.trace(poutine.condition(model, {"d": columns})).get_trace(None, num_groups=rows, group_size=cfg.K)
+    latents = [trace.nodes[name]["value"] for name in ("z", "beta") if name in trace.nodes]
+    return model.decode(*latents).reshape((-1,) + cfg.x_shape), cfg.K
 
 
 def training_report(run_dir: str, device: str = "cpu"):

@@ -1,7 +1,10 @@
 """p: the generative models. `model/` never imports `guide/`, `data/` or `train/`."""
 from model.config import UGVAEConfig
+from model.gmvae import GMVAEModel
+from model.mlvae import MLVAEModel
 from model.ugvae import UGVAEModel
+from model.vae import VAEModel
 
-MODELS = {"ugvae": UGVAEModel}
+MODELS = {"ugvae": UGVAEModel, "vae": VAEModel, "gmvae": GMVAEModel, "mlvae": MLVAEModel}
 
-__all__ = ["UGVAEConfig", "UGVAEModel", "MODELS"]
+__all__ = ["UGVAEConfig", "UGVAEModel", "VAEModel", "GMVAEModel", "MLVAEModel", "MODELS"]

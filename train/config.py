@@ -26,13 +26,15 @@ class TrainConfig:
 
     def __post_init__(self):
         problems = []
-        if self.group_size < 2 and self.model != "vae":
+        if self.group_size < 1:
+            problems.append(f"--group-size must be >= 1, got {self.group_size}")
+        elif self.group_size < 2 and self.model != "vae":
             problems.append(f"--group-size must be >= 2 for a model with a global latent, got {self.group_size}")
         for name in ("epochs", "groups_per_step", "log_every", "checkpoint_every", "keep_checkpoints"):
             if getattr(self, name) < 1:
                 problems.append(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        if self.group_size < 1:
-            problems.append(f"--group-size must be >= 1, got {self.group_size}")
+        if self.seed < 0:
+            problems.append(f"--seed must be >= 0, got {self.seed}")
         if not self.lr > 0:
             problems.append(f"--lr must be > 0, got {self.lr}")
         if not 0.0 <= self.mix <= 1.0:

@@ -7,6 +7,8 @@ import os
 
 import torch
 
+from train.runs import atomic_write_bytes
+
 METRIC_FIELDS = [
     "step", "epoch", "train_elbo", "test_elbo",
     "cluster_entropy", "clusters_used", "clusters_used_argmax", "elapsed_s",
@@ -47,14 +49,17 @@ class MetricsLog:
             csv.DictWriter(f, METRIC_FIELDS).writerow({k: row.get(k, "") for k in METRIC_FIELDS})
 
     def truncate_after(self, step: int):
-        """Drop rows logged after `step`: a resumed run recomputes them."""
-        rows = read_metrics(self.path)
-        with open(self.path, "w", newline="") as f:
-            w = csv.DictWriter(f, METRIC_FIELDS)
-            w.writeheader()
-            for r in rows:
-                if r["step"] <= step:
-                    w.writerow({k: ("" if isinstance(v, float) and math.isnan(v) else v) for k, v in r.items()})
+        """Drop rows logged after `step`: a resumed run logs those steps again.
+
+        The rewrite is atomic, and a last line torn by a crash mid-append (no newline) is dropped.
+        """
+        with open(self.path, newline="") as f:
+            text = f.read()
+        lines = text.splitlines(keepends=True)
+        if lines and not lines[-1].endswith("\n"):
+            lines.pop()
+        kept = [line for line in lines[1:] if line.split(",", 1)[0].isdigit() and int(line.split(",", 1)[0]) <= step]
+        atomic_write_bytes(self.path, "".join(lines[:1] + kept).encode())
 
 
 def read_metrics(path: str) -> list[dict]:

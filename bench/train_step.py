@@ -1,0 +1,257 @@
+"""Time one UG-VAE training step: Pyro's ELBOs against a hand-written PyTorch loss of the same networks.
+
+A step is what Trainer.train_step does: gather G groups of B images from uint8 data resident on
+the device, compute the loss, backpropagate, take an Adam step. Variants:
+
+    svi           pyro.infer.SVI.step with TraceEnum_ELBO and pyro.optim.Adam (it syncs: returns a float)
+    pyro          TraceEnum_ELBO as a module + torch.optim.Adam: Trainer's default step
+    jit           JitTraceEnum_ELBO the same way: Trainer's --jit
+    hand          bench/handwritten.py's loss of the same networks, the same way
+    *-compile     torch.compile on the networks (pyro) or on the whole loss (hand)
+    *-graph       the whole step captured once and replayed as a CUDA graph (train/fast.py); the
+                  JIT's cannot be captured (a host sync in its traced sampler): its row says so
+
+For each G it prints the median step time over blocks of steps (one sync a block, as training
+syncs once a log window), samples/s, and the ratios to `hand` and to the fastest hand-written
+variant; then, at the largest G, the time of one epoch of --epoch-samples images (the MNIST
+training set's size by default) and the peak memory. Pyro validation is off, as it should be
+for training (it adds host syncs).
+
+    python -m bench.train_step --device cuda --json bench.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import time
+import traceback
+import warnings
+
+import pyro
+import torch
+from pyro.infer import SVI, TraceEnum_ELBO
+
+from bench.handwritten import HandwrittenLoss
+from guide import UGVAEGuide
+from model import UGVAEConfig, UGVAEModel
+from train.fast import CapturedStep
+from train.loop import make_elbo
+
+VARIANTS = ("svi", "pyro", "pyro-compile", "pyro-graph", "jit", "jit-graph",
+            "hand", "hand-compile", "hand-graph", "hand-compile-graph")
+
+
+def build_step(variant: str, cfg: UGVAEConfig, images: torch.Tensor, example_idx: torch.Tensor, lr=1e-3):
+    """A fresh model and guide, and `step(idx) -> loss` for one variant."""
+    pyro.clear_param_store()
+    pyro.set_rng_seed(0)
+    device = images.device
+    model, guide = UGVAEModel(cfg).to(device), UGVAEGuide(cfg).to(device)
+    base, *tricks = variant.split("-")
+    if base == "svi":
+        svi = SVI(model, guide, pyro.optim.Adam({"lr": lr}), TraceEnum_ELBO(max_plate_nesting=2))
+        return lambda idx: svi.step(images[idx].float().div_(255))
+    if base == "hand":
+        loss_fn = HandwrittenLoss(model, guide)
+        if "compile" in tricks:
+            loss_fn = torch.compile(loss_fn, dynamic=False)
+    else:
+        loss_fn = make_elbo(base == "jit")(model, guide)
+        if "compile" in tricks:
+            for network in (model.cluster_prior, model.decoder, guide.features, guide.local_encoder,
+                            guide.cluster_posterior, guide.global_encoder):
+                network.compile(dynamic=False)
+    cuda = device.type == "cuda"
+    # fused: one kernel for the whole update; capturable: its step count stays on the device.
+    optimizer = torch.optim.Adam(loss_fn.parameters(), lr=lr, fused=cuda or None, capturable=cuda)
+
+    def step(idx: torch.Tensor) -> torch.Tensor:
+        x = images[idx].float().div_(255)
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(x)
+        loss.backward()
+        optimizer.step()
+        return loss.detach()
+
+    if "graph" in tricks:
+        if not cuda:
+            raise ValueError(f"{variant} needs --device cuda: CUDA graphs exist only on a GPU")
+        return CapturedStep(step, example_idx)
+    return step
+
+
+def synchronize(device: torch.device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def median_step_seconds(step, batches: torch.Tensor, warmup: int, steps: int) -> float:
+    """Median over blocks of the mean step time in a block, with one sync per block."""
+    device = batches.device
+    for i in range(warmup):
+        step(batches[i % len(batches)])
+    blocks = min(steps, 10)
+    per_block = max(1, steps // blocks)
+    times = []
+    for b in range(blocks):
+        synchronize(device)
+        start = time.perf_counter()
+        total = 0.0
+        for i in range(per_block):
+            total += step(batches[(b * per_block + i) % len(batches)])
+        float(total)  # the one sync of a block, like a logged loss
+        times.append((time.perf_counter() - start) / per_block)
+    return statistics.median(times)
+
+
+def epoch_seconds(step, n_images: int, G: int, B: int, device: torch.device, log_every: int = 10) -> float:
+    """One epoch of random groups over n_images, the last partial step dropped, logging every 10 steps."""
+    steps = n_images // (G * B)
+    order = torch.randperm(n_images, device=device)[: steps * G * B].view(steps, G, B)
+    synchronize(device)
+    start = time.perf_counter()
+    window = torch.zeros((), device=device)
+    for i in range(steps):
+        window += step(order[i])
+        if (i + 1) % log_every == 0 or i + 1 == steps:
+            window.item()
+            window.zero_()
+    return time.perf_counter() - start
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10  # Linux reports KiB
+
+
+def profile_step(step, batches: torch.Tensor, path: str, steps: int = 10) -> dict:
+    """Kernels and GPU-busy time per step, and the profiler's table of where the host time goes."""
+    from torch.profiler import ProfilerActivity, profile
+
+    device = batches.device
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    synchronize(device)
+    with profile(activities=activities) as prof:
+        for i in range(steps):
+            step(batches[i % len(batches)])
+        synchronize(device)
+    events = prof.key_averages()
+    kernels = [e for e in events if e.device_type.name == "CUDA"]
+    with open(path, "w") as f:
+        f.write(events.table(sort_by="self_cpu_time_total", row_limit=25))
+        if kernels:
+            f.write("\n" + events.table(sort_by="self_device_time_total", row_limit=15))
+    return {"kernels_per_step": sum(e.count for e in kernels) / steps,
+            "gpu_busy_ms_per_step": sum(e.self_device_time_total for e in kernels) / steps / 1e3}
+
+
+def run(args) -> dict:
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("error: --device cuda was asked for but CUDA is not available; use --device cpu")
+    cfg = (UGVAEConfig(x_shape=(1, 8, 8), z_dim=2, beta_dim=2, K=3, hidden=16) if args.tiny else UGVAEConfig())
+    pyro.enable_validation(False)
+    B, G_max = args.group_size, max(args.groups)
+    n_images = max(args.epoch_samples, G_max * B)
+    images = torch.randint(0, 256, (n_images,) + cfg.x_shape, dtype=torch.uint8, device=device)
+    rows, epochs = [], []
+    for variant in args.variants:
+        for G in args.groups:
+            batches = torch.randint(0, n_images, (16, G, B), device=device)
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats(device)
+            row = {"variant": variant, "G": G, "B": B}
+            try:
+                step = build_step(variant, cfg, images, batches[0])
+                seconds = median_step_seconds(step, batches, args.warmup, args.steps)
+                row.update(step_ms=seconds * 1e3, samples_per_s=G * B / seconds)
+                if G == 1 and variant in args.profile:
+                    row.update(profile_step(step, batches, f"{args.profile_prefix}{variant}.txt"))
+                if G == G_max:
+                    epoch = epoch_seconds(step, args.epoch_samples, G, B, device)
+                    epochs.append({"variant": variant, "G": G, "samples": args.epoch_samples // (G * B) * G * B,
+                                   "epoch_s": epoch, "peak_memory_mb": peak_memory_mb(device)})
+            except Exception as error:  # a variant that cannot run here is reported, not fatal
+                traceback.print_exception(error)
+                row["error"] = _describe(error)
+            rows.append(row)
+            print(_format_row(row), flush=True)
+    _add_ratios(rows)
+    return {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+            "torch": torch.__version__, "pyro": pyro.__version__, "model": cfg.to_dict(),
+            "peak_memory": "torch.cuda.max_memory_allocated" if device.type == "cuda" else "ru_maxrss of the process so far",
+            "rows": rows, "epochs": epochs}
+
+
+def _describe(error: BaseException) -> str:
+    """The first line of an error and of the errors it happened in (a failed capture hides its cause)."""
+    chain = []
+    while error is not None and len(chain) < 3:
+        text = str(error).strip()
+        chain.append(f"{type(error).__name__}: {text.splitlines()[0] if text else ''}")
+        error = error.__context__
+    return " <- ".join(chain)
+
+
+def _add_ratios(rows):
+    for row in rows:
+        same_G = [r for r in rows if r["G"] == row["G"] and "step_ms" in r]
+        hand = [r["step_ms"] for r in same_G if r["variant"] == "hand"]
+        best = [r["step_ms"] for r in same_G if r["variant"].startswith("hand")]
+        if "step_ms" in row and hand:
+            row["vs_hand"] = row["step_ms"] / hand[0]
+        if "step_ms" in row and best:
+            row["vs_best_hand"] = row["step_ms"] / min(best)
+
+
+def _format_row(row) -> str:
+    if "error" in row:
+        return f"{row['variant']:<20}{row['G']:>4}  {row['error'][:100]}"
+    return f"{row['variant']:<20}{row['G']:>4}{row['step_ms']:>10.3f}{row['samples_per_s']:>14,.0f}"
+
+
+def print_tables(result: dict):
+    print(f"\n{result['device']}, torch {result['torch']}, pyro {result['pyro']}")
+    print(f"{'variant':<20}{'G':>4}{'step ms':>10}{'samples/s':>14}{'x hand':>9}{'x best hand':>13}")
+    for row in result["rows"]:
+        ratios = f"{row.get('vs_hand', float('nan')):>9.2f}{row.get('vs_best_hand', float('nan')):>13.2f}"
+        print(_format_row(row) + ("" if "error" in row else ratios))
+    print(f"\n{'epoch at largest G':<20}{'G':>4}{'samples':>9}{'epoch s':>10}{'peak MiB':>10}")
+    for e in result["epochs"]:
+        print(f"{e['variant']:<20}{e['G']:>4}{e['samples']:>9}{e['epoch_s']:>10.3f}{e['peak_memory_mb']:>10.1f}")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    parser.add_argument("--json", help="write the results here")
+    parser.add_argument("--groups", type=int, nargs="+", default=[1, 4, 16], help="G values: groups per step")
+    parser.add_argument("--group-size", type=int, default=128, help="B: samples per group")
+    parser.add_argument("--steps", type=int, default=50, help="timed steps per variant and G")
+    parser.add_argument("--warmup", type=int, default=10, help="untimed steps first (JIT tracing, compiling)")
+    parser.add_argument("--epoch-samples", type=int, default=60_000)
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS,
+                        help="default: all but *-compile on CPU (slow to compile), all on CUDA")
+    parser.add_argument("--profile", nargs="*", default=[], choices=VARIANTS, help="profile these variants at G=1")
+    parser.add_argument("--profile-prefix", default="profile-", help="profile tables go to PREFIX<variant>.txt")
+    parser.add_argument("--tiny", action="store_true", help="a tiny model, for the test suite")
+    args = parser.parse_args(argv)
+    warnings.filterwarnings("ignore", message="`torch.jit.trace` is deprecated")
+    if args.variants is None:
+        args.variants = [v for v in VARIANTS if "graph" not in v and "compile" not in v] \
+            if args.device == "cpu" else list(VARIANTS)
+    result = run(args)
+    print_tables(result)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

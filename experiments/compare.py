@@ -1,0 +1,85 @@
+"""One table of several runs: model, guide, data, training cost and the numbers of `evaluate`.
+
+Train time comes from RUN_DIR/summary.json (written at the end of training), the test ELBO,
+the IWAE bound and the clustering accuracy from RUN_DIR/eval.json, which is computed first
+where it is missing. Writes compare.md and compare.csv to --out and prints the Markdown.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+
+from experiments.evaluate import evaluate_run
+from train.runs import RunError, default_guide, load_config
+
+COLUMNS = ["run", "model", "guide", "dataset", "epochs", "train_s", "test_elbo", "iwae", "iwae_se", "samples",
+           "clustering_accuracy", "clusters_used"]
+
+
+def _read_json(path: str) -> dict | None:
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def run_row(run_dir: str, samples: int = 100, device: str = "cpu") -> dict:
+    """One table row; evaluates the run first if it has no eval.json."""
+    _, train_cfg, _ = load_config(run_dir)
+    summary = _read_json(os.path.join(run_dir, "summary.json"))
+    if summary is None:
+        raise RunError(f"{run_dir} has no summary.json: its training did not finish; resume it with --resume")
+    scores = _read_json(os.path.join(run_dir, "eval.json")) or evaluate_run(run_dir, samples, device)
+    row = {
+        "run": os.path.basename(os.path.normpath(run_dir)), "model": train_cfg.model,
+        "guide": train_cfg.guide or default_guide(train_cfg.model), "dataset": train_cfg.dataset,
+        "epochs": summary["epochs"], "train_s": summary["train_seconds"],
+    }
+    return {**row, **{k: scores.get(k) for k in COLUMNS if k not in row}}
+
+
+def _cell(value, digits: int = 2) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def markdown(rows: list[dict]) -> str:
+    head = ["run", "model", "guide", "dataset", "epochs", "train time (s)", "test ELBO", "IWAE log p(x)",
+            "cluster acc.", "clusters used"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        iwae = f"{_cell(r['iwae'])} ± {_cell(r['iwae_se'])} (S={r['samples']})"
+        cells = [r["run"], r["model"], r["guide"], r["dataset"], _cell(r["epochs"]), _cell(r["train_s"], 0),
+                 _cell(r["test_elbo"]), iwae, _cell(r["clustering_accuracy"], 3), _cell(r["clusters_used"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n\nNats per sample on the test split; ± is the standard error over test groups.\n"
+
+
+def to_csv(rows: list[dict]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def add_arguments(parser):
+    parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="trained runs, one table row each")
+    parser.add_argument("--out", default=".", metavar="DIR", help="where compare.md and compare.csv go")
+    parser.add_argument("--samples", type=int, default=100, help="IWAE samples for runs not yet evaluated")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N], for runs not yet evaluated")
+
+
+def run(args) -> int:
+    rows = [run_row(r, args.samples, args.device) for r in args.runs]
+    os.makedirs(args.out, exist_ok=True)
+    table = markdown(rows)
+    with open(os.path.join(args.out, "compare.md"), "w") as f:
+        f.write(table)
+    with open(os.path.join(args.out, "compare.csv"), "w") as f:
+        f.write(to_csv(rows))
+    print(table)
+    return 0

@@ -1,0 +1,253 @@
+"""Unsupervised domain alignment (section 4.2, figs. 5-6): does beta find the domain of a group?
+
+The run was trained on groups that mix two datasets A and B at random, without domain labels.
+Test groups built with the labels then probe the global space. With beta_k = E q(beta | X_k), the
+product-of-Gaussians mean of eq. 8-9 for a pure group X_k, and z_k = E q(z | x_k) (eq. 6) for one
+image x_k of that group, the grids decode
+
+    x(s, t) = E p(x | z = (1-t) z_1 + t z_2, beta = (1-s) beta_1 + s beta_2),  s (rows), t (columns) in [0, 1]
+
+(d plays no part: z is given). Files under RUN_DIR/experiments/domain-alignment/:
+
+    cross_domain.png    (a) fig. 5a/6: x_1 from a pure-A group, x_2 from a pure-B group
+    within_domain.png   (b) fig. 5c: x_1, x_2 from two pure-A groups
+    beta_tsne.png       (c) fig. 5b: t-SNE of E q(beta | X) of pure-A, pure-B and mixed groups,
+                        with the beta paths of (a) and (b)
+    domain_alignment.json  (d) 5-fold cross-validated accuracy of a logistic regression telling
+                        pure-A from pure-B groups by their code, per group size, for this run, each
+                        --baseline-run, an untrained encoder of the same architecture and the group's
+                        mean image. A model without a global latent (VAE) is coded by its groups'
+                        mean of E q(z | x). Also the mean absolute pixel change from x(0, t) to
+                        x(1, t) and from x(s, 0) to x(s, 1) of each grid: how much the decoder
+                        listens to beta and to z.
+"""
+from __future__ import annotations
+
+import os
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+from data import load_dataset, mixed_class_groups, structured_groups
+from experiments.plotting import experiment_dir, save_figure, save_json, show_grid
+from train.runs import RunError, build, default_guide, load_run
+
+NAME = "domain-alignment"
+
+
+def add_arguments(parser):
+    parser.add_argument("--run", required=True, metavar="RUN_DIR", help="a run trained on a mixture A+B")
+    parser.add_argument("--baseline-run", nargs="+", default=[], metavar="RUN_DIR",
+                        help="runs of other models (VAE, ML-VAE) on the same data, for the accuracy table")
+    parser.add_argument("--split", choices=("train", "test"), default="test", help="images the groups are drawn from")
+    parser.add_argument("--num-groups", type=int, default=100, help="groups of each kind: pure A, pure B, mixed")
+    parser.add_argument("--group-size", type=int, default=None, help="B of the figures; the run's own when not given")
+    parser.add_argument("--probe-sizes", type=int, nargs="+", default=None,
+                        help="group sizes of the accuracy table; 1, 8 and --group-size when not given")
+    parser.add_argument("--steps", type=int, default=7, help="interpolation steps along beta and along z")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the groups, t-SNE and folds")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+
+
+def domain_groups(domains: torch.Tensor, num_groups: int, group_size: int, mix: float, seed: int) -> dict:
+    """(num_groups, group_size) indices of pure-A (domain 0), pure-B (domain 1) and mixed groups."""
+    return {
+        "A": structured_groups(domains, [0], num_groups, group_size, seed),
+        "B": structured_groups(domains, [1], num_groups, group_size, seed + 1),
+        "mixed": mixed_class_groups(domains, [0], [1], mix, num_groups, group_size, seed + 2),
+    }
+
+
+def as_float(images: torch.Tensor, idx: torch.Tensor, device) -> torch.Tensor:
+    return images[idx].float().div_(255).to(device)
+
+
+@torch.no_grad()
+def group_codes(guide, images: torch.Tensor, groups: torch.Tensor, device="cpu", chunk: int = 16) -> torch.Tensor:
+    """(num_groups, dim): E q(beta | X) of each group, or its mean of E q(z | x) for a model without beta."""
+    codes = []
+    for idx in groups.split(chunk):
+        x = as_float(images, idx, device)
+        if hasattr(guide, "global_posterior"):
+            codes.append(guide.global_posterior(x)[0])
+        else:
+            codes.append(guide.local_posterior(x)[0].mean(-2))
+    return torch.cat(codes).cpu()
+
+
+def mean_images(images: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+    """(num_groups, C*H*W): the reference code that needs no model at all."""
+    return torch.stack([images[idx].float().mean(0).flatten() / 255 for idx in groups])
+
+
+def domain_accuracy(codes_a: torch.Tensor, codes_b: torch.Tensor, seed: int = 0, folds: int = 5):
+    """Mean and std over stratified folds of a standardised logistic regression's test accuracy."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    folds = min(folds, len(codes_a), len(codes_b))
+    if folds < 2:
+        raise ValueError("the accuracy needs at least 2 groups of each domain; raise --num-groups")
+    features = torch.cat([codes_a, codes_b]).double().numpy()
+    labels = np.r_[np.zeros(len(codes_a)), np.ones(len(codes_b))]
+    classifier = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+    scores = cross_val_score(classifier, features, labels, cv=StratifiedKFold(folds, shuffle=True, random_state=seed))
+    return float(scores.mean()), float(scores.std())
+
+
+@torch.no_grad()
+def interpolation(model, guide, x_1: torch.Tensor, x_2: torch.Tensor, steps: int):
+    """Images (steps * steps, C, H, W) of x(s, t) and the beta path (steps, beta_dim).
+
+    beta_k is the posterior mean of group x_k (B, C, H, W), z_k that of the group's first image.
+    """
+    (beta_1, beta_2), _ = guide.global_posterior(torch.stack([x_1, x_2]))
+    z_1, z_2 = guide.local_posterior(torch.stack([x_1[:1], x_2[:1]]))[0][:, 0]
+    s = torch.linspace(0, 1, steps, device=beta_1.device)[:, None]
+    betas, zs = (1 - s) * beta_1 + s * beta_2, (1 - s) * z_1 + s * z_2
+    images = model.decode(zs[None, :, :], betas[:, None, :])  # rows: beta, columns: z
+    return images.reshape((-1,) + images.shape[2:]), betas
+
+
+def endpoint_changes(grid: torch.Tensor) -> dict:
+    """How far the decoded image moves from beta_1 to beta_2 (fixed z) and from z_1 to z_2 (fixed beta).
+
+    A decoder that ignores beta moves along z only, whatever the t-SNE of beta shows.
+    """
+    return {"beta_1 -> beta_2": float((grid[-1] - grid[0]).abs().mean()),
+            "z_1 -> z_2": float((grid[:, -1] - grid[:, 0]).abs().mean())}
+
+
+def save_interpolation(path: str, sources: torch.Tensor, grid: torch.Tensor, steps: int, title: str):
+    fig, (ax_sources, ax_grid) = plt.subplots(
+        1, 2, figsize=(1.2 + 0.55 * steps, 0.7 + 0.55 * steps), gridspec_kw={"width_ratios": [1, steps]}
+    )
+    show_grid(ax_sources, sources, nrow=1, title="x_1, x_2")
+    show_grid(ax_grid, grid, nrow=steps, title=title)
+    ax_grid.set_xlabel("z: z_1 -> z_2"), ax_grid.set_ylabel("beta: beta_1 -> beta_2")
+    save_figure(fig, path)
+
+
+def save_tsne(path: str, codes: dict, paths: dict, names: list[str], seed: int):
+    """2-D t-SNE of all group codes and path points together (t-SNE cannot place new points later)."""
+    from sklearn.manifold import TSNE
+
+    parts = list(codes.values()) + list(paths.values())
+    points = torch.cat(parts).double().numpy()
+    perplexity = min(30.0, (len(points) - 1) / 3)
+    embedded = TSNE(2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(points)
+    pieces = np.split(embedded, np.cumsum([len(p) for p in parts])[:-1])
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    styles = {"A": dict(marker="s", c="tab:blue", label=f"pure {names[0]}"),
+              "B": dict(marker="^", c="tab:green", label=f"pure {names[1]}"),
+              "mixed": dict(marker="o", c="0.6", label="mixed")}
+    for kind, xy in zip(codes, pieces):
+        ax.scatter(xy[:, 0], xy[:, 1], s=14, alpha=0.7, **styles[kind])
+    for (label, colour), xy in zip(zip(paths, ("tab:orange", "tab:brown")), pieces[len(codes):]):
+        ax.plot(xy[:, 0], xy[:, 1], "-o", c=colour, ms=4, lw=1.5, label=label)
+    ax.set_xticks([]), ax.set_yticks([])
+    ax.set_title("t-SNE of E q(beta | X) per group")
+    ax.legend(fontsize=8)
+    save_figure(fig, path)
+
+
+def short_name(dataset: str) -> str:
+    """'folder:/data/3d-chairs/' -> '3d-chairs', for legends and titles."""
+    key, _, path = dataset.partition(":")
+    return os.path.basename(path.rstrip("/")) if key == "folder" and path else dataset
+
+
+def load_test_groups(config: dict, split: str):
+    train_cfg = config["train"]
+    data = load_dataset(train_cfg.dataset, split, train_cfg.data_dir, train_cfg.image_size)
+    if data.domains is None or len(data.domain_names) != 2:
+        raise RunError(f"run {config['run_dir']} was trained on '{train_cfg.dataset}', not on two datasets; "
+                       "train on a mixture such as --dataset mnist+fashion-mnist")
+    return data
+
+
+def accuracy_row(label: str, run: str | None, code: str, encode, probes: dict, seed: int) -> dict:
+    """One line of the table: `encode(groups)` -> codes, scored at every probe group size."""
+    accuracy, spread = {}, {}
+    for size, groups in probes.items():
+        accuracy[size], spread[size] = domain_accuracy(encode(groups["A"]), encode(groups["B"]), seed)
+    return {"model": label, "run": run, "code": code, "accuracy": accuracy, "accuracy_std": spread}
+
+
+def run(args) -> int:
+    model, guide, config = load_run(args.run, args.device)
+    if not (hasattr(guide, "global_posterior") and hasattr(model, "decode")):
+        raise RunError(f"run {args.run} has no global latent to interpolate; pass a UG-VAE or ML-VAE run as "
+                       "--run and this one as --baseline-run")
+    for name in ("num_groups", "steps"):
+        if getattr(args, name) < 2:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 2, got {getattr(args, name)}")
+    train_cfg = config["train"]
+    data = load_test_groups(config, args.split)
+    names = [short_name(n) for n in data.domain_names]
+    B = args.group_size or train_cfg.group_size
+    out = experiment_dir(args.run, NAME)
+    groups = domain_groups(data.domains, args.num_groups, B, train_cfg.mix, args.seed)
+    changes = draw_figures(model, guide, data.images, groups, names, out, args)
+    sizes = sorted(set(args.probe_sizes or (1, 8, B)))
+    rows = accuracy_table(guide, config, data, sizes, args)
+    save_json(os.path.join(out, "domain_alignment.json"), {
+        "run": args.run, "dataset": train_cfg.dataset, "split": args.split, "domains": data.domain_names,
+        "group_size": B, "num_groups": args.num_groups, "mix_of_mixed_groups": train_cfg.mix,
+        "classifier": "standardised logistic regression, stratified 5-fold cross-validation, pure A vs pure B",
+        "interpolation_mean_abs_pixel_change": changes,
+        "accuracy_table": rows,
+    })
+    print(f"accuracy telling pure {names[0]} from pure {names[1]} groups, at group sizes {sizes}:")
+    for row in rows:
+        cells = "  ".join(f"{row['accuracy'][s]:.3f}" for s in sizes)
+        print(f"  {cells}  {row['model']}, {row['code']}")
+    print(f"figures and numbers in {out}")
+    return 0
+
+
+def draw_figures(model, guide, images: torch.Tensor, groups: dict, names: list[str], out: str, args) -> dict:
+    """Figures (a), (b) and (c); returns the pixel changes along beta and z of (a) and (b)."""
+    codes = {kind: group_codes(guide, images, idx, args.device) for kind, idx in groups.items()}
+    pairs = {f"(a) {names[0]} -> {names[1]}": ("cross_domain.png", groups["A"][0], groups["B"][0]),
+             f"(b) {names[0]} -> {names[0]}": ("within_domain.png", groups["A"][0], groups["A"][1])}
+    beta_paths, changes = {}, {}
+    for label, (file, g_1, g_2) in pairs.items():
+        x_1, x_2 = as_float(images, g_1, args.device), as_float(images, g_2, args.device)
+        grid, beta_paths[label] = interpolation(model, guide, x_1, x_2, args.steps)
+        changes[label] = endpoint_changes(grid.view((args.steps, args.steps) + grid.shape[1:]))
+        save_interpolation(os.path.join(out, file), torch.stack([x_1[0], x_2[0]]).cpu(), grid.cpu(),
+                           args.steps, label)
+    save_tsne(os.path.join(out, "beta_tsne.png"), codes, {k: v.cpu() for k, v in beta_paths.items()}, names, args.seed)
+    return changes
+
+
+def accuracy_table(guide, config: dict, data, sizes: list[int], args) -> list[dict]:
+    """(d): this run, each baseline run, an untrained encoder and the group mean image, on the same groups."""
+    train_cfg, images = config["train"], data.images
+    probes = {size: domain_groups(data.domains, args.num_groups, size, train_cfg.mix, args.seed + 10 * size)
+              for size in sizes}
+    rows = [accuracy_row(train_cfg.model, args.run, "E q(beta|X)",
+                         lambda g: group_codes(guide, images, g, args.device), probes, args.seed)]
+    for baseline_dir in args.baseline_run:
+        rows.append(baseline_row(baseline_dir, config, probes, images, args))
+    torch.manual_seed(args.seed)
+    untrained = build(config["model"], train_cfg.model, train_cfg.guide or default_guide(train_cfg.model))[1]
+    untrained.to(args.device).eval()
+    rows.append(accuracy_row(f"untrained {train_cfg.model}", None, "E q(beta|X)",
+                             lambda g: group_codes(untrained, images, g, args.device), probes, args.seed))
+    rows.append(accuracy_row("none", None, "group mean image", lambda g: mean_images(images, g), probes, args.seed))
+    return rows
+
+
+def baseline_row(run_dir: str, config: dict, probes: dict, images: torch.Tensor, args) -> dict:
+    _, guide, other = load_run(run_dir, args.device)
+    if other["model"].x_shape != config["model"].x_shape:
+        raise RunError(f"baseline run {run_dir} takes images {other['model'].x_shape}, not "
+                       f"{config['model'].x_shape}; train it on the same dataset as {config['run_dir']}")
+    code = "E q(beta|X)" if hasattr(guide, "global_posterior") else "group mean of E q(z|x)"
+    return accuracy_row(other["train"].model, run_dir, code,
+                        lambda g: group_codes(guide, images, g, args.device), probes, args.seed)

@@ -1,0 +1,102 @@
+"""Group features and the classifiers that read them (table 1 of the paper, with baselines).
+
+A group X = {x_1..x_B} is summarised by a Gaussian over a group feature:
+
+    UG-VAE, ML-VAE   q(beta | X) = prod_i N(mu_i, Sigma_i)           eq. 8-9 (global_posterior)
+    VAE, GMVAE       mean_i z_i with z_i ~ q(z_i | x_i) independent:
+                     N(mean_i mu_i, sum_i Sigma_i / B^2)              (no global latent)
+    PCA baseline     the group's mean image projected on the first beta_dim principal axes
+                     (deterministic: one point per group)
+
+Linear and RBF SVMs, on standardised features so that sources of different scales are
+treated alike, are trained on samples of these posteriors and scored on samples from held-out
+groups. The split is by group, never by sample: samples of one group are correlated, so a
+split by sample would let a classifier recognise groups instead of classes.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from sklearn.decomposition import PCA
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import SVC, LinearSVC
+
+from train.runs import build
+
+CLASSIFIERS = {
+    "linear SVM": lambda seed: LinearSVC(C=1.0, max_iter=10_000, random_state=seed),
+    "RBF SVM": lambda seed: SVC(kernel="rbf", C=1.0, gamma="scale", random_state=seed),
+}
+
+
+@torch.no_grad()
+def group_posterior(guide, x: torch.Tensor):
+    """loc, scale (G, D) of the group feature of x (G, B, C, H, W); see the module docstring."""
+    if hasattr(guide, "global_posterior"):
+        return guide.global_posterior(x)
+    z_loc, z_scale, _ = guide.local_posterior(x)
+    return z_loc.mean(-2), z_scale.pow(2).sum(-2).sqrt() / z_loc.shape[-2]
+
+
+def encode_groups(guide, images: torch.Tensor, groups: torch.Tensor, chunk: int = 64):
+    """loc, scale (G, D) for index groups (G, B) into uint8 images (N, C, H, W)."""
+    device = next(guide.parameters()).device
+    locs, scales = [], []
+    for idx in groups.split(chunk):
+        loc, scale = group_posterior(guide, images[idx].to(device).float().div_(255))
+        locs.append(loc.cpu())
+        scales.append(scale.cpu())
+    return torch.cat(locs), torch.cat(scales)
+
+
+def posterior_samples(loc: torch.Tensor, scale: torch.Tensor, num_samples: int, seed: int) -> torch.Tensor:
+    """(G, S, D) draws from N(loc, scale^2) for each group."""
+    noise = torch.randn((num_samples,) + loc.shape, generator=torch.Generator().manual_seed(seed))
+    return (loc + scale * noise).transpose(0, 1)
+
+
+# A feature source maps (images, groups (G, B), is_train (G,)) to loc, scale (G, D).
+
+def guide_features(guide):
+    return lambda images, groups, is_train: encode_groups(guide, images, groups)
+
+
+def pca_features(dim: int):
+    """Group mean images on principal axes fitted on the training groups only; scale 0."""
+    def features(images, groups, is_train):
+        means = torch.cat([images[idx].float().div_(255).mean(1).flatten(1) for idx in groups.split(64)]).numpy()
+        pca = PCA(n_components=min(dim, int(is_train.sum()), means.shape[1]), random_state=0)
+        pca.fit(means[is_train.numpy()])
+        loc = torch.from_numpy(pca.transform(means)).float()
+        return loc, torch.zeros_like(loc)
+    return features
+
+
+def untrained_guide(model_cfg, model_name: str, guide_name: str | None, seed: int):
+    """A freshly initialised guide of the run's architecture: what q(beta|X) gives before any training."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        _, guide = build(model_cfg, model_name, guide_name)
+    return guide.eval()
+
+
+def svm_accuracies(features: torch.Tensor, labels: torch.Tensor, is_train: torch.Tensor, seed: int = 0) -> dict:
+    """{classifier: {"train": acc, "test": acc}} for features (G, S, D), class labels (G,), split mask (G,).
+
+    Every sample of a group inherits its label; accuracy is the share of samples classified right.
+    """
+    if is_train.all() or not is_train.any():
+        raise ValueError("the group split leaves no training or no test group; raise --groups")
+    S = features.shape[1]
+    flat = features.reshape(-1, features.shape[-1]).numpy()
+    y = labels.repeat_interleave(S).numpy()
+    train = is_train.repeat_interleave(S).numpy()
+    out = {}
+    for name, make in CLASSIFIERS.items():
+        classifier = make_pipeline(StandardScaler(), make(seed)).fit(flat[train], y[train])
+        out[name] = {
+            "train": float(np.mean(classifier.predict(flat[train]) == y[train])),
+            "test": float(np.mean(classifier.predict(flat[~train]) == y[~train])),
+        }
+    return out

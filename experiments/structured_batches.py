@@ -1,0 +1,232 @@
+"""Structured batches: does q(beta | X) tell the rule behind a group? (section 4.3, table 1, fig. 7)
+
+Test groups of B images follow a rule (even, odd, Fibonacci or prime digits; Fashion-MNIST
+tops or footwear; CelebA black or blond hair, male or female), mix two rules in 60/40 vs
+40/60 proportion, or are random. Each group is encoded by the run's q(beta | X) (eq. 8-9),
+and linear / RBF SVMs classify samples of it, or its mean with --means (experiments/groups.py).
+The groups whose features train the SVMs and those that test them come from disjoint halves
+of the test split, so they share no image. Every task is repeated for each group size and each feature source:
+the run, an untrained guide of the same architecture, PCA of the group's mean image, and any
+baseline run. Writes table.json, table.md and tsne.png (fig. 7: t-SNE of the posterior means).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import matplotlib.pyplot as plt
+import torch
+from sklearn.manifold import TSNE
+
+from data import STRUCTURED_RULES, DataError, ImageSet, load_dataset, mixed_class_groups, structured_groups
+from experiments.groups import guide_features, pca_features, posterior_samples, svm_accuracies, untrained_guide
+from experiments.plotting import experiment_dir, save_figure, save_json
+from train.runs import RunError, load_run
+
+# Which rule set each labelled dataset uses, and the paper's pairings of rules.
+RULE_SETS = {"mnist": "mnist", "digits": "mnist", "synthetic": "mnist", "fashion-mnist": "fashion-mnist"}
+PAIRINGS = {"mnist": [("even", "odd"), ("fibonacci", "prime")], "fashion-mnist": [("tops", "footwear")]}
+
+
+@dataclass(eq=False)
+class GroupClass:
+    """Groups whose first round(share * B) members have a label in `classes` and the rest in `other`."""
+
+    name: str
+    labels: torch.Tensor  # (N,) the label each rule reads; -1 for no class
+    classes: list[int]
+    other: list[int] | None = None
+    share: float = 1.0
+
+    def draw(self, allowed: torch.Tensor, num_groups: int, group_size: int, seed: int) -> torch.Tensor:
+        labels = torch.where(allowed, self.labels, -1)  # images outside `allowed` join no pool
+        if self.other is None:
+            return structured_groups(labels, self.classes, num_groups, group_size, seed)
+        return mixed_class_groups(labels, self.classes, self.other, self.share, num_groups, group_size, seed)
+
+
+@dataclass
+class Task:
+    name: str
+    classes: list[GroupClass] = field(default_factory=list)
+
+
+def pair_tasks(a: GroupClass, b: GroupClass, random: GroupClass, share: float) -> list[Task]:
+    """The paper's two tasks for a pair of rules, plus the harder mixed-proportion task."""
+    mix = f"{round(100 * share)}/{round(100 * (1 - share))}"
+    return [
+        Task(f"{a.name} vs {b.name}", [a, b]),
+        Task(f"{a.name} vs {b.name} vs random", [a, b, random]),
+        Task(f"{a.name}:{b.name} {mix} vs reverse", [
+            GroupClass(f"{mix} {a.name}:{b.name}", a.labels, a.classes, b.classes, share),
+            GroupClass(f"{mix} {b.name}:{a.name}", a.labels, b.classes, a.classes, share)]),
+    ]
+
+
+def structured_tasks(dataset: str, data: ImageSet, share: float = 0.6) -> tuple[list[Task], Task]:
+    """The classification tasks for a dataset, and the classes shown together in the t-SNE plot."""
+    key = dataset.partition(":")[0]
+    if key == "celeba":
+        return celeba_tasks(data, share)
+    if key not in RULE_SETS or "+" in dataset:
+        raise DataError(f"structured batches need mnist, fashion-mnist, digits, synthetic or celeba, not '{dataset}'; "
+                        "for a mixture of datasets use the domain-alignment experiment")
+    if data.labels is None:
+        raise DataError(f"dataset '{dataset}' has no labels, so no group follows a rule; use a labelled dataset")
+    rules = STRUCTURED_RULES[RULE_SETS[key]]
+    by_rule = {name: GroupClass(name, data.labels, list(classes)) for name, classes in rules.items()}
+    random = GroupClass("random", data.labels, sorted(set(data.labels.tolist())))
+    tasks = [t for a, b in PAIRINGS[RULE_SETS[key]] for t in pair_tasks(by_rule[a], by_rule[b], random, share)]
+    return tasks, Task("every rule and random", [*by_rule.values(), random])
+
+
+def celeba_tasks(data: ImageSet, share: float) -> tuple[list[Task], Task]:
+    """Table 1's CelebA tasks: black vs blond hair and male vs female, as pseudo-labels."""
+    names = data.attribute_names
+    if data.attributes is None or not {"Black_Hair", "Blond_Hair", "Male"} <= set(names):
+        raise DataError("CelebA tasks need the Black_Hair, Blond_Hair and Male attributes; "
+                        "load celeba with its attribute file")
+    on = data.attributes > 0
+    black, blond, male = (on[:, names.index(a)] for a in ("Black_Hair", "Blond_Hair", "Male"))
+    hair = torch.full((len(data),), 2)  # 2: neither or both, present only in random groups
+    hair[black & ~blond], hair[blond & ~black] = 0, 1
+    sex = torch.where(male, 0, 1)
+    classes = [GroupClass("black hair", hair, [0]), GroupClass("blond hair", hair, [1]),
+               GroupClass("male", sex, [0]), GroupClass("female", sex, [1])]
+    random = GroupClass("random", sex, [0, 1])
+    tasks = pair_tasks(classes[0], classes[1], random, share) + pair_tasks(classes[2], classes[3], random, share)
+    return tasks, Task("attributes and random", [*classes, random])
+
+
+def draw_task(task: Task, first_half: torch.Tensor, num_train: int, num_test: int, group_size: int, seed: int):
+    """groups (G, B), class labels (G,), is_train (G,).
+
+    Training groups come from the images in `first_half`, test groups from the others.
+    """
+    groups, labels, is_train = [], [], []
+    for c, cls in enumerate(task.classes):
+        for allowed, n, train in ((first_half, num_train, True), (~first_half, num_test, False)):
+            groups.append(cls.draw(allowed, n, group_size, seed + 2 * c + int(train)))
+            labels.append(torch.full((n,), c))
+            is_train.append(torch.full((n,), train))
+    return torch.cat(groups), torch.cat(labels), torch.cat(is_train)
+
+
+def add_arguments(p):
+    p.add_argument("--run", required=True, metavar="RUN_DIR", help="a trained run directory")
+    p.add_argument("--group-sizes", type=int, nargs="+", default=[128, 8, 4], metavar="B", help="B of the test groups")
+    p.add_argument("--groups", type=int, default=100, help="groups per class (train + test)")
+    p.add_argument("--test-fraction", type=float, default=0.3, help="share of each class's groups held out")
+    p.add_argument("--samples", type=int, default=10, help="beta posterior samples per group")
+    p.add_argument("--means", action="store_true",
+                   help="classify the posterior means (one point per group) instead of samples")
+    p.add_argument("--mix", type=float, default=0.6, help="share of rule A in the mixed-proportion task")
+    p.add_argument("--baseline-run", nargs="+", default=[], metavar="RUN_DIR",
+                   help="runs of baseline models (ML-VAE, VAE, ...) to add as feature sources")
+    p.add_argument("--seed", type=int, default=0, help="seed of the groups, samples and untrained guide")
+    p.add_argument("--data-dir", default=None, help="where the dataset is found; None: the run's")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+
+
+def feature_sources(args, guide, config) -> dict:
+    model_cfg, train_cfg = config["model"], config["train"]
+    sources = {
+        f"{train_cfg.model} (this run)": guide_features(guide),
+        f"untrained {train_cfg.model}": guide_features(
+            untrained_guide(model_cfg, train_cfg.model, train_cfg.guide, args.seed).to(args.device)),
+        "PCA of mean image": pca_features(model_cfg.beta_dim),
+    }
+    for run_dir in args.baseline_run:
+        _, other, other_config = load_run(run_dir, args.device)
+        if other_config["model"].x_shape != model_cfg.x_shape or other_config["train"].dataset != train_cfg.dataset:
+            raise RunError(f"baseline run {run_dir} was trained on {other_config['train'].dataset}, not "
+                           f"{train_cfg.dataset}; pass a baseline trained on the same data")
+        label = f"{other_config['train'].model} ({os.path.basename(os.path.normpath(run_dir))})"
+        sources[label] = guide_features(other)
+    return sources
+
+
+def check_args(args):
+    if min(args.group_sizes) < 1 or args.groups < 2 or args.samples < 1:
+        raise ValueError("--group-sizes, --samples must be >= 1 and --groups >= 2")
+    if not 0 < args.test_fraction < 1 or not 0 <= args.mix <= 1:
+        raise ValueError("--test-fraction must be in (0, 1) and --mix in [0, 1]")
+
+
+def image_halves(n: int, seed: int) -> torch.Tensor:
+    """A random half of the images (True) for the SVMs' training groups; the rest make test groups."""
+    first_half = torch.zeros(n, dtype=torch.bool)
+    first_half[torch.randperm(n, generator=torch.Generator().manual_seed(seed))[: n // 2]] = True
+    return first_half
+
+
+def classification_rows(tasks: list[Task], sources: dict, data: ImageSet, args) -> list[dict]:
+    """One row per (group size, task, feature source, classifier) with train and test accuracy."""
+    first_half = image_halves(len(data), args.seed)
+    num_test = max(1, round(args.groups * args.test_fraction))
+    rows = []
+    for B in args.group_sizes:
+        for t, task in enumerate(tasks):
+            groups, labels, is_train = draw_task(task, first_half, args.groups - num_test, num_test, B,
+                                                 args.seed + 100 * t)
+            for source, encode in sources.items():
+                loc, scale = encode(data.images, groups, is_train)
+                features = loc.unsqueeze(1) if args.means else posterior_samples(loc, scale, args.samples, args.seed)
+                for classifier, acc in svm_accuracies(features, labels, is_train, args.seed).items():
+                    rows.append({"task": task.name, "group_size": B, "classes": [c.name for c in task.classes],
+                                 "features": source, "classifier": classifier, **acc})
+    return rows
+
+
+def run(args) -> int:
+    check_args(args)
+    _, guide, config = load_run(args.run, args.device)
+    train_cfg = config["train"]
+    data = load_dataset(train_cfg.dataset, "test", args.data_dir or train_cfg.data_dir, train_cfg.image_size)
+    tasks, tsne_task = structured_tasks(train_cfg.dataset, data, args.mix)
+    sources = feature_sources(args, guide, config)
+    rows = classification_rows(tasks, sources, data, args)
+    out = experiment_dir(args.run, "structured-batches")
+    settings = {k: getattr(args, k) for k in ("group_sizes", "groups", "test_fraction", "samples", "means", "mix")}
+    save_json(os.path.join(out, "table.json"), {"run": args.run, "dataset": train_cfg.dataset,
+                                                 "settings": {**settings, "seed": args.seed}, "rows": rows})
+    table = markdown_table(rows, list(sources), args.means)
+    with open(os.path.join(out, "table.md"), "w") as f:
+        f.write(table)
+    tsne_plot(os.path.join(out, "tsne.png"), tsne_task, data, sources, args)
+    print(table + f"wrote {out}")
+    return 0
+
+
+def markdown_table(rows: list[dict], sources: list[str], means: bool = False) -> str:
+    """Table 1's layout, one `train / test` column per feature source."""
+    cell = {(r["task"], r["group_size"], r["classifier"], r["features"]): f"{r['train']:.2f} / {r['test']:.2f}"
+            for r in rows}
+    keys = list(dict.fromkeys((r["task"], r["group_size"], r["classifier"]) for r in rows))
+    lines = ["| Batch categories | B | Classifier | " + " | ".join(sources) + " |",
+             "|---|---|---|" + "---|" * len(sources)]
+    lines += [f"| {task} | {B} | {clf} | " + " | ".join(cell[(task, B, clf, s)] for s in sources) + " |"
+              for task, B, clf in keys]
+    read = "means" if means else "samples"
+    return f"Train / test accuracy of SVMs on {read} of the group posterior.\n\n" + "\n".join(lines) + "\n"
+
+
+def tsne_plot(path: str, task: Task, data: ImageSet, sources: dict, args):
+    """Fig. 7: t-SNE of posterior means of groups of every class, one panel per feature source."""
+    everything = torch.ones(len(data), dtype=torch.bool)
+    groups = torch.cat([c.draw(everything, args.groups, args.group_sizes[0], args.seed + 7 + i)
+                        for i, c in enumerate(task.classes)])
+    labels = torch.arange(len(task.classes)).repeat_interleave(args.groups)
+    fig, axes = plt.subplots(1, len(sources), figsize=(4.2 * len(sources), 4.2), squeeze=False)
+    for ax, (name, encode) in zip(axes[0], sources.items()):
+        loc, _ = encode(data.images, groups, torch.ones(len(groups), dtype=torch.bool))
+        # Exact t-SNE is quick for a few hundred groups, and Barnes-Hut's threads crawl on a busy CPU.
+        method = "exact" if len(loc) <= 1000 else "barnes_hut"
+        xy = TSNE(2, perplexity=min(30.0, len(loc) - 1.0), init="pca", method=method,
+                  random_state=args.seed).fit_transform(loc.numpy())
+        for c, cls in enumerate(task.classes):
+            ax.scatter(*xy[(labels == c).numpy()].T, s=8, alpha=0.7, label=cls.name)
+        ax.set_title(f"{name}, B={args.group_sizes[0]}", fontsize=9)
+        ax.set_xticks([]), ax.set_yticks([])
+    axes[0][0].legend(fontsize=7, markerscale=2)
+    save_figure(fig, path)

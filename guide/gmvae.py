@@ -1,0 +1,39 @@
+"""The GMVAE guide: UG-VAE's local posterior without the global one.
+
+    q(z_i, d_i | x_i) = N(z_i; mu(x_i), Sigma(x_i)) Cat(d_i; pi(z_i))     eq. 6-7
+
+d is enumerated in parallel, so TraceEnum_ELBO sums over its K values exactly, weighted by
+pi(z_i). The networks are UG-VAE's local encoder and cluster head; site shapes are those
+documented in `model/ugvae.py`.
+"""
+from __future__ import annotations
+
+import torch
+import pyro
+import pyro.distributions as dist
+from pyro.nn import PyroModule
+
+from model.config import UGVAEConfig
+from model.networks import ClusterPosterior, GaussianHead, ImageFeatures
+
+
+class GMVAEGuide(PyroModule):
+    def __init__(self, cfg: UGVAEConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.features = ImageFeatures(cfg)
+        self.local_encoder = GaussianHead(self.features.out_dim, cfg.z_dim)
+        self.cluster_posterior = ClusterPosterior(cfg.z_dim, cfg.K, cfg.hidden)
+
+    def forward(self, x: torch.Tensor):
+        G, B = x.shape[:2]
+        z_loc, z_scale = self.local_encoder(self.features(x))
+        with pyro.plate("groups", G, dim=-2), pyro.plate("samples", B, dim=-1):
+            z = pyro.sample("z", dist.Normal(z_loc, z_scale).to_event(1))
+            pyro.sample("d", dist.Categorical(probs=self.cluster_posterior(z)), infer={"enumerate": "parallel"})
+
+    @torch.no_grad()
+    def local_posterior(self, x: torch.Tensor):
+        """z_loc, z_scale (G, B, z_dim) of q(z|x) and pi (G, B, K) of q(d|z) at z = z_loc."""
+        z_loc, z_scale = self.local_encoder(self.features(x))
+        return z_loc, z_scale, self.cluster_posterior(z_loc)

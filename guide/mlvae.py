@@ -1,0 +1,47 @@
+"""The ML-VAE guide (Bouchacourt et al., 2018): style per sample, content per group.
+
+    q(z_i | x_i)  = N(mu(x_i), Sigma(x_i))                       style, UG-VAE's eq. 6
+    q(beta | X)   = prod_i N(mu_i, Sigma_i), (mu_i, Sigma_i) = f(x_i)   content, eq. 9
+
+The content posterior is ML-VAE's "accumulated evidence": the same product-of-Gaussians
+network as UG-VAE's q(beta | X, Z), fed with image features only, since there is no pi(z).
+Site shapes are those documented in `model/ugvae.py`.
+"""
+from __future__ import annotations
+
+import torch
+import pyro
+import pyro.distributions as dist
+from pyro.nn import PyroModule
+
+from model.config import UGVAEConfig
+from model.networks import GaussianHead, GroupPosterior, ImageFeatures
+
+
+class MLVAEGuide(PyroModule):
+    def __init__(self, cfg: UGVAEConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.features = ImageFeatures(cfg)
+        self.local_encoder = GaussianHead(self.features.out_dim, cfg.z_dim)
+        self.global_encoder = GroupPosterior(self.features.out_dim, cfg.beta_dim)
+
+    def forward(self, x: torch.Tensor):
+        G, B = x.shape[:2]
+        h = self.features(x)
+        z_loc, z_scale = self.local_encoder(h)
+        beta_loc, beta_scale = self.global_encoder(h)
+        with pyro.plate("groups", G, dim=-2):
+            with pyro.plate("samples", B, dim=-1):
+                pyro.sample("z", dist.Normal(z_loc, z_scale).to_event(1))
+            pyro.sample("beta", dist.Normal(beta_loc.unsqueeze(-2), beta_scale.unsqueeze(-2)).to_event(1))
+
+    @torch.no_grad()
+    def local_posterior(self, x: torch.Tensor):
+        """z_loc, z_scale (G, B, z_dim) of q(z|x); None: there are no clusters."""
+        return (*self.local_encoder(self.features(x)), None)
+
+    @torch.no_grad()
+    def global_posterior(self, x: torch.Tensor):
+        """loc, scale (G, beta_dim) of q(beta|X)."""
+        return self.global_encoder(self.features(x))

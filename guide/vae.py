@@ -1,0 +1,35 @@
+"""The VAE's amortised Gaussian guide (Kingma & Welling, 2014).
+
+    q(z_i | x_i) = N(mu(x_i), Sigma(x_i))                 UG-VAE's eq. 6, alone
+
+The encoder is UG-VAE's local encoder (image trunk + Gaussian head); site shapes are those
+documented in `model/ugvae.py`.
+"""
+from __future__ import annotations
+
+import torch
+import pyro
+import pyro.distributions as dist
+from pyro.nn import PyroModule
+
+from model.config import UGVAEConfig
+from model.networks import GaussianHead, ImageFeatures
+
+
+class VAEGuide(PyroModule):
+    def __init__(self, cfg: UGVAEConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.features = ImageFeatures(cfg)
+        self.local_encoder = GaussianHead(self.features.out_dim, cfg.z_dim)
+
+    def forward(self, x: torch.Tensor):
+        G, B = x.shape[:2]
+        z_loc, z_scale = self.local_encoder(self.features(x))
+        with pyro.plate("groups", G, dim=-2), pyro.plate("samples", B, dim=-1):
+            pyro.sample("z", dist.Normal(z_loc, z_scale).to_event(1))
+
+    @torch.no_grad()
+    def local_posterior(self, x: torch.Tensor):
+        """z_loc, z_scale (G, B, z_dim) of q(z|x); None: there are no clusters."""
+        return (*self.local_encoder(self.features(x)), None)

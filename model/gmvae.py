@@ -1,0 +1,50 @@
+"""The GMVAE baseline, as simplified in Dilokthanakul et al. (2016): a VAE with a mixture prior.
+
+For each sample i of each of G groups of B samples, independently:
+
+    d_i       ~ Cat(1/K)                                  enumerated exactly, as in UG-VAE
+    z_i | d_i ~ N(mu_{d_i}, Sigma_{d_i})                  learned, fixed component parameters
+    x_i | z_i ~ p(x | decoder(z_i))
+
+It is UG-VAE's local model with nothing to condition the mixture on: the component
+parameters come from the same K component networks (`ClusterPrior`) fed a constant instead
+of beta, so the two models start from the same law of initial components and differ only by
+the global latent. Sites d, z and x have the shapes documented in `model/ugvae.py`; beta_dim
+is ignored.
+"""
+from __future__ import annotations
+
+import torch
+import pyro
+import pyro.distributions as dist
+from pyro.nn import PyroModule
+from pyro.ops.indexing import Vindex
+
+from model.config import UGVAEConfig
+from model.likelihood import pixel_distribution, pixel_mean
+from model.networks import ClusterPrior, Decoder
+from model.ugvae import group_shape
+
+
+class GMVAEModel(PyroModule):
+    def __init__(self, cfg: UGVAEConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.component_prior = ClusterPrior(1, cfg.z_dim, cfg.K, cfg.hidden)
+        self.decoder = Decoder(cfg, cfg.z_dim)
+
+    def components(self):
+        """loc, scale (K, z_dim) of the K mixture components."""
+        return self.component_prior(torch.ones(1, device=self.component_prior.w1.device))
+
+    def forward(self, x=None, *, num_groups: int = 1, group_size: int | None = None):
+        G, B = group_shape(x, num_groups, group_size)
+        loc, scale = self.components()
+        with pyro.plate("groups", G, dim=-2), pyro.plate("samples", B, dim=-1):
+            d = pyro.sample("d", dist.Categorical(logits=torch.zeros(self.cfg.K, device=loc.device)))
+            z = pyro.sample("z", dist.Normal(Vindex(loc)[..., d, :], Vindex(scale)[..., d, :]).to_event(1))
+            return pyro.sample("x", pixel_distribution(self.decoder(z), self.cfg), obs=x)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """Mean image for latents z (..., z_dim)."""
+        return pixel_mean(self.decoder(z))

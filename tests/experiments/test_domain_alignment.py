@@ -1,0 +1,104 @@
+"""The domain-alignment experiment on a tiny UG-VAE trained on two synthetic image folders."""
+
+import argparse
+import json
+import os
+
+import pytest
+import torch
+
+from experiments import domain_alignment
+from model import UGVAEConfig
+from tests.data.test_domains import write_domain
+from train import RunError, TrainConfig, build, load_run, train
+
+TINY = dict(z_dim=2, beta_dim=2, K=3, hidden=16)
+
+
+def train_tiny(runs_dir, dataset, model="ugvae", epochs=3):
+    cfg = TrainConfig(dataset=dataset, model=model, image_size=8, epochs=epochs, group_size=4, groups_per_step=2,
+                      lr=1e-2, log_every=1)
+    return train(cfg, str(runs_dir), UGVAEConfig(x_shape=(1, 8, 8), **TINY), quiet=True)
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("domains")
+    return write_domain(root / "dark", 40, 30), write_domain(root / "bright", 40, 220, seed=1)
+
+
+@pytest.fixture(scope="module")
+def mixture_runs(tmp_path_factory, folders):
+    dark, bright = folders
+    runs = tmp_path_factory.mktemp("runs")
+    dataset = f"folder:{dark}+folder:{bright}"
+    return train_tiny(runs, dataset), train_tiny(runs, dataset, model="vae", epochs=1)
+
+
+def experiment(*argv):
+    parser = argparse.ArgumentParser()
+    domain_alignment.add_arguments(parser)
+    return domain_alignment.run(parser.parse_args([str(a) for a in argv]))
+
+
+def test_figures_and_accuracy_table(mixture_runs):
+    run_dir, vae_dir = mixture_runs
+    assert experiment("--run", run_dir, "--baseline-run", vae_dir, "--num-groups", 8, "--steps", 3,
+                      "--probe-sizes", 1, 4) == 0
+    out = os.path.join(run_dir, "experiments", "domain-alignment")
+    for name in ("cross_domain.png", "within_domain.png", "beta_tsne.png"):
+        with open(os.path.join(out, name), "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    with open(os.path.join(out, "domain_alignment.json")) as f:
+        result = json.load(f)
+    changes = result["interpolation_mean_abs_pixel_change"]
+    assert list(changes) == ["(a) dark -> bright", "(b) dark -> dark"]  # folders named by their last part
+    assert all(v >= 0 for change in changes.values() for v in change.values())
+    rows = {row["model"]: row for row in result["accuracy_table"]}
+    assert list(rows) == ["ugvae", "vae", "untrained ugvae", "none"]
+    assert rows["vae"]["code"] == "group mean of E q(z|x)" and rows["vae"]["run"] == str(vae_dir)
+    for row in rows.values():
+        assert set(row["accuracy"]) == {"1", "4"}
+        assert all(0.0 <= a <= 1.0 for a in row["accuracy"].values())
+    # The domains differ in background brightness, which any sensible group code sees.
+    assert rows["none"]["accuracy"]["4"] == 1.0
+    assert rows["ugvae"]["accuracy"]["4"] >= 0.9
+
+
+def test_interpolation_grid_corners_are_the_two_posteriors(mixture_runs):
+    model, guide, _ = load_run(mixture_runs[0])
+    x = torch.rand(2, 4, 1, 8, 8)
+    grid, betas = domain_alignment.interpolation(model, guide, x[0], x[1], steps=3)
+    assert grid.shape == (9, 1, 8, 8) and betas.shape == (3, 2)
+    beta = guide.global_posterior(x)[0]
+    z = guide.local_posterior(x)[0][:, 0]
+    torch.testing.assert_close(grid[0], model.decode(z[0], beta[0]))
+    torch.testing.assert_close(grid[8], model.decode(z[1], beta[1]))
+    torch.testing.assert_close(grid[2], model.decode(z[1], beta[0]))  # first row: beta_1, z moves
+    torch.testing.assert_close(betas[1], beta.mean(0))
+    changes = domain_alignment.endpoint_changes(grid.view(3, 3, 1, 8, 8))
+    z_path = torch.stack([z[0], z.mean(0), z[1]])
+    expected = (model.decode(z_path, beta[1]) - model.decode(z_path, beta[0])).abs().mean()
+    assert changes["beta_1 -> beta_2"] == pytest.approx(expected.item(), rel=1e-4)
+
+
+def test_models_without_beta_are_coded_by_the_mean_local_posterior(tiny_cfg):
+    _, guide = build(tiny_cfg, "vae")
+    images = torch.randint(0, 256, (10, 1, 4, 4), dtype=torch.uint8)
+    groups = torch.arange(10).view(2, 5)
+    codes = domain_alignment.group_codes(guide, images, groups)
+    expected = guide.local_posterior(images[groups].float() / 255)[0].mean(1)
+    torch.testing.assert_close(codes, expected)
+
+
+def test_classifier_accuracy_is_chance_without_signal_and_perfect_with_it():
+    a, b = torch.randn(40, 3), torch.randn(40, 3)
+    assert domain_alignment.domain_accuracy(a, b)[0] < 0.75
+    assert domain_alignment.domain_accuracy(a, b + 10)[0] == 1.0
+
+
+def test_a_run_without_two_domains_is_refused(tmp_path, folders, mixture_runs):
+    with pytest.raises(RunError, match="not on two datasets"):
+        experiment("--run", train_tiny(tmp_path, f"folder:{folders[0]}", epochs=1))
+    with pytest.raises(RunError, match="no global latent"):
+        experiment("--run", mixture_runs[1])

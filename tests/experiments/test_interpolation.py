@@ -1,0 +1,95 @@
+"""Interpolation grids: the latents of section 4.1, the files written, the choice of clusters."""
+import argparse
+import json
+import os
+
+import pytest
+import torch
+from PIL import Image
+
+from experiments import interpolation
+from model import UGVAEConfig, UGVAEModel
+from train import RunError, TrainConfig, train
+
+
+def tiny_train(tmp_path_factory, model: str) -> str:
+    cfg = TrainConfig(dataset="synthetic:200", model=model, epochs=1, group_size=4, groups_per_step=5)
+    model_cfg = UGVAEConfig(x_shape=(1, 28, 28), z_dim=2, beta_dim=2, K=3, hidden=16)
+    return train(cfg, str(tmp_path_factory.mktemp("runs")), model_cfg, quiet=True)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    return tiny_train(tmp_path_factory, "ugvae")
+
+
+def run_experiment(*argv) -> int:
+    parser = argparse.ArgumentParser()
+    interpolation.add_arguments(parser)
+    return interpolation.run(parser.parse_args(list(argv)))
+
+
+def test_rows_move_beta_diagonally_and_columns_move_z_around_the_cluster_mean(tiny_cfg):
+    model = UGVAEModel(tiny_cfg)
+    z, beta = interpolation.interpolation_latents(model, cluster=2, rows=5, cols=7)
+    assert z.shape == (5, 7, tiny_cfg.z_dim) and beta.shape == (5, 7, tiny_cfg.beta_dim)
+    assert torch.allclose(beta[:, 0, :], torch.linspace(-1, 1, 5)[:, None].expand(5, tiny_cfg.beta_dim))
+    assert torch.equal(beta[:, 0], beta[:, -1])
+    mu_z = model.cluster_prior(beta[:, 0])[0][:, 2]
+    assert torch.allclose(z[:, 3], mu_z, atol=1e-6)  # the middle column is mu_z^(d)(beta)
+    assert torch.allclose(z - mu_z[:, None], torch.linspace(-3, 3, 7)[None, :, None].expand_as(z), atol=1e-5)
+    z0, _ = interpolation.interpolation_latents(model, cluster=None, rows=5, cols=7)
+    assert torch.allclose(z0[:, 3], torch.zeros(5, tiny_cfg.z_dim))  # ML-VAE: around its N(0, I) prior
+    images = interpolation.interpolation_grid(model, 2, 5, 7)
+    assert images.shape == (5, 7) + tiny_cfg.x_shape
+    assert torch.allclose(images[4, 0], model.decode(z[4, 0], beta[4, 0]))
+
+
+def test_grid_effects_tell_rows_from_columns():
+    rows_only = torch.linspace(0, 1, 4)[:, None, None].expand(4, 5, 3)
+    effects = interpolation.grid_effects(rows_only)
+    assert effects["z_effect"] == 0 and effects["beta_effect"] == pytest.approx(1 / 3)
+
+
+def test_writes_one_png_per_cluster_a_summary_and_json(tiny_run):
+    assert run_experiment("--run", tiny_run, "--rows", "4", "--cols", "5") == 0
+    out = os.path.join(tiny_run, "experiments", "interpolation")
+    result = json.load(open(os.path.join(out, "interpolation.json")))
+    assert len(result["grids"]) == 3 and result["rows"] == 4 and result["cols"] == 5
+    for grid in result["grids"]:
+        assert grid["file"] == f"cluster_{grid['cluster']}.png" and os.path.isfile(os.path.join(out, grid["file"]))
+        assert grid["z_effect"] > 0 and grid["beta_effect"] >= 0
+    image = Image.open(os.path.join(out, "summary.png")).convert("L")
+    assert min(image.size) > 200 and image.getextrema()[1] - image.getextrema()[0] > 100
+    assert run_experiment("--run", tiny_run, "--clusters", "all", "--rows", "2", "--cols", "2") == 0
+    assert sorted(g["cluster"] for g in json.load(open(os.path.join(out, "interpolation.json")))["grids"]) == [0, 1, 2]
+
+
+def test_an_mlvae_run_gets_one_grid_around_the_prior_of_z(tmp_path_factory):
+    mlvae_run = tiny_train(tmp_path_factory, "mlvae")
+    assert run_experiment("--run", mlvae_run, "--rows", "3", "--cols", "3") == 0
+    out = os.path.join(mlvae_run, "experiments", "interpolation")
+    (grid,) = json.load(open(os.path.join(out, "interpolation.json")))["grids"]
+    assert grid["cluster"] is None and grid["file"] == "grid.png"
+    assert os.path.isfile(os.path.join(out, "grid.png")) and os.path.isfile(os.path.join(out, "summary.png"))
+
+
+def test_default_clusters_are_the_most_used_and_bad_choices_are_refused():
+    usage = lambda: torch.tensor([0.1, 0.5, 0.05, 0.35])  # noqa: E731
+    assert interpolation.choose_clusters(None, 4, usage) == [1, 3, 0]
+    assert interpolation.choose_clusters(["2", "0"], 4, usage) == [2, 0]
+    with pytest.raises(ValueError, match="K=4"):
+        interpolation.choose_clusters(["4"], 4, usage)
+    with pytest.raises(ValueError, match="'all'"):
+        interpolation.choose_clusters(["first"], 4, usage)
+
+
+def test_a_run_without_global_latent_is_refused(tiny_run, monkeypatch):
+    class LocalOnlyGuide:
+        def local_posterior(self, x):
+            raise AssertionError("never called")
+
+    model, _, config = interpolation.load_run(tiny_run)
+    monkeypatch.setattr(interpolation, "load_run", lambda run, device: (model, LocalOnlyGuide(), config))
+    with pytest.raises(RunError, match="no global latent"):
+        run_experiment("--run", tiny_run)

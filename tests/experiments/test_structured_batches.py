@@ -1,0 +1,131 @@
+"""Structured batches: files and numbers of the table, a split by group and by image, every class's rule."""
+import argparse
+import json
+import os
+import re
+
+import pytest
+import torch
+from PIL import Image
+
+from data import DataError, ImageSet, load_dataset
+from experiments import structured_batches
+from experiments.groups import group_posterior, posterior_samples, svm_accuracies
+from model import UGVAEConfig
+from train import RunError, TrainConfig, train
+
+SIZES = [6, 3]
+
+
+def tiny_train(tmp_path_factory, model: str, dataset: str = "synthetic:200") -> str:
+    cfg = TrainConfig(dataset=dataset, model=model, epochs=1, group_size=4, groups_per_step=5)
+    model_cfg = UGVAEConfig(x_shape=(1, 28, 28), z_dim=2, beta_dim=2, K=3, hidden=16)
+    return train(cfg, str(tmp_path_factory.mktemp("runs")), model_cfg, quiet=True)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    return tiny_train(tmp_path_factory, "ugvae")
+
+
+def run_experiment(*argv) -> int:
+    parser = argparse.ArgumentParser()
+    structured_batches.add_arguments(parser)
+    return structured_batches.run(parser.parse_args(list(argv)))
+
+
+def test_writes_the_table_as_json_markdown_and_a_tsne_plot(tiny_run, tmp_path_factory):
+    vae_run = tiny_train(tmp_path_factory, "vae")
+    assert run_experiment("--run", tiny_run, "--group-sizes", *map(str, SIZES), "--groups", "8",
+                          "--samples", "2", "--baseline-run", tiny_run, vae_run) == 0
+    out = os.path.join(tiny_run, "experiments", "structured-batches")
+    table = json.load(open(os.path.join(out, "table.json")))
+    sources = ["ugvae (this run)", "untrained ugvae", "PCA of mean image",
+               f"ugvae ({os.path.basename(tiny_run)})", f"vae ({os.path.basename(vae_run)})"]
+    tasks = {r["task"] for r in table["rows"]}
+    assert {"even vs odd", "even vs odd vs random", "fibonacci vs prime", "even:odd 60/40 vs reverse"} <= tasks
+    assert len(table["rows"]) == len(SIZES) * len(tasks) * len(sources) * 2
+    assert {r["features"] for r in table["rows"]} == set(sources)
+    assert all(0 <= r["train"] <= 1 and 0 <= r["test"] <= 1 for r in table["rows"])
+    # The same guide, as this run and as a baseline run, gives the same numbers.
+    pairs = {(r["task"], r["group_size"], r["classifier"], r["features"]): (r["train"], r["test"]) for r in table["rows"]}
+    assert all(pairs[k[:3] + ("ugvae (this run)",)] == pairs[k[:3] + (sources[3],)] for k in pairs)
+    markdown = open(os.path.join(out, "table.md")).read()
+    row = next(r for r in table["rows"] if r["task"] == "even vs odd vs random" and r["features"] == sources[2])
+    line = next(x for x in markdown.splitlines() if x.startswith(f"| even vs odd vs random | {row['group_size']} | "
+                                                                 f"{row['classifier']} |"))
+    assert re.split(r"\s*\|\s*", line)[6] == f"{row['train']:.2f} / {row['test']:.2f}"
+    image = Image.open(os.path.join(out, "tsne.png")).convert("L")
+    assert min(image.size) > 200 and image.getextrema()[0] < 100
+
+
+def test_groups_follow_their_rule_and_train_and_test_groups_share_no_image():
+    data = load_dataset("synthetic:200", "test")
+    tasks, tsne_task = structured_batches.structured_tasks("synthetic", data, share=0.75)
+    first_half = torch.arange(len(data)) % 2 == 0
+    for task in tasks:
+        groups, labels, is_train = structured_batches.draw_task(task, first_half, 5, 3, 4, seed=0)
+        assert groups.shape == (8 * len(task.classes), 4)
+        assert not set(groups[is_train].flatten().tolist()) & set(groups[~is_train].flatten().tolist())
+        assert first_half[groups[is_train]].all() and not first_half[groups[~is_train]].any()
+        for c, cls in enumerate(task.classes):
+            digits = data.labels[groups[labels == c]]
+            if cls.other is None:
+                assert torch.isin(digits, torch.tensor(cls.classes)).all(), cls.name
+            else:  # 3 of 4 from the first rule
+                assert torch.isin(digits[:, :3], torch.tensor(cls.classes)).all()
+                assert torch.isin(digits[:, 3:], torch.tensor(cls.other)).all()
+    assert [c.name for c in tsne_task.classes] == ["even", "odd", "fibonacci", "prime", "random"]
+
+
+def test_svm_accuracy_is_measured_on_held_out_groups():
+    labels = torch.arange(60) % 2
+    is_train = torch.arange(60) < 40
+    noise = torch.randn(60, 3, generator=torch.Generator().manual_seed(0))
+    separable = posterior_samples(labels[:, None] * 4.0 + noise, torch.ones(60, 3), 5, seed=0)
+    assert all(acc["test"] > 0.9 for acc in svm_accuracies(separable, labels, is_train).values())
+    # Held-out groups carry the opposite relation: scored on them alone, every classifier is always wrong.
+    flipped = torch.where(is_train, labels, 1 - labels)
+    swapped = posterior_samples(flipped[:, None] * 4.0 + noise, torch.full((60, 3), 0.1), 5, seed=0)
+    for acc in svm_accuracies(swapped, labels, is_train).values():
+        assert acc["train"] == 1.0 and acc["test"] == 0.0
+
+
+def test_a_model_without_global_latent_uses_the_mean_of_z():
+    class LocalOnlyGuide:  # the VAE's interface: no global_posterior
+        def local_posterior(self, x):
+            return x[..., :2], torch.ones_like(x[..., :2]), None
+
+    x = torch.arange(24.0).reshape(2, 4, 3)  # 2 groups of 4
+    loc, scale = group_posterior(LocalOnlyGuide(), x)
+    assert torch.allclose(loc, x[..., :2].mean(1)) and torch.allclose(scale, torch.full((2, 2), 0.5))
+
+
+def test_celeba_tasks_read_the_attributes():
+    names = ["Black_Hair", "Blond_Hair", "Male"]
+    attributes = torch.stack([torch.arange(90) % 3 == 0, torch.arange(90) % 3 == 1, torch.arange(90) % 2 == 0], 1)
+    data = ImageSet(images=torch.zeros(90, 1, 2, 2, dtype=torch.uint8), name="celeba",
+                    attributes=attributes.long(), attribute_names=names)
+    tasks, _ = structured_batches.celeba_tasks(data, 0.6)
+    black, blond = tasks[0].classes
+    everyone = torch.ones(90, dtype=torch.bool)
+    assert (attributes[black.draw(everyone, 4, 5, 0), 0]).all() and (attributes[blond.draw(everyone, 4, 5, 0), 1]).all()
+    male, female = tasks[3].classes
+    assert attributes[male.draw(everyone, 4, 5, 0), 2].all() and not attributes[female.draw(everyone, 4, 5, 0), 2].any()
+
+
+def test_posterior_means_and_a_baseline_on_other_data(tiny_run, tmp_path_factory):
+    assert run_experiment("--run", tiny_run, "--group-sizes", "4", "--groups", "4", "--means") == 0
+    table = json.load(open(os.path.join(tiny_run, "experiments", "structured-batches", "table.json")))
+    assert table["settings"]["means"] and {r["group_size"] for r in table["rows"]} == {4}
+    other = tiny_train(tmp_path_factory, "vae", dataset="synthetic:100")
+    with pytest.raises(RunError, match="same data"):
+        run_experiment("--run", tiny_run, "--group-sizes", "4", "--baseline-run", other)
+
+
+def test_datasets_without_rules_are_refused():
+    data = load_dataset("synthetic:50", "test")
+    with pytest.raises(DataError, match="domain-alignment"):
+        structured_batches.structured_tasks("mnist+fashion-mnist", data)
+    with pytest.raises(DataError, match="Black_Hair"):
+        structured_batches.structured_tasks("celeba", data)

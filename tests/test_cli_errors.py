@@ -1,0 +1,139 @@
+"""Every bad input to `run.py` ends in exit code 2 and one line on stderr that names the fix."""
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+
+import pytest
+import torch
+from PIL import Image
+
+import run
+from data import DataError
+from model import UGVAEConfig
+from train import TrainConfig, train
+from train.runs import list_checkpoints
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ["--dataset", "synthetic:40", "--hidden", "16", "--z-dim", "2", "--beta-dim", "2", "--K", "3", "-B", "8",
+        "--epochs", "1", "--quiet"]
+# A device this machine lacks: no CUDA at all, or one past its last GPU.
+ABSENT_CUDA = f"cuda:{torch.cuda.device_count()}" if torch.cuda.is_available() else "cuda"
+CUDA_FIX = "use cuda:0" if torch.cuda.is_available() else "use --device cpu"
+
+# (what is wrong, arguments after TINY, words the message must hold: the problem and its fix)
+BAD_INPUTS = [
+    ("dataset missing offline", ["--dataset", "celeba", "--data-dir", "{tmp}/data"],
+     ["CelebA is not in", "could not be downloaded", "--data-dir"]),
+    ("unknown dataset", ["--dataset", "imagenet"], ["'imagenet' is unknown", "choose one of"]),
+    ("mixed image sizes", ["--dataset", "synthetic:40+digits"], ["cannot mix", "--image-size 28"]),
+    ("image size the architecture cannot take", ["--arch", "conv"], ["64x64", "--image-size 64", "--arch mlp"]),
+    ("corrupt image file", ["--dataset", "folder:{corrupt}"], ["broken.png cannot be read", "delete or replace"]),
+    ("empty folder", ["--dataset", "folder:{empty}"], ["holds no images", "add .bmp"]),
+    ("missing folder", ["--dataset", "folder:{tmp}/nowhere"], ["does not exist", "check the path"]),
+    ("checkpoint of another config", ["--resume", "{mixed_run}"],
+     ["hidden is 8 in the checkpoint but 16 here", "x_shape is [1, 16, 16] in the checkpoint but [1, 28, 28] here",
+      "start a new run"]),
+    ("run directory exists", ["--run-dir", "{empty}"], ["already exists", "never overwritten", "--resume"]),
+    ("resume of a directory that is no run", ["--resume", "{empty}"], ["not a run directory"]),
+    ("resume of a missing directory", ["--resume", "{tmp}/nowhere"], ["not a run directory"]),
+    ("resume of a run with a torn config.json", ["--resume", "{torn_config}"],
+     ["config.json is corrupt", "restore it"]),
+    ("resume of a run killed before its first checkpoint", ["--resume", "{no_checkpoint}"],
+     ["no readable checkpoint", "start a new run"]),
+    ("B < 2 for a global model", ["-B", "1"], ["--group-size must be >= 2"]),
+    ("negative group size", ["-B", "-3"], ["--group-size must be >= 1, got -3"]),
+    ("negative seed", ["--seed", "-1"], ["--seed must be >= 0, got -1"]),
+    ("K < 1", ["--K", "0"], ["K must be >= 1, got 0"]),
+    ("negative hidden size", ["--hidden", "-4"], ["hidden must be >= 1, got -4"]),
+    ("negative latent size", ["--z-dim", "-2"], ["z_dim must be >= 1, got -2"]),
+    ("negative image size", ["--image-size", "-3"], ["--image-size", "must be a positive integer, got -3", "--help"]),
+    ("no epochs", ["--epochs", "0"], ["--epochs must be >= 1"]),
+    ("negative learning rate", ["--lr", "-0.1"], ["--lr must be > 0"]),
+    ("negative clip norm", ["--clip-norm", "-1"], ["--clip-norm must be > 0"]),
+    ("a word for a number", ["--K", "three"], ["--K", "invalid int value"]),
+    ("CUDA asked for but absent", ["--device", ABSENT_CUDA], [f"--device {ABSENT_CUDA} was asked for", CUDA_FIX]),
+    ("resume of a CUDA run where CUDA is absent", ["--resume", "{cuda_run}"], [ABSENT_CUDA, CUDA_FIX]),
+    ("unknown device", ["--device", "tpu"], ["'tpu' is not a device name", "use cpu"]),
+]
+
+
+@pytest.fixture(scope="module")
+def places(tmp_path_factory):
+    """Folders and runs that the bad inputs point at, made once."""
+    tmp = tmp_path_factory.mktemp("places")
+    os.makedirs(tmp / "empty")
+    os.makedirs(tmp / "corrupt")
+    for i in range(11):
+        Image.new("L", (8, 8), color=20 * i).save(tmp / "corrupt" / f"{i}.png")
+    (tmp / "corrupt" / "broken.png").write_bytes(b"not a png at all")
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models train fastest on one thread
+    cfg = TrainConfig(dataset="synthetic:40", epochs=1, group_size=8, checkpoint_every=100)
+    mine = train(cfg, str(tmp / "runs"), UGVAEConfig(x_shape=(1, 28, 28), z_dim=2, beta_dim=2, K=3, hidden=16),
+                 quiet=True)
+    other = train(TrainConfig(**{**cfg.to_dict(), "image_size": 16}), str(tmp / "runs"),
+                  UGVAEConfig(x_shape=(1, 16, 16), z_dim=2, beta_dim=2, K=3, hidden=8), quiet=True)
+    torch.set_num_threads(threads)
+    # Someone copies the other run's checkpoint into this run as its newest one.
+    shutil.copy(list_checkpoints(other)[-1], os.path.join(mine, "checkpoints", "step-000000999.pt"))
+    os.makedirs(tmp / "torn_config")
+    (tmp / "torn_config" / "config.json").write_text('{"model": {"x_shape": [1, 2')
+    os.makedirs(tmp / "no_checkpoint")
+    shutil.copy(os.path.join(other, "config.json"), tmp / "no_checkpoint")
+    # A run trained on a GPU that this machine lacks.
+    cuda_run = shutil.copytree(other, tmp / "cuda_run")
+    config = json.loads((cuda_run / "config.json").read_text())
+    config["train"]["device"] = ABSENT_CUDA
+    (cuda_run / "config.json").write_text(json.dumps(config))
+    return {"tmp": str(tmp), "empty": str(tmp / "empty"), "corrupt": str(tmp / "corrupt"), "mixed_run": mine,
+            "no_checkpoint": str(tmp / "no_checkpoint"), "torn_config": str(tmp / "torn_config"),
+            "cuda_run": str(cuda_run)}
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise OSError("network is unreachable (offline test)")
+
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+
+
+def main_exit_code(argv) -> int:
+    try:
+        return run.main(argv)
+    except SystemExit as e:  # argparse's errors exit from inside parse_args
+        return e.code
+
+
+@pytest.mark.parametrize("problem, args, words", BAD_INPUTS, ids=[case[0] for case in BAD_INPUTS])
+def test_bad_input_gives_one_line_naming_the_fix(problem, args, words, places, offline, tmp_path, capsys):
+    runs = tmp_path / "runs"
+    argv = [*TINY, "--runs-dir", str(runs), *(a.format(**places) for a in args)]
+    assert main_exit_code(argv) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith("error: ") and err.count("\n") == 1, err
+    for word in words:
+        assert word.format(**places) in err
+    assert not runs.exists() or not os.listdir(runs), "bad input left a run directory behind"
+
+
+def test_a_cuda_run_resumes_on_the_cpu_when_asked(places, capsys):
+    assert run.main(["--resume", places["cuda_run"], "--device", "cpu"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == places["cuda_run"]
+
+
+def test_debug_shows_the_traceback():
+    with pytest.raises(DataError, match="unknown"):
+        run.main(["--dataset", "imagenet", "--debug"])
+
+
+def test_the_script_itself_prints_one_line_and_exits_2():
+    proc = subprocess.run([sys.executable, "run.py", "--dataset", "imagenet"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: dataset 'imagenet' is unknown")

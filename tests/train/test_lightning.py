@@ -1,0 +1,94 @@
+"""The Lightning path: two CPU processes (gloo) against one process replaying the same groups."""
+import argparse
+import os
+
+import pytest
+import torch
+
+pytest.importorskip("lightning")
+
+from lightning.pytorch import Callback  # noqa: E402
+
+from data import RandomGroups, load_dataset  # noqa: E402
+from model import UGVAEConfig  # noqa: E402
+from train.config import TrainConfig  # noqa: E402
+from train.lightning import add_arguments, fit_lightning  # noqa: E402
+from train.loop import make_elbo  # noqa: E402
+from train.metrics import read_metrics  # noqa: E402
+from train.runs import build, load_run  # noqa: E402
+
+G, B, STEPS = 2, 4, 3
+
+
+class StepRecorder(Callback):
+    """Saves, per rank, the initial weights and each step's RNG state, groups, loss and weights."""
+
+    def __init__(self, folder):
+        self.folder = folder
+
+    def on_train_start(self, trainer, module):
+        self.record = {"initial": {k: v.clone() for k, v in module.loss_fn.state_dict().items()}, "steps": []}
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        self.rng = torch.get_rng_state()
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        self.record["steps"].append({
+            "rng": self.rng, "batch": batch.clone(), "loss": outputs["loss"].item(),
+            "params": {n: p.detach().clone() for n, p in module.loss_fn.named_parameters()},
+        })
+
+    def on_train_end(self, trainer, module):
+        torch.save(self.record, os.path.join(self.folder, f"rank{trainer.global_rank}.pt"))
+
+
+def replay(records, model_cfg, lr):
+    """One process over both ranks' groups and noise, with loss / 2 as DDP averages two gradients."""
+    model, guide = build(model_cfg)
+    loss_fn = make_elbo(False)(model, guide)
+    loss_fn.load_state_dict(records[0]["initial"])
+    optimizer = torch.optim.Adam(loss_fn.parameters(), lr=lr)
+    for step in range(STEPS):
+        optimizer.zero_grad()
+        total = 0.0
+        for record in records:
+            torch.set_rng_state(record["steps"][step]["rng"])
+            loss = loss_fn(record["steps"][step]["batch"].float() / 255)
+            (loss / len(records)).backward()
+            total += loss.item()
+        optimizer.step()
+        yield total, {n: p.detach().clone() for n, p in loss_fn.named_parameters()}
+
+
+def test_two_processes_match_one_process_on_the_same_groups(tmp_path):
+    train_cfg = TrainConfig(dataset="synthetic:48", image_size=8, epochs=1, group_size=B, groups_per_step=G,
+                            lr=1e-2, log_every=1, seed=3)
+    model_cfg = UGVAEConfig(x_shape=(1, 8, 8), z_dim=2, beta_dim=2, K=3, hidden=16)
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(["--strategy", "ddp_spawn", "--devices", "2", "--accelerator", "cpu"])
+    args.quiet = True
+    run_dir = fit_lightning(train_cfg, model_cfg, args, str(tmp_path / "runs"), callbacks=[StepRecorder(str(tmp_path))])
+
+    records = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
+    assert [len(r["steps"]) for r in records] == [STEPS, STEPS]  # 48 // (2 ranks * G * B)
+    # Each step's 2G groups are one step of the single-process sampler, split between the ranks.
+    images = load_dataset("synthetic:48", "train", image_size=8).images
+    for step, idx in enumerate(RandomGroups(48, B, 2 * G, seed=3).epoch(0)):
+        both = torch.cat([r["steps"][step]["batch"] for r in records])
+        assert torch.equal(both, images[idx])
+    rows = [row for row in read_metrics(os.path.join(run_dir, "metrics.csv")) if row["step"] <= STEPS]
+    for step, (total, params) in enumerate(replay(records, model_cfg, train_cfg.lr)):
+        rank0, rank1 = (r["steps"][step] for r in records)
+        assert all(torch.equal(rank0["params"][n], rank1["params"][n]) for n in params)
+        assert rank0["loss"] + rank1["loss"] == pytest.approx(total, rel=1e-5)
+        assert rows[step]["train_elbo"] == pytest.approx(-total / (2 * G * B), rel=1e-5)
+        torch.testing.assert_close(rank0["params"], params, rtol=1e-4, atol=1e-5)
+
+    # Rank 0 alone wrote one run directory, whose checkpoint holds the final weights.
+    assert os.listdir(tmp_path / "runs") == [os.path.basename(run_dir)]
+    model, guide, config = load_run(run_dir)
+    assert config["step"] == STEPS
+    final = records[0]["steps"][-1]["params"]
+    for name, value in [*model.named_parameters(prefix="model"), *guide.named_parameters(prefix="guide")]:
+        torch.testing.assert_close(value, final[name])

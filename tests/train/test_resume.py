@@ -1,0 +1,125 @@
+"""A killed run, resumed, repeats the losses of an uninterrupted one step for step (on the CPU)."""
+import csv
+import glob
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+
+import pytest
+
+import run
+from model import UGVAEConfig
+from train import TrainConfig, train
+from train.loop import resume
+from train.metrics import MetricsLog, read_metrics
+from train.runs import list_checkpoints
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# 25 steps per epoch, 100 in all: long enough to be killed mid-run, a second or two to train.
+TINY_RUN = ["--dataset", "synthetic:200", "--hidden", "16", "--z-dim", "2", "--beta-dim", "2", "--K", "3",
+            "-B", "8", "--epochs", "4", "--log-every", "1", "--checkpoint-every", "7", "--quiet"]
+
+
+@pytest.fixture
+def tiny_run_cfgs():
+    """15 steps per epoch of synthetic digits, 2 epochs, a model of a few thousand weights."""
+    return (TrainConfig(dataset="synthetic:120", epochs=2, group_size=8, log_every=1, checkpoint_every=5),
+            UGVAEConfig(x_shape=(1, 28, 28), z_dim=2, beta_dim=2, K=3, hidden=16))
+
+
+def logged(run_dir):
+    """metrics.csv as text without its wall-clock column: equal means equal to the last digit."""
+    with open(os.path.join(run_dir, "metrics.csv"), newline="") as f:
+        return [{k: v for k, v in row.items() if k != "elapsed_s"} for row in csv.DictReader(f)]
+
+
+def checkpoint_steps(run_dir):
+    return [int(os.path.basename(p)[5:14]) for p in list_checkpoints(run_dir)]
+
+
+def kill_after_checkpoint(run_dir, min_step, timeout=120):
+    """Start `run.py` training into run_dir and SIGKILL it once a checkpoint of min_step or later exists."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, "run.py", *TINY_RUN, "--run-dir", run_dir], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:
+        if any(step >= min_step for step in checkpoint_steps(run_dir)):
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.005)
+    _, err = proc.communicate(timeout=timeout)
+    assert proc.returncode == -signal.SIGKILL, f"the run was not killed mid-run (rc {proc.returncode}): {err[-500:]}"
+
+
+def test_sigkilled_run_resumes_with_the_same_losses(tmp_path, one_thread):
+    killed, reference = str(tmp_path / "killed"), str(tmp_path / "reference")
+    kill_after_checkpoint(killed, min_step=14)
+    resumed_from = checkpoint_steps(killed)[-1]
+    assert 14 <= resumed_from < 100 and not os.path.exists(os.path.join(killed, "summary.json"))
+
+    assert run.main(["--resume", killed]) == 0
+    assert run.main([*TINY_RUN, "--run-dir", reference]) == 0
+
+    rows = logged(killed)
+    assert [int(r["step"]) for r in rows if not r["test_elbo"]] == list(range(1, 101))  # none lost or repeated
+    assert rows == logged(reference)
+    assert os.path.isfile(os.path.join(killed, "summary.json"))
+
+
+def test_resume_mid_epoch_and_mid_log_window_is_exact(tmp_path, one_thread, tiny_run_cfgs):
+    # Checkpoints every 5 steps but logs every 3: the checkpoint of step 20 (epoch 1, step 5 in it)
+    # holds two steps not yet logged and a partial epoch's loss.
+    train_cfg, model_cfg = tiny_run_cfgs
+    full = train(replace(train_cfg, log_every=3, checkpoint_every=5, keep_checkpoints=10),
+                 str(tmp_path / "runs"), model_cfg, quiet=True)
+    cut = shutil.copytree(full, str(tmp_path / "cut"))
+    for path in list_checkpoints(cut):
+        if not path.endswith("step-000000020.pt"):
+            os.remove(path)
+    resume(cut, quiet=True)
+    assert logged(cut) == logged(full)
+
+
+def test_resuming_a_finished_run_keeps_its_results(tmp_path, one_thread, tiny_run_cfgs):
+    train_cfg, model_cfg = tiny_run_cfgs
+    run_dir = train(train_cfg, str(tmp_path), model_cfg, quiet=True)
+    before = open(os.path.join(run_dir, "metrics.csv")).read()
+    os.remove(os.path.join(run_dir, "summary.json"))  # killed after its last checkpoint
+    resume(run_dir, quiet=True)
+    assert open(os.path.join(run_dir, "metrics.csv")).read() == before
+    assert "test_elbo" in open(os.path.join(run_dir, "summary.json")).read()
+
+
+def test_metrics_truncation_drops_later_and_torn_rows(tmp_path):
+    log = MetricsLog(str(tmp_path / "metrics.csv"))
+    for step in (1, 2, 3):
+        log.write(step=step, epoch=0, train_elbo=-float(step))
+    with open(log.path, "a") as f:
+        f.write("1")  # a crash mid-append; read as a row it would pose as step 1
+    log.truncate_after(2)
+    assert [(r["step"], r["train_elbo"]) for r in read_metrics(log.path)] == [(1, -1.0), (2, -2.0)]
+    assert glob.glob(str(tmp_path / "*tmp*")) == []
+
+
+def test_ctrl_c_says_which_run_to_resume_from_which_step(tmp_path, capsys, monkeypatch, one_thread):
+    from train.loop import Trainer
+
+    real_step, calls = Trainer.train_step, []
+
+    def interrupted_at_step_10(self, idx):
+        calls.append(idx)
+        if len(calls) == 10:
+            raise KeyboardInterrupt
+        return real_step(self, idx)
+
+    monkeypatch.setattr(Trainer, "train_step", interrupted_at_step_10)
+    run_dir = str(tmp_path / "run")
+    assert run.main([*TINY_RUN, "--run-dir", run_dir]) == 130
+    err = capsys.readouterr().err
+    assert err == (f"interrupted: training stopped at step 9; the last good checkpoint (step 7) is kept in {run_dir}; "
+                   f"continue with `python run.py --resume {run_dir}`\n")

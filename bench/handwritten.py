@@ -50,13 +50,14 @@ def handwritten_elbo(model, guide, x: torch.Tensor) -> torch.Tensor:
     z_loc, z_scale = guide.local_encoder(h)
     # empty().normal_() is how torch's Normal.rsample draws, so a seed gives Pyro's z and beta.
     z = z_loc + z_scale * torch.empty_like(z_loc).normal_()
-    pi = clamp_probs(guide.cluster_probs(h, z))  # (G, B, K); clamped as Categorical(probs) does
+    pi = guide.cluster_probs(h, z)  # (G, B, K)
     beta_loc, beta_scale = guide.global_params(h, pi)
     beta = (beta_loc + beta_scale * torch.empty_like(beta_loc).normal_()).unsqueeze(-2)  # (G, 1, g)
 
     log_px = _pixel_log_prob(model.decoder(concat_latents(z, beta)), x, cfg)
     prior_loc, prior_scale = model.cluster_prior(beta)  # (G, 1, K, z_dim)
     log_pz_given_d = _diag_normal_log_prob(z.unsqueeze(-2), prior_loc, prior_scale)  # (G, B, K)
+    pi = clamp_probs(pi)  # as Categorical(probs=pi) does before taking its log
     local_d = (pi * (log_pz_given_d - math.log(cfg.K) - pi.log())).sum(-1)
     log_qz = _diag_normal_log_prob(z, z_loc, z_scale)
     beta = beta.squeeze(-2)

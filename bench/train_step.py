@@ -8,8 +8,8 @@ the device, compute the loss, backpropagate, take an Adam step. Variants:
     jit           JitTraceEnum_ELBO the same way: Trainer's --jit
     hand          bench/handwritten.py's loss of the same networks, the same way
     *-compile     torch.compile on the networks (pyro) or on the whole loss (hand)
-    *-graph       the whole step captured once and replayed as a CUDA graph (train/fast.py); the
-                  JIT's cannot be captured (a host sync in its traced sampler): its row says so
+    *-graph       the hand-written step captured once and replayed as a CUDA graph (bench/graphs.py);
+                  Pyro's steps cannot be captured (two host syncs inside Pyro), so only hand has these
 
 For each G it prints the median step time over blocks of steps (one sync a block, as training
 syncs once a log window), samples/s, and the ratios to `hand` and to the fastest hand-written
@@ -34,14 +34,13 @@ import pyro
 import torch
 from pyro.infer import SVI, TraceEnum_ELBO
 
+from bench.graphs import CapturedStep
 from bench.handwritten import HandwrittenLoss
 from guide import UGVAEGuide
 from model import UGVAEConfig, UGVAEModel
-from train.fast import CapturedStep
 from train.loop import make_elbo
 
-VARIANTS = ("svi", "pyro", "pyro-compile", "pyro-graph", "jit", "jit-graph",
-            "hand", "hand-compile", "hand-graph", "hand-compile-graph")
+VARIANTS = ("svi", "pyro", "pyro-compile", "jit", "hand", "hand-compile", "hand-graph", "hand-compile-graph")
 
 
 def build_step(variant: str, cfg: UGVAEConfig, images: torch.Tensor, example_idx: torch.Tensor, lr=1e-3):

@@ -3,6 +3,11 @@
 Train time comes from RUN_DIR/summary.json (written at the end of training), the test ELBO,
 the IWAE bound and the clustering accuracy from RUN_DIR/eval.json, which is computed first
 where it is missing. Writes compare.md and compare.csv to --out and prints the Markdown.
+
+Runs on the same data and group size are scored on the same test groups, so their IWAE
+difference to the first run is also given with its paired standard error over those groups,
+which is much smaller than the standard error of each bound (most of that is the spread of
+log p(X) between groups, common to every model).
 """
 from __future__ import annotations
 
@@ -11,11 +16,13 @@ import io
 import json
 import os
 
-from experiments.evaluate import evaluate_run
+import torch
+
+from experiments.evaluate import evaluate_run, mean_and_stderr
 from train.runs import RunError, default_guide, load_config
 
 COLUMNS = ["run", "model", "guide", "dataset", "epochs", "train_s", "test_elbo", "iwae", "iwae_se", "samples",
-           "clustering_accuracy", "clusters_used"]
+           "iwae_vs_first", "iwae_vs_first_se", "clustering_accuracy", "clusters_used"]
 
 
 def _read_json(path: str) -> dict | None:
@@ -37,7 +44,17 @@ def run_row(run_dir: str, samples: int = 100, device: str = "cpu") -> dict:
         "guide": train_cfg.guide or default_guide(train_cfg.model), "dataset": train_cfg.dataset,
         "epochs": summary["epochs"], "train_s": summary["train_seconds"],
     }
-    return {**row, **{k: scores.get(k) for k in COLUMNS if k not in row}}
+    return {**row, **{k: scores.get(k) for k in COLUMNS + ["group_size", "iwae_per_test_group"] if k not in row}}
+
+
+def add_paired_differences(rows: list[dict]):
+    """iwae_vs_first(_se): IWAE minus the first run's, paired over the test groups both were scored on."""
+    first = rows[0]
+    for r in rows:
+        same_groups = (r["dataset"], r["group_size"]) == (first["dataset"], first["group_size"])
+        if same_groups and r.get("iwae_per_test_group") and first.get("iwae_per_test_group"):
+            diff = torch.tensor(r["iwae_per_test_group"]) - torch.tensor(first["iwae_per_test_group"])
+            r["iwae_vs_first"], r["iwae_vs_first_se"] = mean_and_stderr(diff)
 
 
 def _cell(value, digits: int = 2) -> str:
@@ -48,19 +65,23 @@ def _cell(value, digits: int = 2) -> str:
 
 def markdown(rows: list[dict]) -> str:
     head = ["run", "model", "guide", "dataset", "epochs", "train time (s)", "test ELBO", "IWAE log p(x)",
-            "cluster acc.", "clusters used"]
+            "IWAE - first run", "cluster acc.", "clusters used"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         iwae = f"{_cell(r['iwae'])} ± {_cell(r['iwae_se'])} (S={r['samples']})"
+        paired = "-"
+        if r.get("iwae_vs_first") is not None:
+            paired = f"{_cell(r['iwae_vs_first'])} ± {_cell(r['iwae_vs_first_se'])}"
         cells = [r["run"], r["model"], r["guide"], r["dataset"], _cell(r["epochs"]), _cell(r["train_s"], 0),
-                 _cell(r["test_elbo"]), iwae, _cell(r["clustering_accuracy"], 3), _cell(r["clusters_used"])]
+                 _cell(r["test_elbo"]), iwae, paired, _cell(r["clustering_accuracy"], 3), _cell(r["clusters_used"])]
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n\nNats per sample on the test split; ± is the standard error over test groups.\n"
+    return "\n".join(lines) + ("\n\nNats per sample on the test split; ± is the standard error over test groups "
+                               "(paired over the same groups for the difference to the first run).\n")
 
 
 def to_csv(rows: list[dict]) -> str:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, COLUMNS, lineterminator="\n")
+    writer = csv.DictWriter(buffer, COLUMNS, lineterminator="\n", extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
     return buffer.getvalue()
@@ -75,6 +96,7 @@ def add_arguments(parser):
 
 def run(args) -> int:
     rows = [run_row(r, args.samples, args.device) for r in args.runs]
+    add_paired_differences(rows)
     os.makedirs(args.out, exist_ok=True)
     table = markdown(rows)
     with open(os.path.join(args.out, "compare.md"), "w") as f:

@@ -139,7 +139,8 @@ def evaluate_run(run_dir: str, samples: int = 100, device: str = "cpu", checkpoi
         pi = guide.local_posterior(x)[2]
         if pi is not None:
             clusters.append(pi.argmax(-1).flatten().cpu())
-    (mean, se), (mean_group, se_group) = mean_and_stderr(torch.cat(iwae)), mean_and_stderr(torch.cat(iwae_group))
+    iwae, iwae_group = torch.cat(iwae), torch.cat(iwae_group)
+    (mean, se), (mean_group, se_group) = mean_and_stderr(iwae), mean_and_stderr(iwae_group)
     accuracy = None
     if clusters and test.labels is not None:
         accuracy = clustering_accuracy(torch.cat(clusters), test.labels[groups.flatten()])
@@ -150,6 +151,7 @@ def evaluate_run(run_dir: str, samples: int = 100, device: str = "cpu", checkpoi
         "test_elbo": result.pop("test_elbo"),
         "iwae": mean, "iwae_se": se, "iwae_weights": "per group" if coupled else "per sample",
         "iwae_group": mean_group, "iwae_group_se": se_group,
+        "iwae_per_test_group": [round(v, 4) for v in iwae.tolist()],  # for paired comparisons of runs
         "clustering_accuracy": accuracy, **result,
         "seconds": round(time.perf_counter() - start, 2),
     }
@@ -160,7 +162,8 @@ def evaluate_run(run_dir: str, samples: int = 100, device: str = "cpu", checkpoi
 
 def add_arguments(parser):
     which = parser.add_mutually_exclusive_group(required=True)
-    which.add_argument("--run", metavar="RUN_DIR", help="evaluate the run's newest checkpoint; writes RUN_DIR/eval.json")
+    which.add_argument("--run", metavar="RUN_DIR",
+                       help="evaluate the run's newest checkpoint; writes RUN_DIR/eval.json")
     which.add_argument("--checkpoint", metavar="PATH",
                        help="evaluate RUN_DIR/checkpoints/step-N.pt; writes RUN_DIR/eval-step-N.json")
     parser.add_argument("--samples", type=int, default=100, help="S, importance samples per group of the IWAE bound")

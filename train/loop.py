@@ -88,6 +88,9 @@ class Trainer:
     def __init__(self, train_cfg: TrainConfig, model_cfg: UGVAEConfig | None = None, quiet: bool = False):
         self.cfg, self.quiet, self.run_dir = train_cfg, quiet, None
         self.device = resolve_device(train_cfg.device)
+        # Pyro's param store is global: names left by an earlier model in this process would
+        # shadow this run's parameters (and break the JIT ELBO's tracing).
+        pyro.clear_param_store()
         pyro.set_rng_seed(train_cfg.seed)
         train_set = load_dataset(train_cfg.dataset, "train", train_cfg.data_dir, train_cfg.image_size)
         test_set = load_dataset(train_cfg.dataset, "test", train_cfg.data_dir, train_cfg.image_size)

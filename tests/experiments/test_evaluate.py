@@ -39,7 +39,7 @@ def exact_log_px(model, x: torch.Tensor, points: int = 401, limit: float = 8.0) 
     elif hasattr(model, "components"):
         loc, scale = (t.expand(len(betas), -1, -1) for t in model.components())
     else:
-        loc, scale = torch.zeros(len(betas), 1, 1, dtype=torch.float64), torch.ones(len(betas), 1, 1, dtype=torch.float64)
+        loc, scale = torch.zeros(1, 1, 1, dtype=torch.float64), torch.ones(1, 1, 1, dtype=torch.float64)
     log_pz = (Normal(loc[:, None, :, 0], scale[:, None, :, 0]).log_prob(grid[None, :, None])
               - math.log(loc.shape[1])).logsumexp(-1)  # (betas, zs)
     latents = torch.cat([grid[None, :, None].expand(len(betas), -1, 1), betas[:, None].expand(-1, points, -1)], -1)
@@ -123,6 +123,9 @@ def test_compare_writes_one_row_per_run(trained_runs, tmp_path, capsys):
     assert [r["model"] for r in rows] == ["ugvae", "vae"]
     assert all(r["epochs"] == "1" and float(r["train_s"]) > 0 for r in rows)
     assert float(rows[0]["iwae"]) > float(rows[0]["test_elbo"])
+    # scored on the same test groups: the paired difference is the difference of the means
+    assert float(rows[1]["iwae_vs_first"]) == pytest.approx(float(rows[1]["iwae"]) - float(rows[0]["iwae"]), abs=1e-3)
+    assert float(rows[1]["iwae_vs_first_se"]) > 0 and float(rows[0]["iwae_vs_first"]) == 0
     table = (tmp_path / "compare.md").read_text()
     assert table in capsys.readouterr().out and table.count("| synthetic:400 |") == 2
 

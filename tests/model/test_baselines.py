@@ -7,7 +7,6 @@ import torch.nn.functional as F
 import pyro
 from pyro import poutine
 from pyro.infer import TraceEnum_ELBO, TraceMeanField_ELBO
-from torch.distributions import Normal
 
 from guide import GMVAEGuide, MLVAEGuide, VAEGuide
 from model import GMVAEModel, MLVAEModel, UGVAEConfig, VAEModel

@@ -13,6 +13,7 @@ import math
 import os
 import re
 import time
+import warnings
 from dataclasses import replace
 
 import pyro
@@ -40,6 +41,11 @@ class TrainingDiverged(RuntimeError):
 
 class TrainingInterrupted(KeyboardInterrupt):
     """Ctrl-C during training; the message says how to continue the run."""
+
+
+# Models without a discrete site (VAE, ML-VAE) share the loop: for them TraceEnum_ELBO is
+# Trace_ELBO, and its warning that nothing is enumerated is expected.
+warnings.filterwarnings("ignore", message="TraceEnum_ELBO found no sample sites configured for enumeration")
 
 
 def make_elbo(jit: bool):

@@ -1,5 +1,4 @@
 """Interpolation grids: the latents of section 4.1, the files written, the choice of clusters."""
-import argparse
 import json
 import os
 
@@ -8,14 +7,10 @@ import torch
 from PIL import Image
 
 from experiments import interpolation
-from model import UGVAEConfig, UGVAEModel
-from train import RunError, TrainConfig, train
+from model import UGVAEModel
+from train import RunError
 
-
-def tiny_train(tmp_path_factory, model: str) -> str:
-    cfg = TrainConfig(dataset="synthetic:200", model=model, epochs=1, group_size=4, groups_per_step=5)
-    model_cfg = UGVAEConfig(x_shape=(1, 28, 28), z_dim=2, beta_dim=2, K=3, hidden=16)
-    return train(cfg, str(tmp_path_factory.mktemp("runs")), model_cfg, quiet=True)
+from tests.experiments.conftest import run_cli, tiny_train
 
 
 @pytest.fixture(scope="module")
@@ -24,9 +19,7 @@ def tiny_run(tmp_path_factory):
 
 
 def run_experiment(*argv) -> int:
-    parser = argparse.ArgumentParser()
-    interpolation.add_arguments(parser)
-    return interpolation.run(parser.parse_args(list(argv)))
+    return run_cli(interpolation, *argv)
 
 
 def test_rows_move_beta_diagonally_and_columns_move_z_around_the_cluster_mean(tiny_cfg):

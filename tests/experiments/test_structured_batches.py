@@ -1,5 +1,4 @@
 """Structured batches: files and numbers of the table, a split by group and by image, every class's rule."""
-import argparse
 import json
 import os
 import re
@@ -11,16 +10,12 @@ from PIL import Image
 from data import DataError, ImageSet, load_dataset
 from experiments import structured_batches
 from experiments.groups import group_posterior, posterior_samples, svm_accuracies
-from model import UGVAEConfig
-from train import RunError, TrainConfig, train
+
+from train import RunError
+
+from tests.experiments.conftest import run_cli, tiny_train
 
 SIZES = [6, 3]
-
-
-def tiny_train(tmp_path_factory, model: str, dataset: str = "synthetic:200") -> str:
-    cfg = TrainConfig(dataset=dataset, model=model, epochs=1, group_size=4, groups_per_step=5)
-    model_cfg = UGVAEConfig(x_shape=(1, 28, 28), z_dim=2, beta_dim=2, K=3, hidden=16)
-    return train(cfg, str(tmp_path_factory.mktemp("runs")), model_cfg, quiet=True)
 
 
 @pytest.fixture(scope="module")
@@ -29,9 +24,7 @@ def tiny_run(tmp_path_factory):
 
 
 def run_experiment(*argv) -> int:
-    parser = argparse.ArgumentParser()
-    structured_batches.add_arguments(parser)
-    return structured_batches.run(parser.parse_args(list(argv)))
+    return run_cli(structured_batches, *argv)
 
 
 def test_writes_the_table_as_json_markdown_and_a_tsne_plot(tiny_run, tmp_path_factory):

@@ -9,17 +9,16 @@ set -euo pipefail
 dataset=${1:?dataset}; epochs=${2:?epochs}; out=${3:-runs/tables-$dataset}; shift $(( $# < 3 ? $# : 3 ))
 py=${PYTHON:-python}
 mkdir -p "$out"
-declare -A runs
+names=()
 for spec in ugvae:structured ugvae:beta-from-x ugvae:mean-field vae: gmvae: mlvae:; do
     model=${spec%%:*}; guide=${spec#*:}; name=$model${guide:+-$guide}
     $py run.py --dataset "$dataset" --epochs "$epochs" --model "$model" ${guide:+--guide "$guide"} \
         --run-dir "$out/$name" --quiet "$@" > /dev/null
-    runs[$name]=$out/$name
+    names+=("$out/$name")
     echo "trained $name"
 done
-$py run.py compare "${runs[@]}" --out "$out"
-u=${runs[ugvae-structured]}
-$py run.py experiment interpolation --run "$u"
-$py run.py experiment interpolation --run "${runs[mlvae]}"
-$py run.py experiment structured-batches --run "$u" --baseline-run "${runs[mlvae]}" "${runs[vae]}"
+$py run.py compare "${names[@]}" --out "$out"  # the first run, UG-VAE, is the reference
+$py run.py experiment interpolation --run "$out/ugvae-structured"
+$py run.py experiment interpolation --run "$out/mlvae"
+$py run.py experiment structured-batches --run "$out/ugvae-structured" --baseline-run "$out/mlvae" "$out/vae"
 echo "tables and figures under $out"

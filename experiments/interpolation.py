@@ -6,7 +6,9 @@ from -1 to +1; column c moves z diagonally around the cluster's prior mean given
     z_rc = mu_z^(d)(beta_r) + s_c (1, ..., 1),   s_c from -3 to +3,   mu_z^(d) of eq. 3,
 
 and each cell shows the decoder's mean image for (z_rc, beta_r); d plays no other role, since
-both latents are set by hand. ML-VAE has one Gaussian prior on z, so its grid is centred at 0.
+both latents are set by hand. `--beta-centre posterior` moves the rows around the mean of
+q(beta | X) over random test groups instead of 0: trained runs put that mean far from the
+prior's centre (|mu| of about 2 per dim on MNIST), where the paper's diagonal never passes. ML-VAE has one Gaussian prior on z, so its grid is centred at 0.
 The JSON reports the mean absolute pixel change between neighbouring rows (what beta changes)
 and between neighbouring columns (what z changes) of each grid.
 """
@@ -21,16 +23,22 @@ from data import load_dataset
 from experiments.plotting import experiment_dir, save_figure, save_grid, save_json, show_grid
 from train.runs import RunError, load_run
 
-ROW_LABEL = "beta: -1 to +1 on every dim"
+
+
+def row_label(args) -> str:
+    around = "" if args.beta_centre == "prior" else " around the posterior mean"
+    return f"beta: -{args.beta_range:g} to +{args.beta_range:g} on every dim{around}"
 
 
 def interpolation_latents(model, cluster: int | None, rows: int, cols: int,
-                          beta_range: float = 1.0, z_range: float = 3.0):
+                          beta_range: float = 1.0, z_range: float = 3.0, beta_centre: torch.Tensor | None = None):
     """z (rows, cols, z_dim) and beta (rows, cols, beta_dim) of the grid; cluster None centres z at 0."""
     cfg = model.cfg
     device = next(model.parameters()).device
     t = torch.linspace(-beta_range, beta_range, rows, device=device)
     beta = t[:, None] * torch.ones(cfg.beta_dim, device=device)
+    if beta_centre is not None:
+        beta = beta + beta_centre.to(device)
     if cluster is None:
         centre = torch.zeros(rows, cfg.z_dim, device=device)
     else:
@@ -84,6 +92,8 @@ def add_arguments(p):
     p.add_argument("--cols", type=int, default=7, help="z values per grid")
     p.add_argument("--beta-range", type=float, default=1.0, help="beta goes from -R to +R")
     p.add_argument("--z-range", type=float, default=3.0, help="z goes from mu_z - R to mu_z + R")
+    p.add_argument("--beta-centre", choices=("prior", "posterior"), default="prior",
+                   help="rows around 0 (the paper's) or around the mean of q(beta|X) of random test groups")
     p.add_argument("--data-dir", default=None, help="where the dataset is found; None: the run's")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
 
@@ -92,22 +102,35 @@ def grid_panels(model, guide, config, args) -> dict:
     """title -> (cluster or None, file name): the chosen clusters of UG-VAE, or ML-VAE's one grid."""
     if not hasattr(model, "cluster_prior"):  # ML-VAE: one grid around the standard normal prior of z
         return {f"{config['train'].model}, z around 0": (None, "grid.png")}
-    train_cfg = config["train"]
 
     def usage():
-        data = load_dataset(train_cfg.dataset, "test", args.data_dir or train_cfg.data_dir, train_cfg.image_size)
-        return cluster_usage(guide, data.images)
+        return cluster_usage(guide, test_images(config, args))
 
     return {f"cluster {d}": (d, f"cluster_{d}.png") for d in choose_clusters(args.clusters, config["model"].K, usage)}
 
 
-def save_summary(path: str, grids: dict, cols: int):
+def test_images(config, args) -> torch.Tensor:
+    train_cfg = config["train"]
+    return load_dataset(train_cfg.dataset, "test", args.data_dir or train_cfg.data_dir, train_cfg.image_size).images
+
+
+@torch.no_grad()
+def posterior_centre(guide, images: torch.Tensor, group_size: int) -> torch.Tensor:
+    """Mean over random test groups of the mean of q(beta | X)."""
+    from train.loop import fixed_groups
+
+    device = next(guide.parameters()).device
+    x = images[fixed_groups(len(images), group_size)].float().div_(255).to(device)
+    return guide.global_posterior(x)[0].mean(0)
+
+
+def save_summary(path: str, grids: dict, cols: int, label: str):
     """Up to three grids side by side, as in fig. 3."""
     shown = list(grids.items())[:3]
     fig, axes = plt.subplots(1, len(shown), figsize=(3.6 * len(shown), 3.9), squeeze=False)
     for ax, (title, images) in zip(axes[0], shown):
         show_grid(ax, images.flatten(0, 1), nrow=cols, title=title)
-    axes[0][0].set_ylabel(ROW_LABEL)
+    axes[0][0].set_ylabel(label)
     save_figure(fig, path)
 
 
@@ -120,16 +143,20 @@ def run(args) -> int:
                        "pass a ugvae or mlvae run")
     out = experiment_dir(args.run, "interpolation")
     ranges = {"beta_range": args.beta_range, "z_range": args.z_range}
+    centre = None
+    if args.beta_centre == "posterior":
+        centre = posterior_centre(guide, test_images(config, args), config["train"].group_size)
     grids, results = {}, []
     for title, (d, filename) in grid_panels(model, guide, config, args).items():
-        grids[title] = images = interpolation_grid(model, d, args.rows, args.cols, **ranges)
-        centre = "0" if d is None else "mu_z"
+        grids[title] = images = interpolation_grid(model, d, args.rows, args.cols, beta_centre=centre, **ranges)
+        z_centre = "0" if d is None else "mu_z"
         save_grid(os.path.join(out, filename), images.flatten(0, 1), nrow=args.cols, title=title,
-                  xlabel=f"z: {centre} - {args.z_range:g} to {centre} + {args.z_range:g}", ylabel=ROW_LABEL)
+                  xlabel=f"z: {z_centre} - {args.z_range:g} to {z_centre} + {args.z_range:g}", ylabel=row_label(args))
         results.append({"cluster": d, "file": filename, **grid_effects(images)})
-    save_summary(os.path.join(out, "summary.png"), grids, args.cols)
+    save_summary(os.path.join(out, "summary.png"), grids, args.cols, row_label(args))
     save_json(os.path.join(out, "interpolation.json"), {"run": args.run, "model": config["train"].model,
                                                         "rows": args.rows, "cols": args.cols, **ranges,
+                                                        "beta_centre": None if centre is None else centre.tolist(),
                                                         "grids": results})
     for r in results:
         print(f"{r['file']}: beta effect {r['beta_effect']:.4f}, z effect {r['z_effect']:.4f}")

@@ -6,6 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
+from data import load_dataset
 from experiments import interpolation
 from model import UGVAEModel
 from train import RunError
@@ -36,6 +37,19 @@ def test_rows_move_beta_diagonally_and_columns_move_z_around_the_cluster_mean(ti
     images = interpolation.interpolation_grid(model, 2, 5, 7)
     assert images.shape == (5, 7) + tiny_cfg.x_shape
     assert torch.allclose(images[4, 0], model.decode(z[4, 0], beta[4, 0]))
+
+
+def test_posterior_centre_shifts_the_rows_to_the_mean_of_q_beta(tiny_run):
+    from run import load_run
+
+    model, guide, config = load_run(tiny_run)
+    images = load_dataset(config["train"].dataset, "test").images
+    centre = interpolation.posterior_centre(guide, images, config["train"].group_size)
+    _, beta = interpolation.interpolation_latents(model, 0, rows=3, cols=2, beta_centre=centre)
+    torch.testing.assert_close(beta[1, 0], centre)  # the middle row is the posterior mean
+    assert run_experiment("--run", tiny_run, "--beta-centre", "posterior", "--rows", "3", "--cols", "3") == 0
+    saved = json.load(open(os.path.join(tiny_run, "experiments", "interpolation", "interpolation.json")))
+    assert saved["beta_centre"] == pytest.approx(centre.tolist(), abs=1e-6)
 
 
 def test_grid_effects_tell_rows_from_columns():

@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from data import MixedGroups, RandomGroups, load_dataset
 from model import UGVAEConfig
 from train.config import TrainConfig
-from train.loop import TrainingDiverged, evaluate, fixed_groups, make_elbo
+from train.loop import TrainingDiverged, evaluate, fixed_groups, group_sampler, make_elbo
 from train.metrics import MetricsLog
 from train.runs import (
     RunError, atomic_write_bytes, build, default_guide, new_run_dir, rng_state, save_checkpoint, save_config,
@@ -95,10 +95,7 @@ class GroupData(LightningDataModule):
     def setup(self, stage: str):
         cfg, trainer, images = self.cfg, self.trainer, self.train_set.images
         device, groups = trainer.strategy.root_device, cfg.groups_per_step * trainer.world_size
-        if self.train_set.domains is not None and cfg.mix is not None:
-            steps = MixedGroups(self.train_set.domains, cfg.group_size, groups, cfg.mix, cfg.seed, device)
-        else:
-            steps = RandomGroups(len(images), cfg.group_size, groups, cfg.seed, device)
+        steps = group_sampler(self.train_set, cfg, groups, device)
         self.sampler = RankGroups(steps, trainer.global_rank, trainer.world_size)
         self.images = images.to(device)
 

@@ -54,6 +54,13 @@ def make_elbo(jit: bool):
     return cls(max_plate_nesting=2, ignore_jit_warnings=True) if jit else cls(max_plate_nesting=2)
 
 
+def group_sampler(train_set, cfg: TrainConfig, groups_per_step: int, device):
+    """Training groups: `mix`-proportioned per group for a mixture of domains, else uniform."""
+    if train_set.domains is not None and cfg.mix is not None:
+        return MixedGroups(train_set.domains, cfg.group_size, groups_per_step, cfg.mix, cfg.seed, device)
+    return RandomGroups(len(train_set), cfg.group_size, groups_per_step, cfg.seed, device)
+
+
 def fixed_groups(n: int, group_size: int, seed: int = 0) -> torch.Tensor:
     """A fixed random partition of n test samples into groups (num_groups, B)."""
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
@@ -113,11 +120,7 @@ class Trainer:
         self.images = train_set.images.to(self.device)
         self.test_images = test_set.images.to(self.device)
         self.test_groups = fixed_groups(len(test_set), train_cfg.group_size)
-        G, B = train_cfg.groups_per_step, train_cfg.group_size
-        if train_set.domains is not None and train_cfg.mix is not None:
-            self.sampler = MixedGroups(train_set.domains, B, G, train_cfg.mix, train_cfg.seed, self.device)
-        else:
-            self.sampler = RandomGroups(len(train_set), B, G, train_cfg.seed, self.device)
+        self.sampler = group_sampler(train_set, train_cfg, train_cfg.groups_per_step, self.device)
         self.loss_fn = make_elbo(train_cfg.jit)(self.model, self.guide)
         self.optimizer = torch.optim.Adam(self.loss_fn.parameters(), lr=train_cfg.lr)
         self.step, self.epoch, self.step_in_epoch, self.train_seconds = 0, 0, 0, 0.0

@@ -81,8 +81,8 @@ def test_q_d_reads_z_except_in_the_mean_field_guide(tiny_cfg, guide_class, d_see
     assert torch.allclose(guide.local_posterior(x)[2], before) != d_sees_z
 
 
-@pytest.mark.parametrize("guide_class", [BetaFromXGuide, MeanFieldGuide])
-def test_ablations_keep_the_site_order_and_enumeration(tiny_cfg, guide_class):
+@pytest.mark.parametrize("guide_class", [UGVAEGuide, BetaFromXGuide, MeanFieldGuide])
+def test_ugvae_guides_sample_z_then_beta_then_enumerated_d(tiny_cfg, guide_class):
     trace = poutine.trace(guide_class(tiny_cfg)).get_trace(torch.rand(2, 3, *tiny_cfg.x_shape))
     sites = [n for n, s in trace.nodes.items() if s["type"] == "sample" and n not in ("groups", "samples")]
     assert sites == ["z", "beta", "d"]

@@ -1,15 +1,7 @@
 import torch
-from pyro import poutine
 
 from guide import UGVAEGuide
 from model.networks import product_of_gaussians
-
-
-def test_guide_samples_z_then_beta_then_d(tiny_cfg):
-    trace = poutine.trace(UGVAEGuide(tiny_cfg)).get_trace(torch.rand(2, 3, *tiny_cfg.x_shape))
-    sites = [n for n, s in trace.nodes.items() if s["type"] == "sample" and not s["name"] in ("groups", "samples")]
-    assert sites == ["z", "beta", "d"]
-    assert trace.nodes["d"]["infer"].get("enumerate") == "parallel"
 
 
 def test_global_posterior_is_the_product_of_per_sample_factors(tiny_cfg):

@@ -9,6 +9,7 @@
 
 Importing this module has no side effects; `from run import load_run` loads a saved run.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,16 +40,22 @@ def add_train_arguments(p: argparse.ArgumentParser):
 
     d = TrainConfig()
     g = p.add_argument_group("data")
-    g.add_argument("--dataset", default=d.dataset,
-                   help="mnist, fashion-mnist, digits, celeba, synthetic, folder:PATH, or A+B for a "
-                        "mixture of two (default: %(default)s)")
+    g.add_argument(
+        "--dataset",
+        default=d.dataset,
+        help="mnist, fashion-mnist, digits, celeba, synthetic, folder:PATH, or A+B for a "
+        "mixture of two (default: %(default)s)",
+    )
     g.add_argument("--data-dir", default=None, help="where datasets are found or downloaded (default: ./.data)")
     g.add_argument("--image-size", type=positive_int, default=None, help="resize images to SIZE x SIZE")
     g.add_argument("--mix", type=float, default=d.mix, help="share of dataset A in each group of an A+B mixture")
     g = p.add_argument_group("model")
     g.add_argument("--model", default=d.model, help="ugvae, vae, gmvae or mlvae (default: %(default)s)")
-    g.add_argument("--guide", default=None, help="variational family; default: the model's own "
-                   "(ugvae: structured; ablations: beta-from-x, mean-field)")
+    g.add_argument(
+        "--guide",
+        default=None,
+        help="variational family; default: the model's own (ugvae: structured; ablations: beta-from-x, mean-field)",
+    )
     g.add_argument("--K", type=int, default=10, help="number of clusters of the local mixture")
     g.add_argument("--z-dim", type=int, default=10, help="local latent size")
     g.add_argument("--beta-dim", type=int, default=10, help="global latent size")
@@ -59,8 +66,13 @@ def add_train_arguments(p: argparse.ArgumentParser):
     g = p.add_argument_group("training")
     g.add_argument("--epochs", type=int, default=d.epochs, help="passes over the training set")
     g.add_argument("--group-size", "-B", type=int, default=d.group_size, help="B: samples per group")
-    g.add_argument("--groups-per-step", "-G", type=int, default=d.groups_per_step,
-                   help="G: independent groups per step, vectorised in one call")
+    g.add_argument(
+        "--groups-per-step",
+        "-G",
+        type=int,
+        default=d.groups_per_step,
+        help="G: independent groups per step, vectorised in one call",
+    )
     g.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate")
     g.add_argument("--seed", type=int, default=d.seed, help="random seed")
     g.add_argument("--device", default=None, help="cpu or cuda[:N] (default: cpu; a resumed run keeps its own)")
@@ -71,8 +83,11 @@ def add_train_arguments(p: argparse.ArgumentParser):
     g.add_argument("--keep-checkpoints", type=int, default=d.keep_checkpoints, help="how many checkpoints to keep")
     g = p.add_argument_group("output")
     g.add_argument("--runs-dir", default="runs", help="parent of the new run directory (default: %(default)s)")
-    g.add_argument("--run-dir", default=None, help="the new run's directory, which must not exist "
-                   "(default: a new RUNS_DIR/DATASET-MODEL-TIME)")
+    g.add_argument(
+        "--run-dir",
+        default=None,
+        help="the new run's directory, which must not exist (default: a new RUNS_DIR/DATASET-MODEL-TIME)",
+    )
     g.add_argument("--resume", metavar="RUN_DIR", default=None, help="continue a killed run in its own directory")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     from train.lightning import add_arguments as add_lightning_arguments
@@ -82,7 +97,8 @@ def add_train_arguments(p: argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = CliParser(
-        prog="run.py", description=__doc__.split("\n\n")[0],
+        prog="run.py",
+        description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
@@ -95,10 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_train(args) -> int:
+    from experiments.report import tensorboard_writer, training_report
     from model.config import UGVAEConfig
     from train.config import TrainConfig
     from train.loop import resume, train
-    from experiments.report import training_report, tensorboard_writer
 
     if args.resume and args.strategy:
         from train.runs import RunError
@@ -108,18 +124,36 @@ def cmd_train(args) -> int:
         run_dir = resume(args.resume, quiet=args.quiet, device=args.device, writer_factory=tensorboard_writer)
     else:
         train_cfg = TrainConfig(
-            dataset=args.dataset, model=args.model, guide=args.guide, epochs=args.epochs,
-            group_size=args.group_size, groups_per_step=args.groups_per_step, lr=args.lr, seed=args.seed,
-            device=args.device or "cpu", jit=args.jit, data_dir=args.data_dir, image_size=args.image_size,
-            mix=args.mix, log_every=args.log_every, checkpoint_every=args.checkpoint_every,
-            keep_checkpoints=args.keep_checkpoints, clip_norm=args.clip_norm,
+            dataset=args.dataset,
+            model=args.model,
+            guide=args.guide,
+            epochs=args.epochs,
+            group_size=args.group_size,
+            groups_per_step=args.groups_per_step,
+            lr=args.lr,
+            seed=args.seed,
+            device=args.device or "cpu",
+            jit=args.jit,
+            data_dir=args.data_dir,
+            image_size=args.image_size,
+            mix=args.mix,
+            log_every=args.log_every,
+            checkpoint_every=args.checkpoint_every,
+            keep_checkpoints=args.keep_checkpoints,
+            clip_norm=args.clip_norm,
         )
         from data import load_dataset
 
         x_shape = load_dataset(args.dataset, "test", args.data_dir, args.image_size).x_shape
         model_cfg = UGVAEConfig(
-            x_shape=x_shape, z_dim=args.z_dim, beta_dim=args.beta_dim, K=args.K, hidden=args.hidden,
-            likelihood=args.likelihood, var_x=args.var_x, arch=args.arch,
+            x_shape=x_shape,
+            z_dim=args.z_dim,
+            beta_dim=args.beta_dim,
+            K=args.K,
+            hidden=args.hidden,
+            likelihood=args.likelihood,
+            var_x=args.var_x,
+            arch=args.arch,
         )
         if args.strategy:
             from train.lightning import fit_lightning
@@ -128,8 +162,14 @@ def cmd_train(args) -> int:
             if run_dir is None:  # every process but rank 0 leaves the report to rank 0
                 return 0
         else:
-            run_dir = train(train_cfg, args.runs_dir, model_cfg, quiet=args.quiet,
-                            writer_factory=tensorboard_writer, run_dir=args.run_dir)
+            run_dir = train(
+                train_cfg,
+                args.runs_dir,
+                model_cfg,
+                quiet=args.quiet,
+                writer_factory=tensorboard_writer,
+                run_dir=args.run_dir,
+            )
     training_report(run_dir)
     print(run_dir)
     return 0

@@ -17,9 +17,10 @@ The last warm-up step runs under `torch.cuda.set_sync_debug_mode("error")`, so t
 in a step fails there with a Python traceback, not inside capture (which leaves the CUDA
 generator unusable).
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from pyro.infer.util import is_validation_enabled
@@ -32,8 +33,13 @@ class _ScalarsByFill(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         device = kwargs.get("device")
-        if (func is torch.tensor and len(args) == 1 and isinstance(args[0], (int, float))
-                and device is not None and torch.device(device).type == "cuda"):
+        if (
+            func is torch.tensor
+            and len(args) == 1
+            and isinstance(args[0], (int, float))
+            and device is not None
+            and torch.device(device).type == "cuda"
+        ):
             return torch.full((), args[0], dtype=kwargs.get("dtype"), device=device)
         return func(*args, **kwargs)
 
@@ -47,8 +53,10 @@ class CapturedStep:
 
     def __init__(self, step: Callable[..., torch.Tensor], *example_inputs: torch.Tensor, warmup: int = 3):
         if is_validation_enabled():
-            raise ValueError("a CUDA graph cannot capture Pyro's validation checks (host syncs); "
-                             "call pyro.enable_validation(False) before capturing a step")
+            raise ValueError(
+                "a CUDA graph cannot capture Pyro's validation checks (host syncs); "
+                "call pyro.enable_validation(False) before capturing a step"
+            )
         self.inputs = [t.clone() for t in example_inputs]
         # Warm-up on a side stream, as torch.cuda.graph asks: it lets cuBLAS and the optimiser's
         # state settle before their kernels are recorded.

@@ -15,6 +15,7 @@ The authors' code replaces the z and beta terms by closed-form KLs: the same exp
 same cost. Only tensor operations are used, and no Python number becomes a device tensor, so a
 CUDA graph can capture the step.
 """
+
 from __future__ import annotations
 
 import math

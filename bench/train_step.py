@@ -19,6 +19,7 @@ for training (it adds host syncs).
 
     python -m bench.train_step --device cuda --json bench.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -60,8 +61,14 @@ def build_step(variant: str, cfg: UGVAEConfig, images: torch.Tensor, example_idx
     else:
         loss_fn = make_elbo(base == "jit")(model, guide)
         if "compile" in tricks:
-            for network in (model.cluster_prior, model.decoder, guide.features, guide.local_encoder,
-                            guide.cluster_posterior, guide.global_encoder):
+            for network in (
+                model.cluster_prior,
+                model.decoder,
+                guide.features,
+                guide.local_encoder,
+                guide.cluster_posterior,
+                guide.global_encoder,
+            ):
                 network.compile(dynamic=False)
     cuda = device.type == "cuda"
     # fused: one kernel for the whole update; capturable: its step count stays on the device.
@@ -144,15 +151,17 @@ def profile_step(step, batches: torch.Tensor, path: str, steps: int = 10) -> dic
         f.write(events.table(sort_by="self_cpu_time_total", row_limit=25))
         if kernels:
             f.write("\n" + events.table(sort_by="self_device_time_total", row_limit=15))
-    return {"kernels_per_step": sum(e.count for e in kernels) / steps,
-            "gpu_busy_ms_per_step": sum(e.self_device_time_total for e in kernels) / steps / 1e3}
+    return {
+        "kernels_per_step": sum(e.count for e in kernels) / steps,
+        "gpu_busy_ms_per_step": sum(e.self_device_time_total for e in kernels) / steps / 1e3,
+    }
 
 
 def run(args) -> dict:
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("error: --device cuda was asked for but CUDA is not available; use --device cpu")
-    cfg = (UGVAEConfig(x_shape=(1, 8, 8), z_dim=2, beta_dim=2, K=3, hidden=16) if args.tiny else UGVAEConfig())
+    cfg = UGVAEConfig(x_shape=(1, 8, 8), z_dim=2, beta_dim=2, K=3, hidden=16) if args.tiny else UGVAEConfig()
     pyro.enable_validation(False)
     B, G_max = args.group_size, max(args.groups)
     n_images = max(args.epoch_samples, G_max * B)
@@ -173,18 +182,32 @@ def run(args) -> dict:
                     row.update(profile_step(step, batches, f"{args.profile_prefix}{variant}.txt"))
                 if G == G_max:
                     epoch = epoch_seconds(step, args.epoch_samples, G, B, device)
-                    epochs.append({"variant": variant, "G": G, "samples": args.epoch_samples // (G * B) * G * B,
-                                   "epoch_s": epoch, "peak_memory_mb": peak_memory_mb(device)})
+                    epochs.append(
+                        {
+                            "variant": variant,
+                            "G": G,
+                            "samples": args.epoch_samples // (G * B) * G * B,
+                            "epoch_s": epoch,
+                            "peak_memory_mb": peak_memory_mb(device),
+                        }
+                    )
             except Exception as error:  # a variant that cannot run here is reported, not fatal
                 traceback.print_exception(error)
                 row["error"] = _describe(error)
             rows.append(row)
             print(_format_row(row), flush=True)
     _add_ratios(rows)
-    return {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
-            "torch": torch.__version__, "pyro": pyro.__version__, "model": cfg.to_dict(),
-            "peak_memory": "torch.cuda.max_memory_allocated" if device.type == "cuda" else "ru_maxrss of the process so far",
-            "rows": rows, "epochs": epochs}
+    return {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "torch": torch.__version__,
+        "pyro": pyro.__version__,
+        "model": cfg.to_dict(),
+        "peak_memory": "torch.cuda.max_memory_allocated"
+        if device.type == "cuda"
+        else "ru_maxrss of the process so far",
+        "rows": rows,
+        "epochs": epochs,
+    }
 
 
 def _describe(error: BaseException) -> str:
@@ -234,16 +257,21 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=50, help="timed steps per variant and G")
     parser.add_argument("--warmup", type=int, default=10, help="untimed steps first (JIT tracing, compiling)")
     parser.add_argument("--epoch-samples", type=int, default=60_000)
-    parser.add_argument("--variants", nargs="+", choices=VARIANTS,
-                        help="default: all but *-compile on CPU (slow to compile), all on CUDA")
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        choices=VARIANTS,
+        help="default: all but *-compile on CPU (slow to compile), all on CUDA",
+    )
     parser.add_argument("--profile", nargs="*", default=[], choices=VARIANTS, help="profile these variants at G=1")
     parser.add_argument("--profile-prefix", default="profile-", help="profile tables go to PREFIX<variant>.txt")
     parser.add_argument("--tiny", action="store_true", help="a tiny model, for the test suite")
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore", message="`torch.jit.trace` is deprecated")
     if args.variants is None:
-        args.variants = [v for v in VARIANTS if "graph" not in v and "compile" not in v] \
-            if args.device == "cpu" else list(VARIANTS)
+        args.variants = (
+            [v for v in VARIANTS if "graph" not in v and "compile" not in v] if args.device == "cpu" else list(VARIANTS)
+        )
     result = run(args)
     print_tables(result)
     if args.json:

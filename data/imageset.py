@@ -33,8 +33,7 @@ class ImageSet:
             value = getattr(self, what)
             if value is not None and len(value) != n:
                 raise DataError(
-                    f"dataset '{self.name}' has {n} images but {len(value)} {what}; "
-                    f"give one {what[:-1]} per image"
+                    f"dataset '{self.name}' has {n} images but {len(value)} {what}; give one {what[:-1]} per image"
                 )
 
     def __len__(self) -> int:

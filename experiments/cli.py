@@ -3,6 +3,7 @@
 Each experiment is a module of this package exposing `add_arguments(parser)` and
 `run(args) -> int`; adding one is a module plus a line in EXPERIMENTS.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,7 +37,10 @@ def add_subcommands(sub):
     names = p.add_subparsers(dest="experiment", metavar="NAME", required=True)
     for name, path in EXPERIMENTS.items():
         module = _module(path)
-        q = names.add_parser(name, help=(module.__doc__ or "").strip().split("\n")[0],
-                             formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        q = names.add_parser(
+            name,
+            help=(module.__doc__ or "").strip().split("\n")[0],
+            formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        )
         module.add_arguments(q)
         q.set_defaults(handler=_delegate(path))

@@ -9,6 +9,7 @@ difference to the first run is also given with its paired standard error over th
 which is much smaller than the standard error of each bound (most of that is the spread of
 log p(X) between groups, common to every model).
 """
+
 from __future__ import annotations
 
 import csv
@@ -21,8 +22,22 @@ import torch
 from experiments.evaluate import evaluate_run, mean_and_stderr
 from train.runs import RunError, default_guide, load_config
 
-COLUMNS = ["run", "model", "guide", "dataset", "epochs", "train_s", "test_elbo", "iwae", "iwae_se", "samples",
-           "iwae_vs_first", "iwae_vs_first_se", "clustering_accuracy", "clusters_used"]
+COLUMNS = [
+    "run",
+    "model",
+    "guide",
+    "dataset",
+    "epochs",
+    "train_s",
+    "test_elbo",
+    "iwae",
+    "iwae_se",
+    "samples",
+    "iwae_vs_first",
+    "iwae_vs_first_se",
+    "clustering_accuracy",
+    "clusters_used",
+]
 
 
 def _read_json(path: str) -> dict | None:
@@ -40,9 +55,12 @@ def run_row(run_dir: str, samples: int = 100, device: str = "cpu") -> dict:
         raise RunError(f"{run_dir} has no summary.json: its training did not finish; resume it with --resume")
     scores = _read_json(os.path.join(run_dir, "eval.json")) or evaluate_run(run_dir, samples, device)
     row = {
-        "run": os.path.basename(os.path.normpath(run_dir)), "model": train_cfg.model,
-        "guide": train_cfg.guide or default_guide(train_cfg.model), "dataset": train_cfg.dataset,
-        "epochs": summary["epochs"], "train_s": summary["train_seconds"],
+        "run": os.path.basename(os.path.normpath(run_dir)),
+        "model": train_cfg.model,
+        "guide": train_cfg.guide or default_guide(train_cfg.model),
+        "dataset": train_cfg.dataset,
+        "epochs": summary["epochs"],
+        "train_s": summary["train_seconds"],
     }
     return {**row, **{k: scores.get(k) for k in COLUMNS + ["group_size", "iwae_per_test_group"] if k not in row}}
 
@@ -64,19 +82,43 @@ def _cell(value, digits: int = 2) -> str:
 
 
 def markdown(rows: list[dict]) -> str:
-    head = ["run", "model", "guide", "dataset", "epochs", "train time (s)", "test ELBO", "IWAE log p(x)",
-            "IWAE - first run", "cluster acc.", "clusters used"]
+    head = [
+        "run",
+        "model",
+        "guide",
+        "dataset",
+        "epochs",
+        "train time (s)",
+        "test ELBO",
+        "IWAE log p(x)",
+        "IWAE - first run",
+        "cluster acc.",
+        "clusters used",
+    ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         iwae = f"{_cell(r['iwae'])} ± {_cell(r['iwae_se'])} (S={r['samples']})"
         paired = "-"
         if r.get("iwae_vs_first") is not None:
             paired = f"{_cell(r['iwae_vs_first'])} ± {_cell(r['iwae_vs_first_se'])}"
-        cells = [r["run"], r["model"], r["guide"], r["dataset"], _cell(r["epochs"]), _cell(r["train_s"], 0),
-                 _cell(r["test_elbo"]), iwae, paired, _cell(r["clustering_accuracy"], 3), _cell(r["clusters_used"])]
+        cells = [
+            r["run"],
+            r["model"],
+            r["guide"],
+            r["dataset"],
+            _cell(r["epochs"]),
+            _cell(r["train_s"], 0),
+            _cell(r["test_elbo"]),
+            iwae,
+            paired,
+            _cell(r["clustering_accuracy"], 3),
+            _cell(r["clusters_used"]),
+        ]
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines) + ("\n\nNats per sample on the test split; ± is the standard error over test groups "
-                               "(paired over the same groups for the difference to the first run).\n")
+    return "\n".join(lines) + (
+        "\n\nNats per sample on the test split; ± is the standard error over test groups "
+        "(paired over the same groups for the difference to the first run).\n"
+    )
 
 
 def to_csv(rows: list[dict]) -> str:

@@ -21,6 +21,7 @@ image x_k of that group, the grids decode
                         x(1, t) and from x(s, 0) to x(s, 1) of each grid: how much the decoder
                         listens to beta and to z.
 """
+
 from __future__ import annotations
 
 import os
@@ -38,13 +39,23 @@ NAME = "domain-alignment"
 
 def add_arguments(parser):
     parser.add_argument("--run", required=True, metavar="RUN_DIR", help="a run trained on a mixture A+B")
-    parser.add_argument("--baseline-run", nargs="+", default=[], metavar="RUN_DIR",
-                        help="runs of other models (VAE, ML-VAE) on the same data, for the accuracy table")
+    parser.add_argument(
+        "--baseline-run",
+        nargs="+",
+        default=[],
+        metavar="RUN_DIR",
+        help="runs of other models (VAE, ML-VAE) on the same data, for the accuracy table",
+    )
     parser.add_argument("--split", choices=("train", "test"), default="test", help="images the groups are drawn from")
     parser.add_argument("--num-groups", type=int, default=100, help="groups of each kind: pure A, pure B, mixed")
     parser.add_argument("--group-size", type=int, default=None, help="B of the figures; the run's own when not given")
-    parser.add_argument("--probe-sizes", type=int, nargs="+", default=None,
-                        help="group sizes of the accuracy table; 1, 8 and --group-size when not given")
+    parser.add_argument(
+        "--probe-sizes",
+        type=int,
+        nargs="+",
+        default=None,
+        help="group sizes of the accuracy table; 1, 8 and --group-size when not given",
+    )
     parser.add_argument("--steps", type=int, default=7, help="interpolation steps along beta and along z")
     parser.add_argument("--seed", type=int, default=0, help="seed of the groups, t-SNE and folds")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
@@ -117,8 +128,10 @@ def endpoint_changes(grid: torch.Tensor) -> dict:
 
     A decoder that ignores beta moves along z only, whatever the t-SNE of beta shows.
     """
-    return {"beta_1 -> beta_2": float((grid[-1] - grid[0]).abs().mean()),
-            "z_1 -> z_2": float((grid[:, -1] - grid[:, 0]).abs().mean())}
+    return {
+        "beta_1 -> beta_2": float((grid[-1] - grid[0]).abs().mean()),
+        "z_1 -> z_2": float((grid[:, -1] - grid[:, 0]).abs().mean()),
+    }
 
 
 def save_interpolation(path: str, sources: torch.Tensor, grid: torch.Tensor, steps: int, title: str):
@@ -141,12 +154,14 @@ def save_tsne(path: str, codes: dict, paths: dict, names: list[str], seed: int):
     embedded = TSNE(2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(points)
     pieces = np.split(embedded, np.cumsum([len(p) for p in parts])[:-1])
     fig, ax = plt.subplots(figsize=(5.5, 5))
-    styles = {"A": dict(marker="s", c="tab:blue", label=f"pure {names[0]}"),
-              "B": dict(marker="^", c="tab:green", label=f"pure {names[1]}"),
-              "mixed": dict(marker="o", c="0.6", label="mixed")}
+    styles = {
+        "A": dict(marker="s", c="tab:blue", label=f"pure {names[0]}"),
+        "B": dict(marker="^", c="tab:green", label=f"pure {names[1]}"),
+        "mixed": dict(marker="o", c="0.6", label="mixed"),
+    }
     for kind, xy in zip(codes, pieces):
         ax.scatter(xy[:, 0], xy[:, 1], s=14, alpha=0.7, **styles[kind])
-    for (label, colour), xy in zip(zip(paths, ("tab:orange", "tab:brown")), pieces[len(codes):]):
+    for (label, colour), xy in zip(zip(paths, ("tab:orange", "tab:brown")), pieces[len(codes) :]):
         ax.plot(xy[:, 0], xy[:, 1], "-o", c=colour, ms=4, lw=1.5, label=label)
     ax.set_xticks([]), ax.set_yticks([])
     ax.set_title("t-SNE of E q(beta | X) per group")
@@ -164,8 +179,10 @@ def load_test_groups(config: dict, split: str):
     train_cfg = config["train"]
     data = load_dataset(train_cfg.dataset, split, train_cfg.data_dir, train_cfg.image_size)
     if data.domains is None or len(data.domain_names) != 2:
-        raise RunError(f"run {config['run_dir']} was trained on '{train_cfg.dataset}', not on two datasets; "
-                       "train on a mixture such as --dataset mnist+fashion-mnist")
+        raise RunError(
+            f"run {config['run_dir']} was trained on '{train_cfg.dataset}', not on two datasets; "
+            "train on a mixture such as --dataset mnist+fashion-mnist"
+        )
     return data
 
 
@@ -180,8 +197,10 @@ def accuracy_row(label: str, run: str | None, code: str, encode, probes: dict, s
 def run(args) -> int:
     model, guide, config = load_run(args.run, args.device)
     if not (hasattr(guide, "global_posterior") and hasattr(model, "decode")):
-        raise RunError(f"run {args.run} has no global latent to interpolate; pass a UG-VAE or ML-VAE run as "
-                       "--run and this one as --baseline-run")
+        raise RunError(
+            f"run {args.run} has no global latent to interpolate; pass a UG-VAE or ML-VAE run as "
+            "--run and this one as --baseline-run"
+        )
     for name in ("num_groups", "steps"):
         if getattr(args, name) < 2:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 2, got {getattr(args, name)}")
@@ -194,13 +213,21 @@ def run(args) -> int:
     changes = draw_figures(model, guide, data.images, groups, names, out, args)
     sizes = sorted(set(args.probe_sizes or (1, 8, B)))
     rows = accuracy_table(guide, config, data, sizes, args)
-    save_json(os.path.join(out, "domain_alignment.json"), {
-        "run": args.run, "dataset": train_cfg.dataset, "split": args.split, "domains": data.domain_names,
-        "group_size": B, "num_groups": args.num_groups, "mix_of_mixed_groups": train_cfg.mix,
-        "classifier": "standardised logistic regression, stratified 5-fold cross-validation, pure A vs pure B",
-        "interpolation_mean_abs_pixel_change": changes,
-        "accuracy_table": rows,
-    })
+    save_json(
+        os.path.join(out, "domain_alignment.json"),
+        {
+            "run": args.run,
+            "dataset": train_cfg.dataset,
+            "split": args.split,
+            "domains": data.domain_names,
+            "group_size": B,
+            "num_groups": args.num_groups,
+            "mix_of_mixed_groups": train_cfg.mix,
+            "classifier": "standardised logistic regression, stratified 5-fold cross-validation, pure A vs pure B",
+            "interpolation_mean_abs_pixel_change": changes,
+            "accuracy_table": rows,
+        },
+    )
     print(f"accuracy telling pure {names[0]} from pure {names[1]} groups, at group sizes {sizes}:")
     for row in rows:
         cells = "  ".join(f"{row['accuracy'][s]:.3f}" for s in sizes)
@@ -212,15 +239,16 @@ def run(args) -> int:
 def draw_figures(model, guide, images: torch.Tensor, groups: dict, names: list[str], out: str, args) -> dict:
     """Figures (a), (b) and (c); returns the pixel changes along beta and z of (a) and (b)."""
     codes = {kind: group_codes(guide, images, idx, args.device) for kind, idx in groups.items()}
-    pairs = {f"(a) {names[0]} -> {names[1]}": ("cross_domain.png", groups["A"][0], groups["B"][0]),
-             f"(b) {names[0]} -> {names[0]}": ("within_domain.png", groups["A"][0], groups["A"][1])}
+    pairs = {
+        f"(a) {names[0]} -> {names[1]}": ("cross_domain.png", groups["A"][0], groups["B"][0]),
+        f"(b) {names[0]} -> {names[0]}": ("within_domain.png", groups["A"][0], groups["A"][1]),
+    }
     beta_paths, changes = {}, {}
     for label, (file, g_1, g_2) in pairs.items():
         x_1, x_2 = as_float(images, g_1, args.device), as_float(images, g_2, args.device)
         grid, beta_paths[label] = interpolation(model, guide, x_1, x_2, args.steps)
         changes[label] = endpoint_changes(grid.view((args.steps, args.steps) + grid.shape[1:]))
-        save_interpolation(os.path.join(out, file), torch.stack([x_1[0], x_2[0]]).cpu(), grid.cpu(),
-                           args.steps, label)
+        save_interpolation(os.path.join(out, file), torch.stack([x_1[0], x_2[0]]).cpu(), grid.cpu(), args.steps, label)
     save_tsne(os.path.join(out, "beta_tsne.png"), codes, {k: v.cpu() for k, v in beta_paths.items()}, names, args.seed)
     return changes
 
@@ -228,17 +256,34 @@ def draw_figures(model, guide, images: torch.Tensor, groups: dict, names: list[s
 def accuracy_table(guide, config: dict, data, sizes: list[int], args) -> list[dict]:
     """(d): this run, each baseline run, an untrained encoder and the group mean image, on the same groups."""
     train_cfg, images = config["train"], data.images
-    probes = {size: domain_groups(data.domains, args.num_groups, size, train_cfg.mix, args.seed + 10 * size)
-              for size in sizes}
-    rows = [accuracy_row(train_cfg.model, args.run, "E q(beta|X)",
-                         lambda g: group_codes(guide, images, g, args.device), probes, args.seed)]
+    probes = {
+        size: domain_groups(data.domains, args.num_groups, size, train_cfg.mix, args.seed + 10 * size) for size in sizes
+    }
+    rows = [
+        accuracy_row(
+            train_cfg.model,
+            args.run,
+            "E q(beta|X)",
+            lambda g: group_codes(guide, images, g, args.device),
+            probes,
+            args.seed,
+        )
+    ]
     for baseline_dir in args.baseline_run:
         rows.append(baseline_row(baseline_dir, config, probes, images, args))
     torch.manual_seed(args.seed)
     untrained = build(config["model"], train_cfg.model, train_cfg.guide or default_guide(train_cfg.model))[1]
     untrained.to(args.device).eval()
-    rows.append(accuracy_row(f"untrained {train_cfg.model}", None, "E q(beta|X)",
-                             lambda g: group_codes(untrained, images, g, args.device), probes, args.seed))
+    rows.append(
+        accuracy_row(
+            f"untrained {train_cfg.model}",
+            None,
+            "E q(beta|X)",
+            lambda g: group_codes(untrained, images, g, args.device),
+            probes,
+            args.seed,
+        )
+    )
     rows.append(accuracy_row("none", None, "group mean image", lambda g: mean_images(images, g), probes, args.seed))
     return rows
 
@@ -246,8 +291,11 @@ def accuracy_table(guide, config: dict, data, sizes: list[int], args) -> list[di
 def baseline_row(run_dir: str, config: dict, probes: dict, images: torch.Tensor, args) -> dict:
     _, guide, other = load_run(run_dir, args.device)
     if other["model"].x_shape != config["model"].x_shape:
-        raise RunError(f"baseline run {run_dir} takes images {other['model'].x_shape}, not "
-                       f"{config['model'].x_shape}; train it on the same dataset as {config['run_dir']}")
+        raise RunError(
+            f"baseline run {run_dir} takes images {other['model'].x_shape}, not "
+            f"{config['model'].x_shape}; train it on the same dataset as {config['run_dir']}"
+        )
     code = "E q(beta|X)" if hasattr(guide, "global_posterior") else "group mean of E q(z|x)"
-    return accuracy_row(other["train"].model, run_dir, code,
-                        lambda g: group_codes(guide, images, g, args.device), probes, args.seed)
+    return accuracy_row(
+        other["train"].model, run_dir, code, lambda g: group_codes(guide, images, g, args.device), probes, args.seed
+    )

@@ -24,6 +24,7 @@ over groups.
 Clustering accuracy (Dilokthanakul et al.): each test sample goes to argmax_k q(d = k | z) at
 z = E q(z | x), each cluster is mapped to the majority label of its members.
 """
+
 from __future__ import annotations
 
 import math
@@ -106,8 +107,14 @@ def mean_and_stderr(per_group: torch.Tensor) -> tuple[float, float]:
 
 
 @torch.no_grad()
-def evaluate_run(run_dir: str, samples: int = 100, device: str = "cpu", checkpoint: str | None = None,
-                 images_per_pass: int = 8192, seed: int = 0) -> dict:
+def evaluate_run(
+    run_dir: str,
+    samples: int = 100,
+    device: str = "cpu",
+    checkpoint: str | None = None,
+    images_per_pass: int = 8192,
+    seed: int = 0,
+) -> dict:
     """Every number of the module docstring on the run's test split; written to RUN_DIR/eval.json
     (or eval-step-N.json for an explicit checkpoint)."""
     if samples < 1 or images_per_pass < 1:
@@ -145,14 +152,23 @@ def evaluate_run(run_dir: str, samples: int = 100, device: str = "cpu", checkpoi
     if clusters and test.labels is not None:
         accuracy = clustering_accuracy(torch.cat(clusters), test.labels[groups.flatten()])
     out = {
-        "run_dir": run_dir, "step": config["step"], "model": train_cfg.model,
-        "guide": train_cfg.guide or default_guide(train_cfg.model), "dataset": train_cfg.dataset,
-        "group_size": B, "test_groups": len(groups), "samples": samples,
+        "run_dir": run_dir,
+        "step": config["step"],
+        "model": train_cfg.model,
+        "guide": train_cfg.guide or default_guide(train_cfg.model),
+        "dataset": train_cfg.dataset,
+        "group_size": B,
+        "test_groups": len(groups),
+        "samples": samples,
         "test_elbo": result.pop("test_elbo"),
-        "iwae": mean, "iwae_se": se, "iwae_weights": "per group" if coupled else "per sample",
-        "iwae_group": mean_group, "iwae_group_se": se_group,
+        "iwae": mean,
+        "iwae_se": se,
+        "iwae_weights": "per group" if coupled else "per sample",
+        "iwae_group": mean_group,
+        "iwae_group_se": se_group,
         "iwae_per_test_group": [round(v, 4) for v in iwae.tolist()],  # for paired comparisons of runs
-        "clustering_accuracy": accuracy, **result,
+        "clustering_accuracy": accuracy,
+        **result,
         "seconds": round(time.perf_counter() - start, 2),
     }
     name = f"eval-step-{config['step']:09d}.json" if checkpoint else "eval.json"
@@ -162,13 +178,16 @@ def evaluate_run(run_dir: str, samples: int = 100, device: str = "cpu", checkpoi
 
 def add_arguments(parser):
     which = parser.add_mutually_exclusive_group(required=True)
-    which.add_argument("--run", metavar="RUN_DIR",
-                       help="evaluate the run's newest checkpoint; writes RUN_DIR/eval.json")
-    which.add_argument("--checkpoint", metavar="PATH",
-                       help="evaluate RUN_DIR/checkpoints/step-N.pt; writes RUN_DIR/eval-step-N.json")
+    which.add_argument(
+        "--run", metavar="RUN_DIR", help="evaluate the run's newest checkpoint; writes RUN_DIR/eval.json"
+    )
+    which.add_argument(
+        "--checkpoint", metavar="PATH", help="evaluate RUN_DIR/checkpoints/step-N.pt; writes RUN_DIR/eval-step-N.json"
+    )
     parser.add_argument("--samples", type=int, default=100, help="S, importance samples per group of the IWAE bound")
-    parser.add_argument("--images-per-pass", type=int, default=8192,
-                        help="images decoded per forward pass; lower it if memory runs out")
+    parser.add_argument(
+        "--images-per-pass", type=int, default=8192, help="images decoded per forward pass; lower it if memory runs out"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the importance samples")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
 
@@ -176,11 +195,17 @@ def add_arguments(parser):
 def run(args) -> int:
     run_dir = args.run or os.path.dirname(os.path.dirname(os.path.abspath(args.checkpoint)))
     out = evaluate_run(run_dir, args.samples, args.device, args.checkpoint, args.images_per_pass, args.seed)
-    print(f"{out['model']}/{out['guide']} on {out['dataset']}, step {out['step']}, "
-          f"{out['test_groups']} test groups of {out['group_size']} (nats per sample):")
-    print(f"  test ELBO {out['test_elbo']:.2f}   IWAE (S={out['samples']}, {out['iwae_weights']}) "
-          f"{out['iwae']:.2f} +- {out['iwae_se']:.2f}   IWAE per group {out['iwae_group']:.2f}")
+    print(
+        f"{out['model']}/{out['guide']} on {out['dataset']}, step {out['step']}, "
+        f"{out['test_groups']} test groups of {out['group_size']} (nats per sample):"
+    )
+    print(
+        f"  test ELBO {out['test_elbo']:.2f}   IWAE (S={out['samples']}, {out['iwae_weights']}) "
+        f"{out['iwae']:.2f} +- {out['iwae_se']:.2f}   IWAE per group {out['iwae_group']:.2f}"
+    )
     if out["clustering_accuracy"] is not None:
-        print(f"  clustering accuracy {out['clustering_accuracy']:.3f}, "
-              f"{out['clusters_used']} clusters used (entropy {out['cluster_entropy']:.2f})")
+        print(
+            f"  clustering accuracy {out['clustering_accuracy']:.3f}, "
+            f"{out['clusters_used']} clusters used (entropy {out['cluster_entropy']:.2f})"
+        )
     return 0

@@ -13,6 +13,7 @@ treated alike, are trained on samples of these posteriors and scored on samples 
 groups. The split is by group, never by sample: samples of one group are correlated, so a
 split by sample would let a classifier recognise groups instead of classes.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -58,18 +59,21 @@ def posterior_samples(loc: torch.Tensor, scale: torch.Tensor, num_samples: int, 
 
 # A feature source maps (images, groups (G, B), is_train (G,)) to loc, scale (G, D).
 
+
 def guide_features(guide):
     return lambda images, groups, is_train: encode_groups(guide, images, groups)
 
 
 def pca_features(dim: int):
     """Group mean images on principal axes fitted on the training groups only; scale 0."""
+
     def features(images, groups, is_train):
         means = torch.cat([images[idx].float().div_(255).mean(1).flatten(1) for idx in groups.split(64)]).numpy()
         pca = PCA(n_components=min(dim, int(is_train.sum()), means.shape[1]), random_state=0)
         pca.fit(means[is_train.numpy()])
         loc = torch.from_numpy(pca.transform(means)).float()
         return loc, torch.zeros_like(loc)
+
     return features
 
 

@@ -8,10 +8,12 @@ from -1 to +1; column c moves z diagonally around the cluster's prior mean given
 and each cell shows the decoder's mean image for (z_rc, beta_r); d plays no other role, since
 both latents are set by hand. `--beta-centre posterior` moves the rows around the mean of
 q(beta | X) over random test groups instead of 0: trained runs put that mean far from the
-prior's centre (|mu| of about 2 per dim on MNIST), where the paper's diagonal never passes. ML-VAE has one Gaussian prior on z, so its grid is centred at 0.
+prior's centre (|mu| of about 2 per dim on MNIST), where the paper's diagonal never passes.
+ML-VAE has one Gaussian prior on z, so its grid is centred at 0.
 The JSON reports the mean absolute pixel change between neighbouring rows (what beta changes)
 and between neighbouring columns (what z changes) of each grid.
 """
+
 from __future__ import annotations
 
 import os
@@ -24,14 +26,20 @@ from experiments.plotting import experiment_dir, save_figure, save_grid, save_js
 from train.runs import RunError, load_run
 
 
-
 def row_label(args) -> str:
     around = "" if args.beta_centre == "prior" else " around the posterior mean"
     return f"beta: -{args.beta_range:g} to +{args.beta_range:g} on every dim{around}"
 
 
-def interpolation_latents(model, cluster: int | None, rows: int, cols: int,
-                          beta_range: float = 1.0, z_range: float = 3.0, beta_centre: torch.Tensor | None = None):
+def interpolation_latents(
+    model,
+    cluster: int | None,
+    rows: int,
+    cols: int,
+    beta_range: float = 1.0,
+    z_range: float = 3.0,
+    beta_centre: torch.Tensor | None = None,
+):
     """z (rows, cols, z_dim) and beta (rows, cols, beta_dim) of the grid; cluster None centres z at 0."""
     cfg = model.cfg
     device = next(model.parameters()).device
@@ -56,16 +64,17 @@ def interpolation_grid(model, cluster: int | None, rows: int, cols: int, **range
 
 def grid_effects(images: torch.Tensor) -> dict:
     """Mean absolute pixel change between neighbouring rows (beta) and columns (z)."""
-    return {"beta_effect": float((images[1:] - images[:-1]).abs().mean()),
-            "z_effect": float((images[:, 1:] - images[:, :-1]).abs().mean())}
+    return {
+        "beta_effect": float((images[1:] - images[:-1]).abs().mean()),
+        "z_effect": float((images[:, 1:] - images[:, :-1]).abs().mean()),
+    }
 
 
 @torch.no_grad()
 def cluster_usage(guide, images: torch.Tensor, chunk: int = 500) -> torch.Tensor:
     """Share of test images per cluster, the mean of q(d|z) at z = mean of q(z|x)."""
     device = next(guide.parameters()).device
-    pis = [guide.local_posterior(x.to(device).float().div_(255).unsqueeze(0))[2][0].cpu()
-           for x in images.split(chunk)]
+    pis = [guide.local_posterior(x.to(device).float().div_(255).unsqueeze(0))[2][0].cpu() for x in images.split(chunk)]
     return torch.cat(pis).mean(0)
 
 
@@ -86,14 +95,23 @@ def choose_clusters(asked: list[str] | None, K: int, usage) -> list[int]:
 
 def add_arguments(p):
     p.add_argument("--run", required=True, metavar="RUN_DIR", help="a trained UG-VAE or ML-VAE run")
-    p.add_argument("--clusters", nargs="+", default=None, metavar="D",
-                   help="clusters to draw, or 'all'; None: the 3 most used on the test split")
+    p.add_argument(
+        "--clusters",
+        nargs="+",
+        default=None,
+        metavar="D",
+        help="clusters to draw, or 'all'; None: the 3 most used on the test split",
+    )
     p.add_argument("--rows", type=int, default=7, help="beta values per grid")
     p.add_argument("--cols", type=int, default=7, help="z values per grid")
     p.add_argument("--beta-range", type=float, default=1.0, help="beta goes from -R to +R")
     p.add_argument("--z-range", type=float, default=3.0, help="z goes from mu_z - R to mu_z + R")
-    p.add_argument("--beta-centre", choices=("prior", "posterior"), default="prior",
-                   help="rows around 0 (the paper's) or around the mean of q(beta|X) of random test groups")
+    p.add_argument(
+        "--beta-centre",
+        choices=("prior", "posterior"),
+        default="prior",
+        help="rows around 0 (the paper's) or around the mean of q(beta|X) of random test groups",
+    )
     p.add_argument("--data-dir", default=None, help="where the dataset is found; None: the run's")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
 
@@ -139,8 +157,9 @@ def run(args) -> int:
         raise ValueError(f"--rows and --cols must be >= 2, got {args.rows} and {args.cols}")
     model, guide, config = load_run(args.run, args.device)
     if not hasattr(guide, "global_posterior"):
-        raise RunError(f"the {config['train'].model} run has no global latent beta to interpolate; "
-                       "pass a ugvae or mlvae run")
+        raise RunError(
+            f"the {config['train'].model} run has no global latent beta to interpolate; pass a ugvae or mlvae run"
+        )
     out = experiment_dir(args.run, "interpolation")
     ranges = {"beta_range": args.beta_range, "z_range": args.z_range}
     centre = None
@@ -150,14 +169,28 @@ def run(args) -> int:
     for title, (d, filename) in grid_panels(model, guide, config, args).items():
         grids[title] = images = interpolation_grid(model, d, args.rows, args.cols, beta_centre=centre, **ranges)
         z_centre = "0" if d is None else "mu_z"
-        save_grid(os.path.join(out, filename), images.flatten(0, 1), nrow=args.cols, title=title,
-                  xlabel=f"z: {z_centre} - {args.z_range:g} to {z_centre} + {args.z_range:g}", ylabel=row_label(args))
+        save_grid(
+            os.path.join(out, filename),
+            images.flatten(0, 1),
+            nrow=args.cols,
+            title=title,
+            xlabel=f"z: {z_centre} - {args.z_range:g} to {z_centre} + {args.z_range:g}",
+            ylabel=row_label(args),
+        )
         results.append({"cluster": d, "file": filename, **grid_effects(images)})
     save_summary(os.path.join(out, "summary.png"), grids, args.cols, row_label(args))
-    save_json(os.path.join(out, "interpolation.json"), {"run": args.run, "model": config["train"].model,
-                                                        "rows": args.rows, "cols": args.cols, **ranges,
-                                                        "beta_centre": None if centre is None else centre.tolist(),
-                                                        "grids": results})
+    save_json(
+        os.path.join(out, "interpolation.json"),
+        {
+            "run": args.run,
+            "model": config["train"].model,
+            "rows": args.rows,
+            "cols": args.cols,
+            **ranges,
+            "beta_centre": None if centre is None else centre.tolist(),
+            "grids": results,
+        },
+    )
     for r in results:
         print(f"{r['file']}: beta effect {r['beta_effect']:.4f}, z effect {r['z_effect']:.4f}")
     print(f"wrote {out}")

@@ -1,4 +1,5 @@
 """The one image-grid helper and figure saving shared by every experiment."""
+
 from __future__ import annotations
 
 import json
@@ -25,8 +26,14 @@ def show_grid(ax, images: torch.Tensor, nrow: int, title: str | None = None):
         ax.set_title(title, fontsize=9)
 
 
-def save_grid(path: str, images: torch.Tensor, nrow: int, title: str | None = None,
-              xlabel: str | None = None, ylabel: str | None = None):
+def save_grid(
+    path: str,
+    images: torch.Tensor,
+    nrow: int,
+    title: str | None = None,
+    xlabel: str | None = None,
+    ylabel: str | None = None,
+):
     rows = (images.shape[0] + nrow - 1) // nrow
     fig, ax = plt.subplots(figsize=(max(3.0, 0.45 * nrow + 1), max(3.0, 0.45 * rows + 1)))
     show_grid(ax, images, nrow, title)

@@ -1,10 +1,11 @@
 """Figures every training run ends with: loss curves, reconstructions and samples.
 
-    loss_curve.png      train ELBO per logged step, test ELBO and cluster usage per epoch
-    reconstructions.png test groups (odd rows) above their reconstructions (even rows)
-    samples.png         UG-VAE: rows are beta values, columns clusters d, each image the
-                        decoded component mean mu_d(beta); other models: their own samples
+loss_curve.png      train ELBO per logged step, test ELBO and cluster usage per epoch
+reconstructions.png test groups (odd rows) above their reconstructions (even rows)
+samples.png         UG-VAE: rows are beta values, columns clusters d, each image the
+                    decoded component mean mu_d(beta); other models: their own samples
 """
+
 from __future__ import annotations
 
 import math
@@ -35,16 +36,22 @@ def plot_loss_curve(run_dir: str):
     steps = [r for r in rows if math.isnan(r["test_elbo"])]
     epochs = [r for r in rows if not math.isnan(r["test_elbo"])]
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
-    ax.plot([r["step"] for r in steps], [r["train_elbo"] for r in steps], lw=0.8, alpha=0.7, label="train (logged steps)")
+    ax.plot(
+        [r["step"] for r in steps], [r["train_elbo"] for r in steps], lw=0.8, alpha=0.7, label="train (logged steps)"
+    )
     ax.plot([r["step"] for r in epochs], [r["test_elbo"] for r in epochs], "o-", ms=3, label="test (per epoch)")
     ax.set_xlabel("step"), ax.set_ylabel("ELBO per sample (nats)"), ax.legend()
     if epochs and epochs[-1]["test_elbo"] == epochs[-1]["test_elbo"]:
-        lo = min(r["test_elbo"] for r in epochs[len(epochs) // 4:]) if len(epochs) > 3 else None
+        lo = min(r["test_elbo"] for r in epochs[len(epochs) // 4 :]) if len(epochs) > 3 else None
         if lo is not None:
             ax.set_ylim(bottom=lo - 0.2 * abs(lo))
     if epochs and not math.isnan(epochs[-1]["clusters_used"]):
-        ax2.plot([r["epoch"] for r in epochs], [r["clusters_used"] for r in epochs], label="clusters with >= 2% of mean pi")
-        ax2.plot([r["epoch"] for r in epochs], [r["clusters_used_argmax"] for r in epochs], label="same, argmax assignments")
+        ax2.plot(
+            [r["epoch"] for r in epochs], [r["clusters_used"] for r in epochs], label="clusters with >= 2% of mean pi"
+        )
+        ax2.plot(
+            [r["epoch"] for r in epochs], [r["clusters_used_argmax"] for r in epochs], label="same, argmax assignments"
+        )
         ax2.set_xlabel("epoch"), ax2.set_ylabel("clusters"), ax2.legend()
     else:
         ax2.axis("off")
@@ -91,11 +98,21 @@ def training_report(run_dir: str, device: str = "cpu"):
     x = test.images[idx].float().div(255).to(device)
     recon = reconstruct(model, guide, x)
     pairs = torch.stack([x, recon], dim=1).reshape((-1,) + x.shape[2:])
-    save_grid(os.path.join(run_dir, "reconstructions.png"), pairs, nrow=B,
-              title="test groups (odd rows) and reconstructions (even rows)")
+    save_grid(
+        os.path.join(run_dir, "reconstructions.png"),
+        pairs,
+        nrow=B,
+        title="test groups (odd rows) and reconstructions (even rows)",
+    )
     images, cols = sample_grid(model)
-    save_grid(os.path.join(run_dir, "samples.png"), images, nrow=cols,
-              title="samples: rows = beta ~ p(beta), columns = cluster d", xlabel="cluster d", ylabel="beta")
+    save_grid(
+        os.path.join(run_dir, "samples.png"),
+        images,
+        nrow=cols,
+        title="samples: rows = beta ~ p(beta), columns = cluster d",
+        xlabel="cluster d",
+        ylabel="beta",
+    )
     writer = tensorboard_writer(run_dir)
     if writer:
         writer.add_image("reconstructions", image_grid(pairs, B), config["step"])

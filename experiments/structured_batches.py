@@ -9,6 +9,7 @@ of the test split, so they share no image. Every task is repeated for each group
 the run, an untrained guide of the same architecture, PCA of the group's mean image, and any
 baseline run. Writes table.json, table.md and tsne.png (fig. 7: t-SNE of the posterior means).
 """
+
 from __future__ import annotations
 
 import os
@@ -57,9 +58,13 @@ def pair_tasks(a: GroupClass, b: GroupClass, random: GroupClass, share: float) -
     return [
         Task(f"{a.name} vs {b.name}", [a, b]),
         Task(f"{a.name} vs {b.name} vs random", [a, b, random]),
-        Task(f"{a.name}:{b.name} {mix} vs reverse", [
-            GroupClass(f"{mix} {a.name}:{b.name}", a.labels, a.classes, b.classes, share),
-            GroupClass(f"{mix} {b.name}:{a.name}", a.labels, b.classes, a.classes, share)]),
+        Task(
+            f"{a.name}:{b.name} {mix} vs reverse",
+            [
+                GroupClass(f"{mix} {a.name}:{b.name}", a.labels, a.classes, b.classes, share),
+                GroupClass(f"{mix} {b.name}:{a.name}", a.labels, b.classes, a.classes, share),
+            ],
+        ),
     ]
 
 
@@ -69,8 +74,10 @@ def structured_tasks(dataset: str, data: ImageSet, share: float = 0.6) -> tuple[
     if key == "celeba":
         return celeba_tasks(data, share)
     if key not in RULE_SETS or "+" in dataset:
-        raise DataError(f"structured batches need mnist, fashion-mnist, digits, synthetic or celeba, not '{dataset}'; "
-                        "for a mixture of datasets use the domain-alignment experiment")
+        raise DataError(
+            f"structured batches need mnist, fashion-mnist, digits, synthetic or celeba, not '{dataset}'; "
+            "for a mixture of datasets use the domain-alignment experiment"
+        )
     if data.labels is None:
         raise DataError(f"dataset '{dataset}' has no labels, so no group follows a rule; use a labelled dataset")
     rules = STRUCTURED_RULES[RULE_SETS[key]]
@@ -84,15 +91,20 @@ def celeba_tasks(data: ImageSet, share: float) -> tuple[list[Task], Task]:
     """Table 1's CelebA tasks: black vs blond hair and male vs female, as pseudo-labels."""
     names = data.attribute_names
     if data.attributes is None or not {"Black_Hair", "Blond_Hair", "Male"} <= set(names):
-        raise DataError("CelebA tasks need the Black_Hair, Blond_Hair and Male attributes; "
-                        "load celeba with its attribute file")
+        raise DataError(
+            "CelebA tasks need the Black_Hair, Blond_Hair and Male attributes; load celeba with its attribute file"
+        )
     on = data.attributes > 0
     black, blond, male = (on[:, names.index(a)] for a in ("Black_Hair", "Blond_Hair", "Male"))
     hair = torch.full((len(data),), 2)  # 2: neither or both, present only in random groups
     hair[black & ~blond], hair[blond & ~black] = 0, 1
     sex = torch.where(male, 0, 1)
-    classes = [GroupClass("black hair", hair, [0]), GroupClass("blond hair", hair, [1]),
-               GroupClass("male", sex, [0]), GroupClass("female", sex, [1])]
+    classes = [
+        GroupClass("black hair", hair, [0]),
+        GroupClass("blond hair", hair, [1]),
+        GroupClass("male", sex, [0]),
+        GroupClass("female", sex, [1]),
+    ]
     random = GroupClass("random", sex, [0, 1])
     tasks = pair_tasks(classes[0], classes[1], random, share) + pair_tasks(classes[2], classes[3], random, share)
     return tasks, Task("attributes and random", [*classes, random])
@@ -118,11 +130,17 @@ def add_arguments(p):
     p.add_argument("--groups", type=int, default=100, help="groups per class (train + test)")
     p.add_argument("--test-fraction", type=float, default=0.3, help="share of each class's groups held out")
     p.add_argument("--samples", type=int, default=10, help="beta posterior samples per group")
-    p.add_argument("--means", action="store_true",
-                   help="classify the posterior means (one point per group) instead of samples")
+    p.add_argument(
+        "--means", action="store_true", help="classify the posterior means (one point per group) instead of samples"
+    )
     p.add_argument("--mix", type=float, default=0.6, help="share of rule A in the mixed-proportion task")
-    p.add_argument("--baseline-run", nargs="+", default=[], metavar="RUN_DIR",
-                   help="runs of baseline models (ML-VAE, VAE, ...) to add as feature sources")
+    p.add_argument(
+        "--baseline-run",
+        nargs="+",
+        default=[],
+        metavar="RUN_DIR",
+        help="runs of baseline models (ML-VAE, VAE, ...) to add as feature sources",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the groups, samples and untrained guide")
     p.add_argument("--data-dir", default=None, help="where the dataset is found; None: the run's")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
@@ -133,14 +151,17 @@ def feature_sources(args, guide, config) -> dict:
     sources = {
         f"{train_cfg.model} (this run)": guide_features(guide),
         f"untrained {train_cfg.model}": guide_features(
-            untrained_guide(model_cfg, train_cfg.model, train_cfg.guide, args.seed).to(args.device)),
+            untrained_guide(model_cfg, train_cfg.model, train_cfg.guide, args.seed).to(args.device)
+        ),
         "PCA of mean image": pca_features(model_cfg.beta_dim),
     }
     for run_dir in args.baseline_run:
         _, other, other_config = load_run(run_dir, args.device)
         if other_config["model"].x_shape != model_cfg.x_shape or other_config["train"].dataset != train_cfg.dataset:
-            raise RunError(f"baseline run {run_dir} was trained on {other_config['train'].dataset}, not "
-                           f"{train_cfg.dataset}; pass a baseline trained on the same data")
+            raise RunError(
+                f"baseline run {run_dir} was trained on {other_config['train'].dataset}, not "
+                f"{train_cfg.dataset}; pass a baseline trained on the same data"
+            )
         label = f"{other_config['train'].model} ({os.path.basename(os.path.normpath(run_dir))})"
         sources[label] = guide_features(other)
     return sources
@@ -167,14 +188,23 @@ def classification_rows(tasks: list[Task], sources: dict, data: ImageSet, args) 
     rows = []
     for B in args.group_sizes:
         for t, task in enumerate(tasks):
-            groups, labels, is_train = draw_task(task, first_half, args.groups - num_test, num_test, B,
-                                                 args.seed + 100 * t)
+            groups, labels, is_train = draw_task(
+                task, first_half, args.groups - num_test, num_test, B, args.seed + 100 * t
+            )
             for source, encode in sources.items():
                 loc, scale = encode(data.images, groups, is_train)
                 features = loc.unsqueeze(1) if args.means else posterior_samples(loc, scale, args.samples, args.seed)
                 for classifier, acc in svm_accuracies(features, labels, is_train, args.seed).items():
-                    rows.append({"task": task.name, "group_size": B, "classes": [c.name for c in task.classes],
-                                 "features": source, "classifier": classifier, **acc})
+                    rows.append(
+                        {
+                            "task": task.name,
+                            "group_size": B,
+                            "classes": [c.name for c in task.classes],
+                            "features": source,
+                            "classifier": classifier,
+                            **acc,
+                        }
+                    )
     return rows
 
 
@@ -188,8 +218,10 @@ def run(args) -> int:
     rows = classification_rows(tasks, sources, data, args)
     out = experiment_dir(args.run, "structured-batches")
     settings = {k: getattr(args, k) for k in ("group_sizes", "groups", "test_fraction", "samples", "means", "mix")}
-    save_json(os.path.join(out, "table.json"), {"run": args.run, "dataset": train_cfg.dataset,
-                                                 "settings": {**settings, "seed": args.seed}, "rows": rows})
+    save_json(
+        os.path.join(out, "table.json"),
+        {"run": args.run, "dataset": train_cfg.dataset, "settings": {**settings, "seed": args.seed}, "rows": rows},
+    )
     table = markdown_table(rows, list(sources), args.means)
     with open(os.path.join(out, "table.md"), "w") as f:
         f.write(table)
@@ -200,13 +232,19 @@ def run(args) -> int:
 
 def markdown_table(rows: list[dict], sources: list[str], means: bool = False) -> str:
     """Table 1's layout, one `train / test` column per feature source."""
-    cell = {(r["task"], r["group_size"], r["classifier"], r["features"]): f"{r['train']:.2f} / {r['test']:.2f}"
-            for r in rows}
+    cell = {
+        (r["task"], r["group_size"], r["classifier"], r["features"]): f"{r['train']:.2f} / {r['test']:.2f}"
+        for r in rows
+    }
     keys = list(dict.fromkeys((r["task"], r["group_size"], r["classifier"]) for r in rows))
-    lines = ["| Batch categories | B | Classifier | " + " | ".join(sources) + " |",
-             "|---|---|---|" + "---|" * len(sources)]
-    lines += [f"| {task} | {B} | {clf} | " + " | ".join(cell[(task, B, clf, s)] for s in sources) + " |"
-              for task, B, clf in keys]
+    lines = [
+        "| Batch categories | B | Classifier | " + " | ".join(sources) + " |",
+        "|---|---|---|" + "---|" * len(sources),
+    ]
+    lines += [
+        f"| {task} | {B} | {clf} | " + " | ".join(cell[(task, B, clf, s)] for s in sources) + " |"
+        for task, B, clf in keys
+    ]
     read = "means" if means else "samples"
     return f"Train / test accuracy of SVMs on {read} of the group posterior.\n\n" + "\n".join(lines) + "\n"
 
@@ -214,16 +252,18 @@ def markdown_table(rows: list[dict], sources: list[str], means: bool = False) ->
 def tsne_plot(path: str, task: Task, data: ImageSet, sources: dict, args):
     """Fig. 7: t-SNE of posterior means of groups of every class, one panel per feature source."""
     everything = torch.ones(len(data), dtype=torch.bool)
-    groups = torch.cat([c.draw(everything, args.groups, args.group_sizes[0], args.seed + 7 + i)
-                        for i, c in enumerate(task.classes)])
+    groups = torch.cat(
+        [c.draw(everything, args.groups, args.group_sizes[0], args.seed + 7 + i) for i, c in enumerate(task.classes)]
+    )
     labels = torch.arange(len(task.classes)).repeat_interleave(args.groups)
     fig, axes = plt.subplots(1, len(sources), figsize=(4.2 * len(sources), 4.2), squeeze=False)
     for ax, (name, encode) in zip(axes[0], sources.items()):
         loc, _ = encode(data.images, groups, torch.ones(len(groups), dtype=torch.bool))
         # Exact t-SNE is quick for a few hundred groups, and Barnes-Hut's threads crawl on a busy CPU.
         method = "exact" if len(loc) <= 1000 else "barnes_hut"
-        xy = TSNE(2, perplexity=min(30.0, len(loc) - 1.0), init="pca", method=method,
-                  random_state=args.seed).fit_transform(loc.numpy())
+        xy = TSNE(
+            2, perplexity=min(30.0, len(loc) - 1.0), init="pca", method=method, random_state=args.seed
+        ).fit_transform(loc.numpy())
         for c, cls in enumerate(task.classes):
             ax.scatter(*xy[(labels == c).numpy()].T, s=8, alpha=0.7, label=cls.name)
         ax.set_title(f"{name}, B={args.group_sizes[0]}", fontsize=9)

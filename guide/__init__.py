@@ -1,4 +1,5 @@
 """q: the variational families, by name. An ablation is one file here and one line below."""
+
 from guide.beta_from_x import BetaFromXGuide
 from guide.gmvae import GMVAEGuide
 from guide.mean_field import MeanFieldGuide

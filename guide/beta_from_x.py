@@ -7,6 +7,7 @@ Eq. 8 feeds pi(z_i) to each factor of q(beta | .): this is what, in the paper's 
 the beta encoder know "which component each observation belongs to". Dropping it leaves
 ML-VAE's accumulated-evidence encoder in front of UG-VAE's model, and isolates that claim.
 """
+
 from guide.ugvae import UGVAEGuide
 
 

@@ -6,11 +6,12 @@ d is enumerated in parallel, so TraceEnum_ELBO sums over its K values exactly, w
 pi(z_i). The networks are UG-VAE's local encoder and cluster head; site shapes are those
 documented in `model/ugvae.py`.
 """
+
 from __future__ import annotations
 
-import torch
 import pyro
 import pyro.distributions as dist
+import torch
 from pyro.nn import PyroModule
 
 from model.config import UGVAEConfig

@@ -8,6 +8,7 @@ z, d and beta are conditionally independent given X, the usual mean-field family
 amortised encoders; d is still enumerated exactly. It measures what the structured
 dependencies of eq. 5 (d on z, beta on pi(z)) add.
 """
+
 from guide.ugvae import UGVAEGuide
 
 

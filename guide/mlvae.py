@@ -7,11 +7,12 @@ The content posterior is ML-VAE's "accumulated evidence": the same product-of-Ga
 network as UG-VAE's q(beta | X, Z), fed with image features only, since there is no pi(z).
 Site shapes are those documented in `model/ugvae.py`.
 """
+
 from __future__ import annotations
 
-import torch
 import pyro
 import pyro.distributions as dist
+import torch
 from pyro.nn import PyroModule
 
 from model.config import UGVAEConfig

@@ -14,16 +14,21 @@ are those documented in `model/ugvae.py`.
 Ablations subclass this guide and override `cluster_input` (what q(d | .) reads) or
 `global_input` (what each factor of q(beta | .) reads).
 """
+
 from __future__ import annotations
 
-import torch
 import pyro
 import pyro.distributions as dist
+import torch
 from pyro.nn import PyroModule
 
 from model.config import UGVAEConfig
 from model.networks import (
-    ClusterPosterior, GaussianHead, GroupPosterior, ImageFeatures, concat_latents,
+    ClusterPosterior,
+    GaussianHead,
+    GroupPosterior,
+    ImageFeatures,
+    concat_latents,
 )
 
 

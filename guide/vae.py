@@ -5,11 +5,12 @@
 The encoder is UG-VAE's local encoder (image trunk + Gaussian head); site shapes are those
 documented in `model/ugvae.py`.
 """
+
 from __future__ import annotations
 
-import torch
 import pyro
 import pyro.distributions as dist
+import torch
 from pyro.nn import PyroModule
 
 from model.config import UGVAEConfig

@@ -1,4 +1,5 @@
 """p: the generative models. `model/` never imports `guide/`, `data/` or `train/`."""
+
 from model.config import UGVAEConfig
 from model.gmvae import GMVAEModel
 from model.mlvae import MLVAEModel

@@ -5,6 +5,7 @@ config so that comparisons change one thing at a time. Defaults follow the autho
 setup: MLP networks of 256 units, K = 10 clusters, dim z = dim beta = 10, Gaussian
 likelihood with fixed variance 0.1 on pixels in [0, 1].
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
@@ -40,8 +41,10 @@ class UGVAEConfig:
         if self.arch not in ARCHS:
             problems.append(f"arch must be one of {ARCHS}, got {self.arch!r}")
         if self.resolved_arch == "conv" and self.x_shape[1:] != (64, 64):
-            problems.append(f"the conv architecture takes 64x64 images, got {self.x_shape}; "
-                            "resize with --image-size 64 or use --arch mlp")
+            problems.append(
+                f"the conv architecture takes 64x64 images, got {self.x_shape}; "
+                "resize with --image-size 64 or use --arch mlp"
+            )
         if problems:
             raise ValueError("; ".join(problems))
 
@@ -63,7 +66,7 @@ class UGVAEConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "UGVAEConfig":
+    def from_dict(cls, d: dict) -> UGVAEConfig:
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:

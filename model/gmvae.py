@@ -12,11 +12,12 @@ of beta, so the two models start from the same law of initial components and dif
 the global latent. Sites d, z and x have the shapes documented in `model/ugvae.py`; beta_dim
 is ignored.
 """
+
 from __future__ import annotations
 
-import torch
 import pyro
 import pyro.distributions as dist
+import torch
 from pyro.nn import PyroModule
 from pyro.ops.indexing import Vindex
 

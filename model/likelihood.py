@@ -4,8 +4,9 @@
 `bernoulli`: Bernoulli(logits) with validation off, so that grey-level pixels in [0, 1]
 are scored as the usual binary cross-entropy.
 """
-import torch
+
 import pyro.distributions as dist
+import torch
 
 from model.config import UGVAEConfig
 

@@ -10,11 +10,12 @@ It is UG-VAE without the mixture (no d, and z independent of beta): the paper's 
 ablation. The sites keep UG-VAE's names, content as `beta` and style as `z`, with the shapes
 documented in `model/ugvae.py`, so experiments treat both models alike. K is ignored.
 """
+
 from __future__ import annotations
 
-import torch
 import pyro
 import pyro.distributions as dist
+import torch
 from pyro.nn import PyroModule
 
 from model.config import UGVAEConfig

@@ -6,6 +6,7 @@ maps the trailing event dimensions and broadcasts over any leading batch dimensi
 Pyro adds some: the groups and samples plates, the enumeration dimension of `d`, and a
 particle dimension under `vectorize_particles`.
 """
+
 from __future__ import annotations
 
 import math
@@ -20,7 +21,7 @@ from model.config import UGVAEConfig
 def _flat_apply(net: nn.Module, x: torch.Tensor, event_dims: int) -> torch.Tensor:
     """Run `net` on x with all leading dims folded into one batch dim (conv and BatchNorm need it)."""
     batch = x.shape[: x.dim() - event_dims]
-    y = net(x.reshape((-1,) + x.shape[x.dim() - event_dims:]))
+    y = net(x.reshape((-1,) + x.shape[x.dim() - event_dims :]))
     return y.reshape(batch + y.shape[1:])
 
 
@@ -139,16 +140,20 @@ class Decoder(nn.Module):
         super().__init__()
         self.x_shape = cfg.x_shape
         if cfg.resolved_arch == "mlp":
-            self.net = nn.Sequential(
-                nn.Linear(in_dim, cfg.hidden), nn.ReLU(), nn.Linear(cfg.hidden, cfg.x_dim)
-            )
+            self.net = nn.Sequential(nn.Linear(in_dim, cfg.hidden), nn.ReLU(), nn.Linear(cfg.hidden, cfg.x_dim))
         else:
             self.net = nn.Sequential(
-                nn.Linear(in_dim, 256), nn.ReLU(), nn.Unflatten(1, (256, 1, 1)),
-                nn.ConvTranspose2d(256, 64, 4), nn.ReLU(),  # 1x1 -> 4x4
-                nn.ConvTranspose2d(64, 64, 4, 2, 1), nn.ReLU(),
-                nn.ConvTranspose2d(64, 32, 4, 2, 1), nn.ReLU(),
-                nn.ConvTranspose2d(32, 32, 4, 2, 1), nn.ReLU(),
+                nn.Linear(in_dim, 256),
+                nn.ReLU(),
+                nn.Unflatten(1, (256, 1, 1)),
+                nn.ConvTranspose2d(256, 64, 4),
+                nn.ReLU(),  # 1x1 -> 4x4
+                nn.ConvTranspose2d(64, 64, 4, 2, 1),
+                nn.ReLU(),
+                nn.ConvTranspose2d(64, 32, 4, 2, 1),
+                nn.ReLU(),
+                nn.ConvTranspose2d(32, 32, 4, 2, 1),
+                nn.ReLU(),
                 nn.ConvTranspose2d(32, cfg.x_shape[0], 4, 2, 1),  # -> 64x64
             )
 

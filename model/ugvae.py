@@ -18,11 +18,12 @@ Shapes, for x of shape (G, B, C, H, W) with plates `groups` at dim -2 and `sampl
 
 Any further dims on the left (particles under `vectorize_particles`) broadcast through.
 """
+
 from __future__ import annotations
 
-import torch
 import pyro
 import pyro.distributions as dist
+import torch
 from pyro.nn import PyroModule
 from pyro.ops.indexing import Vindex
 
@@ -38,8 +39,10 @@ def group_shape(x: torch.Tensor | None, num_groups: int, group_size: int | None)
             raise ValueError("generating needs group_size (B) when x is None")
         return num_groups, group_size
     if x.dim() != 5:
-        raise ValueError(f"x must have shape (G, B, C, H, W), got {tuple(x.shape)}; "
-                         "add a group dim with x.unsqueeze(0) for one group")
+        raise ValueError(
+            f"x must have shape (G, B, C, H, W), got {tuple(x.shape)}; "
+            "add a group dim with x.unsqueeze(0) for one group"
+        )
     return x.shape[0], x.shape[1]
 
 
@@ -59,9 +62,7 @@ class UGVAEModel(PyroModule):
             loc, scale = self.cluster_prior(beta)  # (..., G, 1, K, z_dim)
             with pyro.plate("samples", B, dim=-1):
                 d = pyro.sample("d", dist.Categorical(logits=torch.zeros(cfg.K, device=device)))
-                z = pyro.sample(
-                    "z", dist.Normal(Vindex(loc)[..., d, :], Vindex(scale)[..., d, :]).to_event(1)
-                )
+                z = pyro.sample("z", dist.Normal(Vindex(loc)[..., d, :], Vindex(scale)[..., d, :]).to_event(1))
                 logits = self.decoder(concat_latents(z, beta))
                 return pyro.sample("x", pixel_distribution(logits, cfg), obs=x)
 

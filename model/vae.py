@@ -9,11 +9,12 @@ There is no global latent and no mixture: the groups plate only keeps the call c
 (x of shape (G, B, C, H, W)) and the site shapes of `model/ugvae.py`, z being (G, B) with
 event (z_dim,). The config's K and beta_dim are ignored.
 """
+
 from __future__ import annotations
 
-import torch
 import pyro
 import pyro.distributions as dist
+import torch
 from pyro.nn import PyroModule
 
 from model.config import UGVAEConfig

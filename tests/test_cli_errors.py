@@ -1,4 +1,5 @@
 """Every bad input to `run.py` ends in exit code 2 and one line on stderr that names the fix."""
+
 import json
 import os
 import shutil
@@ -17,32 +18,62 @@ from train import TrainConfig, train
 from train.runs import list_checkpoints
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ["--dataset", "synthetic:40", "--hidden", "16", "--z-dim", "2", "--beta-dim", "2", "--K", "3", "-B", "8",
-        "--epochs", "1", "--quiet"]
+TINY = [
+    "--dataset",
+    "synthetic:40",
+    "--hidden",
+    "16",
+    "--z-dim",
+    "2",
+    "--beta-dim",
+    "2",
+    "--K",
+    "3",
+    "-B",
+    "8",
+    "--epochs",
+    "1",
+    "--quiet",
+]
 # A device this machine lacks: no CUDA at all, or one past its last GPU.
 ABSENT_CUDA = f"cuda:{torch.cuda.device_count()}" if torch.cuda.is_available() else "cuda"
 CUDA_FIX = "use cuda:0" if torch.cuda.is_available() else "use --device cpu"
 
 # (what is wrong, arguments after TINY, words the message must hold: the problem and its fix)
 BAD_INPUTS = [
-    ("dataset missing offline", ["--dataset", "celeba", "--data-dir", "{tmp}/data"],
-     ["CelebA is not in", "could not be downloaded", "--data-dir"]),
+    (
+        "dataset missing offline",
+        ["--dataset", "celeba", "--data-dir", "{tmp}/data"],
+        ["CelebA is not in", "could not be downloaded", "--data-dir"],
+    ),
     ("unknown dataset", ["--dataset", "imagenet"], ["'imagenet' is unknown", "choose one of"]),
     ("mixed image sizes", ["--dataset", "synthetic:40+digits"], ["cannot mix", "--image-size 28"]),
     ("image size the architecture cannot take", ["--arch", "conv"], ["64x64", "--image-size 64", "--arch mlp"]),
     ("corrupt image file", ["--dataset", "folder:{corrupt}"], ["broken.png cannot be read", "delete or replace"]),
     ("empty folder", ["--dataset", "folder:{empty}"], ["holds no images", "add .bmp"]),
     ("missing folder", ["--dataset", "folder:{tmp}/nowhere"], ["does not exist", "check the path"]),
-    ("checkpoint of another config", ["--resume", "{mixed_run}"],
-     ["hidden is 8 in the checkpoint but 16 here", "x_shape is [1, 16, 16] in the checkpoint but [1, 28, 28] here",
-      "start a new run"]),
+    (
+        "checkpoint of another config",
+        ["--resume", "{mixed_run}"],
+        [
+            "hidden is 8 in the checkpoint but 16 here",
+            "x_shape is [1, 16, 16] in the checkpoint but [1, 28, 28] here",
+            "start a new run",
+        ],
+    ),
     ("run directory exists", ["--run-dir", "{empty}"], ["already exists", "never overwritten", "--resume"]),
     ("resume of a directory that is no run", ["--resume", "{empty}"], ["not a run directory"]),
     ("resume of a missing directory", ["--resume", "{tmp}/nowhere"], ["not a run directory"]),
-    ("resume of a run with a torn config.json", ["--resume", "{torn_config}"],
-     ["config.json is corrupt", "restore it"]),
-    ("resume of a run killed before its first checkpoint", ["--resume", "{no_checkpoint}"],
-     ["no readable checkpoint", "start a new run"]),
+    (
+        "resume of a run with a torn config.json",
+        ["--resume", "{torn_config}"],
+        ["config.json is corrupt", "restore it"],
+    ),
+    (
+        "resume of a run killed before its first checkpoint",
+        ["--resume", "{no_checkpoint}"],
+        ["no readable checkpoint", "start a new run"],
+    ),
     ("B < 2 for a global model", ["-B", "1"], ["--group-size must be >= 2"]),
     ("negative group size", ["-B", "-3"], ["--group-size must be >= 1, got -3"]),
     ("negative seed", ["--seed", "-1"], ["--seed must be >= 0, got -1"]),
@@ -73,10 +104,15 @@ def places(tmp_path_factory):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny models train fastest on one thread
     cfg = TrainConfig(dataset="synthetic:40", epochs=1, group_size=8, checkpoint_every=100)
-    mine = train(cfg, str(tmp / "runs"), UGVAEConfig(x_shape=(1, 28, 28), z_dim=2, beta_dim=2, K=3, hidden=16),
-                 quiet=True)
-    other = train(TrainConfig(**{**cfg.to_dict(), "image_size": 16}), str(tmp / "runs"),
-                  UGVAEConfig(x_shape=(1, 16, 16), z_dim=2, beta_dim=2, K=3, hidden=8), quiet=True)
+    mine = train(
+        cfg, str(tmp / "runs"), UGVAEConfig(x_shape=(1, 28, 28), z_dim=2, beta_dim=2, K=3, hidden=16), quiet=True
+    )
+    other = train(
+        TrainConfig(**{**cfg.to_dict(), "image_size": 16}),
+        str(tmp / "runs"),
+        UGVAEConfig(x_shape=(1, 16, 16), z_dim=2, beta_dim=2, K=3, hidden=8),
+        quiet=True,
+    )
     torch.set_num_threads(threads)
     # Someone copies the other run's checkpoint into this run as its newest one.
     shutil.copy(list_checkpoints(other)[-1], os.path.join(mine, "checkpoints", "step-000000999.pt"))
@@ -89,9 +125,15 @@ def places(tmp_path_factory):
     config = json.loads((cuda_run / "config.json").read_text())
     config["train"]["device"] = ABSENT_CUDA
     (cuda_run / "config.json").write_text(json.dumps(config))
-    return {"tmp": str(tmp), "empty": str(tmp / "empty"), "corrupt": str(tmp / "corrupt"), "mixed_run": mine,
-            "no_checkpoint": str(tmp / "no_checkpoint"), "torn_config": str(tmp / "torn_config"),
-            "cuda_run": str(cuda_run)}
+    return {
+        "tmp": str(tmp),
+        "empty": str(tmp / "empty"),
+        "corrupt": str(tmp / "corrupt"),
+        "mixed_run": mine,
+        "no_checkpoint": str(tmp / "no_checkpoint"),
+        "torn_config": str(tmp / "torn_config"),
+        "cuda_run": str(cuda_run),
+    }
 
 
 @pytest.fixture
@@ -133,7 +175,8 @@ def test_debug_shows_the_traceback():
 
 
 def test_the_script_itself_prints_one_line_and_exits_2():
-    proc = subprocess.run([sys.executable, "run.py", "--dataset", "imagenet"], cwd=ROOT, capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "run.py", "--dataset", "imagenet"], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("error: dataset 'imagenet' is unknown")

@@ -1,4 +1,5 @@
 """The inspection notebook runs top to bottom."""
+
 import os
 
 import nbformat
@@ -10,8 +11,9 @@ from tests.conftest import ROOT
 def test_inspect_trace_notebook_runs():
     path = os.path.join(ROOT, "notebooks", "inspect_trace.ipynb")
     nb = nbformat.read(path, as_version=4)
-    NotebookClient(nb, timeout=300, kernel_name="python3",
-                   resources={"metadata": {"path": os.path.dirname(path)}}).execute()
+    NotebookClient(
+        nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": os.path.dirname(path)}}
+    ).execute()
     outputs = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
     assert "enumerated d: (10, 1, 1)" in outputs
     assert "loss after one step" in outputs

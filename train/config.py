@@ -1,4 +1,5 @@
 """How a run is trained: everything that is not a size of the model (see model/config.py)."""
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
@@ -48,6 +49,6 @@ class TrainConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
+    def from_dict(cls, d: dict) -> TrainConfig:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})

@@ -14,6 +14,7 @@ invariant to that scale up to its eps). Rank 0 alone writes the run directory th
 `train.loop` writes: config.json, checkpoints/ (read by `load_run`), metrics.csv and
 summary.json, with one row of metrics per step of R*G*B samples.
 """
+
 from __future__ import annotations
 
 import json
@@ -32,7 +33,14 @@ from train.config import TrainConfig
 from train.loop import TrainingDiverged, evaluate, fixed_groups, group_sampler, make_elbo
 from train.metrics import MetricsLog
 from train.runs import (
-    RunError, atomic_write_bytes, build, default_guide, new_run_dir, rng_state, save_checkpoint, save_config,
+    RunError,
+    atomic_write_bytes,
+    build,
+    default_guide,
+    new_run_dir,
+    rng_state,
+    save_checkpoint,
+    save_config,
 )
 
 try:
@@ -46,9 +54,12 @@ except ModuleNotFoundError:  # the optional extra `ugvae[lightning]`; fit_lightn
 
 def add_arguments(group):
     """The launch options of the Lightning path; without --strategy the single-process loop runs."""
-    group.add_argument("--strategy", default=None,
-                       help="train under PyTorch Lightning with this strategy: ddp (one process per "
-                            "device; also under torchrun or SLURM), ddp_spawn, auto")
+    group.add_argument(
+        "--strategy",
+        default=None,
+        help="train under PyTorch Lightning with this strategy: ddp (one process per "
+        "device; also under torchrun or SLURM), ddp_spawn, auto",
+    )
     group.add_argument("--devices", default="auto", help="devices per node: a count, a list like 0,1, or auto")
     group.add_argument("--num-nodes", type=int, default=1, help="machines taking part in the run")
     group.add_argument("--accelerator", default="auto", help="cpu, gpu or auto")
@@ -101,15 +112,22 @@ class GroupData(LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         # A private generator: iterating must not advance the global RNG that draws z and beta.
-        return DataLoader(ImageGroups(self.images), sampler=self.sampler, batch_size=None,
-                          generator=torch.Generator())
+        return DataLoader(ImageGroups(self.images), sampler=self.sampler, batch_size=None, generator=torch.Generator())
 
 
 class LightningUGVAE(LightningModule):
     """The ELBO module and its optimiser; rank 0 keeps the run directory."""
 
-    def __init__(self, loss_fn, train_cfg: TrainConfig, model_cfg: UGVAEConfig, guide_name: str,
-                 test_set, run_dir: str | None, launch: dict):
+    def __init__(
+        self,
+        loss_fn,
+        train_cfg: TrainConfig,
+        model_cfg: UGVAEConfig,
+        guide_name: str,
+        test_set,
+        run_dir: str | None,
+        launch: dict,
+    ):
         super().__init__()
         self.loss_fn, self.model, self.guide = loss_fn, loss_fn.model, loss_fn.guide
         self.cfg, self.model_cfg, self.guide_name, self.launch = train_cfg, model_cfg, guide_name, launch
@@ -129,9 +147,16 @@ class LightningUGVAE(LightningModule):
         self.window, self.n_window, self.epoch_loss = torch.zeros(self.cfg.log_every, device=device), 0, (0.0, 0)
         if self.trainer.is_global_zero:
             self.test_images = self.test_images.to(device)
-            save_config(self.run_dir, self.model_cfg, self.cfg,
-                        {"model_name": self.cfg.model, "guide_name": self.guide_name,
-                         "lightning": {**self.launch, "world_size": self.trainer.world_size}})
+            save_config(
+                self.run_dir,
+                self.model_cfg,
+                self.cfg,
+                {
+                    "model_name": self.cfg.model,
+                    "guide_name": self.guide_name,
+                    "lightning": {**self.launch, "world_size": self.trainer.world_size},
+                },
+            )
             self.metrics = MetricsLog(os.path.join(self.run_dir, "metrics.csv"))
 
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
@@ -150,8 +175,9 @@ class LightningUGVAE(LightningModule):
             losses = self.pending_losses()
             self.n_window, self.epoch_loss = 0, (self.epoch_loss[0] + sum(losses), self.epoch_loss[1] + len(losses))
             if self.metrics:
-                self.metrics.write(step=step, epoch=self.current_epoch,
-                                   train_elbo=-sum(losses) / len(losses) / self.samples_per_step)
+                self.metrics.write(
+                    step=step, epoch=self.current_epoch, train_elbo=-sum(losses) / len(losses) / self.samples_per_step
+                )
         if step % cfg.checkpoint_every == 0 and not last:
             self.checkpoint(self.current_epoch, batch_idx + 1)
 
@@ -160,9 +186,12 @@ class LightningUGVAE(LightningModule):
         if self.trainer.is_global_zero:
             result = evaluate(self.model, self.guide, self.test_images, self.test_groups)
             result["train_elbo"] = -self.epoch_loss[0] / max(self.epoch_loss[1], 1) / self.samples_per_step
-            self.metrics.write(step=self.global_step, epoch=self.current_epoch,
-                               elapsed_s=round(self.train_seconds, 3),
-                               **{k: v for k, v in result.items() if k != "cluster_shares"})
+            self.metrics.write(
+                step=self.global_step,
+                epoch=self.current_epoch,
+                elapsed_s=round(self.train_seconds, 3),
+                **{k: v for k, v in result.items() if k != "cluster_shares"},
+            )
             self.last_result = result
         self.epoch_loss = (0.0, 0)
         self.checkpoint(self.current_epoch + 1, 0)
@@ -171,9 +200,14 @@ class LightningUGVAE(LightningModule):
         if not self.trainer.is_global_zero:
             return
         epochs = self.current_epoch  # already advanced past the last finished epoch
-        summary = {"steps": self.global_step, "epochs": epochs, "train_seconds": round(self.train_seconds, 2),
-                   "seconds_per_epoch": round(self.train_seconds / max(epochs, 1), 4),
-                   "world_size": self.trainer.world_size, **self.last_result}
+        summary = {
+            "steps": self.global_step,
+            "epochs": epochs,
+            "train_seconds": round(self.train_seconds, 2),
+            "seconds_per_epoch": round(self.train_seconds / max(epochs, 1), 4),
+            "world_size": self.trainer.world_size,
+            **self.last_result,
+        }
         atomic_write_bytes(os.path.join(self.run_dir, "summary.json"), json.dumps(summary, indent=2).encode())
 
     def pending_losses(self) -> list[float]:
@@ -184,9 +218,11 @@ class LightningUGVAE(LightningModule):
         losses = self.trainer.strategy.reduce(self.window[: self.n_window].clone(), reduce_op="sum").tolist()
         bad = next((i for i, loss in enumerate(losses) if not math.isfinite(loss)), None)
         if bad is not None:
-            raise TrainingDiverged(f"training diverged at step {self.global_step - len(losses) + 1 + bad}: the "
-                                   f"ELBO became {losses[bad]}; the last good checkpoint is kept in {self.run_dir}. "
-                                   f"Try --lr {self.cfg.lr / 10:g} or --clip-norm 10")
+            raise TrainingDiverged(
+                f"training diverged at step {self.global_step - len(losses) + 1 + bad}: the "
+                f"ELBO became {losses[bad]}; the last good checkpoint is kept in {self.run_dir}. "
+                f"Try --lr {self.cfg.lr / 10:g} or --clip-norm 10"
+            )
         return losses
 
     def checkpoint(self, epoch: int, step_in_epoch: int):
@@ -195,13 +231,23 @@ class LightningUGVAE(LightningModule):
         if not self.trainer.is_global_zero:
             return
         payload = {
-            "step": self.global_step, "epoch": epoch, "step_in_epoch": step_in_epoch,
-            "train_seconds": self.train_seconds, "last_result": self.last_result,
-            "window": torch.tensor(window), "epoch_loss": self.epoch_loss,
-            "model": self.model.state_dict(), "guide": self.guide.state_dict(),
-            "optimizer": self.trainer.optimizers[0].state_dict(), "rng": rng_state(),
-            "config": {"model": self.model_cfg.to_dict(), "model_name": self.cfg.model,
-                       "guide_name": self.guide_name, "train": self.cfg.to_dict()},
+            "step": self.global_step,
+            "epoch": epoch,
+            "step_in_epoch": step_in_epoch,
+            "train_seconds": self.train_seconds,
+            "last_result": self.last_result,
+            "window": torch.tensor(window),
+            "epoch_loss": self.epoch_loss,
+            "model": self.model.state_dict(),
+            "guide": self.guide.state_dict(),
+            "optimizer": self.trainer.optimizers[0].state_dict(),
+            "rng": rng_state(),
+            "config": {
+                "model": self.model_cfg.to_dict(),
+                "model_name": self.cfg.model,
+                "guide_name": self.guide_name,
+                "train": self.cfg.to_dict(),
+            },
         }
         save_checkpoint(self.run_dir, self.global_step, payload, self.cfg.keep_checkpoints)
 
@@ -212,8 +258,9 @@ def launched_as_rank_zero() -> bool:
     return rank_zero_only.rank == 0 and os.environ.get("NODE_RANK", "0") == "0"
 
 
-def fit_lightning(train_cfg: TrainConfig, model_cfg: UGVAEConfig | None, args, runs_dir: str = "runs",
-                  callbacks=()) -> str | None:
+def fit_lightning(
+    train_cfg: TrainConfig, model_cfg: UGVAEConfig | None, args, runs_dir: str = "runs", callbacks=()
+) -> str | None:
     """Train a new run under Lightning with `args.strategy`, `devices`, `num_nodes`, `accelerator`.
 
     Returns the run directory on global rank 0 and None on the other ranks, so that a caller
@@ -229,24 +276,33 @@ def fit_lightning(train_cfg: TrainConfig, model_cfg: UGVAEConfig | None, args, r
     test_set = load_dataset(train_cfg.dataset, "test", train_cfg.data_dir, train_cfg.image_size)
     model_cfg = model_cfg or UGVAEConfig(x_shape=train_set.x_shape)
     if model_cfg.x_shape != tuple(train_set.x_shape):
-        raise RunError(f"the model expects images of shape {model_cfg.x_shape} but {train_cfg.dataset} "
-                       f"has {tuple(train_set.x_shape)}; pass --image-size or build the config from the data")
+        raise RunError(
+            f"the model expects images of shape {model_cfg.x_shape} but {train_cfg.dataset} "
+            f"has {tuple(train_set.x_shape)}; pass --image-size or build the config from the data"
+        )
     guide_name = train_cfg.guide or default_guide(train_cfg.model)
     model, guide = build(model_cfg, train_cfg.model, guide_name)
     launch = {k: getattr(args, k) for k in ("strategy", "devices", "num_nodes", "accelerator")}
     try:
         trainer = Trainer(
-            **launch, max_epochs=train_cfg.epochs, gradient_clip_val=train_cfg.clip_norm,
+            **launch,
+            max_epochs=train_cfg.epochs,
+            gradient_clip_val=train_cfg.clip_norm,
             use_distributed_sampler=False,  # RankGroups already splits every step's groups
-            logger=False, enable_checkpointing=False, enable_model_summary=False,
-            enable_progress_bar=not getattr(args, "quiet", False), callbacks=list(callbacks),
+            logger=False,
+            enable_checkpointing=False,
+            enable_model_summary=False,
+            enable_progress_bar=not getattr(args, "quiet", False),
+            callbacks=list(callbacks),
         )
     except (MisconfigurationException, ValueError, TypeError) as e:
-        raise RunError(f"Lightning rejected the launch options ({e}); check --strategy, --devices, "
-                       "--num-nodes and --accelerator") from None
+        raise RunError(
+            f"Lightning rejected the launch options ({e}); check --strategy, --devices, --num-nodes and --accelerator"
+        ) from None
     run_dir = new_run_dir(runs_dir, train_cfg.dataset, train_cfg.model) if launched_as_rank_zero() else None
-    module = LightningUGVAE(make_elbo(train_cfg.jit)(model, guide), train_cfg, model_cfg, guide_name,
-                            test_set, run_dir, launch)
+    module = LightningUGVAE(
+        make_elbo(train_cfg.jit)(model, guide), train_cfg, model_cfg, guide_name, test_set, run_dir, launch
+    )
     with warnings.catch_warnings():
         # The data is resident on the device: loader workers would only copy it.
         warnings.filterwarnings("ignore", ".*does not have many workers.*")

@@ -6,6 +6,7 @@ differentiable loss, optimised by a `torch.optim.Adam`. It is the same estimator
 `SVI.step`, but the optimiser state is a plain state_dict (exact resume), gradients can be
 clipped, the loss never leaves the device between logs, and DDP can wrap it.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,10 +27,21 @@ from model import UGVAEConfig
 from train.config import TrainConfig
 from train.metrics import MetricsLog, cluster_usage
 from train.runs import (
-    RunError, atomic_write_bytes, build, check_compatible, claim_run_dir, default_guide, latest_checkpoint,
-    load_config, new_run_dir, resolve_device, rng_state, save_checkpoint, save_config, set_rng_state,
+    RunError,
+    atomic_write_bytes,
+    build,
+    check_compatible,
+    claim_run_dir,
+    default_guide,
+    latest_checkpoint,
+    load_config,
+    new_run_dir,
+    resolve_device,
+    rng_state,
+    save_checkpoint,
+    save_config,
+    set_rng_state,
 )
-
 
 # torch.distributions' validation message for a parameter outside its constraint.
 INVALID_PARAMETER_RE = re.compile(r"Expected parameter (\w+) .*? of distribution (\w+).*found invalid values", re.S)
@@ -111,8 +123,10 @@ class Trainer:
             tqdm.write(train_set.notice)
         self.model_cfg = model_cfg or UGVAEConfig(x_shape=train_set.x_shape)
         if self.model_cfg.x_shape != tuple(train_set.x_shape):
-            raise RunError(f"the model expects images of shape {self.model_cfg.x_shape} but {train_cfg.dataset} "
-                           f"has {tuple(train_set.x_shape)}; pass --image-size or build the config from the data")
+            raise RunError(
+                f"the model expects images of shape {self.model_cfg.x_shape} but {train_cfg.dataset} "
+                f"has {tuple(train_set.x_shape)}; pass --image-size or build the config from the data"
+            )
         self.guide_name = train_cfg.guide or default_guide(train_cfg.model)
         self.model, self.guide = build(self.model_cfg, train_cfg.model, self.guide_name)
         self.model.to(self.device), self.guide.to(self.device)
@@ -140,8 +154,10 @@ class Trainer:
             raise RunError(f"{run_dir} has no readable checkpoint to resume from; start a new run instead")
         check_compatible(ckpt, self.model_cfg, self.cfg.model, self.guide_name, self.cfg)
         if ckpt.get("train_samples", len(self.images)) != len(self.images):
-            raise RunError(f"{self.cfg.dataset} now has {len(self.images)} training images but had "
-                           f"{ckpt['train_samples']} at the checkpoint; restore the data or start a new run")
+            raise RunError(
+                f"{self.cfg.dataset} now has {len(self.images)} training images but had "
+                f"{ckpt['train_samples']} at the checkpoint; restore the data or start a new run"
+            )
         self.model.load_state_dict(ckpt["model"])
         self.guide.load_state_dict(ckpt["guide"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
@@ -164,13 +180,24 @@ class Trainer:
         if not torch.stack([p.isfinite().all() for p in self.loss_fn.parameters()]).all():
             raise self._diverged(self.step, "the weights became NaN/inf")
         payload = {
-            "step": self.step, "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
-            "train_seconds": self.train_seconds, "last_result": self.last_result, "train_samples": len(self.images),
-            "window": self.window[: self.n_window].cpu(), "epoch_loss": (self.epoch_loss_sum, self.epoch_loss_steps),
-            "model": self.model.state_dict(), "guide": self.guide.state_dict(),
-            "optimizer": self.optimizer.state_dict(), "rng": rng_state(),
-            "config": {"model": self.model_cfg.to_dict(), "model_name": self.cfg.model,
-                       "guide_name": self.guide_name, "train": self.cfg.to_dict()},
+            "step": self.step,
+            "epoch": self.epoch,
+            "step_in_epoch": self.step_in_epoch,
+            "train_seconds": self.train_seconds,
+            "last_result": self.last_result,
+            "train_samples": len(self.images),
+            "window": self.window[: self.n_window].cpu(),
+            "epoch_loss": (self.epoch_loss_sum, self.epoch_loss_steps),
+            "model": self.model.state_dict(),
+            "guide": self.guide.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "rng": rng_state(),
+            "config": {
+                "model": self.model_cfg.to_dict(),
+                "model_name": self.cfg.model,
+                "guide_name": self.guide_name,
+                "train": self.cfg.to_dict(),
+            },
         }
         save_checkpoint(self.run_dir, self.step, payload, self.cfg.keep_checkpoints)
         self.last_checkpoint_step = self.step
@@ -195,15 +222,22 @@ class Trainer:
             invalid = INVALID_PARAMETER_RE.search(str(e))
             if invalid is None:
                 raise
-            raise self._diverged(self.step + 1, f"the {invalid[1]} of a {invalid[2]} distribution became "
-                                                f"invalid (NaN, inf or zero)") from None
+            raise self._diverged(
+                self.step + 1, f"the {invalid[1]} of a {invalid[2]} distribution became invalid (NaN, inf or zero)"
+            ) from None
 
     def fit(self, writer=None) -> dict:
         cfg, per_epoch = self.cfg, self.sampler.steps_per_epoch
         if self.epoch >= cfg.epochs and not self.quiet:
             tqdm.write(f"{self.run_dir} has already finished its {cfg.epochs} epochs; writing its summary again")
-        bar = tqdm(total=cfg.epochs * per_epoch, initial=self.step, disable=self.quiet,
-                   desc=os.path.basename(self.run_dir), unit="step", dynamic_ncols=True)
+        bar = tqdm(
+            total=cfg.epochs * per_epoch,
+            initial=self.step,
+            disable=self.quiet,
+            desc=os.path.basename(self.run_dir),
+            unit="step",
+            dynamic_ncols=True,
+        )
         try:
             while self.epoch < cfg.epochs:
                 t0 = time.perf_counter()
@@ -222,14 +256,22 @@ class Trainer:
                 self._end_epoch(writer)
                 self.checkpoint()
         except KeyboardInterrupt:
-            how = ("start again" if self.last_checkpoint_step is None
-                   else f"continue with `python run.py --resume {self.run_dir}`")
+            how = (
+                "start again"
+                if self.last_checkpoint_step is None
+                else f"continue with `python run.py --resume {self.run_dir}`"
+            )
             stopped = f"training stopped at step {self.step}; {self._checkpoint_kept()}; {how}"
             raise TrainingInterrupted(stopped) from None
         finally:
             bar.close()
-        summary = {"steps": self.step, "epochs": self.epoch, "train_seconds": round(self.train_seconds, 2),
-                   "seconds_per_epoch": round(self.train_seconds / max(self.epoch, 1), 4), **self.last_result}
+        summary = {
+            "steps": self.step,
+            "epochs": self.epoch,
+            "train_seconds": round(self.train_seconds, 2),
+            "seconds_per_epoch": round(self.train_seconds / max(self.epoch, 1), 4),
+            **self.last_result,
+        }
         atomic_write_bytes(os.path.join(self.run_dir, "summary.json"), json.dumps(summary, indent=2).encode())
         return summary
 
@@ -249,8 +291,12 @@ class Trainer:
         result = evaluate(self.model, self.guide, self.test_images, self.test_groups)
         samples = self.cfg.group_size * self.cfg.groups_per_step
         result["train_elbo"] = -self.epoch_loss_sum / max(self.epoch_loss_steps, 1) / samples
-        self.metrics.write(step=self.step, epoch=self.epoch, elapsed_s=round(self.train_seconds, 3),
-                           **{k: v for k, v in result.items() if k != "cluster_shares"})
+        self.metrics.write(
+            step=self.step,
+            epoch=self.epoch,
+            elapsed_s=round(self.train_seconds, 3),
+            **{k: v for k, v in result.items() if k != "cluster_shares"},
+        )
         if writer:
             for k in ("test_elbo", "cluster_entropy", "clusters_used"):
                 if k in result:
@@ -268,7 +314,8 @@ class Trainer:
         return TrainingDiverged(
             f"training diverged at step {step}: {what}; {self._checkpoint_kept()}. Likely causes: a learning "
             f"rate too high (try --lr {self.cfg.lr / 10:g}), exploding gradients (try --clip-norm 10) or a very "
-            "small --var-x")
+            "small --var-x"
+        )
 
     def _checkpoint_kept(self) -> str:
         if self.last_checkpoint_step is None:
@@ -276,8 +323,14 @@ class Trainer:
         return f"the last good checkpoint (step {self.last_checkpoint_step}) is kept in {self.run_dir}"
 
 
-def train(train_cfg: TrainConfig, runs_dir: str = "runs", model_cfg: UGVAEConfig | None = None,
-          quiet: bool = False, writer_factory=None, run_dir: str | None = None) -> str:
+def train(
+    train_cfg: TrainConfig,
+    runs_dir: str = "runs",
+    model_cfg: UGVAEConfig | None = None,
+    quiet: bool = False,
+    writer_factory=None,
+    run_dir: str | None = None,
+) -> str:
     """Train a new run in `run_dir`, which must not exist, or else in a new directory under
     `runs_dir`; returns the run directory."""
     run_dir = claim_run_dir(run_dir) if run_dir else new_run_dir(runs_dir, train_cfg.dataset, train_cfg.model)
@@ -295,8 +348,10 @@ def resume(run_dir: str, quiet: bool = False, device: str | None = None, writer_
     """Continue a killed run from its newest good checkpoint, in the same directory."""
     model_cfg, train_cfg, payload = load_config(run_dir)
     if "lightning" in payload:
-        raise RunError(f"{run_dir} was trained with --strategy, whose steps span several processes; "
-                       "resuming it on one device is not supported, start a new run")
+        raise RunError(
+            f"{run_dir} was trained with --strategy, whose steps span several processes; "
+            "resuming it on one device is not supported, start a new run"
+        )
     if device:
         train_cfg = replace(train_cfg, device=device)
     trainer = Trainer(train_cfg, model_cfg, quiet=quiet)

@@ -1,4 +1,5 @@
 """Numbers logged during training: per-sample ELBOs and how the mixture is used."""
+
 from __future__ import annotations
 
 import csv
@@ -10,8 +11,14 @@ import torch
 from train.runs import atomic_write_bytes
 
 METRIC_FIELDS = [
-    "step", "epoch", "train_elbo", "test_elbo",
-    "cluster_entropy", "clusters_used", "clusters_used_argmax", "elapsed_s",
+    "step",
+    "epoch",
+    "train_elbo",
+    "test_elbo",
+    "cluster_entropy",
+    "clusters_used",
+    "clusters_used_argmax",
+    "elapsed_s",
 ]
 USAGE_THRESHOLD = 0.02
 

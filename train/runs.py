@@ -7,6 +7,7 @@ over the old one (a rename is atomic on POSIX), so a kill or power cut at any mo
 either the old or the new file whole; a checkpoint that still fails to load is skipped for
 the one before it.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -25,8 +26,20 @@ from model import MODELS, UGVAEConfig
 from train.config import TrainConfig
 
 CHECKPOINT_RE = re.compile(r"step-(\d+)\.pt$")
-CHECKPOINT_KEYS = ("step", "epoch", "step_in_epoch", "train_seconds", "last_result", "window", "epoch_loss",
-                   "model", "guide", "optimizer", "rng", "config")
+CHECKPOINT_KEYS = (
+    "step",
+    "epoch",
+    "step_in_epoch",
+    "train_seconds",
+    "last_result",
+    "window",
+    "epoch_loss",
+    "model",
+    "guide",
+    "optimizer",
+    "rng",
+    "config",
+)
 # Fields of the training config that fix the stream of groups: a checkpoint resumed under
 # other values would continue a different run.
 DATA_STREAM_FIELDS = ("dataset", "image_size", "mix", "group_size", "groups_per_step", "seed")
@@ -65,8 +78,10 @@ def resolve_device(name: str) -> torch.device:
         if count == 0:
             raise RunError(f"--device {name} was asked for but CUDA is not available here; use --device cpu")
         if device.index is not None and device.index >= count:
-            raise RunError(f"--device {name} was asked for but this machine has {count} CUDA device(s); "
-                           f"use cuda:0 to cuda:{count - 1}")
+            raise RunError(
+                f"--device {name} was asked for but this machine has {count} CUDA device(s); "
+                f"use cuda:0 to cuda:{count - 1}"
+            )
     elif device.type != "cpu":
         raise RunError(f"device {name!r} is not supported; use cpu or cuda[:N]")
     return device
@@ -92,8 +107,10 @@ def claim_run_dir(path: str) -> str:
     try:
         os.makedirs(path)
     except FileExistsError:
-        raise RunError(f"run directory {path} already exists and runs are never overwritten; pick another "
-                       f"--run-dir, or continue that run with --resume {path}") from None
+        raise RunError(
+            f"run directory {path} already exists and runs are never overwritten; pick another "
+            f"--run-dir, or continue that run with --resume {path}"
+        ) from None
     return path
 
 
@@ -185,12 +202,15 @@ def load_checkpoint(path: str, map_location="cpu") -> dict:
         # Our own files, holding numpy RNG state besides tensors: full unpickling is needed.
         checkpoint = torch.load(path, map_location=map_location, weights_only=False)
     except Exception as e:  # truncated or foreign files raise many types
-        raise RunError(f"checkpoint {path} cannot be read ({type(e).__name__}); "
-                       "delete it to fall back to the previous one") from None
+        raise RunError(
+            f"checkpoint {path} cannot be read ({type(e).__name__}); delete it to fall back to the previous one"
+        ) from None
     missing = [k for k in CHECKPOINT_KEYS if not isinstance(checkpoint, dict) or k not in checkpoint]
     if missing:
-        raise RunError(f"{path} is not a checkpoint of this package (it lacks {', '.join(missing)}); "
-                       "delete it to fall back to the previous one")
+        raise RunError(
+            f"{path} is not a checkpoint of this package (it lacks {', '.join(missing)}); "
+            "delete it to fall back to the previous one"
+        )
     return checkpoint
 
 
@@ -204,8 +224,9 @@ def latest_checkpoint(run_dir: str) -> dict | None:
     return None
 
 
-def check_compatible(checkpoint: dict, model_cfg: UGVAEConfig, model_name: str, guide_name: str,
-                     train_cfg: TrainConfig | None = None):
+def check_compatible(
+    checkpoint: dict, model_cfg: UGVAEConfig, model_name: str, guide_name: str, train_cfg: TrainConfig | None = None
+):
     """Raise a RunError naming every field in which `checkpoint` differs from the config asked for.
 
     The model fields decide whether the weights fit at all; with `train_cfg`, the fields that
@@ -217,11 +238,15 @@ def check_compatible(checkpoint: dict, model_cfg: UGVAEConfig, model_name: str, 
     if train_cfg is not None:
         mine.update({k: getattr(train_cfg, k) for k in DATA_STREAM_FIELDS})
         theirs.update({k: saved.get("train", {}).get(k) for k in DATA_STREAM_FIELDS})
-    diffs = [f"{k} is {theirs.get(k)!r} in the checkpoint but {v!r} here" for k, v in mine.items()
-             if theirs.get(k) != v]
+    diffs = [
+        f"{k} is {theirs.get(k)!r} in the checkpoint but {v!r} here" for k, v in mine.items() if theirs.get(k) != v
+    ]
     if diffs:
-        raise RunError("checkpoint was made with another config (" + "; ".join(diffs) +
-                       "); use the checkpoint with the run that made it, or start a new run")
+        raise RunError(
+            "checkpoint was made with another config ("
+            + "; ".join(diffs)
+            + "); use the checkpoint with the run that made it, or start a new run"
+        )
 
 
 def load_run(run_dir: str, device: str = "cpu"):

@@ -1,7 +1,8 @@
 """A captured hand-written step is the eager step; capture refuses Pyro's validation checks."""
+
+import pyro
 import pytest
 import torch
-import pyro
 
 from bench.graphs import CapturedStep
 from bench.handwritten import HandwrittenLoss
@@ -28,7 +29,7 @@ def test_captured_steps_follow_eager_steps():
         loss_fn = HandwrittenLoss(UGVAEModel(cfg), UGVAEGuide(cfg)).cuda()
         optimizer = torch.optim.Adam(loss_fn.parameters(), lr=1e-2, capturable=True)
 
-        def step(idx):
+        def step(idx, loss_fn=loss_fn, optimizer=optimizer):
             optimizer.zero_grad(set_to_none=True)
             loss = loss_fn(images[idx].float().div_(255))
             loss.backward()

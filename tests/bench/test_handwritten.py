@@ -1,7 +1,8 @@
 """The hand-written loss is TraceEnum_ELBO's loss: equal for one seed, gradients included."""
+
+import pyro
 import pytest
 import torch
-import pyro
 from pyro.infer import TraceEnum_ELBO
 
 from bench.handwritten import HandwrittenLoss

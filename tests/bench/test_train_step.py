@@ -1,4 +1,5 @@
 """The step benchmark runs end to end in a tiny configuration (so that it cannot rot); no timing is asserted."""
+
 import json
 
 from bench.train_step import main
@@ -6,9 +7,28 @@ from bench.train_step import main
 
 def test_benchmark_writes_every_row(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    argv = ["--tiny", "--device", "cpu", "--groups", "1", "2", "--group-size", "4", "--steps", "2",
-            "--warmup", "1", "--epoch-samples", "40", "--profile", "hand", "--profile-prefix",
-            str(tmp_path / "profile-"), "--json", str(out)]
+    argv = [
+        "--tiny",
+        "--device",
+        "cpu",
+        "--groups",
+        "1",
+        "2",
+        "--group-size",
+        "4",
+        "--steps",
+        "2",
+        "--warmup",
+        "1",
+        "--epoch-samples",
+        "40",
+        "--profile",
+        "hand",
+        "--profile-prefix",
+        str(tmp_path / "profile-"),
+        "--json",
+        str(out),
+    ]
     assert main(argv) == 0
     result = json.loads(out.read_text())
 
@@ -27,7 +47,28 @@ def test_benchmark_writes_every_row(tmp_path, capsys):
 
 def test_graph_variants_report_that_they_need_a_gpu(tmp_path):
     out = tmp_path / "bench.json"
-    assert main(["--tiny", "--groups", "1", "--group-size", "4", "--steps", "1", "--warmup", "0",
-                 "--epoch-samples", "8", "--variants", "hand", "hand-graph", "--json", str(out)]) == 0
+    assert (
+        main(
+            [
+                "--tiny",
+                "--groups",
+                "1",
+                "--group-size",
+                "4",
+                "--steps",
+                "1",
+                "--warmup",
+                "0",
+                "--epoch-samples",
+                "8",
+                "--variants",
+                "hand",
+                "hand-graph",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     rows = json.loads(out.read_text())["rows"]
     assert "step_ms" in rows[0] and "needs --device cuda" in rows[1]["error"]

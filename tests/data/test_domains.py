@@ -42,11 +42,14 @@ def test_folder_mixture_keeps_sizes_domains_and_order(dark_and_bright):
     assert torch.bincount(test.domains).tolist() == [2, 6]
 
 
-@pytest.mark.parametrize("second, message", [
-    ("folder:{root}/missing", "does not exist"),
-    ("folder:{root}/empty", "holds no images"),
-    ("folder:{root}/broken", "broken/003.png cannot be read"),
-])
+@pytest.mark.parametrize(
+    "second, message",
+    [
+        ("folder:{root}/missing", "does not exist"),
+        ("folder:{root}/empty", "holds no images"),
+        ("folder:{root}/broken", "broken/003.png cannot be read"),
+    ],
+)
 def test_a_bad_second_domain_is_named(tmp_path, second, message):
     write_domain(tmp_path / "good", 10, 30)
     (tmp_path / "empty").mkdir()
@@ -94,8 +97,9 @@ def test_mixer_draws_domains_in_random_positions_and_uniformly_within_each():
 
 def test_trainer_groups_follow_mix_without_reading_domain_labels(dark_and_bright):
     dark, bright = dark_and_bright
-    cfg = TrainConfig(dataset=f"folder:{dark}+folder:{bright}", image_size=8, group_size=6, groups_per_step=2,
-                      mix=1 / 3, epochs=1)
+    cfg = TrainConfig(
+        dataset=f"folder:{dark}+folder:{bright}", image_size=8, group_size=6, groups_per_step=2, mix=1 / 3, epochs=1
+    )
     trainer = Trainer(cfg, UGVAEConfig(x_shape=(1, 8, 8), z_dim=2, beta_dim=2, K=3, hidden=8), quiet=True)
     assert isinstance(trainer.sampler, MixedGroups)
     steps = list(trainer.sampler.epoch(0))

@@ -28,11 +28,14 @@ def corrupt_folder(tmp_path, images_bytes):
     return folder / "t10k-images-idx3-ubyte.gz"
 
 
-@pytest.mark.parametrize("images_bytes", [
-    b"this is not gzip at all",
-    gzip.compress(bytes([0, 0, 0x0D, 3]) + bytes(12)),  # float dtype code: wrong magic
-    gzip.compress(bytes([0, 0, 0x08, 3]) + b"".join(d.to_bytes(4, "big") for d in (4, 28, 28)) + bytes(9)),  # short
-])
+@pytest.mark.parametrize(
+    "images_bytes",
+    [
+        b"this is not gzip at all",
+        gzip.compress(bytes([0, 0, 0x0D, 3]) + bytes(12)),  # float dtype code: wrong magic
+        gzip.compress(bytes([0, 0, 0x08, 3]) + b"".join(d.to_bytes(4, "big") for d in (4, 28, 28)) + bytes(9)),  # short
+    ],
+)
 def test_corrupt_idx_file_names_the_file(tmp_path, images_bytes):
     path = corrupt_folder(tmp_path, images_bytes)
     with pytest.raises(DataError) as err:

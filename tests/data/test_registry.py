@@ -15,12 +15,15 @@ def test_unknown_name_lists_every_dataset():
     assert all(name in message for name in DATASETS)
 
 
-@pytest.mark.parametrize("call", [
-    lambda: load_dataset("synthetic", split="valid"),
-    lambda: load_dataset("synthetic", image_size=0),
-    lambda: load_dataset("digits:3"),
-    lambda: load_dataset("synthetic:abc"),
-])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: load_dataset("synthetic", split="valid"),
+        lambda: load_dataset("synthetic", image_size=0),
+        lambda: load_dataset("digits:3"),
+        lambda: load_dataset("synthetic:abc"),
+    ],
+)
 def test_bad_arguments_raise_one_line(call):
     with pytest.raises(DataError) as err:
         call()

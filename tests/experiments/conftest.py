@@ -1,4 +1,5 @@
 """Tiny trained runs and a direct call of an experiment's CLI, shared by the experiment tests."""
+
 import argparse
 
 from model import UGVAEConfig

@@ -16,8 +16,9 @@ TINY = dict(z_dim=2, beta_dim=2, K=3, hidden=16)
 
 
 def train_tiny(runs_dir, dataset, model="ugvae", epochs=3):
-    cfg = TrainConfig(dataset=dataset, model=model, image_size=8, epochs=epochs, group_size=4, groups_per_step=2,
-                      lr=1e-2, log_every=1)
+    cfg = TrainConfig(
+        dataset=dataset, model=model, image_size=8, epochs=epochs, group_size=4, groups_per_step=2, lr=1e-2, log_every=1
+    )
     return train(cfg, str(runs_dir), UGVAEConfig(x_shape=(1, 8, 8), **TINY), quiet=True)
 
 
@@ -43,8 +44,10 @@ def experiment(*argv):
 
 def test_figures_and_accuracy_table(mixture_runs):
     run_dir, vae_dir = mixture_runs
-    assert experiment("--run", run_dir, "--baseline-run", vae_dir, "--num-groups", 8, "--steps", 3,
-                      "--probe-sizes", 1, 4) == 0
+    assert (
+        experiment("--run", run_dir, "--baseline-run", vae_dir, "--num-groups", 8, "--steps", 3, "--probe-sizes", 1, 4)
+        == 0
+    )
     out = os.path.join(run_dir, "experiments", "domain-alignment")
     for name in ("cross_domain.png", "within_domain.png", "beta_tsne.png"):
         with open(os.path.join(out, name), "rb") as f:

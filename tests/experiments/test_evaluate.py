@@ -1,12 +1,13 @@
 """`evaluate` and `compare`: the IWAE bound is exact in the limit, and the CLI writes the table."""
+
 import csv
 import json
 import math
 import os
 
+import pyro
 import pytest
 import torch
-import pyro
 from pyro.infer import TraceEnum_ELBO
 from torch.distributions import Normal
 
@@ -40,8 +41,9 @@ def exact_log_px(model, x: torch.Tensor, points: int = 401, limit: float = 8.0) 
         loc, scale = (t.expand(len(betas), -1, -1) for t in model.components())
     else:
         loc, scale = torch.zeros(1, 1, 1, dtype=torch.float64), torch.ones(1, 1, 1, dtype=torch.float64)
-    log_pz = (Normal(loc[:, None, :, 0], scale[:, None, :, 0]).log_prob(grid[None, :, None])
-              - math.log(loc.shape[1])).logsumexp(-1)  # (betas, zs)
+    log_pz = (
+        Normal(loc[:, None, :, 0], scale[:, None, :, 0]).log_prob(grid[None, :, None]) - math.log(loc.shape[1])
+    ).logsumexp(-1)  # (betas, zs)
     latents = torch.cat([grid[None, :, None].expand(len(betas), -1, 1), betas[:, None].expand(-1, points, -1)], -1)
     logits = model.decoder(latents)[:, :, None]  # (betas, zs, 1, C, H, W)
     out = []
@@ -83,8 +85,15 @@ TINY = UGVAEConfig(x_shape=(1, 28, 28), z_dim=2, beta_dim=2, K=3, hidden=16)
 def trained_runs(tmp_path_factory):
     runs_dir = str(tmp_path_factory.mktemp("runs"))
     pyro.clear_param_store()
-    return {name: train(TrainConfig(dataset="synthetic:400", model=name, epochs=1, group_size=8, lr=3e-3),
-                        runs_dir=runs_dir, model_cfg=TINY, quiet=True) for name in ("ugvae", "vae")}
+    return {
+        name: train(
+            TrainConfig(dataset="synthetic:400", model=name, epochs=1, group_size=8, lr=3e-3),
+            runs_dir=runs_dir,
+            model_cfg=TINY,
+            quiet=True,
+        )
+        for name in ("ugvae", "vae")
+    }
 
 
 def test_evaluate_writes_eval_json_with_iwae_above_the_elbo(trained_runs, capsys):

@@ -1,4 +1,5 @@
 """Interpolation grids: the latents of section 4.1, the files written, the choice of clusters."""
+
 import json
 import os
 
@@ -9,9 +10,8 @@ from PIL import Image
 from data import load_dataset
 from experiments import interpolation
 from model import UGVAEModel
-from train import RunError
-
 from tests.experiments.conftest import run_cli, tiny_train
+from train import RunError
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
 """Structured batches: files and numbers of the table, a split by group and by image, every class's rule."""
+
 import json
 import os
 import re
@@ -10,10 +11,8 @@ from PIL import Image
 from data import DataError, ImageSet, load_dataset
 from experiments import structured_batches
 from experiments.groups import group_posterior, posterior_samples, svm_accuracies
-
-from train import RunError
-
 from tests.experiments.conftest import run_cli, tiny_train
+from train import RunError
 
 SIZES = [6, 3]
 
@@ -29,24 +28,48 @@ def run_experiment(*argv) -> int:
 
 def test_writes_the_table_as_json_markdown_and_a_tsne_plot(tiny_run, tmp_path_factory):
     vae_run = tiny_train(tmp_path_factory, "vae")
-    assert run_experiment("--run", tiny_run, "--group-sizes", *map(str, SIZES), "--groups", "8",
-                          "--samples", "2", "--baseline-run", tiny_run, vae_run) == 0
+    assert (
+        run_experiment(
+            "--run",
+            tiny_run,
+            "--group-sizes",
+            *map(str, SIZES),
+            "--groups",
+            "8",
+            "--samples",
+            "2",
+            "--baseline-run",
+            tiny_run,
+            vae_run,
+        )
+        == 0
+    )
     out = os.path.join(tiny_run, "experiments", "structured-batches")
     table = json.load(open(os.path.join(out, "table.json")))
-    sources = ["ugvae (this run)", "untrained ugvae", "PCA of mean image",
-               f"ugvae ({os.path.basename(tiny_run)})", f"vae ({os.path.basename(vae_run)})"]
+    sources = [
+        "ugvae (this run)",
+        "untrained ugvae",
+        "PCA of mean image",
+        f"ugvae ({os.path.basename(tiny_run)})",
+        f"vae ({os.path.basename(vae_run)})",
+    ]
     tasks = {r["task"] for r in table["rows"]}
     assert {"even vs odd", "even vs odd vs random", "fibonacci vs prime", "even:odd 60/40 vs reverse"} <= tasks
     assert len(table["rows"]) == len(SIZES) * len(tasks) * len(sources) * 2
     assert {r["features"] for r in table["rows"]} == set(sources)
     assert all(0 <= r["train"] <= 1 and 0 <= r["test"] <= 1 for r in table["rows"])
     # The same guide, as this run and as a baseline run, gives the same numbers.
-    pairs = {(r["task"], r["group_size"], r["classifier"], r["features"]): (r["train"], r["test"]) for r in table["rows"]}
+    pairs = {
+        (r["task"], r["group_size"], r["classifier"], r["features"]): (r["train"], r["test"]) for r in table["rows"]
+    }
     assert all(pairs[k[:3] + ("ugvae (this run)",)] == pairs[k[:3] + (sources[3],)] for k in pairs)
     markdown = open(os.path.join(out, "table.md")).read()
     row = next(r for r in table["rows"] if r["task"] == "even vs odd vs random" and r["features"] == sources[2])
-    line = next(x for x in markdown.splitlines() if x.startswith(f"| even vs odd vs random | {row['group_size']} | "
-                                                                 f"{row['classifier']} |"))
+    line = next(
+        x
+        for x in markdown.splitlines()
+        if x.startswith(f"| even vs odd vs random | {row['group_size']} | {row['classifier']} |")
+    )
     assert re.split(r"\s*\|\s*", line)[6] == f"{row['train']:.2f} / {row['test']:.2f}"
     image = Image.open(os.path.join(out, "tsne.png")).convert("L")
     assert min(image.size) > 200 and image.getextrema()[0] < 100
@@ -97,8 +120,12 @@ def test_a_model_without_global_latent_uses_the_mean_of_z():
 def test_celeba_tasks_read_the_attributes():
     names = ["Black_Hair", "Blond_Hair", "Male"]
     attributes = torch.stack([torch.arange(90) % 3 == 0, torch.arange(90) % 3 == 1, torch.arange(90) % 2 == 0], 1)
-    data = ImageSet(images=torch.zeros(90, 1, 2, 2, dtype=torch.uint8), name="celeba",
-                    attributes=attributes.long(), attribute_names=names)
+    data = ImageSet(
+        images=torch.zeros(90, 1, 2, 2, dtype=torch.uint8),
+        name="celeba",
+        attributes=attributes.long(),
+        attribute_names=names,
+    )
     tasks, _ = structured_batches.celeba_tasks(data, 0.6)
     black, blond = tasks[0].classes
     everyone = torch.ones(90, dtype=torch.bool)

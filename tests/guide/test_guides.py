@@ -1,4 +1,5 @@
 """Every (model, guide) pair of the registries trains, and the ablations cut what they claim to cut."""
+
 import math
 
 import pytest
@@ -44,8 +45,11 @@ def test_swapping_the_guide_leaves_the_model_untouched(tiny_cfg, model_name):
 
 
 def test_ablation_guides_differ_from_the_structured_one_only_in_what_their_encoders_read(tiny_cfg):
-    shapes = {g: {n: p.shape for n, p in build(tiny_cfg, "ugvae", g)[1].state_dict().items()}
-              for m, g in GUIDES if m == "ugvae"}
+    shapes = {
+        g: {n: p.shape for n, p in build(tiny_cfg, "ugvae", g)[1].state_dict().items()}
+        for m, g in GUIDES
+        if m == "ugvae"
+    }
     structured = shapes["structured"]
     for name, guide_shapes in shapes.items():
         assert guide_shapes.keys() == structured.keys(), name
@@ -61,8 +65,9 @@ def perturb(module):
             p.add_(torch.randn_like(p))
 
 
-@pytest.mark.parametrize("guide_class,beta_sees_pi", [(UGVAEGuide, True), (BetaFromXGuide, False),
-                                                      (MeanFieldGuide, False)])
+@pytest.mark.parametrize(
+    "guide_class,beta_sees_pi", [(UGVAEGuide, True), (BetaFromXGuide, False), (MeanFieldGuide, False)]
+)
 def test_q_beta_reads_the_cluster_probabilities_only_in_the_structured_guide(tiny_cfg, guide_class, beta_sees_pi):
     guide = guide_class(tiny_cfg)
     x = torch.rand(2, 5, *tiny_cfg.x_shape)
@@ -71,8 +76,7 @@ def test_q_beta_reads_the_cluster_probabilities_only_in_the_structured_guide(tin
     assert torch.allclose(guide.global_posterior(x)[0], before) != beta_sees_pi
 
 
-@pytest.mark.parametrize("guide_class,d_sees_z", [(UGVAEGuide, True), (BetaFromXGuide, True),
-                                                  (MeanFieldGuide, False)])
+@pytest.mark.parametrize("guide_class,d_sees_z", [(UGVAEGuide, True), (BetaFromXGuide, True), (MeanFieldGuide, False)])
 def test_q_d_reads_z_except_in_the_mean_field_guide(tiny_cfg, guide_class, d_sees_z):
     guide = guide_class(tiny_cfg)
     x = torch.rand(2, 5, *tiny_cfg.x_shape)

@@ -22,7 +22,7 @@ def test_groups_are_encoded_independently(tiny_cfg):
     guide = UGVAEGuide(tiny_cfg)
     x = torch.rand(3, 4, *tiny_cfg.x_shape)
     together = guide.global_posterior(x)[0]
-    alone = torch.cat([guide.global_posterior(x[g:g + 1])[0] for g in range(3)])
+    alone = torch.cat([guide.global_posterior(x[g : g + 1])[0] for g in range(3)])
     torch.testing.assert_close(together, alone)
     # permuting samples inside a group leaves its posterior unchanged (exchangeability)
     torch.testing.assert_close(guide.global_posterior(x[:, torch.randperm(4)])[0], together)

@@ -1,10 +1,11 @@
 """The VAE, GMVAE and ML-VAE baselines: sites, generation, and the VAE's ELBO in closed form."""
+
 import math
 
+import pyro
 import pytest
 import torch
 import torch.nn.functional as F
-import pyro
 from pyro import poutine
 from pyro.infer import TraceEnum_ELBO, TraceMeanField_ELBO
 

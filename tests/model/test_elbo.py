@@ -4,9 +4,10 @@ The closed form below is written from the paper with torch.distributions only: f
 weights and the guide's reparameterised samples of z and beta, it sums over d_i with weights
 q(d_i | z_i) = pi_i exactly as eq. 11 does.
 """
+
+import pyro
 import pytest
 import torch
-import pyro
 from pyro import poutine
 from pyro.infer import Trace_ELBO, TraceEnum_ELBO
 from torch.distributions import Normal
@@ -27,8 +28,9 @@ def closed_form_elbo(model, guide, x, z, beta):
     if cfg.likelihood == "gaussian":
         log_px = Normal(torch.sigmoid(logits), cfg.var_x**0.5).log_prob(x).sum((-3, -2, -1))
     else:
-        log_px = (x * torch.nn.functional.logsigmoid(logits)
-                  + (1 - x) * torch.nn.functional.logsigmoid(-logits)).sum((-3, -2, -1))
+        log_px = (x * torch.nn.functional.logsigmoid(logits) + (1 - x) * torch.nn.functional.logsigmoid(-logits)).sum(
+            (-3, -2, -1)
+        )
     prior_loc, prior_scale = model.cluster_prior(beta)  # (G, K, z_dim)
     log_pz_k = Normal(prior_loc[:, None], prior_scale[:, None]).log_prob(z[:, :, None]).sum(-1)
     log_qz = Normal(z_loc, z_scale).log_prob(z).sum(-1)
@@ -60,9 +62,7 @@ def test_sampled_d_agrees_with_enumerated_d(tiny_cfg):
     """Trace_ELBO with d sampled is an unbiased, noisier estimate of the same ELBO."""
     model, guide = UGVAEModel(tiny_cfg), UGVAEGuide(tiny_cfg)
     x = torch.rand(2, 5, 1, 4, 4)
-    sampled_guide = poutine.infer_config(
-        guide, lambda msg: {"enumerate": None} if msg["name"] == "d" else {}
-    )
+    sampled_guide = poutine.infer_config(guide, lambda msg: {"enumerate": None} if msg["name"] == "d" else {})
     particles, repeats = 2000, 20
     enum = TraceEnum_ELBO(max_plate_nesting=2, num_particles=particles, vectorize_particles=True)
     plain = Trace_ELBO(max_plate_nesting=2, num_particles=particles, vectorize_particles=True)
@@ -90,7 +90,7 @@ def test_groups_in_one_call_equal_separate_calls(tiny_cfg):
     fixed = {n: trace.nodes[n]["value"] for n in ("z", "beta")}
     together = elbo.loss(model, replaying(guide, fixed), x)
     apart = sum(
-        elbo.loss(model, replaying(guide, {n: v[g:g + 1] for n, v in fixed.items()}), x[g:g + 1])
+        elbo.loss(model, replaying(guide, {n: v[g : g + 1] for n, v in fixed.items()}), x[g : g + 1])
         for g in range(x.shape[0])
     )
     assert together == pytest.approx(apart, rel=1e-5)

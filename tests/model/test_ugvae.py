@@ -46,10 +46,15 @@ def test_bad_input_shape_is_named(tiny_cfg):
         UGVAEModel(tiny_cfg)(torch.rand(5, *tiny_cfg.x_shape))
 
 
-@pytest.mark.parametrize("kwargs, field", [
-    (dict(K=0), "K"), (dict(z_dim=-1), "z_dim"), (dict(likelihood="poisson"), "likelihood"),
-    (dict(x_shape=(3, 32, 32), arch="conv"), "64x64"),
-])
+@pytest.mark.parametrize(
+    "kwargs, field",
+    [
+        (dict(K=0), "K"),
+        (dict(z_dim=-1), "z_dim"),
+        (dict(likelihood="poisson"), "likelihood"),
+        (dict(x_shape=(3, 32, 32), arch="conv"), "64x64"),
+    ],
+)
 def test_config_rejects_bad_values(kwargs, field):
     with pytest.raises(ValueError, match=field):
         UGVAEConfig(**kwargs)

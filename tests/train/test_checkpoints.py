@@ -1,4 +1,5 @@
 """Checkpoints are atomic: a kill while one is written, or a damaged file, never costs a loadable one."""
+
 import os
 import random
 import signal
@@ -13,7 +14,13 @@ import torch
 from model import UGVAEConfig
 from train import RunError, TrainConfig, load_run, train
 from train.runs import (
-    CHECKPOINT_KEYS, latest_checkpoint, list_checkpoints, load_checkpoint, new_run_dir, rng_state, save_checkpoint,
+    CHECKPOINT_KEYS,
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    new_run_dir,
+    rng_state,
+    save_checkpoint,
     set_rng_state,
 )
 
@@ -53,14 +60,23 @@ def fake_payload(step):
 
 def test_sigkill_while_writing_leaves_the_previous_checkpoint_loadable(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, "-c", DIE_WHILE_WRITING, str(tmp_path)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", DIE_WHILE_WRITING, str(tmp_path)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     folder = tmp_path / "checkpoints"
     torn = [name for name in os.listdir(folder) if ".tmp-" in name]
     assert len(torn) == 1 and (folder / torn[0]).stat().st_size > 0  # it did die mid-write
     assert [os.path.basename(p) for p in list_checkpoints(str(tmp_path))] == [
-        "step-000000001.pt", "step-000000002.pt", "step-000000003.pt"]
+        "step-000000001.pt",
+        "step-000000002.pt",
+        "step-000000003.pt",
+    ]
     for path in list_checkpoints(str(tmp_path)):
         load_checkpoint(path)
     assert latest_checkpoint(str(tmp_path))["step"] == 3
@@ -125,8 +141,9 @@ def test_new_runs_never_reuse_a_directory(tmp_path):
 
 def test_load_run_of_a_trained_run_restores_the_last_checkpoint(tmp_path, one_thread):
     train_cfg = TrainConfig(dataset="synthetic:40", epochs=1, group_size=8, checkpoint_every=2, keep_checkpoints=5)
-    run_dir = train(train_cfg, str(tmp_path), UGVAEConfig(x_shape=(1, 28, 28), z_dim=2, beta_dim=2, K=3, hidden=8),
-                    quiet=True)
+    run_dir = train(
+        train_cfg, str(tmp_path), UGVAEConfig(x_shape=(1, 28, 28), z_dim=2, beta_dim=2, K=3, hidden=8), quiet=True
+    )
     model, _, config = load_run(run_dir)
     last = load_checkpoint(list_checkpoints(run_dir)[-1])
     assert config["step"] == last["step"] == 5

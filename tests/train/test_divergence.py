@@ -1,4 +1,5 @@
 """A diverging run stops at the step that diverged and keeps its last good checkpoint; --clip-norm clips."""
+
 import re
 
 import pyro
@@ -16,8 +17,24 @@ TINY_MODEL = ["--hidden", "16", "--z-dim", "2", "--beta-dim", "2", "--K", "3"]
 
 def test_huge_learning_rate_stops_with_the_step_and_keeps_a_good_checkpoint(tmp_path, capsys, one_thread):
     run_dir = str(tmp_path / "run")
-    argv = ["--dataset", "synthetic:200", *TINY_MODEL, "-B", "8", "--epochs", "3", "--lr", "100",
-            "--checkpoint-every", "1", "--log-every", "1", "--quiet", "--run-dir", run_dir]
+    argv = [
+        "--dataset",
+        "synthetic:200",
+        *TINY_MODEL,
+        "-B",
+        "8",
+        "--epochs",
+        "3",
+        "--lr",
+        "100",
+        "--checkpoint-every",
+        "1",
+        "--log-every",
+        "1",
+        "--quiet",
+        "--run-dir",
+        run_dir,
+    ]
     assert run.main(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and err.startswith("error: training diverged at step ")
@@ -34,8 +51,9 @@ def test_a_nan_loss_is_caught_without_validation_and_never_checkpointed(tmp_path
     # With Pyro's validation off nothing rejects NaN scales: the loss itself turns NaN/inf, and the
     # check before each checkpoint must catch it even between two logs.
     pyro.enable_validation(False)
-    cfg = TrainConfig(dataset="synthetic:200", epochs=3, group_size=8, lr=100.0, log_every=log_every,
-                      checkpoint_every=1)
+    cfg = TrainConfig(
+        dataset="synthetic:200", epochs=3, group_size=8, lr=100.0, log_every=log_every, checkpoint_every=1
+    )
     trainer = Trainer(cfg, UGVAEConfig(x_shape=(1, 28, 28), z_dim=2, beta_dim=2, K=3, hidden=16), quiet=True)
     trainer.start(str(tmp_path))
     with pytest.raises(TrainingDiverged, match=r"at step (\d+): the (ELBO became (nan|-?inf)|weights became)") as e:
@@ -50,8 +68,9 @@ def test_clip_norm_bounds_the_gradient(tmp_path, one_thread):
     model_cfg = UGVAEConfig(x_shape=(1, 28, 28), z_dim=2, beta_dim=2, K=3, hidden=16)
     norms = {}
     for clip in (None, 0.5):
-        trainer = Trainer(TrainConfig(dataset="synthetic:40", epochs=1, group_size=8, clip_norm=clip), model_cfg,
-                          quiet=True)
+        trainer = Trainer(
+            TrainConfig(dataset="synthetic:40", epochs=1, group_size=8, clip_norm=clip), model_cfg, quiet=True
+        )
         trainer.train_step(next(iter(trainer.sampler.epoch(0))))
         grads = [p.grad for p in trainer.loss_fn.parameters() if p.grad is not None]
         norms[clip] = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])).item()

@@ -1,11 +1,12 @@
 """JitTraceEnum_ELBO, the fast path of training, computes the loss and gradients of TraceEnum_ELBO."""
+
 import json
 import math
 import os
 
+import pyro
 import pytest
 import torch
-import pyro
 
 from guide import UGVAEGuide
 from model import UGVAEConfig, UGVAEModel

@@ -1,4 +1,5 @@
 """The Lightning path: two CPU processes (gloo) against one process replaying the same groups."""
+
 import argparse
 import os
 
@@ -33,10 +34,14 @@ class StepRecorder(Callback):
         self.rng = torch.get_rng_state()
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-        self.record["steps"].append({
-            "rng": self.rng, "batch": batch.clone(), "loss": outputs["loss"].item(),
-            "params": {n: p.detach().clone() for n, p in module.loss_fn.named_parameters()},
-        })
+        self.record["steps"].append(
+            {
+                "rng": self.rng,
+                "batch": batch.clone(),
+                "loss": outputs["loss"].item(),
+                "params": {n: p.detach().clone() for n, p in module.loss_fn.named_parameters()},
+            }
+        )
 
     def on_train_end(self, trainer, module):
         torch.save(self.record, os.path.join(self.folder, f"rank{trainer.global_rank}.pt"))
@@ -61,8 +66,9 @@ def replay(records, model_cfg, lr):
 
 
 def test_two_processes_match_one_process_on_the_same_groups(tmp_path):
-    train_cfg = TrainConfig(dataset="synthetic:48", image_size=8, epochs=1, group_size=B, groups_per_step=G,
-                            lr=1e-2, log_every=1, seed=3)
+    train_cfg = TrainConfig(
+        dataset="synthetic:48", image_size=8, epochs=1, group_size=B, groups_per_step=G, lr=1e-2, log_every=1, seed=3
+    )
     model_cfg = UGVAEConfig(x_shape=(1, 8, 8), z_dim=2, beta_dim=2, K=3, hidden=16)
     parser = argparse.ArgumentParser()
     add_arguments(parser)

@@ -1,4 +1,5 @@
 """A killed run, resumed, repeats the losses of an uninterrupted one step for step (on the CPU)."""
+
 import csv
 import glob
 import os
@@ -20,15 +21,36 @@ from train.runs import list_checkpoints
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # 25 steps per epoch, 100 in all: long enough to be killed mid-run, a second or two to train.
-TINY_RUN = ["--dataset", "synthetic:200", "--hidden", "16", "--z-dim", "2", "--beta-dim", "2", "--K", "3",
-            "-B", "8", "--epochs", "4", "--log-every", "1", "--checkpoint-every", "7", "--quiet"]
+TINY_RUN = [
+    "--dataset",
+    "synthetic:200",
+    "--hidden",
+    "16",
+    "--z-dim",
+    "2",
+    "--beta-dim",
+    "2",
+    "--K",
+    "3",
+    "-B",
+    "8",
+    "--epochs",
+    "4",
+    "--log-every",
+    "1",
+    "--checkpoint-every",
+    "7",
+    "--quiet",
+]
 
 
 @pytest.fixture
 def tiny_run_cfgs():
     """15 steps per epoch of synthetic digits, 2 epochs, a model of a few thousand weights."""
-    return (TrainConfig(dataset="synthetic:120", epochs=2, group_size=8, log_every=1, checkpoint_every=5),
-            UGVAEConfig(x_shape=(1, 28, 28), z_dim=2, beta_dim=2, K=3, hidden=16))
+    return (
+        TrainConfig(dataset="synthetic:120", epochs=2, group_size=8, log_every=1, checkpoint_every=5),
+        UGVAEConfig(x_shape=(1, 28, 28), z_dim=2, beta_dim=2, K=3, hidden=16),
+    )
 
 
 def logged(run_dir):
@@ -44,8 +66,13 @@ def checkpoint_steps(run_dir):
 def kill_after_checkpoint(run_dir, min_step, timeout=120):
     """Start `run.py` training into run_dir and SIGKILL it once a checkpoint of min_step or later exists."""
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    proc = subprocess.Popen([sys.executable, "run.py", *TINY_RUN, "--run-dir", run_dir], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "run.py", *TINY_RUN, "--run-dir", run_dir],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.monotonic() + timeout
     while proc.poll() is None and time.monotonic() < deadline:
         if any(step >= min_step for step in checkpoint_steps(run_dir)):
@@ -75,8 +102,12 @@ def test_resume_mid_epoch_and_mid_log_window_is_exact(tmp_path, one_thread, tiny
     # Checkpoints every 5 steps but logs every 3: the checkpoint of step 20 (epoch 1, step 5 in it)
     # holds two steps not yet logged and a partial epoch's loss.
     train_cfg, model_cfg = tiny_run_cfgs
-    full = train(replace(train_cfg, log_every=3, checkpoint_every=5, keep_checkpoints=10),
-                 str(tmp_path / "runs"), model_cfg, quiet=True)
+    full = train(
+        replace(train_cfg, log_every=3, checkpoint_every=5, keep_checkpoints=10),
+        str(tmp_path / "runs"),
+        model_cfg,
+        quiet=True,
+    )
     cut = shutil.copytree(full, str(tmp_path / "cut"))
     for path in list_checkpoints(cut):
         if not path.endswith("step-000000020.pt"):
@@ -121,5 +152,7 @@ def test_ctrl_c_says_which_run_to_resume_from_which_step(tmp_path, capsys, monke
     run_dir = str(tmp_path / "run")
     assert run.main([*TINY_RUN, "--run-dir", run_dir]) == 130
     err = capsys.readouterr().err
-    assert err == (f"interrupted: training stopped at step 9; the last good checkpoint (step 7) is kept in {run_dir}; "
-                   f"continue with `python run.py --resume {run_dir}`\n")
+    assert err == (
+        f"interrupted: training stopped at step 9; the last good checkpoint (step 7) is kept in {run_dir}; "
+        f"continue with `python run.py --resume {run_dir}`\n"
+    )

@@ -1,4 +1,5 @@
 """`python run.py --dataset mnist` end to end on the offline digits: files, figures, learning."""
+
 import json
 import math
 import os
@@ -13,8 +14,12 @@ from train.metrics import read_metrics
 @pytest.fixture(scope="module")
 def mnist_run(tmp_path_factory):
     runs_dir = tmp_path_factory.mktemp("runs")
-    assert run.main(["--dataset", "mnist", "--epochs", "4", "--runs-dir", str(runs_dir), "--quiet",
-                     "--checkpoint-every", "50"]) == 0
+    assert (
+        run.main(
+            ["--dataset", "mnist", "--epochs", "4", "--runs-dir", str(runs_dir), "--quiet", "--checkpoint-every", "50"]
+        )
+        == 0
+    )
     (run_dir,) = [os.path.join(runs_dir, d) for d in os.listdir(runs_dir)]
     return run_dir
 
@@ -55,5 +60,6 @@ def test_load_run_restores_the_trained_weights(mnist_run):
     model, guide, config = load_run(mnist_run)
     assert config["train"].dataset == "mnist" and config["model"].K == 10
     summary = json.load(open(os.path.join(mnist_run, "summary.json")))
-    assert summary["epochs"] == 4 and summary["test_elbo"] == pytest.approx(read_metrics(
-        os.path.join(mnist_run, "metrics.csv"))[-1]["test_elbo"])
+    assert summary["epochs"] == 4 and summary["test_elbo"] == pytest.approx(
+        read_metrics(os.path.join(mnist_run, "metrics.csv"))[-1]["test_elbo"]
+    )

@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from train.runs import load_run  # noqa: F401  (re-exported: `from run import load_run`)
+from train.rundir import load_run  # noqa: F401  (re-exported: `from run import load_run`)
 
 COMMANDS = ("train", "evaluate", "compare", "experiment")
 
@@ -90,9 +90,22 @@ def add_train_arguments(p: argparse.ArgumentParser):
     )
     g.add_argument("--resume", metavar="RUN_DIR", default=None, help="continue a killed run in its own directory")
     g.add_argument("--quiet", action="store_true", help="no progress bar")
-    from train.lightning import add_arguments as add_lightning_arguments
+    g = p.add_argument_group("scaling out (PyTorch Lightning, optional extra)")
+    g.add_argument(
+        "--strategy",
+        default=None,
+        help="train under PyTorch Lightning with this strategy: ddp (one process per "
+        "device; also under torchrun or SLURM), ddp_spawn, auto",
+    )
+    g.add_argument("--devices", default="auto", help="devices per node: a count, a list like 0,1, or auto")
+    g.add_argument("--num-nodes", type=int, default=1, help="machines taking part in the run")
+    g.add_argument("--accelerator", default="auto", help="cpu, gpu or auto")
 
-    add_lightning_arguments(p.add_argument_group("scaling out (PyTorch Lightning, optional extra)"))
+
+def launch_config(args):
+    from train.config import LaunchConfig
+
+    return LaunchConfig(args.strategy, args.devices, args.num_nodes, args.accelerator)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -112,16 +125,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_train(args) -> int:
     from experiments.report import tensorboard_writer, training_report
-    from model.config import UGVAEConfig
+    from model.config import ModelConfig
     from train.config import TrainConfig
     from train.loop import resume, train
 
-    if args.resume and args.strategy:
-        from train.runs import RunError
-
-        raise RunError("--resume is not supported with --strategy yet; resume without --strategy on one device")
     if args.resume:
-        run_dir = resume(args.resume, quiet=args.quiet, device=args.device, writer_factory=tensorboard_writer)
+        from train.config import LaunchConfig
+        from train.rundir import load_config
+
+        saved_launch = load_config(args.resume)[2].get("lightning")
+        if saved_launch or args.strategy:
+            from train.lightning import fit_lightning
+
+            launch = launch_config(args) if args.strategy else LaunchConfig.from_dict(saved_launch)
+            run_dir = fit_lightning(None, None, launch, quiet=args.quiet, resume_dir=args.resume)
+            if run_dir is None:
+                return 0
+        else:
+            run_dir = resume(args.resume, quiet=args.quiet, device=args.device, writer_factory=tensorboard_writer)
     else:
         train_cfg = TrainConfig(
             dataset=args.dataset,
@@ -145,7 +166,7 @@ def cmd_train(args) -> int:
         from data import load_dataset
 
         x_shape = load_dataset(args.dataset, "test", args.data_dir, args.image_size).x_shape
-        model_cfg = UGVAEConfig(
+        model_cfg = ModelConfig(
             x_shape=x_shape,
             z_dim=args.z_dim,
             beta_dim=args.beta_dim,
@@ -158,7 +179,7 @@ def cmd_train(args) -> int:
         if args.strategy:
             from train.lightning import fit_lightning
 
-            run_dir = fit_lightning(train_cfg, model_cfg, args, args.runs_dir)
+            run_dir = fit_lightning(train_cfg, model_cfg, launch_config(args), args.runs_dir, quiet=args.quiet)
             if run_dir is None:  # every process but rank 0 leaves the report to rank 0
                 return 0
         else:

@@ -37,14 +37,15 @@ from pyro.infer import SVI, TraceEnum_ELBO
 
 from bench.graphs import CapturedStep
 from bench.handwritten import HandwrittenLoss
+from data import to_unit_float
 from guide import UGVAEGuide
-from model import UGVAEConfig, UGVAEModel
-from train.loop import make_elbo
+from model import ModelConfig, UGVAEModel
+from train.core import make_elbo
 
 VARIANTS = ("svi", "pyro", "pyro-compile", "jit", "hand", "hand-compile", "hand-graph", "hand-compile-graph")
 
 
-def build_step(variant: str, cfg: UGVAEConfig, images: torch.Tensor, example_idx: torch.Tensor, lr=1e-3):
+def build_step(variant: str, cfg: ModelConfig, images: torch.Tensor, example_idx: torch.Tensor, lr=1e-3):
     """A fresh model and guide, and `step(idx) -> loss` for one variant."""
     pyro.clear_param_store()
     pyro.set_rng_seed(0)
@@ -53,7 +54,7 @@ def build_step(variant: str, cfg: UGVAEConfig, images: torch.Tensor, example_idx
     base, *tricks = variant.split("-")
     if base == "svi":
         svi = SVI(model, guide, pyro.optim.Adam({"lr": lr}), TraceEnum_ELBO(max_plate_nesting=2))
-        return lambda idx: svi.step(images[idx].float().div_(255))
+        return lambda idx: svi.step(to_unit_float(images[idx]))
     if base == "hand":
         loss_fn = HandwrittenLoss(model, guide)
         if "compile" in tricks:
@@ -75,7 +76,7 @@ def build_step(variant: str, cfg: UGVAEConfig, images: torch.Tensor, example_idx
     optimizer = torch.optim.Adam(loss_fn.parameters(), lr=lr, fused=cuda or None, capturable=cuda)
 
     def step(idx: torch.Tensor) -> torch.Tensor:
-        x = images[idx].float().div_(255)
+        x = to_unit_float(images[idx])
         optimizer.zero_grad(set_to_none=True)
         loss = loss_fn(x)
         loss.backward()
@@ -161,7 +162,7 @@ def run(args) -> dict:
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("error: --device cuda was asked for but CUDA is not available; use --device cpu")
-    cfg = UGVAEConfig(x_shape=(1, 8, 8), z_dim=2, beta_dim=2, K=3, hidden=16) if args.tiny else UGVAEConfig()
+    cfg = ModelConfig(x_shape=(1, 8, 8), z_dim=2, beta_dim=2, K=3, hidden=16) if args.tiny else ModelConfig()
     pyro.enable_validation(False)
     B, G_max = args.group_size, max(args.groups)
     n_images = max(args.epoch_samples, G_max * B)

@@ -1,8 +1,8 @@
 """Datasets as uint8 ImageSets (torchvision, offline fallbacks, image folders, mixed domains) and samplers of groups."""
 
 from .errors import DataError
-from .groups import MixedGroups, RandomGroups
-from .imageset import ImageSet
+from .groups import MixedGroups, RandomGroups, fixed_groups, training_groups
+from .imageset import ImageSet, to_unit_float
 from .registry import DATASETS, load_dataset
 from .structured import STRUCTURED_RULES, attribute_groups, mixed_class_groups, rule_classes, structured_groups
 
@@ -18,4 +18,7 @@ __all__ = [
     "mixed_class_groups",
     "rule_classes",
     "structured_groups",
+    "fixed_groups",
+    "to_unit_float",
+    "training_groups",
 ]

@@ -120,3 +120,22 @@ def draw_without_repeats(pool: torch.Tensor, shape: tuple[int, int], count: int,
     rounds = -(-need // len(pool))
     stream = torch.cat([pool[torch.randperm(len(pool), generator=generator)] for _ in range(rounds)])
     return stream[:need].view(*shape, count)
+
+
+def training_groups(
+    train_set, group_size: int, groups_per_step: int, seed: int, device, mix: float | None = None
+) -> RandomGroups | MixedGroups:
+    """The sampler of a run's training groups: `mix`-proportioned per group for a mixture of
+    domains (`A+B` datasets), else uniform random groups, as in the paper."""
+    if train_set.domains is not None and mix is not None:
+        return MixedGroups(train_set.domains, group_size, groups_per_step, mix, seed, device)
+    return RandomGroups(len(train_set), group_size, groups_per_step, seed, device)
+
+
+def fixed_groups(n: int, group_size: int, seed: int = 0) -> torch.Tensor:
+    """A fixed random partition of n test samples into groups (num_groups, B); the remainder is dropped."""
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    usable = n // group_size * group_size
+    if usable == 0:
+        raise DataError(f"the test split has {n} samples, fewer than one group of {group_size}; lower --group-size")
+    return perm[:usable].view(-1, group_size)

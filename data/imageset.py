@@ -45,7 +45,7 @@ class ImageSet:
 
     def float(self) -> torch.Tensor:
         """Images as float32 in [0, 1]."""
-        return self.images.float().div_(255.0)
+        return to_unit_float(self.images)
 
     def subset(self, idx) -> ImageSet:
         def pick(t):
@@ -58,6 +58,11 @@ class ImageSet:
             attributes=pick(self.attributes),
             domains=pick(self.domains),
         )
+
+
+def to_unit_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 pixels (any shape) as float32 in [0, 1]: what every model and guide reads."""
+    return images.float().div_(255.0)
 
 
 def shape_text(shape) -> str:

@@ -20,7 +20,9 @@ import os
 import torch
 
 from experiments.evaluate import evaluate_run, mean_and_stderr
-from train.runs import RunError, default_guide, load_config
+from guide import default_guide
+from train import RunError
+from train.rundir import load_config
 
 COLUMNS = [
     "run",

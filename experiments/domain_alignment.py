@@ -30,9 +30,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from data import load_dataset, mixed_class_groups, structured_groups
+from data import load_dataset, mixed_class_groups, structured_groups, to_unit_float
 from experiments.plotting import experiment_dir, save_figure, save_json, show_grid
-from train.runs import RunError, build, default_guide, load_run
+from guide import build, default_guide
+from train import RunError, load_run
 
 NAME = "domain-alignment"
 
@@ -71,7 +72,7 @@ def domain_groups(domains: torch.Tensor, num_groups: int, group_size: int, mix: 
 
 
 def as_float(images: torch.Tensor, idx: torch.Tensor, device) -> torch.Tensor:
-    return images[idx].float().div_(255).to(device)
+    return to_unit_float(images[idx]).to(device)
 
 
 @torch.no_grad()
@@ -80,16 +81,16 @@ def group_codes(guide, images: torch.Tensor, groups: torch.Tensor, device="cpu",
     codes = []
     for idx in groups.split(chunk):
         x = as_float(images, idx, device)
-        if hasattr(guide, "global_posterior"):
-            codes.append(guide.global_posterior(x)[0])
+        if guide.has_global_latent:
+            codes.append(guide.global_posterior(x).loc)
         else:
-            codes.append(guide.local_posterior(x)[0].mean(-2))
+            codes.append(guide.local_posterior(x).z_loc.mean(-2))
     return torch.cat(codes).cpu()
 
 
 def mean_images(images: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
     """(num_groups, C*H*W): the reference code that needs no model at all."""
-    return torch.stack([images[idx].float().mean(0).flatten() / 255 for idx in groups])
+    return torch.stack([to_unit_float(images[idx]).mean(0).flatten() for idx in groups])
 
 
 def domain_accuracy(codes_a: torch.Tensor, codes_b: torch.Tensor, seed: int = 0, folds: int = 5):
@@ -116,7 +117,7 @@ def interpolation(model, guide, x_1: torch.Tensor, x_2: torch.Tensor, steps: int
     beta_k is the posterior mean of group x_k (B, C, H, W), z_k that of the group's first image.
     """
     (beta_1, beta_2), _ = guide.global_posterior(torch.stack([x_1, x_2]))
-    z_1, z_2 = guide.local_posterior(torch.stack([x_1[:1], x_2[:1]]))[0][:, 0]
+    z_1, z_2 = guide.local_posterior(torch.stack([x_1[:1], x_2[:1]])).z_loc[:, 0]
     s = torch.linspace(0, 1, steps, device=beta_1.device)[:, None]
     betas, zs = (1 - s) * beta_1 + s * beta_2, (1 - s) * z_1 + s * z_2
     images = model.decode(zs[None, :, :], betas[:, None, :])  # rows: beta, columns: z
@@ -176,11 +177,11 @@ def short_name(dataset: str) -> str:
 
 
 def load_test_groups(config: dict, split: str):
-    train_cfg = config["train"]
+    train_cfg = config.train_cfg
     data = load_dataset(train_cfg.dataset, split, train_cfg.data_dir, train_cfg.image_size)
     if data.domains is None or len(data.domain_names) != 2:
         raise RunError(
-            f"run {config['run_dir']} was trained on '{train_cfg.dataset}', not on two datasets; "
+            f"run {config.run_dir} was trained on '{train_cfg.dataset}', not on two datasets; "
             "train on a mixture such as --dataset mnist+fashion-mnist"
         )
     return data
@@ -196,7 +197,7 @@ def accuracy_row(label: str, run: str | None, code: str, encode, probes: dict, s
 
 def run(args) -> int:
     model, guide, config = load_run(args.run, args.device)
-    if not (hasattr(guide, "global_posterior") and hasattr(model, "decode")):
+    if not guide.has_global_latent:
         raise RunError(
             f"run {args.run} has no global latent to interpolate; pass a UG-VAE or ML-VAE run as "
             "--run and this one as --baseline-run"
@@ -204,7 +205,7 @@ def run(args) -> int:
     for name in ("num_groups", "steps"):
         if getattr(args, name) < 2:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 2, got {getattr(args, name)}")
-    train_cfg = config["train"]
+    train_cfg = config.train_cfg
     data = load_test_groups(config, args.split)
     names = [short_name(n) for n in data.domain_names]
     B = args.group_size or train_cfg.group_size
@@ -255,7 +256,7 @@ def draw_figures(model, guide, images: torch.Tensor, groups: dict, names: list[s
 
 def accuracy_table(guide, config: dict, data, sizes: list[int], args) -> list[dict]:
     """(d): this run, each baseline run, an untrained encoder and the group mean image, on the same groups."""
-    train_cfg, images = config["train"], data.images
+    train_cfg, images = config.train_cfg, data.images
     probes = {
         size: domain_groups(data.domains, args.num_groups, size, train_cfg.mix, args.seed + 10 * size) for size in sizes
     }
@@ -272,7 +273,7 @@ def accuracy_table(guide, config: dict, data, sizes: list[int], args) -> list[di
     for baseline_dir in args.baseline_run:
         rows.append(baseline_row(baseline_dir, config, probes, images, args))
     torch.manual_seed(args.seed)
-    untrained = build(config["model"], train_cfg.model, train_cfg.guide or default_guide(train_cfg.model))[1]
+    untrained = build(config.model_cfg, train_cfg.model, train_cfg.guide or default_guide(train_cfg.model))[1]
     untrained.to(args.device).eval()
     rows.append(
         accuracy_row(
@@ -290,12 +291,12 @@ def accuracy_table(guide, config: dict, data, sizes: list[int], args) -> list[di
 
 def baseline_row(run_dir: str, config: dict, probes: dict, images: torch.Tensor, args) -> dict:
     _, guide, other = load_run(run_dir, args.device)
-    if other["model"].x_shape != config["model"].x_shape:
+    if other.model_cfg.x_shape != config.model_cfg.x_shape:
         raise RunError(
-            f"baseline run {run_dir} takes images {other['model'].x_shape}, not "
-            f"{config['model'].x_shape}; train it on the same dataset as {config['run_dir']}"
+            f"baseline run {run_dir} takes images {other.model_cfg.x_shape}, not "
+            f"{config.model_cfg.x_shape}; train it on the same dataset as {config.run_dir}"
         )
-    code = "E q(beta|X)" if hasattr(guide, "global_posterior") else "group mean of E q(z|x)"
+    code = "E q(beta|X)" if guide.has_global_latent else "group mean of E q(z|x)"
     return accuracy_row(
-        other["train"].model, run_dir, code, lambda g: group_codes(guide, images, g, args.device), probes, args.seed
+        other.train_cfg.model, run_dir, code, lambda g: group_codes(guide, images, g, args.device), probes, args.seed
     )

@@ -37,11 +37,12 @@ from pyro import poutine
 from pyro.infer import config_enumerate
 from pyro.poutine.util import site_is_subsample
 
-from data import load_dataset
+from data import fixed_groups, load_dataset, to_unit_float
 from experiments.plotting import save_json
-from train.loop import evaluate as elbo_and_usage
-from train.loop import fixed_groups
-from train.runs import RunError, check_compatible, default_guide, load_checkpoint, load_run
+from guide import default_guide
+from train import RunError, load_run
+from train.checkpoints import check_compatible, load_checkpoint
+from train.metrics import test_metrics
 
 PARTICLE_DIM = -3  # left of the groups (-2) and samples (-1) plates; d is enumerated left of it
 
@@ -123,29 +124,28 @@ def evaluate_run(
         raise RunError("--device cuda was asked for but CUDA is not available; use --device cpu")
     start = time.perf_counter()
     model, guide, config = load_run(run_dir, device)
-    train_cfg, model_cfg = config["train"], config["model"]
+    train_cfg, model_cfg = config.train_cfg, config.model_cfg
     if checkpoint:
         ckpt = load_checkpoint(checkpoint, device)
         check_compatible(ckpt, model_cfg, train_cfg.model, train_cfg.guide or default_guide(train_cfg.model))
         model.load_state_dict(ckpt["model"]), guide.load_state_dict(ckpt["guide"])
-        config["step"] = ckpt["step"]
+        config.step = ckpt["step"]
     pyro.set_rng_seed(seed)
     test = load_dataset(train_cfg.dataset, "test", train_cfg.data_dir, train_cfg.image_size)
     groups = fixed_groups(len(test), train_cfg.group_size)
     images = test.images.to(device)
-    result = elbo_and_usage(model, guide, images, groups)
+    result = test_metrics(model, guide, images, groups)
     model.eval(), guide.eval()  # elbo_and_usage leaves them in training mode
     B = train_cfg.group_size
     groups_per_pass = min(len(groups), max(1, images_per_pass // B))
     particles = max(1, images_per_pass // (B * groups_per_pass))
     iwae, iwae_group, clusters = [], [], []
     for idx in groups.split(groups_per_pass):
-        x = images[idx.to(device)].float().div_(255)
+        x = to_unit_float(images[idx.to(device)])
         bound, group_bound, coupled = iwae_bounds(model, guide, x, samples, particles)
         iwae.append(bound.cpu() / B), iwae_group.append(group_bound.cpu() / B)
-        pi = guide.local_posterior(x)[2]
-        if pi is not None:
-            clusters.append(pi.argmax(-1).flatten().cpu())
+        if guide.has_mixture:
+            clusters.append(guide.local_posterior(x).pi.argmax(-1).flatten().cpu())
     iwae, iwae_group = torch.cat(iwae), torch.cat(iwae_group)
     (mean, se), (mean_group, se_group) = mean_and_stderr(iwae), mean_and_stderr(iwae_group)
     accuracy = None
@@ -153,7 +153,7 @@ def evaluate_run(
         accuracy = clustering_accuracy(torch.cat(clusters), test.labels[groups.flatten()])
     out = {
         "run_dir": run_dir,
-        "step": config["step"],
+        "step": config.step,
         "model": train_cfg.model,
         "guide": train_cfg.guide or default_guide(train_cfg.model),
         "dataset": train_cfg.dataset,
@@ -171,7 +171,7 @@ def evaluate_run(
         **result,
         "seconds": round(time.perf_counter() - start, 2),
     }
-    name = f"eval-step-{config['step']:09d}.json" if checkpoint else "eval.json"
+    name = f"eval-step-{config.step:09d}.json" if checkpoint else "eval.json"
     save_json(os.path.join(run_dir, name), out)
     return out
 

@@ -21,9 +21,9 @@ import os
 import matplotlib.pyplot as plt
 import torch
 
-from data import load_dataset
+from data import fixed_groups, load_dataset, to_unit_float
 from experiments.plotting import experiment_dir, save_figure, save_grid, save_json, show_grid
-from train.runs import RunError, load_run
+from train import RunError, load_run
 
 
 def row_label(args) -> str:
@@ -74,7 +74,7 @@ def grid_effects(images: torch.Tensor) -> dict:
 def cluster_usage(guide, images: torch.Tensor, chunk: int = 500) -> torch.Tensor:
     """Share of test images per cluster, the mean of q(d|z) at z = mean of q(z|x)."""
     device = next(guide.parameters()).device
-    pis = [guide.local_posterior(x.to(device).float().div_(255).unsqueeze(0))[2][0].cpu() for x in images.split(chunk)]
+    pis = [guide.local_posterior(to_unit_float(x.to(device)).unsqueeze(0)).pi[0].cpu() for x in images.split(chunk)]
     return torch.cat(pis).mean(0)
 
 
@@ -118,28 +118,27 @@ def add_arguments(p):
 
 def grid_panels(model, guide, config, args) -> dict:
     """title -> (cluster or None, file name): the chosen clusters of UG-VAE, or ML-VAE's one grid."""
-    if not hasattr(model, "cluster_prior"):  # ML-VAE: one grid around the standard normal prior of z
-        return {f"{config['train'].model}, z around 0": (None, "grid.png")}
+    if not model.has_mixture:  # ML-VAE: one grid around the standard normal prior of z
+        return {f"{config.train_cfg.model}, z around 0": (None, "grid.png")}
 
     def usage():
         return cluster_usage(guide, test_images(config, args))
 
-    return {f"cluster {d}": (d, f"cluster_{d}.png") for d in choose_clusters(args.clusters, config["model"].K, usage)}
+    return {f"cluster {d}": (d, f"cluster_{d}.png") for d in choose_clusters(args.clusters, config.model_cfg.K, usage)}
 
 
 def test_images(config, args) -> torch.Tensor:
-    train_cfg = config["train"]
+    train_cfg = config.train_cfg
     return load_dataset(train_cfg.dataset, "test", args.data_dir or train_cfg.data_dir, train_cfg.image_size).images
 
 
 @torch.no_grad()
 def posterior_centre(guide, images: torch.Tensor, group_size: int) -> torch.Tensor:
     """Mean over random test groups of the mean of q(beta | X)."""
-    from train.loop import fixed_groups
 
     device = next(guide.parameters()).device
-    x = images[fixed_groups(len(images), group_size)].float().div_(255).to(device)
-    return guide.global_posterior(x)[0].mean(0)
+    x = to_unit_float(images[fixed_groups(len(images), group_size)]).to(device)
+    return guide.global_posterior(x).loc.mean(0)
 
 
 def save_summary(path: str, grids: dict, cols: int, label: str):
@@ -156,15 +155,15 @@ def run(args) -> int:
     if args.rows < 2 or args.cols < 2:
         raise ValueError(f"--rows and --cols must be >= 2, got {args.rows} and {args.cols}")
     model, guide, config = load_run(args.run, args.device)
-    if not hasattr(guide, "global_posterior"):
+    if not guide.has_global_latent:
         raise RunError(
-            f"the {config['train'].model} run has no global latent beta to interpolate; pass a ugvae or mlvae run"
+            f"the {config.train_cfg.model} run has no global latent beta to interpolate; pass a ugvae or mlvae run"
         )
     out = experiment_dir(args.run, "interpolation")
     ranges = {"beta_range": args.beta_range, "z_range": args.z_range}
     centre = None
     if args.beta_centre == "posterior":
-        centre = posterior_centre(guide, test_images(config, args), config["train"].group_size)
+        centre = posterior_centre(guide, test_images(config, args), config.train_cfg.group_size)
     grids, results = {}, []
     for title, (d, filename) in grid_panels(model, guide, config, args).items():
         grids[title] = images = interpolation_grid(model, d, args.rows, args.cols, beta_centre=centre, **ranges)
@@ -183,7 +182,7 @@ def run(args) -> int:
         os.path.join(out, "interpolation.json"),
         {
             "run": args.run,
-            "model": config["train"].model,
+            "model": config.train_cfg.model,
             "rows": args.rows,
             "cols": args.cols,
             **ranges,

@@ -15,11 +15,10 @@ import matplotlib.pyplot as plt
 import torch
 from pyro import poutine
 
-from data import load_dataset
+from data import fixed_groups, load_dataset, to_unit_float
 from experiments.plotting import image_grid, save_figure, save_grid
-from train.loop import fixed_groups
+from train import load_run
 from train.metrics import read_metrics
-from train.runs import load_run
 
 
 def tensorboard_writer(run_dir: str):
@@ -61,9 +60,9 @@ def plot_loss_curve(run_dir: str):
 @torch.no_grad()
 def reconstruct(model, guide, x: torch.Tensor) -> torch.Tensor:
     """Mean reconstructions of groups x (G, B, C, H, W) from the posterior means."""
-    z = guide.local_posterior(x)[0]
-    if hasattr(guide, "global_posterior"):
-        beta = guide.global_posterior(x)[0].unsqueeze(-2)
+    z = guide.local_posterior(x).z_loc
+    if guide.has_global_latent:
+        beta = guide.global_posterior(x).loc.unsqueeze(-2)
         return model.decode(z, beta)
     return model.decode(z)
 
@@ -78,7 +77,7 @@ def sample_grid(model, rows: int = 8, seed: int = 0) -> tuple[torch.Tensor, int]
     """
     cfg, device = model.cfg, next(model.parameters()).device
     torch.manual_seed(seed)
-    if hasattr(model, "cluster_prior") and hasattr(model, "decode"):
+    if model.has_global_latent and model.has_mixture:
         beta = torch.randn(rows, 1, cfg.beta_dim, device=device)
         z = model.cluster_prior(beta)[0][:, 0]  # (rows, K, z_dim)
         return model.decode(z, beta).reshape((-1,) + cfg.x_shape), cfg.K
@@ -90,12 +89,12 @@ def sample_grid(model, rows: int = 8, seed: int = 0) -> tuple[torch.Tensor, int]
 
 def training_report(run_dir: str, device: str = "cpu"):
     model, guide, config = load_run(run_dir, device)
-    train_cfg = config["train"]
+    train_cfg = config.train_cfg
     plot_loss_curve(run_dir)
     test = load_dataset(train_cfg.dataset, "test", train_cfg.data_dir, train_cfg.image_size)
     B = min(train_cfg.group_size, 8)
     idx = fixed_groups(len(test), train_cfg.group_size)[:4, :B]
-    x = test.images[idx].float().div(255).to(device)
+    x = to_unit_float(test.images[idx]).to(device)
     recon = reconstruct(model, guide, x)
     pairs = torch.stack([x, recon], dim=1).reshape((-1,) + x.shape[2:])
     save_grid(
@@ -115,6 +114,6 @@ def training_report(run_dir: str, device: str = "cpu"):
     )
     writer = tensorboard_writer(run_dir)
     if writer:
-        writer.add_image("reconstructions", image_grid(pairs, B), config["step"])
-        writer.add_image("samples", image_grid(images, cols), config["step"])
+        writer.add_image("reconstructions", image_grid(pairs, B), config.step)
+        writer.add_image("samples", image_grid(images, cols), config.step)
         writer.close()

@@ -20,9 +20,9 @@ import torch
 from sklearn.manifold import TSNE
 
 from data import STRUCTURED_RULES, DataError, ImageSet, load_dataset, mixed_class_groups, structured_groups
-from experiments.groups import guide_features, pca_features, posterior_samples, svm_accuracies, untrained_guide
+from experiments.group_features import guide_features, pca_features, posterior_samples, svm_accuracies, untrained_guide
 from experiments.plotting import experiment_dir, save_figure, save_json
-from train.runs import RunError, load_run
+from train import RunError, load_run
 
 # Which rule set each labelled dataset uses, and the paper's pairings of rules.
 RULE_SETS = {"mnist": "mnist", "digits": "mnist", "synthetic": "mnist", "fashion-mnist": "fashion-mnist"}
@@ -147,7 +147,7 @@ def add_arguments(p):
 
 
 def feature_sources(args, guide, config) -> dict:
-    model_cfg, train_cfg = config["model"], config["train"]
+    model_cfg, train_cfg = config.model_cfg, config.train_cfg
     sources = {
         f"{train_cfg.model} (this run)": guide_features(guide),
         f"untrained {train_cfg.model}": guide_features(
@@ -157,12 +157,12 @@ def feature_sources(args, guide, config) -> dict:
     }
     for run_dir in args.baseline_run:
         _, other, other_config = load_run(run_dir, args.device)
-        if other_config["model"].x_shape != model_cfg.x_shape or other_config["train"].dataset != train_cfg.dataset:
+        if other_config.model_cfg.x_shape != model_cfg.x_shape or other_config.train_cfg.dataset != train_cfg.dataset:
             raise RunError(
-                f"baseline run {run_dir} was trained on {other_config['train'].dataset}, not "
+                f"baseline run {run_dir} was trained on {other_config.train_cfg.dataset}, not "
                 f"{train_cfg.dataset}; pass a baseline trained on the same data"
             )
-        label = f"{other_config['train'].model} ({os.path.basename(os.path.normpath(run_dir))})"
+        label = f"{other_config.train_cfg.model} ({os.path.basename(os.path.normpath(run_dir))})"
         sources[label] = guide_features(other)
     return sources
 
@@ -211,7 +211,7 @@ def classification_rows(tasks: list[Task], sources: dict, data: ImageSet, args) 
 def run(args) -> int:
     check_args(args)
     _, guide, config = load_run(args.run, args.device)
-    train_cfg = config["train"]
+    train_cfg = config.train_cfg
     data = load_dataset(train_cfg.dataset, "test", args.data_dir or train_cfg.data_dir, train_cfg.image_size)
     tasks, tsne_task = structured_tasks(train_cfg.dataset, data, args.mix)
     sources = feature_sources(args, guide, config)

@@ -12,14 +12,16 @@ from __future__ import annotations
 import pyro
 import pyro.distributions as dist
 import torch
-from pyro.nn import PyroModule
 
-from model.config import UGVAEConfig
+from guide.base import Guide
+from model.config import ModelConfig
 from model.networks import ClusterPosterior, GaussianHead, ImageFeatures
 
 
-class GMVAEGuide(PyroModule):
-    def __init__(self, cfg: UGVAEConfig):
+class GMVAEGuide(Guide):
+    has_mixture = True
+
+    def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
         self.features = ImageFeatures(cfg)
@@ -33,8 +35,7 @@ class GMVAEGuide(PyroModule):
             z = pyro.sample("z", dist.Normal(z_loc, z_scale).to_event(1))
             pyro.sample("d", dist.Categorical(probs=self.cluster_posterior(z)), infer={"enumerate": "parallel"})
 
-    @torch.no_grad()
-    def local_posterior(self, x: torch.Tensor):
-        """z_loc, z_scale (G, B, z_dim) of q(z|x) and pi (G, B, K) of q(d|z) at z = z_loc."""
+    def _local_posterior(self, x: torch.Tensor):
+        """z_loc, z_scale of q(z|x) and pi of q(d|z) at z = z_loc."""
         z_loc, z_scale = self.local_encoder(self.features(x))
         return z_loc, z_scale, self.cluster_posterior(z_loc)

@@ -13,14 +13,16 @@ from __future__ import annotations
 import pyro
 import pyro.distributions as dist
 import torch
-from pyro.nn import PyroModule
 
-from model.config import UGVAEConfig
+from guide.base import Guide
+from model.config import ModelConfig
 from model.networks import GaussianHead, GroupPosterior, ImageFeatures
 
 
-class MLVAEGuide(PyroModule):
-    def __init__(self, cfg: UGVAEConfig):
+class MLVAEGuide(Guide):
+    has_global_latent = True
+
+    def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
         self.features = ImageFeatures(cfg)
@@ -37,12 +39,10 @@ class MLVAEGuide(PyroModule):
                 pyro.sample("z", dist.Normal(z_loc, z_scale).to_event(1))
             pyro.sample("beta", dist.Normal(beta_loc.unsqueeze(-2), beta_scale.unsqueeze(-2)).to_event(1))
 
-    @torch.no_grad()
-    def local_posterior(self, x: torch.Tensor):
-        """z_loc, z_scale (G, B, z_dim) of q(z|x); None: there are no clusters."""
+    def _local_posterior(self, x: torch.Tensor):
+        """z_loc, z_scale of q(z|x); no clusters."""
         return (*self.local_encoder(self.features(x)), None)
 
-    @torch.no_grad()
-    def global_posterior(self, x: torch.Tensor):
-        """loc, scale (G, beta_dim) of q(beta|X)."""
+    def _global_posterior(self, x: torch.Tensor):
+        """loc, scale of q(beta|X)."""
         return self.global_encoder(self.features(x))

@@ -11,8 +11,8 @@ enumeration check accepts a global site that reads local quantities. d is enumer
 parallel, so TraceEnum_ELBO sums the local ELBO over d_i exactly (eq. 10-11). Site shapes
 are those documented in `model/ugvae.py`.
 
-Ablations subclass this guide and override `cluster_input` (what q(d | .) reads) or
-`global_input` (what each factor of q(beta | .) reads).
+Ablations subclass this guide and switch `cluster_reads_z` (q(d | z) or q(d | x)) or
+`global_reads_pi` (whether each factor of q(beta | .) reads pi(z_i)); see `guide/mean_field.py`.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from __future__ import annotations
 import pyro
 import pyro.distributions as dist
 import torch
-from pyro.nn import PyroModule
 
-from model.config import UGVAEConfig
+from guide.base import Guide
+from model.config import ModelConfig
 from model.networks import (
     ClusterPosterior,
     GaussianHead,
@@ -32,11 +32,13 @@ from model.networks import (
 )
 
 
-class UGVAEGuide(PyroModule):
+class UGVAEGuide(Guide):
+    has_global_latent = True
+    has_mixture = True
     cluster_reads_z = True  # q(d | z); an ablation may read the image features instead
     global_reads_pi = True  # q(beta | X, Z); an ablation may drop pi(z)
 
-    def __init__(self, cfg: UGVAEConfig):
+    def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
         self.features = ImageFeatures(cfg)
@@ -71,16 +73,14 @@ class UGVAEGuide(PyroModule):
             with samples:
                 pyro.sample("d", dist.Categorical(probs=pi), infer={"enumerate": "parallel"})
 
-    @torch.no_grad()
-    def local_posterior(self, x: torch.Tensor):
-        """z_loc, z_scale (G, B, z_dim) of q(z|x) and pi (G, B, K) of q(d|z) at z = z_loc."""
+    def _local_posterior(self, x: torch.Tensor):
+        """z_loc, z_scale of q(z|x) and pi of q(d|z) at z = z_loc."""
         h = self.features(x)
         z_loc, z_scale = self.local_encoder(h)
         return z_loc, z_scale, self.cluster_probs(h, z_loc)
 
-    @torch.no_grad()
-    def global_posterior(self, x: torch.Tensor):
-        """loc, scale (G, beta_dim) of q(beta|X,Z), with Z at the mean of q(z|x)."""
+    def _global_posterior(self, x: torch.Tensor):
+        """loc, scale of q(beta|X,Z), with Z at the mean of q(z|x)."""
         h = self.features(x)
         z_loc, _ = self.local_encoder(h)
         return self.global_params(h, self.cluster_probs(h, z_loc))

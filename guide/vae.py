@@ -11,14 +11,14 @@ from __future__ import annotations
 import pyro
 import pyro.distributions as dist
 import torch
-from pyro.nn import PyroModule
 
-from model.config import UGVAEConfig
+from guide.base import Guide
+from model.config import ModelConfig
 from model.networks import GaussianHead, ImageFeatures
 
 
-class VAEGuide(PyroModule):
-    def __init__(self, cfg: UGVAEConfig):
+class VAEGuide(Guide):
+    def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
         self.features = ImageFeatures(cfg)
@@ -30,7 +30,6 @@ class VAEGuide(PyroModule):
         with pyro.plate("groups", G, dim=-2), pyro.plate("samples", B, dim=-1):
             pyro.sample("z", dist.Normal(z_loc, z_scale).to_event(1))
 
-    @torch.no_grad()
-    def local_posterior(self, x: torch.Tensor):
-        """z_loc, z_scale (G, B, z_dim) of q(z|x); None: there are no clusters."""
+    def _local_posterior(self, x: torch.Tensor):
+        """z_loc, z_scale of q(z|x); no clusters."""
         return (*self.local_encoder(self.features(x)), None)

@@ -15,7 +15,7 @@ ARCHS = ("auto", "mlp", "conv")
 
 
 @dataclass(frozen=True)
-class UGVAEConfig:
+class ModelConfig:
     x_shape: tuple[int, int, int] = (1, 28, 28)
     z_dim: int = 10
     beta_dim: int = 10
@@ -66,9 +66,13 @@ class UGVAEConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> UGVAEConfig:
+    def from_dict(cls, d: dict) -> ModelConfig:
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
             raise ValueError(f"unknown model config fields {sorted(unknown)}")
         return cls(**d)
+
+
+# The name of this class before it configured the baselines too; users' scripts import it.
+UGVAEConfig = ModelConfig

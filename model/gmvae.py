@@ -18,17 +18,19 @@ from __future__ import annotations
 import pyro
 import pyro.distributions as dist
 import torch
-from pyro.nn import PyroModule
 from pyro.ops.indexing import Vindex
 
-from model.config import UGVAEConfig
+from model.base import GenerativeModel
+from model.config import ModelConfig
 from model.likelihood import pixel_distribution, pixel_mean
 from model.networks import ClusterPrior, Decoder
 from model.ugvae import group_shape
 
 
-class GMVAEModel(PyroModule):
-    def __init__(self, cfg: UGVAEConfig):
+class GMVAEModel(GenerativeModel):
+    has_mixture = True
+
+    def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
         self.component_prior = ClusterPrior(1, cfg.z_dim, cfg.K, cfg.hidden)

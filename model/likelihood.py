@@ -8,10 +8,10 @@ are scored as the usual binary cross-entropy.
 import pyro.distributions as dist
 import torch
 
-from model.config import UGVAEConfig
+from model.config import ModelConfig
 
 
-def pixel_distribution(logits: torch.Tensor, cfg: UGVAEConfig) -> dist.Distribution:
+def pixel_distribution(logits: torch.Tensor, cfg: ModelConfig) -> dist.Distribution:
     if cfg.likelihood == "gaussian":
         return dist.Normal(torch.sigmoid(logits), cfg.var_x**0.5).to_event(3)
     return dist.Bernoulli(logits=logits, validate_args=False).to_event(3)

@@ -16,16 +16,18 @@ from __future__ import annotations
 import pyro
 import pyro.distributions as dist
 import torch
-from pyro.nn import PyroModule
 
-from model.config import UGVAEConfig
+from model.base import GenerativeModel
+from model.config import ModelConfig
 from model.likelihood import pixel_distribution, pixel_mean
 from model.networks import Decoder, concat_latents
 from model.ugvae import group_shape
 
 
-class MLVAEModel(PyroModule):
-    def __init__(self, cfg: UGVAEConfig):
+class MLVAEModel(GenerativeModel):
+    has_global_latent = True
+
+    def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
         self.decoder = Decoder(cfg, cfg.z_dim + cfg.beta_dim)

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from model.config import UGVAEConfig
+from model.config import ModelConfig
 
 
 def _flat_apply(net: nn.Module, x: torch.Tensor, event_dims: int) -> torch.Tensor:
@@ -37,7 +37,7 @@ def concat_latents(*latents: torch.Tensor) -> torch.Tensor:
 class ImageFeatures(nn.Module):
     """Shared encoder trunk: image (..., C, H, W) -> features (..., out_dim)."""
 
-    def __init__(self, cfg: UGVAEConfig):
+    def __init__(self, cfg: ModelConfig):
         super().__init__()
         c = cfg.x_shape[0]
         if cfg.resolved_arch == "mlp":
@@ -136,7 +136,7 @@ class ClusterPrior(nn.Module):
 class Decoder(nn.Module):
     """Latent (..., in_dim) -> pixel logits (..., C, H, W)."""
 
-    def __init__(self, cfg: UGVAEConfig, in_dim: int):
+    def __init__(self, cfg: ModelConfig, in_dim: int):
         super().__init__()
         self.x_shape = cfg.x_shape
         if cfg.resolved_arch == "mlp":

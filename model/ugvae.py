@@ -24,10 +24,10 @@ from __future__ import annotations
 import pyro
 import pyro.distributions as dist
 import torch
-from pyro.nn import PyroModule
 from pyro.ops.indexing import Vindex
 
-from model.config import UGVAEConfig
+from model.base import GenerativeModel
+from model.config import ModelConfig
 from model.likelihood import pixel_distribution, pixel_mean
 from model.networks import ClusterPrior, Decoder, concat_latents
 
@@ -46,8 +46,11 @@ def group_shape(x: torch.Tensor | None, num_groups: int, group_size: int | None)
     return x.shape[0], x.shape[1]
 
 
-class UGVAEModel(PyroModule):
-    def __init__(self, cfg: UGVAEConfig):
+class UGVAEModel(GenerativeModel):
+    has_global_latent = True
+    has_mixture = True
+
+    def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
         self.cluster_prior = ClusterPrior(cfg.beta_dim, cfg.z_dim, cfg.K, cfg.hidden)

@@ -21,6 +21,6 @@ def fresh_pyro():
 
 @pytest.fixture
 def tiny_cfg():
-    from model import UGVAEConfig
+    from model import ModelConfig
 
-    return UGVAEConfig(x_shape=(1, 4, 4), z_dim=2, beta_dim=3, K=3, hidden=8)
+    return ModelConfig(x_shape=(1, 4, 4), z_dim=2, beta_dim=3, K=3, hidden=8)

@@ -13,9 +13,9 @@ from PIL import Image
 
 import run
 from data import DataError
-from model import UGVAEConfig
+from model import ModelConfig
 from train import TrainConfig, train
-from train.runs import list_checkpoints
+from train.checkpoints import list_checkpoints
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = [
@@ -105,12 +105,12 @@ def places(tmp_path_factory):
     torch.set_num_threads(1)  # tiny models train fastest on one thread
     cfg = TrainConfig(dataset="synthetic:40", epochs=1, group_size=8, checkpoint_every=100)
     mine = train(
-        cfg, str(tmp / "runs"), UGVAEConfig(x_shape=(1, 28, 28), z_dim=2, beta_dim=2, K=3, hidden=16), quiet=True
+        cfg, str(tmp / "runs"), ModelConfig(x_shape=(1, 28, 28), z_dim=2, beta_dim=2, K=3, hidden=16), quiet=True
     )
     other = train(
         TrainConfig(**{**cfg.to_dict(), "image_size": 16}),
         str(tmp / "runs"),
-        UGVAEConfig(x_shape=(1, 16, 16), z_dim=2, beta_dim=2, K=3, hidden=8),
+        ModelConfig(x_shape=(1, 16, 16), z_dim=2, beta_dim=2, K=3, hidden=8),
         quiet=True,
     )
     torch.set_num_threads(threads)

@@ -1,19 +1,26 @@
-"""Fitting runs and saving them: the SVI loop, run directories, checkpoints, `load_run`."""
+"""Fitting runs and saving them: one training core (`core`) under two drivers (`loop` on one
+device, `lightning` across processes), checkpoint files, run directories and `load_run`."""
 
-from train.config import TrainConfig
-from train.loop import Trainer, TrainingDiverged, TrainingInterrupted, evaluate, make_elbo, resume, train
-from train.runs import RunError, build, load_run
+from guide import build
+from train.config import LaunchConfig, TrainConfig
+from train.core import RunBook, make_elbo, setup_run
+from train.errors import RunError, TrainingDiverged, TrainingInterrupted
+from train.loop import Trainer, resume, train
+from train.rundir import LoadedRun, load_run
 
 __all__ = [
+    "LaunchConfig",
+    "LoadedRun",
+    "RunBook",
+    "RunError",
     "TrainConfig",
     "Trainer",
     "TrainingDiverged",
     "TrainingInterrupted",
-    "evaluate",
-    "make_elbo",
-    "resume",
-    "train",
-    "RunError",
     "build",
     "load_run",
+    "make_elbo",
+    "resume",
+    "setup_run",
+    "train",
 ]

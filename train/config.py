@@ -1,8 +1,13 @@
-"""How a run is trained: everything that is not a size of the model (see model/config.py)."""
+"""How a run is trained (everything that is not a size of the model, see model/config.py), where,
+and how it is launched across processes."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
+
+import torch
+
+from train.errors import RunError
 
 
 @dataclass
@@ -52,3 +57,45 @@ class TrainConfig:
     def from_dict(cls, d: dict) -> TrainConfig:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
+
+
+@dataclass(frozen=True)
+class LaunchConfig:
+    """How PyTorch Lightning spreads a run over processes (`--strategy` and its companions)."""
+
+    strategy: str = "ddp"
+    devices: str | int = "auto"
+    num_nodes: int = 1
+    accelerator: str = "auto"
+
+    def __post_init__(self):
+        if not isinstance(self.num_nodes, int) or self.num_nodes < 1:
+            raise RunError(f"--num-nodes must be >= 1, got {self.num_nodes}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> LaunchConfig:
+        """From config.json's `lightning` entry, which also records the world size it ran with."""
+        return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
+
+
+def resolve_device(name: str) -> torch.device:
+    """The torch device called `name`, or a RunError when this machine lacks it."""
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise RunError(f"device {name!r} is not a device name; use cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise RunError(f"--device {name} was asked for but CUDA is not available here; use --device cpu")
+        if device.index is not None and device.index >= count:
+            raise RunError(
+                f"--device {name} was asked for but this machine has {count} CUDA device(s); "
+                f"use cuda:0 to cuda:{count - 1}"
+            )
+    elif device.type != "cpu":
+        raise RunError(f"device {name!r} is not supported; use cpu or cuda[:N]")
+    return device

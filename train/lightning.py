@@ -1,47 +1,35 @@
-"""Data-parallel SVI under PyTorch Lightning (DDP over torch.distributed), after Pyro's
-`examples/svi_lightning.py`: the ELBO module (`make_elbo(jit)(model, guide)`) is optimised by
-`torch.optim.Adam` in a `LightningModule`, and Lightning's DDP averages the gradients.
+"""The data-parallel driver: SVI under PyTorch Lightning (DDP over torch.distributed), after Pyro's
+`examples/svi_lightning.py`, with the books kept by `train.core` as on one device.
 
-The objective is a sum of per-group ELBOs (eq. 10) and every group has its own beta, so
-groups split across R processes without changing the estimator. A step draws R*G groups
-(one step of `RandomGroups` or `MixedGroups`); process r takes groups rG..(r+1)G-1, with its
-own Monte Carlo noise, and computes L_r, the negative ELBO of its G groups. DDP then applies
+The objective is a sum of per-group ELBOs (eq. 10) and every group has its own beta, so groups
+split across R processes without changing the estimator. A step draws R*G groups (one step of
+the run's sampler); process r takes groups rG..(r+1)G-1, with its own Monte Carlo noise, and
+computes L_r, the negative ELBO of its G groups. DDP then applies
 
     (1/R) sum_r grad L_r = (1/R) grad L,    L = sum_r L_r, the loss of all R*G groups,
 
 the gradient a single process would take on the same R*G groups, scaled by 1/R (Adam is
-invariant to that scale up to its eps). Rank 0 alone writes the run directory that
-`train.loop` writes: config.json, checkpoints/ (read by `load_run`), metrics.csv and
-summary.json, with one row of metrics per step of R*G*B samples.
+invariant to that scale up to its eps). Rank 0 alone writes the run directory; its metrics rows
+count steps of R*G*B samples. Lightning's own counters are not used: the `RunBook` counts steps
+and epochs, so a resumed run starts its first epoch where the checkpoint left it.
 """
 
 from __future__ import annotations
 
-import json
-import math
 import os
-import time
 import warnings
 
 import pyro
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from data import MixedGroups, RandomGroups, load_dataset
-from model import UGVAEConfig
-from train.config import TrainConfig
-from train.loop import TrainingDiverged, evaluate, fixed_groups, group_sampler, make_elbo
-from train.metrics import MetricsLog
-from train.runs import (
-    RunError,
-    atomic_write_bytes,
-    build,
-    default_guide,
-    new_run_dir,
-    rng_state,
-    save_checkpoint,
-    save_config,
-)
+from data import to_unit_float, training_groups
+from model import ModelConfig
+from train.checkpoints import latest_checkpoint
+from train.config import LaunchConfig, TrainConfig
+from train.core import RunBook, RunSetup, make_elbo, setup_run
+from train.errors import RunError
+from train.rundir import load_config, new_run_dir, save_config
 
 try:
     from lightning.pytorch import LightningDataModule, LightningModule, Trainer
@@ -50,19 +38,6 @@ try:
 except ModuleNotFoundError:  # the optional extra `ugvae[lightning]`; fit_lightning says how to get it
     LightningDataModule = LightningModule = object
     Trainer = None
-
-
-def add_arguments(group):
-    """The launch options of the Lightning path; without --strategy the single-process loop runs."""
-    group.add_argument(
-        "--strategy",
-        default=None,
-        help="train under PyTorch Lightning with this strategy: ddp (one process per "
-        "device; also under torchrun or SLURM), ddp_spawn, auto",
-    )
-    group.add_argument("--devices", default="auto", help="devices per node: a count, a list like 0,1, or auto")
-    group.add_argument("--num-nodes", type=int, default=1, help="machines taking part in the run")
-    group.add_argument("--accelerator", default="auto", help="cpu, gpu or auto")
 
 
 class ImageGroups(Dataset):
@@ -79,177 +54,119 @@ class ImageGroups(Dataset):
 
 
 class RankGroups(Sampler):
-    """This process's G of the R*G groups that each step of `steps` draws."""
+    """This process's G of the R*G groups of each remaining step of the book's current epoch."""
 
-    def __init__(self, steps: RandomGroups | MixedGroups, rank: int, world_size: int):
+    def __init__(self, steps, book: RunBook, rank: int, world_size: int):
         per_rank = steps.groups_per_step // world_size
-        self.steps, self.share, self.epoch = steps, slice(rank * per_rank, (rank + 1) * per_rank), 0
-
-    def set_epoch(self, epoch: int):  # Lightning calls it before each epoch
-        self.epoch = epoch
+        self.steps, self.book = steps, book
+        self.share = slice(rank * per_rank, (rank + 1) * per_rank)
 
     def __len__(self) -> int:
-        return len(self.steps)
+        return self.steps.steps_per_epoch - self.book.step_in_epoch
 
     def __iter__(self):
-        for idx in self.steps.epoch(self.epoch):
+        for idx in self.steps.epoch(self.book.epoch, start_step=self.book.step_in_epoch):
             yield idx[self.share]
 
 
 class GroupData(LightningDataModule):
     """Training images resident on each process's device, served as that process's groups."""
 
-    def __init__(self, train_cfg: TrainConfig, train_set):
+    def __init__(self, run: RunSetup, module: LightningUGVAE):
         super().__init__()
-        self.cfg, self.train_set = train_cfg, train_set
+        self.run, self.module = run, module
 
     def setup(self, stage: str):
-        cfg, trainer, images = self.cfg, self.trainer, self.train_set.images
-        device, groups = trainer.strategy.root_device, cfg.groups_per_step * trainer.world_size
-        steps = group_sampler(self.train_set, cfg, groups, device)
-        self.sampler = RankGroups(steps, trainer.global_rank, trainer.world_size)
-        self.images = images.to(device)
+        self.images = self.run.train_set.images.to(self.trainer.strategy.root_device)
 
     def train_dataloader(self) -> DataLoader:
+        # Called after the module's setup, which makes the sampler and the book.
+        trainer, module = self.trainer, self.module
+        sampler = RankGroups(module.sampler, module.book, trainer.global_rank, trainer.world_size)
         # A private generator: iterating must not advance the global RNG that draws z and beta.
-        return DataLoader(ImageGroups(self.images), sampler=self.sampler, batch_size=None, generator=torch.Generator())
+        return DataLoader(ImageGroups(self.images), sampler=sampler, batch_size=None, generator=torch.Generator())
 
 
 class LightningUGVAE(LightningModule):
-    """The ELBO module and its optimiser; rank 0 keeps the run directory."""
+    """The ELBO module and its optimiser; every rank keeps a RunBook, rank 0 writes it."""
 
-    def __init__(
-        self,
-        loss_fn,
-        train_cfg: TrainConfig,
-        model_cfg: UGVAEConfig,
-        guide_name: str,
-        test_set,
-        run_dir: str | None,
-        launch: dict,
-    ):
+    def __init__(self, run: RunSetup, run_dir: str | None, launch: LaunchConfig, resume: bool):
         super().__init__()
-        self.loss_fn, self.model, self.guide = loss_fn, loss_fn.model, loss_fn.guide
-        self.cfg, self.model_cfg, self.guide_name, self.launch = train_cfg, model_cfg, guide_name, launch
-        self.test_images, self.test_groups = test_set.images, fixed_groups(len(test_set), train_cfg.group_size)
-        self.run_dir, self.metrics, self.last_result, self.train_seconds = run_dir, None, {}, 0.0
+        self.run, self.cfg, self.launch, self.resume = run, run.train_cfg, launch, resume
+        self.loss_fn = make_elbo(self.cfg.jit)(run.model, run.guide)
+        self.run_dir, self.book, self.checkpoint_to_restore = run_dir, None, None
 
     def configure_optimizers(self):
-        return torch.optim.Adam(self.loss_fn.parameters(), lr=self.cfg.lr)
+        self.optimizer = torch.optim.Adam(self.loss_fn.parameters(), lr=self.cfg.lr)
+        return self.optimizer
 
     def setup(self, stage: str):
         # Processes started by torchrun or SLURM never saw rank 0 create the directory.
         self.run_dir = self.trainer.strategy.broadcast(self.run_dir, src=0)
-        pyro.set_rng_seed(self.cfg.seed + self.global_rank)  # different Monte Carlo noise per process
+        cfg, world = self.cfg, self.trainer.world_size
         device = self.trainer.strategy.root_device
-        self.samples_per_step = self.cfg.group_size * self.cfg.groups_per_step * self.trainer.world_size
-        # Losses of the steps since the last log stay on the device, as in train.loop.
-        self.window, self.n_window, self.epoch_loss = torch.zeros(self.cfg.log_every, device=device), 0, (0.0, 0)
-        if self.trainer.is_global_zero:
-            self.test_images = self.test_images.to(device)
+        self.sampler = training_groups(
+            self.run.train_set, cfg.group_size, cfg.groups_per_step * world, cfg.seed, device, cfg.mix
+        )
+        is_writer = self.trainer.is_global_zero
+        if is_writer and not self.resume:
             save_config(
-                self.run_dir,
-                self.model_cfg,
-                self.cfg,
-                {
-                    "model_name": self.cfg.model,
-                    "guide_name": self.guide_name,
-                    "lightning": {**self.launch, "world_size": self.trainer.world_size},
-                },
+                self.run_dir, self.run.model_cfg, cfg, {"lightning": {**self.launch.to_dict(), "world_size": world}}
             )
-            self.metrics = MetricsLog(os.path.join(self.run_dir, "metrics.csv"))
+        samples = cfg.group_size * cfg.groups_per_step * world
+        self.book = RunBook(self.run, self.run_dir, samples, self.sampler.steps_per_epoch, writer=is_writer)
+        if self.resume:
+            self.checkpoint_to_restore = latest_checkpoint(self.run_dir)
+            if self.checkpoint_to_restore is None:
+                raise RunError(f"{self.run_dir} has no readable checkpoint to resume from; start a new run instead")
+        self.test_images = self.run.test_set.images.to(device) if is_writer else None
+
+    def on_train_start(self):
+        if self.checkpoint_to_restore is not None:
+            self.book.restore(self.checkpoint_to_restore, self.run.model, self.run.guide, self.optimizer)
+            self.checkpoint_to_restore = None
+            if self.global_rank > 0:
+                # The checkpoint holds rank 0's generators: the others draw new noise from here.
+                pyro.set_rng_seed(self.cfg.seed + 7919 * self.global_rank + self.book.step)
+        else:
+            pyro.set_rng_seed(self.cfg.seed + self.global_rank)  # different Monte Carlo noise per process
+
+    def reduce(self, window: torch.Tensor) -> torch.Tensor:
+        # A copy: the sum is written in place, and the window may still be logged later.
+        return self.trainer.strategy.reduce(window.clone(), reduce_op="sum")
 
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
-        loss = self.loss_fn(batch.float().div_(255))
-        self.window[self.n_window] = loss.detach()
-        self.n_window += 1
+        try:
+            loss = self.loss_fn(to_unit_float(batch))
+        except ValueError as e:
+            diverged = self.book.diverged_from(e)
+            if diverged is None:
+                raise
+            raise diverged from None
+        self.book.record(loss)
         return loss
 
     def on_train_epoch_start(self):
-        self.epoch_t0 = time.perf_counter()
+        self.book.start_clock()
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int):
-        cfg, step = self.cfg, self.global_step
-        last = batch_idx + 1 == self.trainer.num_training_batches
-        if step % cfg.log_every == 0 or last:
-            losses = self.pending_losses()
-            self.n_window, self.epoch_loss = 0, (self.epoch_loss[0] + sum(losses), self.epoch_loss[1] + len(losses))
-            if self.metrics:
-                self.metrics.write(
-                    step=step, epoch=self.current_epoch, train_elbo=-sum(losses) / len(losses) / self.samples_per_step
-                )
-        if step % cfg.checkpoint_every == 0 and not last:
-            self.checkpoint(self.current_epoch, batch_idx + 1)
+        book = self.book
+        if book.log_due:
+            book.log(self.reduce)
+        if book.checkpoint_due:
+            self.checkpoint()
 
     def on_train_epoch_end(self):
-        self.train_seconds += time.perf_counter() - self.epoch_t0
-        if self.trainer.is_global_zero:
-            result = evaluate(self.model, self.guide, self.test_images, self.test_groups)
-            result["train_elbo"] = -self.epoch_loss[0] / max(self.epoch_loss[1], 1) / self.samples_per_step
-            self.metrics.write(
-                step=self.global_step,
-                epoch=self.current_epoch,
-                elapsed_s=round(self.train_seconds, 3),
-                **{k: v for k, v in result.items() if k != "cluster_shares"},
-            )
-            self.last_result = result
-        self.epoch_loss = (0.0, 0)
-        self.checkpoint(self.current_epoch + 1, 0)
+        self.book.stop_clock()
+        self.book.end_epoch(self.run.model, self.run.guide, self.test_images)
+        self.checkpoint()
 
     def on_train_end(self):
-        if not self.trainer.is_global_zero:
-            return
-        epochs = self.current_epoch  # already advanced past the last finished epoch
-        summary = {
-            "steps": self.global_step,
-            "epochs": epochs,
-            "train_seconds": round(self.train_seconds, 2),
-            "seconds_per_epoch": round(self.train_seconds / max(epochs, 1), 4),
-            "world_size": self.trainer.world_size,
-            **self.last_result,
-        }
-        atomic_write_bytes(os.path.join(self.run_dir, "summary.json"), json.dumps(summary, indent=2).encode())
+        self.book.write_summary(world_size=self.trainer.world_size)
 
-    def pending_losses(self) -> list[float]:
-        """Losses of all R*G groups for each step not yet logged; every rank must call it."""
-        if self.n_window == 0:
-            return []
-        # A copy: the sum is written in place, and the window may still be logged later.
-        losses = self.trainer.strategy.reduce(self.window[: self.n_window].clone(), reduce_op="sum").tolist()
-        bad = next((i for i, loss in enumerate(losses) if not math.isfinite(loss)), None)
-        if bad is not None:
-            raise TrainingDiverged(
-                f"training diverged at step {self.global_step - len(losses) + 1 + bad}: the "
-                f"ELBO became {losses[bad]}; the last good checkpoint is kept in {self.run_dir}. "
-                f"Try --lr {self.cfg.lr / 10:g} or --clip-norm 10"
-            )
-        return losses
-
-    def checkpoint(self, epoch: int, step_in_epoch: int):
-        """The payload of `train.loop.Trainer.checkpoint`; every rank checks it, rank 0 writes it."""
-        window = self.pending_losses()
-        if not self.trainer.is_global_zero:
-            return
-        payload = {
-            "step": self.global_step,
-            "epoch": epoch,
-            "step_in_epoch": step_in_epoch,
-            "train_seconds": self.train_seconds,
-            "last_result": self.last_result,
-            "window": torch.tensor(window),
-            "epoch_loss": self.epoch_loss,
-            "model": self.model.state_dict(),
-            "guide": self.guide.state_dict(),
-            "optimizer": self.trainer.optimizers[0].state_dict(),
-            "rng": rng_state(),
-            "config": {
-                "model": self.model_cfg.to_dict(),
-                "model_name": self.cfg.model,
-                "guide_name": self.guide_name,
-                "train": self.cfg.to_dict(),
-            },
-        }
-        save_checkpoint(self.run_dir, self.global_step, payload, self.cfg.keep_checkpoints)
+    def checkpoint(self):
+        """Every rank checks the state (the window is summed over them), rank 0 writes it."""
+        self.book.checkpoint(self.run.model, self.run.guide, self.optimizer, self.loss_fn.parameters(), self.reduce)
 
 
 def launched_as_rank_zero() -> bool:
@@ -259,52 +176,52 @@ def launched_as_rank_zero() -> bool:
 
 
 def fit_lightning(
-    train_cfg: TrainConfig, model_cfg: UGVAEConfig | None, args, runs_dir: str = "runs", callbacks=()
+    train_cfg: TrainConfig,
+    model_cfg: ModelConfig | None,
+    launch: LaunchConfig,
+    runs_dir: str = "runs",
+    callbacks=(),
+    quiet: bool = False,
+    resume_dir: str | None = None,
 ) -> str | None:
-    """Train a new run under Lightning with `args.strategy`, `devices`, `num_nodes`, `accelerator`.
+    """Train a new run under Lightning, or continue the one in `resume_dir`.
 
     Returns the run directory on global rank 0 and None on the other ranks, so that a caller
     re-run by Lightning's `ddp` launcher draws its reports once.
     """
     if Trainer is None:
         raise RunError("--strategy needs PyTorch Lightning; install it with pip install 'ugvae[lightning]'")
-    if args.num_nodes < 1:
-        raise RunError(f"--num-nodes must be >= 1, got {args.num_nodes}")
-    pyro.clear_param_store()
-    pyro.set_rng_seed(train_cfg.seed)  # equal initial weights everywhere; DDP broadcasts rank 0's anyway
-    train_set = load_dataset(train_cfg.dataset, "train", train_cfg.data_dir, train_cfg.image_size)
-    test_set = load_dataset(train_cfg.dataset, "test", train_cfg.data_dir, train_cfg.image_size)
-    model_cfg = model_cfg or UGVAEConfig(x_shape=train_set.x_shape)
-    if model_cfg.x_shape != tuple(train_set.x_shape):
-        raise RunError(
-            f"the model expects images of shape {model_cfg.x_shape} but {train_cfg.dataset} "
-            f"has {tuple(train_set.x_shape)}; pass --image-size or build the config from the data"
-        )
-    guide_name = train_cfg.guide or default_guide(train_cfg.model)
-    model, guide = build(model_cfg, train_cfg.model, guide_name)
-    launch = {k: getattr(args, k) for k in ("strategy", "devices", "num_nodes", "accelerator")}
+    if resume_dir:
+        model_cfg, train_cfg, _ = load_config(resume_dir)
+    run = setup_run(train_cfg, model_cfg, quiet)
+    book_epoch = 0
+    if resume_dir:
+        ckpt = latest_checkpoint(resume_dir)
+        book_epoch = ckpt["epoch"] if ckpt else 0
     try:
         trainer = Trainer(
-            **launch,
-            max_epochs=train_cfg.epochs,
+            **launch.to_dict(),
+            max_epochs=max(train_cfg.epochs - book_epoch, 0),
             gradient_clip_val=train_cfg.clip_norm,
             use_distributed_sampler=False,  # RankGroups already splits every step's groups
+            reload_dataloaders_every_n_epochs=1,  # a resumed first epoch is shorter than the others
             logger=False,
             enable_checkpointing=False,
             enable_model_summary=False,
-            enable_progress_bar=not getattr(args, "quiet", False),
+            enable_progress_bar=not quiet,
             callbacks=list(callbacks),
         )
     except (MisconfigurationException, ValueError, TypeError) as e:
         raise RunError(
             f"Lightning rejected the launch options ({e}); check --strategy, --devices, --num-nodes and --accelerator"
         ) from None
-    run_dir = new_run_dir(runs_dir, train_cfg.dataset, train_cfg.model) if launched_as_rank_zero() else None
-    module = LightningUGVAE(
-        make_elbo(train_cfg.jit)(model, guide), train_cfg, model_cfg, guide_name, test_set, run_dir, launch
-    )
+    if resume_dir:
+        run_dir = resume_dir
+    else:
+        run_dir = new_run_dir(runs_dir, train_cfg.dataset, train_cfg.model) if launched_as_rank_zero() else None
+    module = LightningUGVAE(run, run_dir, launch, resume=bool(resume_dir))
     with warnings.catch_warnings():
         # The data is resident on the device: loader workers would only copy it.
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
-        trainer.fit(module, datamodule=GroupData(train_cfg, train_set))
+        trainer.fit(module, datamodule=GroupData(run, module))
     return module.run_dir if trainer.is_global_zero else None

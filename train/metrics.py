@@ -1,4 +1,4 @@
-"""Numbers logged during training: per-sample ELBOs and how the mixture is used."""
+"""Numbers logged during training: per-sample ELBOs and how the mixture is used, in metrics.csv."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ import math
 import os
 
 import torch
+from pyro.infer import TraceEnum_ELBO
 
-from train.runs import atomic_write_bytes
+from data import to_unit_float
+from train.atomic import atomic_write_bytes
 
 METRIC_FIELDS = [
     "step",
@@ -40,6 +42,25 @@ def cluster_usage(pi: torch.Tensor) -> dict:
         "clusters_used_argmax": int((hard >= USAGE_THRESHOLD).sum()),
         "cluster_shares": [round(v, 4) for v in mean.tolist()],
     }
+
+
+@torch.no_grad()
+def test_metrics(model, guide, images: torch.Tensor, groups: torch.Tensor, chunk: int = 16) -> dict:
+    """Per-sample test ELBO (nats) and, for mixture models, cluster usage on index `groups` (G, B)
+    of uint8 `images`. Leaves model and guide in training mode."""
+    model.eval(), guide.eval()
+    elbo, total, pis = TraceEnum_ELBO(max_plate_nesting=2), 0.0, []
+    for idx in groups.split(chunk):
+        x = to_unit_float(images[idx.to(images.device)])
+        total += elbo.loss(model, guide, x)
+        if guide.has_mixture:
+            pi = guide.local_posterior(x).pi
+            pis.append(pi.reshape(-1, pi.shape[-1]).cpu())
+    model.train(), guide.train()
+    out = {"test_elbo": -total / groups.numel()}
+    if pis:
+        out.update(cluster_usage(torch.cat(pis)))
+    return out
 
 
 class MetricsLog:

@@ -7,7 +7,7 @@ import torch
 from bench.graphs import CapturedStep
 from bench.handwritten import HandwrittenLoss
 from guide import UGVAEGuide
-from model import UGVAEConfig, UGVAEModel
+from model import ModelConfig, UGVAEModel
 
 
 def test_capture_refuses_pyro_validation():
@@ -19,7 +19,7 @@ def test_capture_refuses_pyro_validation():
 def test_captured_steps_follow_eager_steps():
     """The same losses, step by step: replay draws the random numbers the eager steps draw."""
     pyro.enable_validation(False)
-    cfg = UGVAEConfig(x_shape=(1, 8, 8), z_dim=2, beta_dim=3, K=3, hidden=16)
+    cfg = ModelConfig(x_shape=(1, 8, 8), z_dim=2, beta_dim=3, K=3, hidden=16)
     images = torch.randint(0, 256, (64, 1, 8, 8), dtype=torch.uint8, device="cuda")
     batches = torch.randint(0, 64, (6, 2, 8), device="cuda")
     runs = []

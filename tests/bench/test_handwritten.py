@@ -7,12 +7,12 @@ from pyro.infer import TraceEnum_ELBO
 
 from bench.handwritten import HandwrittenLoss
 from guide import UGVAEGuide
-from model import UGVAEConfig, UGVAEModel
+from model import ModelConfig, UGVAEModel
 
 
 @pytest.mark.parametrize("likelihood", ["gaussian", "bernoulli"])
 def test_handwritten_loss_equals_trace_enum_elbo(likelihood):
-    cfg = UGVAEConfig(x_shape=(1, 6, 6), z_dim=3, beta_dim=4, K=5, hidden=16, likelihood=likelihood)
+    cfg = ModelConfig(x_shape=(1, 6, 6), z_dim=3, beta_dim=4, K=5, hidden=16, likelihood=likelihood)
     model, guide = UGVAEModel(cfg), UGVAEGuide(cfg)
     x = torch.rand(3, 7, 1, 6, 6)
     pyro_loss = TraceEnum_ELBO(max_plate_nesting=2)(model, guide)

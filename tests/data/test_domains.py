@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 from data import DataError, MixedGroups, load_dataset
-from model import UGVAEConfig
+from model import ModelConfig
 from train import TrainConfig, Trainer, build, make_elbo
 
 
@@ -100,7 +100,7 @@ def test_trainer_groups_follow_mix_without_reading_domain_labels(dark_and_bright
     cfg = TrainConfig(
         dataset=f"folder:{dark}+folder:{bright}", image_size=8, group_size=6, groups_per_step=2, mix=1 / 3, epochs=1
     )
-    trainer = Trainer(cfg, UGVAEConfig(x_shape=(1, 8, 8), z_dim=2, beta_dim=2, K=3, hidden=8), quiet=True)
+    trainer = Trainer(cfg, ModelConfig(x_shape=(1, 8, 8), z_dim=2, beta_dim=2, K=3, hidden=8), quiet=True)
     assert isinstance(trainer.sampler, MixedGroups)
     steps = list(trainer.sampler.epoch(0))
     assert len(steps) == 72 // 12  # steps per epoch count both domains: the small one is reused
@@ -113,7 +113,7 @@ def test_conv_ugvae_takes_an_svi_step_on_a_64x64_rgb_mixture(tmp_path):
     a = write_domain(tmp_path / "a", 6, 30, size=(80, 60), mode="RGB")
     b = write_domain(tmp_path / "b", 6, 220, size=(50, 50), seed=1)  # grayscale, made RGB by the mixer
     data = load_dataset(f"folder:{a}+folder:{b}", split="train")  # folders default to 64x64
-    cfg = UGVAEConfig(x_shape=data.x_shape, z_dim=2, beta_dim=2, K=3, hidden=16)
+    cfg = ModelConfig(x_shape=data.x_shape, z_dim=2, beta_dim=2, K=3, hidden=16)
     assert data.x_shape == (3, 64, 64) and cfg.resolved_arch == "conv"
     model, guide = build(cfg)
     loss_fn = make_elbo(jit=False)(model, guide)
@@ -128,7 +128,7 @@ def test_conv_ugvae_takes_an_svi_step_on_a_64x64_rgb_mixture(tmp_path):
     assert not unchanged
     assert guide.global_posterior(x)[0].shape == (2, 2)
     with pytest.raises(ValueError, match="--image-size 64"):
-        UGVAEConfig(x_shape=(1, 28, 28), arch="conv")
+        ModelConfig(x_shape=(1, 28, 28), arch="conv")
 
 
 def test_16_bit_grayscale_keeps_its_shades(tmp_path):

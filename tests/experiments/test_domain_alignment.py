@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from experiments import domain_alignment
-from model import UGVAEConfig
+from model import ModelConfig
 from tests.data.test_domains import write_domain
 from train import RunError, TrainConfig, build, load_run, train
 
@@ -19,7 +19,7 @@ def train_tiny(runs_dir, dataset, model="ugvae", epochs=3):
     cfg = TrainConfig(
         dataset=dataset, model=model, image_size=8, epochs=epochs, group_size=4, groups_per_step=2, lr=1e-2, log_every=1
     )
-    return train(cfg, str(runs_dir), UGVAEConfig(x_shape=(1, 8, 8), **TINY), quiet=True)
+    return train(cfg, str(runs_dir), ModelConfig(x_shape=(1, 8, 8), **TINY), quiet=True)
 
 
 @pytest.fixture(scope="module")

@@ -12,13 +12,12 @@ from pyro.infer import TraceEnum_ELBO
 from torch.distributions import Normal
 
 import run
-from data import load_dataset
+from data import fixed_groups, load_dataset
 from experiments.evaluate import clustering_accuracy, evaluate_run, iwae_bounds
 from guide import GUIDES
-from model import UGVAEConfig
+from model import ModelConfig
 from model.likelihood import pixel_distribution
 from train import TrainConfig, build, load_run, train
-from train.loop import fixed_groups
 
 pytestmark = pytest.mark.filterwarnings("ignore:TraceEnum_ELBO found no sample sites")
 
@@ -59,7 +58,7 @@ def exact_log_px(model, x: torch.Tensor, points: int = 401, limit: float = 8.0) 
 
 @pytest.mark.parametrize("model_name,guide_name", list(GUIDES))
 def test_iwae_converges_to_the_exact_log_likelihood(model_name, guide_name):
-    cfg = UGVAEConfig(x_shape=(1, 2, 2), z_dim=1, beta_dim=1, K=3, hidden=8, likelihood="bernoulli")
+    cfg = ModelConfig(x_shape=(1, 2, 2), z_dim=1, beta_dim=1, K=3, hidden=8, likelihood="bernoulli")
     model, guide = build(cfg, model_name, guide_name)
     x = (torch.rand(2, 3, *cfg.x_shape) > 0.5).float()
     exact = exact_log_px(model, x)
@@ -78,7 +77,7 @@ def test_clustering_accuracy_maps_each_cluster_to_its_majority_label():
     assert clustering_accuracy(labels, labels) == 1.0
 
 
-TINY = UGVAEConfig(x_shape=(1, 28, 28), z_dim=2, beta_dim=2, K=3, hidden=16)
+TINY = ModelConfig(x_shape=(1, 28, 28), z_dim=2, beta_dim=2, K=3, hidden=16)
 
 
 @pytest.fixture(scope="module")

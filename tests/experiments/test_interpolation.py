@@ -9,6 +9,7 @@ from PIL import Image
 
 from data import load_dataset
 from experiments import interpolation
+from guide import Guide
 from model import UGVAEModel
 from tests.experiments.conftest import run_cli, tiny_train
 from train import RunError
@@ -92,8 +93,8 @@ def test_default_clusters_are_the_most_used_and_bad_choices_are_refused():
 
 
 def test_a_run_without_global_latent_is_refused(tiny_run, monkeypatch):
-    class LocalOnlyGuide:
-        def local_posterior(self, x):
+    class LocalOnlyGuide(Guide):  # declares no global latent
+        def _local_posterior(self, x):
             raise AssertionError("never called")
 
     model, _, config = interpolation.load_run(tiny_run)

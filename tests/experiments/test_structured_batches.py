@@ -10,7 +10,8 @@ from PIL import Image
 
 from data import DataError, ImageSet, load_dataset
 from experiments import structured_batches
-from experiments.groups import group_posterior, posterior_samples, svm_accuracies
+from experiments.group_features import group_posterior, posterior_samples, svm_accuracies
+from guide import Guide
 from tests.experiments.conftest import run_cli, tiny_train
 from train import RunError
 
@@ -108,13 +109,15 @@ def test_svm_accuracy_is_measured_on_held_out_groups():
 
 
 def test_a_model_without_global_latent_uses_the_mean_of_z():
-    class LocalOnlyGuide:  # the VAE's interface: no global_posterior
-        def local_posterior(self, x):
-            return x[..., :2], torch.ones_like(x[..., :2]), None
+    class LocalOnlyGuide(Guide):  # the VAE's contract: no global latent
+        def _local_posterior(self, x):
+            z = x.flatten(2)[..., :2]
+            return z, torch.ones_like(z), None
 
-    x = torch.arange(24.0).reshape(2, 4, 3)  # 2 groups of 4
+    x = torch.rand(2, 4, 1, 1, 3)  # 2 groups of 4
     loc, scale = group_posterior(LocalOnlyGuide(), x)
-    assert torch.allclose(loc, x[..., :2].mean(1)) and torch.allclose(scale, torch.full((2, 2), 0.5))
+    z = x.flatten(2)[..., :2]
+    assert torch.allclose(loc, z.mean(1)) and torch.allclose(scale, torch.full((2, 2), 0.5))
 
 
 def test_celeba_tasks_read_the_attributes():

@@ -10,7 +10,7 @@ from pyro import poutine
 from pyro.infer import TraceEnum_ELBO, TraceMeanField_ELBO
 
 from guide import GMVAEGuide, MLVAEGuide, VAEGuide
-from model import GMVAEModel, MLVAEModel, UGVAEConfig, VAEModel
+from model import GMVAEModel, MLVAEModel, ModelConfig, VAEModel
 
 G, B = 3, 5
 # The baselines without d train with TraceEnum_ELBO like the rest, which warns that nothing is enumerated.
@@ -82,7 +82,7 @@ def log_likelihood(logits, x, cfg):
 
 @pytest.mark.parametrize("likelihood", ["gaussian", "bernoulli"])
 def test_vae_elbo_matches_the_closed_form(likelihood):
-    cfg = UGVAEConfig(x_shape=(1, 5, 5), z_dim=3, hidden=12, likelihood=likelihood)
+    cfg = ModelConfig(x_shape=(1, 5, 5), z_dim=3, hidden=12, likelihood=likelihood)
     model, guide = VAEModel(cfg), VAEGuide(cfg)
     x = torch.rand(2, 4, 1, 5, 5)
     loc, scale = guide.local_encoder(guide.features(x))

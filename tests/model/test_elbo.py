@@ -13,7 +13,7 @@ from pyro.infer import Trace_ELBO, TraceEnum_ELBO
 from torch.distributions import Normal
 
 from guide import UGVAEGuide
-from model import UGVAEConfig, UGVAEModel
+from model import ModelConfig, UGVAEModel
 
 
 def closed_form_elbo(model, guide, x, z, beta):
@@ -44,7 +44,7 @@ def closed_form_elbo(model, guide, x, z, beta):
 
 @pytest.mark.parametrize("likelihood", ["gaussian", "bernoulli"])
 def test_trace_enum_elbo_equals_closed_form(likelihood):
-    cfg = UGVAEConfig(x_shape=(1, 6, 6), z_dim=3, beta_dim=4, K=5, hidden=16, likelihood=likelihood)
+    cfg = ModelConfig(x_shape=(1, 6, 6), z_dim=3, beta_dim=4, K=5, hidden=16, likelihood=likelihood)
     model, guide = UGVAEModel(cfg), UGVAEGuide(cfg)
     x = torch.rand(3, 7, 1, 6, 6)
 

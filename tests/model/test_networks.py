@@ -1,7 +1,7 @@
 import torch
 from torch import nn
 
-from model import UGVAEConfig
+from model import ModelConfig
 from model.networks import ClusterPrior, Decoder, ImageFeatures, concat_latents, product_of_gaussians
 
 
@@ -43,7 +43,7 @@ def test_concat_latents_broadcasts_group_latent():
 
 
 def test_conv_architecture_shapes_with_extra_leading_dims():
-    cfg = UGVAEConfig(x_shape=(3, 64, 64), z_dim=4, beta_dim=4, K=2)
+    cfg = ModelConfig(x_shape=(3, 64, 64), z_dim=4, beta_dim=4, K=2)
     features, decoder = ImageFeatures(cfg), Decoder(cfg, 8)
     assert features(torch.rand(2, 3, *cfg.x_shape)).shape == (2, 3, 256)
     assert decoder(torch.randn(5, 2, 3, 8)).shape == (5, 2, 3, *cfg.x_shape)

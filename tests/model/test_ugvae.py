@@ -4,7 +4,7 @@ from pyro import poutine
 from pyro.infer import TraceEnum_ELBO
 
 from guide import UGVAEGuide
-from model import UGVAEConfig, UGVAEModel
+from model import ModelConfig, UGVAEModel
 
 
 def test_site_shapes_and_plates(tiny_cfg):
@@ -57,10 +57,10 @@ def test_bad_input_shape_is_named(tiny_cfg):
 )
 def test_config_rejects_bad_values(kwargs, field):
     with pytest.raises(ValueError, match=field):
-        UGVAEConfig(**kwargs)
+        ModelConfig(**kwargs)
 
 
 def test_config_round_trips():
-    cfg = UGVAEConfig(x_shape=(3, 64, 64), K=20, z_dim=20, beta_dim=50)
-    assert UGVAEConfig.from_dict(cfg.to_dict()) == cfg
-    assert cfg.resolved_arch == "conv" and UGVAEConfig().resolved_arch == "mlp"
+    cfg = ModelConfig(x_shape=(3, 64, 64), K=20, z_dim=20, beta_dim=50)
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+    assert cfg.resolved_arch == "conv" and ModelConfig().resolved_arch == "mlp"

@@ -11,18 +11,18 @@ import numpy as np
 import pytest
 import torch
 
-from model import UGVAEConfig
+from model import ModelConfig
 from train import RunError, TrainConfig, load_run, train
-from train.runs import (
+from train.checkpoints import (
     CHECKPOINT_KEYS,
     latest_checkpoint,
     list_checkpoints,
     load_checkpoint,
-    new_run_dir,
     rng_state,
     save_checkpoint,
     set_rng_state,
 )
+from train.rundir import new_run_dir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -30,7 +30,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 DIE_WHILE_WRITING = textwrap.dedent("""
     import io, os, signal, sys
     import torch
-    from train import runs
+    from train import checkpoints as runs
 
     def payload(step):
         ckpt = {key: None for key in runs.CHECKPOINT_KEYS}
@@ -92,7 +92,7 @@ def test_an_exception_while_writing_removes_the_temporary_file(tmp_path, monkeyp
         f.write(b"half a checkpoint")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("train.runs.torch.save", interrupted)
+    monkeypatch.setattr("train.checkpoints.torch.save", interrupted)
     with pytest.raises(KeyboardInterrupt):
         save_checkpoint(str(tmp_path), 2, fake_payload(2), keep=3)
     assert os.listdir(tmp_path / "checkpoints") == ["step-000000001.pt"]
@@ -142,7 +142,7 @@ def test_new_runs_never_reuse_a_directory(tmp_path):
 def test_load_run_of_a_trained_run_restores_the_last_checkpoint(tmp_path, one_thread):
     train_cfg = TrainConfig(dataset="synthetic:40", epochs=1, group_size=8, checkpoint_every=2, keep_checkpoints=5)
     run_dir = train(
-        train_cfg, str(tmp_path), UGVAEConfig(x_shape=(1, 28, 28), z_dim=2, beta_dim=2, K=3, hidden=8), quiet=True
+        train_cfg, str(tmp_path), ModelConfig(x_shape=(1, 28, 28), z_dim=2, beta_dim=2, K=3, hidden=8), quiet=True
     )
     model, _, config = load_run(run_dir)
     last = load_checkpoint(list_checkpoints(run_dir)[-1])

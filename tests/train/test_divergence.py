@@ -7,10 +7,10 @@ import pytest
 import torch
 
 import run
-from model import UGVAEConfig
+from model import ModelConfig
 from train import TrainConfig, TrainingDiverged, load_run
+from train.checkpoints import latest_checkpoint
 from train.loop import Trainer
-from train.runs import latest_checkpoint
 
 TINY_MODEL = ["--hidden", "16", "--z-dim", "2", "--beta-dim", "2", "--K", "3"]
 
@@ -54,7 +54,7 @@ def test_a_nan_loss_is_caught_without_validation_and_never_checkpointed(tmp_path
     cfg = TrainConfig(
         dataset="synthetic:200", epochs=3, group_size=8, lr=100.0, log_every=log_every, checkpoint_every=1
     )
-    trainer = Trainer(cfg, UGVAEConfig(x_shape=(1, 28, 28), z_dim=2, beta_dim=2, K=3, hidden=16), quiet=True)
+    trainer = Trainer(cfg, ModelConfig(x_shape=(1, 28, 28), z_dim=2, beta_dim=2, K=3, hidden=16), quiet=True)
     trainer.start(str(tmp_path))
     with pytest.raises(TrainingDiverged, match=r"at step (\d+): the (ELBO became (nan|-?inf)|weights became)") as e:
         trainer.fit()
@@ -65,7 +65,7 @@ def test_a_nan_loss_is_caught_without_validation_and_never_checkpointed(tmp_path
 
 
 def test_clip_norm_bounds_the_gradient(tmp_path, one_thread):
-    model_cfg = UGVAEConfig(x_shape=(1, 28, 28), z_dim=2, beta_dim=2, K=3, hidden=16)
+    model_cfg = ModelConfig(x_shape=(1, 28, 28), z_dim=2, beta_dim=2, K=3, hidden=16)
     norms = {}
     for clip in (None, 0.5):
         trainer = Trainer(

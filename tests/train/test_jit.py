@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from guide import UGVAEGuide
-from model import UGVAEConfig, UGVAEModel
+from model import ModelConfig, UGVAEModel
 from train import TrainConfig, make_elbo, train
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.trace` is deprecated:FutureWarning")
@@ -25,7 +25,7 @@ def loss_and_grads(loss_fn, x, seed):
 
 @pytest.mark.parametrize("likelihood", ["gaussian", "bernoulli"])
 def test_jit_loss_and_gradients_equal_eager(likelihood):
-    cfg = UGVAEConfig(x_shape=(1, 6, 6), z_dim=3, beta_dim=4, K=5, hidden=16, likelihood=likelihood)
+    cfg = ModelConfig(x_shape=(1, 6, 6), z_dim=3, beta_dim=4, K=5, hidden=16, likelihood=likelihood)
     model, guide = UGVAEModel(cfg), UGVAEGuide(cfg)
     eager, jit = make_elbo(jit=False)(model, guide), make_elbo(jit=True)(model, guide)
     x = torch.rand(3, 7, 1, 6, 6)
@@ -64,7 +64,7 @@ def test_jit_training_steps_follow_eager_steps(tiny_cfg):
 def test_two_jit_runs_in_one_process(tmp_path):
     """Trainer clears Pyro's global param store: a second run traces its own parameters, not the
     first run's (which made the JIT ELBO insert a Tensor that requires grad as a constant)."""
-    cfg = UGVAEConfig(x_shape=(1, 28, 28), z_dim=2, beta_dim=2, K=3, hidden=16)
+    cfg = ModelConfig(x_shape=(1, 28, 28), z_dim=2, beta_dim=2, K=3, hidden=16)
     train_cfg = TrainConfig(dataset="synthetic", epochs=1, group_size=16, groups_per_step=4, jit=True)
     runs = [train(train_cfg, str(tmp_path), cfg, quiet=True) for _ in range(2)]
     first, second = (json.load(open(os.path.join(run_dir, "summary.json"))) for run_dir in runs)

@@ -1,6 +1,5 @@
 """The Lightning path: two CPU processes (gloo) against one process replaying the same groups."""
 
-import argparse
 import os
 
 import pytest
@@ -11,12 +10,12 @@ pytest.importorskip("lightning")
 from lightning.pytorch import Callback  # noqa: E402
 
 from data import RandomGroups, load_dataset  # noqa: E402
-from model import UGVAEConfig  # noqa: E402
-from train.config import TrainConfig  # noqa: E402
-from train.lightning import add_arguments, fit_lightning  # noqa: E402
-from train.loop import make_elbo  # noqa: E402
+from model import ModelConfig  # noqa: E402
+from train import build, load_run  # noqa: E402
+from train.config import LaunchConfig, TrainConfig  # noqa: E402
+from train.core import make_elbo  # noqa: E402
+from train.lightning import fit_lightning  # noqa: E402
 from train.metrics import read_metrics  # noqa: E402
-from train.runs import build, load_run  # noqa: E402
 
 G, B, STEPS = 2, 4, 3
 
@@ -69,12 +68,11 @@ def test_two_processes_match_one_process_on_the_same_groups(tmp_path):
     train_cfg = TrainConfig(
         dataset="synthetic:48", image_size=8, epochs=1, group_size=B, groups_per_step=G, lr=1e-2, log_every=1, seed=3
     )
-    model_cfg = UGVAEConfig(x_shape=(1, 8, 8), z_dim=2, beta_dim=2, K=3, hidden=16)
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    args = parser.parse_args(["--strategy", "ddp_spawn", "--devices", "2", "--accelerator", "cpu"])
-    args.quiet = True
-    run_dir = fit_lightning(train_cfg, model_cfg, args, str(tmp_path / "runs"), callbacks=[StepRecorder(str(tmp_path))])
+    model_cfg = ModelConfig(x_shape=(1, 8, 8), z_dim=2, beta_dim=2, K=3, hidden=16)
+    launch = LaunchConfig(strategy="ddp_spawn", devices=2, accelerator="cpu")
+    run_dir = fit_lightning(
+        train_cfg, model_cfg, launch, str(tmp_path / "runs"), callbacks=[StepRecorder(str(tmp_path))], quiet=True
+    )
 
     records = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
     assert [len(r["steps"]) for r in records] == [STEPS, STEPS]  # 48 // (2 ranks * G * B)

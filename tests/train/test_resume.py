@@ -13,11 +13,11 @@ from dataclasses import replace
 import pytest
 
 import run
-from model import UGVAEConfig
+from model import ModelConfig
 from train import TrainConfig, train
+from train.checkpoints import list_checkpoints
 from train.loop import resume
 from train.metrics import MetricsLog, read_metrics
-from train.runs import list_checkpoints
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # 25 steps per epoch, 100 in all: long enough to be killed mid-run, a second or two to train.
@@ -49,7 +49,7 @@ def tiny_run_cfgs():
     """15 steps per epoch of synthetic digits, 2 epochs, a model of a few thousand weights."""
     return (
         TrainConfig(dataset="synthetic:120", epochs=2, group_size=8, log_every=1, checkpoint_every=5),
-        UGVAEConfig(x_shape=(1, 28, 28), z_dim=2, beta_dim=2, K=3, hidden=16),
+        ModelConfig(x_shape=(1, 28, 28), z_dim=2, beta_dim=2, K=3, hidden=16),
     )
 
 

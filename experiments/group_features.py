@@ -23,7 +23,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC, LinearSVC
 
-from train.runs import build
+from data import to_unit_float
+from guide import build
 
 CLASSIFIERS = {
     "linear SVM": lambda seed: LinearSVC(C=1.0, max_iter=10_000, random_state=seed),
@@ -34,7 +35,7 @@ CLASSIFIERS = {
 @torch.no_grad()
 def group_posterior(guide, x: torch.Tensor):
     """loc, scale (G, D) of the group feature of x (G, B, C, H, W); see the module docstring."""
-    if hasattr(guide, "global_posterior"):
+    if guide.has_global_latent:
         return guide.global_posterior(x)
     z_loc, z_scale, _ = guide.local_posterior(x)
     return z_loc.mean(-2), z_scale.pow(2).sum(-2).sqrt() / z_loc.shape[-2]
@@ -45,7 +46,7 @@ def encode_groups(guide, images: torch.Tensor, groups: torch.Tensor, chunk: int 
     device = next(guide.parameters()).device
     locs, scales = [], []
     for idx in groups.split(chunk):
-        loc, scale = group_posterior(guide, images[idx].to(device).float().div_(255))
+        loc, scale = group_posterior(guide, to_unit_float(images[idx].to(device)))
         locs.append(loc.cpu())
         scales.append(scale.cpu())
     return torch.cat(locs), torch.cat(scales)
@@ -68,7 +69,7 @@ def pca_features(dim: int):
     """Group mean images on principal axes fitted on the training groups only; scale 0."""
 
     def features(images, groups, is_train):
-        means = torch.cat([images[idx].float().div_(255).mean(1).flatten(1) for idx in groups.split(64)]).numpy()
+        means = torch.cat([to_unit_float(images[idx]).mean(1).flatten(1) for idx in groups.split(64)]).numpy()
         pca = PCA(n_components=min(dim, int(is_train.sum()), means.shape[1]), random_state=0)
         pca.fit(means[is_train.numpy()])
         loc = torch.from_numpy(pca.transform(means)).float()

@@ -1,0 +1,70 @@
+"""What every guide offers the rest of the package, beyond being a Pyro program over the sites of
+`model/ugvae.py` (z, and where the model has them d and beta).
+
+    local_posterior(x)  -> LocalPosterior(z_loc, z_scale, pi)    q(z_i | x_i), and q(d_i | z_i) at z_loc
+    global_posterior(x) -> GlobalPosterior(loc, scale)           q(beta | X), with Z at E q(Z | X)
+
+x is (G, B, C, H, W) floats in [0, 1]; z_loc and z_scale are (G, B, z_dim), pi (G, B, K) or None
+for a guide without clusters, loc and scale (G, beta_dim). Class-level facts say which parts
+exist, so callers ask `guide.has_global_latent` rather than probe for methods.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, NamedTuple
+
+import torch
+from pyro.nn import PyroModule
+
+
+class LocalPosterior(NamedTuple):
+    z_loc: torch.Tensor
+    z_scale: torch.Tensor
+    pi: torch.Tensor | None
+
+
+class GlobalPosterior(NamedTuple):
+    loc: torch.Tensor
+    scale: torch.Tensor
+
+
+def check_images(x: torch.Tensor) -> None:
+    """Raise a ValueError naming the fix when x is not (G, B, C, H, W) floats in [0, 1]."""
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        kind = x.dtype if isinstance(x, torch.Tensor) else type(x).__name__
+        raise ValueError(f"images must be a float tensor in [0, 1], got {kind}; convert uint8 with x.float() / 255")
+    if x.dim() != 5:
+        raise ValueError(
+            f"images must have shape (G, B, C, H, W), got {tuple(x.shape)}; add a group dim with x.unsqueeze(0)"
+        )
+    lo, hi = torch.aminmax(x)
+    if not (lo >= 0 and hi <= 1):  # also false for NaN
+        raise ValueError(
+            f"images must hold values in [0, 1], got min {lo.item():g} and max {hi.item():g}; "
+            "divide 0..255 pixels by 255 and remove NaN"
+        )
+
+
+class Guide(PyroModule):
+    """Base of every guide: the posterior summaries that experiments and `embed` read."""
+
+    has_global_latent: ClassVar[bool] = False
+    has_mixture: ClassVar[bool] = False
+
+    @torch.no_grad()
+    def local_posterior(self, x: torch.Tensor) -> LocalPosterior:
+        check_images(x)
+        return LocalPosterior(*self._local_posterior(x))
+
+    @torch.no_grad()
+    def global_posterior(self, x: torch.Tensor) -> GlobalPosterior:
+        if not self.has_global_latent:
+            raise ValueError(f"{type(self).__name__} has no global latent; use local_posterior")
+        check_images(x)
+        return GlobalPosterior(*self._global_posterior(x))
+
+    def _local_posterior(self, x: torch.Tensor) -> tuple:
+        raise NotImplementedError
+
+    def _global_posterior(self, x: torch.Tensor) -> tuple:
+        raise NotImplementedError

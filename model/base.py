@@ -1,0 +1,17 @@
+"""What every generative model offers besides being a Pyro program over the sites of `model/ugvae.py`.
+
+Class-level facts say which latents exist, so callers ask `model.has_global_latent` rather than
+probe for attributes; `decode(z[, beta])` gives the mean image of latents (..., z_dim) and, with
+a global latent, (..., beta_dim).
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from pyro.nn import PyroModule
+
+
+class GenerativeModel(PyroModule):
+    has_global_latent: ClassVar[bool] = False
+    has_mixture: ClassVar[bool] = False

@@ -1,0 +1,117 @@
+"""Run directories and `load_run`.
+
+A run directory holds `config.json` (model and training configs, the model and guide names),
+`checkpoints/` (see `train/checkpoints.py`), `metrics.csv`, `summary.json` and the figures and
+experiments drawn from it. Runs are never overwritten: a new run always gets a new directory.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import re
+from dataclasses import dataclass
+
+from guide import Guide, build, default_guide
+from model import ModelConfig
+from train.atomic import write_json
+from train.checkpoints import check_compatible, latest_checkpoint
+from train.config import TrainConfig, resolve_device
+from train.errors import RunError
+
+
+def new_run_dir(runs_dir: str, dataset: str, model: str) -> str:
+    """A fresh `runs_dir/<dataset>-<model>-<timestamp>[-n]`; never an existing one."""
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    safe = re.sub(r"[^A-Za-z0-9_.+-]", "_", dataset.replace("folder:", "").strip("/"))
+    base = os.path.join(runs_dir, f"{safe}-{model}-{stamp}")
+    path, n = base, 1
+    while True:
+        try:
+            os.makedirs(path)
+            return path
+        except FileExistsError:
+            n += 1
+            path = f"{base}-{n}"
+
+
+def claim_run_dir(path: str) -> str:
+    """Create the run directory `path`, refusing one that exists so that no run is overwritten."""
+    try:
+        os.makedirs(path)
+    except FileExistsError:
+        raise RunError(
+            f"run directory {path} already exists and runs are never overwritten; pick another "
+            f"--run-dir, or continue that run with --resume {path}"
+        ) from None
+    return path
+
+
+def save_config(run_dir: str, model_cfg: ModelConfig, train_cfg: TrainConfig, extra: dict | None = None):
+    guide_name = train_cfg.guide or default_guide(train_cfg.model)
+    payload = {
+        "model": model_cfg.to_dict(),
+        "train": train_cfg.to_dict(),
+        "model_name": train_cfg.model,
+        "guide_name": guide_name,
+        **(extra or {}),
+    }
+    write_json(os.path.join(run_dir, "config.json"), payload)
+
+
+def load_config(run_dir: str) -> tuple[ModelConfig, TrainConfig, dict]:
+    """(model config, training config, the whole config.json) of a run directory."""
+    path = os.path.join(run_dir, "config.json")
+    if not os.path.isfile(path):
+        raise RunError(f"{run_dir} is not a run directory (no config.json); pass a directory made by `run.py train`")
+    try:
+        with open(path) as f:
+            payload = json.load(f)
+        return ModelConfig.from_dict(payload["model"]), TrainConfig.from_dict(payload["train"]), payload
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+        raise RunError(f"{path} is corrupt ({e}); restore it or start a new run") from None
+
+
+@dataclass
+class LoadedRun:
+    """A trained run: model and guide (eval mode, newest good checkpoint), their configs, its step.
+
+    It unpacks as `model, guide, run = load_run(...)`, and `run["train"]`, `run["model"]`,
+    `run["step"]`, `run["run_dir"]` still answer as the dict that load_run used to return.
+    """
+
+    model: object
+    guide: Guide
+    model_cfg: ModelConfig
+    train_cfg: TrainConfig
+    step: int
+    run_dir: str
+
+    @property
+    def guide_name(self) -> str:
+        return self.train_cfg.guide or default_guide(self.train_cfg.model)
+
+    def __iter__(self):
+        return iter((self.model, self.guide, self))
+
+    def __getitem__(self, key: str):
+        legacy = {"model": self.model_cfg, "train": self.train_cfg, "step": self.step, "run_dir": self.run_dir}
+        return legacy[key]
+
+
+def load_run(run_dir: str, device: str = "cpu") -> LoadedRun:
+    """The run in `run_dir`, with weights from its newest good checkpoint, on `device`."""
+    model_cfg, train_cfg, _ = load_config(run_dir)
+    guide_name = train_cfg.guide or default_guide(train_cfg.model)
+    device = resolve_device(device)
+    model, guide = build(model_cfg, train_cfg.model, guide_name)
+    ckpt = latest_checkpoint(run_dir)
+    if ckpt is None:
+        raise RunError(f"{run_dir} holds no readable checkpoint; train it first or resume it with --resume")
+    check_compatible(ckpt, model_cfg, train_cfg.model, guide_name)
+    model.load_state_dict(ckpt["model"])
+    guide.load_state_dict(ckpt["guide"])
+    model.to(device).eval()
+    guide.to(device).eval()
+    return LoadedRun(model, guide, model_cfg, train_cfg, ckpt["step"], run_dir)

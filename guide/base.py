@@ -16,6 +16,9 @@ from typing import ClassVar, NamedTuple
 import torch
 from pyro.nn import PyroModule
 
+from model.config import ModelConfig
+from model.networks import GaussianHead, ImageFeatures
+
 
 class LocalPosterior(NamedTuple):
     z_loc: torch.Tensor
@@ -46,10 +49,22 @@ def check_images(x: torch.Tensor) -> None:
 
 
 class Guide(PyroModule):
-    """Base of every guide: the posterior summaries that experiments and `embed` read."""
+    """Base of every guide: q(z_i | x_i) of eq. 6, which all of them share, and the posterior
+    summaries that experiments and `embed` read."""
 
     has_global_latent: ClassVar[bool] = False
     has_mixture: ClassVar[bool] = False
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.features = ImageFeatures(cfg)
+        self.local_encoder = GaussianHead(self.features.out_dim, cfg.z_dim)
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Image features h (G, B, F) and the loc and scale of q(z | x), each (G, B, z_dim)."""
+        h = self.features(x)
+        return (h, *self.local_encoder(h))
 
     @torch.no_grad()
     def local_posterior(self, x: torch.Tensor) -> LocalPosterior:
@@ -64,7 +79,8 @@ class Guide(PyroModule):
         return GlobalPosterior(*self._global_posterior(x))
 
     def _local_posterior(self, x: torch.Tensor) -> tuple:
-        raise NotImplementedError
+        _, z_loc, z_scale = self.encode(x)
+        return z_loc, z_scale, None
 
     def _global_posterior(self, x: torch.Tensor) -> tuple:
         raise NotImplementedError

@@ -15,27 +15,24 @@ import torch
 
 from guide.base import Guide
 from model.config import ModelConfig
-from model.networks import ClusterPosterior, GaussianHead, ImageFeatures
+from model.networks import ClusterPosterior
 
 
 class GMVAEGuide(Guide):
     has_mixture = True
 
     def __init__(self, cfg: ModelConfig):
-        super().__init__()
-        self.cfg = cfg
-        self.features = ImageFeatures(cfg)
-        self.local_encoder = GaussianHead(self.features.out_dim, cfg.z_dim)
+        super().__init__(cfg)
         self.cluster_posterior = ClusterPosterior(cfg.z_dim, cfg.K, cfg.hidden)
 
     def forward(self, x: torch.Tensor):
         G, B = x.shape[:2]
-        z_loc, z_scale = self.local_encoder(self.features(x))
+        _, z_loc, z_scale = self.encode(x)
         with pyro.plate("groups", G, dim=-2), pyro.plate("samples", B, dim=-1):
             z = pyro.sample("z", dist.Normal(z_loc, z_scale).to_event(1))
             pyro.sample("d", dist.Categorical(probs=self.cluster_posterior(z)), infer={"enumerate": "parallel"})
 
     def _local_posterior(self, x: torch.Tensor):
         """z_loc, z_scale of q(z|x) and pi of q(d|z) at z = z_loc."""
-        z_loc, z_scale = self.local_encoder(self.features(x))
+        _, z_loc, z_scale = self.encode(x)
         return z_loc, z_scale, self.cluster_posterior(z_loc)

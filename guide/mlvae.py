@@ -16,32 +16,24 @@ import torch
 
 from guide.base import Guide
 from model.config import ModelConfig
-from model.networks import GaussianHead, GroupPosterior, ImageFeatures
+from model.networks import GroupPosterior
 
 
 class MLVAEGuide(Guide):
     has_global_latent = True
 
     def __init__(self, cfg: ModelConfig):
-        super().__init__()
-        self.cfg = cfg
-        self.features = ImageFeatures(cfg)
-        self.local_encoder = GaussianHead(self.features.out_dim, cfg.z_dim)
+        super().__init__(cfg)
         self.global_encoder = GroupPosterior(self.features.out_dim, cfg.beta_dim)
 
     def forward(self, x: torch.Tensor):
         G, B = x.shape[:2]
-        h = self.features(x)
-        z_loc, z_scale = self.local_encoder(h)
+        h, z_loc, z_scale = self.encode(x)
         beta_loc, beta_scale = self.global_encoder(h)
         with pyro.plate("groups", G, dim=-2):
             with pyro.plate("samples", B, dim=-1):
                 pyro.sample("z", dist.Normal(z_loc, z_scale).to_event(1))
             pyro.sample("beta", dist.Normal(beta_loc.unsqueeze(-2), beta_scale.unsqueeze(-2)).to_event(1))
-
-    def _local_posterior(self, x: torch.Tensor):
-        """z_loc, z_scale of q(z|x); no clusters."""
-        return (*self.local_encoder(self.features(x)), None)
 
     def _global_posterior(self, x: torch.Tensor):
         """loc, scale of q(beta|X)."""

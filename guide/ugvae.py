@@ -25,9 +25,7 @@ from guide.base import Guide
 from model.config import ModelConfig
 from model.networks import (
     ClusterPosterior,
-    GaussianHead,
     GroupPosterior,
-    ImageFeatures,
     concat_latents,
 )
 
@@ -39,10 +37,7 @@ class UGVAEGuide(Guide):
     global_reads_pi = True  # q(beta | X, Z); an ablation may drop pi(z)
 
     def __init__(self, cfg: ModelConfig):
-        super().__init__()
-        self.cfg = cfg
-        self.features = ImageFeatures(cfg)
-        self.local_encoder = GaussianHead(self.features.out_dim, cfg.z_dim)
+        super().__init__(cfg)
         cluster_in = cfg.z_dim if self.cluster_reads_z else self.features.out_dim
         self.cluster_posterior = ClusterPosterior(cluster_in, cfg.K, cfg.hidden)
         global_in = self.features.out_dim + (cfg.K if self.global_reads_pi else 0)
@@ -58,8 +53,7 @@ class UGVAEGuide(Guide):
 
     def forward(self, x: torch.Tensor):
         G, B = x.shape[:2]
-        h = self.features(x)
-        z_loc, z_scale = self.local_encoder(h)
+        h, z_loc, z_scale = self.encode(x)
         samples = pyro.plate("samples", B, dim=-1)
         with pyro.plate("groups", G, dim=-2):
             with samples:
@@ -75,12 +69,10 @@ class UGVAEGuide(Guide):
 
     def _local_posterior(self, x: torch.Tensor):
         """z_loc, z_scale of q(z|x) and pi of q(d|z) at z = z_loc."""
-        h = self.features(x)
-        z_loc, z_scale = self.local_encoder(h)
+        h, z_loc, z_scale = self.encode(x)
         return z_loc, z_scale, self.cluster_probs(h, z_loc)
 
     def _global_posterior(self, x: torch.Tensor):
         """loc, scale of q(beta|X,Z), with Z at the mean of q(z|x)."""
-        h = self.features(x)
-        z_loc, _ = self.local_encoder(h)
+        h, z_loc, _ = self.encode(x)
         return self.global_params(h, self.cluster_probs(h, z_loc))

@@ -13,23 +13,11 @@ import pyro.distributions as dist
 import torch
 
 from guide.base import Guide
-from model.config import ModelConfig
-from model.networks import GaussianHead, ImageFeatures
 
 
 class VAEGuide(Guide):
-    def __init__(self, cfg: ModelConfig):
-        super().__init__()
-        self.cfg = cfg
-        self.features = ImageFeatures(cfg)
-        self.local_encoder = GaussianHead(self.features.out_dim, cfg.z_dim)
-
     def forward(self, x: torch.Tensor):
         G, B = x.shape[:2]
-        z_loc, z_scale = self.local_encoder(self.features(x))
+        _, z_loc, z_scale = self.encode(x)
         with pyro.plate("groups", G, dim=-2), pyro.plate("samples", B, dim=-1):
             pyro.sample("z", dist.Normal(z_loc, z_scale).to_event(1))
-
-    def _local_posterior(self, x: torch.Tensor):
-        """z_loc, z_scale of q(z|x); no clusters."""
-        return (*self.local_encoder(self.features(x)), None)

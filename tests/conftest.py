@@ -1,3 +1,6 @@
+"""Fixtures and tiny-run helpers shared by every test package."""
+
+import argparse
 import os
 import sys
 
@@ -24,3 +27,26 @@ def tiny_cfg():
     from model import ModelConfig
 
     return ModelConfig(x_shape=(1, 4, 4), z_dim=2, beta_dim=3, K=3, hidden=8)
+
+
+def tiny_flags(dataset: str = "synthetic:40", epochs: int = 1, group_size: int = 8) -> list[str]:
+    """`run.py` flags of a run of a few thousand weights that trains in a second or two."""
+    model = ["--hidden", "16", "--z-dim", "2", "--beta-dim", "2", "--K", "3"]
+    return ["--dataset", dataset, *model, "-B", str(group_size), "--epochs", str(epochs), "--quiet"]
+
+
+def tiny_train(tmp_path_factory, model: str, dataset: str = "synthetic:200") -> str:
+    """A one-epoch run of `model` on synthetic digits, in a fresh folder."""
+    from model import ModelConfig
+    from train import TrainConfig, train
+
+    cfg = TrainConfig(dataset=dataset, model=model, epochs=1, group_size=4, groups_per_step=5)
+    model_cfg = ModelConfig(x_shape=(1, 28, 28), z_dim=2, beta_dim=2, K=3, hidden=16)
+    return train(cfg, str(tmp_path_factory.mktemp("runs")), model_cfg, quiet=True)
+
+
+def run_cli(module, *argv) -> int:
+    """An experiment module's command, parsed and run as run.py would."""
+    parser = argparse.ArgumentParser()
+    module.add_arguments(parser)
+    return module.run(parser.parse_args(list(argv)))

@@ -14,27 +14,12 @@ from PIL import Image
 import run
 from data import DataError
 from model import ModelConfig
+from tests.conftest import tiny_flags
 from train import TrainConfig, train
 from train.checkpoints import list_checkpoints
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = [
-    "--dataset",
-    "synthetic:40",
-    "--hidden",
-    "16",
-    "--z-dim",
-    "2",
-    "--beta-dim",
-    "2",
-    "--K",
-    "3",
-    "-B",
-    "8",
-    "--epochs",
-    "1",
-    "--quiet",
-]
+TINY = tiny_flags()
 # A device this machine lacks: no CUDA at all, or one past its last GPU.
 ABSENT_CUDA = f"cuda:{torch.cuda.device_count()}" if torch.cuda.is_available() else "cuda"
 CUDA_FIX = "use cuda:0" if torch.cuda.is_available() else "use --device cpu"

@@ -14,6 +14,7 @@ import pytest
 
 import run
 from model import ModelConfig
+from tests.conftest import tiny_flags
 from train import TrainConfig, train
 from train.checkpoints import list_checkpoints
 from train.loop import resume
@@ -21,27 +22,7 @@ from train.metrics import MetricsLog, read_metrics
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # 25 steps per epoch, 100 in all: long enough to be killed mid-run, a second or two to train.
-TINY_RUN = [
-    "--dataset",
-    "synthetic:200",
-    "--hidden",
-    "16",
-    "--z-dim",
-    "2",
-    "--beta-dim",
-    "2",
-    "--K",
-    "3",
-    "-B",
-    "8",
-    "--epochs",
-    "4",
-    "--log-every",
-    "1",
-    "--checkpoint-every",
-    "7",
-    "--quiet",
-]
+TINY_RUN = [*tiny_flags("synthetic:200", epochs=4), "--log-every", "1", "--checkpoint-every", "7"]
 
 
 @pytest.fixture

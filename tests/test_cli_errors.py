@@ -159,6 +159,7 @@ def test_debug_shows_the_traceback():
         run.main(["--dataset", "imagenet", "--debug"])
 
 
+@pytest.mark.slow
 def test_the_script_itself_prints_one_line_and_exits_2():
     proc = subprocess.run(
         [sys.executable, "run.py", "--dataset", "imagenet"], cwd=ROOT, capture_output=True, text=True, timeout=300

@@ -3,11 +3,13 @@
 import os
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
 from tests.conftest import ROOT
 
 
+@pytest.mark.slow
 def test_inspect_trace_notebook_runs():
     path = os.path.join(ROOT, "notebooks", "inspect_trace.ipynb")
     nb = nbformat.read(path, as_version=4)

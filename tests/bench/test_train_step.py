@@ -2,9 +2,12 @@
 
 import json
 
+import pytest
+
 from bench.train_step import main
 
 
+@pytest.mark.slow
 def test_benchmark_writes_every_row(tmp_path, capsys):
     out = tmp_path / "bench.json"
     argv = [

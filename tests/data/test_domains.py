@@ -109,6 +109,7 @@ def test_trainer_groups_follow_mix_without_reading_domain_labels(dark_and_bright
         assert dark_counts.tolist() == [2, 2]
 
 
+@pytest.mark.slow
 def test_conv_ugvae_takes_an_svi_step_on_a_64x64_rgb_mixture(tmp_path):
     a = write_domain(tmp_path / "a", 6, 30, size=(80, 60), mode="RGB")
     b = write_domain(tmp_path / "b", 6, 220, size=(50, 50), seed=1)  # grayscale, made RGB by the mixer

@@ -9,6 +9,7 @@ import data.mnist
 from data import load_dataset
 
 
+@pytest.mark.slow
 def test_offline_fallback_is_stratified_and_announced(tmp_path, monkeypatch):
     monkeypatch.setattr(data.mnist, "download_mnist_like", lambda *args, **kwargs: None)
     train = load_dataset("mnist", data_dir=str(tmp_path))

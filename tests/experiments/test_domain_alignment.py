@@ -42,6 +42,7 @@ def experiment(*argv):
     return domain_alignment.run(parser.parse_args([str(a) for a in argv]))
 
 
+@pytest.mark.slow
 def test_figures_and_accuracy_table(mixture_runs):
     run_dir, vae_dir = mixture_runs
     assert (

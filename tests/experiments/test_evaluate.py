@@ -95,6 +95,7 @@ def trained_runs(tmp_path_factory):
     }
 
 
+@pytest.mark.slow
 def test_evaluate_writes_eval_json_with_iwae_above_the_elbo(trained_runs, capsys):
     run_dir = trained_runs["ugvae"]
     assert run.main(["evaluate", "--run", run_dir, "--samples", "20"]) == 0
@@ -107,6 +108,7 @@ def test_evaluate_writes_eval_json_with_iwae_above_the_elbo(trained_runs, capsys
     assert sum(scores["cluster_shares"]) == pytest.approx(1, abs=1e-3)
 
 
+@pytest.mark.slow
 def test_iwae_increases_with_the_number_of_samples_on_a_trained_model(trained_runs):
     model, guide, _ = load_run(trained_runs["ugvae"])
     test = load_dataset("synthetic:400", "test")

@@ -73,6 +73,7 @@ def test_writes_one_png_per_cluster_a_summary_and_json(tiny_run):
     assert sorted(g["cluster"] for g in json.load(open(os.path.join(out, "interpolation.json")))["grids"]) == [0, 1, 2]
 
 
+@pytest.mark.slow
 def test_an_mlvae_run_gets_one_grid_around_the_prior_of_z(tmp_path_factory):
     mlvae_run = tiny_train(tmp_path_factory, "mlvae")
     assert run_experiment("--run", mlvae_run, "--rows", "3", "--cols", "3") == 0

@@ -27,6 +27,7 @@ def run_experiment(*argv) -> int:
     return run_cli(structured_batches, *argv)
 
 
+@pytest.mark.slow
 def test_writes_the_table_as_json_markdown_and_a_tsne_plot(tiny_run, tmp_path_factory):
     vae_run = tiny_train(tmp_path_factory, "vae")
     assert (
@@ -137,6 +138,7 @@ def test_celeba_tasks_read_the_attributes():
     assert attributes[male.draw(everyone, 4, 5, 0), 2].all() and not attributes[female.draw(everyone, 4, 5, 0), 2].any()
 
 
+@pytest.mark.slow
 def test_posterior_means_and_a_baseline_on_other_data(tiny_run, tmp_path_factory):
     assert run_experiment("--run", tiny_run, "--group-sizes", "4", "--groups", "4", "--means") == 0
     table = json.load(open(os.path.join(tiny_run, "experiments", "structured-batches", "table.json")))

@@ -58,6 +58,7 @@ def test_trace_enum_elbo_equals_closed_form(likelihood):
     assert loss == pytest.approx(expected, rel=1e-4)
 
 
+@pytest.mark.slow
 def test_sampled_d_agrees_with_enumerated_d(tiny_cfg):
     """Trace_ELBO with d sampled is an unbiased, noisier estimate of the same ELBO."""
     model, guide = UGVAEModel(tiny_cfg), UGVAEGuide(tiny_cfg)

@@ -58,6 +58,7 @@ def fake_payload(step):
     return {**{key: None for key in CHECKPOINT_KEYS}, "step": step, "model": {"w": torch.full((10,), float(step))}}
 
 
+@pytest.mark.slow
 def test_sigkill_while_writing_leaves_the_previous_checkpoint_loadable(tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.run(

@@ -23,6 +23,7 @@ def loss_and_grads(loss_fn, x, seed):
     return loss.item(), {name: p.grad.clone() for name, p in loss_fn.named_parameters()}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("likelihood", ["gaussian", "bernoulli"])
 def test_jit_loss_and_gradients_equal_eager(likelihood):
     cfg = ModelConfig(x_shape=(1, 6, 6), z_dim=3, beta_dim=4, K=5, hidden=16, likelihood=likelihood)
@@ -61,6 +62,7 @@ def test_jit_training_steps_follow_eager_steps(tiny_cfg):
     assert torch.allclose(finals[0], finals[1], rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_two_jit_runs_in_one_process(tmp_path):
     """Trainer clears Pyro's global param store: a second run traces its own parameters, not the
     first run's (which made the JIT ELBO insert a Tensor that requires grad as a constant)."""

@@ -20,6 +20,8 @@ from train.core import make_elbo  # noqa: E402
 from train.lightning import fit_lightning  # noqa: E402
 from train.metrics import read_metrics  # noqa: E402
 
+pytestmark = pytest.mark.slow  # every test here trains or spawns processes
+
 G, B, STEPS = 2, 4, 3
 
 

@@ -64,6 +64,7 @@ def kill_after_checkpoint(run_dir, min_step, timeout=120):
     assert proc.returncode == -signal.SIGKILL, f"the run was not killed mid-run (rc {proc.returncode}): {err[-500:]}"
 
 
+@pytest.mark.slow
 def test_sigkilled_run_resumes_with_the_same_losses(tmp_path, one_thread):
     killed, reference = str(tmp_path / "killed"), str(tmp_path / "reference")
     kill_after_checkpoint(killed, min_step=14)

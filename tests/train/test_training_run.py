@@ -10,6 +10,8 @@ from PIL import Image
 import run
 from train.metrics import read_metrics
 
+pytestmark = pytest.mark.slow  # every test here trains or spawns processes
+
 
 @pytest.fixture(scope="module")
 def mnist_run(tmp_path_factory):

@@ -19,12 +19,13 @@ from dataclasses import replace
 
 import pyro
 import torch
-from pyro.infer import JitTraceEnum_ELBO, TraceEnum_ELBO
+from pyro.infer import TraceEnum_ELBO
 from tqdm.auto import tqdm
 
 from data import MixedGroups, RandomGroups, load_dataset
 from model import UGVAEConfig
 from train.config import TrainConfig
+from train.elbo import make_elbo
 from train.metrics import MetricsLog, cluster_usage
 from train.runs import (
     RunError,
@@ -58,12 +59,6 @@ class TrainingInterrupted(KeyboardInterrupt):
 # Models without a discrete site (VAE, ML-VAE) share the loop: for them TraceEnum_ELBO is
 # Trace_ELBO, and its warning that nothing is enumerated is expected.
 warnings.filterwarnings("ignore", message="TraceEnum_ELBO found no sample sites configured for enumeration")
-
-
-def make_elbo(jit: bool):
-    cls = JitTraceEnum_ELBO if jit else TraceEnum_ELBO
-    # The JIT ELBO checks its traced graph against the eager one; one warning is enough.
-    return cls(max_plate_nesting=2, ignore_jit_warnings=True) if jit else cls(max_plate_nesting=2)
 
 
 def group_sampler(train_set, cfg: TrainConfig, groups_per_step: int, device):

@@ -35,10 +35,10 @@ import pyro
 import torch
 from pyro.infer import SVI, TraceEnum_ELBO
 
-from bench.graphs import CapturedStep
 from bench.handwritten import HandwrittenLoss
 from guide import UGVAEGuide
 from model import UGVAEConfig, UGVAEModel
+from train.graph import CapturedStep
 from train.loop import make_elbo
 
 VARIANTS = ("svi", "pyro", "pyro-compile", "jit", "hand", "hand-compile", "hand-graph", "hand-compile-graph")

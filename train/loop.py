@@ -26,6 +26,7 @@ from data import MixedGroups, RandomGroups, load_dataset
 from model import UGVAEConfig
 from train.config import TrainConfig
 from train.elbo import make_elbo
+from train.graph import CapturedStep
 from train.metrics import MetricsLog, cluster_usage
 from train.runs import (
     RunError,
@@ -131,7 +132,9 @@ class Trainer:
         self.test_groups = fixed_groups(len(test_set), train_cfg.group_size)
         self.sampler = group_sampler(train_set, train_cfg, train_cfg.groups_per_step, self.device)
         self.loss_fn = make_elbo(train_cfg.jit)(self.model, self.guide)
-        self.optimizer = torch.optim.Adam(self.loss_fn.parameters(), lr=train_cfg.lr)
+        self.optimizer = torch.optim.Adam(self.loss_fn.parameters(), lr=train_cfg.lr, capturable=train_cfg.graph)
+        self.validate = train_cfg.validation_on(self.device.type)
+        self.run_step = CapturedStep(self.train_step, self.device) if train_cfg.graph else self.train_step
         self.step, self.epoch, self.step_in_epoch, self.train_seconds = 0, 0, 0, 0.0
         # Losses of the steps since the last log stay on the device: logging is the only sync.
         self.window, self.n_window = torch.zeros(train_cfg.log_every, device=self.device), 0
@@ -210,7 +213,8 @@ class Trainer:
 
     def _guarded_step(self, idx: torch.Tensor) -> torch.Tensor:
         try:
-            return self.train_step(idx)
+            with pyro.validation_enabled(self.validate):
+                return self.run_step(idx)
         except ValueError as e:
             # With Pyro's validation on (its default), divergence shows up first as a distribution
             # built from NaN/inf/zero scales rather than as a NaN loss.

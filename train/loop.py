@@ -1,6 +1,6 @@
 """Fitting a model by SVI, with the ELBO summed over groups (eq. 10) and d enumerated.
 
-The loss is Pyro's `TraceEnum_ELBO` (or its JIT version) used as a module, as in Pyro's
+The loss is `TraceEnum_ELBO`, sync-free (train/elbo.py) or JIT, used as a module, as in Pyro's
 Lightning example: `elbo(model, guide)` is an `nn.Module` whose forward is the
 differentiable loss, optimised by a `torch.optim.Adam`. It is the same estimator as
 `SVI.step`, but the optimiser state is a plain state_dict (exact resume), gradients can be
@@ -216,7 +216,7 @@ class Trainer:
             with pyro.validation_enabled(self.validate):
                 return self.run_step(idx)
         except ValueError as e:
-            # With Pyro's validation on (its default), divergence shows up first as a distribution
+            # With Pyro's validation on (--validate), divergence shows up first as a distribution
             # built from NaN/inf/zero scales rather than as a NaN loss.
             invalid = INVALID_PARAMETER_RE.search(str(e))
             if invalid is None:

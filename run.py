@@ -77,6 +77,13 @@ def add_train_arguments(p: argparse.ArgumentParser):
     g.add_argument("--seed", type=int, default=d.seed, help="random seed")
     g.add_argument("--device", default=None, help="cpu or cuda[:N] (default: cpu; a resumed run keeps its own)")
     g.add_argument("--jit", action="store_true", help="use JitTraceEnum_ELBO (same loss, less overhead)")
+    g.add_argument(
+        "--validate",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="Pyro's argument checks, which sync with the host every step (default: on, off on CUDA)",
+    )
+    g.add_argument("--graph", action="store_true", help="replay the whole step as one CUDA graph (needs cuda)")
     g.add_argument("--clip-norm", type=float, default=None, help="clip the gradient norm to this value")
     g.add_argument("--log-every", type=int, default=d.log_every, help="steps between logged losses")
     g.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every, help="steps between checkpoints")
@@ -162,6 +169,8 @@ def cmd_train(args) -> int:
             checkpoint_every=args.checkpoint_every,
             keep_checkpoints=args.keep_checkpoints,
             clip_norm=args.clip_norm,
+            validate=args.validate,
+            graph=args.graph,
         )
         from data import load_dataset
 

@@ -3,13 +3,15 @@
 A step is what Trainer.train_step does: gather G groups of B images from uint8 data resident on
 the device, compute the loss, backpropagate, take an Adam step. Variants:
 
-    svi           pyro.infer.SVI.step with TraceEnum_ELBO and pyro.optim.Adam (it syncs: returns a float)
-    pyro          TraceEnum_ELBO as a module + torch.optim.Adam: Trainer's default step
-    jit           JitTraceEnum_ELBO the same way: Trainer's --jit
-    hand          bench/handwritten.py's loss of the same networks, the same way
-    *-compile     torch.compile on the networks (pyro) or on the whole loss (hand)
-    *-graph       the hand-written step captured once and replayed as a CUDA graph (bench/graphs.py);
-                  Pyro's steps cannot be captured (two host syncs inside Pyro), so only hand has these
+    svi            pyro.infer.SVI.step with TraceEnum_ELBO and pyro.optim.Adam (it syncs: returns a float)
+    pyro           TraceEnum_ELBO as a module + torch.optim.Adam: Trainer's step before the sync-free
+                   ELBO, and still its step for a pair that ELBO is not proven for (two host syncs)
+    pyro-syncfree  train/elbo.py's SyncFreeTraceEnum_ELBO the same way: Trainer's default step
+    jit            JitTraceEnum_ELBO the same way: Trainer's --jit
+    hand           bench/handwritten.py's loss of the same networks, the same way
+    *-compile      torch.compile on the networks (pyro*) or on the whole loss (hand)
+    *-graph        the step captured once and replayed as a CUDA graph (train/graph.py): Trainer's
+                   --graph for pyro-syncfree-graph; TraceEnum_ELBO's syncs forbid it for pyro
 
 For each G it prints the median step time over blocks of steps (one sync a block, as training
 syncs once a log window), samples/s, and the ratios to `hand` and to the fastest hand-written
@@ -17,36 +19,62 @@ variant; then, at the largest G, the time of one epoch of --epoch-samples images
 training set's size by default) and the peak memory. Pyro validation is off, as it should be
 for training (it adds host syncs).
 
+--check-syncs runs instead one step of each Pyro variant asked for (default: all that the device
+runs) and exits 1, naming them, if any syncs with the host: on CUDA under
+`torch.cuda.set_sync_debug_mode("error")`, on a CPU with the loss and backward pass under
+train/syncs.py's `host_reads_forbidden`.
+
     python -m bench.train_step --device cuda --json bench.json
+    python -m bench.train_step --device cuda --check-syncs
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import resource
 import statistics
+import sys
 import time
 import traceback
 import warnings
+from collections.abc import Callable
 
 import pyro
 import torch
 from pyro.infer import SVI, TraceEnum_ELBO
+from pyro.infer.elbo import ELBOModule
 
-from bench.graphs import CapturedStep
 from bench.handwritten import HandwrittenLoss
 from data import to_unit_float
 from guide import UGVAEGuide
 from model import ModelConfig, UGVAEModel
-from train.core import make_elbo
+from train.elbo import SyncFreeTraceEnum_ELBO, make_elbo
+from train.graph import CapturedStep
+from train.syncs import host_reads_forbidden
 
-VARIANTS = ("svi", "pyro", "pyro-compile", "jit", "hand", "hand-compile", "hand-graph", "hand-compile-graph")
+VARIANTS = (
+    "svi",
+    "pyro",
+    "pyro-compile",
+    "pyro-syncfree",
+    "pyro-syncfree-compile",
+    "pyro-syncfree-graph",
+    "jit",
+    "hand",
+    "hand-compile",
+    "hand-graph",
+    "hand-compile-graph",
+)
+PYRO_VARIANTS = tuple(v for v in VARIANTS if not v.startswith("hand"))
 
 
-def build_step(variant: str, cfg: ModelConfig, images: torch.Tensor, example_idx: torch.Tensor, lr=1e-3):
-    """A fresh model and guide, and `step(idx) -> loss` for one variant."""
+def build_step(
+    variant: str, cfg: ModelConfig, images: torch.Tensor, lr=1e-3, guard=contextlib.nullcontext
+) -> Callable[[torch.Tensor], torch.Tensor | float]:
+    """A fresh model and guide, and `step(idx) -> loss` for one variant; `guard()` wraps loss and backward."""
     pyro.clear_param_store()
     pyro.set_rng_seed(0)
     device = images.device
@@ -54,13 +82,21 @@ def build_step(variant: str, cfg: ModelConfig, images: torch.Tensor, example_idx
     base, *tricks = variant.split("-")
     if base == "svi":
         svi = SVI(model, guide, pyro.optim.Adam({"lr": lr}), TraceEnum_ELBO(max_plate_nesting=2))
-        return lambda idx: svi.step(to_unit_float(images[idx]))
+
+        def svi_step(idx: torch.Tensor) -> float:
+            with guard():
+                return svi.step(to_unit_float(images[idx]))
+
+        return svi_step
     if base == "hand":
         loss_fn = HandwrittenLoss(model, guide)
         if "compile" in tricks:
             loss_fn = torch.compile(loss_fn, dynamic=False)
+    elif base == "jit":
+        loss_fn = make_elbo(jit=True)(model, guide)
     else:
-        loss_fn = make_elbo(base == "jit")(model, guide)
+        elbo = SyncFreeTraceEnum_ELBO if "syncfree" in tricks else TraceEnum_ELBO
+        loss_fn = ELBOModule(model, guide, elbo(max_plate_nesting=2))
         if "compile" in tricks:
             for network in (
                 model.cluster_prior,
@@ -78,16 +114,58 @@ def build_step(variant: str, cfg: ModelConfig, images: torch.Tensor, example_idx
     def step(idx: torch.Tensor) -> torch.Tensor:
         x = to_unit_float(images[idx])
         optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(x)
-        loss.backward()
+        with guard():
+            loss = loss_fn(x)
+            loss.backward()
         optimizer.step()
         return loss.detach()
 
     if "graph" in tricks:
         if not cuda:
             raise ValueError(f"{variant} needs --device cuda: CUDA graphs exist only on a GPU")
-        return CapturedStep(step, example_idx)
+        return CapturedStep(step, device)
     return step
+
+
+def first_sync(variant: str, cfg: ModelConfig, images: torch.Tensor, batch: torch.Tensor) -> str | None:
+    """The error of the first host sync in a step of `variant` (after its warm-up), or None if it has none."""
+    if images.device.type == "cuda":
+        step = build_step(variant, cfg, images)
+        for _ in range(5 if "graph" in variant else 1):  # past the capture, and past lazy initialisation
+            step(batch)
+        torch.cuda.set_sync_debug_mode("error")
+        guard = contextlib.nullcontext
+    else:
+        step, guard = build_step(variant, cfg, images, guard=host_reads_forbidden), contextlib.nullcontext
+    try:
+        with guard():
+            step(batch)
+    except Exception as error:  # a sync, or whatever else kept the variant from running here
+        return _describe(error)
+    finally:
+        if images.device.type == "cuda":
+            torch.cuda.set_sync_debug_mode("default")
+    return None
+
+
+def check_syncs(args) -> int:
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("error: --device cuda was asked for but CUDA is not available; use --device cpu")
+    cfg = ModelConfig(x_shape=(1, 8, 8), z_dim=2, beta_dim=2, K=3, hidden=16) if args.tiny else ModelConfig()
+    pyro.enable_validation(False)
+    images = torch.randint(0, 256, (4 * args.group_size,) + cfg.x_shape, dtype=torch.uint8, device=device)
+    batch = torch.randint(0, len(images), (max(args.groups), args.group_size), device=device)
+    failed = []
+    for variant in args.variants:
+        error = first_sync(variant, cfg, images, batch)
+        print(f"{variant:<24}{'no host sync' if error is None else 'SYNCS: ' + error[:200]}", flush=True)
+        if error is not None:
+            failed.append(variant)
+    if failed:
+        print(f"error: host syncs left in {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def synchronize(device: torch.device):
@@ -176,7 +254,7 @@ def run(args) -> dict:
                 torch.cuda.reset_peak_memory_stats(device)
             row = {"variant": variant, "G": G, "B": B}
             try:
-                step = build_step(variant, cfg, images, batches[0])
+                step = build_step(variant, cfg, images)
                 seconds = median_step_seconds(step, batches, args.warmup, args.steps)
                 row.update(step_ms=seconds * 1e3, samples_per_s=G * B / seconds)
                 if G == 1 and variant in args.profile:
@@ -267,12 +345,21 @@ def main(argv=None) -> int:
     parser.add_argument("--profile", nargs="*", default=[], choices=VARIANTS, help="profile these variants at G=1")
     parser.add_argument("--profile-prefix", default="profile-", help="profile tables go to PREFIX<variant>.txt")
     parser.add_argument("--tiny", action="store_true", help="a tiny model, for the test suite")
+    parser.add_argument(
+        "--check-syncs",
+        action="store_true",
+        help="check one step of each Pyro variant for host syncs instead of timing; exit 1 if any syncs",
+    )
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore", message="`torch.jit.trace` is deprecated")
+    warnings.filterwarnings("ignore", message="TraceEnum_ELBO found no sample sites")
     if args.variants is None:
-        args.variants = (
-            [v for v in VARIANTS if "graph" not in v and "compile" not in v] if args.device == "cpu" else list(VARIANTS)
-        )
+        on_cpu = [v for v in VARIANTS if "graph" not in v and "compile" not in v]
+        args.variants = on_cpu if args.device == "cpu" else list(VARIANTS)
+        if args.check_syncs:
+            args.variants = [v for v in args.variants if v in PYRO_VARIANTS]
+    if args.check_syncs:
+        return check_syncs(args)
     result = run(args)
     print_tables(result)
     if args.json:

@@ -3,7 +3,8 @@ device, `lightning` across processes), checkpoint files, run directories and `lo
 
 from guide import build
 from train.config import LaunchConfig, TrainConfig
-from train.core import RunBook, make_elbo, setup_run
+from train.core import RunBook, setup_run
+from train.elbo import make_elbo
 from train.errors import RunError, TrainingDiverged, TrainingInterrupted
 from train.loop import Trainer, resume, train
 from train.rundir import LoadedRun, load_run

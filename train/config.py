@@ -29,6 +29,10 @@ class TrainConfig:
     checkpoint_every: int = 1000  # steps; a checkpoint is also written at each epoch end
     keep_checkpoints: int = 3
     clip_norm: float | None = None
+    # Pyro's and torch.distributions' argument checks read tensors on the host (syncs);
+    # None: on unless training on CUDA, where they would stall every step.
+    validate: bool | None = None
+    graph: bool = False  # capture the whole step as one CUDA graph (train/graph.py)
 
     def __post_init__(self):
         problems = []
@@ -47,8 +51,18 @@ class TrainConfig:
             problems.append(f"--mix must be in [0, 1], got {self.mix}")
         if self.clip_norm is not None and not self.clip_norm > 0:
             problems.append(f"--clip-norm must be > 0, got {self.clip_norm}")
+        if self.graph and not self.device.startswith("cuda"):
+            problems.append("--graph needs a GPU, CUDA graphs exist only there: use --device cuda, or drop --graph")
+        if self.graph and self.validate:
+            problems.append("--graph cannot capture Pyro's validation checks (host syncs): drop --validate")
+        if self.graph and self.jit:
+            problems.append("--graph captures the sync-free ELBO, not the JIT one: drop --jit")
         if problems:
             raise ValueError("; ".join(problems))
+
+    def validation_on(self, device_type: str) -> bool:
+        """Whether training on `device_type` runs the argument checks: --validate, or else off on CUDA."""
+        return self.validate if self.validate is not None else device_type != "cuda"
 
     def to_dict(self) -> dict:
         return asdict(self)

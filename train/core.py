@@ -1,7 +1,7 @@
 """The one training core under both drivers: what a run is, what it counts, saves and says.
 
 The objective is eq. 10 summed over the groups of a step, minimised by a `torch.optim.Adam` over
-Pyro's ELBO used as a module (`make_elbo`). Two thin drivers own the loop itself:
+the enumerated ELBO used as a module (`train.elbo.make_elbo`). Two thin drivers own the loop itself:
 `train.loop.Trainer` on one device, and `train.lightning` under PyTorch Lightning (DDP). Both
 build their run with `setup_run` and keep its books with a `RunBook`:
 
@@ -20,13 +20,11 @@ import math
 import os
 import re
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import pyro
 import torch
-from pyro.infer import JitTraceEnum_ELBO, TraceEnum_ELBO
 from tqdm.auto import tqdm
 
 from data import ImageSet, fixed_groups, load_dataset
@@ -42,18 +40,6 @@ from train.metrics import MetricsLog, test_metrics
 INVALID_PARAMETER_RE = re.compile(r"Expected parameter (\w+) .*? of distribution (\w+).*found invalid values", re.S)
 # Checkpoints written before the core kept its own format version.
 CHECKPOINT_VERSION = 2
-
-# Models without a discrete site (VAE, ML-VAE) share the loop: for them TraceEnum_ELBO is
-# Trace_ELBO, and its warning that nothing is enumerated is expected.
-warnings.filterwarnings("ignore", message="TraceEnum_ELBO found no sample sites configured for enumeration")
-
-
-def make_elbo(jit: bool):
-    """Pyro's enumerated ELBO (eq. 10-11); `elbo(model, guide)` is then the loss module."""
-    if jit:
-        # The JIT ELBO checks its traced graph against the eager one; one warning is enough.
-        return JitTraceEnum_ELBO(max_plate_nesting=2, ignore_jit_warnings=True)
-    return TraceEnum_ELBO(max_plate_nesting=2)
 
 
 @dataclass
@@ -117,7 +103,8 @@ class RunBook:
         return self.epoch >= self.cfg.epochs
 
     def record(self, loss: torch.Tensor):
-        self.pending.append(loss.detach())
+        # A copy: a captured step (--graph) returns the same static tensor at every replay.
+        self.pending.append(loss.detach().clone())
         self.step += 1
         self.step_in_epoch += 1
 

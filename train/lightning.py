@@ -27,7 +27,8 @@ from data import to_unit_float, training_groups
 from model import ModelConfig
 from train.checkpoints import latest_checkpoint
 from train.config import LaunchConfig, TrainConfig
-from train.core import RunBook, RunSetup, make_elbo, setup_run
+from train.core import RunBook, RunSetup, setup_run
+from train.elbo import make_elbo
 from train.errors import RunError
 from train.rundir import load_config, new_run_dir, save_config
 

@@ -1,6 +1,6 @@
 """The single-device driver: SVI steps over resident data, with the books kept by `train.core`.
 
-The loss is Pyro's `TraceEnum_ELBO` (or its JIT version) used as a module, as in Pyro's
+The loss is `TraceEnum_ELBO`, sync-free (train/elbo.py) or JIT, used as a module, as in Pyro's
 Lightning example: `elbo(model, guide)` is an `nn.Module` whose forward is the differentiable
 loss, optimised by a `torch.optim.Adam`. It is the same estimator as `SVI.step`, but the
 optimiser state is a plain state_dict (exact resume), gradients can be clipped, and the loss
@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from dataclasses import replace
 
+import pyro
 import torch
 from tqdm.auto import tqdm
 
@@ -19,8 +20,10 @@ from data import to_unit_float, training_groups
 from model import ModelConfig
 from train.checkpoints import latest_checkpoint
 from train.config import TrainConfig, resolve_device
-from train.core import RunBook, make_elbo, setup_run
+from train.core import RunBook, setup_run
+from train.elbo import make_elbo
 from train.errors import RunError
+from train.graph import CapturedStep
 from train.rundir import claim_run_dir, load_config, new_run_dir, save_config
 
 
@@ -49,7 +52,9 @@ class Trainer:
             train_cfg.mix,
         )
         self.loss_fn = make_elbo(train_cfg.jit)(self.model, self.guide)
-        self.optimizer = torch.optim.Adam(self.loss_fn.parameters(), lr=train_cfg.lr)
+        self.optimizer = torch.optim.Adam(self.loss_fn.parameters(), lr=train_cfg.lr, capturable=train_cfg.graph)
+        self.validate = train_cfg.validation_on(self.device.type)
+        self.run_step = CapturedStep(self.train_step, self.device) if train_cfg.graph else self.train_step
         self.book: RunBook | None = None
 
     @property
@@ -88,7 +93,10 @@ class Trainer:
 
     def _guarded_step(self, idx: torch.Tensor) -> torch.Tensor:
         try:
-            return self.train_step(idx)
+            # With validation on (--validate), divergence shows up first as a distribution built
+            # from NaN/inf/zero scales rather than as a NaN loss.
+            with pyro.validation_enabled(self.validate):
+                return self.run_step(idx)
         except ValueError as e:
             diverged = self.book.diverged_from(e)
             if diverged is None:

@@ -35,7 +35,7 @@ def test_benchmark_writes_every_row(tmp_path, capsys):
     assert main(argv) == 0
     result = json.loads(out.read_text())
 
-    variants = ["svi", "pyro", "jit", "hand"]
+    variants = ["svi", "pyro", "pyro-syncfree", "jit", "hand"]
     assert [(r["variant"], r["G"]) for r in result["rows"]] == [(v, G) for v in variants for G in (1, 2)]
     for row in result["rows"]:
         assert "error" not in row, row
@@ -67,6 +67,7 @@ def test_graph_variants_report_that_they_need_a_gpu(tmp_path):
                 "--variants",
                 "hand",
                 "hand-graph",
+                "pyro-syncfree-graph",
                 "--json",
                 str(out),
             ]
@@ -74,4 +75,13 @@ def test_graph_variants_report_that_they_need_a_gpu(tmp_path):
         == 0
     )
     rows = json.loads(out.read_text())["rows"]
-    assert "step_ms" in rows[0] and "needs --device cuda" in rows[1]["error"]
+    assert "step_ms" in rows[0] and all("needs --device cuda" in row["error"] for row in rows[1:])
+
+
+def test_check_syncs_names_the_variants_that_read_the_host(capsys):
+    tiny = ["--tiny", "--device", "cpu", "--groups", "2", "--group-size", "4", "--check-syncs"]
+    assert main([*tiny, "--variants", "pyro-syncfree"]) == 0
+    assert main([*tiny, "--variants", "svi", "pyro", "pyro-syncfree"]) == 1
+    out, err = capsys.readouterr()
+    assert err.strip() == "error: host syncs left in svi, pyro"
+    assert "pyro-syncfree           no host sync" in out and "HostSyncError" in out

@@ -5,6 +5,7 @@ import re
 import pyro
 import pytest
 import torch
+from pyro.infer.util import is_validation_enabled
 
 import run
 from model import ModelConfig
@@ -48,11 +49,16 @@ def test_huge_learning_rate_stops_with_the_step_and_keeps_a_good_checkpoint(tmp_
 @pytest.mark.filterwarnings("ignore:Encountered NaN")
 @pytest.mark.parametrize("log_every", [1, 4])
 def test_a_nan_loss_is_caught_without_validation_and_never_checkpointed(tmp_path, one_thread, log_every):
-    # With Pyro's validation off nothing rejects NaN scales: the loss itself turns NaN/inf, and the
-    # check before each checkpoint must catch it even between two logs.
-    pyro.enable_validation(False)
+    # With Pyro's validation off (the default on CUDA) nothing rejects NaN scales: the loss itself
+    # turns NaN/inf, and the check before each checkpoint must catch it even between two logs.
     cfg = TrainConfig(
-        dataset="synthetic:200", epochs=3, group_size=8, lr=100.0, log_every=log_every, checkpoint_every=1
+        dataset="synthetic:200",
+        epochs=3,
+        group_size=8,
+        lr=100.0,
+        log_every=log_every,
+        checkpoint_every=1,
+        validate=False,
     )
     trainer = Trainer(cfg, ModelConfig(x_shape=(1, 28, 28), z_dim=2, beta_dim=2, K=3, hidden=16), quiet=True)
     trainer.start(str(tmp_path))
@@ -62,6 +68,18 @@ def test_a_nan_loss_is_caught_without_validation_and_never_checkpointed(tmp_path
     kept = latest_checkpoint(str(tmp_path))
     assert kept["step"] == diverged_at - 1
     assert all(torch.isfinite(v).all() for v in [*kept["model"].values(), *kept["guide"].values()])
+
+
+def test_validation_on_names_the_invalid_parameter_even_where_pyro_validation_is_off(tmp_path, one_thread):
+    """--validate turns the checks on for the steps (not for the process), and divergence is then reported
+    as the distribution parameter that became invalid, before any NaN reaches the loss."""
+    pyro.enable_validation(False)
+    cfg = TrainConfig(dataset="synthetic:200", epochs=3, group_size=8, lr=100.0, checkpoint_every=1, validate=True)
+    trainer = Trainer(cfg, ModelConfig(x_shape=(1, 28, 28), z_dim=2, beta_dim=2, K=3, hidden=16), quiet=True)
+    trainer.start(str(tmp_path))
+    with pytest.raises(TrainingDiverged, match=r"at step \d+: the \w+ of a \w+ distribution became invalid"):
+        trainer.fit()
+    assert not is_validation_enabled()  # the process keeps its own setting
 
 
 def test_clip_norm_bounds_the_gradient(tmp_path, one_thread):

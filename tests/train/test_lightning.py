@@ -16,7 +16,7 @@ from model import ModelConfig  # noqa: E402
 from train import build, load_run  # noqa: E402
 from train.checkpoints import list_checkpoints  # noqa: E402
 from train.config import LaunchConfig, TrainConfig  # noqa: E402
-from train.core import make_elbo  # noqa: E402
+from train.elbo import make_elbo  # noqa: E402
 from train.lightning import fit_lightning  # noqa: E402
 from train.metrics import read_metrics  # noqa: E402
 

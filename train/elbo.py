@@ -1,0 +1,169 @@
+"""The training loss: the enumerated ELBO of eq. 10-11, assembled with no host-device sync.
+
+For one reparameterised draw of the continuous latents (z, beta) from the guide, and the
+discrete d_i of each sample summed exactly under q(d_i | z_i), the loss is minus
+
+    ELBO = sum_s  sum_{k: s depends on d} q(d = k) log p_s(k)  -  the same sum over guide sites,
+
+where s runs over the sites of the model (log p) and of the guide (log q). A term that
+depends on the enumerated value of d is weighted by q(d = k) elementwise and summed over
+k; a term that does not is taken as it is (its weights sum to one). For UG-VAE this is
+eq. 10-11: sum_i [log p(x_i | z_i, beta) - log q(z_i) + sum_k pi_ik (log p(z_i | k, beta)
++ log p(k) - log pi_ik)] + log p(beta) - log q(beta), summed over groups.
+
+This is the DiCE estimator (Foerster et al., 2018) specialised to enumeration in the guide:
+the weight of an enumerated value is q(d = k) itself, not a stopped copy, so its gradient is
+the exact gradient of the sum over k, and a reparameterised site has no score term (its DiCE
+factor is one). A term of weight zero is dropped, because an underflowed probability may meet
+a cost of -inf; `masked_fill` does that on the device, where Pyro's Dice asks the host
+(`mask.all()`), and no `warn_if_nan` reads the loss. The traces are Pyro's: `_get_traces` of
+TraceEnum_ELBO runs the guide under `poutine.enum` and replays the model against it.
+
+Supported: enumeration in the guide (`infer={"enumerate": "parallel"}`), each enumerated
+site independent of the other enumerated values, without poutine.scale or masks on it;
+every other latent reparameterised and present in both programs. Anything else raises
+`UnsupportedStructure`; `make_elbo` uses it only for the (model, guide) pairs that
+tests/train/test_elbo.py proves equal to TraceEnum_ELBO, and TraceEnum_ELBO for the rest.
+"""
+
+from __future__ import annotations
+
+import numbers
+import warnings
+from functools import partial
+
+import torch
+from pyro.distributions.util import is_identically_zero
+from pyro.infer import JitTraceEnum_ELBO, TraceEnum_ELBO
+from pyro.infer.elbo import ELBOModule
+
+from guide import GUIDES
+from model import MODELS
+
+# Models without a discrete site (VAE, ML-VAE) share the loss: for them TraceEnum_ELBO is
+# Trace_ELBO, and its warning that nothing is enumerated is expected.
+warnings.filterwarnings("ignore", message="TraceEnum_ELBO found no sample sites configured for enumeration")
+
+
+class UnsupportedStructure(ValueError):
+    """A model/guide pair outside what SyncFreeTraceEnum_ELBO assembles; the message names the site."""
+
+
+def _ordinal(site) -> frozenset:
+    return frozenset(f.name for f in site["cond_indep_stack"] if f.vectorized)
+
+
+def _size_at(tensor: torch.Tensor, dim: int) -> int:
+    return tensor.shape[dim] if tensor.dim() >= -dim else 1
+
+
+def _enumerated_factors(guide_trace) -> dict:
+    """{enum dim: (site name, ordinal, q(d = k))} for the guide's parallel-enumerated sites."""
+    factors = {}
+    for name, site in guide_trace.nodes.items():
+        if site["type"] != "sample" or site["infer"].get("enumerate") is None:
+            continue
+        if site["infer"]["enumerate"] != "parallel" or site["infer"].get("num_samples") is not None:
+            raise UnsupportedStructure(f"guide site {name!r}: only exact parallel enumeration is supported")
+        scale = site["scale"]
+        if site["mask"] is not None or not isinstance(scale, numbers.Number) or scale != 1:
+            raise UnsupportedStructure(f"guide site {name!r}: an enumerated site may not be scaled or masked")
+        factors[site["infer"]["_enumerate_dim"]] = (name, _ordinal(site), site["score_parts"].score_function.exp())
+    for dim, (name, _, q) in factors.items():
+        if any(_size_at(q, other) > 1 for other in factors if other != dim):
+            raise UnsupportedStructure(f"guide site {name!r} depends on another enumerated site")
+    return factors
+
+
+def _costs(model_trace, guide_trace):
+    """(site name, ordinal, signed log-density) of every term of the ELBO."""
+    for name, site in guide_trace.nodes.items():
+        if site["type"] != "sample":
+            continue
+        if site["is_observed"]:
+            raise UnsupportedStructure(f"guide site {name!r} is observed")
+        reparameterised = is_identically_zero(site["score_parts"].score_function)
+        if site["infer"].get("enumerate") is None and not reparameterised:
+            raise UnsupportedStructure(
+                f"guide site {name!r} is neither reparameterised nor enumerated: its score term is not assembled"
+            )
+        yield name, _ordinal(site), -site["log_prob"]
+    for name, site in model_trace.nodes.items():
+        if site["type"] != "sample":
+            continue
+        if not site["is_observed"] and name not in guide_trace.nodes:
+            raise UnsupportedStructure(f"model site {name!r} is latent but missing from the guide")
+        yield name, _ordinal(site), site["log_prob"]
+
+
+def enumerated_elbo(model_trace, guide_trace) -> torch.Tensor:
+    """The ELBO of one pair of traces (see the module docstring), a differentiable scalar."""
+    factors = _enumerated_factors(guide_trace)
+    elbo = 0.0
+    for name, ordinal, cost in _costs(model_trace, guide_trace):
+        weight = None
+        for dim, (enum_name, enum_ordinal, q) in factors.items():
+            if _size_at(cost, dim) == 1:
+                continue
+            if not enum_ordinal <= ordinal:
+                raise UnsupportedStructure(f"site {name!r} outside a plate of {enum_name!r} depends on its value")
+            weight = q if weight is None else weight * q
+        if weight is None:
+            elbo = elbo + cost.sum()
+            continue
+        if torch.broadcast_shapes(weight.shape, cost.shape) != cost.shape:
+            raise UnsupportedStructure(f"site {name!r} lacks a plate dim of the enumerated sites it depends on")
+        elbo = elbo + (weight * cost.masked_fill(weight == 0, 0.0)).sum()
+    return elbo
+
+
+class SyncFreeTraceEnum_ELBO(TraceEnum_ELBO):
+    """TraceEnum_ELBO's traces, with the loss assembled by `enumerated_elbo`: no host sync per step."""
+
+    def _elbo(self, model, guide, args, kwargs) -> torch.Tensor:
+        elbo = 0.0
+        for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
+            elbo = elbo + enumerated_elbo(model_trace, guide_trace)
+        return elbo / self.num_particles
+
+    def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
+        loss = -self._elbo(model, guide, args, kwargs)
+        if not torch.is_tensor(loss) or not loss.requires_grad:
+            raise ValueError(f"the ELBO cannot be differentiated: {loss}")
+        return loss
+
+    def loss(self, model, guide, *args, **kwargs) -> float:
+        with torch.no_grad():
+            return -float(self._elbo(model, guide, args, kwargs))  # a float: this one syncs by contract
+
+    def loss_and_grads(self, model, guide, *args, **kwargs) -> float:
+        loss = self.differentiable_loss(model, guide, *args, **kwargs)
+        loss.backward()
+        return float(loss.detach())
+
+
+# Every registered pair: tests/train/test_elbo.py proves each equal to TraceEnum_ELBO.
+PROVEN_PAIRS = frozenset((MODELS[model_name], guide_cls) for (model_name, _), guide_cls in GUIDES.items())
+
+
+def elbo_module(model, guide, *, jit: bool = False) -> ELBOModule:
+    """The loss module `loss_fn(x) -> -ELBO` that training optimises for this (model, guide) pair.
+
+    The sync-free ELBO for a proven pair, JitTraceEnum_ELBO with `jit`, else TraceEnum_ELBO with a warning.
+    """
+    if jit:
+        # The JIT ELBO checks its traced graph against the eager one; one warning is enough.
+        return JitTraceEnum_ELBO(max_plate_nesting=2, ignore_jit_warnings=True)(model, guide)
+    if (type(model), type(guide)) in PROVEN_PAIRS:
+        return SyncFreeTraceEnum_ELBO(max_plate_nesting=2)(model, guide)
+    warnings.warn(
+        f"{type(model).__name__} with {type(guide).__name__} is not proven for the sync-free ELBO "
+        "(tests/train/test_elbo.py): training with TraceEnum_ELBO, which syncs with the host every step",
+        stacklevel=2,
+    )
+    return TraceEnum_ELBO(max_plate_nesting=2)(model, guide)
+
+
+def make_elbo(jit: bool = False):
+    """`make_elbo(jit)(model, guide)`: `elbo_module` in the calling convention of an ELBO instance."""
+    return partial(elbo_module, jit=jit)

@@ -82,11 +82,17 @@ class LaunchConfig:
 
 
 def resolve_device(name: str) -> torch.device:
-    """The torch device called `name`, or a RunError when this machine lacks it."""
+    """The torch device called `name`, or a RunError when this machine lacks it.
+
+    "auto" is cuda when a GPU is available, else cpu: the command line's default, so the same
+    command runs on a laptop and on a GPU node.
+    """
+    if str(name) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name)
     except (RuntimeError, ValueError):
-        raise RunError(f"device {name!r} is not a device name; use cpu, cuda or cuda:N") from None
+        raise RunError(f"device {name!r} is not a device name; use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:

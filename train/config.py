@@ -92,7 +92,7 @@ def resolve_device(name: str) -> torch.device:
     try:
         device = torch.device(name)
     except (RuntimeError, ValueError):
-        raise RunError(f"device {name!r} is not a device name; use auto, cpu, cuda or cuda:N") from None
+        raise RunError(f"device {name!r} is not a device name; use cpu, cuda, cuda:N or auto") from None
     if device.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:

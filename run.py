@@ -1,30 +1,87 @@
 #!/usr/bin/env python
-"""Command-line face of ugvae: train, evaluate, compare and run the paper's experiments.
+"""Command-line face of ugvae: train, evaluate, compare, embed your own images, sample, and
+run the paper's experiments.
 
-    python run.py --dataset mnist                  # train (the default command)
-    python run.py --resume runs/mnist-ugvae-...    # continue a killed run
-    python run.py evaluate --run RUN_DIR           # test ELBO, IWAE log-likelihood, clustering
-    python run.py compare RUN_DIR...               # one table of several runs
-    python run.py experiment NAME --run RUN_DIR    # figures and tables of section 4
+    python run.py --dataset mnist                       # train (the default command)
+    python run.py --resume RUN_DIR                      # continue a killed run
+    python run.py --resume RUN_DIR --epochs 400         # extend a finished run to 400 epochs
+    python run.py train --config RUN_DIR/config.json    # a new run with that config (flags override)
+    python run.py evaluate --run RUN_DIR                # test ELBO, IWAE log-likelihood, clustering
+    python run.py compare RUN_DIR...                    # one table of several runs
+    python run.py embed --run RUN_DIR --folder DIR      # beta and z of your own image sets
+    python run.py sample --run RUN_DIR --groups 4       # new groups, each sharing one beta
+    python run.py experiment NAME --run RUN_DIR         # figures and tables of section 4
 
-Importing this module has no side effects; `from run import load_run` loads a saved run.
+Importing this module has no side effects and no heavy imports (torch comes with the command
+that needs it, so `--help` is quick); `from run import load_run` loads a saved run.
 """
 
 from __future__ import annotations
 
 import argparse
+import difflib
 import sys
 
-from train.rundir import load_run  # noqa: F401  (re-exported: `from run import load_run`)
+COMMANDS = ("train", "evaluate", "compare", "embed", "sample", "experiment")
+# Flags that may change when a run is resumed; any other flag must match the run's config.json.
+RESUME_FLAGS = {"resume", "epochs", "device", "quiet", "runs_dir", "strategy", "devices", "num_nodes", "accelerator"}
+# Flags that say where a new run goes: meaningless for a resumed run, which stays in its directory.
+# (--runs-dir is ignored: tests and scripts pass it to every call.)
+NEW_RUN_FLAGS = {"run_dir", "config"}
 
-COMMANDS = ("train", "evaluate", "compare", "experiment")
+
+def __getattr__(name: str):
+    # `from run import load_run` keeps working without importing torch for every `--help`.
+    if name == "load_run":
+        from train.rundir import load_run
+
+        return load_run
+    raise AttributeError(f"module 'run' has no attribute {name!r}")
 
 
 class CliParser(argparse.ArgumentParser):
-    """A parser whose errors are one line, like every other bad input (usage is in --help)."""
+    """A parser whose errors are one line, like every other bad input (usage is in --help).
+
+    Abbreviated options are off: `--e 3` would otherwise mean `--epochs 3` today and an
+    "ambiguous option" error once another option starts with `--e`.
+    """
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message):
         self.exit(2, f"error: {message}; see `{self.prog} --help`\n")
+
+
+class LazyParser(CliParser):
+    """A subcommand parser whose arguments are added on first use (parsing or help).
+
+    Building a subcommand's arguments imports its module (torch, pyro, ...); `run.py --help`
+    only needs the names, so each subcommand pays for its imports only when it is called.
+    """
+
+    def __init__(self, *args, builder=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._builder = builder
+
+    def _build(self):
+        builder, self._builder = self._builder, None
+        if builder is not None:
+            builder(self)
+
+    def parse_known_args(self, args=None, namespace=None):
+        self._build()
+        return super().parse_known_args(args, namespace)
+
+    def format_help(self):
+        self._build()
+        return super().format_help()
+
+    def format_usage(self):
+        self._build()
+        return super().format_usage()
 
 
 def positive_int(text: str) -> int:
@@ -35,36 +92,37 @@ def positive_int(text: str) -> int:
 
 
 def add_train_arguments(p: argparse.ArgumentParser):
-    from model.config import ARCHS, LIKELIHOODS
+    from model.config import ARCHS, LIKELIHOODS, ModelConfig
     from train.config import TrainConfig
 
-    d = TrainConfig()
+    d, m = TrainConfig(), ModelConfig()
     g = p.add_argument_group("data")
     g.add_argument(
         "--dataset",
         default=d.dataset,
-        help="mnist, fashion-mnist, digits, celeba, synthetic, folder:PATH, or A+B for a "
-        "mixture of two (default: %(default)s)",
+        help="mnist, fashion-mnist, digits, celeba, synthetic, folder:PATH, or A+B for a mixture of two",
     )
-    g.add_argument("--data-dir", default=None, help="where datasets are found or downloaded (default: ./.data)")
+    g.add_argument("--data-dir", default=None, help="where datasets are found or downloaded; None: ./.data")
     g.add_argument("--image-size", type=positive_int, default=None, help="resize images to SIZE x SIZE")
     g.add_argument("--mix", type=float, default=d.mix, help="share of dataset A in each group of an A+B mixture")
     g = p.add_argument_group("model")
-    g.add_argument("--model", default=d.model, help="ugvae, vae, gmvae or mlvae (default: %(default)s)")
+    g.add_argument("--model", default=d.model, help="ugvae, vae, gmvae or mlvae")
     g.add_argument(
         "--guide",
         default=None,
-        help="variational family; default: the model's own (ugvae: structured; ablations: beta-from-x, mean-field)",
+        help="variational family; None: the model's own (ugvae: structured; ablations: beta-from-x, mean-field)",
     )
-    g.add_argument("--K", type=int, default=10, help="number of clusters of the local mixture")
-    g.add_argument("--z-dim", type=int, default=10, help="local latent size")
-    g.add_argument("--beta-dim", type=int, default=10, help="global latent size")
-    g.add_argument("--hidden", type=int, default=256, help="hidden units of the MLP networks")
-    g.add_argument("--likelihood", choices=LIKELIHOODS, default="gaussian", help="pixel likelihood")
-    g.add_argument("--var-x", type=float, default=0.1, help="variance of the Gaussian likelihood")
-    g.add_argument("--arch", choices=ARCHS, default="auto", help="mlp, conv (64x64), or auto from the image size")
+    g.add_argument("--K", type=int, default=m.K, help="number of clusters of the local mixture")
+    g.add_argument("--z-dim", type=int, default=m.z_dim, help="local latent size")
+    g.add_argument("--beta-dim", type=int, default=m.beta_dim, help="global latent size")
+    g.add_argument("--hidden", type=int, default=m.hidden, help="hidden units of the MLP networks")
+    g.add_argument("--likelihood", choices=LIKELIHOODS, default=m.likelihood, help="pixel likelihood")
+    g.add_argument("--var-x", type=float, default=m.var_x, help="variance of the Gaussian likelihood")
+    g.add_argument("--arch", choices=ARCHS, default=m.arch, help="mlp, conv (64x64), or auto from the image size")
     g = p.add_argument_group("training")
-    g.add_argument("--epochs", type=int, default=d.epochs, help="passes over the training set")
+    g.add_argument(
+        "--epochs", type=int, default=d.epochs, help="passes over the training set (with --resume: the new total)"
+    )
     g.add_argument("--group-size", "-B", type=int, default=d.group_size, help="B: samples per group")
     g.add_argument(
         "--groups-per-step",
@@ -75,13 +133,17 @@ def add_train_arguments(p: argparse.ArgumentParser):
     )
     g.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate")
     g.add_argument("--seed", type=int, default=d.seed, help="random seed")
-    g.add_argument("--device", default=None, help="cpu or cuda[:N] (default: cpu; a resumed run keeps its own)")
+    g.add_argument(
+        "--device",
+        default="auto",
+        help="auto (cuda when available, else cpu), cpu or cuda[:N]; a resumed run keeps its own",
+    )
     g.add_argument("--jit", action="store_true", help="use JitTraceEnum_ELBO (same loss, less overhead)")
     g.add_argument(
         "--validate",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="Pyro's argument checks, which sync with the host every step (default: on, off on CUDA)",
+        help="Pyro's argument checks, which sync with the host every step; None: on, but off on CUDA",
     )
     g.add_argument("--graph", action="store_true", help="replay the whole step as one CUDA graph (needs cuda)")
     g.add_argument("--clip-norm", type=float, default=None, help="clip the gradient norm to this value")
@@ -89,13 +151,24 @@ def add_train_arguments(p: argparse.ArgumentParser):
     g.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every, help="steps between checkpoints")
     g.add_argument("--keep-checkpoints", type=int, default=d.keep_checkpoints, help="how many checkpoints to keep")
     g = p.add_argument_group("output")
-    g.add_argument("--runs-dir", default="runs", help="parent of the new run directory (default: %(default)s)")
+    g.add_argument("--runs-dir", default="runs", help="parent of the new run directory")
     g.add_argument(
         "--run-dir",
         default=None,
-        help="the new run's directory, which must not exist (default: a new RUNS_DIR/DATASET-MODEL-TIME)",
+        help="the new run's directory, which must not exist; None: a new RUNS_DIR/DATASET-MODEL-TIME",
     )
-    g.add_argument("--resume", metavar="RUN_DIR", default=None, help="continue a killed run in its own directory")
+    g.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        default=None,
+        help="continue a killed run in its own directory, or extend a finished one with --epochs",
+    )
+    g.add_argument(
+        "--config",
+        metavar="CONFIG_JSON",
+        default=None,
+        help="start a new run with the model and training config of RUN_DIR/config.json; given flags override it",
+    )
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     g = p.add_argument_group("scaling out (PyTorch Lightning, optional extra)")
     g.add_argument(
@@ -109,6 +182,20 @@ def add_train_arguments(p: argparse.ArgumentParser):
     g.add_argument("--accelerator", default="auto", help="cpu, gpu or auto")
 
 
+def given_flags(argv: list[str]) -> set[str]:
+    """The `dest` of every train flag that `argv` sets, whatever its value.
+
+    Parsed a second time with every default suppressed, so a flag given with its default value
+    still counts as given (which `default=None` sentinels would also do, but they hide the
+    defaults from --help).
+    """
+    parser = CliParser(prog="run.py train", argument_default=argparse.SUPPRESS)
+    add_train_arguments(parser)
+    for action in parser._actions:
+        action.default = argparse.SUPPRESS
+    return set(vars(parser.parse_known_args(argv)[0]))
+
+
 def launch_config(args):
     from train.config import LaunchConfig
 
@@ -119,72 +206,109 @@ def build_parser() -> argparse.ArgumentParser:
     parser = CliParser(
         prog="run.py",
         description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog="Training is the default command: `run.py --dataset mnist` means `run.py train --dataset mnist`. "
+        "`run.py COMMAND --help` lists a command's flags and their defaults.",
     )
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    add_train_arguments(sub.add_parser("train", help="train a model (default command)"))
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=LazyParser)
+    sub.add_parser("train", help="train a model (default command)", builder=add_train_arguments)
     from experiments.cli import add_subcommands
 
     add_subcommands(sub)
     return parser
 
 
-def cmd_train(args) -> int:
-    from experiments.report import tensorboard_writer, training_report
+def check_names(model: str, guide: str | None, dataset: str):
+    """Model, guide and dataset names, checked before any data is loaded (a ValueError names the choices)."""
+    from data.registry import check_dataset_name
+    from guide import guide_class
+
+    guide_class(model, guide)
+    check_dataset_name(dataset)
+
+
+def configs_from_args(args, given: set[str]):
+    """(TrainConfig, model sizes) of a new run: --config's, else the defaults, with given flags on top.
+
+    The sizes are ModelConfig's fields; x_shape is among them only when it is known without
+    loading data (from --config, unless a flag changes the data).
+    """
+    from dataclasses import fields, replace
+
     from model.config import ModelConfig
     from train.config import TrainConfig
+
+    train_keys = {f.name for f in fields(TrainConfig)}
+    model_keys = {f.name for f in fields(ModelConfig)} - {"x_shape"}
+    if not args.config:
+        return TrainConfig(**{k: getattr(args, k) for k in train_keys}), {k: getattr(args, k) for k in model_keys}
+    from train.rundir import read_config_file
+
+    model_cfg, train_cfg = read_config_file(args.config)
+    train_cfg = replace(train_cfg, **{k: getattr(args, k) for k in given & train_keys})
+    sizes = {**model_cfg.to_dict(), **{k: getattr(args, k) for k in given & model_keys}}
+    if {"dataset", "image_size", "data_dir"} & given:
+        del sizes["x_shape"]  # other data: the shape comes from it
+    return train_cfg, sizes
+
+
+def check_resume_flags(run_dir: str, args, given: set[str]):
+    """Refuse every given flag that would change the resumed run, naming it; --epochs, --device,
+    --quiet and the launch flags are the ones a resumed run may change."""
+    from train import RunError
+    from train.rundir import load_config
+
+    model_cfg, train_cfg, _ = load_config(run_dir)
+    saved = {**model_cfg.to_dict(), **train_cfg.to_dict()}
+    refused = []
+    for dest in sorted(given - RESUME_FLAGS):
+        if dest in NEW_RUN_FLAGS or dest not in saved or getattr(args, dest) != saved[dest]:
+            refused.append("--" + dest.replace("_", "-"))
+    if refused:
+        raise RunError(
+            f"--resume continues {run_dir} with its own config, but {', '.join(refused)} "
+            f"{'differs' if len(refused) == 1 else 'differ'} from it or does not apply; drop "
+            f"{'it' if len(refused) == 1 else 'them'}, or start a new run with "
+            f"`run.py train --config {run_dir}/config.json` and the new flags"
+        )
+
+
+def cmd_train(args, given: set[str]) -> int:
+    from experiments.report import print_training_report, tensorboard_writer, training_report
     from train.loop import resume, train
 
     if args.resume:
         from train.config import LaunchConfig
         from train.rundir import load_config
 
+        check_resume_flags(args.resume, args, given)
+        epochs = args.epochs if "epochs" in given else None
+        device = args.device if "device" in given else None
         saved_launch = load_config(args.resume)[2].get("lightning")
         if saved_launch or args.strategy:
+            from train import RunError
             from train.lightning import fit_lightning
 
+            if epochs is not None:
+                raise RunError("--epochs with --resume extends single-device runs only; this run used Lightning")
             launch = launch_config(args) if args.strategy else LaunchConfig.from_dict(saved_launch)
             run_dir = fit_lightning(None, None, launch, quiet=args.quiet, resume_dir=args.resume)
             if run_dir is None:
                 return 0
         else:
-            run_dir = resume(args.resume, quiet=args.quiet, device=args.device, writer_factory=tensorboard_writer)
+            run_dir = resume(
+                args.resume, quiet=args.quiet, device=device, writer_factory=tensorboard_writer, epochs=epochs
+            )
     else:
-        train_cfg = TrainConfig(
-            dataset=args.dataset,
-            model=args.model,
-            guide=args.guide,
-            epochs=args.epochs,
-            group_size=args.group_size,
-            groups_per_step=args.groups_per_step,
-            lr=args.lr,
-            seed=args.seed,
-            device=args.device or "cpu",
-            jit=args.jit,
-            data_dir=args.data_dir,
-            image_size=args.image_size,
-            mix=args.mix,
-            log_every=args.log_every,
-            checkpoint_every=args.checkpoint_every,
-            keep_checkpoints=args.keep_checkpoints,
-            clip_norm=args.clip_norm,
-            validate=args.validate,
-            graph=args.graph,
-        )
-        from data import load_dataset
+        from model.config import ModelConfig
 
-        x_shape = load_dataset(args.dataset, "test", args.data_dir, args.image_size).x_shape
-        model_cfg = ModelConfig(
-            x_shape=x_shape,
-            z_dim=args.z_dim,
-            beta_dim=args.beta_dim,
-            K=args.K,
-            hidden=args.hidden,
-            likelihood=args.likelihood,
-            var_x=args.var_x,
-            arch=args.arch,
-        )
+        train_cfg, sizes = configs_from_args(args, given)
+        check_names(train_cfg.model, train_cfg.guide, train_cfg.dataset)
+        if "x_shape" not in sizes:
+            from data import load_dataset
+
+            sizes["x_shape"] = load_dataset(train_cfg.dataset, "test", train_cfg.data_dir, train_cfg.image_size).x_shape
+        model_cfg = ModelConfig(**{**sizes, "x_shape": tuple(sizes["x_shape"])})
         if args.strategy:
             from train.lightning import fit_lightning
 
@@ -201,8 +325,33 @@ def cmd_train(args) -> int:
                 run_dir=args.run_dir,
             )
     training_report(run_dir)
-    print(run_dir)
+    print_training_report(run_dir)
+    print(run_dir)  # last line: the run directory, for scripts
     return 0
+
+
+def route(argv: list[str]) -> list[str] | None:
+    """argv with the command made explicit, or None when the help is wanted.
+
+    Training is the default command, so `run.py --dataset mnist` means `run.py train --dataset
+    mnist`; a first word that is no command gets a "did you mean" error instead of being read
+    as a training flag.
+    """
+    if not argv:
+        return None
+    first = argv[0]
+    if first in COMMANDS or first in ("-h", "--help"):
+        return argv
+    if not first.startswith("-"):
+        close = difflib.get_close_matches(first, COMMANDS, n=1)
+        hint = f"did you mean '{close[0]}'" if close else f"choose one of {', '.join(COMMANDS)}"
+        raise SystemExit(_usage_error(f"unknown command '{first}' ({hint})"))
+    return ["train", *argv]
+
+
+def _usage_error(message: str) -> int:
+    print(f"error: {message}; see `run.py --help`", file=sys.stderr)
+    return 2
 
 
 def main(argv=None) -> int:
@@ -210,18 +359,25 @@ def main(argv=None) -> int:
     # --debug may stand anywhere, also after the options of a subcommand.
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
-    # Training is the default command: `run.py --dataset mnist` means `run.py train --dataset mnist`.
-    if not any(a in COMMANDS for a in argv[:1]) and not {"-h", "--help"} & set(argv[:1]):
-        argv.insert(0, "train")
-    args = build_parser().parse_args(argv)
+    try:
+        routed = route(argv)
+    except SystemExit as e:
+        return e.code
+    parser = build_parser()
+    if routed is None:
+        parser.print_help()
+        return 0
+    args = parser.parse_args(routed)
     if args.command is None:
-        build_parser().print_help()
+        parser.print_help()
         return 0
     from data import DataError
     from train import RunError, TrainingDiverged
 
     try:
-        return cmd_train(args) if args.command == "train" else args.handler(args)
+        if args.command == "train":
+            return cmd_train(args, given_flags(routed[1:]))
+        return args.handler(args)
     except (DataError, RunError, TrainingDiverged, ValueError, OSError) as e:
         if debug:
             raise

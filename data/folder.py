@@ -23,9 +23,7 @@ def load(split: str, data_dir: Path, image_size: int | None, option: str | None 
     root = Path(option).expanduser()
     if not root.is_dir():
         raise DataError(f"image folder {root} does not exist; check the path after 'folder:'")
-    files = sorted(p.relative_to(root) for p in root.rglob("*") if p.suffix.lower() in EXTENSIONS and p.is_file())
-    if not files:
-        raise DataError(f"image folder {root} holds no images; add {', '.join(sorted(EXTENSIONS))} files")
+    files = list_images(root)
     files = split_files(files, split, root)
 
     # Labels only when every image sits in a first-level subfolder; a mix would leave some unlabelled.
@@ -36,6 +34,14 @@ def load(split: str, data_dir: Path, image_size: int | None, option: str | None 
 
     images = read_images([root / f for f in files], image_size or DEFAULT_SIZE)
     return ImageSet(images=images, labels=labels, class_names=class_names, name=f"folder:{root}")
+
+
+def list_images(root: Path) -> list[Path]:
+    """Image files under `root`, searched recursively, sorted, relative to `root`; a DataError if none."""
+    files = sorted(p.relative_to(root) for p in root.rglob("*") if p.suffix.lower() in EXTENSIONS and p.is_file())
+    if not files:
+        raise DataError(f"image folder {root} holds no images; add {', '.join(sorted(EXTENSIONS))} files")
+    return files
 
 
 def split_files(files: list[Path], split: str, root: Path) -> list[Path]:
@@ -51,7 +57,9 @@ def split_files(files: list[Path], split: str, root: Path) -> list[Path]:
     return sorted(chosen)
 
 
-def read_images(paths: list[Path], size: int) -> torch.Tensor:
+def read_images(paths: list[Path], size: int, channels: int | None = None) -> torch.Tensor:
+    """uint8 (N, C, size, size): centre-cropped and resized; C is `channels` (1 or 3) if given,
+    else 1 when every image is grayscale and 3 otherwise."""
     from PIL import Image, UnidentifiedImageError
     from tqdm import tqdm
 
@@ -66,7 +74,7 @@ def read_images(paths: list[Path], size: int) -> torch.Tensor:
     for path in paths:
         with open_image(path) as image:
             modes.append(image.mode)
-    gray = all(mode in GRAY_MODES for mode in modes)
+    gray = all(mode in GRAY_MODES for mode in modes) if channels is None else channels == 1
     channels = 1 if gray else 3
     out = torch.empty((len(paths), channels, size, size), dtype=torch.uint8)
     for i, path in enumerate(tqdm(paths, desc="reading images", disable=None, leave=False)):

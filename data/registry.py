@@ -36,6 +36,14 @@ def load_dataset(
     return parts[0] if len(parts) == 1 else mix(parts)
 
 
+def check_dataset_name(name: str) -> None:
+    """Raise the DataError of an unknown dataset name before anything is read (also each part of A+B)."""
+    for part in split_mixture(name):
+        key = part.partition(":")[0]
+        if key not in DATASETS:
+            raise DataError(f"dataset '{part}' is unknown; choose one of {', '.join(DATASETS)} (folder as folder:PATH)")
+
+
 def load_one(name: str, split: str, root: Path, image_size: int | None) -> ImageSet:
     key, has_option, option = name.partition(":")
     if key not in DATASETS:

@@ -1,18 +1,37 @@
-"""The `evaluate`, `compare` and `experiment NAME` subcommands of run.py.
+"""The `evaluate`, `compare`, `embed`, `sample` and `experiment NAME` subcommands of run.py.
 
-Each experiment is a module of this package exposing `add_arguments(parser)` and
-`run(args) -> int`; adding one is a module plus a line in EXPERIMENTS.
+Each command is a module of this package exposing `add_arguments(parser)` and
+`run(args) -> int`; adding one is a module plus a line in COMMANDS or EXPERIMENTS.
+
+Nothing here imports those modules until their command is parsed or its help is shown: they
+bring torch, pyro, matplotlib or scikit-learn, and `run.py --help` needs only the names and
+one-line summaries below (a test checks each summary against its module's docstring).
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib
 
+# name -> (module, one-line summary)
+COMMANDS = {
+    "evaluate": ("experiments.evaluate", "test ELBO, IWAE log-likelihood and clustering accuracy of a run"),
+    "compare": ("experiments.compare", "one Markdown/CSV table of several runs"),
+    "embed": ("experiments.embed", "q(beta | X) and q(z | x) of a run's data or of your own folder of image sets"),
+    "sample": ("experiments.sample", "new groups of images, each sharing one beta (from the prior or a folder)"),
+}
 EXPERIMENTS = {
-    "interpolation": "experiments.interpolation",
-    "structured-batches": "experiments.structured_batches",
-    "domain-alignment": "experiments.domain_alignment",
+    "interpolation": (
+        "experiments.interpolation",
+        "Global/local interpolation grids: what beta and z each control (section 4.1, fig. 3; fig. 4 for ML-VAE).",
+    ),
+    "structured-batches": (
+        "experiments.structured_batches",
+        "Structured batches: does q(beta | X) tell the rule behind a group? (section 4.3, table 1, fig. 7)",
+    ),
+    "domain-alignment": (
+        "experiments.domain_alignment",
+        "Unsupervised domain alignment (section 4.2, figs. 5-6): does beta find the domain of a group?",
+    ),
 }
 
 
@@ -20,27 +39,21 @@ def _module(path: str):
     return importlib.import_module(path)
 
 
-def _delegate(path: str):
-    return lambda args: _module(path).run(args)
+def _builder(path: str):
+    def build(parser):
+        _module(path).add_arguments(parser)
+        parser.set_defaults(handler=lambda args: _module(path).run(args))
+
+    return build
 
 
 def add_subcommands(sub):
-    p = sub.add_parser("evaluate", help="test ELBO, IWAE log-likelihood and clustering accuracy of a run")
-    _module("experiments.evaluate").add_arguments(p)
-    p.set_defaults(handler=_delegate("experiments.evaluate"))
-
-    p = sub.add_parser("compare", help="one Markdown/CSV table of several runs")
-    _module("experiments.compare").add_arguments(p)
-    p.set_defaults(handler=_delegate("experiments.compare"))
+    """Add the commands to `sub`, whose parser_class builds each parser's arguments on first use
+    from the `builder` keyword (run.LazyParser)."""
+    for name, (path, summary) in COMMANDS.items():
+        sub.add_parser(name, help=summary, description=summary, builder=_builder(path))
 
     p = sub.add_parser("experiment", help="the paper's experiments on a trained run: " + ", ".join(EXPERIMENTS))
-    names = p.add_subparsers(dest="experiment", metavar="NAME", required=True)
-    for name, path in EXPERIMENTS.items():
-        module = _module(path)
-        q = names.add_parser(
-            name,
-            help=(module.__doc__ or "").strip().split("\n")[0],
-            formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        )
-        module.add_arguments(q)
-        q.set_defaults(handler=_delegate(path))
+    names = p.add_subparsers(dest="experiment", metavar="NAME", required=True, parser_class=type(p))
+    for name, (path, summary) in EXPERIMENTS.items():
+        names.add_parser(name, help=summary, description=summary, builder=_builder(path))

@@ -2,7 +2,11 @@
 
 Train time comes from RUN_DIR/summary.json (written at the end of training), the test ELBO,
 the IWAE bound and the clustering accuracy from RUN_DIR/eval.json, which is computed first
-where it is missing. Writes compare.md and compare.csv to --out and prints the Markdown.
+where it is missing. Writes compare.md and compare.csv to --out (default: a new
+compare-<time> folder) and prints the Markdown and where it wrote them.
+
+IWAE bounds tighten as S grows, so rows whose IWAE used another S than the first row are
+flagged (a dagger in the table, a line on the console): evaluate them again with one S.
 
 Runs on the same data and group size are scored on the same test groups, so their IWAE
 difference to the first run is also given with its paired standard error over those groups,
@@ -77,6 +81,20 @@ def add_paired_differences(rows: list[dict]):
             r["iwae_vs_first"], r["iwae_vs_first_se"] = mean_and_stderr(diff)
 
 
+def mixed_samples(rows: list[dict]) -> list[str]:
+    """Runs whose IWAE used another number of importance samples S than the first row's."""
+    return [r["run"] for r in rows if r.get("samples") != rows[0].get("samples")]
+
+
+def default_out_dir() -> str:
+    """A new ./compare-<time>[-n] folder: a table is never written over an earlier one."""
+    import datetime
+
+    from experiments.embed import new_output_dir
+
+    return new_output_dir(".", "compare-" + datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
+
+
 def _cell(value, digits: int = 2) -> str:
     if value is None:
         return "-"
@@ -98,8 +116,9 @@ def markdown(rows: list[dict]) -> str:
         "clusters used",
     ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    flagged = set(mixed_samples(rows))
     for r in rows:
-        iwae = f"{_cell(r['iwae'])} ± {_cell(r['iwae_se'])} (S={r['samples']})"
+        iwae = f"{_cell(r['iwae'])} ± {_cell(r['iwae_se'])} (S={r['samples']}{'†' if r['run'] in flagged else ''})"
         paired = "-"
         if r.get("iwae_vs_first") is not None:
             paired = f"{_cell(r['iwae_vs_first'])} ± {_cell(r['iwae_vs_first_se'])}"
@@ -120,6 +139,12 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + (
         "\n\nNats per sample on the test split; ± is the standard error over test groups "
         "(paired over the same groups for the difference to the first run).\n"
+        + (
+            f"\n† IWAE with another S than the first run's (S={rows[0].get('samples')}): the bounds are not "
+            "comparable; evaluate again with one --samples.\n"
+            if flagged
+            else ""
+        )
     )
 
 
@@ -133,19 +158,27 @@ def to_csv(rows: list[dict]) -> str:
 
 def add_arguments(parser):
     parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="trained runs, one table row each")
-    parser.add_argument("--out", default=".", metavar="DIR", help="where compare.md and compare.csv go")
+    parser.add_argument(
+        "--out", default=None, metavar="DIR", help="where compare.md and compare.csv go; None: a new ./compare-TIME"
+    )
     parser.add_argument("--samples", type=int, default=100, help="IWAE samples for runs not yet evaluated")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N], for runs not yet evaluated")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N], for runs not yet evaluated")
 
 
 def run(args) -> int:
     rows = [run_row(r, args.samples, args.device) for r in args.runs]
     add_paired_differences(rows)
-    os.makedirs(args.out, exist_ok=True)
+    out = args.out or default_out_dir()
+    os.makedirs(out, exist_ok=True)
     table = markdown(rows)
-    with open(os.path.join(args.out, "compare.md"), "w") as f:
+    paths = os.path.join(out, "compare.md"), os.path.join(out, "compare.csv")
+    with open(paths[0], "w") as f:
         f.write(table)
-    with open(os.path.join(args.out, "compare.csv"), "w") as f:
+    with open(paths[1], "w") as f:
         f.write(to_csv(rows))
     print(table)
+    flagged = mixed_samples(rows)
+    if flagged:
+        print(f"warning: the IWAE of {', '.join(flagged)} used another S than {rows[0]['run']}'s; not comparable")
+    print(f"wrote {paths[0]} and {paths[1]}")
     return 0

@@ -18,8 +18,13 @@ A global latent couples the samples of a group, so the weight is one per group (
 computed for every model). The VAE and the GMVAE factorise over samples: for them `iwae` sums
 per-sample bounds (S draws of each z_i), which bound the same log p(X) more tightly for the
 same S; for models with a global latent `iwae` is the group bound. Every number is per sample
-in nats: a group's value divided by B, averaged over the test groups, with its standard error
-over groups.
+in nats: a group's value divided by its size, averaged over the test groups, with its
+standard error over groups.
+
+Every test image counts: the test split is cut into fixed random groups of the run's B and
+the images left over form one last, smaller group (a global latent takes any group size,
+and the other models factorise over samples). Means are per sample, so each group weighs in
+proportion to its size; eval.json says so under `weighting` and gives `last_group_size`.
 
 Clustering accuracy (Dilokthanakul et al.): each test sample goes to argmax_k q(d = k | z) at
 z = E q(z | x), each cluster is mapped to the majority label of its members.
@@ -40,9 +45,10 @@ from pyro.poutine.util import site_is_subsample
 from data import fixed_groups, load_dataset, to_unit_float
 from experiments.plotting import save_json
 from guide import default_guide
-from train import RunError, load_run
+from train import load_run
 from train.checkpoints import check_compatible, load_checkpoint
-from train.metrics import test_metrics
+from train.config import resolve_device
+from train.metrics import cluster_usage, test_metrics
 
 PARTICLE_DIM = -3  # left of the groups (-2) and samples (-1) plates; d is enumerated left of it
 
@@ -102,9 +108,27 @@ def clustering_accuracy(clusters: torch.Tensor, labels: torch.Tensor) -> float:
     return correct / len(labels)
 
 
-def mean_and_stderr(per_group: torch.Tensor) -> tuple[float, float]:
+def mean_and_stderr(per_group: torch.Tensor, sizes: torch.Tensor | None = None) -> tuple[float, float]:
+    """Mean and its standard error over groups; with `sizes`, each group weighs by its size
+    (a per-sample mean; the ratio estimator's standard error)."""
     n = per_group.numel()
-    return per_group.mean().item(), (per_group.std().item() / math.sqrt(n)) if n > 1 else float("nan")
+    if sizes is None:
+        return per_group.mean().item(), (per_group.std().item() / math.sqrt(n)) if n > 1 else float("nan")
+    w = sizes.to(per_group.dtype)
+    mean = (w * per_group).sum() / w.sum()
+    if n < 2:
+        return mean.item(), float("nan")
+    se = torch.sqrt(n / (n - 1) * (w**2 * (per_group - mean) ** 2).sum()) / w.sum()
+    return mean.item(), se.item()
+
+
+def test_partition(n: int, group_size: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The fixed test groups (G, B) of training, and the indices they leave over (or None)."""
+    groups = fixed_groups(n, group_size)
+    left = torch.ones(n, dtype=torch.bool)
+    left[groups.flatten()] = False
+    rest = left.nonzero().squeeze(1)
+    return groups, (rest if len(rest) else None)
 
 
 @torch.no_grad()
@@ -120,8 +144,7 @@ def evaluate_run(
     (or eval-step-N.json for an explicit checkpoint)."""
     if samples < 1 or images_per_pass < 1:
         raise ValueError(f"--samples and --images-per-pass must be >= 1, got {samples} and {images_per_pass}")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RunError("--device cuda was asked for but CUDA is not available; use --device cpu")
+    device = str(resolve_device(device))
     start = time.perf_counter()
     model, guide, config = load_run(run_dir, device)
     train_cfg, model_cfg = config.train_cfg, config.model_cfg
@@ -132,25 +155,33 @@ def evaluate_run(
         config.step = ckpt["step"]
     pyro.set_rng_seed(seed)
     test = load_dataset(train_cfg.dataset, "test", train_cfg.data_dir, train_cfg.image_size)
-    groups = fixed_groups(len(test), train_cfg.group_size)
+    groups, rest = test_partition(len(test), train_cfg.group_size)
     images = test.images.to(device)
-    result = test_metrics(model, guide, images, groups)
-    model.eval(), guide.eval()  # elbo_and_usage leaves them in training mode
+    parts = [groups] + ([rest[None]] if rest is not None else [])
+    elbos = [test_metrics(model, guide, images, part)["test_elbo"] for part in parts]
+    model.eval(), guide.eval()  # test_metrics leaves them in training mode
     B = train_cfg.group_size
     groups_per_pass = min(len(groups), max(1, images_per_pass // B))
     particles = max(1, images_per_pass // (B * groups_per_pass))
-    iwae, iwae_group, clusters = [], [], []
-    for idx in groups.split(groups_per_pass):
+    iwae, iwae_group, sizes, pis = [], [], [], []
+    passes = list(groups.split(groups_per_pass)) + ([rest[None]] if rest is not None else [])
+    for idx in passes:
         x = to_unit_float(images[idx.to(device)])
         bound, group_bound, coupled = iwae_bounds(model, guide, x, samples, particles)
-        iwae.append(bound.cpu() / B), iwae_group.append(group_bound.cpu() / B)
+        size = idx.shape[1]
+        iwae.append(bound.cpu() / size), iwae_group.append(group_bound.cpu() / size)
+        sizes.append(torch.full((len(idx),), size))
         if guide.has_mixture:
-            clusters.append(guide.local_posterior(x).pi.argmax(-1).flatten().cpu())
-    iwae, iwae_group = torch.cat(iwae), torch.cat(iwae_group)
-    (mean, se), (mean_group, se_group) = mean_and_stderr(iwae), mean_and_stderr(iwae_group)
+            pi = guide.local_posterior(x).pi
+            pis.append(pi.reshape(-1, pi.shape[-1]).cpu())
+    iwae, iwae_group, sizes = torch.cat(iwae), torch.cat(iwae_group), torch.cat(sizes)
+    (mean, se), (mean_group, se_group) = mean_and_stderr(iwae, sizes), mean_and_stderr(iwae_group, sizes)
+    order = torch.cat([p.flatten() for p in parts])  # the test images in the order of `pis`
+    result = cluster_usage(torch.cat(pis)) if pis else {}
     accuracy = None
-    if clusters and test.labels is not None:
-        accuracy = clustering_accuracy(torch.cat(clusters), test.labels[groups.flatten()])
+    if pis and test.labels is not None:
+        accuracy = clustering_accuracy(torch.cat(pis).argmax(-1), test.labels[order])
+    test_elbo = sum(e * p.numel() for e, p in zip(elbos, parts)) / len(order)
     out = {
         "run_dir": run_dir,
         "step": config.step,
@@ -158,9 +189,13 @@ def evaluate_run(
         "guide": train_cfg.guide or default_guide(train_cfg.model),
         "dataset": train_cfg.dataset,
         "group_size": B,
-        "test_groups": len(groups),
+        "test_groups": len(sizes),
+        "test_images": len(order),
+        "last_group_size": None if rest is None else len(rest),
+        "weighting": "per-sample means: each test group weighs by its size; the images left over "
+        "from groups of B form one last, smaller group",
         "samples": samples,
-        "test_elbo": result.pop("test_elbo"),
+        "test_elbo": test_elbo,
         "iwae": mean,
         "iwae_se": se,
         "iwae_weights": "per group" if coupled else "per sample",
@@ -172,7 +207,8 @@ def evaluate_run(
         "seconds": round(time.perf_counter() - start, 2),
     }
     name = f"eval-step-{config.step:09d}.json" if checkpoint else "eval.json"
-    save_json(os.path.join(run_dir, name), out)
+    out["written"] = os.path.join(run_dir, name)
+    save_json(out["written"], out)
     return out
 
 
@@ -189,7 +225,7 @@ def add_arguments(parser):
         "--images-per-pass", type=int, default=8192, help="images decoded per forward pass; lower it if memory runs out"
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the importance samples")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    parser.add_argument("--device", default="auto", help="auto (cuda when available), cpu or cuda[:N]")
 
 
 def run(args) -> int:
@@ -197,7 +233,9 @@ def run(args) -> int:
     out = evaluate_run(run_dir, args.samples, args.device, args.checkpoint, args.images_per_pass, args.seed)
     print(
         f"{out['model']}/{out['guide']} on {out['dataset']}, step {out['step']}, "
-        f"{out['test_groups']} test groups of {out['group_size']} (nats per sample):"
+        f"{out['test_images']} test images in {out['test_groups']} groups of {out['group_size']}"
+        + (f" (the last of {out['last_group_size']})" if out["last_group_size"] else "")
+        + " (nats per sample):"
     )
     print(
         f"  test ELBO {out['test_elbo']:.2f}   IWAE (S={out['samples']}, {out['iwae_weights']}) "
@@ -208,4 +246,5 @@ def run(args) -> int:
             f"  clustering accuracy {out['clustering_accuracy']:.3f}, "
             f"{out['clusters_used']} clusters used (entropy {out['cluster_entropy']:.2f})"
         )
+    print(f"wrote {out['written']}")
     return 0

@@ -87,6 +87,49 @@ def sample_grid(model, rows: int = 8, seed: int = 0) -> tuple[torch.Tensor, int]
     return model.decode(*latents).reshape((-1,) + cfg.x_shape), cfg.K
 
 
+# What a finished run directory holds, in the order the end-of-training message names them.
+RUN_FILES = (
+    "config.json",
+    "checkpoints",
+    "metrics.csv",
+    "summary.json",
+    "loss_curve.png",
+    "reconstructions.png",
+    "samples.png",
+    "tensorboard",
+)
+
+
+def print_training_report(run_dir: str, out=None):
+    """A few lines on stdout at the end of training: the scores, the files, the next commands."""
+    import json
+    import sys
+
+    out = out or sys.stdout
+    with open(os.path.join(run_dir, "summary.json")) as f:
+        summary = json.load(f)
+
+    def number(key, digits=2):
+        value = summary.get(key)
+        return "-" if value is None else f"{value:.{digits}f}"
+
+    line = f"test ELBO {number('test_elbo')}   train ELBO {number('train_elbo')} (nats per sample)"
+    if summary.get("clusters_used") is not None:
+        line += f"   clusters used {summary['clusters_used']:g}"
+    print(f"trained {summary['epochs']} epochs, {summary['steps']} steps in {summary['train_seconds']:.0f} s", file=out)
+    print("  " + line, file=out)
+    written = [name for name in RUN_FILES if os.path.exists(os.path.join(run_dir, name))]
+    print(f"  wrote {run_dir}/: {', '.join(written)}", file=out)
+    print("next:", file=out)
+    print(f"  python run.py evaluate --run {run_dir}", file=out)
+    print(f"  python run.py embed --run {run_dir} --folder YOUR_IMAGE_SETS", file=out)
+    print(f"  python run.py sample --run {run_dir} --groups 4", file=out)
+    print(
+        f"  python run.py experiment interpolation --run {run_dir}   (also structured-batches, domain-alignment)",
+        file=out,
+    )
+
+
 def training_report(run_dir: str, device: str = "cpu"):
     model, guide, config = load_run(run_dir, device)
     train_cfg = config.train_cfg

@@ -32,6 +32,14 @@ BAD_INPUTS = [
         ["CelebA is not in", "could not be downloaded", "--data-dir"],
     ),
     ("unknown dataset", ["--dataset", "imagenet"], ["'imagenet' is unknown", "choose one of"]),
+    ("unknown model", ["--model", "vea"], ["model 'vea' is unknown", "choose one of"]),
+    ("unknown guide", ["--guide", "exact"], ["guide 'exact' does not exist for model 'ugvae'", "choose one of"]),
+    (
+        "unknown model, named before any data is read",
+        ["--model", "vea", "--dataset", "celeba", "--data-dir", "{tmp}/data"],
+        ["model 'vea' is unknown"],
+    ),
+    ("abbreviated flag", ["--epoch", "2"], ["unrecognized arguments: --epoch 2"]),
     ("mixed image sizes", ["--dataset", "synthetic:40+digits"], ["cannot mix", "--image-size 28"]),
     ("image size the architecture cannot take", ["--arch", "conv"], ["64x64", "--image-size 64", "--arch mlp"]),
     ("corrupt image file", ["--dataset", "folder:{corrupt}"], ["broken.png cannot be read", "delete or replace"]),
@@ -49,6 +57,12 @@ BAD_INPUTS = [
     ("run directory exists", ["--run-dir", "{empty}"], ["already exists", "never overwritten", "--resume"]),
     ("resume of a directory that is no run", ["--resume", "{empty}"], ["not a run directory"]),
     ("resume of a missing directory", ["--resume", "{tmp}/nowhere"], ["not a run directory"]),
+    (
+        "resume with a flag that changes the run",
+        ["--resume", "{mixed_run}", "--lr", "0.5", "--hidden", "16"],
+        ["--lr differs", "drop it", "train --config {mixed_run}/config.json"],
+    ),
+    ("resume into a new directory", ["--resume", "{mixed_run}", "--run-dir", "{tmp}/x"], ["--run-dir differs"]),
     (
         "resume of a run with a torn config.json",
         ["--resume", "{torn_config}"],
@@ -140,7 +154,9 @@ def main_exit_code(argv) -> int:
 @pytest.mark.parametrize("problem, args, words", BAD_INPUTS, ids=[case[0] for case in BAD_INPUTS])
 def test_bad_input_gives_one_line_naming_the_fix(problem, args, words, places, offline, tmp_path, capsys):
     runs = tmp_path / "runs"
-    argv = [*TINY, "--runs-dir", str(runs), *(a.format(**places) for a in args)]
+    # A resumed run keeps its own config: the flags of a new run would be refused as changes.
+    base = ["--quiet"] if "--resume" in args else TINY
+    argv = [*base, "--runs-dir", str(runs), *(a.format(**places) for a in args)]
     assert main_exit_code(argv) == 2
     out, err = capsys.readouterr()
     assert out == "" and err.startswith("error: ") and err.count("\n") == 1, err

@@ -51,7 +51,7 @@ class TrainConfig:
             problems.append(f"--mix must be in [0, 1], got {self.mix}")
         if self.clip_norm is not None and not self.clip_norm > 0:
             problems.append(f"--clip-norm must be > 0, got {self.clip_norm}")
-        if self.graph and not self.device.startswith("cuda"):
+        if self.graph and not (self.device.startswith("cuda") or self.device == "auto"):
             problems.append("--graph needs a GPU, CUDA graphs exist only there: use --device cuda, or drop --graph")
         if self.graph and self.validate:
             problems.append("--graph cannot capture Pyro's validation checks (host syncs): drop --validate")
@@ -96,11 +96,17 @@ class LaunchConfig:
 
 
 def resolve_device(name: str) -> torch.device:
-    """The torch device called `name`, or a RunError when this machine lacks it."""
+    """The torch device called `name`, or a RunError when this machine lacks it.
+
+    "auto" is cuda when a GPU is available, else cpu: the command line's default, so the same
+    command runs on a laptop and on a GPU node.
+    """
+    if str(name) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name)
     except (RuntimeError, ValueError):
-        raise RunError(f"device {name!r} is not a device name; use cpu, cuda or cuda:N") from None
+        raise RunError(f"device {name!r} is not a device name; use cpu, cuda, cuda:N or auto") from None
     if device.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:

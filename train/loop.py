@@ -165,8 +165,14 @@ def train(
     return run_dir
 
 
-def resume(run_dir: str, quiet: bool = False, device: str | None = None, writer_factory=None) -> str:
-    """Continue a run from its newest good checkpoint, in the same directory, on one device."""
+def resume(
+    run_dir: str, quiet: bool = False, device: str | None = None, writer_factory=None, epochs: int | None = None
+) -> str:
+    """Continue a run from its newest good checkpoint, in the same directory, on one device.
+
+    `epochs` extends the run to that many epochs in all (config.json records the new total);
+    it may not be fewer than the epochs already trained.
+    """
     model_cfg, train_cfg, saved = load_config(run_dir)
     if "lightning" in saved:
         raise RunError(
@@ -175,8 +181,19 @@ def resume(run_dir: str, quiet: bool = False, device: str | None = None, writer_
         )
     if device:
         train_cfg = replace(train_cfg, device=device)
+    if epochs is not None:
+        train_cfg = replace(train_cfg, epochs=epochs)
     trainer = Trainer(train_cfg, model_cfg, quiet=quiet)
     trainer.restore(run_dir)
+    if epochs is not None and epochs != saved["train"]["epochs"]:
+        if trainer.book.epoch > epochs:
+            raise RunError(
+                f"{run_dir} has already trained {trainer.book.epoch} epochs, more than --epochs {epochs}; "
+                f"pass at least {trainer.book.epoch}"
+            )
+        extra = {k: v for k, v in saved.items() if k not in ("model", "train", "model_name", "guide_name")}
+        # The device stays the run's own: --device only picks where this session trains.
+        save_config(run_dir, model_cfg, replace(train_cfg, device=saved["train"]["device"]), extra)
     fit_with_writer(trainer, writer_factory)
     return run_dir
 

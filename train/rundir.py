@@ -73,6 +73,15 @@ def load_config(run_dir: str) -> tuple[ModelConfig, TrainConfig, dict]:
         raise RunError(f"{path} is corrupt ({e}); restore it or start a new run") from None
 
 
+def read_config_file(path: str) -> tuple[ModelConfig, TrainConfig]:
+    """(model config, training config) from a config.json, or from the run directory holding one."""
+    run_dir = path if os.path.isdir(path) else os.path.dirname(path) or "."
+    if not os.path.isdir(path) and os.path.basename(path) != "config.json":
+        raise RunError(f"{path} is not a run's config.json; pass RUN_DIR/config.json")
+    model_cfg, train_cfg, _ = load_config(run_dir)
+    return model_cfg, train_cfg
+
+
 @dataclass
 class LoadedRun:
     """A trained run: model and guide (eval mode, newest good checkpoint), their configs, its step.

@@ -99,6 +99,8 @@ def test_a_run_without_global_latent_is_refused(tiny_run, monkeypatch):
             raise AssertionError("never called")
 
     model, _, config = interpolation.load_run(tiny_run)
-    monkeypatch.setattr(interpolation, "load_run", lambda run, device: (model, LocalOnlyGuide(), config))
+    monkeypatch.setattr(
+        interpolation, "load_run", lambda run, device: (model, LocalOnlyGuide(config.model_cfg), config)
+    )
     with pytest.raises(RunError, match="no global latent"):
         run_experiment("--run", tiny_run)

@@ -12,6 +12,7 @@ from data import DataError, ImageSet, load_dataset
 from experiments import structured_batches
 from experiments.group_features import group_posterior, posterior_samples, svm_accuracies
 from guide import Guide
+from model import ModelConfig
 from tests.experiments.conftest import run_cli, tiny_train
 from train import RunError
 
@@ -116,7 +117,7 @@ def test_a_model_without_global_latent_uses_the_mean_of_z():
             return z, torch.ones_like(z), None
 
     x = torch.rand(2, 4, 1, 1, 3)  # 2 groups of 4
-    loc, scale = group_posterior(LocalOnlyGuide(), x)
+    loc, scale = group_posterior(LocalOnlyGuide(ModelConfig(x_shape=(1, 1, 3))), x)
     z = x.flatten(2)[..., :2]
     assert torch.allclose(loc, z.mean(1)) and torch.allclose(scale, torch.full((2, 2), 0.5))
 

@@ -1,0 +1,193 @@
+"""`embed` and `sample` end to end on tiny runs: the files they write, their shapes and their content."""
+
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import run
+from data import to_unit_float
+from data.folder import read_images
+from experiments.embed import folder_groups
+from guide import check_images
+from tests.experiments.conftest import tiny_train
+from train import load_run
+
+
+@pytest.fixture(scope="module")
+def ugvae_run(tmp_path_factory):
+    return tiny_train(tmp_path_factory, "ugvae")
+
+
+@pytest.fixture(scope="module")
+def vae_run(tmp_path_factory):
+    return tiny_train(tmp_path_factory, "vae")
+
+
+@pytest.fixture
+def image_sets(tmp_path):
+    """Two sets of different sizes, modes and pixel sizes: 3 gray 32x32 images, 5 RGB 28x28 ones."""
+    root = tmp_path / "sets"
+    (root / "a").mkdir(parents=True)
+    (root / "b").mkdir()
+    for i in range(3):
+        Image.new("L", (32, 32), color=40 * i).save(root / "a" / f"{i}.png")
+    for i in range(5):
+        Image.new("RGB", (28, 28), color=(200, 30 * i, 10)).save(root / "b" / f"{i}.png")
+    return root
+
+
+def exit_code(argv) -> int:
+    try:
+        return run.main(argv)
+    except SystemExit as e:
+        return e.code
+
+
+def test_embed_a_folder_of_image_sets_one_group_per_sub_folder(ugvae_run, image_sets, capsys):
+    assert run.main(["embed", "--run", ugvae_run, "--folder", str(image_sets), "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    out_dir = os.path.join(ugvae_run, "embed", "sets")
+    assert f"wrote {out_dir}/embeddings.npz" in out and f"wrote {out_dir}/beta.csv" in out
+    assert "resized to the run's 28x28" in out  # the 32x32 set
+    e = np.load(os.path.join(out_dir, "embeddings.npz"))
+    assert list(e["group_source"]) == ["a", "b"] and list(e["group_size"]) == [3, 5]
+    assert e["beta_loc"].shape == e["beta_scale"].shape == (2, 2) and (e["beta_scale"] > 0).all()
+    assert e["z_loc"].shape == e["z_scale"].shape == (8, 2) and e["pi"].shape == (8, 3)
+    np.testing.assert_allclose(e["pi"].sum(-1), 1, atol=1e-5)
+    assert list(e["sample_group"]) == [0, 0, 0, 1, 1, 1, 1, 1] and list(e["sample_index"]) == [-1] * 8
+    assert list(e["sample_name"][:4]) == ["a/0.png", "a/1.png", "a/2.png", "b/0.png"]
+
+    # The same numbers as the guide gives each set read as one group (RGB converted to the run's gray).
+    model, guide, _ = load_run(ugvae_run)
+    for g, name in enumerate("ab"):
+        paths = sorted((image_sets / name).iterdir())
+        x = to_unit_float(read_images(paths, 28, channels=1)).unsqueeze(0)
+        post = guide.global_posterior(x)
+        np.testing.assert_allclose(e["beta_loc"][g], post.loc[0].numpy(), atol=1e-5)
+        np.testing.assert_allclose(e["z_loc"][e["sample_group"] == g], guide.local_posterior(x).z_loc[0], atol=1e-5)
+
+    lines = open(os.path.join(out_dir, "beta.csv")).read().splitlines()
+    assert lines[0] == "group_id,source,size,beta_loc_0,beta_loc_1,beta_scale_0,beta_scale_1"
+    assert len(lines) == 3 and lines[2].startswith('1,"b",5,')
+
+    # A second call never overwrites the first output.
+    assert run.main(["embed", "--run", ugvae_run, "--folder", str(image_sets), "--device", "cpu"]) == 0
+    assert os.path.isfile(os.path.join(ugvae_run, "embed", "sets-2", "embeddings.npz"))
+
+
+def test_embed_cuts_a_flat_folder_and_a_split_into_groups_of_b(ugvae_run, tmp_path, capsys):
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for i in range(10):
+        Image.new("L", (28, 28), color=20 * i).save(flat / f"{i:02d}.png")
+    assert run.main(["embed", "--run", ugvae_run, "--folder", str(flat), "-B", "4", "--out", str(tmp_path / "o")]) == 0
+    e = np.load(tmp_path / "o" / "embeddings.npz")
+    assert list(e["group_size"]) == [4, 4, 2] and list(e["group_source"]) == ["flat[0:4]", "flat[4:8]", "flat[8:10]"]
+
+    assert run.main(["embed", "--run", ugvae_run, "--split", "test", "-B", "7", "--out", str(tmp_path / "t")]) == 0
+    e = np.load(tmp_path / "t" / "embeddings.npz")
+    n = len(e["sample_index"])  # synthetic:200 has 40 test images: groups of 7 and a last one of 5
+    assert n == 40 and list(e["group_size"]) == [7] * 5 + [5] and list(e["sample_index"]) == list(range(n))
+    assert e["group_source"][-1] == "test[35:40]" and e["sample_name"][3] == "test[3]"
+    from data import load_dataset
+
+    model, guide, config = load_run(ugvae_run)
+    test = load_dataset(config.train_cfg.dataset, "test")
+    x = to_unit_float(test.images[35:40]).unsqueeze(0)
+    np.testing.assert_allclose(e["beta_loc"][-1], guide.global_posterior(x).loc[0].numpy(), atol=1e-5)
+
+
+def test_embed_of_a_model_without_beta_writes_the_local_codes_and_says_so(vae_run, image_sets, capsys):
+    assert run.main(["embed", "--run", vae_run, "--folder", str(image_sets), "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "beta is absent" in out and "beta.csv" not in out
+    out_dir = os.path.join(vae_run, "embed", "sets")
+    assert os.listdir(out_dir) == ["embeddings.npz"]
+    e = np.load(os.path.join(out_dir, "embeddings.npz"))
+    assert "beta_loc" not in e and "pi" not in e and e["z_loc"].shape == (8, 2)
+
+
+@pytest.mark.parametrize(
+    "problem, words",
+    [
+        ("missing", ["does not exist", "--folder"]),
+        ("loose and nested images", ["both sub-folders of images and loose images", "put every image"]),
+        ("empty", ["holds no images"]),
+        ("--out with files", ["already holds files", "never overwritten"]),
+    ],
+)
+def test_embed_refuses_bad_input_in_one_line(ugvae_run, image_sets, tmp_path, problem, words, capsys):
+    folder, extra = image_sets, []
+    if problem == "missing":
+        folder = tmp_path / "nowhere"
+    elif problem == "loose and nested images":
+        Image.new("L", (28, 28)).save(image_sets / "loose.png")
+    elif problem == "empty":
+        folder = tmp_path / "empty"
+        folder.mkdir()
+    else:
+        (tmp_path / "full").mkdir()
+        (tmp_path / "full" / "keep.txt").write_text("mine")
+        extra = ["--out", str(tmp_path / "full")]
+    assert exit_code(["embed", "--run", ugvae_run, "--folder", str(folder), *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1
+    for word in words:
+        assert word in err
+
+
+def test_sample_draws_groups_that_share_one_beta(ugvae_run, tmp_path, capsys):
+    assert run.main(["sample", "--run", ugvae_run, "--groups", "3", "-B", "5", "--device", "cpu"]) == 0
+    out_dir = os.path.join(ugvae_run, "samples", "prior")
+    out = capsys.readouterr().out
+    assert f"wrote {out_dir}/samples.png" in out and f"wrote {out_dir}/samples.npz" in out
+    s = np.load(os.path.join(out_dir, "samples.npz"))
+    assert s["images"].shape == (3, 5, 1, 28, 28) and s["images"].min() >= 0 and s["images"].max() <= 1
+    assert s["beta"].shape == (3, 2) and s["z"].shape == (3, 5, 2) and s["d"].shape == (3, 5)
+    assert len({tuple(b) for b in s["beta"]}) == 3  # one beta per group, drawn independently
+    # Each image is the decoder's mean of its own (z, beta): beta is shared along a row.
+    model, _, _ = load_run(ugvae_run)
+    decoded = model.decode(torch.from_numpy(s["z"]), torch.from_numpy(s["beta"])[:, None])
+    np.testing.assert_allclose(s["images"], decoded.detach().numpy(), atol=1e-5)
+    with Image.open(os.path.join(out_dir, "samples.png")) as png:
+        assert png.size[0] > 100
+
+
+def test_sample_with_beta_from_a_folder_fixes_beta_to_its_posterior_mean(ugvae_run, image_sets, tmp_path):
+    out = tmp_path / "like-b"
+    argv = ["sample", "--run", ugvae_run, "--groups", "2", "-B", "4", "--beta-from", str(image_sets / "b")]
+    assert run.main([*argv, "--out", str(out)]) == 0
+    s = np.load(out / "samples.npz")
+    model, guide, _ = load_run(ugvae_run)
+    groups = folder_groups(image_sets / "b", (1, 28, 28))
+    loc = guide.global_posterior(to_unit_float(groups.images).unsqueeze(0)).loc[0].numpy()
+    np.testing.assert_allclose(s["beta"], np.stack([loc, loc]), atol=1e-5)
+    assert s["images"].shape == (2, 4, 1, 28, 28)
+
+
+def test_sample_of_a_model_without_beta_is_a_clear_error(vae_run, capsys):
+    assert exit_code(["sample", "--run", vae_run, "--groups", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "has no global latent" in err and "UG-VAE or ML-VAE" in err
+
+
+@pytest.mark.parametrize(
+    "x, words",
+    [
+        (torch.zeros(1, 2, 1, 28, 28, dtype=torch.uint8), ["float tensor", "/ 255"]),
+        (torch.zeros(2, 1, 28, 28), ["(G, B, C, H, W)", "unsqueeze(0)"]),
+        (torch.full((1, 2, 1, 28, 28), 3.0), ["[0, 1]", "max 3"]),
+        (torch.full((1, 2, 1, 28, 28), float("nan")), ["[0, 1]", "NaN"]),
+    ],
+    ids=["uint8", "no group dim", "0..255 floats", "NaN"],
+)
+def test_guides_reject_images_that_are_not_groups_of_unit_floats(ugvae_run, x, words):
+    _, guide, _ = load_run(ugvae_run)
+    for call in (check_images, guide.local_posterior, guide.global_posterior):
+        with pytest.raises(ValueError) as e:
+            call(x)
+        for word in words:
+            assert word in str(e.value)

@@ -1,13 +1,18 @@
 """The `evaluate`, `compare` and `experiment NAME` subcommands of run.py.
 
 Each experiment is a module of this package exposing `add_arguments(parser)` and
-`run(args) -> int`; adding one is a module plus a line in EXPERIMENTS.
+`run(args) -> int`; adding one is a module plus a line in EXPERIMENTS. Every subcommand holds
+the lock of each run it may write into (`train.lock`) while it runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import os
+
+from train.lock import run_lock
 
 EXPERIMENTS = {
     "interpolation": "experiments.interpolation",
@@ -20,8 +25,23 @@ def _module(path: str):
     return importlib.import_module(path)
 
 
+def runs_written(args) -> list[str]:
+    """The run directories a subcommand writes into: --run, the run of --checkpoint, compare's runs."""
+    if getattr(args, "run", None):
+        return [args.run]
+    if getattr(args, "checkpoint", None):
+        return [os.path.dirname(os.path.dirname(os.path.abspath(args.checkpoint)))]
+    return list(getattr(args, "runs", None) or [])
+
+
 def _delegate(path: str):
-    return lambda args: _module(path).run(args)
+    def handler(args):
+        with contextlib.ExitStack() as locks:
+            for run_dir in runs_written(args):
+                locks.enter_context(run_lock(run_dir))
+            return _module(path).run(args)
+
+    return handler
 
 
 def add_subcommands(sub):

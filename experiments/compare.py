@@ -2,7 +2,8 @@
 
 Train time comes from RUN_DIR/summary.json (written at the end of training), the test ELBO,
 the IWAE bound and the clustering accuracy from RUN_DIR/eval.json, which is computed first
-where it is missing. Writes compare.md and compare.csv to --out and prints the Markdown.
+where it is missing, torn, or stale (made at an older step than the run's newest checkpoint).
+Writes compare.md and compare.csv to --out and prints the Markdown.
 
 Runs on the same data and group size are scored on the same test groups, so their IWAE
 difference to the first run is also given with its paired standard error over those groups,
@@ -22,6 +23,8 @@ import torch
 from experiments.evaluate import evaluate_run, mean_and_stderr
 from guide import default_guide
 from train import RunError
+from train.atomic import atomic_write_text
+from train.checkpoints import list_checkpoints
 from train.rundir import load_config
 
 COLUMNS = [
@@ -45,8 +48,20 @@ COLUMNS = [
 def _read_json(path: str) -> dict | None:
     if not os.path.isfile(path):
         return None
-    with open(path) as f:
-        return json.load(f)
+    try:
+        with open(path) as f:
+            payload = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise RunError(f"{path} is corrupt ({e}); delete it to compute it again") from None
+    if not isinstance(payload, dict):
+        raise RunError(f"{path} is corrupt (not a JSON object); delete it to compute it again")
+    return payload
+
+
+def newest_checkpoint_step(run_dir: str) -> int | None:
+    """The step of the newest checkpoint file, read from its name."""
+    paths = list_checkpoints(run_dir)
+    return int(os.path.basename(paths[-1])[5:14]) if paths else None
 
 
 def run_row(run_dir: str, samples: int = 100, device: str = "cpu") -> dict:
@@ -55,7 +70,16 @@ def run_row(run_dir: str, samples: int = 100, device: str = "cpu") -> dict:
     summary = _read_json(os.path.join(run_dir, "summary.json"))
     if summary is None:
         raise RunError(f"{run_dir} has no summary.json: its training did not finish; resume it with --resume")
-    scores = _read_json(os.path.join(run_dir, "eval.json")) or evaluate_run(run_dir, samples, device)
+    eval_path = os.path.join(run_dir, "eval.json")
+    try:
+        scores = _read_json(eval_path)
+    except RunError:
+        scores = None  # a cache: a torn eval.json is computed again
+    newest = newest_checkpoint_step(run_dir)
+    step = scores.get("step") if scores else None
+    if scores is not None and newest is not None and not (isinstance(step, int) and step >= newest):
+        scores = None  # computed at an older checkpoint than the run's newest: stale
+    scores = scores or evaluate_run(run_dir, samples, device)
     row = {
         "run": os.path.basename(os.path.normpath(run_dir)),
         "model": train_cfg.model,
@@ -143,9 +167,7 @@ def run(args) -> int:
     add_paired_differences(rows)
     os.makedirs(args.out, exist_ok=True)
     table = markdown(rows)
-    with open(os.path.join(args.out, "compare.md"), "w") as f:
-        f.write(table)
-    with open(os.path.join(args.out, "compare.csv"), "w") as f:
-        f.write(to_csv(rows))
+    atomic_write_text(os.path.join(args.out, "compare.md"), table)
+    atomic_write_text(os.path.join(args.out, "compare.csv"), to_csv(rows))
     print(table)
     return 0

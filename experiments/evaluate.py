@@ -42,7 +42,9 @@ from experiments.plotting import save_json
 from guide import default_guide
 from train import RunError, load_run
 from train.checkpoints import check_compatible, load_checkpoint
+from train.lock import run_lock
 from train.metrics import test_metrics
+from train.rundir import load_config
 
 PARTICLE_DIM = -3  # left of the groups (-2) and samples (-1) plates; d is enumerated left of it
 
@@ -126,7 +128,7 @@ def evaluate_run(
     model, guide, config = load_run(run_dir, device)
     train_cfg, model_cfg = config.train_cfg, config.model_cfg
     if checkpoint:
-        ckpt = load_checkpoint(checkpoint, device)
+        ckpt = load_checkpoint(checkpoint, device, run_id=load_config(run_dir)[2].get("run_id"))
         check_compatible(ckpt, model_cfg, train_cfg.model, train_cfg.guide or default_guide(train_cfg.model))
         model.load_state_dict(ckpt["model"]), guide.load_state_dict(ckpt["guide"])
         config.step = ckpt["step"]
@@ -172,7 +174,8 @@ def evaluate_run(
         "seconds": round(time.perf_counter() - start, 2),
     }
     name = f"eval-step-{config.step:09d}.json" if checkpoint else "eval.json"
-    save_json(os.path.join(run_dir, name), out)
+    with run_lock(run_dir):  # run.py holds it already; a caller of this function may not
+        save_json(os.path.join(run_dir, name), out)
     return out
 
 

@@ -227,7 +227,7 @@ def fit_lightning(
         run_dir = new_run_dir(runs_dir, train_cfg.dataset, train_cfg.model) if launched_as_rank_zero() else None
     module = LightningUGVAE(run, run_dir, launch, resume=bool(resume_dir))
     # Only rank 0 writes, so only it holds the run's lock.
-    lock = run_lock(run_dir) if run_dir and launched_as_rank_zero() else contextlib.nullcontext()
+    lock = run_lock(run_dir, new=not resume_dir) if run_dir and launched_as_rank_zero() else contextlib.nullcontext()
     with lock, warnings.catch_warnings():
         # The data is resident on the device: loader workers would only copy it.
         warnings.filterwarnings("ignore", ".*does not have many workers.*")

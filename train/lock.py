@@ -26,9 +26,17 @@ class RunLocked(RunError):
 
 
 @contextlib.contextmanager
-def run_lock(run_dir: str):
-    """Hold RUN/.lock for the duration of the block; RunLocked if another process holds it."""
+def run_lock(run_dir: str, new: bool = False):
+    """Hold RUN/.lock for the duration of the block; RunLocked if another process holds it.
+
+    `new`: a run directory just claimed, before its config.json is written. Any other folder
+    without a config.json is not a run: it is not locked (and gets no lock file), and the
+    command reading it says what is wrong.
+    """
     key = os.path.realpath(run_dir)
+    if not new and not os.path.isfile(os.path.join(run_dir, "config.json")):
+        yield
+        return
     if key in _held:
         _held[key][1] += 1
         try:

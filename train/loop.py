@@ -190,7 +190,7 @@ def train(
     except BaseException:
         os.rmdir(run_dir)  # still empty: bad input leaves no half-made run behind
         raise
-    with run_lock(run_dir):
+    with run_lock(run_dir, new=True):
         trainer.start(run_dir)
         fit_with_writer(trainer, writer_factory)
     return run_dir

@@ -125,10 +125,11 @@ def evaluate_run(
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise RunError("--device cuda was asked for but CUDA is not available; use --device cpu")
     start = time.perf_counter()
+    # An explicit checkpoint is checked first: refused, it is the one thing to say.
+    ckpt = load_checkpoint(checkpoint, device, run_id=load_config(run_dir)[2].get("run_id")) if checkpoint else None
     model, guide, config = load_run(run_dir, device)
     train_cfg, model_cfg = config.train_cfg, config.model_cfg
     if checkpoint:
-        ckpt = load_checkpoint(checkpoint, device, run_id=load_config(run_dir)[2].get("run_id"))
         check_compatible(ckpt, model_cfg, train_cfg.model, train_cfg.guide or default_guide(train_cfg.model))
         model.load_state_dict(ckpt["model"]), guide.load_state_dict(ckpt["guide"])
         config.step = ckpt["step"]

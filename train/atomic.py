@@ -55,8 +55,11 @@ def disk_full(path: str, folder: str, write=None, needed: int | None = None) -> 
     memory to tell how many bytes the file needs."""
     if needed is None and write is not None:
         buffer = io.BytesIO()
-        write(buffer)
-        needed = buffer.tell()
+        try:
+            write(buffer)
+            needed = buffer.tell()
+        except Exception:  # the size is a courtesy; the error to report is the full disk
+            pass
     free = os.statvfs(folder).f_bavail * os.statvfs(folder).f_frsize
     size = f"it needs {needed} bytes, " if needed is not None else ""
     return DiskFull(

@@ -26,6 +26,7 @@ import os
 import random
 import re
 import sys
+import warnings
 
 import numpy as np
 import torch
@@ -163,7 +164,9 @@ def load_checkpoint(path: str, map_location="cpu", run_id: str | None = None, mm
     """The checkpoint at `path`, checked to be one of the run `run_id` (when given and the file
     names one) and of the step its name says; tensors on `map_location`."""
     try:
-        with torch.serialization.safe_globals(NUMPY_ARRAY_GLOBALS):
+        # A pickle of another protocol draws a warning before it is refused: the refusal says enough.
+        with torch.serialization.safe_globals(NUMPY_ARRAY_GLOBALS), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             checkpoint = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as e:  # truncated, foreign or malicious files raise many types
         what = "holds objects other than tensors, numbers and strings" if "Weights only load" in str(e) else ""

@@ -59,10 +59,13 @@ def run_lock(run_dir: str, new: bool = False):
         f.close()
         raise
     try:
-        f.seek(0)
-        f.truncate()
-        f.write(str(os.getpid()))
-        f.flush()
+        try:
+            f.seek(0)
+            f.truncate()
+            f.write(str(os.getpid()))
+            f.flush()
+        except OSError:
+            pass  # a full disk: the PID only helps the message of a second writer; the lock holds
         _held[key] = [f, 1]
         yield
     finally:

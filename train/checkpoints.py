@@ -60,9 +60,10 @@ DATA_STREAM_FIELDS = ("dataset", "image_size", "mix", "group_size", "groups_per_
 
 # What numpy needs to rebuild the RNG state of a version-1 checkpoint: array and dtype
 # constructors, which build arrays and nothing else (torch's documented allowlist for numpy).
+_reconstruct = (getattr(np, "_core", None) or np.core).multiarray._reconstruct  # numpy 2 or 1
 NUMPY_ARRAY_GLOBALS = [
-    (np._core.multiarray._reconstruct, "numpy.core.multiarray._reconstruct"),
-    np._core.multiarray._reconstruct,
+    (_reconstruct, "numpy.core.multiarray._reconstruct"),
+    (_reconstruct, "numpy._core.multiarray._reconstruct"),
     np.ndarray,
     np.dtype,
     type(np.dtype(np.uint32)),
@@ -198,18 +199,23 @@ def load_checkpoint(path: str, map_location="cpu", run_id: str | None = None, mm
 
 def latest_checkpoint(run_dir: str, run_id: str | None = None) -> dict | None:
     """The newest checkpoint of run `run_id` that loads; damaged or foreign newer ones are
-    skipped, with one line naming them."""
+    skipped, with one line naming them. None where there is no checkpoint file; a RunError
+    naming each file where there are some but none can be used."""
     skipped = []
-    try:
-        for path in reversed(list_checkpoints(run_dir)):
-            try:
-                return load_checkpoint(path, run_id=run_id)
-            except CheckpointError as e:
-                skipped.append(f"{os.path.basename(path)} ({e.reason})")
-        return None
-    finally:
+    for path in reversed(list_checkpoints(run_dir)):
+        try:
+            checkpoint = load_checkpoint(path, run_id=run_id)
+        except CheckpointError as e:
+            skipped.append(f"{os.path.basename(path)} ({e.reason})")
+            continue
         if skipped:
             notice(f"skipped checkpoints of {run_dir} that cannot be used: {'; '.join(skipped)}")
+        return checkpoint
+    if skipped:
+        raise RunError(
+            f"no checkpoint of {run_dir} can be used: {'; '.join(skipped)}; restore one from a copy or start a new run"
+        )
+    return None
 
 
 def check_compatible(

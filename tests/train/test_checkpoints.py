@@ -378,3 +378,12 @@ def test_a_disk_that_fills_during_a_checkpoint_and_an_evaluation_keeps_older_fil
     assert not [n for n in os.listdir(os.path.join(run_dir, "checkpoints")) if ".tmp-" in n]
     for path in before:
         load_checkpoint(path)
+
+
+def test_a_run_whose_checkpoints_all_fail_says_so_in_one_line(small_run, tmp_path, capsys):
+    run_dir = copy_of(small_run, tmp_path)
+    for path in list_checkpoints(run_dir):
+        open(path, "wb").close()
+    assert run.main(["evaluate", "--run", run_dir, "--samples", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no checkpoint of" in err and "step-000000002.pt (cannot be read" in err

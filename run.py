@@ -386,7 +386,7 @@ def main(argv=None) -> int:
         return 2
     except KeyboardInterrupt as e:
         print(f"interrupted: {e}" if str(e) else "interrupted", file=sys.stderr)
-        return 130
+        return getattr(e, "exit_code", 130)  # 143 for SIGTERM
 
 
 if __name__ == "__main__":

@@ -19,15 +19,23 @@ def load(split: str, data_dir: Path, image_size: int | None) -> ImageSet:
     size = image_size or DEFAULT_SIZE
     # Decoding 200k JPEGs takes minutes; the decoded uint8 tensor reloads in seconds.
     cache = data_dir / "celeba" / f"ugvae-{split}-{size}.pt"
+    stored = None
     if cache.is_file():
-        stored = torch.load(cache, weights_only=True)
+        try:
+            stored = torch.load(cache, weights_only=True)
+        except Exception:  # torn or foreign: decoded again and rewritten below
+            stored = None
+    if stored is not None:
         images, attributes, names = stored["images"], stored["attributes"], stored["attribute_names"]
     else:
+        from train.atomic import atomic_write  # here: train imports data
+
         images, attributes, names = decode(open_torchvision(split, data_dir, size))
+        stored = {"images": images, "attributes": attributes, "attribute_names": names}
         try:
-            torch.save({"images": images, "attributes": attributes, "attribute_names": names}, cache)
-        except OSError:
-            pass  # a read-only data folder only costs the next run the decoding time
+            atomic_write(str(cache), lambda f: torch.save(stored, f))
+        except (OSError, ValueError):  # ValueError: DiskFull
+            pass  # a read-only or full data folder only costs the next run the decoding time
     return ImageSet(images=images, attributes=attributes, attribute_names=names, name="celeba")
 
 

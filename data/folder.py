@@ -9,10 +9,10 @@ import numpy as np
 import torch
 
 from .errors import DataError
-from .imageset import ImageSet
+from .imageset import ImageSet, empty_images
 
 EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
-GRAY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
+GRAY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 DEFAULT_SIZE = 64
 TEST_FRACTION = 0.1
 
@@ -66,6 +66,9 @@ def read_images(paths: list[Path], size: int, channels: int | None = None) -> to
     def open_image(path):
         try:
             return Image.open(path)
+        except Image.DecompressionBombError as err:
+            # PIL's limit (Image.MAX_IMAGE_PIXELS) against files that decode to gigabytes.
+            raise DataError(f"image {path} is too large to decode safely ({err}); shrink or remove it") from None
         except (UnidentifiedImageError, OSError) as err:
             raise DataError(f"image {path} cannot be read ({type(err).__name__}); delete or replace the file") from None
 
@@ -76,13 +79,13 @@ def read_images(paths: list[Path], size: int, channels: int | None = None) -> to
             modes.append(image.mode)
     gray = all(mode in GRAY_MODES for mode in modes) if channels is None else channels == 1
     channels = 1 if gray else 3
-    out = torch.empty((len(paths), channels, size, size), dtype=torch.uint8)
+    out = empty_images(len(paths), (channels, size, size), f"image folder {paths[0].parent}")
     for i, path in enumerate(tqdm(paths, desc="reading images", disable=None, leave=False)):
         with open_image(path) as image:
             try:
                 pixels = square(eight_bit(image).convert("L" if gray else "RGB"))
                 pixels = pixels.resize((size, size), Image.Resampling.BICUBIC)
-            except (OSError, ValueError) as err:
+            except (OSError, ValueError, Image.DecompressionBombError) as err:
                 raise DataError(f"image {path} cannot be decoded ({err}); delete or replace the file") from None
         array = np.asarray(pixels, dtype=np.uint8)
         out[i] = torch.from_numpy(array.reshape(size, size, channels).copy()).permute(2, 0, 1)
@@ -90,12 +93,21 @@ def read_images(paths: list[Path], size: int, channels: int | None = None) -> to
 
 
 def eight_bit(image):
-    """A 16-bit grayscale PNG opens as I;16, which convert("L") clips at 255 instead of rescaling."""
-    if image.mode != "I;16":
+    """A 16-bit grayscale PNG opens as I;16 (B/L: byte order) or I, which convert("L") clips at
+    255 instead of rescaling; float images (F) are taken as [0, 1] or [0, 255] by their range."""
+    if not (image.mode.startswith("I") or image.mode == "F"):
         return image
     from PIL import Image
 
-    return Image.fromarray((np.asarray(image) >> 8).astype(np.uint8))
+    pixels = np.asarray(image).astype(np.float64)
+    top = pixels.max(initial=0.0)
+    if image.mode == "F":
+        scale = 255.0 if top <= 1.0 else 1.0
+    elif image.mode.startswith("I;16"):
+        scale = 1.0 / 256
+    else:  # I: 32-bit, holding a 16-bit image's values or 8-bit ones
+        scale = 1.0 / 256 if top > 255 else 1.0
+    return Image.fromarray(np.clip(np.nan_to_num(pixels * scale), 0, 255).astype(np.uint8))
 
 
 def square(image):

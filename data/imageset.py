@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import os
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -69,13 +71,52 @@ def shape_text(shape) -> str:
     return "x".join(str(s) for s in shape)
 
 
+def available_memory() -> int | None:
+    """Bytes of memory this machine can still hand out (MemAvailable), or None where unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_fits(n: int, shape, what: str, extra_per_image: int = 0):
+    """A DataError unless n uint8 images of `shape` (plus `extra_per_image` bytes each) fit in the
+    memory still free: one clear error before loading, not an out-of-memory kill half-way."""
+    needed = n * (math.prod(int(side) for side in shape) + extra_per_image)
+    free = available_memory()
+    if free is not None and needed > free:
+        raise DataError(
+            f"{what}: {n} images of {shape_text(shape)} need {needed / 2**30:.1f} GiB but "
+            f"{free / 2**30:.1f} GiB of memory are free; use fewer images or a smaller --image-size"
+        )
+
+
+def empty_images(n: int, shape, what: str) -> torch.Tensor:
+    """uint8 (n, *shape) for `what`, checked to fit in memory first."""
+    check_fits(n, shape, what)
+    try:
+        return torch.empty((n, *shape), dtype=torch.uint8)
+    except (RuntimeError, MemoryError):
+        raise DataError(
+            f"{what}: {n} images of {shape_text(shape)} do not fit in memory; "
+            "use fewer images or a smaller --image-size"
+        ) from None
+
+
 def resize_images(images: torch.Tensor, size: int, chunk: int = 4096) -> torch.Tensor:
     """Resize uint8 (N, C, H, W) images to (size, size); chunked so a large set never becomes one float copy."""
     if tuple(images.shape[-2:]) == (size, size):
         return images
     # Antialiasing only matters when shrinking; it would blur an upscale for nothing.
     antialias = size < max(images.shape[-2:])
-    out = torch.empty((len(images), images.shape[1], size, size), dtype=torch.uint8)
+    out = empty_images(len(images), (images.shape[1], size, size), f"resizing to {size}x{size}")
     for start in range(0, len(images), chunk):
         block = images[start : start + chunk].float()
         block = F.interpolate(block, size=(size, size), mode="bilinear", align_corners=False, antialias=antialias)

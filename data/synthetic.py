@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from .errors import DataError
-from .imageset import ImageSet
+from .imageset import ImageSet, check_fits
 
 SIDE = 28
 NUM_CLASSES = 10
@@ -25,6 +25,8 @@ def load(split: str, data_dir: Path, image_size: int | None, option: str | None 
             raise DataError(f"synthetic size '{option}' is not a positive whole number; write it as synthetic:1000")
         n_train = int(option)
     n = n_train if split == "train" else max(1, n_train // 5)
+    # Besides the images, make_blobs holds a label and a permutation entry of 8 bytes each per image.
+    check_fits(n, (1, SIDE, SIDE), f"synthetic:{n_train}", extra_per_image=24)
     images, labels = make_blobs(n, torch.Generator().manual_seed(SPLIT_SEEDS[split]))
     return ImageSet(images=images, labels=labels, class_names=[str(c) for c in range(NUM_CLASSES)], name="synthetic")
 

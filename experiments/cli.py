@@ -5,12 +5,15 @@ Each command is a module of this package exposing `add_arguments(parser)` and
 
 Nothing here imports those modules until their command is parsed or its help is shown: they
 bring torch, pyro, matplotlib or scikit-learn, and `run.py --help` needs only the names and
-one-line summaries below (a test checks each summary against its module's docstring).
+one-line summaries below (a test checks each summary against its module's docstring). Every command holds
+the lock of each run it may write into (`train.lock`) while it runs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import os
 
 # name -> (module, one-line summary)
 COMMANDS = {
@@ -39,10 +42,27 @@ def _module(path: str):
     return importlib.import_module(path)
 
 
+def runs_written(args) -> list[str]:
+    """The run directories a subcommand writes into: --run, the run of --checkpoint, compare's runs."""
+    if getattr(args, "run", None):
+        return [args.run]
+    if getattr(args, "checkpoint", None):
+        return [os.path.dirname(os.path.dirname(os.path.abspath(args.checkpoint)))]
+    return list(getattr(args, "runs", None) or [])
+
+
 def _builder(path: str):
+    def handler(args):
+        from train.lock import run_lock  # train/ brings torch: only once a command runs
+
+        with contextlib.ExitStack() as locks:
+            for run_dir in runs_written(args):
+                locks.enter_context(run_lock(run_dir))
+            return _module(path).run(args)
+
     def build(parser):
         _module(path).add_arguments(parser)
-        parser.set_defaults(handler=lambda args: _module(path).run(args))
+        parser.set_defaults(handler=handler)
 
     return build
 

@@ -2,8 +2,9 @@
 
 Train time comes from RUN_DIR/summary.json (written at the end of training), the test ELBO,
 the IWAE bound and the clustering accuracy from RUN_DIR/eval.json, which is computed first
-where it is missing. Writes compare.md and compare.csv to --out (default: a new
-compare-<time> folder) and prints the Markdown and where it wrote them.
+where it is missing, torn, or stale (made at an older step than the run's newest checkpoint).
+Writes compare.md and compare.csv to --out (default: a new compare-<time> folder) and prints the
+Markdown and where it wrote them.
 
 IWAE bounds tighten as S grows, so rows whose IWAE used another S than the first row are
 flagged (a dagger in the table, a line on the console): evaluate them again with one S.
@@ -26,6 +27,8 @@ import torch
 from experiments.evaluate import evaluate_run, mean_and_stderr
 from guide import default_guide
 from train import RunError
+from train.atomic import atomic_write_text
+from train.checkpoints import list_checkpoints
 from train.rundir import load_config
 
 COLUMNS = [
@@ -49,8 +52,20 @@ COLUMNS = [
 def _read_json(path: str) -> dict | None:
     if not os.path.isfile(path):
         return None
-    with open(path) as f:
-        return json.load(f)
+    try:
+        with open(path) as f:
+            payload = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise RunError(f"{path} is corrupt ({e}); delete it to compute it again") from None
+    if not isinstance(payload, dict):
+        raise RunError(f"{path} is corrupt (not a JSON object); delete it to compute it again")
+    return payload
+
+
+def newest_checkpoint_step(run_dir: str) -> int | None:
+    """The step of the newest checkpoint file, read from its name."""
+    paths = list_checkpoints(run_dir)
+    return int(os.path.basename(paths[-1])[5:14]) if paths else None
 
 
 def run_row(run_dir: str, samples: int = 100, device: str = "cpu") -> dict:
@@ -59,7 +74,16 @@ def run_row(run_dir: str, samples: int = 100, device: str = "cpu") -> dict:
     summary = _read_json(os.path.join(run_dir, "summary.json"))
     if summary is None:
         raise RunError(f"{run_dir} has no summary.json: its training did not finish; resume it with --resume")
-    scores = _read_json(os.path.join(run_dir, "eval.json")) or evaluate_run(run_dir, samples, device)
+    eval_path = os.path.join(run_dir, "eval.json")
+    try:
+        scores = _read_json(eval_path)
+    except RunError:
+        scores = None  # a cache: a torn eval.json is computed again
+    newest = newest_checkpoint_step(run_dir)
+    step = scores.get("step") if scores else None
+    if scores is not None and newest is not None and not (isinstance(step, int) and step >= newest):
+        scores = None  # computed at an older checkpoint than the run's newest: stale
+    scores = scores or evaluate_run(run_dir, samples, device)
     row = {
         "run": os.path.basename(os.path.normpath(run_dir)),
         "model": train_cfg.model,
@@ -172,10 +196,8 @@ def run(args) -> int:
     os.makedirs(out, exist_ok=True)
     table = markdown(rows)
     paths = os.path.join(out, "compare.md"), os.path.join(out, "compare.csv")
-    with open(paths[0], "w") as f:
-        f.write(table)
-    with open(paths[1], "w") as f:
-        f.write(to_csv(rows))
+    atomic_write_text(paths[0], table)
+    atomic_write_text(paths[1], to_csv(rows))
     print(table)
     flagged = mixed_samples(rows)
     if flagged:

@@ -218,6 +218,7 @@ def run(args) -> int:
         os.path.join(out, "domain_alignment.json"),
         {
             "run": args.run,
+            "step": config.step,  # the checkpoint these numbers were computed from
             "dataset": train_cfg.dataset,
             "split": args.split,
             "domains": data.domain_names,

@@ -48,7 +48,9 @@ from guide import default_guide
 from train import load_run
 from train.checkpoints import check_compatible, load_checkpoint
 from train.config import resolve_device
+from train.lock import run_lock
 from train.metrics import cluster_usage, test_metrics
+from train.rundir import load_config
 
 PARTICLE_DIM = -3  # left of the groups (-2) and samples (-1) plates; d is enumerated left of it
 
@@ -146,10 +148,11 @@ def evaluate_run(
         raise ValueError(f"--samples and --images-per-pass must be >= 1, got {samples} and {images_per_pass}")
     device = str(resolve_device(device))
     start = time.perf_counter()
+    # An explicit checkpoint is checked first: refused, it is the one thing to say.
+    ckpt = load_checkpoint(checkpoint, device, run_id=load_config(run_dir)[2].get("run_id")) if checkpoint else None
     model, guide, config = load_run(run_dir, device)
     train_cfg, model_cfg = config.train_cfg, config.model_cfg
     if checkpoint:
-        ckpt = load_checkpoint(checkpoint, device)
         check_compatible(ckpt, model_cfg, train_cfg.model, train_cfg.guide or default_guide(train_cfg.model))
         model.load_state_dict(ckpt["model"]), guide.load_state_dict(ckpt["guide"])
         config.step = ckpt["step"]
@@ -208,7 +211,8 @@ def evaluate_run(
     }
     name = f"eval-step-{config.step:09d}.json" if checkpoint else "eval.json"
     out["written"] = os.path.join(run_dir, name)
-    save_json(out["written"], out)
+    with run_lock(run_dir):  # run.py holds it already; a caller of this function may not
+        save_json(out["written"], out)
     return out
 
 

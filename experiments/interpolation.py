@@ -182,6 +182,7 @@ def run(args) -> int:
         os.path.join(out, "interpolation.json"),
         {
             "run": args.run,
+            "step": config.step,  # the checkpoint these figures were drawn from
             "model": config.train_cfg.model,
             "rows": args.rows,
             "cols": args.cols,

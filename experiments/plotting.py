@@ -1,8 +1,11 @@
-"""The one image-grid helper and figure saving shared by every experiment."""
+"""The one image-grid helper and figure saving shared by every experiment.
+
+Figures and JSON go through `train.atomic`, so a kill or a full disk mid-write leaves the
+previous file whole, never a torn one.
+"""
 
 from __future__ import annotations
 
-import json
 import os
 
 import matplotlib
@@ -11,6 +14,8 @@ matplotlib.use("Agg")  # figures are files; no display is assumed
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from torchvision.utils import make_grid  # noqa: E402
+
+from train.atomic import atomic_write, write_json  # noqa: E402
 
 
 def image_grid(images: torch.Tensor, nrow: int, pad: int = 1) -> torch.Tensor:
@@ -45,16 +50,16 @@ def save_grid(
 
 
 def save_figure(fig, path: str):
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    try:
+        # The format follows the name, as savefig to a path would (the temporary name has none).
+        atomic_write(path, lambda f: fig.savefig(f, dpi=120, format=os.path.splitext(path)[1][1:] or "png"))
+    finally:
+        plt.close(fig)
 
 
 def save_json(path: str, payload: dict):
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(payload, f, indent=2, default=float)
+    write_json(path, payload)
 
 
 def experiment_dir(run_dir: str, name: str) -> str:

@@ -23,6 +23,7 @@ from data import STRUCTURED_RULES, DataError, ImageSet, load_dataset, mixed_clas
 from experiments.group_features import guide_features, pca_features, posterior_samples, svm_accuracies, untrained_guide
 from experiments.plotting import experiment_dir, save_figure, save_json
 from train import RunError, load_run
+from train.atomic import atomic_write_text
 
 # Which rule set each labelled dataset uses, and the paper's pairings of rules.
 RULE_SETS = {"mnist": "mnist", "digits": "mnist", "synthetic": "mnist", "fashion-mnist": "fashion-mnist"}
@@ -220,11 +221,16 @@ def run(args) -> int:
     settings = {k: getattr(args, k) for k in ("group_sizes", "groups", "test_fraction", "samples", "means", "mix")}
     save_json(
         os.path.join(out, "table.json"),
-        {"run": args.run, "dataset": train_cfg.dataset, "settings": {**settings, "seed": args.seed}, "rows": rows},
+        {
+            "run": args.run,
+            "step": config.step,  # the checkpoint these numbers were computed from
+            "dataset": train_cfg.dataset,
+            "settings": {**settings, "seed": args.seed},
+            "rows": rows,
+        },
     )
     table = markdown_table(rows, list(sources), args.means)
-    with open(os.path.join(out, "table.md"), "w") as f:
-        f.write(table)
+    atomic_write_text(os.path.join(out, "table.md"), table)
     tsne_plot(os.path.join(out, "tsne.png"), tsne_task, data, sources, args)
     print(table + f"wrote {out}")
     return 0

@@ -8,6 +8,8 @@ likelihood with fixed variance 0.1 on pixels in [0, 1].
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import asdict, dataclass, fields
 
 LIKELIHOODS = ("gaussian", "bernoulli")
@@ -27,7 +29,22 @@ class ModelConfig:
     arch: str = "auto"
 
     def __post_init__(self):
+        # Checked before any comparison: a config.json with "K": "3" or "var_x": null says so.
+        if not isinstance(self.x_shape, (list, tuple)) or not all(
+            isinstance(s, numbers.Integral) and not isinstance(s, bool) for s in self.x_shape
+        ):
+            raise ValueError(f"x_shape must be three whole numbers (C, H, W), got {self.x_shape!r}")
         object.__setattr__(self, "x_shape", tuple(int(s) for s in self.x_shape))
+        whole, real = numbers.Integral, numbers.Real
+        kinds = {"z_dim": whole, "beta_dim": whole, "K": whole, "hidden": whole, "var_x": real, "likelihood": str}
+        wrong = [
+            f"{name} must be {dict([(str, 'a string'), (whole, 'a whole number')]).get(kind, 'a number')}, "
+            f"got {getattr(self, name)!r}"
+            for name, kind in kinds.items()
+            if not isinstance(getattr(self, name), kind) or isinstance(getattr(self, name), bool)
+        ]
+        if wrong:
+            raise ValueError("; ".join(wrong))
         problems = []
         if len(self.x_shape) != 3 or min(self.x_shape) < 1:
             problems.append(f"x_shape must be (C, H, W) with positive sizes, got {self.x_shape}")
@@ -36,8 +53,8 @@ class ModelConfig:
                 problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.likelihood not in LIKELIHOODS:
             problems.append(f"likelihood must be one of {LIKELIHOODS}, got {self.likelihood!r}")
-        if self.var_x <= 0:
-            problems.append(f"var_x must be > 0, got {self.var_x}")
+        if not (self.var_x > 0 and math.isfinite(self.var_x)):
+            problems.append(f"var_x must be a finite number > 0, got {self.var_x}")
         if self.arch not in ARCHS:
             problems.append(f"arch must be one of {ARCHS}, got {self.arch!r}")
         if self.resolved_arch == "conv" and self.x_shape[1:] != (64, 64):
@@ -67,6 +84,8 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> ModelConfig:
+        if not isinstance(d, dict):
+            raise ValueError(f"the model config must be a JSON object, got {type(d).__name__}")
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:

@@ -16,7 +16,6 @@ from data import DataError
 from model import ModelConfig
 from tests.conftest import tiny_flags
 from train import TrainConfig, train
-from train.checkpoints import list_checkpoints
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = tiny_flags()
@@ -87,6 +86,17 @@ BAD_INPUTS = [
     ("CUDA asked for but absent", ["--device", ABSENT_CUDA], [f"--device {ABSENT_CUDA} was asked for", CUDA_FIX]),
     ("resume of a CUDA run where CUDA is absent", ["--resume", "{cuda_run}"], [ABSENT_CUDA, CUDA_FIX]),
     ("unknown device", ["--device", "tpu"], ["'tpu' is not a device name", "use cpu"]),
+    # NaN and inf pass every `> 0` check; they used to surface steps later as divergence.
+    ("NaN learning rate", ["--lr", "nan"], ["--lr must be a finite number, got nan"]),
+    ("infinite learning rate", ["--lr", "inf"], ["--lr must be a finite number, got inf"]),
+    ("infinite clip norm", ["--clip-norm", "inf"], ["--clip-norm must be a finite number"]),
+    ("NaN mixture share", ["--mix", "nan"], ["--mix must be a finite number"]),
+    ("NaN likelihood variance", ["--var-x", "nan"], ["var_x must be a finite number > 0, got nan"]),
+    ("infinite likelihood variance", ["--var-x", "inf"], ["var_x must be a finite number > 0, got inf"]),
+    ("more images than memory", ["--dataset", "synthetic:99999999999"], ["GiB of memory are free", "fewer images"]),
+    ("config.json with a word for a number", ["--resume", "{typed_config}"], ["epochs must be a whole number"]),
+    ("config.json with a float for a size", ["--resume", "{float_config}"], ["K must be a whole number, got 3.5"]),
+    ("metrics.csv of another program", ["--resume", "{foreign_metrics}"], ["metrics.csv has the columns", "aside"]),
 ]
 
 
@@ -113,8 +123,12 @@ def places(tmp_path_factory):
         quiet=True,
     )
     torch.set_num_threads(threads)
-    # Someone copies the other run's checkpoint into this run as its newest one.
-    shutil.copy(list_checkpoints(other)[-1], os.path.join(mine, "checkpoints", "step-000000999.pt"))
+    # Someone edits the config.json of a run (the checkpoint copied in from another run would be
+    # refused for its run id before its config is compared, see tests/train/test_checkpoints.py).
+    mixed = shutil.copytree(other, tmp / "mixed_run")
+    config = json.loads(open(os.path.join(mine, "config.json")).read())
+    config["run_id"] = json.loads((mixed / "config.json").read_text())["run_id"]
+    (mixed / "config.json").write_text(json.dumps(config))
     os.makedirs(tmp / "torn_config")
     (tmp / "torn_config" / "config.json").write_text('{"model": {"x_shape": [1, 2')
     os.makedirs(tmp / "no_checkpoint")
@@ -124,14 +138,25 @@ def places(tmp_path_factory):
     config = json.loads((cuda_run / "config.json").read_text())
     config["train"]["device"] = ABSENT_CUDA
     (cuda_run / "config.json").write_text(json.dumps(config))
+    # config.json edited by hand, and a metrics.csv that is not ours, in copies of a good run.
+    for name, edit in (
+        ("typed_config", lambda c: c["train"].update(epochs="ten")),
+        ("float_config", lambda c: c["model"].update(K=3.5)),
+    ):
+        copy = shutil.copytree(mine, tmp / name)
+        config = json.loads((copy / "config.json").read_text())
+        edit(config)
+        (copy / "config.json").write_text(json.dumps(config))
+    (shutil.copytree(mine, tmp / "foreign_metrics") / "metrics.csv").write_text("time,loss\n1,2\n")
     return {
         "tmp": str(tmp),
         "empty": str(tmp / "empty"),
         "corrupt": str(tmp / "corrupt"),
-        "mixed_run": mine,
+        "mixed_run": str(mixed),
         "no_checkpoint": str(tmp / "no_checkpoint"),
         "torn_config": str(tmp / "torn_config"),
         "cuda_run": str(cuda_run),
+        **{name: str(tmp / name) for name in ("typed_config", "float_config", "foreign_metrics")},
     }
 
 

@@ -2,13 +2,23 @@
 
 A file is written to a temporary name in its own folder, flushed to disk and renamed over the
 old one (a rename is atomic on POSIX), so a kill or power cut at any moment leaves either the old
-or the new file whole.
+or the new file whole. Every file a command writes (JSON, CSV, Markdown, PNG, checkpoints) goes
+through `atomic_write`; a disk that fills up mid-write raises `DiskFull`, naming the file and the
+bytes it needed, and leaves the old file and no temporary one behind.
 """
 
 from __future__ import annotations
 
+import errno
+import io
 import json
 import os
+
+from train.errors import RunError
+
+
+class DiskFull(RunError):
+    """A file could not be written for lack of space; the older version of it is intact."""
 
 
 def atomic_write(path: str, write) -> None:
@@ -26,9 +36,11 @@ def atomic_write(path: str, write) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.remove(tmp)
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise disk_full(path, folder, write) from None
         raise
     if hasattr(os, "O_DIRECTORY"):
         fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
@@ -36,6 +48,24 @@ def atomic_write(path: str, write) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def disk_full(path: str, folder: str, write=None, needed: int | None = None) -> DiskFull:
+    """The one-line error of a write to `path` that ran out of space; `write` is replayed into
+    memory to tell how many bytes the file needs."""
+    if needed is None and write is not None:
+        buffer = io.BytesIO()
+        try:
+            write(buffer)
+            needed = buffer.tell()
+        except Exception:  # the size is a courtesy; the error to report is the full disk
+            pass
+    free = os.statvfs(folder).f_bavail * os.statvfs(folder).f_frsize
+    size = f"it needs {needed} bytes, " if needed is not None else ""
+    return DiskFull(
+        f"no space left on the device to write {path} ({size}{free} bytes are free); the previous "
+        "version of the file is intact: free some space and run the command again"
+    )
 
 
 def atomic_write_bytes(path: str, data: bytes) -> None:

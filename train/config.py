@@ -1,8 +1,13 @@
 """How a run is trained (everything that is not a size of the model, see model/config.py), where,
-and how it is launched across processes."""
+and how it is launched across processes.
+
+Every value is checked where it enters (flags, or config.json of a run): types, ranges, and
+finiteness, since a NaN or infinite rate would otherwise be blamed on divergence steps later.
+"""
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 
 import torch
@@ -35,7 +40,15 @@ class TrainConfig:
     graph: bool = False  # capture the whole step as one CUDA graph (train/graph.py)
 
     def __post_init__(self):
-        problems = []
+        problems = type_problems(self)
+        if problems:
+            raise ValueError("; ".join(problems))
+        for name in ("lr", "mix", "clip_norm"):
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                problems.append(f"--{name.replace('_', '-')} must be a finite number, got {value}")
+        if problems:
+            raise ValueError("; ".join(problems))
         if self.group_size < 1:
             problems.append(f"--group-size must be >= 1, got {self.group_size}")
         elif self.group_size < 2 and self.model != "vae":
@@ -69,8 +82,29 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
+        if not isinstance(d, dict):
+            raise ValueError(f"the training config must be a JSON object, got {type(d).__name__}")
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def type_problems(config) -> list[str]:
+    """Fields of a dataclass whose value is not of its annotated type (`int`, `float`, `str`,
+    `bool`, or any of them `| None`); an int passes for a float, a bool never for a number."""
+    kinds = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
+    problems = []
+    for f in fields(config):
+        annotation = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")
+        optional = annotation.endswith("| None")
+        kind = kinds.get(annotation.removesuffix("| None").strip())
+        value = getattr(config, f.name)
+        if kind is None or (optional and value is None):
+            continue
+        if not isinstance(value, kind) or (isinstance(value, bool) and bool not in kind):
+            want = {"int": "a whole number", "float": "a number", "str": "a string", "bool": "true or false"}
+            name = annotation.removesuffix("| None").strip()
+            problems.append(f"{f.name} must be {want[name]}{' or null' if optional else ''}, got {value!r}")
+    return problems
 
 
 @dataclass(frozen=True)

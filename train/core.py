@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,15 +32,13 @@ from data import ImageSet, fixed_groups, load_dataset
 from guide import Guide, build, default_guide
 from model import ModelConfig
 from train.atomic import write_json
-from train.checkpoints import check_compatible, rng_state, save_checkpoint, set_rng_state
+from train.checkpoints import CHECKPOINT_VERSION, check_compatible, rng_state, save_checkpoint, set_rng_state
 from train.config import TrainConfig
-from train.errors import RunError, TrainingDiverged, TrainingInterrupted
+from train.errors import RunError, TrainingDiverged, TrainingInterrupted, TrainingTerminated
 from train.metrics import MetricsLog, test_metrics
 
 # torch.distributions' validation message for a parameter outside its constraint.
 INVALID_PARAMETER_RE = re.compile(r"Expected parameter (\w+) .*? of distribution (\w+).*found invalid values", re.S)
-# Checkpoints written before the core kept its own format version.
-CHECKPOINT_VERSION = 2
 
 
 @dataclass
@@ -87,8 +86,17 @@ class RunBook:
     process keeps a book, `reduce` sums the window over processes and only the `writer` writes.
     """
 
-    def __init__(self, run: RunSetup, run_dir: str, samples_per_step: int, steps_per_epoch: int, writer: bool = True):
+    def __init__(
+        self,
+        run: RunSetup,
+        run_dir: str,
+        samples_per_step: int,
+        steps_per_epoch: int,
+        writer: bool = True,
+        run_id: str | None = None,
+    ):
         self.run, self.cfg, self.run_dir, self.writer = run, run.train_cfg, run_dir, writer
+        self.run_id = run_id  # config.json's, written into every checkpoint
         self.samples_per_step, self.steps_per_epoch = samples_per_step, steps_per_epoch
         self.step = self.epoch = self.step_in_epoch = 0
         self.train_seconds, self.last_result, self.last_checkpoint_step = 0.0, {}, None
@@ -176,6 +184,7 @@ class RunBook:
         run = self.run
         return {
             "version": CHECKPOINT_VERSION,
+            "run_id": self.run_id,
             "step": self.step,
             "epoch": self.epoch,
             "step_in_epoch": self.step_in_epoch,
@@ -248,13 +257,16 @@ class RunBook:
         what = f"the {invalid[1]} of a {invalid[2]} distribution became invalid (NaN, inf or zero)"
         return self.diverged(self.step + 1, what)
 
-    def interrupted(self) -> TrainingInterrupted:
+    def interrupted(self, signum: int | None = None) -> TrainingInterrupted:
+        """The error a run stopped by Ctrl-C, or by the signal `signum` (SIGTERM: TrainingTerminated), ends with."""
         how = (
             "start again"
             if self.last_checkpoint_step is None
             else f"continue with `python run.py --resume {self.run_dir}`"
         )
-        return TrainingInterrupted(f"training stopped at step {self.step}; {self.checkpoint_kept()}; {how}")
+        by = f" by {signal.Signals(signum).name}" if signum is not None else ""
+        error = TrainingTerminated if signum == signal.SIGTERM else TrainingInterrupted
+        return error(f"training stopped at step {self.step}{by}; {self.checkpoint_kept()}; {how}")
 
     def write_summary(self, **extra) -> dict:
         summary = {

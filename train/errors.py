@@ -11,3 +11,11 @@ class TrainingDiverged(RuntimeError):
 
 class TrainingInterrupted(KeyboardInterrupt):
     """Ctrl-C during training; the message says how to continue the run."""
+
+    exit_code = 130
+
+
+class TrainingTerminated(TrainingInterrupted):
+    """SIGTERM during training: stopped like Ctrl-C, after a checkpoint; run.py exits 143 (128 + 15)."""
+
+    exit_code = 143

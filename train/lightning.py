@@ -16,6 +16,7 @@ and epochs, so a resumed run starts its first epoch where the checkpoint left it
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 
@@ -30,6 +31,7 @@ from train.config import LaunchConfig, TrainConfig
 from train.core import RunBook, RunSetup, setup_run
 from train.elbo import make_elbo
 from train.errors import RunError
+from train.lock import run_lock
 from train.rundir import load_config, new_run_dir, save_config
 
 try:
@@ -109,15 +111,19 @@ class LightningUGVAE(LightningModule):
         self.sampler = training_groups(
             self.run.train_set, cfg.group_size, cfg.groups_per_step * world, cfg.seed, device, cfg.mix
         )
-        is_writer = self.trainer.is_global_zero
+        is_writer, run_id = self.trainer.is_global_zero, None
         if is_writer and not self.resume:
-            save_config(
+            run_id = save_config(
                 self.run_dir, self.run.model_cfg, cfg, {"lightning": {**self.launch.to_dict(), "world_size": world}}
             )
+        elif self.resume:
+            run_id = load_config(self.run_dir)[2].get("run_id")
         samples = cfg.group_size * cfg.groups_per_step * world
-        self.book = RunBook(self.run, self.run_dir, samples, self.sampler.steps_per_epoch, writer=is_writer)
+        self.book = RunBook(
+            self.run, self.run_dir, samples, self.sampler.steps_per_epoch, writer=is_writer, run_id=run_id
+        )
         if self.resume:
-            self.checkpoint_to_restore = latest_checkpoint(self.run_dir)
+            self.checkpoint_to_restore = latest_checkpoint(self.run_dir, run_id)
             if self.checkpoint_to_restore is None:
                 raise RunError(f"{self.run_dir} has no readable checkpoint to resume from; start a new run instead")
         self.test_images = self.run.test_set.images.to(device) if is_writer else None
@@ -197,7 +203,7 @@ def fit_lightning(
     run = setup_run(train_cfg, model_cfg, quiet)
     book_epoch = 0
     if resume_dir:
-        ckpt = latest_checkpoint(resume_dir)
+        ckpt = latest_checkpoint(resume_dir, load_config(resume_dir)[2].get("run_id"))
         book_epoch = ckpt["epoch"] if ckpt else 0
     try:
         trainer = Trainer(
@@ -221,7 +227,9 @@ def fit_lightning(
     else:
         run_dir = new_run_dir(runs_dir, train_cfg.dataset, train_cfg.model) if launched_as_rank_zero() else None
     module = LightningUGVAE(run, run_dir, launch, resume=bool(resume_dir))
-    with warnings.catch_warnings():
+    # Only rank 0 writes, so only it holds the run's lock.
+    lock = run_lock(run_dir, new=not resume_dir) if run_dir and launched_as_rank_zero() else contextlib.nullcontext()
+    with lock, warnings.catch_warnings():
         # The data is resident on the device: loader workers would only copy it.
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
         trainer.fit(module, datamodule=GroupData(run, module))

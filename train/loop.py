@@ -5,11 +5,18 @@ Lightning example: `elbo(model, guide)` is an `nn.Module` whose forward is the d
 loss, optimised by a `torch.optim.Adam`. It is the same estimator as `SVI.step`, but the
 optimiser state is a plain state_dict (exact resume), gradients can be clipped, and the loss
 never leaves the device between logs.
+
+SIGINT (Ctrl-C) and SIGTERM (what schedulers and `kill` send) let the step under way finish,
+write a checkpoint at it and stop with the command that continues the run, so that the resumed
+run repeats the losses of an uninterrupted one (exit 130 and 143 from run.py). A second signal
+stops at once, without a checkpoint. The run directory is locked (`train.lock`) while it trains.
 """
 
 from __future__ import annotations
 
 import os
+import signal
+import threading
 from dataclasses import replace
 
 import pyro
@@ -22,8 +29,9 @@ from train.checkpoints import latest_checkpoint
 from train.config import TrainConfig, resolve_device
 from train.core import RunBook, setup_run
 from train.elbo import make_elbo
-from train.errors import RunError
+from train.errors import RunError, TrainingInterrupted
 from train.graph import CapturedStep
+from train.lock import run_lock
 from train.rundir import claim_run_dir, load_config, new_run_dir, save_config
 
 
@@ -61,20 +69,20 @@ class Trainer:
     def run_dir(self) -> str | None:
         return self.book.run_dir if self.book else None
 
-    def _open_book(self, run_dir: str) -> RunBook:
+    def _open_book(self, run_dir: str, run_id: str | None) -> RunBook:
         samples = self.cfg.group_size * self.cfg.groups_per_step
-        self.book = RunBook(self.run, run_dir, samples, self.sampler.steps_per_epoch)
+        self.book = RunBook(self.run, run_dir, samples, self.sampler.steps_per_epoch, run_id=run_id)
         return self.book
 
     def start(self, run_dir: str):
-        save_config(run_dir, self.model_cfg, self.cfg)
-        self._open_book(run_dir)
+        self._open_book(run_dir, save_config(run_dir, self.model_cfg, self.cfg))
 
     def restore(self, run_dir: str):
-        ckpt = latest_checkpoint(run_dir)
+        run_id = load_config(run_dir)[2].get("run_id")
+        ckpt = latest_checkpoint(run_dir, run_id)
         if ckpt is None:
             raise RunError(f"{run_dir} has no readable checkpoint to resume from; start a new run instead")
-        self._open_book(run_dir).restore(ckpt, self.model, self.guide, self.optimizer, self.device)
+        self._open_book(run_dir, run_id).restore(ckpt, self.model, self.guide, self.optimizer, self.device)
         if not self.quiet:
             tqdm.write(f"resuming {run_dir} from step {self.book.step} (epoch {self.book.epoch})")
 
@@ -115,6 +123,7 @@ class Trainer:
             unit="step",
             dynamic_ncols=True,
         )
+        stop_requests, restore_handlers = stop_on_signals()
         try:
             while not book.finished:
                 book.start_clock()
@@ -130,6 +139,10 @@ class Trainer:
                         book.stop_clock()
                         self.checkpoint()
                         book.start_clock()
+                    if stop_requests:
+                        book.stop_clock()
+                        self.checkpoint()
+                        raise book.interrupted(stop_requests[0])
                 book.stop_clock()
                 result = book.end_epoch(self.model, self.guide, self.test_images)
                 if writer:
@@ -137,11 +150,36 @@ class Trainer:
                         if k in result:
                             writer.add_scalar(f"test/{k.replace('test_', '')}", result[k], book.step)
                 self.checkpoint()
+        except TrainingInterrupted:
+            raise
         except KeyboardInterrupt:
             raise book.interrupted() from None
         finally:
+            restore_handlers()
             bar.close()
         return book.write_summary()
+
+
+def stop_on_signals() -> tuple[list[int], object]:
+    """Handle SIGINT and SIGTERM by noting them in the returned list (the loop stops after the
+    step under way); a second one raises KeyboardInterrupt at once. Returns the list and the
+    function that puts the previous handlers back. Only the main thread can take signals."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        return received, lambda: None
+
+    def handler(signum, frame):
+        if received:
+            raise KeyboardInterrupt
+        received.append(signum)
+
+    previous = {signum: signal.signal(signum, handler) for signum in (signal.SIGINT, signal.SIGTERM)}
+
+    def restore():
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+    return received, restore
 
 
 def train(
@@ -160,8 +198,9 @@ def train(
     except BaseException:
         os.rmdir(run_dir)  # still empty: bad input leaves no half-made run behind
         raise
-    trainer.start(run_dir)
-    fit_with_writer(trainer, writer_factory)
+    with run_lock(run_dir, new=True):
+        trainer.start(run_dir)
+        fit_with_writer(trainer, writer_factory)
     return run_dir
 
 
@@ -173,11 +212,16 @@ def resume(
     `epochs` extends the run to that many epochs in all (config.json records the new total);
     it may not be fewer than the epochs already trained.
     """
+    with run_lock(run_dir):
+        return _resume(run_dir, quiet, device, writer_factory, epochs)
+
+
+def _resume(run_dir: str, quiet: bool, device: str | None, writer_factory, epochs: int | None) -> str:
     model_cfg, train_cfg, saved = load_config(run_dir)
     if "lightning" in saved:
         raise RunError(
             f"{run_dir} was trained under Lightning; resume it with train.lightning.fit_lightning(..., "
-            f"resume=True) or `python run.py --resume {run_dir}`, which picks its launch options"
+            f"resume_dir=...) or `python run.py --resume {run_dir}`, which picks its launch options"
         )
     if device:
         train_cfg = replace(train_cfg, device=device)

@@ -1,8 +1,14 @@
-"""Numbers logged during training: per-sample ELBOs and how the mixture is used, in metrics.csv."""
+"""Numbers logged during training: per-sample ELBOs and how the mixture is used, in metrics.csv.
+
+Rows are appended; a crash mid-append leaves a torn last line, which a resume drops, and a
+crash while the header was written leaves a torn header, which the next writer rewrites (the
+file holds no rows then). A file with another header is refused rather than appended to.
+"""
 
 from __future__ import annotations
 
 import csv
+import errno
 import math
 import os
 
@@ -10,7 +16,8 @@ import torch
 from pyro.infer import TraceEnum_ELBO
 
 from data import to_unit_float
-from train.atomic import atomic_write_bytes
+from train.atomic import atomic_write_bytes, disk_full
+from train.errors import RunError
 
 METRIC_FIELDS = [
     "step",
@@ -66,15 +73,32 @@ def test_metrics(model, guide, images: torch.Tensor, groups: torch.Tensor, chunk
 class MetricsLog:
     """Appends rows to RUN_DIR/metrics.csv; a row per logged step and a fuller one per epoch."""
 
+    HEADER = ",".join(METRIC_FIELDS) + "\r\n"  # as csv.DictWriter writes it
+
     def __init__(self, path: str):
         self.path = path
-        if not os.path.exists(path):
-            with open(path, "w", newline="") as f:
-                csv.DictWriter(f, METRIC_FIELDS).writeheader()
+        header = ""
+        if os.path.exists(path):
+            with open(path, newline="") as f:
+                header = f.readline()
+        if header.rstrip("\r\n") == self.HEADER.rstrip("\r\n"):
+            return
+        if header.endswith("\n") and header.strip():
+            raise RunError(
+                f"{path} has the columns {header.strip()!r}, not those of this package's metrics; "
+                "move it aside to start a new log"
+            )
+        # No file, or one cut inside its header (then it holds no row yet): write the header whole.
+        atomic_write_bytes(path, self.HEADER.encode())
 
     def write(self, **row):
-        with open(self.path, "a", newline="") as f:
-            csv.DictWriter(f, METRIC_FIELDS).writerow({k: row.get(k, "") for k in METRIC_FIELDS})
+        try:
+            with open(self.path, "a", newline="") as f:
+                csv.DictWriter(f, METRIC_FIELDS).writerow({k: row.get(k, "") for k in METRIC_FIELDS})
+        except OSError as e:
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise disk_full(self.path, os.path.dirname(self.path) or ".") from None
+            raise
 
     def truncate_after(self, step: int):
         """Drop rows logged after `step`: a resumed run logs those steps again.
@@ -96,6 +120,8 @@ def read_metrics(path: str) -> list[dict]:
         rows = list(csv.DictReader(f))
     out = []
     for r in rows:
+        if not (r.get("step") or "").isdigit() or not (r.get("epoch") or "").isdigit():
+            continue  # a line torn by a crash mid-append
         parsed = {k: (float(v) if v not in ("", None) else math.nan) for k, v in r.items() if k in METRIC_FIELDS}
         parsed["step"], parsed["epoch"] = int(parsed["step"]), int(parsed["epoch"])
         out.append(parsed)

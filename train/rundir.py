@@ -3,6 +3,9 @@
 A run directory holds `config.json` (model and training configs, the model and guide names),
 `checkpoints/` (see `train/checkpoints.py`), `metrics.csv`, `summary.json` and the figures and
 experiments drawn from it. Runs are never overwritten: a new run always gets a new directory.
+config.json names the run by a random `run_id`, which every checkpoint repeats, so that a
+checkpoint copied in from another run is never taken for one of this run (runs made before
+run ids have none, and take checkpoints without one).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import datetime
 import json
 import os
 import re
+import uuid
 from dataclasses import dataclass
 
 from guide import Guide, build, default_guide
@@ -48,9 +52,12 @@ def claim_run_dir(path: str) -> str:
     return path
 
 
-def save_config(run_dir: str, model_cfg: ModelConfig, train_cfg: TrainConfig, extra: dict | None = None):
+def save_config(run_dir: str, model_cfg: ModelConfig, train_cfg: TrainConfig, extra: dict | None = None) -> str:
+    """Write config.json of a new run; returns the run id it gives the run."""
     guide_name = train_cfg.guide or default_guide(train_cfg.model)
+    run_id = uuid.uuid4().hex
     payload = {
+        "run_id": run_id,
         "model": model_cfg.to_dict(),
         "train": train_cfg.to_dict(),
         "model_name": train_cfg.model,
@@ -58,6 +65,7 @@ def save_config(run_dir: str, model_cfg: ModelConfig, train_cfg: TrainConfig, ex
         **(extra or {}),
     }
     write_json(os.path.join(run_dir, "config.json"), payload)
+    return run_id
 
 
 def load_config(run_dir: str) -> tuple[ModelConfig, TrainConfig, dict]:
@@ -68,8 +76,10 @@ def load_config(run_dir: str) -> tuple[ModelConfig, TrainConfig, dict]:
     try:
         with open(path) as f:
             payload = json.load(f)
+        if not isinstance(payload.get("run_id", ""), str):
+            raise ValueError(f"run_id must be a string, got {payload['run_id']!r}")
         return ModelConfig.from_dict(payload["model"]), TrainConfig.from_dict(payload["train"]), payload
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, KeyError, TypeError, ValueError) as e:
         raise RunError(f"{path} is corrupt ({e}); restore it or start a new run") from None
 
 
@@ -111,11 +121,11 @@ class LoadedRun:
 
 def load_run(run_dir: str, device: str = "cpu") -> LoadedRun:
     """The run in `run_dir`, with weights from its newest good checkpoint, on `device`."""
-    model_cfg, train_cfg, _ = load_config(run_dir)
+    model_cfg, train_cfg, saved = load_config(run_dir)
     guide_name = train_cfg.guide or default_guide(train_cfg.model)
     device = resolve_device(device)
     model, guide = build(model_cfg, train_cfg.model, guide_name)
-    ckpt = latest_checkpoint(run_dir)
+    ckpt = latest_checkpoint(run_dir, saved.get("run_id"))
     if ckpt is None:
         raise RunError(f"{run_dir} holds no readable checkpoint; train it first or resume it with --resume")
     check_compatible(ckpt, model_cfg, train_cfg.model, guide_name)

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from data import DataError, load_dataset
@@ -73,3 +74,22 @@ def test_mixing_folders_of_different_shapes(tmp_path):
     mixed = load_dataset(f"folder:{tmp_path / 'a'}+folder:{tmp_path / 'b'}", image_size=12)
     assert mixed.x_shape == (3, 12, 12) and mixed.domains.tolist() == [0] * 9 + [1] * 9
     assert mixed.images[mixed.domains == 0].float().mean() < mixed.images[mixed.domains == 1].float().mean()
+
+
+def test_an_image_past_the_decompression_limit_is_named(tmp_path, monkeypatch):
+    for i in range(10):
+        Image.new("L", (8, 8), color=10 * i).save(tmp_path / f"{i}.png")
+    Image.new("L", (64, 64)).save(tmp_path / "bomb.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # 64x64 is past twice the limit
+    with pytest.raises(DataError, match="bomb.png is too large to decode safely.*shrink or remove it"):
+        load_dataset(f"folder:{tmp_path}", "train", None, 8)
+
+
+@pytest.mark.parametrize("mode", ["P", "CMYK", "LA", "RGBA", "1"])
+def test_odd_channel_modes_decode_to_eight_bit_pixels(tmp_path, mode):
+    ramp = np.tile(np.linspace(0, 255, 16).astype(np.uint8), (16, 1))
+    for i in range(10):
+        image = Image.fromarray(np.stack([ramp] * 3, -1)).convert(mode)
+        image.save(tmp_path / f"{i}.{'jpg' if mode == 'CMYK' else 'png'}")
+    data = load_dataset(f"folder:{tmp_path}", "train", None, 16)
+    assert data.images.dtype == torch.uint8 and int(data.images.max()) >= 240

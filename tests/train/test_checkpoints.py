@@ -1,7 +1,13 @@
 """Checkpoints are atomic: a kill while one is written, or a damaged file, never costs a loadable one."""
 
+import errno
+import hashlib
+import io
+import json
 import os
+import pickle
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,8 +17,10 @@ import numpy as np
 import pytest
 import torch
 
+import run
 from model import ModelConfig
 from train import RunError, TrainConfig, load_run, train
+from train.atomic import DiskFull, write_json
 from train.checkpoints import (
     CHECKPOINT_KEYS,
     latest_checkpoint,
@@ -22,6 +30,7 @@ from train.checkpoints import (
     save_checkpoint,
     set_rng_state,
 )
+from train.metrics import read_metrics
 from train.rundir import new_run_dir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -99,7 +108,7 @@ def test_an_exception_while_writing_removes_the_temporary_file(tmp_path, monkeyp
     assert os.listdir(tmp_path / "checkpoints") == ["step-000000001.pt"]
 
 
-def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(tmp_path):
+def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(tmp_path, capsys):
     for step in (1, 2):
         save_checkpoint(str(tmp_path), step, fake_payload(step), keep=3)
     newest = list_checkpoints(str(tmp_path))[-1]
@@ -107,8 +116,10 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(tmp_path):
         f.truncate(os.path.getsize(newest) // 3)
     with pytest.raises(RunError, match="cannot be read.*delete it"):
         load_checkpoint(newest)
-    with pytest.warns(UserWarning, match="using an older checkpoint"):
-        assert latest_checkpoint(str(tmp_path))["step"] == 1
+    capsys.readouterr()
+    assert latest_checkpoint(str(tmp_path))["step"] == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "step-000000002.pt (cannot be read" in err
 
 
 def test_a_foreign_file_is_not_taken_for_a_checkpoint(tmp_path):
@@ -149,3 +160,231 @@ def test_load_run_of_a_trained_run_restores_the_last_checkpoint(tmp_path, one_th
     last = load_checkpoint(list_checkpoints(run_dir)[-1])
     assert config["step"] == last["step"] == 5
     assert all(torch.equal(v, last["model"][k]) for k, v in model.state_dict().items())
+
+
+# -- safe loading, identity, rotation by validity, full disks (issue 15) -----------------------
+
+FIXTURE_V1 = os.path.join(ROOT, "tests", "fixtures", "run-v1")
+# sha256 of the model and guide weights as load_run of commit 3037304 (checkpoint format 1,
+# numpy RNG state pickled, no version key) returned them for tests/fixtures/run-v1.
+FIXTURE_V1_WEIGHTS = "17a98f0b214217a9c8adb1d17fbabc696fce0a5f05ea4f51c96bf79ee120a1bd"
+
+
+def weights_digest(model, guide) -> str:
+    digest = hashlib.sha256()
+    for prefix, module in (("model", model), ("guide", guide)):
+        for key, value in sorted(module.state_dict().items()):
+            digest.update(f"{prefix}.{key}".encode())
+            digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+class CreatesMarker:
+    """Unpickling this runs a shell command: what a malicious checkpoint would do."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    """A finished run with checkpoints at steps 2, 4 and 5 (its epoch end)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    cfg = TrainConfig(dataset="synthetic:40", epochs=1, group_size=8, checkpoint_every=2, keep_checkpoints=5)
+    model_cfg = ModelConfig(x_shape=(1, 28, 28), z_dim=2, beta_dim=2, K=3, hidden=8)
+    run_dir = train(cfg, str(tmp_path_factory.mktemp("runs")), model_cfg, quiet=True)
+    torch.set_num_threads(threads)
+    return run_dir
+
+
+def copy_of(run_dir, tmp_path) -> str:
+    return shutil.copytree(run_dir, str(tmp_path / "copy"))
+
+
+@pytest.mark.parametrize("writer", ["torch.save", "pickle.dump"])
+def test_a_crafted_pickle_never_runs_and_the_run_falls_back(small_run, tmp_path, capsys, writer):
+    run_dir, marker = copy_of(small_run, tmp_path), tmp_path / "marker"
+    evil = os.path.join(run_dir, "checkpoints", "step-000000099.pt")
+    payload = {**fake_payload(99), "model": CreatesMarker(marker)}
+    with open(evil, "wb") as f:
+        torch.save(payload, f) if writer == "torch.save" else pickle.dump(payload, f)
+    capsys.readouterr()
+
+    model, guide, config = load_run(run_dir)
+    assert config.step == 5 and not marker.exists()
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "step-000000099.pt (cannot be read (holds objects other than tensors" in err
+
+    assert run.main(["evaluate", "--run", run_dir, "--samples", "2"]) == 0
+    assert not marker.exists()
+    assert json.load(open(os.path.join(run_dir, "eval.json")))["step"] == 5
+    assert capsys.readouterr().err.count("\n") == 1
+
+    assert run.main(["evaluate", "--checkpoint", evil, "--samples", "2"]) == 2
+    err = capsys.readouterr().err
+    assert not marker.exists() and err.count("\n") == 1 and "step-000000099.pt cannot be read" in err
+
+
+def test_checkpoints_hold_only_plain_values(small_run):
+    path = list_checkpoints(small_run)[-1]
+    assert torch.serialization.get_unsafe_globals_in_checkpoint(path) == []
+    ckpt = load_checkpoint(path)
+    assert ckpt["run_id"] == json.load(open(os.path.join(small_run, "config.json")))["run_id"]
+
+
+def test_rng_states_survive_a_save_and_a_weights_only_load(tmp_path):
+    state = rng_state()
+    expected = (torch.rand(3), np.random.rand(3), random.random(), np.random.randn(), random.gauss(0, 1))
+    torch.save(state, tmp_path / "rng.pt")
+    set_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True))
+    again = (torch.rand(3), np.random.rand(3), random.random(), np.random.randn(), random.gauss(0, 1))
+    assert torch.equal(expected[0], again[0]) and np.array_equal(expected[1], again[1])
+    assert expected[2:] == again[2:]
+
+
+def test_a_checkpoint_of_the_previous_format_loads_with_the_same_weights():
+    model, guide, config = load_run(FIXTURE_V1)
+    assert config.step == 8 and weights_digest(model, guide) == FIXTURE_V1_WEIGHTS
+    assert load_checkpoint(list_checkpoints(FIXTURE_V1)[-1]).get("version") is None
+
+
+def test_a_run_of_the_previous_format_resumes(tmp_path, one_thread):
+    run_dir = copy_of(FIXTURE_V1, tmp_path)
+    config_path = os.path.join(run_dir, "config.json")
+    config = json.load(open(config_path))
+    config["train"]["epochs"] = 2  # one more epoch than it was trained for
+    open(config_path, "w").write(json.dumps(config))
+    assert run.main(["--resume", run_dir, "--quiet"]) == 0
+    assert [r["step"] for r in read_metrics(os.path.join(run_dir, "metrics.csv"))] == [8, 8, 10, 16, 16]
+    newest = load_checkpoint(list_checkpoints(run_dir)[-1])
+    # Its new checkpoints carry no run id, as its config.json has none: the run stays whole.
+    assert newest["step"] == 16 and newest["version"] == 3 and newest["run_id"] is None
+
+
+def test_a_newer_format_is_refused_naming_the_version(tmp_path):
+    save_checkpoint(str(tmp_path), 1, {**fake_payload(1), "version": 99}, keep=3)
+    with pytest.raises(RunError, match="format version 99, newer than the 3 .* update ugvae"):
+        load_checkpoint(list_checkpoints(str(tmp_path))[-1])
+
+
+def test_rotation_keeps_good_checkpoints_past_an_empty_newest_file(tmp_path, capsys):
+    for step in (1, 2):
+        save_checkpoint(str(tmp_path), step, fake_payload(step), keep=2)
+    open(tmp_path / "checkpoints" / "step-000000003.pt", "wb").close()  # a disk that filled up
+    save_checkpoint(str(tmp_path), 4, fake_payload(4), keep=2)
+    assert [load_checkpoint(p)["step"] for p in list_checkpoints(str(tmp_path))] == [2, 4]
+    assert (tmp_path / "checkpoints" / "step-000000003.pt.unreadable").exists()  # set aside, not deleted
+    assert "set aside" in capsys.readouterr().err
+
+
+def test_a_checkpoint_copied_in_from_another_run_is_refused(small_run, tmp_path, capsys, one_thread):
+    # The same config, trained longer: its step-10 checkpoint would pass every config check.
+    cfg = TrainConfig(dataset="synthetic:40", epochs=2, group_size=8, checkpoint_every=2, keep_checkpoints=5)
+    model_cfg = ModelConfig(x_shape=(1, 28, 28), z_dim=2, beta_dim=2, K=3, hidden=8)
+    other = train(cfg, str(tmp_path / "runs"), model_cfg, quiet=True)
+    run_dir = copy_of(small_run, tmp_path)
+    foreign = shutil.copy(list_checkpoints(other)[-1], os.path.join(run_dir, "checkpoints"))
+    capsys.readouterr()
+    assert load_run(run_dir).step == 5
+    assert "step-000000010.pt (belongs to run" in capsys.readouterr().err
+    assert run.main(["evaluate", "--checkpoint", foreign, "--samples", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "copied in from another run is never used" in err and err.count("\n") == 1
+    # Renamed to pose as another step, it is refused too.
+    os.rename(foreign, os.path.join(run_dir, "checkpoints", "step-000000005.pt"))
+    with pytest.raises(RunError, match="holds step 10, not the step its name says"):
+        load_checkpoint(os.path.join(run_dir, "checkpoints", "step-000000005.pt"))
+
+
+def test_a_full_disk_while_saving_keeps_the_older_checkpoints(tmp_path, monkeypatch):
+    save_checkpoint(str(tmp_path), 1, fake_payload(1), keep=1)
+    real_save = torch.save
+
+    def disk_fills(obj, f):
+        real_save(obj, io.BytesIO())
+        f.write(b"x" * 100)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("train.checkpoints.torch.save", disk_fills)
+    with pytest.raises(DiskFull, match=r"no space left on the device to write .*step-000000002.pt .* bytes are free"):
+        save_checkpoint(str(tmp_path), 2, fake_payload(2), keep=1)
+    assert os.listdir(tmp_path / "checkpoints") == ["step-000000001.pt"]
+    assert load_checkpoint(list_checkpoints(str(tmp_path))[0])["step"] == 1
+
+
+def test_disk_full_names_the_bytes_needed(tmp_path, monkeypatch):
+    real_open = open
+
+    def full_disk_open(path, mode="r", *args, **kwargs):
+        f = real_open(path, mode, *args, **kwargs)
+        if ".tmp-" in str(path):
+            f.close()
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return f
+
+    monkeypatch.setattr("builtins.open", full_disk_open)
+    with pytest.raises(DiskFull, match=r"summary.json \(it needs 12 bytes"):
+        write_json(str(tmp_path / "summary.json"), {"a": 1})
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 2 MiB filesystem of its own, so that a write can really run out of space."""
+    mount_point = tmp_path / "disk"
+    mount_point.mkdir()
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount_point)], capture_output=True)
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({result.stderr.decode().strip()}); the ENOSPC unit tests still run")
+    yield mount_point
+    subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def fill(folder, leave: int = 0):
+    """Fill the filesystem of `folder` up to `leave` bytes."""
+    with open(os.path.join(folder, "filler"), "wb") as f:
+        try:
+            while os.statvfs(folder).f_bavail * os.statvfs(folder).f_frsize > leave:
+                f.write(b"\0" * 4096)
+                f.flush()
+        except OSError as e:
+            assert e.errno == errno.ENOSPC
+
+
+def test_a_disk_that_fills_during_a_checkpoint_and_an_evaluation_keeps_older_files(small_run, tiny_disk, capsys):
+    run_dir = shutil.copytree(small_run, str(tiny_disk / "run"))
+    assert run.main(["evaluate", "--run", run_dir, "--samples", "2"]) == 0
+    eval_before = open(os.path.join(run_dir, "eval.json")).read()
+    fill(tiny_disk)
+    capsys.readouterr()
+    assert run.main(["evaluate", "--run", run_dir, "--samples", "3"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no space left on the device to write" in err and "eval.json" in err
+    assert open(os.path.join(run_dir, "eval.json")).read() == eval_before
+    # A resumed run with another epoch to go cannot write its checkpoint or its log.
+    config = json.load(open(os.path.join(run_dir, "config.json")))
+    config["train"]["epochs"] = 3
+    os.remove(os.path.join(tiny_disk, "filler"))
+    write_json(os.path.join(run_dir, "config.json"), config)
+    fill(tiny_disk)
+    before = {p: open(p, "rb").read() for p in list_checkpoints(run_dir)}
+    assert run.main(["--resume", run_dir, "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no space left on the device to write" in err
+    assert {p: open(p, "rb").read() for p in list_checkpoints(run_dir)} == before
+    assert not [n for n in os.listdir(os.path.join(run_dir, "checkpoints")) if ".tmp-" in n]
+    for path in before:
+        load_checkpoint(path)
+
+
+def test_a_run_whose_checkpoints_all_fail_says_so_in_one_line(small_run, tmp_path, capsys):
+    run_dir = copy_of(small_run, tmp_path)
+    for path in list_checkpoints(run_dir):
+        open(path, "wb").close()
+    assert run.main(["evaluate", "--run", run_dir, "--samples", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no checkpoint of" in err and "step-000000002.pt (cannot be read" in err

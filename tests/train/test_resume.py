@@ -15,7 +15,7 @@ import pytest
 import run
 from model import ModelConfig
 from tests.conftest import tiny_flags
-from train import TrainConfig, train
+from train import RunError, TrainConfig, train
 from train.checkpoints import list_checkpoints
 from train.loop import resume
 from train.metrics import MetricsLog, read_metrics
@@ -138,3 +138,58 @@ def test_ctrl_c_says_which_run_to_resume_from_which_step(tmp_path, capsys, monke
         f"interrupted: training stopped at step 9; the last good checkpoint (step 7) is kept in {run_dir}; "
         f"continue with `python run.py --resume {run_dir}`\n"
     )
+
+
+def test_sigterm_writes_a_checkpoint_and_the_resumed_run_repeats_the_losses(tmp_path, one_thread):
+    stopped, reference = str(tmp_path / "stopped"), str(tmp_path / "reference")
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    proc = subprocess.Popen(
+        [sys.executable, "run.py", *TINY_RUN, "--run-dir", stopped],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline and not checkpoint_steps(stopped):
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-2000:]
+    steps = checkpoint_steps(stopped)
+    assert steps[-1] < 100 and not os.path.exists(os.path.join(stopped, "summary.json"))
+    # The checkpoint is at the step it stopped at, not only the last periodic one.
+    assert err == (
+        f"interrupted: training stopped at step {steps[-1]} by SIGTERM; the last good checkpoint "
+        f"(step {steps[-1]}) is kept in {stopped}; continue with `python run.py --resume {stopped}`\n"
+    )
+
+    assert run.main(["--resume", stopped]) == 0
+    assert run.main([*TINY_RUN, "--run-dir", reference]) == 0
+    assert logged(stopped) == logged(reference)
+
+
+def test_a_metrics_header_torn_by_a_crash_is_written_again(tmp_path, one_thread, tiny_run_cfgs):
+    train_cfg, model_cfg = tiny_run_cfgs
+    full = train(replace(train_cfg, keep_checkpoints=10), str(tmp_path / "runs"), model_cfg, quiet=True)
+    # Killed while writing the header of its first row: no row, and no checkpoint after step 5.
+    cut = shutil.copytree(full, str(tmp_path / "cut"))
+    for path in list_checkpoints(cut)[1:]:
+        os.remove(path)
+    os.remove(os.path.join(cut, "summary.json"))
+    with open(os.path.join(cut, "metrics.csv"), "r+") as f:
+        f.truncate(9)  # "step,epoc"
+    resume(cut, quiet=True)
+    assert logged(cut) == [r for r in logged(full) if int(r["step"]) > 5]  # the rows before it are lost
+    os.remove(os.path.join(cut, "summary.json"))
+    resume(cut, quiet=True)  # and later resumes still read the file
+    assert read_metrics(os.path.join(cut, "metrics.csv"))[-1]["step"] == 30
+
+
+def test_a_metrics_file_of_another_program_is_refused_not_appended_to(tmp_path):
+    path = tmp_path / "metrics.csv"
+    path.write_text("time,loss\n1,2\n")
+    with pytest.raises(RunError, match="has the columns 'time,loss'.*move it aside"):
+        MetricsLog(str(path))
+    assert path.read_text() == "time,loss\n1,2\n"

@@ -1,0 +1,69 @@
+"""compare reads results it can trust: torn files are computed again or named, stale ones recomputed."""
+
+import errno
+import json
+import os
+import shutil
+
+import matplotlib.pyplot as plt
+import pytest
+
+import run
+from experiments.plotting import save_figure
+from train.atomic import DiskFull
+
+from .conftest import tiny_train
+
+
+@pytest.fixture(scope="module")
+def evaluated_run(tmp_path_factory):
+    run_dir = tiny_train(tmp_path_factory, "ugvae")
+    assert run.main(["evaluate", "--run", run_dir, "--samples", "2"]) == 0
+    return run_dir
+
+
+def eval_json(run_dir) -> dict:
+    return json.load(open(os.path.join(run_dir, "eval.json")))
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda e: '{"step": 10, "iwae": -5',  # torn by a crash mid-write (before writes were atomic)
+        lambda e: json.dumps({**e, "step": e["step"] - 1, "iwae": 123.0}),  # made at an older checkpoint
+    ],
+    ids=["torn", "stale"],
+)
+def test_compare_recomputes_a_torn_or_stale_eval_json(evaluated_run, tmp_path, capsys, damage):
+    run_dir = shutil.copytree(evaluated_run, str(tmp_path / "run"))
+    good = eval_json(run_dir)
+    open(os.path.join(run_dir, "eval.json"), "w").write(damage(good))
+    assert run.main(["compare", run_dir, "--out", str(tmp_path / "out"), "--samples", "2"]) == 0
+    assert eval_json(run_dir)["step"] == good["step"] and eval_json(run_dir)["iwae"] != 123.0
+    assert sorted(os.listdir(tmp_path / "out")) == ["compare.csv", "compare.md"]  # no temporary file left
+
+
+def test_a_torn_summary_is_named(evaluated_run, tmp_path, capsys):
+    run_dir = shutil.copytree(evaluated_run, str(tmp_path / "run"))
+    open(os.path.join(run_dir, "summary.json"), "w").write('{"steps": 1')
+    assert run.main(["compare", run_dir, "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "summary.json is corrupt" in err
+
+
+def test_a_figure_that_cannot_be_written_leaves_the_previous_one(tmp_path, monkeypatch):
+    path = str(tmp_path / "figure.png")
+    fig, _ = plt.subplots()
+    save_figure(fig, path)
+    before = open(path, "rb").read()
+    assert before.startswith(b"\x89PNG")
+
+    def disk_full(self, f, **kwargs):
+        f.write(b"half a png")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("matplotlib.figure.Figure.savefig", disk_full)
+    fig, _ = plt.subplots()
+    with pytest.raises(DiskFull, match="no space left on the device to write .*figure.png"):
+        save_figure(fig, path)
+    assert open(path, "rb").read() == before and os.listdir(tmp_path) == ["figure.png"]

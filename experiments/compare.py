@@ -114,7 +114,7 @@ def default_out_dir() -> str:
     """A new ./compare-<time>[-n] folder: a table is never written over an earlier one."""
     import datetime
 
-    from experiments.embed import new_output_dir
+    from train.rundir import new_output_dir
 
     return new_output_dir(".", "compare-" + datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
 

@@ -36,6 +36,7 @@ from data import DataError, load_dataset, to_unit_float
 from data.folder import list_images, read_images
 from train import RunError, load_run
 from train.config import resolve_device
+from train.rundir import new_output_dir
 
 GROUPS_PER_PASS = 64  # equal-sized groups embedded in one call
 
@@ -172,19 +173,6 @@ def beta_csv(arrays: dict[str, np.ndarray]) -> str:
         numbers = [f"{v:.6g}" for v in (*arrays["beta_loc"][g], *arrays["beta_scale"][g])]
         lines.append(",".join([str(g), f'"{source}"', str(arrays["group_size"][g]), *numbers]))
     return "\n".join(lines) + "\n"
-
-
-def new_output_dir(parent: str, name: str) -> str:
-    """A fresh `parent/name`, or `parent/name-2`, ...: an earlier output is never overwritten."""
-    base, n = os.path.join(parent, name), 1
-    path = base
-    while True:
-        try:
-            os.makedirs(path)
-            return path
-        except FileExistsError:
-            n += 1
-            path = f"{base}-{n}"
 
 
 def claim_output_dir(path: str) -> str:

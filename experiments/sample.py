@@ -24,9 +24,10 @@ import torch
 from pyro import poutine
 
 from data import to_unit_float
-from experiments.embed import claim_output_dir, folder_groups, new_output_dir
+from experiments.embed import claim_output_dir, folder_groups
 from train import RunError, load_run
 from train.config import resolve_device
+from train.rundir import new_output_dir
 
 
 @torch.no_grad()

@@ -93,11 +93,11 @@ class GroupData(LightningDataModule):
 class LightningUGVAE(LightningModule):
     """The ELBO module and its optimiser; every rank keeps a RunBook, rank 0 writes it."""
 
-    def __init__(self, run: RunSetup, run_dir: str | None, launch: LaunchConfig, resume: bool):
+    def __init__(self, run: RunSetup, run_dir: str | None, launch: LaunchConfig, checkpoint: dict | None = None):
         super().__init__()
-        self.run, self.cfg, self.launch, self.resume = run, run.train_cfg, launch, resume
+        self.run, self.cfg, self.launch, self.resume = run, run.train_cfg, launch, checkpoint is not None
         self.loss_fn = make_elbo(self.cfg.jit)(run.model, run.guide)
-        self.run_dir, self.book, self.checkpoint_to_restore = run_dir, None, None
+        self.run_dir, self.book, self.checkpoint_to_restore = run_dir, None, checkpoint
 
     def configure_optimizers(self):
         self.optimizer = torch.optim.Adam(self.loss_fn.parameters(), lr=self.cfg.lr)
@@ -122,10 +122,6 @@ class LightningUGVAE(LightningModule):
         self.book = RunBook(
             self.run, self.run_dir, samples, self.sampler.steps_per_epoch, writer=is_writer, run_id=run_id
         )
-        if self.resume:
-            self.checkpoint_to_restore = latest_checkpoint(self.run_dir, run_id)
-            if self.checkpoint_to_restore is None:
-                raise RunError(f"{self.run_dir} has no readable checkpoint to resume from; start a new run instead")
         self.test_images = self.run.test_set.images.to(device) if is_writer else None
 
     def on_train_start(self):
@@ -201,14 +197,15 @@ def fit_lightning(
     if resume_dir:
         model_cfg, train_cfg, _ = load_config(resume_dir)
     run = setup_run(train_cfg, model_cfg, quiet)
-    book_epoch = 0
+    ckpt = None
     if resume_dir:
         ckpt = latest_checkpoint(resume_dir, load_config(resume_dir)[2].get("run_id"))
-        book_epoch = ckpt["epoch"] if ckpt else 0
+        if ckpt is None:
+            raise RunError(f"{resume_dir} has no readable checkpoint to resume from; start a new run instead")
     try:
         trainer = Trainer(
             **launch.to_dict(),
-            max_epochs=max(train_cfg.epochs - book_epoch, 0),
+            max_epochs=max(train_cfg.epochs - (ckpt["epoch"] if ckpt else 0), 0),
             gradient_clip_val=train_cfg.clip_norm,
             use_distributed_sampler=False,  # RankGroups already splits every step's groups
             reload_dataloaders_every_n_epochs=1,  # a resumed first epoch is shorter than the others
@@ -226,7 +223,7 @@ def fit_lightning(
         run_dir = resume_dir
     else:
         run_dir = new_run_dir(runs_dir, train_cfg.dataset, train_cfg.model) if launched_as_rank_zero() else None
-    module = LightningUGVAE(run, run_dir, launch, resume=bool(resume_dir))
+    module = LightningUGVAE(run, run_dir, launch, checkpoint=ckpt)
     # Only rank 0 writes, so only it holds the run's lock.
     lock = run_lock(run_dir, new=not resume_dir) if run_dir and launched_as_rank_zero() else contextlib.nullcontext()
     with lock, warnings.catch_warnings():

@@ -25,12 +25,10 @@ from train.config import TrainConfig, resolve_device
 from train.errors import RunError
 
 
-def new_run_dir(runs_dir: str, dataset: str, model: str) -> str:
-    """A fresh `runs_dir/<dataset>-<model>-<timestamp>[-n]`; never an existing one."""
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    safe = re.sub(r"[^A-Za-z0-9_.+-]", "_", dataset.replace("folder:", "").strip("/"))
-    base = os.path.join(runs_dir, f"{safe}-{model}-{stamp}")
-    path, n = base, 1
+def new_output_dir(parent: str, name: str) -> str:
+    """A fresh `parent/name`, or `parent/name-2`, ...: an earlier output is never overwritten."""
+    base, n = os.path.join(parent, name), 1
+    path = base
     while True:
         try:
             os.makedirs(path)
@@ -38,6 +36,13 @@ def new_run_dir(runs_dir: str, dataset: str, model: str) -> str:
         except FileExistsError:
             n += 1
             path = f"{base}-{n}"
+
+
+def new_run_dir(runs_dir: str, dataset: str, model: str) -> str:
+    """A fresh `runs_dir/<dataset>-<model>-<timestamp>[-n]`; never an existing one."""
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    safe = re.sub(r"[^A-Za-z0-9_.+-]", "_", dataset.replace("folder:", "").strip("/"))
+    return new_output_dir(runs_dir, f"{safe}-{model}-{stamp}")
 
 
 def claim_run_dir(path: str) -> str:

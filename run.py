@@ -34,8 +34,16 @@ def positive_int(text: str) -> int:
     return value
 
 
+def share_or_law(text: str) -> float | str:
+    """--mix: a float share, or a law such as beta:0.5 kept as text."""
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
 def add_train_arguments(p: argparse.ArgumentParser):
-    from model.config import ARCHS, LIKELIHOODS
+    from model.config import ARCHS, CLUSTER_WEIGHTS, LIKELIHOODS
     from train.config import TrainConfig
 
     d = TrainConfig()
@@ -43,12 +51,26 @@ def add_train_arguments(p: argparse.ArgumentParser):
     g.add_argument(
         "--dataset",
         default=d.dataset,
-        help="mnist, fashion-mnist, digits, celeba, synthetic, folder:PATH, or A+B for a "
-        "mixture of two (default: %(default)s)",
+        help="mnist, fashion-mnist, digits, celeba, synthetic, folder:PATH, grouped:NAME (groups sharing "
+        "hidden factors), or A+B for a mixture of two (default: %(default)s)",
     )
     g.add_argument("--data-dir", default=None, help="where datasets are found or downloaded (default: ./.data)")
     g.add_argument("--image-size", type=positive_int, default=None, help="resize images to SIZE x SIZE")
-    g.add_argument("--mix", type=float, default=d.mix, help="share of dataset A in each group of an A+B mixture")
+    g.add_argument(
+        "--mix",
+        type=share_or_law,
+        default=d.mix,
+        help="share of dataset A in each group of an A+B mixture, or beta:A for a share ~ Beta(A, A) per group",
+    )
+    g.add_argument(
+        "--groups",
+        default=d.groups,
+        help="training groups: random, labels:ALPHA (class proportions ~ Dirichlet(ALPHA); 0: one class) "
+        "or clusters:ALPHA (the same over the model's own clusters)",
+    )
+    g.add_argument(
+        "--group-warmup", type=int, default=d.group_warmup, help="epochs of random groups before clusters:ALPHA"
+    )
     g = p.add_argument_group("model")
     g.add_argument("--model", default=d.model, help="ugvae, vae, gmvae or mlvae (default: %(default)s)")
     g.add_argument(
@@ -62,6 +84,12 @@ def add_train_arguments(p: argparse.ArgumentParser):
     g.add_argument("--hidden", type=int, default=256, help="hidden units of the MLP networks")
     g.add_argument("--likelihood", choices=LIKELIHOODS, default="gaussian", help="pixel likelihood")
     g.add_argument("--var-x", type=float, default=0.1, help="variance of the Gaussian likelihood")
+    g.add_argument(
+        "--cluster-weights",
+        choices=CLUSTER_WEIGHTS,
+        default="uniform",
+        help="p(d | beta): uniform (eq. 4) or global, softmax(A beta + b) (an extension of the paper)",
+    )
     g.add_argument("--arch", choices=ARCHS, default="auto", help="mlp, conv (64x64), or auto from the image size")
     g = p.add_argument_group("training")
     g.add_argument("--epochs", type=int, default=d.epochs, help="passes over the training set")
@@ -137,6 +165,8 @@ def cmd_train(args) -> int:
             data_dir=args.data_dir,
             image_size=args.image_size,
             mix=args.mix,
+            groups=args.groups,
+            group_warmup=args.group_warmup,
             log_every=args.log_every,
             checkpoint_every=args.checkpoint_every,
             keep_checkpoints=args.keep_checkpoints,
@@ -154,6 +184,7 @@ def cmd_train(args) -> int:
             likelihood=args.likelihood,
             var_x=args.var_x,
             arch=args.arch,
+            cluster_weights=args.cluster_weights,
         )
         if args.strategy:
             from train.lightning import fit_lightning

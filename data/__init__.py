@@ -5,17 +5,21 @@ from .groups import MixedGroups, RandomGroups
 from .imageset import ImageSet
 from .registry import DATASETS, load_dataset
 from .structured import STRUCTURED_RULES, attribute_groups, mixed_class_groups, rule_classes, structured_groups
+from .training_groups import ClusterGroups, own_groups, training_groups
 
 __all__ = [
     "DATASETS",
     "DataError",
+    "ClusterGroups",
     "ImageSet",
     "MixedGroups",
     "RandomGroups",
     "STRUCTURED_RULES",
     "attribute_groups",
     "load_dataset",
+    "own_groups",
     "mixed_class_groups",
     "rule_classes",
     "structured_groups",
+    "training_groups",
 ]

@@ -25,6 +25,10 @@ def check_positive(**values: int) -> None:
 class _Steps:
     """Shared epoch bookkeeping: subclasses fill `_epoch_indices` with (steps, G, B) on the CPU."""
 
+    # True for a sampler that groups by the model's own clusters (the trainer then calls set_assignments).
+    reads_assignments = False
+    assignments: torch.Tensor | None = None
+
     def __init__(self, n: int, group_size: int, groups_per_step: int, seed: int, device):
         check_positive(group_size=group_size, groups_per_step=groups_per_step)
         if not isinstance(seed, int) or seed < 0:

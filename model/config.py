@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass, fields
 
 LIKELIHOODS = ("gaussian", "bernoulli")
 ARCHS = ("auto", "mlp", "conv")
+# p(d | beta): "uniform" is eq. 4; "global" = softmax(A beta + b), an extension of the paper.
+CLUSTER_WEIGHTS = ("uniform", "global")
 
 
 @dataclass(frozen=True)
@@ -25,6 +27,7 @@ class UGVAEConfig:
     # Variance of the Gaussian likelihood; the official code uses 0.1 (0.2 in its MNIST series).
     var_x: float = 0.1
     arch: str = "auto"
+    cluster_weights: str = "uniform"
 
     def __post_init__(self):
         object.__setattr__(self, "x_shape", tuple(int(s) for s in self.x_shape))
@@ -40,6 +43,8 @@ class UGVAEConfig:
             problems.append(f"var_x must be > 0, got {self.var_x}")
         if self.arch not in ARCHS:
             problems.append(f"arch must be one of {ARCHS}, got {self.arch!r}")
+        if self.cluster_weights not in CLUSTER_WEIGHTS:
+            problems.append(f"cluster_weights must be one of {CLUSTER_WEIGHTS}, got {self.cluster_weights!r}")
         if self.resolved_arch == "conv" and self.x_shape[1:] != (64, 64):
             problems.append(
                 f"the conv architecture takes 64x64 images, got {self.x_shape}; "

@@ -270,6 +270,8 @@ def fit_lightning(
         raise RunError("--strategy needs PyTorch Lightning; install it with pip install 'ugvae[lightning]'")
     if args.num_nodes < 1:
         raise RunError(f"--num-nodes must be >= 1, got {args.num_nodes}")
+    if train_cfg.groups.startswith("clusters"):  # no epoch-end refresh of assignments here yet
+        raise RunError("--groups clusters:ALPHA is not supported with --strategy yet; train on one device")
     pyro.clear_param_store()
     pyro.set_rng_seed(train_cfg.seed)  # equal initial weights everywhere; DDP broadcasts rank 0's anyway
     train_set = load_dataset(train_cfg.dataset, "train", train_cfg.data_dir, train_cfg.image_size)

@@ -22,9 +22,10 @@ import torch
 from pyro.infer import JitTraceEnum_ELBO, TraceEnum_ELBO
 from tqdm.auto import tqdm
 
-from data import MixedGroups, RandomGroups, load_dataset
+from data import load_dataset, own_groups, training_groups
 from model import UGVAEConfig
 from train.config import TrainConfig
+from train.diagnostics import beta_diagnostics, cluster_assignments, inactive_beta_message
 from train.metrics import MetricsLog, cluster_usage
 from train.runs import (
     RunError,
@@ -67,10 +68,10 @@ def make_elbo(jit: bool):
 
 
 def group_sampler(train_set, cfg: TrainConfig, groups_per_step: int, device):
-    """Training groups: `mix`-proportioned per group for a mixture of domains, else uniform."""
-    if train_set.domains is not None and cfg.mix is not None:
-        return MixedGroups(train_set.domains, cfg.group_size, groups_per_step, cfg.mix, cfg.seed, device)
-    return RandomGroups(len(train_set), cfg.group_size, groups_per_step, cfg.seed, device)
+    """Training groups as `cfg.groups` asks (random, labels:ALPHA, clusters:ALPHA; see data/training_groups.py)."""
+    return training_groups(
+        cfg.groups, train_set, cfg.group_size, groups_per_step, cfg.seed, device, cfg.mix, cfg.group_warmup
+    )
 
 
 def fixed_groups(n: int, group_size: int, seed: int = 0) -> torch.Tensor:
@@ -134,6 +135,10 @@ class Trainer:
         self.images = train_set.images.to(self.device)
         self.test_images = test_set.images.to(self.device)
         self.test_groups = fixed_groups(len(test_set), train_cfg.group_size)
+        # beta is read on groups that share something when the data has such groups.
+        self.diagnostic_groups = own_groups(test_set, train_cfg.group_size)
+        if self.diagnostic_groups is None:
+            self.diagnostic_groups = self.test_groups
         self.sampler = group_sampler(train_set, train_cfg, train_cfg.groups_per_step, self.device)
         self.loss_fn = make_elbo(train_cfg.jit)(self.model, self.guide)
         self.optimizer = torch.optim.Adam(self.loss_fn.parameters(), lr=train_cfg.lr)
@@ -167,6 +172,8 @@ class Trainer:
         pending = ckpt["window"]
         self.window[: len(pending)], self.n_window = pending.to(self.device), len(pending)
         self.epoch_loss_sum, self.epoch_loss_steps = ckpt["epoch_loss"]
+        if ckpt.get("group_assignments") is not None:
+            self.sampler.set_assignments(ckpt["group_assignments"])
         self.run_dir, self.last_checkpoint_step = run_dir, self.step
         self.metrics = MetricsLog(os.path.join(run_dir, "metrics.csv"))
         self.metrics.truncate_after(self.step)  # the resumed run logs these steps again
@@ -188,6 +195,7 @@ class Trainer:
             "train_samples": len(self.images),
             "window": self.window[: self.n_window].cpu(),
             "epoch_loss": (self.epoch_loss_sum, self.epoch_loss_steps),
+            "group_assignments": self.sampler.assignments,  # clusters:ALPHA groups of the epoch under way
             "model": self.model.state_dict(),
             "guide": self.guide.state_dict(),
             "optimizer": self.optimizer.state_dict(),
@@ -254,6 +262,8 @@ class Trainer:
                         self.checkpoint()
                 self.train_seconds += time.perf_counter() - t0
                 self._end_epoch(writer)
+                if self.sampler.reads_assignments and cfg.group_warmup <= self.epoch < cfg.epochs:
+                    self.sampler.set_assignments(cluster_assignments(self.guide, self.images))
                 self.checkpoint()
         except KeyboardInterrupt:
             how = (
@@ -265,6 +275,8 @@ class Trainer:
             raise TrainingInterrupted(stopped) from None
         finally:
             bar.close()
+        if inactive := inactive_beta_message(self.last_result):
+            tqdm.write(inactive)
         summary = {
             "steps": self.step,
             "epochs": self.epoch,
@@ -289,6 +301,7 @@ class Trainer:
 
     def _end_epoch(self, writer):
         result = evaluate(self.model, self.guide, self.test_images, self.test_groups)
+        result.update(beta_diagnostics(self.model, self.guide, self.test_images, self.diagnostic_groups))
         samples = self.cfg.group_size * self.cfg.groups_per_step
         result["train_elbo"] = -self.epoch_loss_sum / max(self.epoch_loss_steps, 1) / samples
         self.metrics.write(

@@ -18,6 +18,14 @@ METRIC_FIELDS = [
     "cluster_entropy",
     "clusters_used",
     "clusters_used_argmax",
+    # beta diagnostics on test groups (train/diagnostics.py)
+    "beta_kl",
+    "beta_mi",
+    "beta_marginal_kl",
+    "beta_active_dims",
+    "beta_spread",
+    "pixel_change_beta",
+    "pixel_change_z",
     "elapsed_s",
 ]
 USAGE_THRESHOLD = 0.02

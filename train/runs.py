@@ -42,7 +42,7 @@ CHECKPOINT_KEYS = (
 )
 # Fields of the training config that fix the stream of groups: a checkpoint resumed under
 # other values would continue a different run.
-DATA_STREAM_FIELDS = ("dataset", "image_size", "mix", "group_size", "groups_per_step", "seed")
+DATA_STREAM_FIELDS = ("dataset", "image_size", "mix", "group_size", "groups_per_step", "seed", "groups", "group_warmup")
 
 
 class RunError(ValueError):
@@ -237,7 +237,8 @@ def check_compatible(
     theirs = {"model": saved.get("model_name"), "guide": saved.get("guide_name"), **saved.get("model", {})}
     if train_cfg is not None:
         mine.update({k: getattr(train_cfg, k) for k in DATA_STREAM_FIELDS})
-        theirs.update({k: saved.get("train", {}).get(k) for k in DATA_STREAM_FIELDS})
+        # A field missing from an older checkpoint had its default value then.
+        theirs.update({k: saved.get("train", {}).get(k, getattr(TrainConfig(), k)) for k in DATA_STREAM_FIELDS})
     diffs = [
         f"{k} is {theirs.get(k)!r} in the checkpoint but {v!r} here" for k, v in mine.items() if theirs.get(k) != v
     ]

@@ -13,6 +13,7 @@ EXPERIMENTS = {
     "interpolation": "experiments.interpolation",
     "structured-batches": "experiments.structured_batches",
     "domain-alignment": "experiments.domain_alignment",
+    "group-factors": "experiments.group_factors",
 }
 
 

@@ -23,6 +23,11 @@ over groups.
 
 Clustering accuracy (Dilokthanakul et al.): each test sample goes to argmax_k q(d = k | z) at
 z = E q(z | x), each cluster is mapped to the majority label of its members.
+
+Beta diagnostics (train/diagnostics.py): KL(q(beta|X) || p(beta)) split into I(X; beta) and
+marginal KL, active dims, spread of E[beta|X] across groups, and the decoder's pixel change per
+posterior standard deviation of beta and of z; on the test groups above, or on the dataset's
+own groups when it has them (grouped:BASE).
 """
 
 from __future__ import annotations
@@ -37,8 +42,9 @@ from pyro import poutine
 from pyro.infer import config_enumerate
 from pyro.poutine.util import site_is_subsample
 
-from data import load_dataset
+from data import load_dataset, own_groups
 from experiments.plotting import save_json
+from train.diagnostics import beta_diagnostics
 from train.loop import evaluate as elbo_and_usage
 from train.loop import fixed_groups
 from train.runs import RunError, check_compatible, default_guide, load_checkpoint, load_run
@@ -134,6 +140,8 @@ def evaluate_run(
     groups = fixed_groups(len(test), train_cfg.group_size)
     images = test.images.to(device)
     result = elbo_and_usage(model, guide, images, groups)
+    diagnostic_groups = own_groups(test, train_cfg.group_size)
+    result.update(beta_diagnostics(model, guide, images, groups if diagnostic_groups is None else diagnostic_groups))
     model.eval(), guide.eval()  # elbo_and_usage leaves them in training mode
     B = train_cfg.group_size
     groups_per_pass = min(len(groups), max(1, images_per_pass // B))
@@ -207,5 +215,12 @@ def run(args) -> int:
         print(
             f"  clustering accuracy {out['clustering_accuracy']:.3f}, "
             f"{out['clusters_used']} clusters used (entropy {out['cluster_entropy']:.2f})"
+        )
+    if "beta_kl" in out:
+        print(
+            f"  beta: KL {out['beta_kl']:.2f} = I(X; beta) {out['beta_mi']:.2f} + marginal KL "
+            f"{out['beta_marginal_kl']:.2f} nats per group, {out['beta_active_dims']} active dims, spread "
+            f"{out['beta_spread']:.2f}; pixel change per posterior sd: beta {out['pixel_change_beta']:.4f}, "
+            f"z {out['pixel_change_z']:.4f}"
         )
     return 0

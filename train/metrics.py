@@ -21,6 +21,7 @@ METRIC_FIELDS = [
     # beta diagnostics on test groups (train/diagnostics.py)
     "beta_kl",
     "beta_mi",
+    "beta_mi_bound",
     "beta_marginal_kl",
     "beta_active_dims",
     "beta_spread",

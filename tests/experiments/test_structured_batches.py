@@ -65,7 +65,7 @@ def test_writes_the_table_as_json_markdown_and_a_tsne_plot(tiny_run, tmp_path_fa
     pairs = {
         (r["task"], r["group_size"], r["classifier"], r["features"]): (r["train"], r["test"]) for r in table["rows"]
     }
-    assert all(pairs[k[:3] + ("ugvae (this run)",)] == pairs[k[:3] + (sources[3],)] for k in pairs)
+    assert all(pairs[k[:3] + ("ugvae (this run)",)] == pairs[k[:3] + (sources[4],)] for k in pairs)
     markdown = open(os.path.join(out, "table.md")).read()
     row = next(r for r in table["rows"] if r["task"] == "even vs odd vs random" and r["features"] == sources[2])
     line = next(

@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """Beta against the baselines of structured-batches, averaged over the tasks the README quotes.
 
-    python scripts/structured_summary.py RUN_DIR...
+    python scripts/structured_summary.py RUN_DIR_OR_TABLE_JSON...
 
-Reads RUN/experiments/structured-batches/table.json; averages test accuracy over both
+Reads RUN/experiments/structured-batches/table.json (or a table.json given directly); averages test accuracy over both
 classifiers on the mixed-proportion tasks at B=32 and the pure-group tasks at B=4.
 """
 
@@ -19,8 +19,10 @@ def quoted(row: dict) -> bool:
     return (mixed and row["group_size"] == 32) or (not mixed and row["group_size"] == 4)
 
 
-def summary(run_dir: str) -> dict:
-    rows = json.load(open(os.path.join(run_dir, "experiments", "structured-batches", "table.json")))["rows"]
+def summary(path: str) -> dict:
+    if not path.endswith(".json"):
+        path = os.path.join(path, "experiments", "structured-batches", "table.json")
+    rows = json.load(open(path))["rows"]
     rows = [r for r in rows if quoted(r)]
     sources = list(dict.fromkeys(r["features"] for r in rows))
     mean = {

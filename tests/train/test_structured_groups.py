@@ -83,3 +83,11 @@ def test_folder_subfolders_train_as_pure_groups(tmp_path, one_thread):
     argv += ["--hidden", "8", "--z-dim", "2", "--beta-dim", "2", "--K", "3", "--epochs", "1", "--quiet"]
     assert run.main([*argv, "--run-dir", str(tmp_path / "run")]) == 0
     assert torch.load(list_checkpoints(str(tmp_path / "run"))[-1], weights_only=False)["step"] == 81 // 4
+
+
+def test_beta_shares_of_a_mixture_train_and_are_saved(tmp_path, one_thread):
+    argv = ["--dataset", "synthetic:200+synthetic:100", "--mix", "beta:0.5", "-B", "8", "--epochs", "1"]
+    argv += ["--hidden", "8", "--z-dim", "2", "--beta-dim", "2", "--K", "3", "--quiet"]
+    assert run.main([*argv, "--run-dir", str(tmp_path / "run")]) == 0
+    assert latest_checkpoint(str(tmp_path / "run"))["config"]["train"]["mix"] == "beta:0.5"
+    assert run.main([*argv[:3], "beta:0", *argv[4:], "--run-dir", str(tmp_path / "bad")]) == 2

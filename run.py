@@ -91,8 +91,16 @@ def positive_int(text: str) -> int:
     return value
 
 
+def share_or_law(text: str) -> float | str:
+    """--mix: a float share, or a law such as beta:0.5 kept as text."""
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
 def add_train_arguments(p: argparse.ArgumentParser):
-    from model.config import ARCHS, LIKELIHOODS, ModelConfig
+    from model.config import ARCHS, CLUSTER_WEIGHTS, LIKELIHOODS, ModelConfig
     from train.config import TrainConfig
 
     d, m = TrainConfig(), ModelConfig()
@@ -100,11 +108,26 @@ def add_train_arguments(p: argparse.ArgumentParser):
     g.add_argument(
         "--dataset",
         default=d.dataset,
-        help="mnist, fashion-mnist, digits, celeba, synthetic, folder:PATH, or A+B for a mixture of two",
+        help="mnist, fashion-mnist, digits, celeba, synthetic, folder:PATH, grouped:NAME (groups sharing "
+        "hidden factors), or A+B for a mixture of two",
     )
     g.add_argument("--data-dir", default=None, help="where datasets are found or downloaded; None: ./.data")
     g.add_argument("--image-size", type=positive_int, default=None, help="resize images to SIZE x SIZE")
-    g.add_argument("--mix", type=float, default=d.mix, help="share of dataset A in each group of an A+B mixture")
+    g.add_argument(
+        "--mix",
+        type=share_or_law,
+        default=d.mix,
+        help="share of dataset A in each group of an A+B mixture, or beta:A for a share ~ Beta(A, A) per group",
+    )
+    g.add_argument(
+        "--groups",
+        default=d.groups,
+        help="training groups: random, labels:ALPHA (class proportions ~ Dirichlet(ALPHA); 0: one class) "
+        "or clusters:ALPHA (the same over the model's own clusters)",
+    )
+    g.add_argument(
+        "--group-warmup", type=int, default=d.group_warmup, help="epochs of random groups before clusters:ALPHA"
+    )
     g = p.add_argument_group("model")
     g.add_argument("--model", default=d.model, help="ugvae, vae, gmvae or mlvae")
     g.add_argument(
@@ -118,6 +141,12 @@ def add_train_arguments(p: argparse.ArgumentParser):
     g.add_argument("--hidden", type=int, default=m.hidden, help="hidden units of the MLP networks")
     g.add_argument("--likelihood", choices=LIKELIHOODS, default=m.likelihood, help="pixel likelihood")
     g.add_argument("--var-x", type=float, default=m.var_x, help="variance of the Gaussian likelihood")
+    g.add_argument(
+        "--cluster-weights",
+        choices=CLUSTER_WEIGHTS,
+        default=m.cluster_weights,
+        help="p(d | beta): uniform (eq. 4) or global, softmax(A beta + b) (an extension of the paper)",
+    )
     g.add_argument("--arch", choices=ARCHS, default=m.arch, help="mlp, conv (64x64), or auto from the image size")
     g = p.add_argument_group("training")
     g.add_argument(

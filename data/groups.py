@@ -25,6 +25,10 @@ def check_positive(**values: int) -> None:
 class _Steps:
     """Shared epoch bookkeeping: subclasses fill `_epoch_indices` with (steps, G, B) on the CPU."""
 
+    # True for a sampler that groups by the model's own clusters (the trainer then calls set_assignments).
+    reads_assignments = False
+    assignments: torch.Tensor | None = None
+
     def __init__(self, n: int, group_size: int, groups_per_step: int, seed: int, device):
         check_positive(group_size=group_size, groups_per_step=groups_per_step)
         if not isinstance(seed, int) or seed < 0:
@@ -120,16 +124,6 @@ def draw_without_repeats(pool: torch.Tensor, shape: tuple[int, int], count: int,
     rounds = -(-need // len(pool))
     stream = torch.cat([pool[torch.randperm(len(pool), generator=generator)] for _ in range(rounds)])
     return stream[:need].view(*shape, count)
-
-
-def training_groups(
-    train_set, group_size: int, groups_per_step: int, seed: int, device, mix: float | None = None
-) -> RandomGroups | MixedGroups:
-    """The sampler of a run's training groups: `mix`-proportioned per group for a mixture of
-    domains (`A+B` datasets), else uniform random groups, as in the paper."""
-    if train_set.domains is not None and mix is not None:
-        return MixedGroups(train_set.domains, group_size, groups_per_step, mix, seed, device)
-    return RandomGroups(len(train_set), group_size, groups_per_step, seed, device)
 
 
 def fixed_groups(n: int, group_size: int, seed: int = 0) -> torch.Tensor:

@@ -23,6 +23,11 @@ class ImageSet:
     domains: torch.Tensor | None = None  # long (N,), set only on mixed sets
     domain_names: list[str] = field(default_factory=list)
     notice: str | None = None
+    # Set only on grouped datasets (data/grouped.py): the fixed group of each image and the
+    # hidden factors of its group, repeated per image; for evaluation, never shown to a model.
+    groups: torch.Tensor | None = None  # long (N,)
+    factors: torch.Tensor | None = None  # float (N, F)
+    factor_names: list[str] = field(default_factory=list)
 
     def __post_init__(self):
         if self.images.dtype != torch.uint8 or self.images.dim() != 4:
@@ -31,7 +36,7 @@ class ImageSet:
                 "a loader must return uint8 images shaped (N, C, H, W)"
             )
         n = len(self.images)
-        for what in ("labels", "attributes", "domains"):
+        for what in ("labels", "attributes", "domains", "groups", "factors"):
             value = getattr(self, what)
             if value is not None and len(value) != n:
                 raise DataError(
@@ -59,6 +64,8 @@ class ImageSet:
             labels=pick(self.labels),
             attributes=pick(self.attributes),
             domains=pick(self.domains),
+            groups=pick(self.groups),
+            factors=pick(self.factors),
         )
 
 

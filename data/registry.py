@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 from pathlib import Path
 
-from . import celeba, digits, fashion_mnist, folder, mnist, synthetic
+from . import celeba, digits, fashion_mnist, folder, grouped, mnist, synthetic
 from .errors import DataError
 from .imageset import ImageSet, resize_images
 from .mixing import mix
@@ -18,6 +18,7 @@ DATASETS = {
     "celeba": celeba.load,
     "folder": folder.load,
     "synthetic": synthetic.load,
+    "grouped": grouped.load,  # grouped:BASE, groups sharing hidden factors (data/grouped.py)
 }
 SPLITS = ("train", "test")
 DEFAULT_DATA_DIR = "./.data"

@@ -35,6 +35,10 @@ EXPERIMENTS = {
         "experiments.domain_alignment",
         "Unsupervised domain alignment (section 4.2, figs. 5-6): does beta find the domain of a group?",
     ),
+    "group-factors": (
+        "experiments.group_factors",
+        "Group factors: does beta recover, and render, what the members of a group share?",
+    ),
 }
 
 

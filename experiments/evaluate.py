@@ -28,6 +28,11 @@ proportion to its size; eval.json says so under `weighting` and gives `last_grou
 
 Clustering accuracy (Dilokthanakul et al.): each test sample goes to argmax_k q(d = k | z) at
 z = E q(z | x), each cluster is mapped to the majority label of its members.
+
+Beta diagnostics (train/diagnostics.py): KL(q(beta|X) || p(beta)) split into I(X; beta) and
+marginal KL, active dims, spread of E[beta|X] across groups, and the decoder's pixel change per
+posterior standard deviation of beta and of z; on the test groups above, or on the dataset's
+own groups when it has them (grouped:BASE).
 """
 
 from __future__ import annotations
@@ -42,12 +47,13 @@ from pyro import poutine
 from pyro.infer import config_enumerate
 from pyro.poutine.util import site_is_subsample
 
-from data import fixed_groups, load_dataset, to_unit_float
+from data import fixed_groups, load_dataset, own_groups, to_unit_float
 from experiments.plotting import save_json
 from guide import default_guide
 from train import load_run
 from train.checkpoints import check_compatible, load_checkpoint
 from train.config import resolve_device
+from train.diagnostics import beta_diagnostics
 from train.lock import run_lock
 from train.metrics import cluster_usage, test_metrics
 from train.rundir import load_config
@@ -163,6 +169,8 @@ def evaluate_run(
     parts = [groups] + ([rest[None]] if rest is not None else [])
     elbos = [test_metrics(model, guide, images, part)["test_elbo"] for part in parts]
     model.eval(), guide.eval()  # test_metrics leaves them in training mode
+    diagnostic_groups = own_groups(test, train_cfg.group_size)
+    diagnostics = beta_diagnostics(model, guide, images, groups if diagnostic_groups is None else diagnostic_groups)
     B = train_cfg.group_size
     groups_per_pass = min(len(groups), max(1, images_per_pass // B))
     particles = max(1, images_per_pass // (B * groups_per_pass))
@@ -207,6 +215,7 @@ def evaluate_run(
         "iwae_per_test_group": [round(v, 4) for v in iwae.tolist()],  # for paired comparisons of runs
         "clustering_accuracy": accuracy,
         **result,
+        **diagnostics,
         "seconds": round(time.perf_counter() - start, 2),
     }
     name = f"eval-step-{config.step:09d}.json" if checkpoint else "eval.json"
@@ -249,6 +258,13 @@ def run(args) -> int:
         print(
             f"  clustering accuracy {out['clustering_accuracy']:.3f}, "
             f"{out['clusters_used']} clusters used (entropy {out['cluster_entropy']:.2f})"
+        )
+    if "beta_kl" in out:
+        print(
+            f"  beta: KL {out['beta_kl']:.2f} = I(X; beta) {out['beta_mi']:.2f} + marginal KL "
+            f"{out['beta_marginal_kl']:.2f} nats per group, {out['beta_active_dims']} active dims, spread "
+            f"{out['beta_spread']:.2f}; pixel change per posterior sd: beta {out['pixel_change_beta']:.4f}, "
+            f"z {out['pixel_change_z']:.4f}"
         )
     print(f"wrote {out['written']}")
     return 0

@@ -7,6 +7,9 @@ A group X = {x_1..x_B} is summarised by a Gaussian over a group feature:
                      N(mean_i mu_i, sum_i Sigma_i / B^2)              (no global latent)
     PCA baseline     the group's mean image projected on the first beta_dim principal axes
                      (deterministic: one point per group)
+    local codes      the group mean of the run's own local codes [E q(z|x), pi(z)],
+                     projected on its first beta_dim principal axes: what a global latent
+                     must beat to be more than an average of local ones
 
 Linear and RBF SVMs, on standardised features so that sources of different scales are
 treated alike, are trained on samples of these posteriors and scored on samples from held-out
@@ -70,6 +73,31 @@ def pca_features(dim: int):
 
     def features(images, groups, is_train):
         means = torch.cat([to_unit_float(images[idx]).mean(1).flatten(1) for idx in groups.split(64)]).numpy()
+        pca = PCA(n_components=min(dim, int(is_train.sum()), means.shape[1]), random_state=0)
+        pca.fit(means[is_train.numpy()])
+        loc = torch.from_numpy(pca.transform(means)).float()
+        return loc, torch.zeros_like(loc)
+
+    return features
+
+
+@torch.no_grad()
+def group_local_codes(guide, images: torch.Tensor, groups: torch.Tensor, with_pi: bool = True) -> torch.Tensor:
+    """Group means (G, D) of [z_loc, pi] (or z_loc alone) from the guide's local posterior."""
+    device = next(guide.parameters()).device
+    means = []
+    for idx in groups.split(64):
+        z_loc, _, pi = guide.local_posterior(to_unit_float(images[idx].to(device)))
+        codes = torch.cat([z_loc, pi], -1) if with_pi and pi is not None else z_loc
+        means.append(codes.mean(-2).cpu())
+    return torch.cat(means)
+
+
+def local_code_features(guide, dim: int):
+    """Group means of [z_loc, pi] on principal axes fitted on the training groups only; scale 0."""
+
+    def features(images, groups, is_train):
+        means = group_local_codes(guide, images, groups).numpy()
         pca = PCA(n_components=min(dim, int(is_train.sum()), means.shape[1]), random_state=0)
         pca.fit(means[is_train.numpy()])
         loc = torch.from_numpy(pca.transform(means)).float()

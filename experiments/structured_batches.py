@@ -6,8 +6,10 @@ tops or footwear; CelebA black or blond hair, male or female), mix two rules in 
 and linear / RBF SVMs classify samples of it, or its mean with --means (experiments/groups.py).
 The groups whose features train the SVMs and those that test them come from disjoint halves
 of the test split, so they share no image. Every task is repeated for each group size and each feature source:
-the run, an untrained guide of the same architecture, PCA of the group's mean image, and any
-baseline run. Writes table.json, table.md and tsne.png (fig. 7: t-SNE of the posterior means).
+the run, untrained guides of the same architecture (several seeds, reported as mean ± spread),
+PCA of the group's mean image, the group mean of the run's own local codes [z_loc, pi] on
+beta_dim principal axes, and any baseline run. Writes table.json, table.md and tsne.png
+(fig. 7: t-SNE of the posterior means).
 """
 
 from __future__ import annotations
@@ -20,7 +22,14 @@ import torch
 from sklearn.manifold import TSNE
 
 from data import STRUCTURED_RULES, DataError, ImageSet, load_dataset, mixed_class_groups, structured_groups
-from experiments.group_features import guide_features, pca_features, posterior_samples, svm_accuracies, untrained_guide
+from experiments.group_features import (
+    guide_features,
+    local_code_features,
+    pca_features,
+    posterior_samples,
+    svm_accuracies,
+    untrained_guide,
+)
 from experiments.plotting import experiment_dir, save_figure, save_json
 from train import RunError, load_run
 from train.atomic import atomic_write_text
@@ -142,20 +151,20 @@ def add_arguments(p):
         metavar="RUN_DIR",
         help="runs of baseline models (ML-VAE, VAE, ...) to add as feature sources",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of the groups, samples and untrained guide")
+    p.add_argument("--seed", type=int, default=0, help="seed of the groups, samples and untrained guides")
+    p.add_argument("--untrained-seeds", type=int, default=3, help="untrained guides, seeds SEED, SEED+1, ...")
     p.add_argument("--data-dir", default=None, help="where the dataset is found; None: the run's")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
 
 
 def feature_sources(args, guide, config) -> dict:
     model_cfg, train_cfg = config.model_cfg, config.train_cfg
-    sources = {
-        f"{train_cfg.model} (this run)": guide_features(guide),
-        f"untrained {train_cfg.model}": guide_features(
-            untrained_guide(model_cfg, train_cfg.model, train_cfg.guide, args.seed).to(args.device)
-        ),
-        "PCA of mean image": pca_features(model_cfg.beta_dim),
-    }
+    sources = {f"{train_cfg.model} (this run)": guide_features(guide)}
+    for seed in range(args.seed, args.seed + args.untrained_seeds):
+        untrained = untrained_guide(model_cfg, train_cfg.model, train_cfg.guide, seed).to(args.device)
+        sources[f"{untrained_name(train_cfg.model)}{SEED_MARK}{seed})"] = guide_features(untrained)
+    sources["PCA of mean image"] = pca_features(model_cfg.beta_dim)
+    sources[f"local codes of {train_cfg.model} (PCA)"] = local_code_features(guide, model_cfg.beta_dim)
     for run_dir in args.baseline_run:
         _, other, other_config = load_run(run_dir, args.device)
         if other_config.model_cfg.x_shape != model_cfg.x_shape or other_config.train_cfg.dataset != train_cfg.dataset:
@@ -168,9 +177,37 @@ def feature_sources(args, guide, config) -> dict:
     return sources
 
 
+SEED_MARK = " (seed "
+
+
+def untrained_name(model: str) -> str:
+    return f"untrained {model}"
+
+
+def merge_seeds(rows: list[dict]) -> list[dict]:
+    """Rows of the untrained guides' seeds merged into one per cell: mean, and spread (std over seeds)."""
+    merged, cells = [], {}
+    for r in rows:
+        name, seeded, _ = r["features"].partition(SEED_MARK)
+        if not seeded:
+            merged.append(r)
+            continue
+        key = (r["task"], r["group_size"], r["classifier"], name)
+        if key not in cells:
+            cells[key] = {**r, "features": name, "seeds": []}
+            merged.append(cells[key])
+        cells[key]["seeds"].append((r["train"], r["test"]))
+    for cell in cells.values():
+        train, test = torch.tensor(cell.pop("seeds"), dtype=torch.float64).T
+        cell["train"], cell["test"] = train.mean().item(), test.mean().item()
+        cell["test_spread"] = test.std(unbiased=False).item()
+        cell["seeds"] = len(test)
+    return merged
+
+
 def check_args(args):
-    if min(args.group_sizes) < 1 or args.groups < 2 or args.samples < 1:
-        raise ValueError("--group-sizes, --samples must be >= 1 and --groups >= 2")
+    if min(args.group_sizes) < 1 or args.groups < 2 or args.samples < 1 or args.untrained_seeds < 1:
+        raise ValueError("--group-sizes, --samples, --untrained-seeds must be >= 1 and --groups >= 2")
     if not 0 < args.test_fraction < 1 or not 0 <= args.mix <= 1:
         raise ValueError("--test-fraction must be in (0, 1) and --mix in [0, 1]")
 
@@ -206,7 +243,7 @@ def classification_rows(tasks: list[Task], sources: dict, data: ImageSet, args) 
                             **acc,
                         }
                     )
-    return rows
+    return merge_seeds(rows)
 
 
 def run(args) -> int:
@@ -218,7 +255,10 @@ def run(args) -> int:
     sources = feature_sources(args, guide, config)
     rows = classification_rows(tasks, sources, data, args)
     out = experiment_dir(args.run, "structured-batches")
-    settings = {k: getattr(args, k) for k in ("group_sizes", "groups", "test_fraction", "samples", "means", "mix")}
+    settings = {
+        k: getattr(args, k)
+        for k in ("group_sizes", "groups", "test_fraction", "samples", "means", "mix", "untrained_seeds")
+    }
     save_json(
         os.path.join(out, "table.json"),
         {
@@ -229,9 +269,11 @@ def run(args) -> int:
             "rows": rows,
         },
     )
-    table = markdown_table(rows, list(sources), args.means)
+    table = markdown_table(rows, list(dict.fromkeys(r["features"] for r in rows)), args.means)
     atomic_write_text(os.path.join(out, "table.md"), table)
-    tsne_plot(os.path.join(out, "tsne.png"), tsne_task, data, sources, args)
+    # One panel per source; the first untrained seed stands for them all.
+    shown = {k: v for k, v in sources.items() if SEED_MARK not in k or k.endswith(f"{SEED_MARK}{args.seed})")}
+    tsne_plot(os.path.join(out, "tsne.png"), tsne_task, data, shown, args)
     print(table + f"wrote {out}")
     return 0
 
@@ -240,6 +282,7 @@ def markdown_table(rows: list[dict], sources: list[str], means: bool = False) ->
     """Table 1's layout, one `train / test` column per feature source."""
     cell = {
         (r["task"], r["group_size"], r["classifier"], r["features"]): f"{r['train']:.2f} / {r['test']:.2f}"
+        + (f" ± {r['test_spread']:.2f}" if "test_spread" in r else "")
         for r in rows
     }
     keys = list(dict.fromkeys((r["task"], r["group_size"], r["classifier"]) for r in rows))
@@ -252,7 +295,8 @@ def markdown_table(rows: list[dict], sources: list[str], means: bool = False) ->
         for task, B, clf in keys
     ]
     read = "means" if means else "samples"
-    return f"Train / test accuracy of SVMs on {read} of the group posterior.\n\n" + "\n".join(lines) + "\n"
+    spread = " (untrained guides: mean over seeds ± std of test accuracy)"
+    return f"Train / test accuracy of SVMs on {read} of the group posterior{spread}.\n\n" + "\n".join(lines) + "\n"
 
 
 def tsne_plot(path: str, task: Task, data: ImageSet, sources: dict, args):

@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass, fields
 
 LIKELIHOODS = ("gaussian", "bernoulli")
 ARCHS = ("auto", "mlp", "conv")
+# p(d | beta): "uniform" is eq. 4; "global" = softmax(A beta + b), an extension of the paper.
+CLUSTER_WEIGHTS = ("uniform", "global")
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,7 @@ class ModelConfig:
     # Variance of the Gaussian likelihood; the official code uses 0.1 (0.2 in its MNIST series).
     var_x: float = 0.1
     arch: str = "auto"
+    cluster_weights: str = "uniform"
 
     def __post_init__(self):
         # Checked before any comparison: a config.json with "K": "3" or "var_x": null says so.
@@ -57,6 +60,8 @@ class ModelConfig:
             problems.append(f"var_x must be a finite number > 0, got {self.var_x}")
         if self.arch not in ARCHS:
             problems.append(f"arch must be one of {ARCHS}, got {self.arch!r}")
+        if self.cluster_weights not in CLUSTER_WEIGHTS:
+            problems.append(f"cluster_weights must be one of {CLUSTER_WEIGHTS}, got {self.cluster_weights!r}")
         if self.resolved_arch == "conv" and self.x_shape[1:] != (64, 64):
             problems.append(
                 f"the conv architecture takes 64x64 images, got {self.x_shape}; "

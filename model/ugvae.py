@@ -4,6 +4,7 @@ For each of G groups of B samples:
 
     beta       ~ N(0, I)                                  global latent, one per group
     d_i        ~ Cat(1/K)                                 eq. 4, enumerated exactly
+                 or Cat(softmax(A beta + b))              cluster_weights="global"
     z_i | d_i, beta ~ N(mu_{d_i}(beta), Sigma_{d_i}(beta))  eq. 3, mixture set by beta
     x_i | z_i, beta ~ p(x | decoder([z_i, beta]))         eq. 2
 
@@ -16,6 +17,10 @@ Shapes, for x of shape (G, B, C, H, W) with plates `groups` at dim -2 and `sampl
     z      (G, B)        (z_dim,)      its log-prob is (K, G, B)
     x      (G, B)        (C, H, W)
 
+With cluster_weights="global" (an extension of the paper, not in it) the group's beta also
+sets its cluster proportions, so a group's composition can live in beta; eq. 4's uniform
+weights are the default.
+
 Any further dims on the left (particles under `vectorize_particles`) broadcast through.
 """
 
@@ -25,6 +30,7 @@ import pyro
 import pyro.distributions as dist
 import torch
 from pyro.ops.indexing import Vindex
+from torch import nn
 
 from model.base import GenerativeModel
 from model.config import ModelConfig
@@ -55,6 +61,13 @@ class UGVAEModel(GenerativeModel):
         self.cfg = cfg
         self.cluster_prior = ClusterPrior(cfg.beta_dim, cfg.z_dim, cfg.K, cfg.hidden)
         self.decoder = Decoder(cfg, cfg.z_dim + cfg.beta_dim)
+        self.cluster_weights = nn.Linear(cfg.beta_dim, cfg.K) if cfg.cluster_weights == "global" else None
+
+    def cluster_logits(self, beta: torch.Tensor) -> torch.Tensor:
+        """Logits (..., K) of p(d | beta): zeros for eq. 4, A beta + b for global weights."""
+        if self.cluster_weights is None:
+            return torch.zeros(self.cfg.K, device=beta.device)  # broadcast by the plates, as before
+        return self.cluster_weights(beta)
 
     def forward(self, x=None, *, num_groups: int = 1, group_size: int | None = None):
         G, B = group_shape(x, num_groups, group_size)
@@ -64,7 +77,7 @@ class UGVAEModel(GenerativeModel):
             beta = pyro.sample("beta", dist.Normal(zeros, 1.0).to_event(1))
             loc, scale = self.cluster_prior(beta)  # (..., G, 1, K, z_dim)
             with pyro.plate("samples", B, dim=-1):
-                d = pyro.sample("d", dist.Categorical(logits=torch.zeros(cfg.K, device=device)))
+                d = pyro.sample("d", dist.Categorical(logits=self.cluster_logits(beta)))
                 z = pyro.sample("z", dist.Normal(Vindex(loc)[..., d, :], Vindex(scale)[..., d, :]).to_event(1))
                 logits = self.decoder(concat_latents(z, beta))
                 return pyro.sample("x", pixel_distribution(logits, cfg), obs=x)

@@ -55,7 +55,7 @@ CHECKPOINT_KEYS = (
 )
 # Fields of the training config that fix the stream of groups: a checkpoint resumed under
 # other values would continue a different run.
-DATA_STREAM_FIELDS = ("dataset", "image_size", "mix", "group_size", "groups_per_step", "seed")
+DATA_STREAM_FIELDS = ("dataset", "image_size", "mix", "group_size", "groups_per_step", "seed", "groups", "group_warmup")
 
 
 # What numpy needs to rebuild the RNG state of a version-1 checkpoint: array and dtype
@@ -228,10 +228,15 @@ def check_compatible(
     """
     saved = checkpoint.get("config", {})
     mine = {"model": model_name, "guide": guide_name, **model_cfg.to_dict()}
-    theirs = {"model": saved.get("model_name"), "guide": saved.get("guide_name"), **saved.get("model", {})}
+    # A field missing from an older checkpoint had its default value then.
+    theirs = {
+        "model": saved.get("model_name"),
+        "guide": saved.get("guide_name"),
+        **{k: saved.get("model", {}).get(k, v) for k, v in ModelConfig().to_dict().items()},
+    }
     if train_cfg is not None:
         mine.update({k: getattr(train_cfg, k) for k in DATA_STREAM_FIELDS})
-        theirs.update({k: saved.get("train", {}).get(k) for k in DATA_STREAM_FIELDS})
+        theirs.update({k: saved.get("train", {}).get(k, getattr(TrainConfig(), k)) for k in DATA_STREAM_FIELDS})
     diffs = [
         f"{k} is {theirs.get(k)!r} in the checkpoint but {v!r} here" for k, v in mine.items() if theirs.get(k) != v
     ]

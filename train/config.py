@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass, fields
 
 import torch
 
+from data.errors import DataError
+from data.training_groups import parse_mix, parse_spec
 from train.errors import RunError
 
 
@@ -29,7 +31,9 @@ class TrainConfig:
     jit: bool = False
     data_dir: str | None = None
     image_size: int | None = None
-    mix: float = 0.5  # share of the first dataset in each group of an A+B mixture
+    mix: float | str = 0.5  # share of the first dataset in each group of an A+B mixture, or "beta:A"
+    groups: str = "random"  # training groups: random, labels:ALPHA or clusters:ALPHA (data/training_groups.py)
+    group_warmup: int = 0  # epochs of random groups before clusters:ALPHA groups start
     log_every: int = 10  # steps between logged losses: the only host-device syncs of a step
     checkpoint_every: int = 1000  # steps; a checkpoint is also written at each epoch end
     keep_checkpoints: int = 3
@@ -45,7 +49,7 @@ class TrainConfig:
             raise ValueError("; ".join(problems))
         for name in ("lr", "mix", "clip_norm"):
             value = getattr(self, name)
-            if value is not None and not math.isfinite(value):
+            if isinstance(value, float) and not math.isfinite(value):  # mix may also be "beta:A"
                 problems.append(f"--{name.replace('_', '-')} must be a finite number, got {value}")
         if problems:
             raise ValueError("; ".join(problems))
@@ -60,8 +64,13 @@ class TrainConfig:
             problems.append(f"--seed must be >= 0, got {self.seed}")
         if not self.lr > 0:
             problems.append(f"--lr must be > 0, got {self.lr}")
-        if not 0.0 <= self.mix <= 1.0:
-            problems.append(f"--mix must be in [0, 1], got {self.mix}")
+        for check in (lambda: parse_mix(self.mix), lambda: parse_spec(self.groups)):
+            try:
+                check()
+            except DataError as e:
+                problems.append(str(e))
+        if self.group_warmup < 0:
+            problems.append(f"--group-warmup must be >= 0, got {self.group_warmup}")
         if self.clip_norm is not None and not self.clip_norm > 0:
             problems.append(f"--clip-norm must be > 0, got {self.clip_norm}")
         if self.graph and not (self.device.startswith("cuda") or self.device == "auto"):

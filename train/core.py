@@ -28,12 +28,13 @@ import pyro
 import torch
 from tqdm.auto import tqdm
 
-from data import ImageSet, fixed_groups, load_dataset
+from data import ImageSet, fixed_groups, load_dataset, own_groups, training_groups
 from guide import Guide, build, default_guide
 from model import ModelConfig
 from train.atomic import write_json
 from train.checkpoints import CHECKPOINT_VERSION, check_compatible, rng_state, save_checkpoint, set_rng_state
 from train.config import TrainConfig
+from train.diagnostics import beta_diagnostics, cluster_assignments
 from train.errors import RunError, TrainingDiverged, TrainingInterrupted, TrainingTerminated
 from train.metrics import MetricsLog, test_metrics
 
@@ -53,6 +54,8 @@ class RunSetup:
     train_set: ImageSet
     test_set: ImageSet
     test_groups: torch.Tensor
+    # beta is read on groups that share something where the data has such groups
+    diagnostic_groups: torch.Tensor
 
 
 def setup_run(train_cfg: TrainConfig, model_cfg: ModelConfig | None = None, quiet: bool = False) -> RunSetup:
@@ -74,13 +77,26 @@ def setup_run(train_cfg: TrainConfig, model_cfg: ModelConfig | None = None, quie
         )
     model, guide = build(model_cfg, train_cfg.model, guide_name)
     test_groups = fixed_groups(len(test_set), train_cfg.group_size)
-    return RunSetup(train_cfg, model_cfg, guide_name, model, guide, train_set, test_set, test_groups)
+    diagnostic_groups = own_groups(test_set, train_cfg.group_size)
+    if diagnostic_groups is None:
+        diagnostic_groups = test_groups
+    return RunSetup(train_cfg, model_cfg, guide_name, model, guide, train_set, test_set, test_groups, diagnostic_groups)
+
+
+def run_sampler(run: RunSetup, groups_per_step: int, device):
+    """The sampler of the run's training groups (`--groups`, `--mix`), `groups_per_step` per step."""
+    cfg = run.train_cfg
+    return training_groups(
+        cfg.groups, run.train_set, cfg.group_size, groups_per_step, cfg.seed, device, cfg.mix, cfg.group_warmup
+    )
 
 
 class RunBook:
     """The bookkeeping of a run in `run_dir`, shared by both drivers.
 
-    A step of `samples_per_step` samples adds its loss (a device tensor) with `record`; the
+    The book draws its groups from `sampler` (data/training_groups.py), whose cluster
+    assignments it refreshes and saves for `clusters:ALPHA` groups. A step of
+    `samples_per_step` samples adds its loss (a device tensor) with `record`; the
     drivers ask `log_due` / `checkpoint_due` and call `log`, `end_epoch` and `payload` then.
     Losses stay on the device until a log: that is the one host sync of a window. Under DDP every
     process keeps a book, `reduce` sums the window over processes and only the `writer` writes.
@@ -90,14 +106,15 @@ class RunBook:
         self,
         run: RunSetup,
         run_dir: str,
+        sampler,
         samples_per_step: int,
-        steps_per_epoch: int,
         writer: bool = True,
         run_id: str | None = None,
     ):
         self.run, self.cfg, self.run_dir, self.writer = run, run.train_cfg, run_dir, writer
         self.run_id = run_id  # config.json's, written into every checkpoint
-        self.samples_per_step, self.steps_per_epoch = samples_per_step, steps_per_epoch
+        self.sampler, self.samples_per_step = sampler, samples_per_step
+        self.steps_per_epoch = sampler.steps_per_epoch
         self.step = self.epoch = self.step_in_epoch = 0
         self.train_seconds, self.last_result, self.last_checkpoint_step = 0.0, {}, None
         self.pending: list[torch.Tensor] = []
@@ -163,16 +180,20 @@ class RunBook:
             self.metrics.write(step=self.step, epoch=self.epoch, train_elbo=train_elbo)
         return train_elbo
 
-    def end_epoch(self, model, guide, test_images: torch.Tensor) -> dict:
-        """The test evaluation and metrics row of the epoch just finished (on the writer only)."""
+    def end_epoch(self, model, guide, test_images: torch.Tensor | None, train_images: torch.Tensor) -> dict:
+        """The test evaluation, beta diagnostics and metrics row of the epoch just finished (on the
+        writer only), and the cluster assignments that `clusters:ALPHA` groups draw from next."""
         result = {}
         if self.writer:
             result = test_metrics(model, guide, test_images, self.run.test_groups)
+            result.update(beta_diagnostics(model, guide, test_images, self.run.diagnostic_groups))
             result["train_elbo"] = -self.epoch_loss_sum / max(self.epoch_loss_steps, 1) / self.samples_per_step
             row = {k: v for k, v in result.items() if k != "cluster_shares"}
             self.metrics.write(step=self.step, epoch=self.epoch, elapsed_s=round(self.train_seconds, 3), **row)
         self.last_result, self.epoch_loss_sum, self.epoch_loss_steps = result, 0.0, 0
         self.epoch, self.step_in_epoch = self.epoch + 1, 0
+        if self.sampler.reads_assignments and self.cfg.group_warmup <= self.epoch < self.cfg.epochs:
+            self.sampler.set_assignments(cluster_assignments(guide, train_images))
         return result
 
     # -- checkpoints ------------------------------------------------------------------
@@ -193,6 +214,8 @@ class RunBook:
             "train_samples": len(run.train_set),
             "window": torch.tensor(window, dtype=torch.float32),
             "epoch_loss": (self.epoch_loss_sum, self.epoch_loss_steps),
+            # clusters:ALPHA groups of the epoch under way draw from these
+            "group_assignments": self.sampler.assignments,
             "model": model.state_dict(),
             "guide": guide.state_dict(),
             "optimizer": optimizer.state_dict(),
@@ -231,6 +254,8 @@ class RunBook:
         # Other processes add zeros, so the window is counted once when it is summed over them.
         self.pending = list(window if self.writer else torch.zeros_like(window))
         self.epoch_loss_sum, self.epoch_loss_steps = ckpt["epoch_loss"]
+        if ckpt.get("group_assignments") is not None:
+            self.sampler.set_assignments(ckpt["group_assignments"])
         self.last_checkpoint_step = self.step
         if self.metrics:
             self.metrics.truncate_after(self.step)  # the resumed run logs these steps again

@@ -24,11 +24,11 @@ import pyro
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from data import to_unit_float, training_groups
+from data import to_unit_float
 from model import ModelConfig
 from train.checkpoints import latest_checkpoint
 from train.config import LaunchConfig, TrainConfig
-from train.core import RunBook, RunSetup, setup_run
+from train.core import RunBook, RunSetup, run_sampler, setup_run
 from train.elbo import make_elbo
 from train.errors import RunError
 from train.lock import run_lock
@@ -108,9 +108,7 @@ class LightningUGVAE(LightningModule):
         self.run_dir = self.trainer.strategy.broadcast(self.run_dir, src=0)
         cfg, world = self.cfg, self.trainer.world_size
         device = self.trainer.strategy.root_device
-        self.sampler = training_groups(
-            self.run.train_set, cfg.group_size, cfg.groups_per_step * world, cfg.seed, device, cfg.mix
-        )
+        self.sampler = run_sampler(self.run, cfg.groups_per_step * world, device)
         is_writer, run_id = self.trainer.is_global_zero, None
         if is_writer and not self.resume:
             run_id = save_config(
@@ -119,9 +117,7 @@ class LightningUGVAE(LightningModule):
         elif self.resume:
             run_id = load_config(self.run_dir)[2].get("run_id")
         samples = cfg.group_size * cfg.groups_per_step * world
-        self.book = RunBook(
-            self.run, self.run_dir, samples, self.sampler.steps_per_epoch, writer=is_writer, run_id=run_id
-        )
+        self.book = RunBook(self.run, self.run_dir, self.sampler, samples, writer=is_writer, run_id=run_id)
         self.test_images = self.run.test_set.images.to(device) if is_writer else None
 
     def on_train_start(self):
@@ -161,7 +157,7 @@ class LightningUGVAE(LightningModule):
 
     def on_train_epoch_end(self):
         self.book.stop_clock()
-        self.book.end_epoch(self.run.model, self.run.guide, self.test_images)
+        self.book.end_epoch(self.run.model, self.run.guide, self.test_images, self.run.train_set.images)
         self.checkpoint()
 
     def on_train_end(self):
@@ -196,6 +192,8 @@ def fit_lightning(
         raise RunError("--strategy needs PyTorch Lightning; install it with pip install 'ugvae[lightning]'")
     if resume_dir:
         model_cfg, train_cfg, _ = load_config(resume_dir)
+    if train_cfg.groups.startswith("clusters"):  # the refresh of assignments is untested across processes
+        raise RunError("--groups clusters:ALPHA is not supported with --strategy yet; train on one device")
     run = setup_run(train_cfg, model_cfg, quiet)
     ckpt = None
     if resume_dir:

@@ -23,11 +23,12 @@ import pyro
 import torch
 from tqdm.auto import tqdm
 
-from data import to_unit_float, training_groups
+from data import to_unit_float
 from model import ModelConfig
 from train.checkpoints import latest_checkpoint
 from train.config import TrainConfig, resolve_device
-from train.core import RunBook, setup_run
+from train.core import RunBook, run_sampler, setup_run
+from train.diagnostics import inactive_beta_message
 from train.elbo import make_elbo
 from train.errors import RunError, TrainingInterrupted
 from train.graph import CapturedStep
@@ -51,14 +52,7 @@ class Trainer:
         # uint8 keeps the whole training set resident on the device at a quarter of the size.
         self.images = self.run.train_set.images.to(self.device)
         self.test_images = self.run.test_set.images.to(self.device)
-        self.sampler = training_groups(
-            self.run.train_set,
-            train_cfg.group_size,
-            train_cfg.groups_per_step,
-            train_cfg.seed,
-            self.device,
-            train_cfg.mix,
-        )
+        self.sampler = run_sampler(self.run, train_cfg.groups_per_step, self.device)
         self.loss_fn = make_elbo(train_cfg.jit)(self.model, self.guide)
         self.optimizer = torch.optim.Adam(self.loss_fn.parameters(), lr=train_cfg.lr, capturable=train_cfg.graph)
         self.validate = train_cfg.validation_on(self.device.type)
@@ -71,7 +65,7 @@ class Trainer:
 
     def _open_book(self, run_dir: str, run_id: str | None) -> RunBook:
         samples = self.cfg.group_size * self.cfg.groups_per_step
-        self.book = RunBook(self.run, run_dir, samples, self.sampler.steps_per_epoch, run_id=run_id)
+        self.book = RunBook(self.run, run_dir, self.sampler, samples, run_id=run_id)
         return self.book
 
     def start(self, run_dir: str):
@@ -144,7 +138,7 @@ class Trainer:
                         self.checkpoint()
                         raise book.interrupted(stop_requests[0])
                 book.stop_clock()
-                result = book.end_epoch(self.model, self.guide, self.test_images)
+                result = book.end_epoch(self.model, self.guide, self.test_images, self.images)
                 if writer:
                     for k in ("test_elbo", "cluster_entropy", "clusters_used"):
                         if k in result:
@@ -157,7 +151,10 @@ class Trainer:
         finally:
             restore_handlers()
             bar.close()
-        return book.write_summary()
+        summary = book.write_summary()
+        if note := inactive_beta_message(summary):  # said even with --quiet: it is a result, not progress
+            tqdm.write(note)
+        return summary
 
 
 def stop_on_signals() -> tuple[list[int], object]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import errno
+import io
 import math
 import os
 
@@ -27,6 +28,15 @@ METRIC_FIELDS = [
     "cluster_entropy",
     "clusters_used",
     "clusters_used_argmax",
+    # beta diagnostics on test groups (train/diagnostics.py)
+    "beta_kl",
+    "beta_mi",
+    "beta_mi_bound",
+    "beta_marginal_kl",
+    "beta_active_dims",
+    "beta_spread",
+    "pixel_change_beta",
+    "pixel_change_z",
     "elapsed_s",
 ]
 USAGE_THRESHOLD = 0.02
@@ -83,6 +93,10 @@ class MetricsLog:
                 header = f.readline()
         if header.rstrip("\r\n") == self.HEADER.rstrip("\r\n"):
             return
+        columns = header.strip().split(",")
+        if header.endswith("\n") and set(columns) < set(METRIC_FIELDS) and columns[:2] == ["step", "epoch"]:
+            self._widen(columns)  # a log of an earlier version, which had fewer columns
+            return
         if header.endswith("\n") and header.strip():
             raise RunError(
                 f"{path} has the columns {header.strip()!r}, not those of this package's metrics; "
@@ -90,6 +104,16 @@ class MetricsLog:
             )
         # No file, or one cut inside its header (then it holds no row yet): write the header whole.
         atomic_write_bytes(path, self.HEADER.encode())
+
+    def _widen(self, columns: list[str]):
+        with open(self.path, newline="") as f:
+            rows = list(csv.DictReader(f))
+        complete = [r for r in rows if None not in r.values()]  # drops a line torn mid-append
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, METRIC_FIELDS)
+        writer.writeheader()
+        writer.writerows({k: r.get(k, "") for k in METRIC_FIELDS} for r in complete)
+        atomic_write_bytes(self.path, buffer.getvalue().encode())
 
     def write(self, **row):
         try:

@@ -106,6 +106,9 @@ def test_evaluate_writes_eval_json_with_iwae_above_the_elbo(trained_runs, capsys
     assert scores["iwae"] > scores["test_elbo"] and scores["iwae_se"] > 0
     assert 0 < scores["clustering_accuracy"] <= 1 and 1 <= scores["clusters_used"] <= 3
     assert sum(scores["cluster_shares"]) == pytest.approx(1, abs=1e-3)
+    # beta diagnostics: KL = I(X; beta) + marginal KL, with I at most log G
+    assert scores["beta_kl"] == pytest.approx(scores["beta_mi"] + scores["beta_marginal_kl"])
+    assert scores["beta_mi"] <= math.log(scores["test_groups"]) + 1e-6
 
 
 @pytest.mark.slow

@@ -53,6 +53,7 @@ def test_writes_the_table_as_json_markdown_and_a_tsne_plot(tiny_run, tmp_path_fa
         "ugvae (this run)",
         "untrained ugvae",
         "PCA of mean image",
+        "local codes of ugvae (PCA)",
         f"ugvae ({os.path.basename(tiny_run)})",
         f"vae ({os.path.basename(vae_run)})",
     ]
@@ -61,11 +62,13 @@ def test_writes_the_table_as_json_markdown_and_a_tsne_plot(tiny_run, tmp_path_fa
     assert len(table["rows"]) == len(SIZES) * len(tasks) * len(sources) * 2
     assert {r["features"] for r in table["rows"]} == set(sources)
     assert all(0 <= r["train"] <= 1 and 0 <= r["test"] <= 1 for r in table["rows"])
+    untrained = [r for r in table["rows"] if r["features"] == "untrained ugvae"]
+    assert all(r["seeds"] == 3 and r["test_spread"] >= 0 for r in untrained)  # merged over the default 3 seeds
     # The same guide, as this run and as a baseline run, gives the same numbers.
     pairs = {
         (r["task"], r["group_size"], r["classifier"], r["features"]): (r["train"], r["test"]) for r in table["rows"]
     }
-    assert all(pairs[k[:3] + ("ugvae (this run)",)] == pairs[k[:3] + (sources[3],)] for k in pairs)
+    assert all(pairs[k[:3] + ("ugvae (this run)",)] == pairs[k[:3] + (sources[4],)] for k in pairs)
     markdown = open(os.path.join(out, "table.md")).read()
     row = next(r for r in table["rows"] if r["task"] == "even vs odd vs random" and r["features"] == sources[2])
     line = next(

@@ -35,16 +35,24 @@ def closed_form_elbo(model, guide, x, z, beta):
     log_pz_k = Normal(prior_loc[:, None], prior_scale[:, None]).log_prob(z[:, :, None]).sum(-1)
     log_qz = Normal(z_loc, z_scale).log_prob(z).sum(-1)
     # E_q(d_i)[log p(z_i | d_i, beta) + log p(d_i) - log q(d_i | z_i)], exact over K values
-    local_d = (pi * (log_pz_k - torch.log(torch.tensor(float(cfg.K))) - pi.log())).sum(-1)
+    if cfg.cluster_weights == "global":  # p(d | beta) = softmax(A beta + b)
+        log_pd = torch.log_softmax(model.cluster_weights(beta), -1)[:, None]  # (G, 1, K)
+    else:  # eq. 4
+        log_pd = -torch.log(torch.tensor(float(cfg.K)))
+    local_d = (pi * (log_pz_k + log_pd - pi.log())).sum(-1)
     local = log_px + local_d - log_qz
     log_pbeta = Normal(0.0, 1.0).log_prob(beta).sum(-1)
     log_qbeta = Normal(beta_loc, beta_scale).log_prob(beta).sum(-1)
     return (local.sum(-1) + log_pbeta - log_qbeta).sum()
 
 
-@pytest.mark.parametrize("likelihood", ["gaussian", "bernoulli"])
-def test_trace_enum_elbo_equals_closed_form(likelihood):
-    cfg = ModelConfig(x_shape=(1, 6, 6), z_dim=3, beta_dim=4, K=5, hidden=16, likelihood=likelihood)
+@pytest.mark.parametrize(
+    "likelihood, cluster_weights", [("gaussian", "uniform"), ("bernoulli", "uniform"), ("gaussian", "global")]
+)
+def test_trace_enum_elbo_equals_closed_form(likelihood, cluster_weights):
+    cfg = ModelConfig(
+        x_shape=(1, 6, 6), z_dim=3, beta_dim=4, K=5, hidden=16, likelihood=likelihood, cluster_weights=cluster_weights
+    )
     model, guide = UGVAEModel(cfg), UGVAEGuide(cfg)
     x = torch.rand(3, 7, 1, 6, 6)
 

@@ -8,7 +8,7 @@ from pyro import poutine
 from pyro.infer import TraceEnum_ELBO
 
 from guide import GUIDES, UGVAEGuide
-from model import MODELS, UGVAEConfig, UGVAEModel
+from model import MODELS, ModelConfig, UGVAEModel
 from train.elbo import SyncFreeTraceEnum_ELBO, UnsupportedStructure, make_elbo
 from train.syncs import HostSyncError, host_reads_forbidden
 
@@ -18,7 +18,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:TraceEnum_ELBO found no sample s
 
 
 def build_pair(pair, likelihood="gaussian"):
-    cfg = UGVAEConfig(x_shape=(1, 6, 6), z_dim=3, beta_dim=4, K=5, hidden=16, likelihood=likelihood)
+    cfg = ModelConfig(x_shape=(1, 6, 6), z_dim=3, beta_dim=4, K=5, hidden=16, likelihood=likelihood)
     return MODELS[pair[0]](cfg), GUIDES[pair](cfg)
 
 

@@ -5,14 +5,14 @@ import pytest
 import torch
 
 import run
-from model import UGVAEConfig
+from model import ModelConfig
 from train import TrainConfig
 from train.graph import CapturedStep, GraphNeedsCUDA
 from train.loop import Trainer
 
 FIX = "use --device cuda, or drop --graph"
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
-MODEL = UGVAEConfig(x_shape=(1, 28, 28), z_dim=2, beta_dim=2, K=3, hidden=16)
+MODEL = ModelConfig(x_shape=(1, 28, 28), z_dim=2, beta_dim=2, K=3, hidden=16)
 
 
 def test_a_captured_step_off_a_gpu_is_refused_with_the_fix():

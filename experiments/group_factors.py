@@ -1,0 +1,274 @@
+"""Group factors: does beta recover, and render, what the members of a group share?
+
+For a run trained on `grouped:BASE` (data/grouped.py), held-out groups are drawn from BASE's
+test images with fresh factors (angle, gain), one draw per group shared by its B members.
+
+Read: ridge regression, cross-validated over groups (5 folds; standardised features, penalty
+chosen inside each fold), from a group feature to each hidden factor; R^2 per factor for
+
+    beta            E q(beta | X) of the run (eq. 8-9)
+    untrained       E q(beta | X) of freshly initialised guides (several seeds: mean and spread)
+    PCA mean image  the group's mean image on beta_dim principal axes
+    local codes     the group mean of [E q(z|x), pi] on beta_dim principal axes
+    z_loc mean      the group mean of E q(z|x), all z_dim dims: how much of the factor z holds
+
+Render (transfer): a regressor of the factors from images (an MLP on single images, its
+predictions averaged over the group) is fitted on half the real groups. For pairs of groups
+(own, donor) of the other half, decode own's E q(z|x) with donor's E q(beta|X) (eq. 2) and
+read the factors of the result; R^2 against the donor's factor says whether beta renders the
+factor, against the own factor whether z does. The regressor's R^2 on real held-out groups and
+on own-with-own reconstructions bound what the transfer can show. Decoded means are smoother
+than real images, so the same is repeated with a reader fit on reconstructions (own z, own
+beta) of the fitting half.
+
+Writes results.json, table.md, r2.png and transfer.png to RUN/experiments/group-factors/.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+from data import to_unit_float
+
+FOLDS = 5
+
+
+def add_arguments(p):
+    p.add_argument("--run", required=True, metavar="RUN_DIR", help="a run trained on grouped:BASE")
+    p.add_argument("--group-sizes", type=int, nargs="+", default=[32, 8], metavar="B", help="B of held-out groups")
+    p.add_argument("--groups", type=int, default=300, help="held-out groups per group size")
+    p.add_argument("--untrained-seeds", type=int, default=3, help="seeds of the untrained-guide baseline")
+    p.add_argument("--pairs", type=int, default=150, help="(own, donor) pairs of the transfer test")
+    p.add_argument("--seed", type=int, default=0, help="seed of the groups, factors and pairs")
+    p.add_argument("--data-dir", default=None, help="where the base dataset is found; None: the run's")
+    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+
+
+def held_out_groups(base, num_groups: int, group_size: int, seed: int):
+    """An ImageSet of num_groups * group_size images (group g at rows g*B..) with factors drawn per group."""
+    from data.grouped import factor_groups
+    from data.structured import draw_groups
+
+    generator = torch.Generator().manual_seed(seed)
+    members = draw_groups(torch.arange(len(base)), num_groups, group_size, generator)
+    return factor_groups(base, members, generator)
+
+
+def cross_validated_r2(features: torch.Tensor, factors: torch.Tensor, seed: int) -> list[float]:
+    """R^2 per factor of ridge predictions made for each group by a model fitted on the other folds."""
+    import numpy as np
+    from sklearn.linear_model import RidgeCV
+    from sklearn.metrics import r2_score
+    from sklearn.model_selection import KFold, cross_val_predict
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    ridge = make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-3, 3, 13)))
+    folds = KFold(FOLDS, shuffle=True, random_state=seed)
+    predicted = cross_val_predict(ridge, features.double().numpy(), factors.numpy(), cv=folds)
+    return [float(r2_score(factors[:, f].numpy(), predicted[:, f])) for f in range(factors.shape[1])]
+
+
+class ImageFactorReader:
+    """Factors of a group from its images: an MLP on single images, averaged over the group."""
+
+    def __init__(self, images: torch.Tensor, factors: torch.Tensor, seed: int):
+        from sklearn.neural_network import MLPRegressor
+        from sklearn.preprocessing import StandardScaler
+
+        # images (G, B, C, H, W) in [0, 1], factors (G, F)
+        self.scaler = StandardScaler().fit(factors.numpy())
+        targets = self.scaler.transform(factors.repeat_interleave(images.shape[1], 0).numpy())
+        self.net = MLPRegressor(hidden_layer_sizes=(128,), max_iter=300, early_stopping=True, random_state=seed)
+        self.net.fit(images.flatten(2).flatten(0, 1).numpy(), targets)
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        per_image = self.net.predict(images.flatten(2).flatten(0, 1).numpy())
+        per_group = per_image.reshape(images.shape[0], images.shape[1], -1).mean(1)
+        return torch.from_numpy(self.scaler.inverse_transform(per_group)).float()
+
+
+def r2_per_factor(truth: torch.Tensor, predicted: torch.Tensor) -> list[float]:
+    from sklearn.metrics import r2_score
+
+    return [float(r2_score(truth[:, f].numpy(), predicted[:, f].numpy())) for f in range(truth.shape[1])]
+
+
+@torch.no_grad()
+def transfer(model, guide, x: torch.Tensor, factors: torch.Tensor, args) -> tuple[dict, torch.Tensor]:
+    """Transfer R^2 for groups x (G, B, C, H, W): the first half fits the reader, the second is swapped."""
+    G = x.shape[0]
+    fit, test = torch.arange(G // 2), torch.arange(G // 2, G)
+    reader = ImageFactorReader(x[fit], factors[fit], args.seed)
+    generator = torch.Generator().manual_seed(args.seed + 1)
+    own = test[torch.randint(len(test), (args.pairs,), generator=generator)]
+    donor = test[torch.randint(len(test), (args.pairs,), generator=generator)]
+    z_loc = guide.local_posterior(x[own]).z_loc
+    beta_own, beta_donor = guide.global_posterior(x[own]).loc, guide.global_posterior(x[donor]).loc
+    swapped = model.decode(z_loc, beta_donor[:, None])
+    rebuilt = model.decode(z_loc, beta_own[:, None])
+    read_swapped = reader(swapped)
+    # Decoded means are smoother than real digits; a reader fit on reconstructions knows that style.
+    fit_rebuilt = model.decode(guide.local_posterior(x[fit]).z_loc, guide.global_posterior(x[fit]).loc[:, None])
+    style_reader = ImageFactorReader(fit_rebuilt, factors[fit], args.seed)
+    style_swapped = style_reader(swapped)
+    result = {
+        "reader on real held-out groups": r2_per_factor(factors[test], reader(x[test])),
+        "reader on reconstructions": r2_per_factor(factors[own], reader(rebuilt)),
+        "swapped vs donor's factor": r2_per_factor(factors[donor], read_swapped),
+        "swapped vs own factor": r2_per_factor(factors[own], read_swapped),
+        "reconstruction-fit reader on reconstructions": r2_per_factor(factors[own], style_reader(rebuilt)),
+        "reconstruction-fit reader: swapped vs donor's": r2_per_factor(factors[donor], style_swapped),
+        "reconstruction-fit reader: swapped vs own": r2_per_factor(factors[own], style_swapped),
+    }
+    # A picture of the first pairs: own group, donor group, own z with donor's beta.
+    shown = torch.cat([torch.cat([x[own[i], :8], x[donor[i], :8], swapped[i, :8]]) for i in range(3)])
+    return result, shown
+
+
+def group_feature_sources(guide, untrained: list, beta_dim: int) -> dict:
+    """Feature sources (images, groups, is_train) -> loc (G, D), as in experiments/group_features.py."""
+    from experiments.group_features import encode_groups, group_local_codes, local_code_features, pca_features
+
+    def posterior_mean(g):
+        return lambda images, groups, is_train: encode_groups(g, images, groups)[0]
+
+    def first(source):
+        return lambda images, groups, is_train: source(images, groups, is_train)[0]
+
+    sources = {"beta (this run)": posterior_mean(guide)}
+    sources.update({f"{UNTRAINED} (seed {s})": posterior_mean(g) for s, g in enumerate(untrained)})
+    sources["PCA of mean image"] = first(pca_features(beta_dim))
+    sources["local codes [z_loc, pi] (PCA)"] = first(local_code_features(guide, beta_dim))
+    sources["z_loc group mean"] = lambda images, groups, is_train: group_local_codes(guide, images, groups, False)
+    return sources
+
+
+UNTRAINED = "untrained guide"
+
+
+def summarise(rows: list[dict]) -> list[dict]:
+    """Rows with the untrained seeds merged into one: mean and spread (std) over seeds."""
+    out = []
+    for B in dict.fromkeys(r["group_size"] for r in rows):
+        mine = [r for r in rows if r["group_size"] == B]
+        seeds = torch.tensor([r["r2"] for r in mine if r["features"].startswith(UNTRAINED)])
+        for r in mine:
+            if not r["features"].startswith(UNTRAINED):
+                out.append({**r, "spread": None})
+            elif r is next(m for m in mine if m["features"].startswith(UNTRAINED)):
+                spread = seeds.std(0, unbiased=len(seeds) > 1) if len(seeds) > 1 else torch.zeros(seeds.shape[1])
+                out.append(
+                    {
+                        "group_size": B,
+                        "features": f"{UNTRAINED} ({len(seeds)} seeds)",
+                        "r2": seeds.mean(0).tolist(),
+                        "spread": spread.tolist(),
+                    }
+                )
+    return out
+
+
+def markdown_table(summary: list[dict], transfer_result: dict, factor_names: list[str]) -> str:
+    def cell(r, f):
+        return f"{r['r2'][f]:.3f}" + (f" ± {r['spread'][f]:.3f}" if r["spread"] else "")
+
+    lines = [
+        "Cross-validated ridge R^2 from a group feature to each hidden factor (held-out groups).",
+        "",
+        "| B | features | " + " | ".join(factor_names) + " |",
+        "|---|---|" + "---|" * len(factor_names),
+    ]
+    lines += [
+        f"| {r['group_size']} | {r['features']} | " + " | ".join(cell(r, f) for f in range(len(factor_names))) + " |"
+        for r in summary
+    ]
+    lines += ["", "Transfer (own z, donor's beta), R^2 of the factors read from images.", ""]
+    lines += ["| read | " + " | ".join(factor_names) + " |", "|---|" + "---|" * len(factor_names)]
+    lines += [f"| {k} | " + " | ".join(f"{v:.3f}" for v in values) + " |" for k, values in transfer_result.items()]
+    return "\n".join(lines) + "\n"
+
+
+def bar_plot(path: str, summary: list[dict], factor_names: list[str]):
+    import matplotlib.pyplot as plt
+
+    from experiments.plotting import save_figure
+
+    sizes = list(dict.fromkeys(r["group_size"] for r in summary))
+    fig, axes = plt.subplots(1, len(sizes), figsize=(6 * len(sizes), 3.8), squeeze=False)
+    for ax, B in zip(axes[0], sizes):
+        rows = [r for r in summary if r["group_size"] == B]
+        width = 0.8 / len(factor_names)
+        for f, name in enumerate(factor_names):
+            values = [max(r["r2"][f], -0.2) for r in rows]
+            errors = [r["spread"][f] if r["spread"] else 0.0 for r in rows]
+            ax.bar([i + f * width for i in range(len(rows))], values, width, yerr=errors, label=name)
+        ax.set_xticks([i + 0.4 - width / 2 for i in range(len(rows))])
+        ax.set_xticklabels([r["features"] for r in rows], rotation=30, ha="right", fontsize=7)
+        ax.set_ylim(-0.2, 1.0), ax.set_ylabel("R^2 (held-out groups)"), ax.set_title(f"B = {B}")
+        ax.legend(fontsize=7)
+    save_figure(fig, path)
+
+
+def chunk(images: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    return to_unit_float(images[idx])
+
+
+def run(args) -> int:
+    from data import DataError, load_dataset
+    from experiments.group_features import untrained_guide
+    from experiments.plotting import experiment_dir, save_grid, save_json
+    from train import load_run
+
+    if min(args.group_sizes) < 1 or args.groups < 2 * FOLDS or args.pairs < 2 or args.untrained_seeds < 1:
+        raise ValueError(f"--group-sizes, --untrained-seeds must be >= 1, --pairs >= 2 and --groups >= {2 * FOLDS}")
+    model, guide, config = load_run(args.run, args.device)
+    model_cfg, train_cfg = config.model_cfg, config.train_cfg
+    kind, _, base_name = train_cfg.dataset.partition(":")
+    if kind != "grouped" or not guide.has_global_latent:
+        raise DataError(
+            f"group factors need a model with a global latent trained on grouped:BASE, not "
+            f"{train_cfg.model} on {train_cfg.dataset}"
+        )
+    base = load_dataset(base_name, "test", args.data_dir or train_cfg.data_dir, train_cfg.image_size)
+    untrained = [
+        untrained_guide(model_cfg, train_cfg.model, train_cfg.guide, seed).to(args.device)
+        for seed in range(args.untrained_seeds)
+    ]
+    sources = group_feature_sources(guide, untrained, model_cfg.beta_dim)
+    rows, transfer_result = [], None
+    for B in args.group_sizes:
+        data = held_out_groups(base, args.groups, B, args.seed + B)
+        groups = torch.arange(len(data)).view(args.groups, B)
+        factors = data.factors[groups[:, 0]]
+        everything = torch.ones(args.groups, dtype=torch.bool)
+        for source, encode in sources.items():
+            features = encode(data.images, groups, everything)
+            rows.append({"group_size": B, "features": source, "r2": cross_validated_r2(features, factors, args.seed)})
+        if transfer_result is None:  # at the first group size only: it fits an image regressor
+            x = chunk(data.images, groups).to(args.device)
+            transfer_result, shown = transfer(model, guide, x, factors, args)
+    out = experiment_dir(args.run, "group-factors")
+    summary = summarise(rows)
+    settings = {k: getattr(args, k) for k in ("group_sizes", "groups", "untrained_seeds", "pairs", "seed")}
+    save_json(
+        os.path.join(out, "results.json"),
+        {
+            "run": args.run,
+            "dataset": train_cfg.dataset,
+            "factors": data.factor_names,
+            "settings": settings,
+            "rows": rows,
+            "summary": summary,
+            "transfer": transfer_result,
+        },
+    )
+    table = markdown_table(summary, transfer_result, data.factor_names)
+    with open(os.path.join(out, "table.md"), "w") as f:
+        f.write(table)
+    bar_plot(os.path.join(out, "r2.png"), summary, data.factor_names)
+    save_grid(os.path.join(out, "transfer.png"), shown.cpu(), 8, "rows: own group, donor group, own z + donor beta")
+    print(table + f"wrote {out}")
+    return 0

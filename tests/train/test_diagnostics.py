@@ -1,0 +1,72 @@
+"""Beta diagnostics on cases with a known answer, and their place in a run's metrics."""
+
+import csv
+import math
+import os
+
+import pytest
+import torch
+
+from data import ImageSet
+from guide import build
+from model import ModelConfig
+from train import TrainConfig, train
+from train.diagnostics import beta_diagnostics, beta_information, beta_spread, cluster_assignments
+from train.metrics import METRIC_FIELDS
+
+
+def test_an_ignored_beta_carries_no_information_and_pays_only_marginal_kl():
+    # Every group gets the same posterior, parked away from the prior: a learned bias.
+    loc, scale = torch.full((20, 3), 1.5), torch.full((20, 3), 0.2)
+    info = beta_information(loc, scale)
+    assert info["beta_mi"] == pytest.approx(0.0, abs=1e-9)
+    assert info["beta_marginal_kl"] == pytest.approx(info["beta_kl"]) and info["beta_kl"] > 3
+    assert beta_spread(loc, scale) == {"beta_active_dims": 0, "beta_spread": 0.0}
+
+
+def test_well_separated_groups_carry_log_g_nats():
+    G = 8
+    loc = torch.zeros(G, 2)
+    loc[:, 0] = 10 * torch.arange(G)  # far apart in units of the posterior scale
+    info = beta_information(loc, torch.full((G, 2), 0.1), samples=64)
+    assert info["beta_mi"] == pytest.approx(math.log(G), abs=1e-6)
+    assert info["beta_mi"] + info["beta_marginal_kl"] == pytest.approx(info["beta_kl"])
+    assert beta_spread(loc, torch.full((G, 2), 0.1))["beta_active_dims"] == 1
+
+
+def test_a_decoder_blind_to_beta_changes_no_pixel_with_it():
+    cfg = ModelConfig(x_shape=(1, 4, 4), z_dim=2, beta_dim=3, K=3, hidden=8)
+    model, guide = build(cfg)
+    with torch.no_grad():
+        model.decoder.net[0].weight[:, cfg.z_dim :] = 0  # the decoder reads [z, beta]: cut beta
+    images = torch.randint(0, 256, (40, 1, 4, 4), dtype=torch.uint8)
+    out = beta_diagnostics(model, guide, images, torch.arange(40).view(8, 5))
+    assert out["pixel_change_beta"] == 0.0 and out["pixel_change_z"] > 0
+    assert set(out) <= set(METRIC_FIELDS)
+    assert model.training and guide.training  # left as found
+    assert beta_diagnostics(*build(cfg, "vae"), images, torch.arange(40).view(8, 5)) == {}
+
+
+def test_cluster_assignments_are_argmax_of_q_d_at_the_mean_z():
+    cfg = ModelConfig(x_shape=(1, 4, 4), z_dim=2, beta_dim=3, K=3, hidden=8)
+    _, guide = build(cfg)
+    images = torch.randint(0, 256, (30, 1, 4, 4), dtype=torch.uint8)
+    pi = guide.local_posterior(images.float().div(255).unsqueeze(0))[2][0]
+    assert torch.equal(cluster_assignments(guide, images, chunk=7), pi.argmax(-1))
+
+
+def test_every_epoch_row_holds_the_diagnostics(tmp_path, one_thread, capsys):
+    cfg = TrainConfig(dataset="synthetic:120", epochs=1, group_size=8)
+    run_dir = train(cfg, str(tmp_path), ModelConfig(x_shape=(1, 28, 28), z_dim=2, beta_dim=2, K=3, hidden=16), True)
+    rows = list(csv.DictReader(open(os.path.join(run_dir, "metrics.csv"))))
+    epoch_row = [r for r in rows if r["test_elbo"]][-1]
+    for key in ("beta_kl", "beta_mi", "beta_marginal_kl", "beta_active_dims", "beta_spread", "pixel_change_beta"):
+        assert epoch_row[key] != ""
+    assert float(epoch_row["beta_mi"]) <= math.log(24 // 8) + 1e-6  # I(X; beta) <= log G on G test groups
+    said = capsys.readouterr().out + capsys.readouterr().err
+    assert ("beta is inactive" in said) == (int(epoch_row["beta_active_dims"]) == 0)
+
+
+def test_images_set_needs_one_value_per_image():
+    with pytest.raises(Exception, match="groups"):
+        ImageSet(images=torch.zeros(3, 1, 2, 2, dtype=torch.uint8), name="x", groups=torch.zeros(2))

@@ -1,8 +1,12 @@
 """Fixtures and tiny-run helpers shared by every test package."""
 
 import argparse
+import csv
 import os
+import signal
+import subprocess
 import sys
+import time
 
 import pyro
 import pytest
@@ -50,3 +54,37 @@ def run_cli(module, *argv) -> int:
     parser = argparse.ArgumentParser()
     module.add_arguments(parser)
     return module.run(parser.parse_args(list(argv)))
+
+
+def logged(run_dir: str) -> list[dict]:
+    """metrics.csv as text without its wall-clock column: equal means equal to the last digit."""
+    with open(os.path.join(run_dir, "metrics.csv"), newline="") as f:
+        return [{k: v for k, v in row.items() if k != "elapsed_s"} for row in csv.DictReader(f)]
+
+
+def checkpoint_steps(run_dir: str) -> list[int]:
+    from train.checkpoints import list_checkpoints
+
+    return [int(os.path.basename(p)[5:14]) for p in list_checkpoints(run_dir)]
+
+
+def signal_training(flags: list[str], run_dir: str, min_step: int, sig=signal.SIGKILL, timeout: float = 120):
+    """Train `run.py FLAGS` into run_dir, send `sig` once a checkpoint of min_step or later
+    exists, and return (exit code, stderr) of the run."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    proc = subprocess.Popen(
+        [sys.executable, "run.py", *flags, "--run-dir", run_dir],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:
+        if any(step >= min_step for step in checkpoint_steps(run_dir)):
+            proc.send_signal(sig)
+            break
+        time.sleep(0.005)
+    _, err = proc.communicate(timeout=timeout)
+    return proc.returncode, err

@@ -1,20 +1,16 @@
 """A killed run, resumed, repeats the losses of an uninterrupted one step for step (on the CPU)."""
 
-import csv
 import glob
 import os
 import shutil
 import signal
-import subprocess
-import sys
-import time
 from dataclasses import replace
 
 import pytest
 
 import run
 from model import ModelConfig
-from tests.conftest import tiny_flags
+from tests.conftest import checkpoint_steps, logged, signal_training, tiny_flags
 from train import RunError, TrainConfig, train
 from train.checkpoints import list_checkpoints
 from train.loop import resume
@@ -34,34 +30,10 @@ def tiny_run_cfgs():
     )
 
 
-def logged(run_dir):
-    """metrics.csv as text without its wall-clock column: equal means equal to the last digit."""
-    with open(os.path.join(run_dir, "metrics.csv"), newline="") as f:
-        return [{k: v for k, v in row.items() if k != "elapsed_s"} for row in csv.DictReader(f)]
-
-
-def checkpoint_steps(run_dir):
-    return [int(os.path.basename(p)[5:14]) for p in list_checkpoints(run_dir)]
-
-
 def kill_after_checkpoint(run_dir, min_step, timeout=120):
-    """Start `run.py` training into run_dir and SIGKILL it once a checkpoint of min_step or later exists."""
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    proc = subprocess.Popen(
-        [sys.executable, "run.py", *TINY_RUN, "--run-dir", run_dir],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    deadline = time.monotonic() + timeout
-    while proc.poll() is None and time.monotonic() < deadline:
-        if any(step >= min_step for step in checkpoint_steps(run_dir)):
-            proc.send_signal(signal.SIGKILL)
-            break
-        time.sleep(0.005)
-    _, err = proc.communicate(timeout=timeout)
-    assert proc.returncode == -signal.SIGKILL, f"the run was not killed mid-run (rc {proc.returncode}): {err[-500:]}"
+    """Train TINY_RUN into run_dir and SIGKILL it once a checkpoint of min_step or later exists."""
+    returncode, err = signal_training(TINY_RUN, run_dir, min_step, timeout=timeout)
+    assert returncode == -signal.SIGKILL, f"the run was not killed mid-run (rc {returncode}): {err[-500:]}"
 
 
 @pytest.mark.slow
@@ -142,21 +114,8 @@ def test_ctrl_c_says_which_run_to_resume_from_which_step(tmp_path, capsys, monke
 
 def test_sigterm_writes_a_checkpoint_and_the_resumed_run_repeats_the_losses(tmp_path, one_thread):
     stopped, reference = str(tmp_path / "stopped"), str(tmp_path / "reference")
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    proc = subprocess.Popen(
-        [sys.executable, "run.py", *TINY_RUN, "--run-dir", stopped],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.monotonic() + 120
-    while proc.poll() is None and time.monotonic() < deadline and not checkpoint_steps(stopped):
-        time.sleep(0.005)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 143, err[-2000:]
+    returncode, err = signal_training(TINY_RUN, stopped, min_step=1, sig=signal.SIGTERM)
+    assert returncode == 143, err[-2000:]
     steps = checkpoint_steps(stopped)
     assert steps[-1] < 100 and not os.path.exists(os.path.join(stopped, "summary.json"))
     # The checkpoint is at the step it stopped at, not only the last periodic one.

@@ -3,9 +3,6 @@
 import os
 import shutil
 import signal
-import subprocess
-import sys
-import time
 from dataclasses import replace
 
 import numpy as np
@@ -14,7 +11,8 @@ from PIL import Image
 
 import run
 from model import ModelConfig
-from tests.train.test_resume import ROOT, TINY_RUN, checkpoint_steps, logged
+from tests.conftest import logged, signal_training
+from tests.train.test_resume import TINY_RUN
 from train import TrainConfig, train
 from train.checkpoints import latest_checkpoint, list_checkpoints
 from train.loop import resume
@@ -51,22 +49,8 @@ def test_cluster_groups_start_after_warmup_and_resume_mid_epoch_exactly(tmp_path
 
 def test_sigkilled_cluster_run_resumes_with_the_same_losses(tmp_path, one_thread):
     killed, reference = str(tmp_path / "killed"), str(tmp_path / "reference")
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    proc = subprocess.Popen(
-        [sys.executable, "run.py", *CLUSTER_RUN, "--run-dir", killed],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    deadline = time.monotonic() + 120
-    while proc.poll() is None and time.monotonic() < deadline:
-        if any(step >= 35 for step in checkpoint_steps(killed)):  # past the warmup epoch of 25 steps
-            proc.send_signal(signal.SIGKILL)
-            break
-        time.sleep(0.005)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == -signal.SIGKILL, f"the run was not killed mid-run: {err[-500:]}"
+    returncode, err = signal_training(CLUSTER_RUN, killed, min_step=35)  # past the warmup epoch of 25 steps
+    assert returncode == -signal.SIGKILL, f"the run was not killed mid-run: {err[-500:]}"
     assert run.main(["--resume", killed]) == 0
     assert run.main([*CLUSTER_RUN, "--run-dir", reference]) == 0
     assert logged(killed) == logged(reference)

@@ -148,12 +148,17 @@ def first_sync(variant: str, cfg: ModelConfig, images: torch.Tensor, batch: torc
     return None
 
 
-def check_syncs(args) -> int:
-    device = torch.device(args.device)
+def bench_setup(device_name: str, tiny: bool) -> tuple[torch.device, ModelConfig]:
+    """The device (refused when absent) and the model timed; validation off, as in training."""
+    device = torch.device(device_name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("error: --device cuda was asked for but CUDA is not available; use --device cpu")
-    cfg = ModelConfig(x_shape=(1, 8, 8), z_dim=2, beta_dim=2, K=3, hidden=16) if args.tiny else ModelConfig()
     pyro.enable_validation(False)
+    return device, ModelConfig(x_shape=(1, 8, 8), z_dim=2, beta_dim=2, K=3, hidden=16) if tiny else ModelConfig()
+
+
+def check_syncs(args) -> int:
+    device, cfg = bench_setup(args.device, args.tiny)
     images = torch.randint(0, 256, (4 * args.group_size,) + cfg.x_shape, dtype=torch.uint8, device=device)
     batch = torch.randint(0, len(images), (max(args.groups), args.group_size), device=device)
     failed = []
@@ -237,11 +242,7 @@ def profile_step(step, batches: torch.Tensor, path: str, steps: int = 10) -> dic
 
 
 def run(args) -> dict:
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("error: --device cuda was asked for but CUDA is not available; use --device cpu")
-    cfg = ModelConfig(x_shape=(1, 8, 8), z_dim=2, beta_dim=2, K=3, hidden=16) if args.tiny else ModelConfig()
-    pyro.enable_validation(False)
+    device, cfg = bench_setup(args.device, args.tiny)
     B, G_max = args.group_size, max(args.groups)
     n_images = max(args.epoch_samples, G_max * B)
     images = torch.randint(0, 256, (n_images,) + cfg.x_shape, dtype=torch.uint8, device=device)

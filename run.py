@@ -12,15 +12,23 @@ run the paper's experiments.
     python run.py sample --run RUN_DIR --groups 4       # new groups, each sharing one beta
     python run.py experiment NAME --run RUN_DIR         # figures and tables of section 4
 
-Importing this module has no side effects and no heavy imports (torch comes with the command
-that needs it, so `--help` is quick); `from run import load_run` loads a saved run.
+Installed, this is `ugvae.run` and the `ugvae` command; in a checkout, `python run.py` runs
+the checkout's own package. Importing it has no side effects and no heavy imports (torch comes
+with the command that needs it, so `--help` is quick).
 """
 
 from __future__ import annotations
 
 import argparse
 import difflib
+import os
 import sys
+
+if __name__ == "__main__" and not __package__:  # `python run.py`: this checkout is the package
+    from _checkout import use_checkout
+
+    use_checkout()
+    __package__ = "ugvae"
 
 COMMANDS = ("train", "evaluate", "compare", "embed", "sample", "experiment")
 # Flags that may change when a run is resumed; any other flag must match the run's config.json.
@@ -28,15 +36,6 @@ RESUME_FLAGS = {"resume", "epochs", "device", "quiet", "runs_dir", "strategy", "
 # Flags that say where a new run goes: meaningless for a resumed run, which stays in its directory.
 # (--runs-dir is ignored: tests and scripts pass it to every call.)
 NEW_RUN_FLAGS = {"run_dir", "config"}
-
-
-def __getattr__(name: str):
-    # `from run import load_run` keeps working without importing torch for every `--help`.
-    if name == "load_run":
-        from train.rundir import load_run
-
-        return load_run
-    raise AttributeError(f"module 'run' has no attribute {name!r}")
 
 
 class CliParser(argparse.ArgumentParser):
@@ -100,8 +99,8 @@ def share_or_law(text: str) -> float | str:
 
 
 def add_train_arguments(p: argparse.ArgumentParser):
-    from model.config import ARCHS, CLUSTER_WEIGHTS, LIKELIHOODS, ModelConfig
-    from train.config import TrainConfig
+    from .model.config import ARCHS, CLUSTER_WEIGHTS, LIKELIHOODS, ModelConfig
+    from .train.config import TrainConfig
 
     d, m = TrainConfig(), ModelConfig()
     g = p.add_argument_group("data")
@@ -218,7 +217,7 @@ def given_flags(argv: list[str]) -> set[str]:
     still counts as given (which `default=None` sentinels would also do, but they hide the
     defaults from --help).
     """
-    parser = CliParser(prog="run.py train", argument_default=argparse.SUPPRESS)
+    parser = CliParser(prog="train", argument_default=argparse.SUPPRESS)
     add_train_arguments(parser)
     for action in parser._actions:
         action.default = argparse.SUPPRESS
@@ -226,22 +225,31 @@ def given_flags(argv: list[str]) -> set[str]:
 
 
 def launch_config(args):
-    from train.config import LaunchConfig
+    from .train.config import LaunchConfig
 
     return LaunchConfig(args.strategy, args.devices, args.num_nodes, args.accelerator)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def program_name() -> str:
+    """What this command calls itself: `run.py` when started as `python run.py` in a checkout,
+    else `ugvae`, the installed command (also `python -m ugvae`)."""
+    return "run.py" if os.path.basename(sys.argv[0]) == "run.py" else "ugvae"
+
+
+def build_parser(prog: str = "ugvae") -> argparse.ArgumentParser:
+    from . import __version__
+
     parser = CliParser(
-        prog="run.py",
+        prog=prog,
         description=__doc__.split("\n\n")[0],
-        epilog="Training is the default command: `run.py --dataset mnist` means `run.py train --dataset mnist`. "
-        "`run.py COMMAND --help` lists a command's flags and their defaults.",
+        epilog=f"Training is the default command: `{prog} --dataset mnist` means `{prog} train --dataset mnist`. "
+        f"`{prog} COMMAND --help` lists a command's flags and their defaults.",
     )
+    parser.add_argument("--version", action="version", version=f"ugvae {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=LazyParser)
     sub.add_parser("train", help="train a model (default command)", builder=add_train_arguments)
-    from experiments.cli import add_subcommands
+    from .experiments.cli import add_subcommands
 
     add_subcommands(sub)
     return parser
@@ -249,8 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def check_names(model: str, guide: str | None, dataset: str):
     """Model, guide and dataset names, checked before any data is loaded (a ValueError names the choices)."""
-    from data.registry import check_dataset_name
-    from guide import guide_class
+    from .data.registry import check_dataset_name
+    from .guide import guide_class
 
     guide_class(model, guide)
     check_dataset_name(dataset)
@@ -264,14 +272,14 @@ def configs_from_args(args, given: set[str]):
     """
     from dataclasses import fields, replace
 
-    from model.config import ModelConfig
-    from train.config import TrainConfig
+    from .model.config import ModelConfig
+    from .train.config import TrainConfig
 
     train_keys = {f.name for f in fields(TrainConfig)}
     model_keys = {f.name for f in fields(ModelConfig)} - {"x_shape"}
     if not args.config:
         return TrainConfig(**{k: getattr(args, k) for k in train_keys}), {k: getattr(args, k) for k in model_keys}
-    from train.rundir import read_config_file
+    from .train.rundir import read_config_file
 
     model_cfg, train_cfg = read_config_file(args.config)
     train_cfg = replace(train_cfg, **{k: getattr(args, k) for k in given & train_keys})
@@ -284,8 +292,8 @@ def configs_from_args(args, given: set[str]):
 def check_resume_flags(run_dir: str, args, given: set[str]):
     """Refuse every given flag that would change the resumed run, naming it; --epochs, --device,
     --quiet and the launch flags are the ones a resumed run may change."""
-    from train import RunError
-    from train.rundir import load_config
+    from .train import RunError
+    from .train.rundir import load_config
 
     model_cfg, train_cfg, _ = load_config(run_dir)
     saved = {**model_cfg.to_dict(), **train_cfg.to_dict()}
@@ -298,25 +306,25 @@ def check_resume_flags(run_dir: str, args, given: set[str]):
             f"--resume continues {run_dir} with its own config, but {', '.join(refused)} "
             f"{'differs' if len(refused) == 1 else 'differ'} from it or does not apply; drop "
             f"{'it' if len(refused) == 1 else 'them'}, or start a new run with "
-            f"`run.py train --config {run_dir}/config.json` and the new flags"
+            f"`{args.prog} train --config {run_dir}/config.json` and the new flags"
         )
 
 
 def cmd_train(args, given: set[str]) -> int:
-    from experiments.report import print_training_report, tensorboard_writer, training_report
-    from train.loop import resume, train
+    from .experiments.report import print_training_report, tensorboard_writer, training_report
+    from .train.loop import resume, train
 
     if args.resume:
-        from train.config import LaunchConfig
-        from train.rundir import load_config
+        from .train.config import LaunchConfig
+        from .train.rundir import load_config
 
         check_resume_flags(args.resume, args, given)
         epochs = args.epochs if "epochs" in given else None
         device = args.device if "device" in given else None
         saved_launch = load_config(args.resume)[2].get("lightning")
         if saved_launch or args.strategy:
-            from train import RunError
-            from train.lightning import fit_lightning
+            from .train import RunError
+            from .train.lightning import fit_lightning
 
             if epochs is not None:
                 raise RunError("--epochs with --resume extends single-device runs only; this run used Lightning")
@@ -329,17 +337,17 @@ def cmd_train(args, given: set[str]) -> int:
                 args.resume, quiet=args.quiet, device=device, writer_factory=tensorboard_writer, epochs=epochs
             )
     else:
-        from model.config import ModelConfig
+        from .model.config import ModelConfig
 
         train_cfg, sizes = configs_from_args(args, given)
         check_names(train_cfg.model, train_cfg.guide, train_cfg.dataset)
         if "x_shape" not in sizes:
-            from data import load_dataset
+            from .data import load_dataset
 
             sizes["x_shape"] = load_dataset(train_cfg.dataset, "test", train_cfg.data_dir, train_cfg.image_size).x_shape
         model_cfg = ModelConfig(**{**sizes, "x_shape": tuple(sizes["x_shape"])})
         if args.strategy:
-            from train.lightning import fit_lightning
+            from .train.lightning import fit_lightning
 
             run_dir = fit_lightning(train_cfg, model_cfg, launch_config(args), args.runs_dir, quiet=args.quiet)
             if run_dir is None:  # every process but rank 0 leaves the report to rank 0
@@ -354,12 +362,12 @@ def cmd_train(args, given: set[str]) -> int:
                 run_dir=args.run_dir,
             )
     training_report(run_dir)
-    print_training_report(run_dir)
+    print_training_report(run_dir, command="python run.py" if args.prog == "run.py" else args.prog)
     print(run_dir)  # last line: the run directory, for scripts
     return 0
 
 
-def route(argv: list[str]) -> list[str] | None:
+def route(argv: list[str], prog: str = "ugvae") -> list[str] | None:
     """argv with the command made explicit, or None when the help is wanted.
 
     Training is the default command, so `run.py --dataset mnist` means `run.py train --dataset
@@ -369,39 +377,41 @@ def route(argv: list[str]) -> list[str] | None:
     if not argv:
         return None
     first = argv[0]
-    if first in COMMANDS or first in ("-h", "--help"):
+    if first in COMMANDS or first in ("-h", "--help", "--version"):
         return argv
     if not first.startswith("-"):
         close = difflib.get_close_matches(first, COMMANDS, n=1)
         hint = f"did you mean '{close[0]}'" if close else f"choose one of {', '.join(COMMANDS)}"
-        raise SystemExit(_usage_error(f"unknown command '{first}' ({hint})"))
+        raise SystemExit(_usage_error(f"unknown command '{first}' ({hint})", prog))
     return ["train", *argv]
 
 
-def _usage_error(message: str) -> int:
-    print(f"error: {message}; see `run.py --help`", file=sys.stderr)
+def _usage_error(message: str, prog: str) -> int:
+    print(f"error: {message}; see `{prog} --help`", file=sys.stderr)
     return 2
 
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    prog = program_name()
     # --debug may stand anywhere, also after the options of a subcommand.
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]
     try:
-        routed = route(argv)
+        routed = route(argv, prog)
     except SystemExit as e:
         return e.code
-    parser = build_parser()
+    parser = build_parser(prog)
     if routed is None:
         parser.print_help()
         return 0
     args = parser.parse_args(routed)
+    args.prog = prog
     if args.command is None:
         parser.print_help()
         return 0
-    from data import DataError
-    from train import RunError, TrainingDiverged
+    from .data import DataError
+    from .train import RunError, TrainingDiverged
 
     try:
         if args.command == "train":

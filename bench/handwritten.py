@@ -25,7 +25,7 @@ from torch import nn
 from torch.distributions.utils import clamp_probs
 from torch.nn import functional as F
 
-from model.networks import concat_latents
+from ugvae.model.networks import concat_latents
 
 _LOG_2PI = math.log(2 * math.pi)
 

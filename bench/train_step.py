@@ -47,13 +47,14 @@ import torch
 from pyro.infer import SVI, TraceEnum_ELBO
 from pyro.infer.elbo import ELBOModule
 
-from bench.handwritten import HandwrittenLoss
-from data import to_unit_float
-from guide import UGVAEGuide
-from model import ModelConfig, UGVAEModel
-from train.elbo import SyncFreeTraceEnum_ELBO, make_elbo
-from train.graph import CapturedStep
-from train.syncs import host_reads_forbidden
+from ugvae.data import to_unit_float
+from ugvae.guide import UGVAEGuide
+from ugvae.model import ModelConfig, UGVAEModel
+from ugvae.train.elbo import SyncFreeTraceEnum_ELBO, make_elbo
+from ugvae.train.graph import CapturedStep
+from ugvae.train.syncs import host_reads_forbidden
+
+from .handwritten import HandwrittenLoss
 
 VARIANTS = (
     "svi",

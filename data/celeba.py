@@ -28,7 +28,7 @@ def load(split: str, data_dir: Path, image_size: int | None) -> ImageSet:
     if stored is not None:
         images, attributes, names = stored["images"], stored["attributes"], stored["attribute_names"]
     else:
-        from train.atomic import atomic_write  # here: train imports data
+        from ..train.atomic import atomic_write  # here: train imports data
 
         images, attributes, names = decode(open_torchvision(split, data_dir, size))
         stored = {"images": images, "attributes": attributes, "attribute_names": names}

@@ -15,35 +15,35 @@ import contextlib
 import importlib
 import os
 
-# name -> (module, one-line summary)
+# name -> (module, relative to this package; one-line summary)
 COMMANDS = {
-    "evaluate": ("experiments.evaluate", "test ELBO, IWAE log-likelihood and clustering accuracy of a run"),
-    "compare": ("experiments.compare", "one Markdown/CSV table of several runs"),
-    "embed": ("experiments.embed", "q(beta | X) and q(z | x) of a run's data or of your own folder of image sets"),
-    "sample": ("experiments.sample", "new groups of images, each sharing one beta (from the prior or a folder)"),
+    "evaluate": (".evaluate", "test ELBO, IWAE log-likelihood and clustering accuracy of a run"),
+    "compare": (".compare", "one Markdown/CSV table of several runs"),
+    "embed": (".embed", "q(beta | X) and q(z | x) of a run's data or of your own folder of image sets"),
+    "sample": (".sample", "new groups of images, each sharing one beta (from the prior or a folder)"),
 }
 EXPERIMENTS = {
     "interpolation": (
-        "experiments.interpolation",
+        ".interpolation",
         "Global/local interpolation grids: what beta and z each control (section 4.1, fig. 3; fig. 4 for ML-VAE).",
     ),
     "structured-batches": (
-        "experiments.structured_batches",
+        ".structured_batches",
         "Structured batches: does q(beta | X) tell the rule behind a group? (section 4.3, table 1, fig. 7)",
     ),
     "domain-alignment": (
-        "experiments.domain_alignment",
+        ".domain_alignment",
         "Unsupervised domain alignment (section 4.2, figs. 5-6): does beta find the domain of a group?",
     ),
     "group-factors": (
-        "experiments.group_factors",
+        ".group_factors",
         "Group factors: does beta recover, and render, what the members of a group share?",
     ),
 }
 
 
 def _module(path: str):
-    return importlib.import_module(path)
+    return importlib.import_module(path, __package__)
 
 
 def runs_written(args) -> list[str]:
@@ -57,7 +57,7 @@ def runs_written(args) -> list[str]:
 
 def _builder(path: str):
     def handler(args):
-        from train.lock import run_lock  # train/ brings torch: only once a command runs
+        from ..train.lock import run_lock  # train/ brings torch: only once a command runs
 
         with contextlib.ExitStack() as locks:
             for run_dir in runs_written(args):

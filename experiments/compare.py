@@ -24,12 +24,12 @@ import os
 
 import torch
 
-from experiments.evaluate import evaluate_run, mean_and_stderr
-from guide import default_guide
-from train import RunError
-from train.atomic import atomic_write_text
-from train.checkpoints import list_checkpoints
-from train.rundir import load_config
+from ..guide import default_guide
+from ..train import RunError
+from ..train.atomic import atomic_write_text
+from ..train.checkpoints import list_checkpoints
+from ..train.rundir import load_config
+from .evaluate import evaluate_run, mean_and_stderr
 
 COLUMNS = [
     "run",
@@ -114,7 +114,7 @@ def default_out_dir() -> str:
     """A new ./compare-<time>[-n] folder: a table is never written over an earlier one."""
     import datetime
 
-    from train.rundir import new_output_dir
+    from ..train.rundir import new_output_dir
 
     return new_output_dir(".", "compare-" + datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
 

@@ -30,10 +30,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from data import load_dataset, mixed_class_groups, structured_groups, to_unit_float
-from experiments.plotting import experiment_dir, save_figure, save_json, show_grid
-from guide import build, default_guide
-from train import RunError, load_run
+from ..data import load_dataset, mixed_class_groups, structured_groups, to_unit_float
+from ..guide import build, default_guide
+from ..train import RunError, load_run
+from .plotting import experiment_dir, save_figure, save_json, show_grid
 
 NAME = "domain-alignment"
 

@@ -32,11 +32,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from data import DataError, load_dataset, to_unit_float
-from data.folder import list_images, read_images
-from train import RunError, load_run
-from train.config import resolve_device
-from train.rundir import new_output_dir
+from ..data import DataError, load_dataset, to_unit_float
+from ..data.folder import list_images, read_images
+from ..train import RunError, load_run
+from ..train.config import resolve_device
+from ..train.rundir import new_output_dir
 
 GROUPS_PER_PASS = 64  # equal-sized groups embedded in one call
 

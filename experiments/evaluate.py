@@ -47,16 +47,16 @@ from pyro import poutine
 from pyro.infer import config_enumerate
 from pyro.poutine.util import site_is_subsample
 
-from data import fixed_groups, load_dataset, own_groups, to_unit_float
-from experiments.plotting import save_json
-from guide import default_guide
-from train import load_run
-from train.checkpoints import check_compatible, load_checkpoint
-from train.config import resolve_device
-from train.diagnostics import beta_diagnostics
-from train.lock import run_lock
-from train.metrics import cluster_usage, test_metrics
-from train.rundir import load_config
+from ..data import fixed_groups, load_dataset, own_groups, to_unit_float
+from ..guide import default_guide
+from ..train import load_run
+from ..train.checkpoints import check_compatible, load_checkpoint
+from ..train.config import resolve_device
+from ..train.diagnostics import beta_diagnostics
+from ..train.lock import run_lock
+from ..train.metrics import cluster_usage, test_metrics
+from ..train.rundir import load_config
+from .plotting import save_json
 
 PARTICLE_DIM = -3  # left of the groups (-2) and samples (-1) plates; d is enumerated left of it
 

@@ -30,7 +30,7 @@ import os
 
 import torch
 
-from data import to_unit_float
+from ..data import to_unit_float
 
 FOLDS = 5
 
@@ -48,8 +48,8 @@ def add_arguments(p):
 
 def held_out_groups(base, num_groups: int, group_size: int, seed: int):
     """An ImageSet of num_groups * group_size images (group g at rows g*B..) with factors drawn per group."""
-    from data.grouped import factor_groups
-    from data.structured import draw_groups
+    from ..data.grouped import factor_groups
+    from ..data.structured import draw_groups
 
     generator = torch.Generator().manual_seed(seed)
     members = draw_groups(torch.arange(len(base)), num_groups, group_size, generator)
@@ -130,7 +130,7 @@ def transfer(model, guide, x: torch.Tensor, factors: torch.Tensor, args) -> tupl
 
 def group_feature_sources(guide, untrained: list, beta_dim: int) -> dict:
     """Feature sources (images, groups, is_train) -> loc (G, D), as in experiments/group_features.py."""
-    from experiments.group_features import encode_groups, group_local_codes, local_code_features, pca_features
+    from .group_features import encode_groups, group_local_codes, local_code_features, pca_features
 
     def posterior_mean(g):
         return lambda images, groups, is_train: encode_groups(g, images, groups)[0]
@@ -194,7 +194,7 @@ def markdown_table(summary: list[dict], transfer_result: dict, factor_names: lis
 def bar_plot(path: str, summary: list[dict], factor_names: list[str]):
     import matplotlib.pyplot as plt
 
-    from experiments.plotting import save_figure
+    from .plotting import save_figure
 
     sizes = list(dict.fromkeys(r["group_size"] for r in summary))
     fig, axes = plt.subplots(1, len(sizes), figsize=(6 * len(sizes), 3.8), squeeze=False)
@@ -217,10 +217,10 @@ def chunk(images: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
 
 
 def run(args) -> int:
-    from data import DataError, load_dataset
-    from experiments.group_features import untrained_guide
-    from experiments.plotting import experiment_dir, save_grid, save_json
-    from train import load_run
+    from ..data import DataError, load_dataset
+    from ..train import load_run
+    from .group_features import untrained_guide
+    from .plotting import experiment_dir, save_grid, save_json
 
     if min(args.group_sizes) < 1 or args.groups < 2 * FOLDS or args.pairs < 2 or args.untrained_seeds < 1:
         raise ValueError(f"--group-sizes, --untrained-seeds must be >= 1, --pairs >= 2 and --groups >= {2 * FOLDS}")

@@ -26,8 +26,8 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC, LinearSVC
 
-from data import to_unit_float
-from guide import build
+from ..data import to_unit_float
+from ..guide import build
 
 CLASSIFIERS = {
     "linear SVM": lambda seed: LinearSVC(C=1.0, max_iter=10_000, random_state=seed),

@@ -21,9 +21,9 @@ import os
 import matplotlib.pyplot as plt
 import torch
 
-from data import fixed_groups, load_dataset, to_unit_float
-from experiments.plotting import experiment_dir, save_figure, save_grid, save_json, show_grid
-from train import RunError, load_run
+from ..data import fixed_groups, load_dataset, to_unit_float
+from ..train import RunError, load_run
+from .plotting import experiment_dir, save_figure, save_grid, save_json, show_grid
 
 
 def row_label(args) -> str:

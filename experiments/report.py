@@ -15,10 +15,10 @@ import matplotlib.pyplot as plt
 import torch
 from pyro import poutine
 
-from data import fixed_groups, load_dataset, to_unit_float
-from experiments.plotting import image_grid, save_figure, save_grid
-from train import load_run
-from train.metrics import read_metrics
+from ..data import fixed_groups, load_dataset, to_unit_float
+from ..train import load_run
+from ..train.metrics import read_metrics
+from .plotting import image_grid, save_figure, save_grid
 
 
 def tensorboard_writer(run_dir: str):
@@ -100,8 +100,9 @@ RUN_FILES = (
 )
 
 
-def print_training_report(run_dir: str, out=None):
-    """A few lines on stdout at the end of training: the scores, the files, the next commands."""
+def print_training_report(run_dir: str, out=None, command: str = "ugvae"):
+    """A few lines on stdout at the end of training: the scores, the files, the next commands
+    (as `command` spells itself: `ugvae`, or `python run.py` in a checkout)."""
     import json
     import sys
 
@@ -121,11 +122,11 @@ def print_training_report(run_dir: str, out=None):
     written = [name for name in RUN_FILES if os.path.exists(os.path.join(run_dir, name))]
     print(f"  wrote {run_dir}/: {', '.join(written)}", file=out)
     print("next:", file=out)
-    print(f"  python run.py evaluate --run {run_dir}", file=out)
-    print(f"  python run.py embed --run {run_dir} --folder YOUR_IMAGE_SETS", file=out)
-    print(f"  python run.py sample --run {run_dir} --groups 4", file=out)
+    print(f"  {command} evaluate --run {run_dir}", file=out)
+    print(f"  {command} embed --run {run_dir} --folder YOUR_IMAGE_SETS", file=out)
+    print(f"  {command} sample --run {run_dir} --groups 4", file=out)
     print(
-        f"  python run.py experiment interpolation --run {run_dir}   (also structured-batches, domain-alignment)",
+        f"  {command} experiment interpolation --run {run_dir}   (also structured-batches, domain-alignment)",
         file=out,
     )
 

@@ -23,11 +23,11 @@ import pyro
 import torch
 from pyro import poutine
 
-from data import to_unit_float
-from experiments.embed import claim_output_dir, folder_groups
-from train import RunError, load_run
-from train.config import resolve_device
-from train.rundir import new_output_dir
+from ..data import to_unit_float
+from ..train import RunError, load_run
+from ..train.config import resolve_device
+from ..train.rundir import new_output_dir
+from .embed import claim_output_dir, folder_groups
 
 
 @torch.no_grad()
@@ -72,7 +72,7 @@ def sample_run(
     device: str = "auto",
 ) -> SampleResult:
     """Draw the groups of the module docstring from the run in `run_dir` and write its files."""
-    from experiments.plotting import save_grid  # matplotlib: only when a figure is drawn
+    from .plotting import save_grid  # matplotlib: only when a figure is drawn
 
     device = resolve_device(device)
     run = load_run(run_dir, str(device))

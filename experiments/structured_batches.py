@@ -21,8 +21,10 @@ import matplotlib.pyplot as plt
 import torch
 from sklearn.manifold import TSNE
 
-from data import STRUCTURED_RULES, DataError, ImageSet, load_dataset, mixed_class_groups, structured_groups
-from experiments.group_features import (
+from ..data import STRUCTURED_RULES, DataError, ImageSet, load_dataset, mixed_class_groups, structured_groups
+from ..train import RunError, load_run
+from ..train.atomic import atomic_write_text
+from .group_features import (
     guide_features,
     local_code_features,
     pca_features,
@@ -30,9 +32,7 @@ from experiments.group_features import (
     svm_accuracies,
     untrained_guide,
 )
-from experiments.plotting import experiment_dir, save_figure, save_json
-from train import RunError, load_run
-from train.atomic import atomic_write_text
+from .plotting import experiment_dir, save_figure, save_json
 
 # Which rule set each labelled dataset uses, and the paper's pairings of rules.
 RULE_SETS = {"mnist": "mnist", "digits": "mnist", "synthetic": "mnist", "fashion-mnist": "fashion-mnist"}

@@ -16,8 +16,8 @@ from typing import ClassVar, NamedTuple
 import torch
 from pyro.nn import PyroModule
 
-from model.config import ModelConfig
-from model.networks import GaussianHead, ImageFeatures
+from ..model.config import ModelConfig
+from ..model.networks import GaussianHead, ImageFeatures
 
 
 class LocalPosterior(NamedTuple):

@@ -8,7 +8,7 @@ the beta encoder know "which component each observation belongs to". Dropping it
 ML-VAE's accumulated-evidence encoder in front of UG-VAE's model, and isolates that claim.
 """
 
-from guide.ugvae import UGVAEGuide
+from .ugvae import UGVAEGuide
 
 
 class BetaFromXGuide(UGVAEGuide):

@@ -13,9 +13,9 @@ import pyro
 import pyro.distributions as dist
 import torch
 
-from guide.base import Guide
-from model.config import ModelConfig
-from model.networks import ClusterPosterior
+from ..model.config import ModelConfig
+from ..model.networks import ClusterPosterior
+from .base import Guide
 
 
 class GMVAEGuide(Guide):

@@ -9,7 +9,7 @@ amortised encoders; d is still enumerated exactly. It measures what the structur
 dependencies of eq. 5 (d on z, beta on pi(z)) add.
 """
 
-from guide.ugvae import UGVAEGuide
+from .ugvae import UGVAEGuide
 
 
 class MeanFieldGuide(UGVAEGuide):

@@ -14,9 +14,9 @@ import pyro
 import pyro.distributions as dist
 import torch
 
-from guide.base import Guide
-from model.config import ModelConfig
-from model.networks import GroupPosterior
+from ..model.config import ModelConfig
+from ..model.networks import GroupPosterior
+from .base import Guide
 
 
 class MLVAEGuide(Guide):

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from guide.base import Guide
-from guide.beta_from_x import BetaFromXGuide
-from guide.gmvae import GMVAEGuide
-from guide.mean_field import MeanFieldGuide
-from guide.mlvae import MLVAEGuide
-from guide.ugvae import UGVAEGuide
-from guide.vae import VAEGuide
-from model import MODELS, ModelConfig
+from ..model import MODELS, ModelConfig
+from .base import Guide
+from .beta_from_x import BetaFromXGuide
+from .gmvae import GMVAEGuide
+from .mean_field import MeanFieldGuide
+from .mlvae import MLVAEGuide
+from .ugvae import UGVAEGuide
+from .vae import VAEGuide
 
 # (model name, guide name) -> guide class; the first guide listed for a model is its default.
 GUIDES: dict[tuple[str, str], type[Guide]] = {

@@ -21,13 +21,13 @@ import pyro
 import pyro.distributions as dist
 import torch
 
-from guide.base import Guide
-from model.config import ModelConfig
-from model.networks import (
+from ..model.config import ModelConfig
+from ..model.networks import (
     ClusterPosterior,
     GroupPosterior,
     concat_latents,
 )
+from .base import Guide
 
 
 class UGVAEGuide(Guide):

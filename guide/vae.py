@@ -12,7 +12,7 @@ import pyro
 import pyro.distributions as dist
 import torch
 
-from guide.base import Guide
+from .base import Guide
 
 
 class VAEGuide(Guide):

@@ -20,11 +20,11 @@ import pyro.distributions as dist
 import torch
 from pyro.ops.indexing import Vindex
 
-from model.base import GenerativeModel
-from model.config import ModelConfig
-from model.likelihood import pixel_distribution, pixel_mean
-from model.networks import ClusterPrior, Decoder
-from model.ugvae import group_shape
+from .base import GenerativeModel
+from .config import ModelConfig
+from .likelihood import pixel_distribution, pixel_mean
+from .networks import ClusterPrior, Decoder
+from .ugvae import group_shape
 
 
 class GMVAEModel(GenerativeModel):

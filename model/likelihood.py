@@ -8,7 +8,7 @@ are scored as the usual binary cross-entropy.
 import pyro.distributions as dist
 import torch
 
-from model.config import ModelConfig
+from .config import ModelConfig
 
 
 def pixel_distribution(logits: torch.Tensor, cfg: ModelConfig) -> dist.Distribution:

@@ -17,11 +17,11 @@ import pyro
 import pyro.distributions as dist
 import torch
 
-from model.base import GenerativeModel
-from model.config import ModelConfig
-from model.likelihood import pixel_distribution, pixel_mean
-from model.networks import Decoder, concat_latents
-from model.ugvae import group_shape
+from .base import GenerativeModel
+from .config import ModelConfig
+from .likelihood import pixel_distribution, pixel_mean
+from .networks import Decoder, concat_latents
+from .ugvae import group_shape
 
 
 class MLVAEModel(GenerativeModel):

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from model.config import ModelConfig
+from .config import ModelConfig
 
 
 def _flat_apply(net: nn.Module, x: torch.Tensor, event_dims: int) -> torch.Tensor:

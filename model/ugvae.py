@@ -32,10 +32,10 @@ import torch
 from pyro.ops.indexing import Vindex
 from torch import nn
 
-from model.base import GenerativeModel
-from model.config import ModelConfig
-from model.likelihood import pixel_distribution, pixel_mean
-from model.networks import ClusterPrior, Decoder, concat_latents
+from .base import GenerativeModel
+from .config import ModelConfig
+from .likelihood import pixel_distribution, pixel_mean
+from .networks import ClusterPrior, Decoder, concat_latents
 
 
 def group_shape(x: torch.Tensor | None, num_groups: int, group_size: int | None):

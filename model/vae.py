@@ -16,11 +16,11 @@ import pyro
 import pyro.distributions as dist
 import torch
 
-from model.base import GenerativeModel
-from model.config import ModelConfig
-from model.likelihood import pixel_distribution, pixel_mean
-from model.networks import Decoder
-from model.ugvae import group_shape
+from .base import GenerativeModel
+from .config import ModelConfig
+from .likelihood import pixel_distribution, pixel_mean
+from .networks import Decoder
+from .ugvae import group_shape
 
 
 class VAEModel(GenerativeModel):

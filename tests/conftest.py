@@ -14,6 +14,9 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
+from _checkout import use_checkout  # noqa: E402
+
+use_checkout()  # the tests test this checkout as `ugvae`, whatever else is installed
 
 
 @pytest.fixture(autouse=True)
@@ -28,7 +31,7 @@ def fresh_pyro():
 
 @pytest.fixture
 def tiny_cfg():
-    from model import ModelConfig
+    from ugvae.model import ModelConfig
 
     return ModelConfig(x_shape=(1, 4, 4), z_dim=2, beta_dim=3, K=3, hidden=8)
 
@@ -41,8 +44,8 @@ def tiny_flags(dataset: str = "synthetic:40", epochs: int = 1, group_size: int =
 
 def tiny_train(tmp_path_factory, model: str, dataset: str = "synthetic:200") -> str:
     """A one-epoch run of `model` on synthetic digits, in a fresh folder."""
-    from model import ModelConfig
-    from train import TrainConfig, train
+    from ugvae.model import ModelConfig
+    from ugvae.train import TrainConfig, train
 
     cfg = TrainConfig(dataset=dataset, model=model, epochs=1, group_size=4, groups_per_step=5)
     model_cfg = ModelConfig(x_shape=(1, 28, 28), z_dim=2, beta_dim=2, K=3, hidden=16)
@@ -63,7 +66,7 @@ def logged(run_dir: str) -> list[dict]:
 
 
 def checkpoint_steps(run_dir: str) -> list[int]:
-    from train.checkpoints import list_checkpoints
+    from ugvae.train.checkpoints import list_checkpoints
 
     return [int(os.path.basename(p)[5:14]) for p in list_checkpoints(run_dir)]
 

@@ -8,9 +8,9 @@ import sys
 import pytest
 import torch
 
-import run
-from experiments import cli
-from train.config import resolve_device
+from ugvae import run
+from ugvae.experiments import cli
+from ugvae.train.config import resolve_device
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = [
@@ -42,7 +42,20 @@ def exit_code(argv) -> int:
 def test_bare_run_py_prints_the_help(capsys):
     assert run.main([]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("usage: run.py") and "embed" in out and "sample" in out and "default command" in out
+    assert out.startswith("usage: ugvae") and "embed" in out and "sample" in out and "default command" in out
+
+
+def test_run_py_in_a_checkout_calls_itself_run_py_and_knows_its_version():
+    from ugvae import __version__
+
+    help_text = subprocess.run(
+        [sys.executable, "run.py", "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120
+    ).stdout
+    assert help_text.startswith("usage: run.py") and "`run.py --dataset mnist`" in help_text
+    proc = subprocess.run(
+        [sys.executable, "run.py", "--version"], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0 and proc.stdout.strip() == f"ugvae {__version__}"
 
 
 def test_a_misspelt_command_gets_did_you_mean(capsys):
@@ -66,12 +79,12 @@ def test_the_listed_summaries_are_the_modules_own():
     import importlib
 
     for path, summary in cli.EXPERIMENTS.values():
-        assert importlib.import_module(path).__doc__.strip().split("\n")[0] == summary
+        assert importlib.import_module(path, "ugvae.experiments").__doc__.strip().split("\n")[0] == summary
 
 
 def test_help_imports_neither_torch_nor_matplotlib_nor_sklearn():
     code = (
-        "import sys, contextlib, io, run\n"
+        "import sys, contextlib, io\nfrom ugvae import run\n"
         "with contextlib.redirect_stdout(io.StringIO()): run.main([])\n"
         "print(sorted(m for m in ('torch', 'matplotlib', 'sklearn', 'lightning') if m in sys.modules))"
     )
@@ -103,7 +116,7 @@ def test_training_ends_with_scores_files_and_next_commands(one_epoch_run, tmp_pa
     text = "\n".join(lines)
     assert "test ELBO" in text and "train ELBO" in text and "clusters used" in text
     assert "summary.json" in text and "samples.png" in text and "metrics.csv" in text
-    assert f"run.py evaluate --run {run_dir}" in text and f"experiment interpolation --run {run_dir}" in text
+    assert f"ugvae evaluate --run {run_dir}" in text and f"experiment interpolation --run {run_dir}" in text
 
 
 def test_resume_with_more_epochs_extends_a_finished_run(one_epoch_run, tmp_path):

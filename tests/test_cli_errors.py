@@ -11,11 +11,11 @@ import pytest
 import torch
 from PIL import Image
 
-import run
-from data import DataError
-from model import ModelConfig
 from tests.conftest import tiny_flags
-from train import TrainConfig, train
+from ugvae import run
+from ugvae.data import DataError
+from ugvae.model import ModelConfig
+from ugvae.train import TrainConfig, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = tiny_flags()

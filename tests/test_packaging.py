@@ -1,8 +1,10 @@
-"""The wheel holds every package and run.py, and the installed `ugvae` command works outside the checkout.
+"""The wheel installs one package, `ugvae`, and it works beside a user's own `train.py`,
+`model.py` and `data/`.
 
 Built offline (`pip wheel --no-deps --no-build-isolation`) from a copy of the tracked files, so
 the checkout gains no build/ or egg-info; installed with `pip install --target` next to the
-test environment's own packages, and run from a directory that is not the checkout.
+test environment's own packages, and run from a directory that is not the checkout and that
+holds modules named like the package's parts, as a user's project often does.
 """
 
 import os
@@ -13,8 +15,9 @@ import zipfile
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PACKAGES = ("model", "guide", "data", "train", "experiments", "bench")
+from tests.conftest import ROOT, tiny_flags
+
+SUBPACKAGES = ("model", "guide", "data", "train", "experiments", "bench")
 
 
 @pytest.fixture(scope="module")
@@ -44,21 +47,24 @@ def wheel(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_the_wheel_holds_every_package_run_py_and_the_entry_point(wheel):
+def test_the_wheel_holds_only_the_ugvae_package(wheel):
     with zipfile.ZipFile(wheel) as z:
         names = set(z.namelist())
         entry_points = next(z.read(n).decode() for n in names if n.endswith("entry_points.txt"))
-    assert "run.py" in names
-    for package in PACKAGES:
-        assert f"{package}/__init__.py" in names, f"{package} is missing from the wheel"
-    for module in ("experiments/embed.py", "experiments/sample.py", "experiments/cli.py", "data/folder.py"):
+    tops = {n.split("/")[0] for n in names}
+    dist_info = {t for t in tops if t.endswith(".dist-info")}
+    assert tops - dist_info == {"ugvae"}, f"the wheel installs more than ugvae at the top: {sorted(tops)}"
+    for package in ("", *(f"{p}/" for p in SUBPACKAGES)):
+        assert f"ugvae/{package}__init__.py" in names, f"ugvae/{package} is missing from the wheel"
+    for module in ("ugvae/run.py", "ugvae/__main__.py", "ugvae/experiments/embed.py", "ugvae/data/folder.py"):
         assert module in names
+    assert not any(n.startswith("ugvae/tests/") for n in names)
     assert any(n.endswith("LICENSE") for n in names)
-    assert "ugvae = run:main" in entry_points
+    assert "ugvae = ugvae.run:main" in entry_points
 
 
 @pytest.mark.slow
-def test_the_installed_command_trains_and_helps_from_another_directory(wheel, tmp_path):
+def test_the_installed_package_works_beside_a_users_train_model_and_data(wheel, tmp_path):
     target = tmp_path / "site"
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--target", str(target), str(wheel)],
@@ -66,21 +72,44 @@ def test_the_installed_command_trains_and_helps_from_another_directory(wheel, tm
         capture_output=True,
         timeout=300,
     )
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
+    # A user's project: its own train.py, model.py and data package, which shadow any
+    # top-level modules of those names.
+    project = tmp_path / "project"
+    (project / "data").mkdir(parents=True)
+    (project / "train.py").write_text("raise SystemExit('the user train.py was imported')\n")
+    (project / "model.py").write_text("raise SystemExit('the user model.py was imported')\n")
+    (project / "data" / "__init__.py").write_text("raise SystemExit('the user data package was imported')\n")
     env = {**os.environ, "PYTHONPATH": str(target)}
 
     def call(*argv):
-        return subprocess.run(argv, cwd=elsewhere, env=env, capture_output=True, text=True, timeout=600)
+        return subprocess.run(argv, cwd=project, env=env, capture_output=True, text=True, timeout=600)
 
-    where = call(sys.executable, "-c", "import run, experiments.embed; print(run.__file__)")
-    assert where.stdout.strip().startswith(str(target)), "the test imported the checkout, not the installed wheel"
-    for argv in ([str(target / "bin" / "ugvae"), "--help"], [sys.executable, "-m", "run", "--help"]):
-        proc = call(*argv)
-        assert proc.returncode == 0, proc.stderr
-        assert "embed" in proc.stdout and "sample" in proc.stdout
-    tiny = ["--dataset", "synthetic:40", "--hidden", "8", "--z-dim", "2", "--beta-dim", "2", "--K", "2", "-B", "8"]
-    proc = call(str(target / "bin" / "ugvae"), *tiny, "--epochs", "1", "--quiet", "--device", "cpu")
+    command = str(target / "bin" / "ugvae")
+    proc = call(command, *tiny_flags(), "--device", "cpu")
     assert proc.returncode == 0, proc.stderr
     run_dir = proc.stdout.splitlines()[-1]
-    assert os.path.isfile(os.path.join(elsewhere, run_dir, "summary.json"))
+    assert os.path.isfile(project / run_dir / "summary.json")
+    assert "ugvae evaluate --run" in proc.stdout and "run.py" not in proc.stdout
+
+    code = (
+        "import sys, ugvae\n"
+        f"assert ugvae.__file__.startswith({str(target)!r}), ugvae.__file__\n"
+        f"run = ugvae.load_run({run_dir!r})\n"
+        "print(type(run).__name__, run.step, ugvae.__version__)\n"
+    )
+    proc = call(sys.executable, "-c", code)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split()[1].isdigit()
+
+    for argv in ([command, "--help"], [sys.executable, "-m", "ugvae", "--help"]):
+        proc = call(*argv)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.startswith("usage: ugvae") and "embed" in proc.stdout
+    proc = call(command, "--version")
+    assert proc.returncode == 0 and proc.stdout.strip() == f"ugvae {version()}"
+
+
+def version() -> str:
+    import ugvae
+
+    return ugvae.__version__

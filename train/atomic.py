@@ -14,7 +14,7 @@ import io
 import json
 import os
 
-from train.errors import RunError
+from .errors import RunError
 
 
 class DiskFull(RunError):

@@ -31,10 +31,10 @@ import warnings
 import numpy as np
 import torch
 
-from model import ModelConfig
-from train.atomic import atomic_write
-from train.config import TrainConfig
-from train.errors import RunError
+from ..model import ModelConfig
+from .atomic import atomic_write
+from .config import TrainConfig
+from .errors import RunError
 
 CHECKPOINT_VERSION = 3  # 3: RNG states as tensors and lists, run_id; 2: version key; 1: none
 

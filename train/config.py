@@ -12,9 +12,9 @@ from dataclasses import asdict, dataclass, fields
 
 import torch
 
-from data.errors import DataError
-from data.training_groups import parse_mix, parse_spec
-from train.errors import RunError
+from ..data.errors import DataError
+from ..data.training_groups import parse_mix, parse_spec
+from .errors import RunError
 
 
 @dataclass

@@ -28,15 +28,15 @@ import pyro
 import torch
 from tqdm.auto import tqdm
 
-from data import ImageSet, fixed_groups, load_dataset, own_groups, training_groups
-from guide import Guide, build, default_guide
-from model import ModelConfig
-from train.atomic import write_json
-from train.checkpoints import CHECKPOINT_VERSION, check_compatible, rng_state, save_checkpoint, set_rng_state
-from train.config import TrainConfig
-from train.diagnostics import beta_diagnostics, cluster_assignments
-from train.errors import RunError, TrainingDiverged, TrainingInterrupted, TrainingTerminated
-from train.metrics import MetricsLog, test_metrics
+from ..data import ImageSet, fixed_groups, load_dataset, own_groups, training_groups
+from ..guide import Guide, build, default_guide
+from ..model import ModelConfig
+from .atomic import write_json
+from .checkpoints import CHECKPOINT_VERSION, check_compatible, rng_state, save_checkpoint, set_rng_state
+from .config import TrainConfig
+from .diagnostics import beta_diagnostics, cluster_assignments
+from .errors import RunError, TrainingDiverged, TrainingInterrupted, TrainingTerminated
+from .metrics import MetricsLog, test_metrics
 
 # torch.distributions' validation message for a parameter outside its constraint.
 INVALID_PARAMETER_RE = re.compile(r"Expected parameter (\w+) .*? of distribution (\w+).*found invalid values", re.S)

@@ -26,7 +26,7 @@ import math
 
 import torch
 
-from data import to_unit_float
+from ..data import to_unit_float
 
 INACTIVE_VARIANCE = 0.01
 

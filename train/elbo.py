@@ -37,8 +37,8 @@ from pyro.distributions.util import is_identically_zero
 from pyro.infer import JitTraceEnum_ELBO, TraceEnum_ELBO
 from pyro.infer.elbo import ELBOModule
 
-from guide import GUIDES
-from model import MODELS
+from ..guide import GUIDES
+from ..model import MODELS
 
 # Models without a discrete site (VAE, ML-VAE) share the loss: for them TraceEnum_ELBO is
 # Trace_ELBO, and its warning that nothing is enumerated is expected.

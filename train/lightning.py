@@ -24,15 +24,15 @@ import pyro
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from data import to_unit_float
-from model import ModelConfig
-from train.checkpoints import latest_checkpoint
-from train.config import LaunchConfig, TrainConfig
-from train.core import RunBook, RunSetup, run_sampler, setup_run
-from train.elbo import make_elbo
-from train.errors import RunError
-from train.lock import run_lock
-from train.rundir import load_config, new_run_dir, save_config
+from ..data import to_unit_float
+from ..model import ModelConfig
+from .checkpoints import latest_checkpoint
+from .config import LaunchConfig, TrainConfig
+from .core import RunBook, RunSetup, run_sampler, setup_run
+from .elbo import make_elbo
+from .errors import RunError
+from .lock import run_lock
+from .rundir import load_config, new_run_dir, save_config
 
 try:
     from lightning.pytorch import LightningDataModule, LightningModule, Trainer

@@ -13,7 +13,7 @@ import contextlib
 import fcntl
 import os
 
-from train.errors import RunError
+from .errors import RunError
 
 LOCK_NAME = ".lock"
 # realpath of a run directory -> [open lock file, depth]: flock is per open file, so a second

@@ -23,17 +23,17 @@ import pyro
 import torch
 from tqdm.auto import tqdm
 
-from data import to_unit_float
-from model import ModelConfig
-from train.checkpoints import latest_checkpoint
-from train.config import TrainConfig, resolve_device
-from train.core import RunBook, run_sampler, setup_run
-from train.diagnostics import inactive_beta_message
-from train.elbo import make_elbo
-from train.errors import RunError, TrainingInterrupted
-from train.graph import CapturedStep
-from train.lock import run_lock
-from train.rundir import claim_run_dir, load_config, new_run_dir, save_config
+from ..data import to_unit_float
+from ..model import ModelConfig
+from .checkpoints import latest_checkpoint
+from .config import TrainConfig, resolve_device
+from .core import RunBook, run_sampler, setup_run
+from .diagnostics import inactive_beta_message
+from .elbo import make_elbo
+from .errors import RunError, TrainingInterrupted
+from .graph import CapturedStep
+from .lock import run_lock
+from .rundir import claim_run_dir, load_config, new_run_dir, save_config
 
 
 class Trainer:

@@ -16,9 +16,9 @@ import os
 import torch
 from pyro.infer import TraceEnum_ELBO
 
-from data import to_unit_float
-from train.atomic import atomic_write_bytes, disk_full
-from train.errors import RunError
+from ..data import to_unit_float
+from .atomic import atomic_write_bytes, disk_full
+from .errors import RunError
 
 METRIC_FIELDS = [
     "step",

@@ -4,10 +4,10 @@ import pyro
 import pytest
 import torch
 
-from bench.handwritten import HandwrittenLoss
-from guide import UGVAEGuide
-from model import ModelConfig, UGVAEModel
-from train.graph import CapturedStep
+from ugvae.bench.handwritten import HandwrittenLoss
+from ugvae.guide import UGVAEGuide
+from ugvae.model import ModelConfig, UGVAEModel
+from ugvae.train.graph import CapturedStep
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")

@@ -5,9 +5,9 @@ import pytest
 import torch
 from pyro.infer import TraceEnum_ELBO
 
-from bench.handwritten import HandwrittenLoss
-from guide import UGVAEGuide
-from model import ModelConfig, UGVAEModel
+from ugvae.bench.handwritten import HandwrittenLoss
+from ugvae.guide import UGVAEGuide
+from ugvae.model import ModelConfig, UGVAEModel
 
 
 @pytest.mark.parametrize("likelihood", ["gaussian", "bernoulli"])

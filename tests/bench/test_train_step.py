@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from bench.train_step import main
+from ugvae.bench.train_step import main
 
 
 @pytest.mark.slow

@@ -3,8 +3,7 @@
 import pytest
 import torch
 
-import data.celeba
-from data import DataError, load_dataset
+from ugvae.data import DataError, celeba, load_dataset
 
 
 def test_missing_celeba_says_where_to_put_it(tmp_path):
@@ -28,9 +27,9 @@ class FakeCelebA(torch.utils.data.Dataset):
 
 def test_decode_keeps_attributes_and_caches(tmp_path, monkeypatch):
     (tmp_path / "celeba").mkdir()
-    monkeypatch.setattr(data.celeba, "open_torchvision", lambda split, root, size: FakeCelebA())
+    monkeypatch.setattr(celeba, "open_torchvision", lambda split, root, size: FakeCelebA())
     ds = load_dataset("celeba", data_dir=str(tmp_path), image_size=8)
     assert ds.x_shape == (3, 8, 8) and ds.attribute_names == ["Smiling", "Male"] and ds.labels is None
     assert ds.images[:, 0, 0, 0].tolist() == list(range(6)) and ds.attributes.shape == (6, 2)
-    monkeypatch.setattr(data.celeba, "open_torchvision", lambda *args: pytest.fail("the cache was not used"))
+    monkeypatch.setattr(celeba, "open_torchvision", lambda *args: pytest.fail("the cache was not used"))
     assert torch.equal(load_dataset("celeba", data_dir=str(tmp_path), image_size=8).images, ds.images)

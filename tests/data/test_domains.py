@@ -5,9 +5,9 @@ import pytest
 import torch
 from PIL import Image
 
-from data import DataError, MixedGroups, load_dataset
-from model import ModelConfig
-from train import TrainConfig, Trainer, build, make_elbo
+from ugvae.data import DataError, MixedGroups, load_dataset
+from ugvae.model import ModelConfig
+from ugvae.train import TrainConfig, Trainer, build, make_elbo
 
 
 def write_domain(folder, count, background, size=(12, 12), mode="L", seed=0):

@@ -5,8 +5,8 @@ import gzip
 import numpy as np
 import pytest
 
-from data import DataError, load_dataset
-from data.fashion_mnist import DEBIAN_DIR
+from ugvae.data import DataError, load_dataset
+from ugvae.data.fashion_mnist import DEBIAN_DIR
 
 from .test_mnist import write_idx
 

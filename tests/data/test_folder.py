@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from data import DataError, load_dataset
+from ugvae.data import DataError, load_dataset
 
 
 def write_images(folder, count, brightness, size=(20, 20), mode="L"):

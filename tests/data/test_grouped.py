@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from data import load_dataset, own_groups
-from data.grouped import FACTOR_RANGES, GROUP_SIZE, apply_factors
+from ugvae.data import load_dataset, own_groups
+from ugvae.data.grouped import FACTOR_RANGES, GROUP_SIZE, apply_factors
 
 
 @pytest.fixture(scope="module")

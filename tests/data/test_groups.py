@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from data import DataError, MixedGroups, RandomGroups
+from ugvae.data import DataError, MixedGroups, RandomGroups
 
 
 def test_random_groups_cover_each_index_at_most_once():

@@ -5,13 +5,12 @@ import gzip
 import numpy as np
 import pytest
 
-import data.mnist
-from data import load_dataset
+from ugvae.data import load_dataset, mnist
 
 
 @pytest.mark.slow
 def test_offline_fallback_is_stratified_and_announced(tmp_path, monkeypatch):
-    monkeypatch.setattr(data.mnist, "download_mnist_like", lambda *args, **kwargs: None)
+    monkeypatch.setattr(mnist, "download_mnist_like", lambda *args, **kwargs: None)
     train = load_dataset("mnist", data_dir=str(tmp_path))
     test = load_dataset("mnist", split="test", data_dir=str(tmp_path))
     assert (len(train), len(test)) == (4000, 1000)

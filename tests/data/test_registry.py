@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from data import DATASETS, DataError, ImageSet, load_dataset
-from data.fashion_mnist import DEBIAN_DIR
+from ugvae.data import DATASETS, DataError, ImageSet, load_dataset
+from ugvae.data.fashion_mnist import DEBIAN_DIR
 
 
 def test_unknown_name_lists_every_dataset():

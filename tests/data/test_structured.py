@@ -3,7 +3,14 @@
 import pytest
 import torch
 
-from data import STRUCTURED_RULES, DataError, attribute_groups, mixed_class_groups, rule_classes, structured_groups
+from ugvae.data import (
+    STRUCTURED_RULES,
+    DataError,
+    attribute_groups,
+    mixed_class_groups,
+    rule_classes,
+    structured_groups,
+)
 
 LABELS = torch.arange(500) % 10
 

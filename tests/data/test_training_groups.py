@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from data import DataError, ImageSet, training_groups
-from data.training_groups import ClusterGroups, FixedGroups, parse_mix, parse_spec, rounded_counts
+from ugvae.data import DataError, ImageSet, training_groups
+from ugvae.data.training_groups import ClusterGroups, FixedGroups, parse_mix, parse_spec, rounded_counts
 
 N, C = 2000, 5
 

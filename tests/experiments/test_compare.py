@@ -8,9 +8,9 @@ import shutil
 import matplotlib.pyplot as plt
 import pytest
 
-import run
-from experiments.plotting import save_figure
-from train.atomic import DiskFull
+from ugvae import run
+from ugvae.experiments.plotting import save_figure
+from ugvae.train.atomic import DiskFull
 
 from .conftest import tiny_train
 

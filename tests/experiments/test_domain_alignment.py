@@ -7,10 +7,10 @@ import os
 import pytest
 import torch
 
-from experiments import domain_alignment
-from model import ModelConfig
 from tests.data.test_domains import write_domain
-from train import RunError, TrainConfig, build, load_run, train
+from ugvae.experiments import domain_alignment
+from ugvae.model import ModelConfig
+from ugvae.train import RunError, TrainConfig, build, load_run, train
 
 TINY = dict(z_dim=2, beta_dim=2, K=3, hidden=16)
 

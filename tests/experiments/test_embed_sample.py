@@ -7,13 +7,13 @@ import pytest
 import torch
 from PIL import Image
 
-import run
-from data import to_unit_float
-from data.folder import read_images
-from experiments.embed import folder_groups
-from guide import check_images
 from tests.experiments.conftest import tiny_train
-from train import load_run
+from ugvae import run
+from ugvae.data import to_unit_float
+from ugvae.data.folder import read_images
+from ugvae.experiments.embed import folder_groups
+from ugvae.guide import check_images
+from ugvae.train import load_run
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +92,7 @@ def test_embed_cuts_a_flat_folder_and_a_split_into_groups_of_b(ugvae_run, tmp_pa
     n = len(e["sample_index"])  # synthetic:200 has 40 test images: groups of 7 and a last one of 5
     assert n == 40 and list(e["group_size"]) == [7] * 5 + [5] and list(e["sample_index"]) == list(range(n))
     assert e["group_source"][-1] == "test[35:40]" and e["sample_name"][3] == "test[3]"
-    from data import load_dataset
+    from ugvae.data import load_dataset
 
     model, guide, config = load_run(ugvae_run)
     test = load_dataset(config.train_cfg.dataset, "test")

@@ -11,13 +11,13 @@ import torch
 from pyro.infer import TraceEnum_ELBO
 from torch.distributions import Normal
 
-import run
-from data import fixed_groups, load_dataset
-from experiments.evaluate import clustering_accuracy, evaluate_run, iwae_bounds
-from guide import GUIDES
-from model import ModelConfig
-from model.likelihood import pixel_distribution
-from train import TrainConfig, build, load_run, train
+from ugvae import run
+from ugvae.data import fixed_groups, load_dataset
+from ugvae.experiments.evaluate import clustering_accuracy, evaluate_run, iwae_bounds
+from ugvae.guide import GUIDES
+from ugvae.model import ModelConfig
+from ugvae.model.likelihood import pixel_distribution
+from ugvae.train import TrainConfig, build, load_run, train
 
 pytestmark = pytest.mark.filterwarnings("ignore:TraceEnum_ELBO found no sample sites")
 

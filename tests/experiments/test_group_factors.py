@@ -5,9 +5,9 @@ import os
 
 import pytest
 
-from data import DataError
-from experiments import group_factors
 from tests.experiments.conftest import run_cli, tiny_train
+from ugvae.data import DataError
+from ugvae.experiments import group_factors
 
 ARGS = ["--group-sizes", "8", "4", "--groups", "20", "--pairs", "6", "--untrained-seeds", "2"]
 

@@ -7,12 +7,12 @@ import pytest
 import torch
 from PIL import Image
 
-from data import load_dataset
-from experiments import interpolation
-from guide import Guide
-from model import UGVAEModel
 from tests.experiments.conftest import run_cli, tiny_train
-from train import RunError
+from ugvae.data import load_dataset
+from ugvae.experiments import interpolation
+from ugvae.guide import Guide
+from ugvae.model import UGVAEModel
+from ugvae.train import RunError
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +41,7 @@ def test_rows_move_beta_diagonally_and_columns_move_z_around_the_cluster_mean(ti
 
 
 def test_posterior_centre_shifts_the_rows_to_the_mean_of_q_beta(tiny_run):
-    from run import load_run
+    from ugvae import load_run
 
     model, guide, config = load_run(tiny_run)
     images = load_dataset(config["train"].dataset, "test").images

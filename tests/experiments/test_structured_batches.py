@@ -8,13 +8,13 @@ import pytest
 import torch
 from PIL import Image
 
-from data import DataError, ImageSet, load_dataset
-from experiments import structured_batches
-from experiments.group_features import group_posterior, posterior_samples, svm_accuracies
-from guide import Guide
-from model import ModelConfig
 from tests.experiments.conftest import run_cli, tiny_train
-from train import RunError
+from ugvae.data import DataError, ImageSet, load_dataset
+from ugvae.experiments import structured_batches
+from ugvae.experiments.group_features import group_posterior, posterior_samples, svm_accuracies
+from ugvae.guide import Guide
+from ugvae.model import ModelConfig
+from ugvae.train import RunError
 
 SIZES = [6, 3]
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 from pyro import poutine
 
-from guide import GUIDES, GlobalPosterior, LocalPosterior, build
+from ugvae.guide import GUIDES, GlobalPosterior, LocalPosterior, build
 
 PAIRS = sorted(GUIDES)
 

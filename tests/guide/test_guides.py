@@ -8,9 +8,9 @@ from pyro import poutine
 from pyro.infer import SVI, TraceEnum_ELBO
 from pyro.optim import Adam
 
-from guide import GUIDES, BetaFromXGuide, MeanFieldGuide, MLVAEGuide, UGVAEGuide, build
-from model import MODELS
-from model.networks import product_of_gaussians
+from ugvae.guide import GUIDES, BetaFromXGuide, MeanFieldGuide, MLVAEGuide, UGVAEGuide, build
+from ugvae.model import MODELS
+from ugvae.model.networks import product_of_gaussians
 
 pytestmark = pytest.mark.filterwarnings("ignore:TraceEnum_ELBO found no sample sites")
 

@@ -1,7 +1,7 @@
 import torch
 
-from guide import UGVAEGuide
-from model.networks import product_of_gaussians
+from ugvae.guide import UGVAEGuide
+from ugvae.model.networks import product_of_gaussians
 
 
 def test_global_posterior_is_the_product_of_per_sample_factors(tiny_cfg):

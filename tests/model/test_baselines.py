@@ -9,8 +9,8 @@ import torch.nn.functional as F
 from pyro import poutine
 from pyro.infer import TraceEnum_ELBO, TraceMeanField_ELBO
 
-from guide import GMVAEGuide, MLVAEGuide, VAEGuide
-from model import GMVAEModel, MLVAEModel, ModelConfig, VAEModel
+from ugvae.guide import GMVAEGuide, MLVAEGuide, VAEGuide
+from ugvae.model import GMVAEModel, MLVAEModel, ModelConfig, VAEModel
 
 G, B = 3, 5
 # The baselines without d train with TraceEnum_ELBO like the rest, which warns that nothing is enumerated.

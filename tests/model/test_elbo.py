@@ -12,8 +12,8 @@ from pyro import poutine
 from pyro.infer import Trace_ELBO, TraceEnum_ELBO
 from torch.distributions import Normal
 
-from guide import UGVAEGuide
-from model import ModelConfig, UGVAEModel
+from ugvae.guide import UGVAEGuide
+from ugvae.model import ModelConfig, UGVAEModel
 
 
 def closed_form_elbo(model, guide, x, z, beta):

@@ -1,8 +1,8 @@
 import torch
 from torch import nn
 
-from model import ModelConfig
-from model.networks import ClusterPrior, Decoder, ImageFeatures, concat_latents, product_of_gaussians
+from ugvae.model import ModelConfig
+from ugvae.model.networks import ClusterPrior, Decoder, ImageFeatures, concat_latents, product_of_gaussians
 
 
 def test_cluster_prior_equals_k_separate_networks():

@@ -3,8 +3,8 @@ import torch
 from pyro import poutine
 from pyro.infer import TraceEnum_ELBO
 
-from guide import UGVAEGuide
-from model import ModelConfig, UGVAEModel
+from ugvae.guide import UGVAEGuide
+from ugvae.model import ModelConfig, UGVAEModel
 
 
 def test_site_shapes_and_plates(tiny_cfg):

@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 import torch
 
-import run
-from model import ModelConfig
-from train import RunError, TrainConfig, load_run, train
-from train.atomic import DiskFull, write_json
-from train.checkpoints import (
+from ugvae import run
+from ugvae.model import ModelConfig
+from ugvae.train import RunError, TrainConfig, load_run, train
+from ugvae.train.atomic import DiskFull, write_json
+from ugvae.train.checkpoints import (
     CHECKPOINT_KEYS,
     latest_checkpoint,
     list_checkpoints,
@@ -30,8 +30,8 @@ from train.checkpoints import (
     save_checkpoint,
     set_rng_state,
 )
-from train.metrics import read_metrics
-from train.rundir import new_run_dir
+from ugvae.train.metrics import read_metrics
+from ugvae.train.rundir import new_run_dir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -39,7 +39,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 DIE_WHILE_WRITING = textwrap.dedent("""
     import io, os, signal, sys
     import torch
-    from train import checkpoints as runs
+    from ugvae.train import checkpoints as runs
 
     def payload(step):
         ckpt = {key: None for key in runs.CHECKPOINT_KEYS}
@@ -102,7 +102,7 @@ def test_an_exception_while_writing_removes_the_temporary_file(tmp_path, monkeyp
         f.write(b"half a checkpoint")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("train.checkpoints.torch.save", interrupted)
+    monkeypatch.setattr("ugvae.train.checkpoints.torch.save", interrupted)
     with pytest.raises(KeyboardInterrupt):
         save_checkpoint(str(tmp_path), 2, fake_payload(2), keep=3)
     assert os.listdir(tmp_path / "checkpoints") == ["step-000000001.pt"]
@@ -309,7 +309,7 @@ def test_a_full_disk_while_saving_keeps_the_older_checkpoints(tmp_path, monkeypa
         f.write(b"x" * 100)
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr("train.checkpoints.torch.save", disk_fills)
+    monkeypatch.setattr("ugvae.train.checkpoints.torch.save", disk_fills)
     with pytest.raises(DiskFull, match=r"no space left on the device to write .*step-000000002.pt .* bytes are free"):
         save_checkpoint(str(tmp_path), 2, fake_payload(2), keep=1)
     assert os.listdir(tmp_path / "checkpoints") == ["step-000000001.pt"]

@@ -7,12 +7,12 @@ import os
 import pytest
 import torch
 
-from data import ImageSet
-from guide import build
-from model import ModelConfig
-from train import TrainConfig, train
-from train.diagnostics import beta_diagnostics, beta_information, beta_spread, cluster_assignments
-from train.metrics import METRIC_FIELDS
+from ugvae.data import ImageSet
+from ugvae.guide import build
+from ugvae.model import ModelConfig
+from ugvae.train import TrainConfig, train
+from ugvae.train.diagnostics import beta_diagnostics, beta_information, beta_spread, cluster_assignments
+from ugvae.train.metrics import METRIC_FIELDS
 
 
 def test_an_ignored_beta_carries_no_information_and_pays_only_marginal_kl():

@@ -7,11 +7,11 @@ import pytest
 import torch
 from pyro.infer.util import is_validation_enabled
 
-import run
-from model import ModelConfig
-from train import TrainConfig, TrainingDiverged, load_run
-from train.checkpoints import latest_checkpoint
-from train.loop import Trainer
+from ugvae import run
+from ugvae.model import ModelConfig
+from ugvae.train import TrainConfig, TrainingDiverged, load_run
+from ugvae.train.checkpoints import latest_checkpoint
+from ugvae.train.loop import Trainer
 
 TINY_MODEL = ["--hidden", "16", "--z-dim", "2", "--beta-dim", "2", "--K", "3"]
 

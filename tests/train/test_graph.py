@@ -4,11 +4,11 @@ import pyro
 import pytest
 import torch
 
-import run
-from model import ModelConfig
-from train import TrainConfig
-from train.graph import CapturedStep, GraphNeedsCUDA
-from train.loop import Trainer
+from ugvae import run
+from ugvae.model import ModelConfig
+from ugvae.train import TrainConfig
+from ugvae.train.graph import CapturedStep, GraphNeedsCUDA
+from ugvae.train.loop import Trainer
 
 FIX = "use --device cuda, or drop --graph"
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")

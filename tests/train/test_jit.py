@@ -8,9 +8,9 @@ import pyro
 import pytest
 import torch
 
-from guide import UGVAEGuide
-from model import ModelConfig, UGVAEModel
-from train import TrainConfig, make_elbo, train
+from ugvae.guide import UGVAEGuide
+from ugvae.model import ModelConfig, UGVAEModel
+from ugvae.train import TrainConfig, make_elbo, train
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.trace` is deprecated:FutureWarning")
 

@@ -11,15 +11,15 @@ pytest.importorskip("lightning")
 
 from lightning.pytorch import Callback  # noqa: E402
 
-from data import RandomGroups, load_dataset  # noqa: E402
-from model import ModelConfig  # noqa: E402
 from tests.conftest import logged  # noqa: E402
-from train import build, load_run  # noqa: E402
-from train.checkpoints import list_checkpoints  # noqa: E402
-from train.config import LaunchConfig, TrainConfig  # noqa: E402
-from train.elbo import make_elbo  # noqa: E402
-from train.lightning import fit_lightning  # noqa: E402
-from train.metrics import read_metrics  # noqa: E402
+from ugvae.data import RandomGroups, load_dataset  # noqa: E402
+from ugvae.model import ModelConfig  # noqa: E402
+from ugvae.train import build, load_run  # noqa: E402
+from ugvae.train.checkpoints import list_checkpoints  # noqa: E402
+from ugvae.train.config import LaunchConfig, TrainConfig  # noqa: E402
+from ugvae.train.elbo import make_elbo  # noqa: E402
+from ugvae.train.lightning import fit_lightning  # noqa: E402
+from ugvae.train.metrics import read_metrics  # noqa: E402
 
 pytestmark = pytest.mark.slow  # every test here trains or spawns processes
 

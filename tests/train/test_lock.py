@@ -8,15 +8,15 @@ import textwrap
 
 import pytest
 
-import run
-from model import ModelConfig
-from train import TrainConfig, train
-from train.lock import RunLocked, run_lock
+from ugvae import run
+from ugvae.model import ModelConfig
+from ugvae.train import TrainConfig, train
+from ugvae.train.lock import RunLocked, run_lock
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HOLD_LOCK = textwrap.dedent("""
     import sys, time
-    from train.lock import run_lock
+    from ugvae.train.lock import run_lock
 
     with run_lock(sys.argv[1]):
         print("locked", flush=True)

@@ -8,13 +8,13 @@ from dataclasses import replace
 
 import pytest
 
-import run
-from model import ModelConfig
 from tests.conftest import checkpoint_steps, logged, signal_training, tiny_flags
-from train import RunError, TrainConfig, train
-from train.checkpoints import list_checkpoints
-from train.loop import resume
-from train.metrics import MetricsLog, read_metrics
+from ugvae import run
+from ugvae.model import ModelConfig
+from ugvae.train import RunError, TrainConfig, train
+from ugvae.train.checkpoints import list_checkpoints
+from ugvae.train.loop import resume
+from ugvae.train.metrics import MetricsLog, read_metrics
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # 25 steps per epoch, 100 in all: long enough to be killed mid-run, a second or two to train.
@@ -92,7 +92,7 @@ def test_metrics_truncation_drops_later_and_torn_rows(tmp_path):
 
 
 def test_ctrl_c_says_which_run_to_resume_from_which_step(tmp_path, capsys, monkeypatch, one_thread):
-    from train.loop import Trainer
+    from ugvae.train.loop import Trainer
 
     real_step, calls = Trainer.train_step, []
 

@@ -9,13 +9,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-import run
-from model import ModelConfig
 from tests.conftest import logged, signal_training
 from tests.train.test_resume import TINY_RUN
-from train import TrainConfig, train
-from train.checkpoints import latest_checkpoint, list_checkpoints
-from train.loop import resume
+from ugvae import run
+from ugvae.model import ModelConfig
+from ugvae.train import TrainConfig, train
+from ugvae.train.checkpoints import latest_checkpoint, list_checkpoints
+from ugvae.train.loop import resume
 
 CLUSTER_RUN = [*TINY_RUN, "--groups", "clusters:0.3", "--group-warmup", "1"]
 

@@ -7,8 +7,8 @@ import os
 import pytest
 from PIL import Image
 
-import run
-from train.metrics import read_metrics
+from ugvae import run
+from ugvae.train.metrics import read_metrics
 
 pytestmark = pytest.mark.slow  # every test here trains or spawns processes
 
@@ -57,7 +57,7 @@ def test_test_elbo_improves_every_epoch_and_usage_is_logged(mnist_run):
 
 
 def test_load_run_restores_the_trained_weights(mnist_run):
-    from run import load_run
+    from ugvae import load_run
 
     model, guide, config = load_run(mnist_run)
     assert config["train"].dataset == "mnist" and config["model"].K == 10

@@ -1,6 +1,6 @@
 """Datasets as uint8 ImageSets (torchvision, offline fallbacks, image folders, mixed domains) and samplers of groups."""
 
-from .errors import DataError
+from ..errors import DataError
 from .groups import MixedGroups, RandomGroups, fixed_groups
 from .imageset import ImageSet, to_unit_float
 from .registry import DATASETS, load_dataset

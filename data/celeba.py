@@ -7,8 +7,9 @@ from pathlib import Path
 
 import torch
 
+from ..errors import DataError
+from ..files import atomic_write
 from .download import quiet_network
-from .errors import DataError
 from .imageset import ImageSet
 
 DEFAULT_SIZE = 64
@@ -28,8 +29,6 @@ def load(split: str, data_dir: Path, image_size: int | None) -> ImageSet:
     if stored is not None:
         images, attributes, names = stored["images"], stored["attributes"], stored["attribute_names"]
     else:
-        from ..train.atomic import atomic_write  # here: train imports data
-
         images, attributes, names = decode(open_torchvision(split, data_dir, size))
         stored = {"images": images, "attributes": attributes, "attribute_names": names}
         try:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..errors import DataError
 from .download import download_mnist_like
-from .errors import DataError
 from .idx import find_idx_pair, load_idx_pair
 from .imageset import ImageSet
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import DataError
+from ..errors import DataError
 from .imageset import ImageSet, empty_images
 
 EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}

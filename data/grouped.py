@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .errors import DataError
+from ..errors import DataError
 from .imageset import ImageSet
 
 GROUP_SIZE = 32

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from .errors import DataError
+from ..errors import DataError
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import DataError
+from ..errors import DataError
 
 IDX_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),

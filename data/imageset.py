@@ -9,7 +9,7 @@ from dataclasses import dataclass, field, replace
 import torch
 import torch.nn.functional as F
 
-from .errors import DataError
+from ..errors import DataError
 
 
 @dataclass

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .errors import DataError
+from ..errors import DataError
 from .imageset import ImageSet, shape_text, to_channels
 
 

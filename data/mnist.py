@@ -7,8 +7,8 @@ from pathlib import Path
 
 import torch
 
+from ..errors import DataError
 from .download import download_mnist_like
-from .errors import DataError
 from .idx import find_idx_pair, load_idx_pair
 from .imageset import ImageSet, stratified_split
 

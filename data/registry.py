@@ -5,8 +5,8 @@ from __future__ import annotations
 import inspect
 from pathlib import Path
 
+from ..errors import DataError
 from . import celeba, digits, fashion_mnist, folder, grouped, mnist, synthetic
-from .errors import DataError
 from .imageset import ImageSet, resize_images
 from .mixing import mix
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .errors import DataError
+from ..errors import DataError
 
 STRUCTURED_RULES = {
     "mnist": {"even": [0, 2, 4, 6, 8], "odd": [1, 3, 5, 7, 9], "fibonacci": [0, 1, 2, 3, 5, 8], "prime": [2, 3, 5, 7]},

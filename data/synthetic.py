@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from .errors import DataError
+from ..errors import DataError
 from .imageset import ImageSet, check_fits
 
 SIDE = 28

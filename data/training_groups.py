@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .errors import DataError
+from ..errors import DataError
 from .groups import MixedGroups, RandomGroups, _Steps, check_positive
 from .imageset import ImageSet
 

@@ -24,9 +24,9 @@ import os
 
 import torch
 
+from ..files import atomic_write_text
 from ..guide import default_guide
 from ..train import RunError
-from ..train.atomic import atomic_write_text
 from ..train.checkpoints import list_checkpoints
 from ..train.rundir import load_config
 from .evaluate import evaluate_run, mean_and_stderr

@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from torchvision.utils import make_grid  # noqa: E402
 
-from ..train.atomic import atomic_write, write_json  # noqa: E402
+from ..files import atomic_write, write_json  # noqa: E402
 
 
 def image_grid(images: torch.Tensor, nrow: int, pad: int = 1) -> torch.Tensor:

@@ -22,8 +22,8 @@ import torch
 from sklearn.manifold import TSNE
 
 from ..data import STRUCTURED_RULES, DataError, ImageSet, load_dataset, mixed_class_groups, structured_groups
+from ..files import atomic_write_text
 from ..train import RunError, load_run
-from ..train.atomic import atomic_write_text
 from .group_features import (
     guide_features,
     local_code_features,

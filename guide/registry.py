@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..errors import UnknownName
 from ..model import MODELS, ModelConfig
 from .base import Guide
 from .beta_from_x import BetaFromXGuide
@@ -20,10 +21,6 @@ GUIDES: dict[tuple[str, str], type[Guide]] = {
     ("gmvae", "structured"): GMVAEGuide,
     ("mlvae", "accumulated-evidence"): MLVAEGuide,
 }
-
-
-class UnknownName(ValueError):
-    """A model or guide name that is not registered; the message lists the choices."""
 
 
 def check_model(model_name: str) -> None:

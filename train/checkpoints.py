@@ -31,10 +31,10 @@ import warnings
 import numpy as np
 import torch
 
+from ..errors import CheckpointError, RunError
+from ..files import atomic_write
 from ..model import ModelConfig
-from .atomic import atomic_write
 from .config import TrainConfig
-from .errors import RunError
 
 CHECKPOINT_VERSION = 3  # 3: RNG states as tensors and lists, run_id; 2: version key; 1: none
 
@@ -141,14 +141,6 @@ def rotate(run_dir: str, keep: int, run_id: str | None = None, known_good: str |
         good += 1
         if good > keep:
             os.remove(path)
-
-
-class CheckpointError(RunError):
-    """A file in checkpoints/ that is not a usable checkpoint of this run; `reason` says why."""
-
-    def __init__(self, path: str, reason: str, fix: str = "delete it to fall back to the previous one"):
-        super().__init__(f"checkpoint {path} {reason}; {fix}")
-        self.path, self.reason = path, reason
 
 
 def notice(message: str):

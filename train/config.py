@@ -12,9 +12,8 @@ from dataclasses import asdict, dataclass, fields
 
 import torch
 
-from ..data.errors import DataError
 from ..data.training_groups import parse_mix, parse_spec
-from .errors import RunError
+from ..errors import DataError, RunError
 
 
 @dataclass

@@ -29,13 +29,13 @@ import torch
 from tqdm.auto import tqdm
 
 from ..data import ImageSet, fixed_groups, load_dataset, own_groups, training_groups
+from ..errors import RunError, TrainingDiverged, TrainingInterrupted, TrainingTerminated
+from ..files import write_json
 from ..guide import Guide, build, default_guide
 from ..model import ModelConfig
-from .atomic import write_json
 from .checkpoints import CHECKPOINT_VERSION, check_compatible, rng_state, save_checkpoint, set_rng_state
 from .config import TrainConfig
 from .diagnostics import beta_diagnostics, cluster_assignments
-from .errors import RunError, TrainingDiverged, TrainingInterrupted, TrainingTerminated
 from .metrics import MetricsLog, test_metrics
 
 # torch.distributions' validation message for a parameter outside its constraint.

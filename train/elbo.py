@@ -37,16 +37,13 @@ from pyro.distributions.util import is_identically_zero
 from pyro.infer import JitTraceEnum_ELBO, TraceEnum_ELBO
 from pyro.infer.elbo import ELBOModule
 
+from ..errors import UnsupportedStructure
 from ..guide import GUIDES
 from ..model import MODELS
 
 # Models without a discrete site (VAE, ML-VAE) share the loss: for them TraceEnum_ELBO is
 # Trace_ELBO, and its warning that nothing is enumerated is expected.
 warnings.filterwarnings("ignore", message="TraceEnum_ELBO found no sample sites configured for enumeration")
-
-
-class UnsupportedStructure(ValueError):
-    """A model/guide pair outside what SyncFreeTraceEnum_ELBO assembles; the message names the site."""
 
 
 def _ordinal(site) -> frozenset:

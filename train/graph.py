@@ -24,9 +24,7 @@ import torch
 from pyro.infer.util import is_validation_enabled
 from torch.overrides import TorchFunctionMode
 
-
-class GraphNeedsCUDA(ValueError):
-    """A captured step asked for off a GPU; the message names the fix."""
+from ..errors import GraphNeedsCUDA
 
 
 class _ScalarsByFill(TorchFunctionMode):

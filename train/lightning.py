@@ -25,12 +25,12 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..data import to_unit_float
+from ..errors import RunError
 from ..model import ModelConfig
 from .checkpoints import latest_checkpoint
 from .config import LaunchConfig, TrainConfig
 from .core import RunBook, RunSetup, run_sampler, setup_run
 from .elbo import make_elbo
-from .errors import RunError
 from .lock import run_lock
 from .rundir import load_config, new_run_dir, save_config
 

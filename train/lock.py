@@ -13,16 +13,12 @@ import contextlib
 import fcntl
 import os
 
-from .errors import RunError
+from ..errors import RunLocked
 
 LOCK_NAME = ".lock"
 # realpath of a run directory -> [open lock file, depth]: flock is per open file, so a second
 # open in this process would block on the first.
 _held: dict[str, list] = {}
-
-
-class RunLocked(RunError):
-    """Another process is writing into the run directory."""
 
 
 @contextlib.contextmanager

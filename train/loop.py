@@ -24,13 +24,13 @@ import torch
 from tqdm.auto import tqdm
 
 from ..data import to_unit_float
+from ..errors import RunError, TrainingInterrupted
 from ..model import ModelConfig
 from .checkpoints import latest_checkpoint
 from .config import TrainConfig, resolve_device
 from .core import RunBook, run_sampler, setup_run
 from .diagnostics import inactive_beta_message
 from .elbo import make_elbo
-from .errors import RunError, TrainingInterrupted
 from .graph import CapturedStep
 from .lock import run_lock
 from .rundir import claim_run_dir, load_config, new_run_dir, save_config

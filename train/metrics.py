@@ -17,8 +17,8 @@ import torch
 from pyro.infer import TraceEnum_ELBO
 
 from ..data import to_unit_float
-from .atomic import atomic_write_bytes, disk_full
-from .errors import RunError
+from ..errors import RunError
+from ..files import atomic_write_bytes, disk_full
 
 METRIC_FIELDS = [
     "step",

@@ -17,12 +17,12 @@ import re
 import uuid
 from dataclasses import dataclass
 
+from ..errors import RunError
+from ..files import write_json
 from ..guide import Guide, build, default_guide
 from ..model import ModelConfig
-from .atomic import write_json
 from .checkpoints import check_compatible, latest_checkpoint
 from .config import TrainConfig, resolve_device
-from .errors import RunError
 
 
 def new_output_dir(parent: str, name: str) -> str:

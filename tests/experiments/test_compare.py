@@ -10,7 +10,7 @@ import pytest
 
 from ugvae import run
 from ugvae.experiments.plotting import save_figure
-from ugvae.train.atomic import DiskFull
+from ugvae.files import DiskFull
 
 from .conftest import tiny_train
 

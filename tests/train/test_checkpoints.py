@@ -18,9 +18,9 @@ import pytest
 import torch
 
 from ugvae import run
+from ugvae.files import DiskFull, write_json
 from ugvae.model import ModelConfig
 from ugvae.train import RunError, TrainConfig, load_run, train
-from ugvae.train.atomic import DiskFull, write_json
 from ugvae.train.checkpoints import (
     CHECKPOINT_KEYS,
     latest_checkpoint,

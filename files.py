@@ -1,4 +1,4 @@
-"""Atomic file writes: every file a run holds is whole, old or new, whatever happens mid-write.
+"""Atomic file writes: every file ugvae writes is whole, old or new, whatever happens mid-write.
 
 A file is written to a temporary name in its own folder, flushed to disk and renamed over the
 old one (a rename is atomic on POSIX), so a kill or power cut at any moment leaves either the old
@@ -14,11 +14,7 @@ import io
 import json
 import os
 
-from .errors import RunError
-
-
-class DiskFull(RunError):
-    """A file could not be written for lack of space; the older version of it is intact."""
+from .errors import DiskFull
 
 
 def atomic_write(path: str, write) -> None:

@@ -147,6 +147,12 @@ def add_train_arguments(p: argparse.ArgumentParser):
         help="p(d | beta): uniform (eq. 4) or global, softmax(A beta + b) (an extension of the paper)",
     )
     g.add_argument("--arch", choices=ARCHS, default=m.arch, help="mlp, conv (64x64), or auto from the image size")
+    g.add_argument(
+        "--decoder-film",
+        action=argparse.BooleanOptionalAction,
+        default=m.decoder_film,
+        help="UG-VAE: beta also modulates the decoder's hidden layer (FiLM), an extension of the paper",
+    )
     g = p.add_argument_group("training")
     g.add_argument(
         "--epochs", type=int, default=d.epochs, help="passes over the training set (with --resume: the new total)"
@@ -175,6 +181,19 @@ def add_train_arguments(p: argparse.ArgumentParser):
     )
     g.add_argument("--graph", action="store_true", help="replay the whole step as one CUDA graph (needs cuda)")
     g.add_argument("--clip-norm", type=float, default=None, help="clip the gradient norm to this value")
+    g.add_argument(
+        "--local-kl-weight",
+        type=float,
+        default=d.local_kl_weight,
+        help="weight lambda on the KL of z and d in the training objective (1: the ELBO)",
+    )
+    g.add_argument(
+        "--leave-one-out",
+        action=argparse.BooleanOptionalAction,
+        default=d.leave_one_out,
+        help="UG-VAE: decode each sample with beta inferred from the other members of its group (the bound is in "
+        "train/elbo.py)",
+    )
     g.add_argument("--log-every", type=int, default=d.log_every, help="steps between logged losses")
     g.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every, help="steps between checkpoints")
     g.add_argument("--keep-checkpoints", type=int, default=d.keep_checkpoints, help="how many checkpoints to keep")

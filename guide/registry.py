@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from ..errors import UnknownName
 from ..model import MODELS, ModelConfig
+from .attention import AttentionGuide
 from .base import Guide
 from .beta_from_x import BetaFromXGuide
 from .gmvae import GMVAEGuide
 from .mean_field import MeanFieldGuide
 from .mlvae import MLVAEGuide
+from .set_mix import SetMixGuide
 from .ugvae import UGVAEGuide
 from .vae import VAEGuide
 
@@ -17,6 +19,8 @@ GUIDES: dict[tuple[str, str], type[Guide]] = {
     ("ugvae", "structured"): UGVAEGuide,
     ("ugvae", "beta-from-x"): BetaFromXGuide,
     ("ugvae", "mean-field"): MeanFieldGuide,
+    ("ugvae", "attention"): AttentionGuide,
+    ("ugvae", "set-mix"): SetMixGuide,
     ("vae", "gaussian"): VAEGuide,
     ("gmvae", "structured"): GMVAEGuide,
     ("mlvae", "accumulated-evidence"): MLVAEGuide,

@@ -12,7 +12,13 @@ parallel, so TraceEnum_ELBO sums the local ELBO over d_i exactly (eq. 10-11). Si
 are those documented in `model/ugvae.py`.
 
 Ablations subclass this guide and switch `cluster_reads_z` (q(d | z) or q(d | x)) or
-`global_reads_pi` (whether each factor of q(beta | .) reads pi(z_i)); see `guide/mean_field.py`.
+`global_reads_pi` (whether each factor of q(beta | .) reads pi(z_i)); see `guide/mean_field.py`,
+or replace `global_params` (how the set is pooled; see `guide/attention.py`).
+
+`leave_one_out=True` gives each sample i its own beta_i ~ q(beta | X without x_i, Z without
+z_i), the product of eq. 9 over j != i, in the samples plate with its log-density scaled by
+1/B: the guide of the leave-one-out bound (train/elbo.py), paired with the model's
+`leave_one_out=True`.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from __future__ import annotations
 import pyro
 import pyro.distributions as dist
 import torch
+from pyro import poutine
 
 from ..model.config import ModelConfig
 from ..model.networks import (
@@ -46,12 +53,13 @@ class UGVAEGuide(Guide):
     def cluster_probs(self, h: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         return self.cluster_posterior(z if self.cluster_reads_z else h)
 
-    def global_params(self, h: torch.Tensor, pi: torch.Tensor):
-        """loc, scale of q(beta | X, Z), each (..., G, beta_dim), from (..., G, B, .) inputs."""
+    def global_params(self, h: torch.Tensor, pi: torch.Tensor, leave_one_out: bool = False):
+        """loc, scale of q(beta | X, Z), each (..., G, beta_dim), from (..., G, B, .) inputs;
+        with `leave_one_out`, (..., G, B, beta_dim): row i from the members j != i."""
         # pi may carry a particle dim that h lacks, hence the broadcasting concat.
-        return self.global_encoder(concat_latents(h, pi) if self.global_reads_pi else h)
+        return self.global_encoder(concat_latents(h, pi) if self.global_reads_pi else h, leave_one_out)
 
-    def forward(self, x: torch.Tensor):
+    def forward(self, x: torch.Tensor, leave_one_out: bool = False):
         G, B = x.shape[:2]
         h, z_loc, z_scale = self.encode(x)
         samples = pyro.plate("samples", B, dim=-1)
@@ -59,11 +67,12 @@ class UGVAEGuide(Guide):
             with samples:
                 z = pyro.sample("z", dist.Normal(z_loc, z_scale).to_event(1))
             pi = self.cluster_probs(h, z)
-            beta_loc, beta_scale = self.global_params(h, pi)
-            pyro.sample(
-                "beta",
-                dist.Normal(beta_loc.unsqueeze(-2), beta_scale.unsqueeze(-2)).to_event(1),
-            )
+            beta_loc, beta_scale = self.global_params(h, pi, leave_one_out)
+            if leave_one_out:
+                with samples, poutine.scale(scale=1.0 / B):
+                    pyro.sample("beta", dist.Normal(beta_loc, beta_scale).to_event(1))
+            else:
+                pyro.sample("beta", dist.Normal(beta_loc.unsqueeze(-2), beta_scale.unsqueeze(-2)).to_event(1))
             with samples:
                 pyro.sample("d", dist.Categorical(probs=pi), infer={"enumerate": "parallel"})
 

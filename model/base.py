@@ -15,3 +15,5 @@ from pyro.nn import PyroModule
 class GenerativeModel(PyroModule):
     has_global_latent: ClassVar[bool] = False
     has_mixture: ClassVar[bool] = False
+    # forward(..., leave_one_out=True): beta per member, for the leave-one-out bound (train/elbo.py)
+    has_leave_one_out: ClassVar[bool] = False

@@ -30,6 +30,9 @@ class ModelConfig:
     var_x: float = 0.1
     arch: str = "auto"
     cluster_weights: str = "uniform"
+    # UG-VAE's decoder reads [z, beta]; True also modulates its hidden layer by beta (FiLM), an
+    # extension of the paper (model/networks.py's Decoder).
+    decoder_film: bool = False
 
     def __post_init__(self):
         # Checked before any comparison: a config.json with "K": "3" or "var_x": null says so.
@@ -67,6 +70,8 @@ class ModelConfig:
                 f"the conv architecture takes 64x64 images, got {self.x_shape}; "
                 "resize with --image-size 64 or use --arch mlp"
             )
+        if not isinstance(self.decoder_film, bool):
+            problems.append(f"decoder_film must be true or false, got {self.decoder_film!r}")
         if problems:
             raise ValueError("; ".join(problems))
 

@@ -68,15 +68,33 @@ class GaussianHead(nn.Module):
         return loc, torch.exp(0.5 * log_var)
 
 
-def product_of_gaussians(loc: torch.Tensor, scale: torch.Tensor, dim: int = -2):
+def product_of_gaussians(loc: torch.Tensor, scale: torch.Tensor, dim: int = -2, weights: torch.Tensor | None = None):
     """Eq. 9: the normalised product of diagonal Gaussians along `dim`.
 
-    Precisions add; the mean is the precision-weighted mean of the factors' means.
+    Precisions add; the mean is the precision-weighted mean of the factors' means. `weights`
+    (broadcast to loc) multiply the factors' precisions: a weight of 0 leaves a factor out.
     """
     precision = scale.pow(-2)
+    if weights is not None:
+        precision = precision * weights
     total = precision.sum(dim)
     loc = (precision * loc).sum(dim) / total
     return loc, total.rsqrt()
+
+
+def others(size: int, device=None) -> torch.Tensor:
+    """(size, size) weights 1 - I: row i keeps the members j != i of a set."""
+    return 1.0 - torch.eye(size, device=device)
+
+
+def leave_one_out_product(loc: torch.Tensor, scale: torch.Tensor):
+    """For each member i of a set of factors (..., B, D), eq. 9 over the other members j != i.
+
+    Returns loc, scale (..., B, D). Member i is left out by a weight of 0 on its precision, not
+    by dividing it out of the whole product, which would cancel badly in float32.
+    """
+    mask = others(loc.shape[-2], loc.device).unsqueeze(-1)  # (B_i, B_j, 1)
+    return product_of_gaussians(loc.unsqueeze(-3), scale.unsqueeze(-3), dim=-2, weights=mask)
 
 
 class GroupPosterior(nn.Module):
@@ -90,7 +108,10 @@ class GroupPosterior(nn.Module):
         super().__init__()
         self.per_sample = GaussianHead(in_dim, out_dim)
 
-    def forward(self, h: torch.Tensor):
+    def forward(self, h: torch.Tensor, leave_one_out: bool = False):
+        """loc, scale (..., out_dim); with `leave_one_out`, (..., B, out_dim): member i's over j != i."""
+        if leave_one_out:
+            return leave_one_out_product(*self.per_sample(h))
         return product_of_gaussians(*self.per_sample(h), dim=-2)
 
 
@@ -134,9 +155,14 @@ class ClusterPrior(nn.Module):
 
 
 class Decoder(nn.Module):
-    """Latent (..., in_dim) -> pixel logits (..., C, H, W)."""
+    """Latent (..., in_dim) -> pixel logits (..., C, H, W).
 
-    def __init__(self, cfg: ModelConfig, in_dim: int):
+    With `film_dim` > 0 a conditioning vector c (..., film_dim) also modulates the first hidden
+    layer, FiLM-style (Perez et al., 2018): h -> h * (1 + gamma(c)) + shift(c), gamma and shift
+    linear in c and zero at initialisation, so the decoder starts as the plain one.
+    """
+
+    def __init__(self, cfg: ModelConfig, in_dim: int, film_dim: int = 0):
         super().__init__()
         self.x_shape = cfg.x_shape
         if cfg.resolved_arch == "mlp":
@@ -157,5 +183,16 @@ class Decoder(nn.Module):
                 nn.ConvTranspose2d(32, cfg.x_shape[0], 4, 2, 1),  # -> 64x64
             )
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return _flat_apply(self.net, h, 1).reshape(h.shape[:-1] + self.x_shape)
+        self.film = None
+        if film_dim:
+            self.film = nn.Linear(film_dim, 2 * self.net[0].out_features)
+            nn.init.zeros_(self.film.weight), nn.init.zeros_(self.film.bias)
+
+    def forward(self, h: torch.Tensor, film: torch.Tensor | None = None) -> torch.Tensor:
+        if self.film is None:
+            return _flat_apply(self.net, h, 1).reshape(h.shape[:-1] + self.x_shape)
+        # The first layer and its ReLU (net[:2]) broadcast over leading dims; FiLM's input c may
+        # have fewer of them (beta is per group), so the modulation broadcasts too.
+        gamma, shift = self.film(film).chunk(2, dim=-1)
+        hidden = self.net[:2](h) * (1 + gamma) + shift
+        return _flat_apply(self.net[2:], hidden, 1).reshape(hidden.shape[:-1] + self.x_shape)

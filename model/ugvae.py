@@ -19,7 +19,13 @@ Shapes, for x of shape (G, B, C, H, W) with plates `groups` at dim -2 and `sampl
 
 With cluster_weights="global" (an extension of the paper, not in it) the group's beta also
 sets its cluster proportions, so a group's composition can live in beta; eq. 4's uniform
-weights are the default.
+weights are the default. With decoder_film (also an extension) beta modulates the decoder's
+hidden layer as well as being one of its inputs.
+
+`leave_one_out=True` is the program of the leave-one-out bound (train/elbo.py): each sample
+draws its own beta_i, which the guide infers from the other members of its group, and the
+beta site moves into the samples plate with its log-density scaled by 1/B (beta (G, B),
+event (beta_dim,)). The generative model is the same; only the bound that trains it differs.
 
 Any further dims on the left (particles under `vectorize_particles`) broadcast through.
 """
@@ -29,6 +35,7 @@ from __future__ import annotations
 import pyro
 import pyro.distributions as dist
 import torch
+from pyro import poutine
 from pyro.ops.indexing import Vindex
 from torch import nn
 
@@ -55,12 +62,13 @@ def group_shape(x: torch.Tensor | None, num_groups: int, group_size: int | None)
 class UGVAEModel(GenerativeModel):
     has_global_latent = True
     has_mixture = True
+    has_leave_one_out = True
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
         self.cluster_prior = ClusterPrior(cfg.beta_dim, cfg.z_dim, cfg.K, cfg.hidden)
-        self.decoder = Decoder(cfg, cfg.z_dim + cfg.beta_dim)
+        self.decoder = Decoder(cfg, cfg.z_dim + cfg.beta_dim, film_dim=cfg.beta_dim if cfg.decoder_film else 0)
         self.cluster_weights = nn.Linear(cfg.beta_dim, cfg.K) if cfg.cluster_weights == "global" else None
 
     def cluster_logits(self, beta: torch.Tensor) -> torch.Tensor:
@@ -69,19 +77,29 @@ class UGVAEModel(GenerativeModel):
             return torch.zeros(self.cfg.K, device=beta.device)  # broadcast by the plates, as before
         return self.cluster_weights(beta)
 
-    def forward(self, x=None, *, num_groups: int = 1, group_size: int | None = None):
+    def forward(
+        self, x=None, *, num_groups: int = 1, group_size: int | None = None, leave_one_out: bool = False
+    ):
         G, B = group_shape(x, num_groups, group_size)
         cfg, device = self.cfg, self.cluster_prior.w1.device
         zeros = torch.zeros(cfg.beta_dim, device=device)
+        samples = pyro.plate("samples", B, dim=-1)
         with pyro.plate("groups", G, dim=-2):
-            beta = pyro.sample("beta", dist.Normal(zeros, 1.0).to_event(1))
-            loc, scale = self.cluster_prior(beta)  # (..., G, 1, K, z_dim)
-            with pyro.plate("samples", B, dim=-1):
+            if leave_one_out:
+                with samples, poutine.scale(scale=1.0 / B):
+                    beta = pyro.sample("beta", dist.Normal(zeros, 1.0).to_event(1))  # (..., G, B, beta_dim)
+            else:
+                beta = pyro.sample("beta", dist.Normal(zeros, 1.0).to_event(1))  # (..., G, 1, beta_dim)
+            loc, scale = self.cluster_prior(beta)  # (..., G, 1 or B, K, z_dim)
+            with samples:
                 d = pyro.sample("d", dist.Categorical(logits=self.cluster_logits(beta)))
                 z = pyro.sample("z", dist.Normal(Vindex(loc)[..., d, :], Vindex(scale)[..., d, :]).to_event(1))
-                logits = self.decoder(concat_latents(z, beta))
-                return pyro.sample("x", pixel_distribution(logits, cfg), obs=x)
+                return pyro.sample("x", pixel_distribution(self.logits(z, beta), cfg), obs=x)
+
+    def logits(self, z: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+        """Decoder output for z (..., z_dim) and beta (..., beta_dim): eq. 2's network."""
+        return self.decoder(concat_latents(z, beta), film=beta if self.cfg.decoder_film else None)
 
     def decode(self, z: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
         """Mean image for latents z (..., z_dim) and beta (..., beta_dim)."""
-        return pixel_mean(self.decoder(concat_latents(z, beta)))
+        return pixel_mean(self.logits(z, beta))

@@ -41,6 +41,9 @@ class TrainConfig:
     # None: on unless training on CUDA, where they would stall every step.
     validate: bool | None = None
     graph: bool = False  # capture the whole step as one CUDA graph (train/graph.py)
+    # Levers of the objective (train/elbo.py); at 1.0 and False the loss is the ELBO of eq. 10.
+    local_kl_weight: float = 1.0  # lambda on the KL of z and d
+    leave_one_out: bool = False  # decode x_i with beta inferred from the other members
 
     def __post_init__(self):
         problems = type_problems(self)
@@ -78,6 +81,12 @@ class TrainConfig:
             problems.append("--graph cannot capture Pyro's validation checks (host syncs): drop --validate")
         if self.graph and self.jit:
             problems.append("--graph captures the sync-free ELBO, not the JIT one: drop --jit")
+        if not (math.isfinite(self.local_kl_weight) and self.local_kl_weight > 0):
+            problems.append(f"`local_kl_weight` must be a finite number > 0, got {self.local_kl_weight}")
+        if self.leave_one_out and self.model != "ugvae":
+            problems.append(f"`leave_one_out` infers beta per member, which model ugvae has and {self.model} has not")
+        if self.jit and (self.leave_one_out or self.local_kl_weight != 1):
+            problems.append("`local_kl_weight` and `leave_one_out` live in the sync-free ELBO: drop `jit`")
         if problems:
             raise ValueError("; ".join(problems))
 

@@ -19,6 +19,42 @@ a cost of -inf; `masked_fill` does that on the device, where Pyro's Dice asks th
 (`mask.all()`), and no `warn_if_nan` reads the loss. The traces are Pyro's: `_get_traces` of
 TraceEnum_ELBO runs the guide under `poutine.enum` and replays the model against it.
 
+Two levers change the objective, each off by default (and then the loss is the one above, by
+the same code):
+
+Weight on the local KL, lambda = `local_kl_weight`. With KL_i the local KL of sample i,
+
+    KL_i = E_q(z_i|x_i) [ log q(z_i|x_i) + sum_k pi_ik (log pi_ik - log p(z_i|k, beta) - log p(k|beta)) ],
+
+the objective is sum_i [E log p(x_i | z_i, beta) - lambda KL_i] - KL(q(beta|X) || p(beta)), a
+beta-VAE weight on z and d only: information about a sample costs lambda times more in z and d
+than in beta, which a group shares. Every term of the sites z and d (model and guide) is
+multiplied by lambda after the sum over d's values; the sum over k is exact and linear, so this
+is exactly lambda KL_i (one draw of z), and its gradient is the gradient of it. (A
+`poutine.scale` on the enumerated site would instead raise q(d) to a power inside Dice.) For
+lambda >= 1 it is below the ELBO in expectation, so still a bound on log p(X).
+
+Leave-one-out decoding (`leave_one_out`, after the Variational Homoencoder, Hewitt et al. 2018).
+Member i is decoded with beta_i ~ q_i = q(beta | X_-i), inferred from the other members (eq. 9
+over j != i; model and guide called with `leave_one_out=True` put beta in the samples plate
+with its density scaled by 1/B). With l_i(beta) the local ELBO of x_i given beta (eq. 11,
+<= log p(x_i | beta)):
+
+    L_loo(X) = sum_i { E_q_i [ l_i(beta) ] - (1/B) KL(q_i || p(beta)) }.
+
+One draw beta_i per member gives sum_i [l_i(beta_i) - (1/B)(log q_i(beta_i) - log p(beta_i))],
+an unbiased estimate. What it bounds:
+  (a) each term is an ELBO of a set of B copies of x_i: for any q_i, E_q_i[B l_i] - KL(q_i||p)
+      <= log int p(beta) p(x_i|beta)^B dbeta, so term i <= (1/B) log p(x_i, ..., x_i);
+  (b) with q_bar = (1/B) sum_i q_i, A = sum_j E_q_bar[l_j] - (1/B) sum_i KL(q_i||p) is the mean
+      over i of the ELBOs of the whole group with q_i, so A <= log p(X), and
+          L_loo = A - sum_j Delta_j,   Delta_j = E_q_bar[l_j] - E_q_j[l_j].
+      Delta_j is how much better x_j is explained by the posteriors that saw it than by the one
+      that did not. Whenever sum_j Delta_j >= 0 (the usual case) L_loo <= A <= log p(X); in
+      general it is not a bound on log p(X), and test ELBOs are always the ELBO above.
+The objective pays Delta_j: a beta that explains x_j only after seeing it (what beta learns on
+random groups) costs, and a beta that carries what the set shares does not.
+
 Supported: enumeration in the guide (`infer={"enumerate": "parallel"}`), each enumerated
 site independent of the other enumerated values, without poutine.scale or masks on it;
 every other latent reparameterised and present in both programs. Anything else raises
@@ -28,6 +64,7 @@ tests/train/test_elbo.py proves equal to TraceEnum_ELBO, and TraceEnum_ELBO for 
 
 from __future__ import annotations
 
+import math
 import numbers
 import warnings
 from functools import partial
@@ -37,7 +74,7 @@ from pyro.distributions.util import is_identically_zero
 from pyro.infer import JitTraceEnum_ELBO, TraceEnum_ELBO
 from pyro.infer.elbo import ELBOModule
 
-from ..errors import UnsupportedStructure
+from ..errors import ConfigError, UnsupportedStructure
 from ..guide import GUIDES
 from ..model import MODELS
 
@@ -93,11 +130,18 @@ def _costs(model_trace, guide_trace):
         yield name, _ordinal(site), site["log_prob"]
 
 
-def enumerated_elbo(model_trace, guide_trace) -> torch.Tensor:
-    """The ELBO of one pair of traces (see the module docstring), a differentiable scalar."""
+# The sites of the local KL, whose terms `local_kl_weight` multiplies (names of model/ugvae.py).
+LOCAL_SITES = ("z", "d")
+
+
+def enumerated_elbo(model_trace, guide_trace, site_weights: dict[str, float] | None = None) -> torch.Tensor:
+    """The ELBO of one pair of traces (see the module docstring), a differentiable scalar;
+    `site_weights` multiplies the terms of the sites it names (model and guide) by its value."""
     factors = _enumerated_factors(guide_trace)
     elbo = 0.0
     for name, ordinal, cost in _costs(model_trace, guide_trace):
+        if site_weights and name in site_weights:
+            cost = site_weights[name] * cost
         weight = None
         for dim, (enum_name, enum_ordinal, q) in factors.items():
             if _size_at(cost, dim) == 1:
@@ -115,12 +159,25 @@ def enumerated_elbo(model_trace, guide_trace) -> torch.Tensor:
 
 
 class SyncFreeTraceEnum_ELBO(TraceEnum_ELBO):
-    """TraceEnum_ELBO's traces, with the loss assembled by `enumerated_elbo`: no host sync per step."""
+    """TraceEnum_ELBO's traces, with the loss assembled by `enumerated_elbo`: no host sync per step.
+
+    `local_kl_weight` and `leave_one_out` are the levers of the module docstring; at their
+    defaults (1, False) the loss is the ELBO, term for term.
+    """
+
+    def __init__(self, *args, local_kl_weight: float = 1.0, leave_one_out: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        if not (isinstance(local_kl_weight, numbers.Real) and math.isfinite(local_kl_weight) and local_kl_weight > 0):
+            raise ConfigError(f"`local_kl_weight` must be a finite number > 0, got {local_kl_weight!r}")
+        self.site_weights = None if local_kl_weight == 1 else dict.fromkeys(LOCAL_SITES, float(local_kl_weight))
+        self.leave_one_out = bool(leave_one_out)
 
     def _elbo(self, model, guide, args, kwargs) -> torch.Tensor:
+        if self.leave_one_out:
+            kwargs = {**kwargs, "leave_one_out": True}
         elbo = 0.0
         for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
-            elbo = elbo + enumerated_elbo(model_trace, guide_trace)
+            elbo = elbo + enumerated_elbo(model_trace, guide_trace, self.site_weights)
         return elbo / self.num_particles
 
     def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
@@ -143,11 +200,29 @@ class SyncFreeTraceEnum_ELBO(TraceEnum_ELBO):
 PROVEN_PAIRS = frozenset((MODELS[model_name], guide_cls) for (model_name, _), guide_cls in GUIDES.items())
 
 
-def elbo_module(model, guide, *, jit: bool = False) -> ELBOModule:
+def elbo_module(
+    model, guide, *, jit: bool = False, local_kl_weight: float = 1.0, leave_one_out: bool = False
+) -> ELBOModule:
     """The loss module `loss_fn(x) -> -ELBO` that training optimises for this (model, guide) pair.
 
-    The sync-free ELBO for a proven pair, JitTraceEnum_ELBO with `jit`, else TraceEnum_ELBO with a warning.
+    The sync-free ELBO for a proven pair, JitTraceEnum_ELBO with `jit`, else TraceEnum_ELBO with a
+    warning. The levers (`local_kl_weight` != 1, `leave_one_out`) exist in the sync-free ELBO only.
     """
+    levers = [name for name, on in (("local_kl_weight", local_kl_weight != 1), ("leave_one_out", leave_one_out)) if on]
+    if levers:
+        proven = (type(model), type(guide)) in PROVEN_PAIRS
+        if jit or not proven:
+            why = "`jit` is set" if jit else f"{type(model).__name__} with {type(guide).__name__} is not proven for it"
+            raise ConfigError(
+                f"{' and '.join(f'`{n}`' for n in levers)} need the sync-free ELBO, but {why}; drop the lever or `jit`"
+            )
+        if leave_one_out and not model.has_leave_one_out:
+            raise ConfigError(
+                f"`leave_one_out` needs a model whose beta can be inferred per member, not {type(model).__name__}; "
+                "use model ugvae"
+            )
+        loss = SyncFreeTraceEnum_ELBO(max_plate_nesting=2, local_kl_weight=local_kl_weight, leave_one_out=leave_one_out)
+        return loss(model, guide)
     if jit:
         # The JIT ELBO checks its traced graph against the eager one; one warning is enough.
         return JitTraceEnum_ELBO(max_plate_nesting=2, ignore_jit_warnings=True)(model, guide)
@@ -161,6 +236,6 @@ def elbo_module(model, guide, *, jit: bool = False) -> ELBOModule:
     return TraceEnum_ELBO(max_plate_nesting=2)(model, guide)
 
 
-def make_elbo(jit: bool = False):
-    """`make_elbo(jit)(model, guide)`: `elbo_module` in the calling convention of an ELBO instance."""
-    return partial(elbo_module, jit=jit)
+def make_elbo(jit: bool = False, local_kl_weight: float = 1.0, leave_one_out: bool = False):
+    """`make_elbo(jit, ...)(model, guide)`: `elbo_module` in the calling convention of an ELBO instance."""
+    return partial(elbo_module, jit=jit, local_kl_weight=local_kl_weight, leave_one_out=leave_one_out)

@@ -77,9 +77,7 @@ class UGVAEModel(GenerativeModel):
             return torch.zeros(self.cfg.K, device=beta.device)  # broadcast by the plates, as before
         return self.cluster_weights(beta)
 
-    def forward(
-        self, x=None, *, num_groups: int = 1, group_size: int | None = None, leave_one_out: bool = False
-    ):
+    def forward(self, x=None, *, num_groups: int = 1, group_size: int | None = None, leave_one_out: bool = False):
         G, B = group_shape(x, num_groups, group_size)
         cfg, device = self.cfg, self.cluster_prior.w1.device
         zeros = torch.zeros(cfg.beta_dim, device=device)

@@ -53,7 +53,9 @@ class Trainer:
         self.images = self.run.train_set.images.to(self.device)
         self.test_images = self.run.test_set.images.to(self.device)
         self.sampler = run_sampler(self.run, train_cfg.groups_per_step, self.device)
-        self.loss_fn = make_elbo(train_cfg.jit, train_cfg.local_kl_weight, train_cfg.leave_one_out)(self.model, self.guide)
+        self.loss_fn = make_elbo(train_cfg.jit, train_cfg.local_kl_weight, train_cfg.leave_one_out)(
+            self.model, self.guide
+        )
         self.optimizer = torch.optim.Adam(self.loss_fn.parameters(), lr=train_cfg.lr, capturable=train_cfg.graph)
         self.validate = train_cfg.validation_on(self.device.type)
         self.run_step = CapturedStep(self.train_step, self.device) if train_cfg.graph else self.train_step

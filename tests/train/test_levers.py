@@ -37,8 +37,10 @@ def hand_elbo(model, guide, x, z, beta, beta_loc, beta_scale, local_kl_weight=1.
     log_px = Normal(mean, cfg.var_x**0.5).log_prob(x).sum((-3, -2, -1))
     prior_loc, prior_scale = model.cluster_prior(beta)  # (G, 1 or B, K, z_dim)
     log_pz_k = Normal(prior_loc, prior_scale).log_prob(z.unsqueeze(-2)).sum(-1)  # (G, B, K)
-    log_pd = torch.log_softmax(model.cluster_logits(beta), -1) if cfg.cluster_weights == "global" else -torch.log(
-        torch.tensor(float(cfg.K))
+    log_pd = (
+        torch.log_softmax(model.cluster_logits(beta), -1)
+        if cfg.cluster_weights == "global"
+        else -torch.log(torch.tensor(float(cfg.K)))
     )
     log_qz = Normal(z_loc, z_scale).log_prob(z).sum(-1)
     kl_local = log_qz - (pi * (log_pz_k + log_pd - pi.log())).sum(-1)  # (G, B)
@@ -92,11 +94,11 @@ def test_the_leave_one_out_bound_equals_its_hand_computation(cluster_weights):
     z, beta = guide_draws(guide, x, 11, leave_one_out=True)
     assert beta.shape == (3, B, 4)  # one beta per member
     with torch.no_grad():
-        factor_loc, factor_scale = guide.global_encoder.per_sample(torch.cat([guide.features(x), guide.cluster_posterior(z)], -1))
-        # q(beta | X without x_i): eq. 9 over the members j != i, written out member by member
-        loc, scale = zip(
-            *[product_of_gaussians(factor_loc[:, keep], factor_scale[:, keep]) for keep in others_of(B)]
+        factor_loc, factor_scale = guide.global_encoder.per_sample(
+            torch.cat([guide.features(x), guide.cluster_posterior(z)], -1)
         )
+        # q(beta | X without x_i): eq. 9 over the members j != i, written out member by member
+        loc, scale = zip(*[product_of_gaussians(factor_loc[:, keep], factor_scale[:, keep]) for keep in others_of(B)])
         loc, scale = torch.stack(loc, 1), torch.stack(scale, 1)
         expected = -hand_elbo(model, guide, x, z, beta, loc, scale, beta_weight=1.0 / B).item()
     assert loss == pytest.approx(expected, rel=1e-5)

@@ -39,6 +39,10 @@ EXPERIMENTS = {
         ".group_factors",
         "Group factors: does beta recover, and render, what the members of a group share?",
     ),
+    "set-generation": (
+        ".set_generation",
+        "Sets in, sets out: what a set's beta generates, against a set's codes, its members and new real sets.",
+    ),
 }
 
 

@@ -1,0 +1,289 @@
+"""Sets in, sets out: what a set's beta generates, against a set's codes, its members and new real sets.
+
+"More images like this set" is what a global latent offers a user. For held-out conditioning
+sets of B images (experiments/held_out_sets.py) every generator of experiments/set_generators.py
+makes M new images per set, for this run and for each baseline run (ML-VAE, VAE, GMVAE), next to
+M new real images of the same source (the reference) and the model's prior (the floor).
+Scores (experiments/set_scores.py):
+
+    factors   sets sharing a rotation angle and a contrast gain (`grouped:BASE`): R^2 of each
+              factor read from the generated sets by three readers, fit on real images, on
+              the run's reconstructions, and on the generator's own sets of the other half
+              of the held-out sets (scored on the second half; the first fits that reader)
+    mix       sets with class shares ~ Dirichlet(alpha), alpha in `alphas`, or one class per
+              set (alpha 0, e.g. a folder:PATH run whose sub-folders are the sets): total
+              variation between the classes of the generated images, read by a classifier fit
+              on real training images, and the set's own shares
+    both      novelty (distance to the nearest member against a new real image's) and
+              within-set diversity (against the reference's)
+
+The kinds default to what the run's data has: factors for `grouped:BASE` (BASE's test split),
+mix for labelled data (its test split; the classifier reads its training split). Every run is
+scored on the same sets (one seed).
+
+Writes to a new RUN_DIR/experiments/set-generation[-n]/ (never over an earlier output):
+results.json (every cell, with standard errors over sets), table.md (one table per kind) and
+sets-<kind>.png (donor rows, each followed by the rows each generator made from it).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+
+import pyro
+import torch
+
+from ..data import load_dataset, to_unit_float
+from ..errors import ConfigError, DataError
+from .group_factors import ImageFactorReader, r2_per_factor
+from .held_out_sets import FACTORS, HeldOutSets, factor_sets, mix_sets
+from .set_generators import generators, reconstructions
+from .set_scores import ClassReader, class_mix_tv, diversity, mean_and_se, novelty
+
+KINDS = ("factors", "mix")
+REFERENCE = "new real images"
+READERS = ("real images", "reconstructions", "own sets")
+READER_FIT_IMAGES = 32  # generated images per set that fit an own-sets reader (all M are scored)
+
+
+@dataclass
+class SetGenerationSettings:
+    group_sizes: tuple[int, ...] = (2, 4, 8, 32)
+    alphas: tuple[float, ...] | None = None  # None: (0.1, 0.3, 1.0), or (0,) for a folder:PATH run
+    kinds: tuple[str, ...] | None = None  # None: from the run's dataset
+    sets: int = 200  # held-out sets per cell (kind, B, alpha)
+    generated: int = 64  # M: images each generator makes per set
+    reader_sets: int = 100  # real sets of 32 that fit the real-image and reconstruction readers
+    seed: int = 0
+    data_dir: str | None = None  # None: the run's
+    device: str = "cpu"
+    shown: int = 3  # sets drawn in the PNG
+
+    def __post_init__(self):
+        problems = []
+        if not self.group_sizes or min(self.group_sizes) < 2:
+            problems.append(f"`group_sizes` must all be >= 2 (a set needs two members), got {list(self.group_sizes)}")
+        if self.alphas is not None and (not self.alphas or min(self.alphas) < 0):
+            problems.append(f"`alphas` must be >= 0 (0: one class per set), got {list(self.alphas)}")
+        if self.kinds is not None and (not self.kinds or set(self.kinds) - set(KINDS)):
+            problems.append(f"`kinds` must be among {list(KINDS)}, got {list(self.kinds)}")
+        if self.sets < 4 or self.generated < 2 or self.reader_sets < 2 or self.shown < 1:
+            problems.append(
+                f"`sets` must be >= 4, `generated` and `reader_sets` >= 2 and `shown` >= 1, got {self.sets}, "
+                f"{self.generated}, {self.reader_sets} and {self.shown}"
+            )
+        if problems:
+            raise ConfigError("; ".join(problems))
+
+
+def base_name(dataset: str) -> str:
+    kind, _, base = dataset.partition(":")
+    return base if kind == "grouped" else dataset
+
+
+def default_kinds(run, base) -> tuple[str, ...]:
+    if run.train_cfg.dataset.startswith("grouped:"):
+        return ("factors",)
+    if base.labels is not None:
+        return ("mix",)
+    raise DataError(
+        f"{run.train_cfg.dataset} has neither group factors (grouped:BASE) nor labels, so no held-out set has a "
+        "known answer; use a run trained on grouped:BASE, a labelled dataset, or folder:PATH with sub-folders"
+    )
+
+
+def source_label(run) -> str:
+    return f"{run.train_cfg.model} ({os.path.basename(os.path.normpath(run.run_dir))})"
+
+
+def generate(gen, x: torch.Tensor, size: int, chunk: int = 50) -> torch.Tensor:
+    """A generator over sets x (S, B, C, H, W) in chunks of sets; images back on the CPU."""
+    return torch.cat([gen(part, size).cpu() for part in x.split(chunk)])
+
+
+def rebuild(run, x: torch.Tensor, device, chunk: int = 50) -> torch.Tensor:
+    """The run's reconstructions of sets x, on the CPU."""
+    return torch.cat([reconstructions(run, part.to(device)).cpu() for part in x.split(chunk)])
+
+
+def factor_cells(sources, base, settings, bar) -> list[dict]:
+    """Rows of the factors kind: for each B, each (source, generator) and the reference."""
+    pool = factor_sets(base, settings.reader_sets, 32, 2, settings.seed + 1)
+    real = to_unit_float(pool.members)
+    bar.set_description("fitting factor readers")
+    real_reader = ImageFactorReader(real, pool.factors, settings.seed)
+    rebuilt_readers = {}
+    for label, run in sources:
+        rebuilt_readers[label] = ImageFactorReader(rebuild(run, real, settings.device), pool.factors, settings.seed)
+    rows = []
+    for B in settings.group_sizes:
+        sets = factor_sets(base, settings.sets, B, settings.generated, settings.seed + 1000 * B)
+        half = len(sets) // 2
+        fit, score = slice(0, half), slice(half, None)
+        x = to_unit_float(sets.members).to(settings.device)
+        for label, name, images in produce(sources, sets, x, settings, bar, f"factors B={B}"):
+            own = ImageFactorReader(images[fit, :READER_FIT_IMAGES], sets.factors[fit], settings.seed)
+            truth = sets.factors[score]
+            readers = (real_reader, rebuilt_readers.get(label, real_reader), own)
+            r2 = {reader: r2_per_factor(truth, read(images[score])) for reader, read in zip(READERS, readers)}
+            if label == REFERENCE:
+                r2["reconstructions"] = None  # real images have no reconstruction of their own
+            rows.append(cell("factors", B, None, label, name, sets, images, r2=r2))
+    return rows
+
+
+def mix_cells(sources, base, train_base, alphas, settings, bar) -> tuple[list[dict], dict]:
+    """Rows of the mix kind, and the classifier's accuracy on real test images and reconstructions."""
+    bar.set_description("fitting the class reader")
+    classify = ClassReader(to_unit_float(train_base.images), train_base.labels, settings.seed)
+    per = min(32, len(base))  # the test images in groups, as the guide reads them
+    check = to_unit_float(base.images[: per * (len(base) // per)]).view(-1, per, *base.x_shape)
+    labels = base.labels[: check.shape[0] * per]
+    accuracy = {"real test images": classify.accuracy(check.flatten(0, 1), labels)}
+    for label, run in sources:
+        rebuilt = rebuild(run, check, settings.device)
+        accuracy[f"{label}: reconstructions"] = classify.accuracy(rebuilt.flatten(0, 1), labels)
+    rows = []
+    for alpha in alphas:
+        for B in settings.group_sizes:
+            seed = settings.seed + 1000 * B + round(1000 * alpha)
+            sets = mix_sets(base, settings.sets, B, settings.generated, alpha, seed)
+            x = to_unit_float(sets.members).to(settings.device)
+            for label, name, images in produce(sources, sets, x, settings, bar, f"mix alpha={alpha:g} B={B}"):
+                tv = mean_and_se(class_mix_tv(classify(images), sets.shares))
+                rows.append(cell("mix", B, alpha, label, name, sets, images, tv=tv))
+    return rows, accuracy
+
+
+def produce(sources, sets: HeldOutSets, x: torch.Tensor, settings, bar, what: str):
+    """(source label, generator name, images (S, M, C, H, W) float) for every generator, then the reference."""
+    for label, run in sources:
+        for name, gen in generators(run).items():
+            bar.set_description(f"{what}: {label}, {name}")
+            yield label, name, generate(gen, x, settings.generated)
+            bar.update()
+    yield REFERENCE, REFERENCE, to_unit_float(sets.reference)
+    bar.update()
+
+
+def cell(kind, B, alpha, label, name, sets: HeldOutSets, images, **scores) -> dict:
+    return {
+        "kind": kind,
+        "group_size": B,
+        "alpha": alpha,
+        "source": label,
+        "generator": name,
+        "novelty": novelty(images, sets.members, sets.reference),
+        "diversity": diversity(images, sets.reference),
+        **scores,
+    }
+
+
+def set_generation(run, settings: SetGenerationSettings, baselines=()) -> dict:
+    """Score every generator of `run` and of the `baselines` (runs with the same image shape) on
+    held-out sets; write the files of the module docstring and return what results.json holds."""
+    from tqdm.auto import tqdm
+
+    from ..train.rundir import new_output_dir
+
+    for other in baselines:
+        if other.model_cfg.x_shape != run.model_cfg.x_shape:
+            raise ConfigError(
+                f"baseline run {other.run_dir} makes images of shape {other.model_cfg.x_shape} but "
+                f"{run.run_dir} makes {run.model_cfg.x_shape}; compare runs of the same data"
+            )
+    cfg = run.train_cfg
+    name = base_name(cfg.dataset)
+    data_dir = settings.data_dir or cfg.data_dir
+    base = load_dataset(name, "test", data_dir, cfg.image_size)
+    kinds = settings.kinds or default_kinds(run, base)
+    alphas = settings.alphas or ((0.0,) if name.startswith("folder:") else (0.1, 0.3, 1.0))
+    sources = [("this run", run)] + [(source_label(b), b) for b in baselines]
+    per_cell = sum(len(generators(r)) for _, r in sources) + 1
+    cells = len(settings.group_sizes) * sum(len(alphas) if k == "mix" else 1 for k in kinds)
+    pyro.set_rng_seed(settings.seed)
+    rows, diagnostics = [], {}
+    with tqdm(total=cells * per_cell, unit="cell", dynamic_ncols=True) as bar:
+        if "factors" in kinds:
+            rows += factor_cells(sources, base, settings, bar)
+        if "mix" in kinds:
+            train_base = load_dataset(name, "train", data_dir, cfg.image_size)
+            mix_rows, diagnostics["classifier accuracy"] = mix_cells(sources, base, train_base, alphas, settings, bar)
+            rows += mix_rows
+    out_dir = new_output_dir(os.path.join(run.run_dir, "experiments"), "set-generation")
+    result = {
+        "run": run.run_dir,
+        "dataset": cfg.dataset,
+        "baselines": {source_label(b): b.run_dir for b in baselines},
+        "settings": {**asdict(settings), "kinds": list(kinds), "alphas": list(alphas)},
+        "factor_names": FACTORS,
+        "readers": list(READERS),
+        "rows": rows,
+        "diagnostics": diagnostics,
+        "out_dir": out_dir,
+    }
+    write_outputs(result, sources, base, settings)
+    return result
+
+
+def write_outputs(result: dict, sources, base, settings: SetGenerationSettings):
+    """results.json, table.md and one PNG per kind, in result["out_dir"]."""
+    from ..files import atomic_write_text
+    from .plotting import save_json
+    from .set_generation_report import markdown_tables, save_sets_figure
+
+    out_dir, alphas = result["out_dir"], result["settings"]["alphas"]
+    save_json(os.path.join(out_dir, "results.json"), result)
+    atomic_write_text(os.path.join(out_dir, "table.md"), markdown_tables(result))
+    shown_size = min(settings.group_sizes, key=lambda b: abs(b - 8))
+    for kind in result["settings"]["kinds"]:
+        if kind == "factors":
+            sets = factor_sets(base, settings.shown, shown_size, settings.generated, settings.seed + 7)
+        else:
+            sets = mix_sets(
+                base, settings.shown, shown_size, settings.generated, alphas[len(alphas) // 2], settings.seed
+            )
+        save_sets_figure(os.path.join(out_dir, f"sets-{kind}.png"), sources, sets, settings.device, kind)
+
+
+def add_arguments(p):
+    d = SetGenerationSettings()
+    p.add_argument("--run", required=True, metavar="RUN_DIR", help="a trained run (UG-VAE, ML-VAE, VAE or GMVAE)")
+    p.add_argument("--baseline-runs", nargs="*", default=[], metavar="RUN_DIR", help="runs scored on the same sets")
+    p.add_argument("--group-sizes", type=int, nargs="+", default=list(d.group_sizes), metavar="B", help="set sizes B")
+    p.add_argument(
+        "--alphas",
+        type=float,
+        nargs="+",
+        default=None,
+        help="Dirichlet alphas of mix sets; None: 0.1 0.3 1 (0 for a folder)",
+    )
+    p.add_argument("--kinds", nargs="+", choices=KINDS, default=None, help="held-out sets; None: from the run's data")
+    p.add_argument("--sets", type=int, default=d.sets, help="held-out sets per cell (kind, B, alpha)")
+    p.add_argument("--generated", "-M", type=int, default=d.generated, help="M: images generated per set")
+    p.add_argument("--reader-sets", type=int, default=d.reader_sets, help="real sets that fit the factor readers")
+    p.add_argument("--seed", type=int, default=d.seed, help="seed of the sets and of the draws")
+    p.add_argument("--data-dir", default=None, help="where the dataset is found; None: the run's")
+    p.add_argument("--device", default=d.device, help="cpu or cuda[:N]")
+
+
+def run(args) -> int:
+    from ..train import load_run
+
+    settings = SetGenerationSettings(
+        group_sizes=tuple(args.group_sizes),
+        alphas=tuple(args.alphas) if args.alphas else None,
+        kinds=tuple(args.kinds) if args.kinds else None,
+        sets=args.sets,
+        generated=args.generated,
+        reader_sets=args.reader_sets,
+        seed=args.seed,
+        data_dir=args.data_dir,
+        device=args.device,
+    )
+    baselines = [load_run(path, args.device) for path in args.baseline_runs]
+    result = set_generation(load_run(args.run, args.device), settings, baselines)
+    with open(os.path.join(result["out_dir"], "table.md")) as f:
+        print(f.read() + f"wrote {result['out_dir']}")
+    return 0

@@ -63,7 +63,12 @@ def test_iwae_converges_to_the_exact_log_likelihood(model_name, guide_name):
     x = (torch.rand(2, 3, *cfg.x_shape) > 0.5).float()
     exact = exact_log_px(model, x)
     elbo = -TraceEnum_ELBO(max_plate_nesting=2, num_particles=500, vectorize_particles=True).loss(model, guide, x)
-    iwae, iwae_group, coupled = iwae_bounds(model, guide, x, samples=4000, particles_per_pass=4000)
+    # At initialisation q(z|x) is narrower than the prior's components, so the importance weights
+    # are heavy-tailed: one draw in thousands can lift an estimate by half a nat. The median of
+    # three estimates is robust to such a draw; a biased estimator would still miss.
+    estimates = [iwae_bounds(model, guide, x, samples=4000, particles_per_pass=4000) for _ in range(3)]
+    iwae, iwae_group = (torch.stack([e[i] for e in estimates]).median(0).values for i in (0, 1))
+    coupled = estimates[0][2]
     assert coupled == (model_name in ("ugvae", "mlvae"))
     assert elbo < exact.sum()
     torch.testing.assert_close(iwae.double(), exact, atol=0.25, rtol=0)  # S draws recover log p(X)

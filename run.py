@@ -194,6 +194,13 @@ def add_train_arguments(p: argparse.ArgumentParser):
         help="UG-VAE: decode each sample with beta inferred from the other members of its group (the bound is in "
         "train/elbo.py)",
     )
+    g.add_argument(
+        "--set-mix-weight",
+        type=float,
+        default=d.set_mix_weight,
+        help="UG-VAE with --cluster-weights global: weight gamma on KL(the group's mean q(d) || p(d | beta)), "
+        "which pulls p(d | beta) to the group's mix (0: the ELBO)",
+    )
     g.add_argument("--log-every", type=int, default=d.log_every, help="steps between logged losses")
     g.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every, help="steps between checkpoints")
     g.add_argument("--keep-checkpoints", type=int, default=d.keep_checkpoints, help="how many checkpoints to keep")

@@ -17,3 +17,8 @@ class GenerativeModel(PyroModule):
     has_mixture: ClassVar[bool] = False
     # forward(..., leave_one_out=True): beta per member, for the leave-one-out bound (train/elbo.py)
     has_leave_one_out: ClassVar[bool] = False
+
+    @property
+    def has_cluster_weights(self) -> bool:
+        """Whether p(d | beta) depends on beta (UG-VAE with cluster_weights="global")."""
+        return False

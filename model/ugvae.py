@@ -71,6 +71,10 @@ class UGVAEModel(GenerativeModel):
         self.decoder = Decoder(cfg, cfg.z_dim + cfg.beta_dim, film_dim=cfg.beta_dim if cfg.decoder_film else 0)
         self.cluster_weights = nn.Linear(cfg.beta_dim, cfg.K) if cfg.cluster_weights == "global" else None
 
+    @property
+    def has_cluster_weights(self) -> bool:
+        return self.cluster_weights is not None
+
     def cluster_logits(self, beta: torch.Tensor) -> torch.Tensor:
         """Logits (..., K) of p(d | beta): zeros for eq. 4, A beta + b for global weights."""
         if self.cluster_weights is None:

@@ -44,6 +44,7 @@ class TrainConfig:
     # Levers of the objective (train/elbo.py); at 1.0 and False the loss is the ELBO of eq. 10.
     local_kl_weight: float = 1.0  # lambda on the KL of z and d
     leave_one_out: bool = False  # decode x_i with beta inferred from the other members
+    set_mix_weight: float = 0.0  # gamma on KL(set's mean q(d) || p(d | beta)) per group
 
     def __post_init__(self):
         problems = type_problems(self)
@@ -83,10 +84,16 @@ class TrainConfig:
             problems.append("--graph captures the sync-free ELBO, not the JIT one: drop --jit")
         if not (math.isfinite(self.local_kl_weight) and self.local_kl_weight > 0):
             problems.append(f"`local_kl_weight` must be a finite number > 0, got {self.local_kl_weight}")
+        if not (math.isfinite(self.set_mix_weight) and self.set_mix_weight >= 0):
+            problems.append(f"`set_mix_weight` must be a finite number >= 0, got {self.set_mix_weight}")
+        if self.set_mix_weight and self.model != "ugvae":
+            problems.append(f"`set_mix_weight` weighs UG-VAE's p(d | beta), which model {self.model} has not")
         if self.leave_one_out and self.model != "ugvae":
             problems.append(f"`leave_one_out` infers beta per member, which model ugvae has and {self.model} has not")
-        if self.jit and (self.leave_one_out or self.local_kl_weight != 1):
-            problems.append("`local_kl_weight` and `leave_one_out` live in the sync-free ELBO: drop `jit`")
+        if self.jit and (self.leave_one_out or self.local_kl_weight != 1 or self.set_mix_weight):
+            problems.append(
+                "`local_kl_weight`, `leave_one_out` and `set_mix_weight` live in the sync-free ELBO: drop `jit`"
+            )
         if problems:
             raise ValueError("; ".join(problems))
 

@@ -55,6 +55,15 @@ an unbiased estimate. What it bounds:
 The objective pays Delta_j: a beta that explains x_j only after seeing it (what beta learns on
 random groups) costs, and a beta that carries what the set shares does not.
 
+Weight on the set's mix, gamma = `set_mix_weight` (with p(d | beta) = softmax(A beta + b)). The
+ELBO's d terms hold sum_i sum_k pi_ik log p(k | beta) = -B [H(m) + KL(m || p(d | beta))] per
+group, m = (1/B) sum_i pi_i the set's mean q(d): p(d | beta) is asked to be the set's mix, but
+only with the weight of B nats per nat of KL, against the KL of q(beta | X) that encoding m
+precisely costs. The lever adds gamma B KL(sg(m) || p(d | beta)) per group to the loss, i.e.
+-gamma sum_i sum_k sg(pi_ik) log p(k | beta), with sg a stop-gradient: p(d | beta) and beta are
+pulled to the set's mix, and q(d | z) is not pulled to p(d | beta) any harder than the ELBO
+pulls it. H(sg(m)) is a constant of the gradient.
+
 Supported: enumeration in the guide (`infer={"enumerate": "parallel"}`), each enumerated
 site independent of the other enumerated values, without poutine.scale or masks on it;
 every other latent reparameterised and present in both programs. Anything else raises
@@ -67,6 +76,7 @@ from __future__ import annotations
 import math
 import numbers
 import warnings
+from dataclasses import dataclass, fields
 from functools import partial
 
 import torch
@@ -130,13 +140,45 @@ def _costs(model_trace, guide_trace):
         yield name, _ordinal(site), site["log_prob"]
 
 
-# The sites of the local KL, whose terms `local_kl_weight` multiplies (names of model/ugvae.py).
+# The sites of the local KL, whose terms `local_kl_weight` multiplies, and the cluster site whose
+# model term `set_mix_weight` weighs again (names of model/ugvae.py).
 LOCAL_SITES = ("z", "d")
+MIX_SITE = "d"
 
 
-def enumerated_elbo(model_trace, guide_trace, site_weights: dict[str, float] | None = None) -> torch.Tensor:
+@dataclass(frozen=True)
+class Levers:
+    """The levers of the objective (module docstring); the defaults give the ELBO itself."""
+
+    local_kl_weight: float = 1.0
+    leave_one_out: bool = False
+    set_mix_weight: float = 0.0
+
+    def __post_init__(self):
+        for name, low in (("local_kl_weight", 0.0), ("set_mix_weight", None)):
+            value = getattr(self, name)
+            ok = isinstance(value, numbers.Real) and math.isfinite(value)
+            if not ok or (value <= low if low is not None else value < 0):
+                bound = "> 0" if low is not None else ">= 0"
+                raise ConfigError(f"`{name}` must be a finite number {bound}, got {value!r}")
+
+    @classmethod
+    def of(cls, train_cfg) -> Levers:
+        return cls(train_cfg.local_kl_weight, train_cfg.leave_one_out, train_cfg.set_mix_weight)
+
+    @property
+    def on(self) -> list[str]:
+        """The names of the levers that change the loss."""
+        default = Levers()
+        return [f.name for f in fields(self) if getattr(self, f.name) != getattr(default, f.name)]
+
+
+def enumerated_elbo(
+    model_trace, guide_trace, site_weights: dict[str, float] | None = None, set_mix_weight: float = 0.0
+) -> torch.Tensor:
     """The ELBO of one pair of traces (see the module docstring), a differentiable scalar;
-    `site_weights` multiplies the terms of the sites it names (model and guide) by its value."""
+    `site_weights` multiplies the terms of the sites it names (model and guide) by its value, and
+    `set_mix_weight` adds its multiple of sum sg(q(d)) log p(d | beta)."""
     factors = _enumerated_factors(guide_trace)
     elbo = 0.0
     for name, ordinal, cost in _costs(model_trace, guide_trace):
@@ -155,29 +197,31 @@ def enumerated_elbo(model_trace, guide_trace, site_weights: dict[str, float] | N
         if torch.broadcast_shapes(weight.shape, cost.shape) != cost.shape:
             raise UnsupportedStructure(f"site {name!r} lacks a plate dim of the enumerated sites it depends on")
         elbo = elbo + (weight * cost.masked_fill(weight == 0, 0.0)).sum()
+    if set_mix_weight:
+        q = next(q for name, _, q in factors.values() if name == MIX_SITE).detach()
+        log_p = model_trace.nodes[MIX_SITE]["log_prob"]
+        elbo = elbo + set_mix_weight * (q * log_p.masked_fill(q == 0, 0.0)).sum()
     return elbo
 
 
 class SyncFreeTraceEnum_ELBO(TraceEnum_ELBO):
     """TraceEnum_ELBO's traces, with the loss assembled by `enumerated_elbo`: no host sync per step.
 
-    `local_kl_weight` and `leave_one_out` are the levers of the module docstring; at their
-    defaults (1, False) the loss is the ELBO, term for term.
+    `levers` (module docstring) change the loss; at their defaults it is the ELBO, term for term.
     """
 
-    def __init__(self, *args, local_kl_weight: float = 1.0, leave_one_out: bool = False, **kwargs):
+    def __init__(self, *args, levers: Levers | None = None, **kwargs):
         super().__init__(*args, **kwargs)
-        if not (isinstance(local_kl_weight, numbers.Real) and math.isfinite(local_kl_weight) and local_kl_weight > 0):
-            raise ConfigError(f"`local_kl_weight` must be a finite number > 0, got {local_kl_weight!r}")
-        self.site_weights = None if local_kl_weight == 1 else dict.fromkeys(LOCAL_SITES, float(local_kl_weight))
-        self.leave_one_out = bool(leave_one_out)
+        self.levers = levers or Levers()
+        weight = self.levers.local_kl_weight
+        self.site_weights = None if weight == 1 else dict.fromkeys(LOCAL_SITES, float(weight))
 
     def _elbo(self, model, guide, args, kwargs) -> torch.Tensor:
-        if self.leave_one_out:
+        if self.levers.leave_one_out:
             kwargs = {**kwargs, "leave_one_out": True}
         elbo = 0.0
         for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
-            elbo = elbo + enumerated_elbo(model_trace, guide_trace, self.site_weights)
+            elbo = elbo + enumerated_elbo(model_trace, guide_trace, self.site_weights, self.levers.set_mix_weight)
         return elbo / self.num_particles
 
     def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
@@ -200,29 +244,29 @@ class SyncFreeTraceEnum_ELBO(TraceEnum_ELBO):
 PROVEN_PAIRS = frozenset((MODELS[model_name], guide_cls) for (model_name, _), guide_cls in GUIDES.items())
 
 
-def elbo_module(
-    model, guide, *, jit: bool = False, local_kl_weight: float = 1.0, leave_one_out: bool = False
-) -> ELBOModule:
+def elbo_module(model, guide, *, jit: bool = False, levers: Levers | None = None) -> ELBOModule:
     """The loss module `loss_fn(x) -> -ELBO` that training optimises for this (model, guide) pair.
 
     The sync-free ELBO for a proven pair, JitTraceEnum_ELBO with `jit`, else TraceEnum_ELBO with a
-    warning. The levers (`local_kl_weight` != 1, `leave_one_out`) exist in the sync-free ELBO only.
+    warning. The `levers` exist in the sync-free ELBO only.
     """
-    levers = [name for name, on in (("local_kl_weight", local_kl_weight != 1), ("leave_one_out", leave_one_out)) if on]
-    if levers:
-        proven = (type(model), type(guide)) in PROVEN_PAIRS
-        if jit or not proven:
+    levers = levers or Levers()
+    if levers.on:
+        named = " and ".join(f"`{n}`" for n in levers.on)
+        if jit or (type(model), type(guide)) not in PROVEN_PAIRS:
             why = "`jit` is set" if jit else f"{type(model).__name__} with {type(guide).__name__} is not proven for it"
-            raise ConfigError(
-                f"{' and '.join(f'`{n}`' for n in levers)} need the sync-free ELBO, but {why}; drop the lever or `jit`"
-            )
-        if leave_one_out and not model.has_leave_one_out:
+            raise ConfigError(f"{named} need the sync-free ELBO, but {why}; drop the lever or `jit`")
+        if levers.leave_one_out and not model.has_leave_one_out:
             raise ConfigError(
                 f"`leave_one_out` needs a model whose beta can be inferred per member, not {type(model).__name__}; "
                 "use model ugvae"
             )
-        loss = SyncFreeTraceEnum_ELBO(max_plate_nesting=2, local_kl_weight=local_kl_weight, leave_one_out=leave_one_out)
-        return loss(model, guide)
+        if levers.set_mix_weight and not model.has_cluster_weights:
+            raise ConfigError(
+                "`set_mix_weight` pulls p(d | beta) to the set's mix, which needs `cluster_weights` global "
+                f"(a model whose p(d | beta) depends on beta), not {type(model).__name__} with fixed weights"
+            )
+        return SyncFreeTraceEnum_ELBO(max_plate_nesting=2, levers=levers)(model, guide)
     if jit:
         # The JIT ELBO checks its traced graph against the eager one; one warning is enough.
         return JitTraceEnum_ELBO(max_plate_nesting=2, ignore_jit_warnings=True)(model, guide)
@@ -236,6 +280,6 @@ def elbo_module(
     return TraceEnum_ELBO(max_plate_nesting=2)(model, guide)
 
 
-def make_elbo(jit: bool = False, local_kl_weight: float = 1.0, leave_one_out: bool = False):
-    """`make_elbo(jit, ...)(model, guide)`: `elbo_module` in the calling convention of an ELBO instance."""
-    return partial(elbo_module, jit=jit, local_kl_weight=local_kl_weight, leave_one_out=leave_one_out)
+def make_elbo(jit: bool = False, levers: Levers | None = None):
+    """`make_elbo(jit, levers)(model, guide)`: `elbo_module` in the calling convention of an ELBO instance."""
+    return partial(elbo_module, jit=jit, levers=levers)

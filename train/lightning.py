@@ -30,7 +30,7 @@ from ..model import ModelConfig
 from .checkpoints import latest_checkpoint
 from .config import LaunchConfig, TrainConfig
 from .core import RunBook, RunSetup, run_sampler, setup_run
-from .elbo import make_elbo
+from .elbo import Levers, make_elbo
 from .lock import run_lock
 from .rundir import load_config, new_run_dir, save_config
 
@@ -96,7 +96,7 @@ class LightningUGVAE(LightningModule):
     def __init__(self, run: RunSetup, run_dir: str | None, launch: LaunchConfig, checkpoint: dict | None = None):
         super().__init__()
         self.run, self.cfg, self.launch, self.resume = run, run.train_cfg, launch, checkpoint is not None
-        self.loss_fn = make_elbo(self.cfg.jit, self.cfg.local_kl_weight, self.cfg.leave_one_out)(run.model, run.guide)
+        self.loss_fn = make_elbo(self.cfg.jit, Levers.of(self.cfg))(run.model, run.guide)
         self.run_dir, self.book, self.checkpoint_to_restore = run_dir, None, checkpoint
 
     def configure_optimizers(self):

@@ -30,7 +30,7 @@ from .checkpoints import latest_checkpoint
 from .config import TrainConfig, resolve_device
 from .core import RunBook, run_sampler, setup_run
 from .diagnostics import inactive_beta_message
-from .elbo import make_elbo
+from .elbo import Levers, make_elbo
 from .graph import CapturedStep
 from .lock import run_lock
 from .rundir import claim_run_dir, load_config, new_run_dir, save_config
@@ -53,9 +53,7 @@ class Trainer:
         self.images = self.run.train_set.images.to(self.device)
         self.test_images = self.run.test_set.images.to(self.device)
         self.sampler = run_sampler(self.run, train_cfg.groups_per_step, self.device)
-        self.loss_fn = make_elbo(train_cfg.jit, train_cfg.local_kl_weight, train_cfg.leave_one_out)(
-            self.model, self.guide
-        )
+        self.loss_fn = make_elbo(train_cfg.jit, Levers.of(train_cfg))(self.model, self.guide)
         self.optimizer = torch.optim.Adam(self.loss_fn.parameters(), lr=train_cfg.lr, capturable=train_cfg.graph)
         self.validate = train_cfg.validation_on(self.device.type)
         self.run_step = CapturedStep(self.train_step, self.device) if train_cfg.graph else self.train_step

@@ -17,7 +17,7 @@ from ugvae.guide import GUIDES, UGVAEGuide, build
 from ugvae.model import ModelConfig, UGVAEModel
 from ugvae.model.networks import leave_one_out_product, product_of_gaussians
 from ugvae.train.config import TrainConfig
-from ugvae.train.elbo import SyncFreeTraceEnum_ELBO, elbo_module
+from ugvae.train.elbo import Levers, SyncFreeTraceEnum_ELBO, elbo_module
 
 UGVAE_GUIDES = [g for m, g in GUIDES if m == "ugvae"]
 
@@ -60,7 +60,9 @@ def test_the_local_kl_weight_multiplies_exactly_the_kl_of_z_and_d(cluster_weight
     model, guide = UGVAEModel(small_cfg(cluster_weights=cluster_weights)), UGVAEGuide(small_cfg())
     x = torch.rand(3, 7, 1, 6, 6)
     pyro.set_rng_seed(5)
-    loss = SyncFreeTraceEnum_ELBO(max_plate_nesting=2, local_kl_weight=local_kl_weight).loss(model, guide, x)
+    loss = SyncFreeTraceEnum_ELBO(max_plate_nesting=2, levers=Levers(local_kl_weight=local_kl_weight)).loss(
+        model, guide, x
+    )
     z, beta = guide_draws(guide, x, 5)
     with torch.no_grad():
         h = guide.features(x)
@@ -75,11 +77,12 @@ def test_a_weight_of_one_is_the_elbo_itself():
     model, guide = UGVAEModel(small_cfg()), UGVAEGuide(small_cfg())
     x = torch.rand(2, 5, 1, 6, 6)
     losses = []
-    for elbo in (TraceEnum_ELBO(max_plate_nesting=2), SyncFreeTraceEnum_ELBO(max_plate_nesting=2, local_kl_weight=1)):
+    plain = SyncFreeTraceEnum_ELBO(max_plate_nesting=2, levers=Levers(local_kl_weight=1))
+    for elbo in (TraceEnum_ELBO(max_plate_nesting=2), plain):
         pyro.set_rng_seed(3)
         losses.append(elbo.loss(model, guide, x))
     assert losses[1] == pytest.approx(losses[0], rel=1e-6)
-    assert SyncFreeTraceEnum_ELBO(max_plate_nesting=2, local_kl_weight=1.0).site_weights is None
+    assert plain.site_weights is None and Levers().on == []
 
 
 @pytest.mark.parametrize("cluster_weights", ["uniform", "global"])
@@ -88,7 +91,7 @@ def test_the_leave_one_out_bound_equals_its_hand_computation(cluster_weights):
     x = torch.rand(3, 6, 1, 6, 6)
     B = x.shape[1]
     pyro.set_rng_seed(11)
-    loss = SyncFreeTraceEnum_ELBO(max_plate_nesting=2, leave_one_out=True).loss(model, guide, x)
+    loss = SyncFreeTraceEnum_ELBO(max_plate_nesting=2, levers=Levers(leave_one_out=True)).loss(model, guide, x)
     pyro.set_rng_seed(11)
     reference = TraceEnum_ELBO(max_plate_nesting=2).loss(model, guide, x, leave_one_out=True)
     z, beta = guide_draws(guide, x, 11, leave_one_out=True)
@@ -167,8 +170,46 @@ def test_levers_are_refused_where_they_cannot_apply():
         TrainConfig(local_kl_weight=0.0)
     with pytest.raises(ValueError, match="drop `jit`"):
         TrainConfig(jit=True, local_kl_weight=2.0)
+    with pytest.raises(ValueError, match="`set_mix_weight`"):
+        TrainConfig(model="gmvae", set_mix_weight=1.0)
+    with pytest.raises(ConfigError, match="`set_mix_weight` must be"):
+        Levers(set_mix_weight=-1.0)
     model, guide = build(small_cfg(), "mlvae")
     with pytest.raises(ConfigError, match="`leave_one_out`"):
-        elbo_module(model, guide, leave_one_out=True)
+        elbo_module(model, guide, levers=Levers(leave_one_out=True))
     with pytest.raises(ConfigError, match="`local_kl_weight`"):
-        elbo_module(*build(small_cfg()), jit=True, local_kl_weight=2.0)
+        elbo_module(*build(small_cfg()), jit=True, levers=Levers(local_kl_weight=2.0))
+    with pytest.raises(ConfigError, match="`cluster_weights` global"):
+        elbo_module(*build(small_cfg()), levers=Levers(set_mix_weight=1.0))  # uniform p(d): nothing to pull
+
+
+def test_the_set_mix_weight_adds_the_kl_of_the_sets_mean_q_d_to_p_d_given_beta_with_pi_held_fixed():
+    cfg = small_cfg(cluster_weights="global")
+    model, guide = UGVAEModel(cfg), UGVAEGuide(cfg)
+    x = torch.rand(3, 6, 1, 6, 6)
+    gamma = 2.5
+    loss_fn = SyncFreeTraceEnum_ELBO(max_plate_nesting=2, levers=Levers(set_mix_weight=gamma))(model, guide)
+    pyro.set_rng_seed(4)
+    loss = loss_fn(x)
+    z, beta = guide_draws(guide, x, 4)
+    h = guide.features(x)
+    pi = guide.cluster_posterior(z)
+    loc, scale = guide.global_params(h, pi)
+    elbo = hand_elbo(model, guide, x, z, beta, loc[:, None], scale[:, None])
+    # gamma B [KL(m || p(d|beta)) + H(m)] per group, m the set's mean q(d), held fixed (stop-gradient)
+    m = pi.detach().mean(1)
+    log_p = torch.log_softmax(model.cluster_logits(beta[:, 0]), -1)
+    cross_entropy = -(m * log_p).sum(-1) * x.shape[1]
+    expected = -elbo + gamma * cross_entropy.sum()
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    # The gradients agree too, so pi is held fixed in the added term and only there.
+    names = ["cluster_weights.weight", "decoder.net.0.weight"]
+    got = torch.autograd.grad(
+        loss, [dict(model.named_parameters())[n] for n in names] + [guide.cluster_posterior.net[0].weight]
+    )
+    want = torch.autograd.grad(
+        expected, [dict(model.named_parameters())[n] for n in names] + [guide.cluster_posterior.net[0].weight]
+    )
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-5 * w.abs().max())
+    assert gamma * cross_entropy.sum().item() > 1.0  # the added term is not negligible

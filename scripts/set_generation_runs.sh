@@ -40,7 +40,7 @@ settings=(
     "fac|klw2|-B 32 --local-kl-weight 2|all"
     "fac|film|-B 32 --decoder-film|all"
     "fac|attn|-B 32 --guide attention|all"
-    "fac|setmix|-B 32 --guide set-mix|all"
+    "fac|setmix|-B 32 --guide set-mix|first"
     "fac|b4g8|-B 4 -G 8|all"
     "fac|b4g8loo|-B 4 -G 8 --leave-one-out|first"
     "fac|b2g16|-B 2 -G 16|first"

@@ -2,6 +2,7 @@
 
 import argparse
 import csv
+import errno
 import os
 import signal
 import subprocess
@@ -91,3 +92,27 @@ def signal_training(flags: list[str], run_dir: str, min_step: int, sig=signal.SI
         time.sleep(0.005)
     _, err = proc.communicate(timeout=timeout)
     return proc.returncode, err
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 2 MiB tmpfs of its own, so that a write can really run out of space."""
+    mount_point = tmp_path / "disk"
+    mount_point.mkdir()
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount_point)], capture_output=True)
+    if result.returncode != 0:
+        reason = result.stderr.decode().strip()
+        pytest.skip(f"cannot mount a tmpfs here ({reason}); the simulated ENOSPC tests still run")
+    yield mount_point
+    subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def fill(folder, leave: int = 0):
+    """Fill the filesystem of `folder` up to `leave` bytes."""
+    with open(os.path.join(folder, "filler"), "wb") as f:
+        try:
+            while os.statvfs(folder).f_bavail * os.statvfs(folder).f_frsize > leave:
+                f.write(b"\0" * 4096)
+                f.flush()
+        except OSError as e:
+            assert e.errno == errno.ENOSPC

@@ -14,8 +14,11 @@ from ugvae.train import TrainConfig, train
 from ugvae.train.lock import RunLocked, run_lock
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# `_checkout` first: the subprocess must lock with this checkout's code, not an installed ugvae's.
 HOLD_LOCK = textwrap.dedent("""
     import sys, time
+    from _checkout import use_checkout
+    use_checkout()
     from ugvae.train.lock import run_lock
 
     with run_lock(sys.argv[1]):

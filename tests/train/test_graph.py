@@ -18,9 +18,9 @@ MODEL = ModelConfig(x_shape=(1, 28, 28), z_dim=2, beta_dim=2, K=3, hidden=16)
 def test_a_captured_step_off_a_gpu_is_refused_with_the_fix():
     with pytest.raises(GraphNeedsCUDA, match=FIX):
         CapturedStep(lambda idx: idx.sum(), "cpu")
-    with pytest.raises(ValueError, match=FIX):
+    with pytest.raises(ValueError, match="set `device` to cuda, or drop `graph`"):
         TrainConfig(graph=True, device="cpu")
-    with pytest.raises(ValueError, match="drop --validate"):
+    with pytest.raises(ValueError, match="drop `validate`"):
         TrainConfig(graph=True, device="cuda", validate=True)
 
 

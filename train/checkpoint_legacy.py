@@ -28,6 +28,12 @@ import torch
 from .checkpoint_schema import Invalid
 
 MAX_ELEMENTS = 2**20
+
+
+class Refused(ValueError):
+    """What a stand-in raises for anything but a small numeric array."""
+
+
 NUMERIC_DTYPES = {f"{k}{n}" for k, sizes in (("u", "1248"), ("i", "1248"), ("f", "248")) for n in sizes} | {"b1"}
 
 
@@ -36,7 +42,7 @@ class LegacyDtype:
 
     def __init__(self, name, align=False, copy=True):
         if type(name) is not str or name not in NUMERIC_DTYPES:
-            raise ValueError(f"dtype {str(name)[:20]!r} is not a numeric dtype")
+            raise Refused(f"dtype {str(name)[:20]!r} is not a numeric dtype")
         self.name, self.order = name, "="
 
     def __setstate__(self, state):
@@ -49,7 +55,7 @@ class LegacyDtype:
             or state[2:5] != (None, None, None)
             or state[5:] != (-1, -1, 0)
         ):
-            raise ValueError("a dtype with fields, a subarray or flags is not a numeric dtype")
+            raise Refused("a dtype with fields, a subarray or flags is not a numeric dtype")
         self.order = state[1]
 
     def numpy(self) -> np.dtype:
@@ -64,22 +70,22 @@ class LegacyArray:
 
     def __setstate__(self, state):
         if type(state) is not tuple or len(state) != 5 or state[0] != 1:
-            raise ValueError("not the state of a pickled array")
+            raise Refused("not the state of a pickled array")
         _, shape, dtype, fortran, data = state
         if type(dtype) is not LegacyDtype or type(fortran) is not bool or type(data) is not bytes:
-            raise ValueError("an array of other than a numeric dtype and raw bytes")
+            raise Refused("an array of other than a numeric dtype and raw bytes")
         if type(shape) is not tuple or len(shape) > 4 or any(type(n) is not int or n < 0 for n in shape):
-            raise ValueError("an array shape that is not a few whole numbers")
+            raise Refused("an array shape that is not a few whole numbers")
         count = math.prod(shape)
         dtype = dtype.numpy()
         if count > MAX_ELEMENTS or len(data) != count * dtype.itemsize:
-            raise ValueError(f"an array of {count} elements with {len(data)} bytes of data")
+            raise Refused(f"an array of {count} elements with {len(data)} bytes of data")
         self.array = np.frombuffer(data, dtype=dtype).reshape(shape, order="F" if fortran else "C").copy()
 
 
 def reconstruct(cls, shape, typecode):
     if cls is not LegacyArray or shape != (0,) or typecode != b"b":
-        raise ValueError("not the reconstruction of a plain array")
+        raise Refused("not the reconstruction of a plain array")
     return LegacyArray()
 
 

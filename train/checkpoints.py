@@ -42,7 +42,7 @@ import torch
 from ..errors import CheckpointError, RunError
 from ..files import NotARegularFile, atomic_write, open_regular
 from ..model import ModelConfig
-from .checkpoint_legacy import load_legacy
+from .checkpoint_legacy import Refused, load_legacy
 from .checkpoint_schema import (
     CHECKPOINT_KEYS,
     Expected,
@@ -220,13 +220,18 @@ def read_checkpoint(path: str, map_location="cpu"):
             try:
                 return load_legacy(f, map_location)
             except Invalid as e:
-                raise CheckpointError(path, f"cannot be read as a checkpoint of format 1 or 2: it {e}") from None
+                raise CheckpointError(path, f"cannot be read as a checkpoint of format 1 or 2 ({e})") from None
+            except Refused as e:
+                raise CheckpointError(
+                    path,
+                    f"cannot be read (holds objects other than tensors, numbers and strings: {e})",
+                ) from None
             except Exception as e:
                 raise CheckpointError(path, f"cannot be read ({_why(e)})") from None
 
 
 def _why(error: Exception) -> str:
-    if "Weights only load" in str(error) or "numeric dtype" in str(error) or "plain array" in str(error):
+    if "Weights only load" in str(error):
         return "holds objects other than tensors, numbers and strings"
     return type(error).__name__
 

@@ -52,10 +52,10 @@ def run_lock(run_dir: str, new: bool = False):
     """Hold the lock of `run_dir` for the duration of the block; RunLocked if another process
     holds it, RunError if RUN/.lock is a link or anything but a regular file.
 
-    `new`: a run directory just claimed, before its config.json is written; if it still has
-    none when the block ends, the note is removed so that the empty directory can be. Any other
-    folder without a config.json is not a run: it is not locked (and gets no note), and the
-    command reading it says what is wrong.
+    `new`: a run directory just claimed, before its config.json is written. Any other folder
+    without a config.json is not a run: it is not locked (and gets no note), and the command
+    reading it says what is wrong. The note goes when the lock does, so a new run that failed
+    before its config.json leaves an empty directory.
     """
     key = os.path.realpath(run_dir)
     if not new and not os.path.isfile(os.path.join(run_dir, "config.json")):
@@ -68,7 +68,7 @@ def run_lock(run_dir: str, new: bool = False):
         finally:
             _held[key][1] -= 1
         return
-    release = _acquire(run_dir)
+    release = _acquire(run_dir, new)
     _held[key] = [release, 1]
     try:
         yield
@@ -77,7 +77,7 @@ def run_lock(run_dir: str, new: bool = False):
         release()
 
 
-def _acquire(run_dir: str):
+def _acquire(run_dir: str, new: bool):
     """Take the lock; returns the function that releases it."""
     note = os.path.join(run_dir, LOCK_NAME)
     if fcntl is None and msvcrt is None:
@@ -96,14 +96,15 @@ def _acquire(run_dir: str):
             os.close(dir_fd)
             if e.errno not in (errno.EBADF, errno.EINVAL, errno.ENOLCK, errno.EOPNOTSUPP):
                 raise
-            return _acquire_note(run_dir, note)
+            return _acquire_note(run_dir, note, new)
         try:
-            note_fd = _open_note(note)
+            note_fd = _open_note(note, courtesy=True)
         except BaseException:
             os.close(dir_fd)
             raise
-        _write_pid(note_fd)
-        os.close(note_fd)
+        if note_fd is not None:
+            _write_pid(note_fd)
+            os.close(note_fd)
 
         def release():
             try:
@@ -113,11 +114,12 @@ def _acquire(run_dir: str):
             os.close(dir_fd)  # closing the last descriptor releases the flock
 
         return release
-    return _acquire_note(run_dir, note)
+    return _acquire_note(run_dir, note, new)
 
 
-def _acquire_note(run_dir: str, note: str):
-    """Lock the note file itself (no directory locks here); the note stays, as it is the lock."""
+def _acquire_note(run_dir: str, note: str, new: bool):
+    """Lock the note file itself (no directory locks here); the note stays, as it is the lock,
+    except in a new run directory that never got its config.json."""
     fd = _open_note(note)
     try:
         if fcntl is not None:
@@ -136,6 +138,9 @@ def _acquire_note(run_dir: str, note: str):
     _write_pid(fd)
 
     def release():
+        if new and not os.path.exists(os.path.join(run_dir, "config.json")):
+            with contextlib.suppress(OSError):
+                os.remove(note)  # nobody else knows this directory yet
         if fcntl is None:
             os.lseek(fd, _MSVCRT_OFFSET, os.SEEK_SET)
             with contextlib.suppress(OSError):
@@ -145,11 +150,14 @@ def _acquire_note(run_dir: str, note: str):
     return release
 
 
-def _open_note(note: str) -> int:
-    """RUN/.lock opened for writing, created if missing; never through a link."""
+def _open_note(note: str, courtesy: bool = False) -> int | None:
+    """RUN/.lock opened for writing, created if missing; never through a link. With `courtesy`
+    (the lock is elsewhere), None where it cannot be created: a read-only run, a full disk."""
     try:
         fd = os.open(note, os.O_RDWR | os.O_CREAT | _NOFOLLOW | _CLOEXEC | _NONBLOCK, 0o644)
     except OSError as e:
+        if courtesy and e.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT):
+            return None
         if e.errno == errno.ELOOP:
             raise RunError(f"{note} is a symbolic link; a run's lock note is a plain file: remove the link") from None
         if e.errno == errno.EISDIR:

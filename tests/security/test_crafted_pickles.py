@@ -45,7 +45,7 @@ FLAGGED = (3, "<", None, None, None, -1, -1, 1)  # a dtype's state with NPY_ITEM
 # name -> what replaces a field of a valid format-1 payload (numpy RNG state pickled as an ndarray)
 CRAFTED = {
     "object dtype from raw bytes": ("step", RawArray(ObjectDtype(), (2,), b"\x41" * 16)),
-    "uint32 dtype with a subarray of objects": ("step", RawArray(PointerDtype())),
+    "uint32 dtype with a subarray of objects": ("step", RawArray(PointerDtype(), (1,), b"\x41" * 4)),
     "uint32 dtype flagged as holding objects": ("step", RawArray(NumericDtype(state=FLAGGED))),
     "structured dtype with an object field": ("step", RawArray(NumericDtype([("a", "O")], None), (1,), b"\0" * 8)),
     "array claiming 2**30 elements": ("step", RawArray(NumericDtype(), (2**15, 2**15), b"\0" * 16)),
@@ -76,7 +76,7 @@ def test_crafted_numpy_arrays_are_refused_one_by_one(tmp_path):
 
 
 def test_an_object_array_in_the_newest_checkpoint_never_reaches_evaluate(run_copy):
-    """Defect 1: on main, evaluate compared the crafted step and exited 139 (SIGSEGV)."""
+    """Defect 1: on main, evaluate compared the crafted step (a pointer 0x41414141) and exited 139."""
     crafted_file(run_copy, "uint32 dtype with a subarray of objects", 99)
     proc = python_in_checkout(
         "import sys; from ugvae import run; sys.exit(run.main(sys.argv[1:]))",
@@ -93,7 +93,7 @@ def test_an_object_array_in_the_newest_checkpoint_never_reaches_evaluate(run_cop
 
 def test_a_crafted_older_checkpoint_is_set_aside_when_training_rotates(run_copy):
     """Defect 1: planted as an older checkpoint, it killed training inside rotation on main."""
-    crafted_file(run_copy, "object dtype from raw bytes", 1)
+    crafted_file(run_copy, "uint32 dtype with a subarray of objects", 1)
     proc = python_in_checkout(
         "import sys; from ugvae import run; sys.exit(run.main(sys.argv[1:]))",
         "--resume",

@@ -2,6 +2,7 @@
 refused in one line where fcntl does not exist (issue 20, item 9)."""
 
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -60,6 +61,17 @@ sys.modules["msvcrt"] = msvcrt
 sys.modules["fcntl"] = None
 importlib.reload(ugvae.train.lock)
 sys.modules["fcntl"] = fcntl
+"""
+
+# A filesystem that cannot flock a directory (some network filesystems): the note is locked.
+NO_DIRECTORY_LOCKS = """
+import errno, fcntl, os, stat, types
+import ugvae.train.lock
+def flock(fd, op):
+    if stat.S_ISDIR(os.fstat(fd).st_mode):
+        raise OSError(errno.EBADF, "Bad file descriptor")
+    return fcntl.flock(fd, op)
+ugvae.train.lock.fcntl = types.SimpleNamespace(flock=flock, LOCK_EX=fcntl.LOCK_EX, LOCK_NB=fcntl.LOCK_NB)
 """
 
 
@@ -133,3 +145,19 @@ def test_with_msvcrt_only_one_process_holds_the_lock(run_copy, stop):
     holder.kill(), holder.wait()
     again = python_in_checkout("import sys\n" + FAKE_MSVCRT + TRY.format(setup=""), run_copy)
     assert again.stdout.startswith("GOT THE LOCK"), again.stderr
+
+
+def test_where_directories_cannot_be_locked_the_note_is(run_copy, stop):
+    """Defect 4 (fallback): without directory flocks the note file itself is the lock."""
+    holder = hold(run_copy, setup="import sys\n" + NO_DIRECTORY_LOCKS)
+    stop(holder)
+    second = python_in_checkout("import sys\n" + NO_DIRECTORY_LOCKS + TRY.format(setup=""), run_copy)
+    assert second.stdout.startswith("REFUSED") and f"process {holder.pid}" in second.stdout, second.stderr
+
+
+def test_a_read_only_run_can_be_locked(small_run, tiny_disk):
+    """Defect 8 (the lock part): the note is a courtesy; a run on a read-only disk still locks."""
+    run_dir = shutil.copytree(small_run, str(tiny_disk / "run"))
+    subprocess.run(["mount", "-o", "remount,ro", str(tiny_disk)], check=True)
+    with run_lock(run_dir):
+        assert not os.path.exists(os.path.join(run_dir, ".lock"))

@@ -55,7 +55,7 @@ from .config import TrainConfig
 
 CHECKPOINT_VERSION = 3  # 3: RNG states as tensors and lists, run_id; 2: version key; 1: none
 
-# At most 18 digits: int() of a name of thousands of digits would raise (and mean nothing).
+# ASCII digits (\d would take any Unicode digit, which int() reads), at most 18: no step is larger.
 CHECKPOINT_RE = re.compile(r"step-([0-9]{1,18})\.pt$")
 SET_ASIDE = ".unreadable"
 MAX_ARCHIVE_ENTRIES = 100_000

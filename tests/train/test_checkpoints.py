@@ -30,6 +30,7 @@ from ugvae.train.checkpoints import (
     rng_state,
     save_checkpoint,
     set_rng_state,
+    upgrade_checkpoints,
 )
 from ugvae.train.metrics import read_metrics
 from ugvae.train.rundir import new_run_dir
@@ -267,6 +268,21 @@ def test_a_run_of_the_previous_format_resumes(tmp_path, one_thread):
     newest = load_checkpoint(list_checkpoints(run_dir)[-1])
     # Its new checkpoints carry no run id, as its config.json has none: the run stays whole.
     assert newest["step"] == 16 and newest["version"] == 3 and newest["run_id"] is None
+
+
+def test_upgrading_a_format_1_run_rewrites_its_checkpoints_once(tmp_path):
+    run_dir = copy_of(FIXTURE_V1, tmp_path)
+    path = list_checkpoints(run_dir)[-1]
+    assert torch.serialization.get_unsafe_globals_in_checkpoint(path)  # numpy's array constructors
+    assert upgrade_checkpoints(run_dir, run_id="abc") == [path]
+    assert torch.serialization.get_unsafe_globals_in_checkpoint(path) == []
+    upgraded = load_checkpoint(path, run_id="abc")
+    assert upgraded["version"] == 3 and upgraded["run_id"] == "abc"
+    assert upgrade_checkpoints(run_dir, run_id="abc") == []  # once
+    config = json.load(open(os.path.join(run_dir, "config.json")))
+    write_json(os.path.join(run_dir, "config.json"), {**config, "run_id": "abc"})
+    model, guide, loaded = load_run(run_dir)
+    assert loaded.step == 8 and weights_digest(model, guide) == FIXTURE_V1_WEIGHTS
 
 
 def test_a_newer_format_is_refused_naming_the_version(tmp_path):

@@ -128,7 +128,7 @@ def test_conv_ugvae_takes_an_svi_step_on_a_64x64_rgb_mixture(tmp_path):
     unchanged = [k for k, v in loss_fn.named_parameters() if torch.equal(v, before[k])]
     assert not unchanged
     assert guide.global_posterior(x)[0].shape == (2, 2)
-    with pytest.raises(ValueError, match="--image-size 64"):
+    with pytest.raises(ValueError, match="set `image_size` to 64"):
         ModelConfig(x_shape=(1, 28, 28), arch="conv")
 
 

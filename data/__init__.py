@@ -1,6 +1,7 @@
 """Datasets as uint8 ImageSets (torchvision, offline fallbacks, image folders, mixed domains) and samplers of groups."""
 
 from ..errors import DataError
+from .folder import ImageGroups, folder_groups
 from .groups import MixedGroups, RandomGroups, fixed_groups
 from .imageset import ImageSet, to_unit_float
 from .registry import DATASETS, load_dataset
@@ -11,6 +12,7 @@ __all__ = [
     "DATASETS",
     "DataError",
     "ClusterGroups",
+    "ImageGroups",
     "ImageSet",
     "MixedGroups",
     "RandomGroups",
@@ -22,6 +24,7 @@ __all__ = [
     "rule_classes",
     "structured_groups",
     "fixed_groups",
+    "folder_groups",
     "to_unit_float",
     "training_groups",
 ]

@@ -1,8 +1,10 @@
-"""Any folder of images (searched recursively), centre-cropped to square and resized; subfolders become labels."""
+"""Any folder of images (searched recursively), centre-cropped to square and resized; subfolders become
+labels. Also a folder of image sets read as groups (`folder_groups`): each sub-folder one group."""
 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -116,3 +118,73 @@ def square(image):
     side = min(w, h)
     left, top = (w - side) // 2, (h - side) // 2
     return image.crop((left, top, left + side, top + side))
+
+
+# -- a folder of image sets, as groups (embed, sample from a set) ---------------------------
+@dataclass
+class ImageGroups:
+    """uint8 images (N, C, H, W) cut into groups: `members[g]` indexes the images of group g."""
+
+    images: torch.Tensor
+    members: list[torch.Tensor]
+    sources: list[str]  # per group: its folder, or its index range in the dataset
+    names: list[str]  # per image
+    indices: list[int]  # per image: its dataset index, -1 for files
+    notice: str | None = None
+
+
+def consecutive(n: int, group_size: int) -> list[torch.Tensor]:
+    """0..n-1 cut in order into groups of group_size; the last one holds the rest."""
+    if group_size < 1:
+        raise DataError(f"`group_size` must be >= 1, got {group_size}")
+    return list(torch.arange(n).split(group_size))
+
+
+def folder_groups(root: str | Path, x_shape: tuple[int, int, int], group_size: int | None = None) -> ImageGroups:
+    """Images of a folder as groups: one per sub-folder holding images, or, for a flat folder,
+    consecutive groups of `group_size` (all of them in one group when it is None)."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DataError(f"image folder {root} does not exist; check the `folder` path")
+    channels, height, width = x_shape
+    if height != width:
+        raise DataError(f"the model's images are {height}x{width}; folders can only be read for square images")
+    files = list_images(root)
+    nested = [f for f in files if len(f.parts) > 1]
+    if nested and len(nested) != len(files):
+        loose = [f.as_posix() for f in files if len(f.parts) == 1][:3]
+        raise DataError(
+            f"{root} holds both sub-folders of images and loose images ({', '.join(loose)}); "
+            "put every image in a sub-folder (one group each) or use a flat folder"
+        )
+    if nested:
+        # Each first-level sub-folder is one group, with every image below it.
+        sources = sorted({f.parts[0] for f in files})
+        members, start = [], 0
+        for source in sources:
+            size = sum(1 for f in files if f.parts[0] == source)
+            members.append(torch.arange(start, start + size))
+            start += size
+        files = [f for source in sources for f in files if f.parts[0] == source]
+    else:
+        members = consecutive(len(files), group_size or len(files))
+        sources = [f"{root.name}[{int(m[0])}:{int(m[-1]) + 1}]" for m in members]
+    paths = [root / f for f in files]
+    images = read_images(paths, height, channels)
+    return ImageGroups(
+        images, members, sources, [f.as_posix() for f in files], [-1] * len(files), resize_notice(paths, height)
+    )
+
+
+def resize_notice(paths: list[Path], size: int) -> str | None:
+    from PIL import Image
+
+    sizes = set()
+    for path in paths:
+        with Image.open(path) as image:
+            sizes.add(image.size)
+    other = sorted(s for s in sizes if s != (size, size))
+    if not other:
+        return None
+    shown = ", ".join(f"{w}x{h}" for w, h in other[:3]) + (", ..." if len(other) > 3 else "")
+    return f"notice: images of size {shown} were centre-cropped and resized to the run's {size}x{size}"

@@ -224,7 +224,8 @@ def run(args) -> int:
 
     if min(args.group_sizes) < 1 or args.groups < 2 * FOLDS or args.pairs < 2 or args.untrained_seeds < 1:
         raise ValueError(f"--group-sizes, --untrained-seeds must be >= 1, --pairs >= 2 and --groups >= {2 * FOLDS}")
-    model, guide, config = load_run(args.run, args.device)
+    config = load_run(args.run, args.device)
+    model, guide = config.model, config.guide
     model_cfg, train_cfg = config.model_cfg, config.train_cfg
     kind, _, base_name = train_cfg.dataset.partition(":")
     if kind != "grouped" or not guide.has_global_latent:

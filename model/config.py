@@ -12,6 +12,8 @@ import math
 import numbers
 from dataclasses import asdict, dataclass, fields
 
+from ..errors import ConfigError
+
 LIKELIHOODS = ("gaussian", "bernoulli")
 ARCHS = ("auto", "mlp", "conv")
 # p(d | beta): "uniform" is eq. 4; "global" = softmax(A beta + b), an extension of the paper.
@@ -36,7 +38,7 @@ class ModelConfig:
         if not isinstance(self.x_shape, (list, tuple)) or not all(
             isinstance(s, numbers.Integral) and not isinstance(s, bool) for s in self.x_shape
         ):
-            raise ValueError(f"x_shape must be three whole numbers (C, H, W), got {self.x_shape!r}")
+            raise ConfigError(f"x_shape must be three whole numbers (C, H, W), got {self.x_shape!r}")
         object.__setattr__(self, "x_shape", tuple(int(s) for s in self.x_shape))
         whole, real = numbers.Integral, numbers.Real
         kinds = {"z_dim": whole, "beta_dim": whole, "K": whole, "hidden": whole, "var_x": real, "likelihood": str}
@@ -47,7 +49,7 @@ class ModelConfig:
             if not isinstance(getattr(self, name), kind) or isinstance(getattr(self, name), bool)
         ]
         if wrong:
-            raise ValueError("; ".join(wrong))
+            raise ConfigError("; ".join(wrong))
         problems = []
         if len(self.x_shape) != 3 or min(self.x_shape) < 1:
             problems.append(f"x_shape must be (C, H, W) with positive sizes, got {self.x_shape}")
@@ -68,7 +70,7 @@ class ModelConfig:
                 "resize with --image-size 64 or use --arch mlp"
             )
         if problems:
-            raise ValueError("; ".join(problems))
+            raise ConfigError("; ".join(problems))
 
     @property
     def resolved_arch(self) -> str:
@@ -90,11 +92,11 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, d: dict) -> ModelConfig:
         if not isinstance(d, dict):
-            raise ValueError(f"the model config must be a JSON object, got {type(d).__name__}")
+            raise ConfigError(f"the model config must be a JSON object, got {type(d).__name__}")
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
-            raise ValueError(f"unknown model config fields {sorted(unknown)}")
+            raise ConfigError(f"unknown model config fields {sorted(unknown)}")
         return cls(**d)
 
 

@@ -15,7 +15,7 @@ from tests.conftest import tiny_flags
 from ugvae import run
 from ugvae.data import DataError
 from ugvae.model import ModelConfig
-from ugvae.train import TrainConfig, train
+from ugvae.train import TrainConfig, fit
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = tiny_flags()
@@ -113,15 +113,13 @@ def places(tmp_path_factory):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny models train fastest on one thread
     cfg = TrainConfig(dataset="synthetic:40", epochs=1, group_size=8, checkpoint_every=100)
-    mine = train(
-        cfg, str(tmp / "runs"), ModelConfig(x_shape=(1, 28, 28), z_dim=2, beta_dim=2, K=3, hidden=16), quiet=True
-    )
-    other = train(
+    mine = fit(cfg, ModelConfig(x_shape=(1, 28, 28), z_dim=2, beta_dim=2, K=3, hidden=16), runs_dir=str(tmp / "runs"))
+    other = fit(
         TrainConfig(**{**cfg.to_dict(), "image_size": 16}),
-        str(tmp / "runs"),
         ModelConfig(x_shape=(1, 16, 16), z_dim=2, beta_dim=2, K=3, hidden=8),
-        quiet=True,
+        runs_dir=str(tmp / "runs"),
     )
+    mine, other = mine.run_dir, other.run_dir
     torch.set_num_threads(threads)
     # Someone edits the config.json of a run (the checkpoint copied in from another run would be
     # refused for its run id before its config is compared, see tests/train/test_checkpoints.py).

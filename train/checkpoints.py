@@ -22,11 +22,12 @@ accept checkpoints without one.
 from __future__ import annotations
 
 import glob
+import logging
 import os
 import random
 import re
-import sys
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -55,6 +56,7 @@ CHECKPOINT_KEYS = (
 )
 # Fields of the training config that fix the stream of groups: a checkpoint resumed under
 # other values would continue a different run.
+logger = logging.getLogger(__name__)
 DATA_STREAM_FIELDS = ("dataset", "image_size", "mix", "group_size", "groups_per_step", "seed", "groups", "group_warmup")
 
 
@@ -144,8 +146,8 @@ def rotate(run_dir: str, keep: int, run_id: str | None = None, known_good: str |
 
 
 def notice(message: str):
-    """One line on stderr: what a library function did to the user's files, and why."""
-    print(message, file=sys.stderr, flush=True)
+    """One line: what a library function did to the user's files, and why."""
+    logger.warning(message)
 
 
 def list_checkpoints(run_dir: str) -> list[str]:
@@ -153,9 +155,12 @@ def list_checkpoints(run_dir: str) -> list[str]:
     return sorted((p for p in paths if CHECKPOINT_RE.search(p)), key=lambda p: int(CHECKPOINT_RE.search(p)[1]))
 
 
-def load_checkpoint(path: str, map_location="cpu", run_id: str | None = None, mmap: bool = False) -> dict:
-    """The checkpoint at `path`, checked to be one of the run `run_id` (when given and the file
-    names one) and of the step its name says; tensors on `map_location`."""
+def load_checkpoint(
+    path: str, map_location="cpu", run_id: str | None = None, mmap: bool = False, accept_unnamed: bool = False
+) -> dict:
+    """The checkpoint at `path`, checked to be one of the run `run_id` (when given; with
+    `accept_unnamed`, a file that names no run counts as one of it) and of the step its name
+    says; tensors on `map_location`."""
     try:
         # A pickle of another protocol draws a warning before it is refused: the refusal says enough.
         with torch.serialization.safe_globals(NUMPY_ARRAY_GLOBALS), warnings.catch_warnings():
@@ -180,7 +185,7 @@ def load_checkpoint(path: str, map_location="cpu", run_id: str | None = None, mm
             path, f"holds step {checkpoint['step']}, not the step its name says", "it was renamed or copied in"
         )
     theirs = checkpoint.get("run_id")
-    if run_id is not None and theirs != run_id:
+    if run_id is not None and theirs != run_id and not (accept_unnamed and theirs is None):
         raise CheckpointError(
             path,
             f"belongs to {'run ' + theirs if theirs else 'a run without an id'}, not to run {run_id} of its directory",
@@ -189,14 +194,16 @@ def load_checkpoint(path: str, map_location="cpu", run_id: str | None = None, mm
     return checkpoint
 
 
-def latest_checkpoint(run_dir: str, run_id: str | None = None) -> dict | None:
+def latest_checkpoint(
+    run_dir: str, run_id: str | None = None, map_location="cpu", accept_unnamed: bool = False
+) -> dict | None:
     """The newest checkpoint of run `run_id` that loads; damaged or foreign newer ones are
     skipped, with one line naming them. None where there is no checkpoint file; a RunError
     naming each file where there are some but none can be used."""
     skipped = []
     for path in reversed(list_checkpoints(run_dir)):
         try:
-            checkpoint = load_checkpoint(path, run_id=run_id)
+            checkpoint = load_checkpoint(path, map_location, run_id, accept_unnamed=accept_unnamed)
         except CheckpointError as e:
             skipped.append(f"{os.path.basename(path)} ({e.reason})")
             continue
@@ -238,3 +245,60 @@ def check_compatible(
             + "; ".join(diffs)
             + "); use the checkpoint with the run that made it, or start a new run"
         )
+
+
+# -- the payload: a session's state, both ways ----------------------------------------------
+@dataclass
+class SavedState:
+    """What a checkpoint restores: the book's counters and window (train/book.py), the
+    sampler's state, the modules' and optimiser's state_dicts and the RNG states."""
+
+    book: dict
+    sampler: dict
+    model: dict
+    guide: dict
+    optimizer: dict
+    rng: dict
+
+
+BOOK_KEYS = ("step", "epoch", "step_in_epoch", "train_seconds", "last_result", "window", "epoch_loss")
+
+
+def make_checkpoint(
+    *, run_id, config: dict, book_state: dict, sampler_state: dict, train_samples: int, model, guide, optimizer
+) -> dict:
+    """The payload of `save_checkpoint`: `CHECKPOINT_KEYS` and the run's identity."""
+    return {
+        "version": CHECKPOINT_VERSION,
+        "run_id": run_id,
+        **{k: book_state[k] for k in BOOK_KEYS},
+        "train_samples": train_samples,
+        # clusters:ALPHA groups of the epoch under way draw from these
+        "group_assignments": sampler_state.get("assignments"),
+        "model": model.state_dict(),
+        "guide": guide.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "rng": rng_state(),
+        "config": config,
+    }
+
+
+def read_state(checkpoint: dict, run, train_samples: int) -> SavedState:
+    """The state in `checkpoint`, after checking that it continues `run` (a train.run.Run): the same
+    model config and names, the same stream of training groups, the same number of training images."""
+    cfg = run.train_cfg
+    check_compatible(checkpoint, run.model_cfg, run.model_name, run.guide_name, cfg)
+    saved_samples = checkpoint.get("train_samples", train_samples)
+    if saved_samples != train_samples:
+        raise RunError(
+            f"{cfg.dataset} now has {train_samples} training images but had {saved_samples} at the checkpoint; "
+            "restore the data or start a new run"
+        )
+    return SavedState(
+        book={k: checkpoint[k] for k in BOOK_KEYS},
+        sampler={"assignments": checkpoint.get("group_assignments")},
+        model=checkpoint["model"],
+        guide=checkpoint["guide"],
+        optimizer=checkpoint["optimizer"],
+        rng=checkpoint["rng"],
+    )

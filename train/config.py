@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, fields
 import torch
 
 from ..data.training_groups import parse_mix, parse_spec
-from ..errors import DataError, RunError
+from ..errors import ConfigError, DataError, RunError
 
 
 @dataclass
@@ -45,13 +45,13 @@ class TrainConfig:
     def __post_init__(self):
         problems = type_problems(self)
         if problems:
-            raise ValueError("; ".join(problems))
+            raise ConfigError("; ".join(problems))
         for name in ("lr", "mix", "clip_norm"):
             value = getattr(self, name)
             if isinstance(value, float) and not math.isfinite(value):  # mix may also be "beta:A"
                 problems.append(f"--{name.replace('_', '-')} must be a finite number, got {value}")
         if problems:
-            raise ValueError("; ".join(problems))
+            raise ConfigError("; ".join(problems))
         if self.group_size < 1:
             problems.append(f"--group-size must be >= 1, got {self.group_size}")
         elif self.group_size < 2 and self.model != "vae":
@@ -79,7 +79,7 @@ class TrainConfig:
         if self.graph and self.jit:
             problems.append("--graph captures the sync-free ELBO, not the JIT one: drop --jit")
         if problems:
-            raise ValueError("; ".join(problems))
+            raise ConfigError("; ".join(problems))
 
     def validation_on(self, device_type: str) -> bool:
         """Whether training on `device_type` runs the argument checks: --validate, or else off on CUDA."""
@@ -91,7 +91,7 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
         if not isinstance(d, dict):
-            raise ValueError(f"the training config must be a JSON object, got {type(d).__name__}")
+            raise ConfigError(f"the training config must be a JSON object, got {type(d).__name__}")
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
 

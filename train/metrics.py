@@ -1,4 +1,4 @@
-"""Numbers logged during training: per-sample ELBOs and how the mixture is used, in metrics.csv.
+"""metrics.csv: the numbers logged during training (train/hooks.py), a row per logged window and per epoch.
 
 Rows are appended; a crash mid-append leaves a torn last line, which a resume drops, and a
 crash while the header was written leaves a torn header, which the next writer rewrites (the
@@ -13,10 +13,6 @@ import io
 import math
 import os
 
-import torch
-from pyro.infer import TraceEnum_ELBO
-
-from ..data import to_unit_float
 from ..errors import RunError
 from ..files import atomic_write_bytes, disk_full
 
@@ -39,45 +35,6 @@ METRIC_FIELDS = [
     "pixel_change_z",
     "elapsed_s",
 ]
-USAGE_THRESHOLD = 0.02
-
-
-def cluster_usage(pi: torch.Tensor) -> dict:
-    """Usage of K clusters from q(d|z) probabilities pi (N, K).
-
-    Entropy (nats) of the mean of pi (log K when all are used evenly), the number of clusters
-    holding >= 2% of that mass, and the same count for hard argmax assignments, which also
-    catches a q(d|z) that stays uniform everywhere.
-    """
-    pi = pi.reshape(-1, pi.shape[-1]).double()
-    mean = pi.mean(0)
-    entropy = -(mean * mean.clamp_min(1e-30).log()).sum().item()
-    hard = torch.bincount(pi.argmax(-1), minlength=pi.shape[-1]).double() / pi.shape[0]
-    return {
-        "cluster_entropy": entropy,
-        "clusters_used": int((mean >= USAGE_THRESHOLD).sum()),
-        "clusters_used_argmax": int((hard >= USAGE_THRESHOLD).sum()),
-        "cluster_shares": [round(v, 4) for v in mean.tolist()],
-    }
-
-
-@torch.no_grad()
-def test_metrics(model, guide, images: torch.Tensor, groups: torch.Tensor, chunk: int = 16) -> dict:
-    """Per-sample test ELBO (nats) and, for mixture models, cluster usage on index `groups` (G, B)
-    of uint8 `images`. Leaves model and guide in training mode."""
-    model.eval(), guide.eval()
-    elbo, total, pis = TraceEnum_ELBO(max_plate_nesting=2), 0.0, []
-    for idx in groups.split(chunk):
-        x = to_unit_float(images[idx.to(images.device)])
-        total += elbo.loss(model, guide, x)
-        if guide.has_mixture:
-            pi = guide.local_posterior(x).pi
-            pis.append(pi.reshape(-1, pi.shape[-1]).cpu())
-    model.train(), guide.train()
-    out = {"test_elbo": -total / groups.numel()}
-    if pis:
-        out.update(cluster_usage(torch.cat(pis)))
-    return out
 
 
 class MetricsLog:

@@ -9,9 +9,8 @@ from PIL import Image
 
 from tests.experiments.conftest import tiny_train
 from ugvae import run
-from ugvae.data import to_unit_float
+from ugvae.data import folder_groups, to_unit_float
 from ugvae.data.folder import read_images
-from ugvae.experiments.embed import folder_groups
 from ugvae.guide import check_images
 from ugvae.train import load_run
 
@@ -48,10 +47,10 @@ def exit_code(argv) -> int:
 
 def test_embed_a_folder_of_image_sets_one_group_per_sub_folder(ugvae_run, image_sets, capsys):
     assert run.main(["embed", "--run", ugvae_run, "--folder", str(image_sets), "--device", "cpu"]) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     out_dir = os.path.join(ugvae_run, "embed", "sets")
     assert f"wrote {out_dir}/embeddings.npz" in out and f"wrote {out_dir}/beta.csv" in out
-    assert "resized to the run's 28x28" in out  # the 32x32 set
+    assert "resized to the run's 28x28" in err  # the 32x32 set: a notice
     e = np.load(os.path.join(out_dir, "embeddings.npz"))
     assert list(e["group_source"]) == ["a", "b"] and list(e["group_size"]) == [3, 5]
     assert e["beta_loc"].shape == e["beta_scale"].shape == (2, 2) and (e["beta_scale"] > 0).all()
@@ -61,7 +60,8 @@ def test_embed_a_folder_of_image_sets_one_group_per_sub_folder(ugvae_run, image_
     assert list(e["sample_name"][:4]) == ["a/0.png", "a/1.png", "a/2.png", "b/0.png"]
 
     # The same numbers as the guide gives each set read as one group (RGB converted to the run's gray).
-    model, guide, _ = load_run(ugvae_run)
+    trained = load_run(ugvae_run)
+    guide = trained.guide
     for g, name in enumerate("ab"):
         paths = sorted((image_sets / name).iterdir())
         x = to_unit_float(read_images(paths, 28, channels=1)).unsqueeze(0)
@@ -70,7 +70,7 @@ def test_embed_a_folder_of_image_sets_one_group_per_sub_folder(ugvae_run, image_
         np.testing.assert_allclose(e["z_loc"][e["sample_group"] == g], guide.local_posterior(x).z_loc[0], atol=1e-5)
 
     lines = open(os.path.join(out_dir, "beta.csv")).read().splitlines()
-    assert lines[0] == "group_id,source,size,beta_loc_0,beta_loc_1,beta_scale_0,beta_scale_1"
+    assert lines[0] == "group_id,group_source,group_size,beta_loc_0,beta_loc_1,beta_scale_0,beta_scale_1"
     assert len(lines) == 3 and lines[2].startswith('1,"b",5,')
 
     # A second call never overwrites the first output.
@@ -94,7 +94,9 @@ def test_embed_cuts_a_flat_folder_and_a_split_into_groups_of_b(ugvae_run, tmp_pa
     assert e["group_source"][-1] == "test[35:40]" and e["sample_name"][3] == "test[3]"
     from ugvae.data import load_dataset
 
-    model, guide, config = load_run(ugvae_run)
+    config = load_run(ugvae_run)
+
+    guide = config.guide
     test = load_dataset(config.train_cfg.dataset, "test")
     x = to_unit_float(test.images[35:40]).unsqueeze(0)
     np.testing.assert_allclose(e["beta_loc"][-1], guide.global_posterior(x).loc[0].numpy(), atol=1e-5)
@@ -113,7 +115,7 @@ def test_embed_of_a_model_without_beta_writes_the_local_codes_and_says_so(vae_ru
 @pytest.mark.parametrize(
     "problem, words",
     [
-        ("missing", ["does not exist", "--folder"]),
+        ("missing", ["does not exist", "--folder"]),  # the field `folder`, shown as its flag
         ("loose and nested images", ["both sub-folders of images and loose images", "put every image"]),
         ("empty", ["holds no images"]),
         ("--out with files", ["already holds files", "never overwritten"]),
@@ -149,7 +151,7 @@ def test_sample_draws_groups_that_share_one_beta(ugvae_run, tmp_path, capsys):
     assert s["beta"].shape == (3, 2) and s["z"].shape == (3, 5, 2) and s["d"].shape == (3, 5)
     assert len({tuple(b) for b in s["beta"]}) == 3  # one beta per group, drawn independently
     # Each image is the decoder's mean of its own (z, beta): beta is shared along a row.
-    model, _, _ = load_run(ugvae_run)
+    model = load_run(ugvae_run).model
     decoded = model.decode(torch.from_numpy(s["z"]), torch.from_numpy(s["beta"])[:, None])
     np.testing.assert_allclose(s["images"], decoded.detach().numpy(), atol=1e-5)
     with Image.open(os.path.join(out_dir, "samples.png")) as png:
@@ -161,11 +163,26 @@ def test_sample_with_beta_from_a_folder_fixes_beta_to_its_posterior_mean(ugvae_r
     argv = ["sample", "--run", ugvae_run, "--groups", "2", "-B", "4", "--beta-from", str(image_sets / "b")]
     assert run.main([*argv, "--out", str(out)]) == 0
     s = np.load(out / "samples.npz")
-    model, guide, _ = load_run(ugvae_run)
+    trained = load_run(ugvae_run)
+    guide = trained.guide
     groups = folder_groups(image_sets / "b", (1, 28, 28))
     loc = guide.global_posterior(to_unit_float(groups.images).unsqueeze(0)).loc[0].numpy()
     np.testing.assert_allclose(s["beta"], np.stack([loc, loc]), atol=1e-5)
-    assert s["images"].shape == (2, 4, 1, 28, 28)
+    assert s["images"].shape == (2, 4, 1, 28, 28) and list(s["group_source"]) == ["b", "b"]
+
+
+def test_sample_with_beta_from_a_folder_of_sets_draws_each_set_from_its_own_beta(ugvae_run, image_sets, tmp_path):
+    """The same folder `embed` reads as one group per sub-folder: one beta per set, never pooled."""
+    assert (
+        run.main(
+            ["sample", "--run", ugvae_run, "-B", "3", "--beta-from", str(image_sets), "--out", str(tmp_path / "o")]
+        )
+        == 0
+    )
+    s = np.load(tmp_path / "o" / "samples.npz")
+    e = load_run(ugvae_run).embed(str(image_sets))
+    assert list(s["group_source"]) == ["a", "b"] and s["images"].shape == (2, 3, 1, 28, 28)
+    np.testing.assert_allclose(s["beta"], e.beta_loc, atol=1e-5)
 
 
 def test_sample_of_a_model_without_beta_is_a_clear_error(vae_run, capsys):
@@ -185,7 +202,7 @@ def test_sample_of_a_model_without_beta_is_a_clear_error(vae_run, capsys):
     ids=["uint8", "no group dim", "0..255 floats", "NaN"],
 )
 def test_guides_reject_images_that_are_not_groups_of_unit_floats(ugvae_run, x, words):
-    _, guide, _ = load_run(ugvae_run)
+    guide = load_run(ugvae_run).guide
     for call in (check_images, guide.local_posterior, guide.global_posterior):
         with pytest.raises(ValueError) as e:
             call(x)

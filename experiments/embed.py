@@ -32,32 +32,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data import DataError, load_dataset, to_unit_float
-from ..data.folder import list_images, read_images
+from ..data import ImageGroups, consecutive, folder_groups, load_dataset, to_unit_float
 from ..train import RunError, load_run
 from ..train.config import resolve_device
 from ..train.rundir import new_output_dir
 
 GROUPS_PER_PASS = 64  # equal-sized groups embedded in one call
-
-
-@dataclass
-class ImageGroups:
-    """uint8 images (N, C, H, W) cut into groups: `members[g]` indexes the images of group g."""
-
-    images: torch.Tensor
-    members: list[torch.Tensor]
-    sources: list[str]  # per group: its folder, or its index range in the dataset
-    names: list[str]  # per image
-    indices: list[int]  # per image: its dataset index, -1 for files
-    notice: str | None = None
-
-
-def consecutive(n: int, group_size: int) -> list[torch.Tensor]:
-    """0..n-1 cut in order into groups of group_size; the last one holds the rest."""
-    if group_size < 1:
-        raise ValueError(f"--group-size must be >= 1, got {group_size}")
-    return list(torch.arange(n).split(group_size))
 
 
 def split_groups(run, split: str, group_size: int, data_dir: str | None = None) -> ImageGroups:
@@ -68,56 +48,6 @@ def split_groups(run, split: str, group_size: int, data_dir: str | None = None) 
     return ImageGroups(
         data.images, members, sources, [f"{split}[{i}]" for i in range(len(data))], list(range(len(data)))
     )
-
-
-def folder_groups(root: str | Path, x_shape: tuple[int, int, int], group_size: int | None = None) -> ImageGroups:
-    """Images of a folder as groups: one per sub-folder holding images, or, for a flat folder,
-    consecutive groups of `group_size` (all of them in one group when it is None)."""
-    root = Path(root).expanduser()
-    if not root.is_dir():
-        raise DataError(f"image folder {root} does not exist; check the path after --folder")
-    channels, height, width = x_shape
-    if height != width:
-        raise RunError(f"the run's images are {height}x{width}; folders can only be read for square images")
-    files = list_images(root)
-    nested = [f for f in files if len(f.parts) > 1]
-    if nested and len(nested) != len(files):
-        loose = [f.as_posix() for f in files if len(f.parts) == 1][:3]
-        raise DataError(
-            f"{root} holds both sub-folders of images and loose images ({', '.join(loose)}); "
-            "put every image in a sub-folder (one group each) or use a flat folder"
-        )
-    if nested:
-        # Each first-level sub-folder is one group, with every image below it.
-        sources = sorted({f.parts[0] for f in files})
-        members, start = [], 0
-        for source in sources:
-            size = sum(1 for f in files if f.parts[0] == source)
-            members.append(torch.arange(start, start + size))
-            start += size
-        files = [f for source in sources for f in files if f.parts[0] == source]
-    else:
-        members = consecutive(len(files), group_size or len(files))
-        sources = [f"{root.name}[{int(m[0])}:{int(m[-1]) + 1}]" for m in members]
-    paths = [root / f for f in files]
-    images = read_images(paths, height, channels)
-    return ImageGroups(
-        images, members, sources, [f.as_posix() for f in files], [-1] * len(files), resize_notice(paths, height)
-    )
-
-
-def resize_notice(paths: list[Path], size: int) -> str | None:
-    from PIL import Image
-
-    sizes = set()
-    for path in paths:
-        with Image.open(path) as image:
-            sizes.add(image.size)
-    other = sorted(s for s in sizes if s != (size, size))
-    if not other:
-        return None
-    shown = ", ".join(f"{w}x{h}" for w, h in other[:3]) + (", ..." if len(other) > 3 else "")
-    return f"notice: images of size {shown} were centre-cropped and resized to the run's {size}x{size}"
 
 
 @torch.no_grad()

@@ -23,11 +23,11 @@ import pyro
 import torch
 from pyro import poutine
 
-from ..data import to_unit_float
+from ..data import folder_groups, to_unit_float
 from ..train import RunError, load_run
 from ..train.config import resolve_device
 from ..train.rundir import new_output_dir
-from .embed import claim_output_dir, folder_groups
+from .embed import claim_output_dir
 
 
 @torch.no_grad()

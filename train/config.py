@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, fields
 
 import torch
 
-from ..data.training_groups import parse_mix, parse_spec
+from ..data.sampling import parse_mix, parse_spec
 from ..errors import DataError, RunError
 
 

@@ -9,9 +9,8 @@ from PIL import Image
 
 from tests.experiments.conftest import tiny_train
 from ugvae import run
-from ugvae.data import to_unit_float
+from ugvae.data import folder_groups, to_unit_float
 from ugvae.data.folder import read_images
-from ugvae.experiments.embed import folder_groups
 from ugvae.guide import check_images
 from ugvae.train import load_run
 
@@ -51,7 +50,8 @@ def test_embed_a_folder_of_image_sets_one_group_per_sub_folder(ugvae_run, image_
     out = capsys.readouterr().out
     out_dir = os.path.join(ugvae_run, "embed", "sets")
     assert f"wrote {out_dir}/embeddings.npz" in out and f"wrote {out_dir}/beta.csv" in out
-    assert "resized to the run's 28x28" in out  # the 32x32 set
+    assert "resized to 28x28" in out  # the 32x32 set
+    assert "5 of 8 images are in colour and were converted to grayscale" in out  # the RGB set
     e = np.load(os.path.join(out_dir, "embeddings.npz"))
     assert list(e["group_source"]) == ["a", "b"] and list(e["group_size"]) == [3, 5]
     assert e["beta_loc"].shape == e["beta_scale"].shape == (2, 2) and (e["beta_scale"] > 0).all()
@@ -64,7 +64,7 @@ def test_embed_a_folder_of_image_sets_one_group_per_sub_folder(ugvae_run, image_
     model, guide, _ = load_run(ugvae_run)
     for g, name in enumerate("ab"):
         paths = sorted((image_sets / name).iterdir())
-        x = to_unit_float(read_images(paths, 28, channels=1)).unsqueeze(0)
+        x = to_unit_float(read_images(paths, 28, channels=1).images).unsqueeze(0)
         post = guide.global_posterior(x)
         np.testing.assert_allclose(e["beta_loc"][g], post.loc[0].numpy(), atol=1e-5)
         np.testing.assert_allclose(e["z_loc"][e["sample_group"] == g], guide.local_posterior(x).z_loc[0], atol=1e-5)
@@ -113,7 +113,7 @@ def test_embed_of_a_model_without_beta_writes_the_local_codes_and_says_so(vae_ru
 @pytest.mark.parametrize(
     "problem, words",
     [
-        ("missing", ["does not exist", "--folder"]),
+        ("missing", ["does not exist", "`folder`"]),
         ("loose and nested images", ["both sub-folders of images and loose images", "put every image"]),
         ("empty", ["holds no images"]),
         ("--out with files", ["already holds files", "never overwritten"]),

@@ -165,9 +165,10 @@ def read_images(paths: list[Path], size: int, channels: int | None = None) -> Fo
             headers.append((image.mode, image.size))
     gray = all(mode in GRAY_MODES for mode, _ in headers) if channels is None else channels == 1
     channels = 1 if gray else 3
-    largest = max(headers, key=lambda h: h[1][0] * h[1][1])
-    workspace = decode_workspace(largest[0], *largest[1]) + 3 * channels * size * size
-    out = empty_images(len(paths), (channels, size, size), f"image folder {paths[0].parent}", workspace)
+    # One image is decoded at a time: the largest one, and three copies of its resized pixels, set the peak.
+    workspace = max((decode_workspace(mode, w, h) for mode, (w, h) in headers), default=0) + 3 * channels * size * size
+    where = f"image folder {paths[0].parent}" if paths else "no images"
+    out = empty_images(len(paths), (channels, size, size), where, workspace)
     for i, path in enumerate(tqdm(paths, desc="reading images", disable=None, leave=False)):
         with open_image(path) as image:
             try:

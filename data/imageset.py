@@ -1,4 +1,5 @@
-"""ImageSet, the in-memory dataset every loader returns, and the tensor helpers that reshape one."""
+"""ImageSet, the in-memory dataset every loader returns; the memory check made before images are allocated
+(with the working memory of resizing and decoding counted); resizing and the other tensor helpers."""
 
 from __future__ import annotations
 

@@ -440,7 +440,7 @@ def mixed_class_groups(
     group_size: int,
     seed: int,
 ) -> torch.Tensor:
-    """Groups whose first round(frac_a * B) columns come from classes_a and the rest from classes_b."""
+    """Groups whose first frac_a * B columns (rounded: `rounded_counts`) hold classes_a, the rest classes_b."""
     labels = check_labels(labels)
     check_sizes(num_groups, group_size)
     if not 0.0 <= frac_a <= 1.0:

@@ -193,7 +193,8 @@ def evaluate(run, samples: int = 100, seed: int = 0, images_per_pass: int = 8192
     start = time.perf_counter()
     model, guide, cfg, device = run.model, run.guide, run.train_cfg, run.device
     pyro.set_rng_seed(seed)
-    test = load_dataset(cfg.dataset, "test", data_dir or cfg.data_dir, cfg.image_size)
+    # Read-only: a run's config never makes this command download data or create folders.
+    test = load_dataset(cfg.dataset, "test", data_dir or cfg.data_dir, cfg.image_size, download=False)
     parts = test_partition(len(test), cfg.group_size)
     images = test.images.to(device)
     scores = test_metrics(model, guide, images, parts)

@@ -220,7 +220,7 @@ class Session:
                 run_id=self.run.run_id,
                 config=self.run.config_payload(),
                 book_state=self.book.state_dict(window),
-                sampler_state={"assignments": self.sampler.assignments},
+                sampler_state=self.sampler.state_dict(),
                 train_samples=len(self.data.train_set),
                 model=self.model,
                 guide=self.guide,
@@ -238,8 +238,7 @@ class Session:
         self.optimizer.load_state_dict(state.optimizer)
         set_rng_state(state.rng)
         self.book.load_state_dict(state.book, self.device, self.writer)
-        if state.sampler.get("assignments") is not None:
-            self.sampler.set_assignments(state.sampler["assignments"])
+        self.sampler.load_state_dict(state.sampler)
         self.last_checkpoint_step = self.book.step
         for hook in self.hooks:
             hook.on_restore(self.book.step)

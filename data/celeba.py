@@ -9,6 +9,7 @@ import torch
 
 from ..errors import DataError
 from ..files import atomic_write
+from ..progress import progress
 from .download import quiet_network
 from .imageset import ImageSet
 
@@ -28,7 +29,9 @@ def load(split: str, data_dir: Path, image_size: int | None, download: bool = Tr
             stored = None
     if stored is not None:
         images, attributes, names = stored["images"], stored["attributes"], stored["attribute_names"]
+        source = f"decoded CelebA cached in {cache}"
     else:
+        source = f"CelebA files in {data_dir / 'celeba'}"
         images, attributes, names = decode(open_torchvision(split, data_dir, size, download))
         stored = {"images": images, "attributes": attributes, "attribute_names": names}
         try:
@@ -36,7 +39,7 @@ def load(split: str, data_dir: Path, image_size: int | None, download: bool = Tr
                 atomic_write(str(cache), lambda f: torch.save(stored, f))
         except (OSError, ValueError):  # ValueError: DiskFull
             pass  # a read-only or full data folder only costs the next run the decoding time
-    return ImageSet(images=images, attributes=attributes, attribute_names=names, name="celeba")
+    return ImageSet(images=images, attributes=attributes, attribute_names=names, name="celeba", source=source)
 
 
 def open_torchvision(split: str, data_dir: Path, size: int, download: bool = True):
@@ -65,13 +68,12 @@ def open_torchvision(split: str, data_dir: Path, size: int, download: bool = Tru
 
 def decode(dataset) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     from torch.utils.data import DataLoader
-    from tqdm import tqdm
 
     first, _ = dataset[0]
     images = torch.empty((len(dataset), *first.shape), dtype=torch.uint8)
     loader = DataLoader(dataset, batch_size=512, num_workers=min(8, os.cpu_count() or 1))
     start = 0
-    for batch, _ in tqdm(loader, desc="decoding CelebA", unit="batch"):
+    for batch, _ in progress(loader, desc="decoding CelebA", unit="batch"):
         images[start : start + len(batch)] = batch
         start += len(batch)
     attributes = dataset.attr.long()

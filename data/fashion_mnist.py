@@ -22,7 +22,9 @@ def load(split: str, data_dir: Path, image_size: int | None, download: bool = Tr
         fix = "reinstall it with apt-get install --reinstall dataset-fashion-mnist"
     if found is not None:
         images, labels = load_idx_pair(*found, fix=fix)
-        return ImageSet(images=images, labels=labels, class_names=CLASS_NAMES, name="fashion-mnist")
+        where = "Debian's dataset-fashion-mnist" if found[0].parent == DEBIAN_DIR else "IDX files"
+        source = f"{where} in {found[0].parent}"
+        return ImageSet(images=images, labels=labels, class_names=CLASS_NAMES, name="fashion-mnist", source=source)
     downloaded = None
     if download:
         import torchvision
@@ -35,4 +37,5 @@ def load(split: str, data_dir: Path, image_size: int | None, download: bool = Tr
             "run apt-get install dataset-fashion-mnist, or download it with network access"
         )
     images, labels = downloaded
-    return ImageSet(images=images, labels=labels, class_names=CLASS_NAMES, name="fashion-mnist")
+    source = f"downloaded by torchvision into {data_dir}"
+    return ImageSet(images=images, labels=labels, class_names=CLASS_NAMES, name="fashion-mnist", source=source)

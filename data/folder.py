@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError
+from ..progress import progress
 from .imageset import ImageSet, empty_images
 
 EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
@@ -41,7 +42,9 @@ def load(split: str, data_dir: Path, image_size: int | None, option: str | None 
         labels = torch.tensor([class_names.index(f.parts[0]) for f in files], dtype=torch.long)
 
     images = read_images([root / f for f in files], image_size or DEFAULT_SIZE).images
-    return ImageSet(images=images, labels=labels, class_names=class_names, name=f"folder:{root}")
+    return ImageSet(
+        images=images, labels=labels, class_names=class_names, name=f"folder:{root}", source=f"image folder {root}"
+    )
 
 
 def list_images(root: Path) -> list[Path]:
@@ -156,7 +159,6 @@ def read_images(paths: list[Path], size: int, channels: int | None = None) -> Fo
     """uint8 (N, C, size, size): centre-cropped and resized; C is `channels` (1 or 3) if given,
     else 1 when every image is grayscale and 3 otherwise."""
     from PIL import Image
-    from tqdm import tqdm
 
     # Opening reads only the header, so every mode and size is known before any image is decoded.
     headers = []
@@ -169,7 +171,7 @@ def read_images(paths: list[Path], size: int, channels: int | None = None) -> Fo
     workspace = max((decode_workspace(mode, w, h) for mode, (w, h) in headers), default=0) + 3 * channels * size * size
     where = f"image folder {paths[0].parent}" if paths else "no images"
     out = empty_images(len(paths), (channels, size, size), where, workspace)
-    for i, path in enumerate(tqdm(paths, desc="reading images", disable=None, leave=False)):
+    for i, path in enumerate(progress(paths, desc="reading images", unit="image")):
         with open_image(path) as image:
             try:
                 pixels = square(eight_bit(image).convert("L" if gray else "RGB"))

@@ -66,6 +66,7 @@ def factor_groups(base: ImageSet, members: torch.Tensor, generator: torch.Genera
         factors=factors.repeat_interleave(B, dim=0),
         factor_names=list(FACTOR_NAMES),
         notice=base.notice,
+        source=f"{base.source}, in groups of {B} with factors drawn per group",
     )
 
 

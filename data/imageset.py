@@ -24,6 +24,7 @@ class ImageSet:
     domains: torch.Tensor | None = None  # long (N,), set only on mixed sets
     domain_names: list[str] = field(default_factory=list)
     notice: str | None = None
+    source: str = ""  # where the images were read from: files, a download, a fallback (provenance)
     # Set only on grouped datasets (data/grouped.py): the fixed group of each image and the
     # hidden factors of its group, repeated per image; for evaluation, never shown to a model.
     groups: torch.Tensor | None = None  # long (N,)

@@ -51,4 +51,5 @@ def mix(sets: list[ImageSet]) -> ImageSet:
         domains=domains,
         domain_names=[s.name for s in sets],
         notice=" ".join(notices) or None,
+        source=" + ".join(f"{s.name}: {s.source}" for s in sets),
     )

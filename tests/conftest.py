@@ -46,11 +46,11 @@ def tiny_flags(dataset: str = "synthetic:40", epochs: int = 1, group_size: int =
 def tiny_train(tmp_path_factory, model: str, dataset: str = "synthetic:200") -> str:
     """A one-epoch run of `model` on synthetic digits, in a fresh folder."""
     from ugvae.model import ModelConfig
-    from ugvae.train import TrainConfig, train
+    from ugvae.train import TrainConfig, fit
 
     cfg = TrainConfig(dataset=dataset, model=model, epochs=1, group_size=4, groups_per_step=5)
     model_cfg = ModelConfig(x_shape=(1, 28, 28), z_dim=2, beta_dim=2, K=3, hidden=16)
-    return train(cfg, str(tmp_path_factory.mktemp("runs")), model_cfg, quiet=True)
+    return fit(cfg, model_cfg, runs_dir=str(tmp_path_factory.mktemp("runs"))).run_dir
 
 
 def run_cli(module, *argv) -> int:

@@ -28,13 +28,14 @@ files of formats 1 and 2 in the current format once.
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import re
 import stat
-import sys
 import warnings
 import zipfile
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -59,6 +60,7 @@ CHECKPOINT_VERSION = 3  # 3: RNG states as tensors and lists, run_id; 2: version
 CHECKPOINT_RE = re.compile(r"step-([0-9]{1,18})\.pt$")
 SET_ASIDE = ".unreadable"
 MAX_ARCHIVE_ENTRIES = 100_000
+logger = logging.getLogger(__name__)
 # Fields of the training config that fix the stream of groups: a checkpoint resumed under
 # other values would continue a different run.
 DATA_STREAM_FIELDS = ("dataset", "image_size", "mix", "group_size", "groups_per_step", "seed", "groups", "group_warmup")
@@ -100,8 +102,9 @@ def set_rng_state(state: dict):
             torch.cuda.set_rng_state(cuda_state.cpu(), index)
 
 
-def save_checkpoint(run_dir: str, step: int, payload: dict, keep: int) -> str:
-    """Write checkpoints/step-N.pt atomically, then keep the newest `keep` that load.
+def save_checkpoint(run_dir: str, step: int, payload: dict, keep: int, accept_unnamed: bool = False) -> str:
+    """Write checkpoints/step-N.pt atomically, then keep the newest `keep` that load (with
+    `accept_unnamed`, the run's own checkpoints from before it had an id count as its own).
 
     The payload is validated first, so no checkpoint is written that would be refused when
     read. A file already at the name is replaced only if it is a good checkpoint of this run
@@ -118,11 +121,11 @@ def save_checkpoint(run_dir: str, step: int, payload: dict, keep: int) -> str:
     expect = expected_from_payload(payload)
     if os.path.lexists(path):
         try:
-            load_checkpoint(path, run_id=payload.get("run_id"), expect=expect)
+            load_checkpoint(path, run_id=payload.get("run_id"), accept_unnamed=accept_unnamed, expect=expect)
         except CheckpointError as e:
             notice(f"set aside {path} as {os.path.basename(set_aside(path))}: it {e.reason}")
     atomic_write(path, lambda f: torch.save(payload, f))
-    rotate(run_dir, keep, payload.get("run_id"), known_good=path, expect=expect)
+    rotate(run_dir, keep, payload.get("run_id"), known_good=path, expect=expect, accept_unnamed=accept_unnamed)
     return path
 
 
@@ -145,6 +148,7 @@ def rotate(
     run_id: str | None = None,
     known_good: str | None = None,
     expect: Expected | None = None,
+    accept_unnamed: bool = False,
 ):
     """Keep the newest `keep` checkpoints that load, delete older good ones, and set aside
     every one that does not load (see `set_aside`), so none is counted as kept."""
@@ -152,7 +156,7 @@ def rotate(
     for path in reversed(list_checkpoints(run_dir)):
         if path != known_good:
             try:
-                load_checkpoint(path, run_id=run_id, expect=expect)
+                load_checkpoint(path, run_id=run_id, accept_unnamed=accept_unnamed, expect=expect)
             except CheckpointError as e:
                 notice(f"set aside {path} as {os.path.basename(set_aside(path))}: it {e.reason}")
                 continue
@@ -182,8 +186,8 @@ def set_aside(path: str) -> str:
 
 
 def notice(message: str):
-    """One line on stderr: what a library function did to the user's files, and why."""
-    print(message, file=sys.stderr, flush=True)
+    """One line: what a library function did to the user's files, and why."""
+    logger.warning(message)
 
 
 def list_checkpoints(run_dir: str) -> list[str]:
@@ -257,10 +261,17 @@ def check_archive(f, path: str):
     f.seek(0)
 
 
-def load_checkpoint(path: str, map_location="cpu", run_id: str | None = None, expect: Expected | None = None) -> dict:
+def load_checkpoint(
+    path: str,
+    map_location="cpu",
+    run_id: str | None = None,
+    accept_unnamed: bool = False,
+    expect: Expected | None = None,
+) -> dict:
     """The checkpoint at `path`, validated (see the module docstring): of the run `run_id` (when
-    given and the file names one), of the step its name says and, with `expect` (see
-    `expected_state`), of the shapes of the live modules; tensors on `map_location`."""
+    given; with `accept_unnamed`, a file that names no run counts as one of it), of the step its
+    name says and, with `expect` (see `expected_state`), of the shapes of the live modules;
+    tensors on `map_location`."""
     checkpoint = read_checkpoint(path, map_location)
     missing = [k for k in CHECKPOINT_KEYS if not isinstance(checkpoint, dict) or k not in checkpoint]
     if missing:
@@ -284,7 +295,7 @@ def load_checkpoint(path: str, map_location="cpu", run_id: str | None = None, ex
             path, f"holds step {checkpoint['step']}, not the step its name says", "it was renamed or copied in"
         )
     theirs = checkpoint.get("run_id")
-    if run_id is not None and theirs != run_id:
+    if run_id is not None and theirs != run_id and not (accept_unnamed and theirs is None):
         raise CheckpointError(
             path,
             f"belongs to {'run ' + theirs if theirs else 'a run without an id'}, not to run {run_id} of its directory",
@@ -294,7 +305,11 @@ def load_checkpoint(path: str, map_location="cpu", run_id: str | None = None, ex
 
 
 def latest_checkpoint(
-    run_dir: str, run_id: str | None = None, expect: Expected | None = None, map_location="cpu"
+    run_dir: str,
+    run_id: str | None = None,
+    map_location="cpu",
+    accept_unnamed: bool = False,
+    expect: Expected | None = None,
 ) -> dict | None:
     """The newest checkpoint of run `run_id` that loads and passes `load_checkpoint`'s checks
     (with `expect`, the shapes of the live modules); damaged, foreign or ill-fitting newer ones
@@ -303,7 +318,7 @@ def latest_checkpoint(
     skipped = []
     for path in reversed(list_checkpoints(run_dir)):
         try:
-            checkpoint = load_checkpoint(path, map_location, run_id=run_id, expect=expect)
+            checkpoint = load_checkpoint(path, map_location, run_id, accept_unnamed, expect)
         except CheckpointError as e:
             skipped.append(f"{os.path.basename(path)} ({e.reason})")
             continue
@@ -368,3 +383,61 @@ def check_compatible(
             + "; ".join(diffs)
             + "); use the checkpoint with the run that made it, or start a new run"
         )
+
+
+# -- the payload: a session's state, both ways ----------------------------------------------
+@dataclass
+class SavedState:
+    """What a checkpoint restores: the book's counters and window (train/book.py), the
+    sampler's state, the modules' and optimiser's state_dicts and the RNG states."""
+
+    book: dict
+    sampler: dict
+    model: dict
+    guide: dict
+    optimizer: dict
+    rng: dict
+
+
+BOOK_KEYS = ("step", "epoch", "step_in_epoch", "train_seconds", "last_result", "window", "epoch_loss")
+
+
+def make_checkpoint(
+    *, run_id, config: dict, book_state: dict, sampler_state: dict, train_samples: int, model, guide, optimizer
+) -> dict:
+    """The payload of `save_checkpoint`: `CHECKPOINT_KEYS` and the run's identity."""
+    return {
+        "version": CHECKPOINT_VERSION,
+        "run_id": run_id,
+        **{k: book_state[k] for k in BOOK_KEYS},
+        "train_samples": train_samples,
+        # clusters:ALPHA groups of the epoch under way draw from these
+        "group_assignments": sampler_state.get("assignments"),
+        "model": model.state_dict(),
+        "guide": guide.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "rng": rng_state(),
+        "config": config,
+    }
+
+
+def read_state(checkpoint: dict, run, train_samples: int) -> SavedState:
+    """The state in `checkpoint`, after checking that it continues `run` (a train.run.Run): the same
+    model config and names, the same stream of training groups, the same number of training images."""
+    cfg = run.train_cfg
+    check_compatible(checkpoint, run.model_cfg, run.model_name, run.guide_name, cfg)
+    saved_samples = checkpoint.get("train_samples", train_samples)
+    if saved_samples != train_samples:
+        raise RunError(
+            f"{cfg.dataset} now has {train_samples} training images but had {saved_samples} at the checkpoint; "
+            "restore the data or start a new run"
+        )
+    return SavedState(
+        book={k: checkpoint[k] for k in BOOK_KEYS},
+        # clusters:ALPHA samplers keep their assignments (data/sampling.py); the others nothing.
+        sampler={} if checkpoint.get("group_assignments") is None else {"assignments": checkpoint["group_assignments"]},
+        model=checkpoint["model"],
+        guide=checkpoint["guide"],
+        optimizer=checkpoint["optimizer"],
+        rng=checkpoint["rng"],
+    )

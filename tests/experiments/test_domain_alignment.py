@@ -8,9 +8,11 @@ import pytest
 import torch
 
 from tests.data.test_domains import write_domain
+from ugvae.errors import RunError
 from ugvae.experiments import domain_alignment
+from ugvae.guide import build
 from ugvae.model import ModelConfig
-from ugvae.train import RunError, TrainConfig, build, load_run, train
+from ugvae.train import TrainConfig, fit, load_run
 
 TINY = dict(z_dim=2, beta_dim=2, K=3, hidden=16)
 
@@ -19,7 +21,7 @@ def train_tiny(runs_dir, dataset, model="ugvae", epochs=3):
     cfg = TrainConfig(
         dataset=dataset, model=model, image_size=8, epochs=epochs, group_size=4, groups_per_step=2, lr=1e-2, log_every=1
     )
-    return train(cfg, str(runs_dir), ModelConfig(x_shape=(1, 8, 8), **TINY), quiet=True)
+    return fit(cfg, ModelConfig(x_shape=(1, 8, 8), **TINY), runs_dir=str(runs_dir)).run_dir
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +72,8 @@ def test_figures_and_accuracy_table(mixture_runs):
 
 
 def test_interpolation_grid_corners_are_the_two_posteriors(mixture_runs):
-    model, guide, _ = load_run(mixture_runs[0])
+    trained = load_run(mixture_runs[0])
+    model, guide = trained.model, trained.guide
     x = torch.rand(2, 4, 1, 8, 8)
     grid, betas = domain_alignment.interpolation(model, guide, x[0], x[1], steps=3)
     assert grid.shape == (9, 1, 8, 8) and betas.shape == (3, 2)

@@ -9,10 +9,10 @@ from PIL import Image
 
 from tests.experiments.conftest import run_cli, tiny_train
 from ugvae.data import load_dataset
+from ugvae.errors import RunError
 from ugvae.experiments import interpolation
 from ugvae.guide import Guide
 from ugvae.model import UGVAEModel
-from ugvae.train import RunError
 
 
 @pytest.fixture(scope="module")
@@ -43,9 +43,11 @@ def test_rows_move_beta_diagonally_and_columns_move_z_around_the_cluster_mean(ti
 def test_posterior_centre_shifts_the_rows_to_the_mean_of_q_beta(tiny_run):
     from ugvae import load_run
 
-    model, guide, config = load_run(tiny_run)
-    images = load_dataset(config["train"].dataset, "test").images
-    centre = interpolation.posterior_centre(guide, images, config["train"].group_size)
+    config = load_run(tiny_run)
+
+    model, guide = config.model, config.guide
+    images = load_dataset(config.train_cfg.dataset, "test").images
+    centre = interpolation.posterior_centre(guide, images, config.train_cfg.group_size)
     _, beta = interpolation.interpolation_latents(model, 0, rows=3, cols=2, beta_centre=centre)
     torch.testing.assert_close(beta[1, 0], centre)  # the middle row is the posterior mean
     assert run_experiment("--run", tiny_run, "--beta-centre", "posterior", "--rows", "3", "--cols", "3") == 0
@@ -98,9 +100,8 @@ def test_a_run_without_global_latent_is_refused(tiny_run, monkeypatch):
         def _local_posterior(self, x):
             raise AssertionError("never called")
 
-    model, _, config = interpolation.load_run(tiny_run)
-    monkeypatch.setattr(
-        interpolation, "load_run", lambda run, device: (model, LocalOnlyGuide(config.model_cfg), config)
-    )
+    trained = interpolation.load_run(tiny_run)
+    trained._trained = (trained.model, LocalOnlyGuide(trained.model_cfg), trained.step)
+    monkeypatch.setattr(interpolation, "load_run", lambda run, device: trained)
     with pytest.raises(RunError, match="no global latent"):
         run_experiment("--run", tiny_run)

@@ -10,11 +10,11 @@ from PIL import Image
 
 from tests.experiments.conftest import run_cli, tiny_train
 from ugvae.data import DataError, ImageSet, load_dataset
+from ugvae.errors import RunError
 from ugvae.experiments import structured_batches
 from ugvae.experiments.group_features import group_posterior, posterior_samples, svm_accuracies
 from ugvae.guide import Guide
 from ugvae.model import ModelConfig
-from ugvae.train import RunError
 
 SIZES = [6, 3]
 

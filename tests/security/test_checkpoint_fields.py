@@ -18,14 +18,14 @@ from ugvae.train.checkpoints import (
     load_checkpoint,
     save_checkpoint,
 )
-from ugvae.train.rundir import load_config
+from ugvae.train import Run
 
 
 def live_modules(run_dir):
-    model_cfg, train_cfg, saved = load_config(run_dir)
-    model, guide = build(model_cfg, train_cfg.model, saved["guide_name"])
+    run = Run.open(run_dir)
+    model, guide = build(run.model_cfg, run.model_name, run.guide_name)
     optimizer = torch.optim.Adam([*model.parameters(), *guide.parameters()])
-    return model, guide, optimizer, saved["run_id"]
+    return model, guide, optimizer, run.run_id
 
 
 def first_key(state_dict):

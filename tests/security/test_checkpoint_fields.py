@@ -11,6 +11,7 @@ import torch
 from tests.security.craft import checkpoint_path, save, self_referencing_list, valid_payload
 from ugvae.errors import CheckpointError
 from ugvae.guide import build
+from ugvae.train import Run
 from ugvae.train.checkpoints import (
     expected_state,
     latest_checkpoint,
@@ -18,7 +19,6 @@ from ugvae.train.checkpoints import (
     load_checkpoint,
     save_checkpoint,
 )
-from ugvae.train import Run
 
 
 def live_modules(run_dir):

@@ -266,22 +266,28 @@ def last_result(value, field: str = "last_result") -> dict:
     return value
 
 
+CONFIG_KEYS = ("model", "train", "model_name", "guide_name", "run_id", "lightning", "owns_unnamed_checkpoints")
+
+
 def config(value, field: str = "config") -> dict:
-    """The configs a checkpoint was made with: model and train sections of JSON scalars."""
-    mapping(value, field, 8)
-    if not {"model", "train"} <= set(value) <= {"model", "train", "model_name", "guide_name"}:
-        raise Invalid(f"`{field}` holds {sorted(map(str, value))}, not model, train, model_name and guide_name")
-    for section in ("model", "train"):
-        for key, item in mapping(value[section], f"{field}.{section}", 64).items():
+    """The config.json a checkpoint was made under: model, train and (for Lightning runs)
+    lightning sections of JSON scalars, the names, the run id."""
+    mapping(value, field, 16)
+    if not {"model", "train"} <= set(value) <= set(CONFIG_KEYS):
+        raise Invalid(f"`{field}` holds {sorted(map(str, value))[:10]}, not the sections of a config.json")
+    for section in ("model", "train", "lightning"):
+        for key, item in mapping(value.get(section, {}), f"{field}.{section}", 64).items():
             name(key, f"{field}.{section}", 64)
             if isinstance(item, (list, tuple)):
                 for x in sequence(item, f"{field}.{section}.{key}", 8):
                     scalar(x, f"{field}.{section}.{key}")
             else:
                 scalar(item, f"{field}.{section}.{key}")
-    for key in ("model_name", "guide_name"):
-        if key in value:
-            text(value[key], f"{field}.{key}", 64)
+    for key in ("model_name", "guide_name", "run_id"):
+        if value.get(key) is not None:
+            text(value[key], f"{field}.{key}", 128)
+    if type(value.get("owns_unnamed_checkpoints", False)) is not bool:
+        raise Invalid(f"`{field}.owns_unnamed_checkpoints` is not true or false")
     return value
 
 

@@ -13,19 +13,19 @@ from ugvae.files import read_json
 from ugvae.model import ModelConfig
 from ugvae.train.config import LaunchConfig, TrainConfig, check_memory, training_bytes
 
-# flags -> the field the one-line error must name
+# flags -> the one-line error, naming the flag (run.py shows each `field` as its flag)
 HUGE_FLAGS = {
-    ("--K", "1000000"): "`K` must be between 1 and 4096",
-    ("--z-dim", "1000000000"): "`z_dim` must be between 1 and 4096",
-    ("--beta-dim", "99999999"): "`beta_dim` must be between 1 and 4096",
-    ("--hidden", "10000000000"): "`hidden` must be between 1 and 65536",
-    ("--image-size", "20000"): "`image_size` must be at most 4096",
-    ("--groups-per-step", "1000000000"): "`groups_per_step` must be at most 65536",
-    ("--epochs", "1000000000000000000000"): "`epochs` must be at most 1000000",
-    ("--keep-checkpoints", "10000000000"): "`keep_checkpoints` must be at most 1000",
-    ("--seed", "4294967296"): "`seed` must be between 0 and 4294967295",
-    ("--seed", "9223372036854775808"): "`seed` must be between 0 and 4294967295",
-    ("--seed", "18446744073709551616"): "`seed` must be between 0 and 4294967295",
+    ("--K", "1000000"): "--K must be between 1 and 4096",
+    ("--z-dim", "1000000000"): "--z-dim must be between 1 and 4096",
+    ("--beta-dim", "99999999"): "--beta-dim must be between 1 and 4096",
+    ("--hidden", "10000000000"): "--hidden must be between 1 and 65536",
+    ("--image-size", "20000"): "--image-size must be at most 4096",
+    ("--groups-per-step", "1000000000"): "--groups-per-step must be at most 65536",
+    ("--epochs", "1000000000000000000000"): "--epochs must be at most 1000000",
+    ("--keep-checkpoints", "10000000000"): "--keep-checkpoints must be at most 1000",
+    ("--seed", "4294967296"): "--seed must be between 0 and 4294967295",
+    ("--seed", "9223372036854775808"): "--seed must be between 0 and 4294967295",
+    ("--seed", "18446744073709551616"): "--seed must be between 0 and 4294967295",
 }
 
 

@@ -13,7 +13,7 @@ def names(run_dir):
     return sorted(os.listdir(os.path.join(run_dir, "checkpoints")))
 
 
-def test_an_earlier_unreadable_file_is_never_overwritten(tmp_path, capsys):
+def test_an_earlier_unreadable_file_is_never_overwritten(tmp_path, caplog):
     """Defect 15: main renamed a second damaged step-N.pt over the first step-N.pt.unreadable."""
     run_dir = str(tmp_path)
     for step in (1, 2):
@@ -33,7 +33,7 @@ def test_an_earlier_unreadable_file_is_never_overwritten(tmp_path, capsys):
     folder = os.path.join(run_dir, "checkpoints")
     contents = [open(os.path.join(folder, n), "rb").read() for n in names(run_dir)[1:4]]
     assert contents == [b"first damage", b"second damage", b"third damage"]
-    assert "set aside" in capsys.readouterr().err
+    assert "set aside" in caplog.text
 
 
 def test_a_foreign_checkpoint_at_the_next_name_is_set_aside_not_replaced(tmp_path):

@@ -283,8 +283,8 @@ def test_upgrading_a_format_1_run_rewrites_its_checkpoints_once(tmp_path):
     assert upgrade_checkpoints(run_dir, run_id="abc") == []  # once
     config = json.load(open(os.path.join(run_dir, "config.json")))
     write_json(os.path.join(run_dir, "config.json"), {**config, "run_id": "abc"})
-    model, guide, loaded = load_run(run_dir)
-    assert loaded.step == 8 and weights_digest(model, guide) == FIXTURE_V1_WEIGHTS
+    loaded = load_run(run_dir)
+    assert loaded.step == 8 and weights_digest(loaded.model, loaded.guide) == FIXTURE_V1_WEIGHTS
 
 
 def test_a_newer_format_is_refused_naming_the_version(tmp_path):

@@ -341,7 +341,8 @@ def tsne_plot(
     groups = torch.cat([c.draw(everything, groups_per_class, B, seed + 7 + i) for i, c in enumerate(task.classes)])
     labels = torch.arange(len(task.classes)).repeat_interleave(groups_per_class)
     fig, axes = plt.subplots(1, len(sources), figsize=(4.2 * len(sources), 4.2), squeeze=False)
-    for ax, (name, encode) in zip(axes[0], progress(sources.items(), desc="t-SNE", unit="feature set")):
+    for i, (name, encode) in enumerate(progress(sources.items(), desc="t-SNE", unit="feature set")):
+        ax = axes[0][i]
         loc, _ = encode(data.images, groups, torch.ones(len(groups), dtype=torch.bool))
         # Exact t-SNE is quick for a few hundred groups, and Barnes-Hut's threads crawl on a busy CPU.
         method = "exact" if len(loc) <= 1000 else "barnes_hut"

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from tests.data.test_domains import write_domain
+from ugvae import progress
 from ugvae import run as cli
 from ugvae.errors import ConfigError, RunError
 from ugvae.experiments import domain_alignment
@@ -44,13 +45,16 @@ def experiment(run_dir: str, **settings) -> domain_alignment.DomainAlignmentResu
 
 
 @pytest.mark.slow
-def test_figures_and_accuracy_table(mixture_runs, capsys):
+def test_figures_and_accuracy_table(mixture_runs, capsys, monkeypatch):
+    monkeypatch.setattr(progress, "DELAY_S", 0)
     run_dir, vae_dir = mixture_runs
     # Through the command line: --baseline-run and --probe-sizes are lists.
     argv = ["experiment", "domain-alignment", "--run", run_dir, "--baseline-run", vae_dir, "--num-groups", "8"]
     assert cli.main([*argv, "--steps", "3", "--probe-sizes", "1", "4"]) == 0
     out = os.path.join(run_dir, "experiments", "domain-alignment")
-    printed = capsys.readouterr().out.splitlines()
+    captured = capsys.readouterr()
+    assert "domain accuracy: 100% (8/8 probe)" in captured.err  # 4 codes x 2 probe sizes
+    printed = captured.out.splitlines()
     assert printed[0] == "accuracy telling pure dark from pure bright groups, at group sizes [1, 4]:"
     assert printed[-1] == f"figures and numbers in {out}" and len(printed) == 2 + 4
     for name in ("cross_domain.png", "within_domain.png", "beta_tsne.png"):

@@ -6,6 +6,7 @@ import os
 import pytest
 
 from tests.experiments.conftest import tiny_train
+from ugvae import progress
 from ugvae import run as cli
 from ugvae.data import DataError
 from ugvae.errors import ConfigError
@@ -21,7 +22,8 @@ def grouped_run(tmp_path_factory):
     return tiny_train(tmp_path_factory, "ugvae", dataset="grouped:synthetic:200")
 
 
-def test_writes_r2_of_every_source_and_the_transfer(grouped_run, capsys):
+def test_writes_r2_of_every_source_and_the_transfer(grouped_run, capsys, monkeypatch):
+    monkeypatch.setattr(progress, "DELAY_S", 0)
     assert cli.main(["experiment", "group-factors", "--run", grouped_run, *ARGS]) == 0
     out = os.path.join(grouped_run, "experiments", "group-factors")
     assert {"results.json", "table.md", "r2.png", "transfer.png"} <= set(os.listdir(out))
@@ -46,7 +48,10 @@ def test_writes_r2_of_every_source_and_the_transfer(grouped_run, capsys):
     assert all(len(v) == 2 and all(x <= 1 for x in v) for v in result["transfer"].values())
     table = open(os.path.join(out, "table.md")).read()
     assert "| 8 | beta (this run) |" in table
-    assert capsys.readouterr().out == table + f"wrote {out}\n"  # the report is the table
+    captured = capsys.readouterr()
+    assert captured.out == table + f"wrote {out}\n"  # the report is the table
+    # 2 group sizes x 6 feature sources (this run, 2 untrained, PCA, local codes, z_loc), then the transfer
+    assert "group factors: 100% (13/13 step)" in captured.err
 
 
 def test_the_result_is_what_the_files_hold(grouped_run):

@@ -8,6 +8,7 @@ import torch
 from PIL import Image
 
 from tests.experiments.conftest import tiny_train
+from ugvae import progress
 from ugvae import run as cli
 from ugvae.data import load_dataset
 from ugvae.errors import ConfigError, RunError
@@ -62,13 +63,16 @@ def test_grid_effects_tell_rows_from_columns():
     assert effects["z_effect"] == 0 and effects["beta_effect"] == pytest.approx(1 / 3)
 
 
-def test_writes_one_png_per_cluster_a_summary_and_json(tiny_run, capsys):
+def test_writes_one_png_per_cluster_a_summary_and_json(tiny_run, capsys, monkeypatch):
+    monkeypatch.setattr(progress, "DELAY_S", 0)  # show the progress of this quick run
     # Through the command line: flags to settings, the run loaded on the default device, the report.
     assert cli.main(["experiment", "interpolation", "--run", tiny_run, "--rows", "4", "--cols", "5"]) == 0
     out = os.path.join(tiny_run, "experiments", "interpolation")
     result = json.load(open(os.path.join(out, "interpolation.json")))
-    printed = capsys.readouterr().out.splitlines()
+    captured = capsys.readouterr()
+    printed = captured.out.splitlines()
     assert printed[-1] == f"wrote {out}" and len(printed) == 1 + len(result["grids"])
+    assert "interpolation grids: 100% (3/3 grid)" in captured.err
     assert len(result["grids"]) == 3 and result["rows"] == 4 and result["cols"] == 5
     for grid in result["grids"]:
         assert grid["file"] == f"cluster_{grid['cluster']}.png" and os.path.isfile(os.path.join(out, grid["file"]))

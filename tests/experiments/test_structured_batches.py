@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 from tests.experiments.conftest import tiny_train
+from ugvae import progress
 from ugvae import run as cli
 from ugvae.data import DataError, ImageSet, load_dataset
 from ugvae.errors import ConfigError, RunError
@@ -32,14 +33,20 @@ def run_experiment(run_dir: str, **settings) -> structured_batches.StructuredBat
 
 
 @pytest.mark.slow
-def test_writes_the_table_as_json_markdown_and_a_tsne_plot(tiny_run, tmp_path_factory, capsys):
+def test_writes_the_table_as_json_markdown_and_a_tsne_plot(tiny_run, tmp_path_factory, capsys, monkeypatch):
+    monkeypatch.setattr(progress, "DELAY_S", 0)
     vae_run = tiny_train(tmp_path_factory, "vae")
     # Through the command line: a list flag, and --baseline-run taking several runs.
     argv = ["experiment", "structured-batches", "--run", tiny_run, "--group-sizes", *map(str, SIZES)]
     assert cli.main([*argv, "--groups", "8", "--samples", "2", "--baseline-run", tiny_run, vae_run]) == 0
     out = os.path.join(tiny_run, "experiments", "structured-batches")
     markdown = open(os.path.join(out, "table.md")).read()
-    assert capsys.readouterr().out == markdown + f"wrote {out}\n"  # the report is the table
+    captured = capsys.readouterr()
+    assert captured.out == markdown + f"wrote {out}\n"  # the report is the table
+    # group sizes x tasks x feature sources (this run, 3 untrained, PCA, local codes, 2 baselines)
+    cells = len(SIZES) * 6 * 8
+    assert f"structured batches: 100% ({cells}/{cells} feature set)" in captured.err
+    assert "t-SNE: 100% (6/6 feature set)" in captured.err
     table = json.load(open(os.path.join(out, "table.json")))
     sources = [
         "ugvae (this run)",

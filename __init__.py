@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import importlib
 
-__version__ = "0.2.0"
+from .version import __version__
 
 # public name -> module (relative to this package) that defines it
 _API = {

@@ -269,7 +269,7 @@ def program_name() -> str:
 
 
 def build_parser(prog: str = "ugvae") -> argparse.ArgumentParser:
-    from . import __version__
+    from .version import __version__
 
     parser = CliParser(
         prog=prog,

@@ -1,10 +1,12 @@
-"""One table of several runs: model, guide, data, training cost and the numbers of `evaluate`.
+"""The `compare` command: one table of several runs, with model, guide, data, training cost and
+the numbers of `evaluate`.
 
-Train time comes from RUN_DIR/summary.json (written at the end of training), the test ELBO,
-the IWAE bound and the clustering accuracy from RUN_DIR/eval.json, which is computed first
-where it is missing, torn, or stale (made at an older step than the run's newest checkpoint).
-Writes compare.md and compare.csv to --out (default: a new compare-<time> folder) and prints the
-Markdown and where it wrote them.
+Train time comes from RUN/summary.json (written at the end of training), the data each run really
+read (source, train and test sizes) from RUN/environment.json, the test ELBO, the IWAE bound and
+the clustering accuracy from RUN/eval.json, which is computed first where it is missing, torn, of
+another run (its run id) or stale (not made at the run's newest checkpoint). Writes compare.md
+and compare.csv to `out` (default: a new compare-<time> folder). Runs trained on other data than
+the first are flagged (‡).
 
 IWAE bounds tighten as S grows, so rows whose IWAE used another S than the first row are
 flagged (a dagger in the table, a line on the console): evaluate them again with one S.
@@ -30,6 +32,7 @@ from ..files import atomic_write_text
 from ..progress import progress
 from ..train import Run
 from ..train.checkpoints import list_checkpoints
+from ..train.environment import data_summary
 from ..train.evaluation import mean_and_stderr
 from .evaluate import EvaluateSettings, evaluate_run
 from .settings import setting
@@ -39,6 +42,7 @@ COLUMNS = [
     "model",
     "guide",
     "dataset",
+    "data",
     "epochs",
     "train_s",
     "test_elbo",
@@ -89,6 +93,7 @@ def run_row(run_dir: str, samples: int = 100, device: str = "auto") -> dict:
         "model": run.model_name,
         "guide": run.guide_name,
         "dataset": run.train_cfg.dataset,
+        "data": data_summary(run.run_dir),  # what the run really read (environment.json)
         "epochs": summary["epochs"],
         "train_s": summary["train_seconds"],
     }
@@ -135,12 +140,18 @@ def _cell(value, digits: int = 2) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
+def other_data(rows: list[dict]) -> list[str]:
+    """Runs whose recorded data (source and sizes) differ from the first row's."""
+    return [r["run"] for r in rows if r.get("data") != rows[0].get("data")]
+
+
 def markdown(rows: list[dict]) -> str:
     head = [
         "run",
         "model",
         "guide",
         "dataset",
+        "data (source, sizes)",
         "epochs",
         "train time (s)",
         "test ELBO",
@@ -150,7 +161,7 @@ def markdown(rows: list[dict]) -> str:
         "clusters used",
     ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    flagged = set(mixed_samples(rows))
+    flagged, other = set(mixed_samples(rows)), set(other_data(rows))
     for r in rows:
         iwae = f"{_cell(r['iwae'])} ± {_cell(r['iwae_se'])} (S={r['samples']}{'†' if r['run'] in flagged else ''})"
         paired = "-"
@@ -161,6 +172,7 @@ def markdown(rows: list[dict]) -> str:
             r["model"],
             r["guide"],
             r["dataset"],
+            _cell(r["data"]) + (" ‡" if r["run"] in other else ""),
             _cell(r["epochs"]),
             _cell(r["train_s"], 0),
             _cell(r["test_elbo"]),
@@ -175,8 +187,14 @@ def markdown(rows: list[dict]) -> str:
         "(paired over the same groups for the difference to the first run).\n"
         + (
             f"\n† IWAE with another S than the first run's (S={rows[0].get('samples')}): the bounds are not "
-            "comparable; evaluate again with one --samples.\n"
+            "comparable; evaluate again with one `samples`.\n"
             if flagged
+            else ""
+        )
+        + (
+            "\n‡ trained on other data than the first run (another source or size; see each run's "
+            "environment.json): the numbers are not comparable.\n"
+            if other
             else ""
         )
     )
@@ -223,5 +241,8 @@ def report(result: CompareResult) -> str:
     if flagged:
         first = result.rows[0]["run"]
         lines.append(f"warning: the IWAE of {', '.join(flagged)} used another S than {first}'s; not comparable")
+    other = other_data(result.rows)
+    if other:
+        lines.append(f"warning: {', '.join(other)} trained on other data than {result.rows[0]['run']}; not comparable")
     lines.append(f"wrote {result.files[0]} and {result.files[1]}")
     return "\n".join(lines)

@@ -30,6 +30,7 @@ import numpy as np
 
 from ..errors import ConfigError, RunError
 from ..files import atomic_write, atomic_write_text
+from ..progress import plural
 from ..train import Run
 from ..train.inference import Embeddings, embed_groups, split_groups
 from ..train.run import new_output_dir
@@ -80,7 +81,7 @@ def embed_run(run: Run, settings: EmbedSettings) -> EmbedResult:
 
 def report(result: EmbedResult) -> str:
     e = result.embeddings
-    lines = [f"embedded {len(e.z_loc)} images in {len(e.group_id)} groups"]
+    lines = [f"embedded {plural(len(e.z_loc), 'image')} in {plural(len(e.group_id), 'group')}"]
     if e.beta_loc is None:
         lines.append("this model has no global latent: beta is absent, only the local codes z (and pi) are written")
     return "\n".join(lines + [f"wrote {path}" for path in result.files])

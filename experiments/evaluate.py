@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass
 
 from ..files import write_json
+from ..progress import plural
 from ..train import Run
 from .settings import setting
 
@@ -39,9 +40,11 @@ def evaluate_run(run: Run, settings: EvaluateSettings | None = None) -> dict:
 def report(scores: dict) -> str:
     """The console lines of an evaluation."""
     last = f" (the last of {scores['last_group_size']})" if scores["last_group_size"] else ""
+    groups = f"{plural(scores['test_groups'], 'group')} of {scores['group_size']}{last}"
     lines = [
+        f"data: {scores['data']}",
         f"{scores['model']}/{scores['guide']} on {scores['dataset']}, step {scores['step']}, "
-        f"{scores['test_images']} test images in {scores['test_groups']} groups of {scores['group_size']}{last} "
+        f"{scores['test_images']} test images in {groups} "
         "(nats per sample):",
         f"  test ELBO {scores['test_elbo']:.2f}   IWAE (S={scores['samples']}, {scores['iwae_weights']}) "
         f"{scores['iwae']:.2f} +- {scores['iwae_se']:.2f}"

@@ -132,7 +132,7 @@ def report(result: GroupFactorsResult) -> str:
 def held_out_groups(base, num_groups: int, group_size: int, seed: int):
     """An ImageSet of num_groups * group_size images (group g at rows g*B..) with factors drawn per group."""
     from ..data.grouped import factor_groups
-    from ..data.structured import draw_groups
+    from ..data.sampling import draw_groups
 
     generator = torch.Generator().manual_seed(seed)
     members = draw_groups(torch.arange(len(base)), num_groups, group_size, generator)

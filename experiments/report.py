@@ -24,8 +24,8 @@ from .plotting import image_grid, save_figure, save_grid
 
 def plot_loss_curve(run_dir: str):
     rows = read_metrics(os.path.join(run_dir, "metrics.csv"))
-    steps = [r for r in rows if math.isnan(r["test_elbo"])]
-    epochs = [r for r in rows if not math.isnan(r["test_elbo"])]
+    steps = [r for r in rows if r["kind"] == "step"]
+    epochs = [r for r in rows if r["kind"] == "epoch"]
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
     ax.plot(
         [r["step"] for r in steps], [r["train_elbo"] for r in steps], lw=0.8, alpha=0.7, label="train (logged steps)"

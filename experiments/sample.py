@@ -19,6 +19,7 @@ import os
 from dataclasses import dataclass
 
 from ..errors import ConfigError
+from ..progress import plural
 from ..train import Run
 from ..train.inference import Samples
 from ..train.run import new_output_dir
@@ -84,5 +85,5 @@ def sample_run(run: Run, settings: SampleSettings) -> SampleResult:
 def report(result: SampleResult) -> str:
     images = result.samples.images
     sources = sorted(set(result.samples.sources))
-    line = f"drew {len(images)} groups of {images.shape[1]}, beta from " + ", ".join(sources)
+    line = f"drew {plural(len(images), 'group')} of {images.shape[1]}, beta from " + ", ".join(sources)
     return "\n".join([line] + [f"wrote {path}" for path in result.files])

@@ -39,7 +39,7 @@ BAD_INPUTS = [
         ["model 'vea' is unknown"],
     ),
     ("abbreviated flag", ["--epoch", "2"], ["unrecognized arguments: --epoch 2"]),
-    ("mixed image sizes", ["--dataset", "synthetic:40+digits"], ["cannot mix", "--image-size 28"]),
+    ("mixed image sizes", ["--dataset", "synthetic:40+digits"], ["cannot mix", "--image-size to 28"]),
     ("image size the architecture cannot take", ["--arch", "conv"], ["64x64", "--image-size 64", "--arch mlp"]),
     ("corrupt image file", ["--dataset", "folder:{corrupt}"], ["broken.png cannot be read", "delete or replace"]),
     ("empty folder", ["--dataset", "folder:{empty}"], ["holds no images", "add .bmp"]),

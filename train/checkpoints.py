@@ -296,7 +296,8 @@ def read_state(checkpoint: dict, run, train_samples: int) -> SavedState:
         )
     return SavedState(
         book={k: checkpoint[k] for k in BOOK_KEYS},
-        sampler={"assignments": checkpoint.get("group_assignments")},
+        # clusters:ALPHA samplers keep their assignments (data/sampling.py); the others nothing.
+        sampler={} if checkpoint.get("group_assignments") is None else {"assignments": checkpoint["group_assignments"]},
         model=checkpoint["model"],
         guide=checkpoint["guide"],
         optimizer=checkpoint["optimizer"],

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, fields
 
 import torch
 
-from ..data.training_groups import parse_mix, parse_spec
+from ..data.sampling import parse_mix, parse_spec
 from ..errors import ConfigError, DataError, RunError
 
 
@@ -31,7 +31,7 @@ class TrainConfig:
     data_dir: str | None = None
     image_size: int | None = None
     mix: float | str = 0.5  # share of the first dataset in each group of an A+B mixture, or "beta:A"
-    groups: str = "random"  # training groups: random, labels:ALPHA or clusters:ALPHA (data/training_groups.py)
+    groups: str = "random"  # training groups: random, labels:ALPHA or clusters:ALPHA (data/sampling.py)
     group_warmup: int = 0  # epochs of random groups before clusters:ALPHA groups start
     log_every: int = 10  # steps between logged losses: the only host-device syncs of a step
     checkpoint_every: int = 1000  # steps; a checkpoint is also written at each epoch end

@@ -44,6 +44,7 @@ from pyro.poutine.util import site_is_subsample
 from ..data import fixed_groups, load_dataset, own_groups, to_unit_float
 from ..progress import progress
 from .diagnostics import beta_diagnostics
+from .environment import data_summary
 
 PARTICLE_DIM = -3  # left of the groups (-2) and samples (-1) plates; d is enumerated left of it
 USAGE_THRESHOLD = 0.02
@@ -193,7 +194,8 @@ def evaluate(run, samples: int = 100, seed: int = 0, images_per_pass: int = 8192
     start = time.perf_counter()
     model, guide, cfg, device = run.model, run.guide, run.train_cfg, run.device
     pyro.set_rng_seed(seed)
-    test = load_dataset(cfg.dataset, "test", data_dir or cfg.data_dir, cfg.image_size)
+    # Read-only: a run's config never makes this command download data or create folders.
+    test = load_dataset(cfg.dataset, "test", data_dir or cfg.data_dir, cfg.image_size, download=False)
     parts = test_partition(len(test), cfg.group_size)
     images = test.images.to(device)
     scores = test_metrics(model, guide, images, parts)
@@ -226,6 +228,7 @@ def evaluate(run, samples: int = 100, seed: int = 0, images_per_pass: int = 8192
         "model": run.model_name,
         "guide": run.guide_name,
         "dataset": cfg.dataset,
+        "data": data_summary(run.run_dir) or f"{test.source} ({len(test)} test)",
         "group_size": B,
         "test_groups": len(sizes),
         "test_images": len(order),

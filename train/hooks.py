@@ -86,11 +86,11 @@ class MetricsFile(Hook):
         self.log.truncate_after(step)  # the resumed session logs these steps again
 
     def on_log(self, book, train_elbo):
-        self.log.write(step=book.step, epoch=book.epoch, train_elbo=train_elbo)
+        self.log.write(step=book.step, epoch=book.epoch, kind="step", train_elbo=train_elbo)
 
     def on_epoch_end(self, book, result):
         row = {k: v for k, v in result.items() if k != "cluster_shares"}
-        self.log.write(step=book.step, epoch=book.epoch, elapsed_s=round(book.train_seconds, 3), **row)
+        self.log.write(step=book.step, epoch=book.epoch, kind="epoch", elapsed_s=round(book.train_seconds, 3), **row)
 
 
 class TensorBoard(Hook):

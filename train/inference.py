@@ -92,7 +92,7 @@ def image_groups(run, images, group_size: int | None = None) -> ImageGroups:
 def split_groups(run, split: str, group_size: int, data_dir: str | None = None) -> ImageGroups:
     """The run's own dataset split, cut in order into groups of `group_size` (the last may be smaller)."""
     cfg = run.train_cfg
-    data = load_dataset(cfg.dataset, split, data_dir or cfg.data_dir, cfg.image_size)
+    data = load_dataset(cfg.dataset, split, data_dir or cfg.data_dir, cfg.image_size, download=False)
     members = consecutive(len(data), group_size)
     sources = [f"{split}[{int(m[0])}:{int(m[-1]) + 1}]" for m in members]
     return ImageGroups(

@@ -123,6 +123,7 @@ class LightningUGVAE(LightningModule):
                 pyro.set_rng_seed(self.run.train_cfg.seed + 7919 * self.global_rank + session.book.step)
         else:
             session.seed(self.global_rank)
+        session.begin()
         if session.writer:
             book = session.book
             name = os.path.basename(self.run.run_dir)

@@ -71,6 +71,7 @@ class Trainer:
     def fit(self) -> dict:
         session = self.session
         session.open_hooks()
+        session.begin()
         book, cfg = session.book, session.cfg
         if book.finished:
             logger.info(

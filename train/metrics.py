@@ -1,5 +1,10 @@
 """metrics.csv: the numbers logged during training (train/hooks.py), a row per logged window and per epoch.
 
+`kind` tells the two apart: a `step` row holds the train ELBO of the window of steps up to
+`step`; an `epoch` row, written when the epoch with 0-based index `epoch` ends, holds its mean
+train ELBO and its test numbers. With pandas: `df[df.kind == "epoch"]`. Logs of earlier
+versions, which had no `kind`, are widened in place (the rows with a test ELBO are the epochs).
+
 Rows are appended; a crash mid-append leaves a torn last line, which a resume drops, and a
 crash while the header was written leaves a torn header, which the next writer rewrites (the
 file holds no rows then). A file with another header is refused rather than appended to.
@@ -19,6 +24,7 @@ from ..files import atomic_write_bytes, disk_full
 METRIC_FIELDS = [
     "step",
     "epoch",
+    "kind",
     "train_elbo",
     "test_elbo",
     "cluster_entropy",
@@ -69,7 +75,7 @@ class MetricsLog:
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, METRIC_FIELDS)
         writer.writeheader()
-        writer.writerows({k: r.get(k, "") for k in METRIC_FIELDS} for r in complete)
+        writer.writerows({**{k: r.get(k, "") for k in METRIC_FIELDS}, "kind": row_kind(r)} for r in complete)
         atomic_write_bytes(self.path, buffer.getvalue().encode())
 
     def write(self, **row):
@@ -95,6 +101,11 @@ class MetricsLog:
         atomic_write_bytes(self.path, "".join(lines[:1] + kept).encode())
 
 
+def row_kind(row: dict) -> str:
+    """`kind` of a row, also of a log written before the column existed (only epochs have a test ELBO)."""
+    return row.get("kind") or ("epoch" if row.get("test_elbo") not in ("", None) else "step")
+
+
 def read_metrics(path: str) -> list[dict]:
     """Rows of a metrics.csv with numbers parsed (missing values as NaN)."""
     with open(path, newline="") as f:
@@ -103,7 +114,8 @@ def read_metrics(path: str) -> list[dict]:
     for r in rows:
         if not (r.get("step") or "").isdigit() or not (r.get("epoch") or "").isdigit():
             continue  # a line torn by a crash mid-append
-        parsed = {k: (float(v) if v not in ("", None) else math.nan) for k, v in r.items() if k in METRIC_FIELDS}
-        parsed["step"], parsed["epoch"] = int(parsed["step"]), int(parsed["epoch"])
+        numbers = {k: v for k, v in r.items() if k in METRIC_FIELDS and k != "kind"}
+        parsed = {k: (float(v) if v not in ("", None) else math.nan) for k, v in numbers.items()}
+        parsed["step"], parsed["epoch"], parsed["kind"] = int(parsed["step"]), int(parsed["epoch"]), row_kind(r)
         out.append(parsed)
     return out

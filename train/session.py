@@ -6,6 +6,7 @@ the enumerated ELBO used as a module (`train.elbo.make_elbo`). Two thin drivers 
 build a `Session` and call it at the same points:
 
     session.step(run_step)     a step under the run's validation setting; divergence named
+    session.begin()            record the session's environment and data (environment.json)
     session.after_step()       log the window when due (hooks.on_log), checkpoint when due
     session.end_epoch()        the epoch's hooks (test metrics, beta diagnostics, cluster
                                refresh, metrics.csv, TensorBoard), then a checkpoint
@@ -36,6 +37,7 @@ from ..model import ModelConfig
 from .book import RunBook
 from .checkpoints import make_checkpoint, read_state, save_checkpoint, set_rng_state
 from .diagnostics import inactive_beta_message
+from .environment import record_session, session_record
 from .evaluation import test_partition
 from .hooks import epoch_hooks
 
@@ -129,6 +131,13 @@ class Session:
             warmup=self.cfg.group_warmup,
         )
 
+    def begin(self) -> None:
+        """The first step is next (of a new run, or after `restore`): the writer records what this
+        session runs on and reads (train/environment.py)."""
+        if self.writer:
+            record = session_record(self.device, self.data.train_set, self.data.test_set, self.book.step)
+            record_session(self.run.run_dir, record)
+
     def close(self) -> None:
         for hook in self.hooks:
             hook.close()
@@ -220,7 +229,7 @@ class Session:
                 run_id=self.run.run_id,
                 config=self.run.config_payload(),
                 book_state=self.book.state_dict(window),
-                sampler_state={"assignments": self.sampler.assignments},
+                sampler_state=self.sampler.state_dict(),
                 train_samples=len(self.data.train_set),
                 model=self.model,
                 guide=self.guide,
@@ -238,8 +247,7 @@ class Session:
         self.optimizer.load_state_dict(state.optimizer)
         set_rng_state(state.rng)
         self.book.load_state_dict(state.book, self.device, self.writer)
-        if state.sampler.get("assignments") is not None:
-            self.sampler.set_assignments(state.sampler["assignments"])
+        self.sampler.load_state_dict(state.sampler)
         self.last_checkpoint_step = self.book.step
         for hook in self.hooks:
             hook.on_restore(self.book.step)

@@ -63,7 +63,7 @@ def test_a_bad_second_domain_is_named(tmp_path, second, message):
 
 def test_mixing_unresized_sources_of_two_sizes_names_the_fix(tmp_path):
     small = write_domain(tmp_path / "small", 10, 30)
-    with pytest.raises(DataError, match=r"\(1x28x28\) .* \(1x64x64\): pass --image-size 64"):
+    with pytest.raises(DataError, match=r"\(1x28x28\) .* \(1x64x64\): set `image_size` to 64"):
         load_dataset(f"synthetic:20+folder:{small}")  # the folder loader defaults to 64x64
 
 

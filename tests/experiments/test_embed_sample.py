@@ -50,7 +50,8 @@ def test_embed_a_folder_of_image_sets_one_group_per_sub_folder(ugvae_run, image_
     out, err = capsys.readouterr()
     out_dir = os.path.join(ugvae_run, "embed", "sets")
     assert f"wrote {out_dir}/embeddings.npz" in out and f"wrote {out_dir}/beta.csv" in out
-    assert "resized to the run's 28x28" in err  # the 32x32 set: a notice
+    assert "resized to 28x28" in err  # the 32x32 set: a notice
+    assert "5 of 8 images are in colour and were converted to grayscale" in err  # the RGB set
     e = np.load(os.path.join(out_dir, "embeddings.npz"))
     assert list(e["group_source"]) == ["a", "b"] and list(e["group_size"]) == [3, 5]
     assert e["beta_loc"].shape == e["beta_scale"].shape == (2, 2) and (e["beta_scale"] > 0).all()
@@ -64,7 +65,7 @@ def test_embed_a_folder_of_image_sets_one_group_per_sub_folder(ugvae_run, image_
     guide = trained.guide
     for g, name in enumerate("ab"):
         paths = sorted((image_sets / name).iterdir())
-        x = to_unit_float(read_images(paths, 28, channels=1)).unsqueeze(0)
+        x = to_unit_float(read_images(paths, 28, channels=1).images).unsqueeze(0)
         post = guide.global_posterior(x)
         np.testing.assert_allclose(e["beta_loc"][g], post.loc[0].numpy(), atol=1e-5)
         np.testing.assert_allclose(e["z_loc"][e["sample_group"] == g], guide.local_posterior(x).z_loc[0], atol=1e-5)

@@ -161,14 +161,14 @@ class ImageFactorReader:
         from sklearn.neural_network import MLPRegressor
         from sklearn.preprocessing import StandardScaler
 
-        # images (G, B, C, H, W) in [0, 1], factors (G, F)
-        self.scaler = StandardScaler().fit(factors.numpy())
-        targets = self.scaler.transform(factors.repeat_interleave(images.shape[1], 0).numpy())
+        # images (G, B, C, H, W) in [0, 1], on any device (the MLP runs on the CPU), factors (G, F)
+        self.scaler = StandardScaler().fit(factors.cpu().numpy())
+        targets = self.scaler.transform(factors.cpu().repeat_interleave(images.shape[1], 0).numpy())
         self.net = MLPRegressor(hidden_layer_sizes=(128,), max_iter=300, early_stopping=True, random_state=seed)
-        self.net.fit(images.flatten(2).flatten(0, 1).numpy(), targets)
+        self.net.fit(images.flatten(2).flatten(0, 1).cpu().numpy(), targets)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        per_image = self.net.predict(images.flatten(2).flatten(0, 1).numpy())
+        per_image = self.net.predict(images.flatten(2).flatten(0, 1).cpu().numpy())
         per_group = per_image.reshape(images.shape[0], images.shape[1], -1).mean(1)
         return torch.from_numpy(self.scaler.inverse_transform(per_group)).float()
 

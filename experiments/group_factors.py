@@ -71,7 +71,7 @@ def group_factors(run: Run, settings: GroupFactorsSettings | None = None) -> Gro
 
     settings = settings or GroupFactorsSettings()
     check_at_least(settings, group_sizes=1, groups=2 * FOLDS, untrained_seeds=1, pairs=2)
-    model, guide, model_cfg, train_cfg = run.model, run.guide, run.model_cfg, run.train_cfg
+    guide, model_cfg, train_cfg = run.guide, run.model_cfg, run.train_cfg
     kind, _, base_name = train_cfg.dataset.partition(":")
     if kind != "grouped":
         raise DataError(f"group factors need a run trained on grouped:BASE, not on {train_cfg.dataset}")
@@ -83,23 +83,7 @@ def group_factors(run: Run, settings: GroupFactorsSettings | None = None) -> Gro
         for seed in range(settings.untrained_seeds)
     ]
     sources = group_feature_sources(guide, untrained, model_cfg.beta_dim)
-    G = settings.groups
-    rows, transfer_result = [], None
-    with progress(total=len(settings.group_sizes) * len(sources) + 1, desc="group factors", unit="step") as bar:
-        for B in settings.group_sizes:
-            data = held_out_groups(base, G, B, settings.seed + B)
-            groups = torch.arange(len(data)).view(G, B)
-            factors = data.factors[groups[:, 0]]
-            everything = torch.ones(G, dtype=torch.bool)
-            for source, encode in sources.items():
-                features = encode(data.images, groups, everything)
-                r2 = cross_validated_r2(features, factors, settings.seed)
-                rows.append({"group_size": B, "features": source, "r2": r2})
-                bar.update()
-            if transfer_result is None:  # at the first group size only: it fits an image regressor
-                x = chunk(data.images, groups).to(run.device)
-                transfer_result, shown = transfer(model, guide, x, factors, settings.pairs, settings.seed)
-                bar.update()
+    rows, transfer_result, shown, factor_names = measure(run, base, sources, settings)
     out = experiment_dir(run, NAME)
     files = [os.path.join(out, name) for name in ("results.json", "table.md", "r2.png", "transfer.png")]
     summary = summarise(rows)
@@ -109,7 +93,7 @@ def group_factors(run: Run, settings: GroupFactorsSettings | None = None) -> Gro
             "run": run.run_dir,
             "step": run.step,  # the checkpoint these numbers were computed from
             "dataset": train_cfg.dataset,
-            "factors": data.factor_names,
+            "factors": factor_names,
             "settings": {
                 k: getattr(settings, k) for k in ("group_sizes", "groups", "untrained_seeds", "pairs", "seed")
             },
@@ -118,15 +102,36 @@ def group_factors(run: Run, settings: GroupFactorsSettings | None = None) -> Gro
             "transfer": transfer_result,
         },
     )
-    table = markdown_table(summary, transfer_result, data.factor_names)
+    table = markdown_table(summary, transfer_result, factor_names)
     atomic_write_text(files[1], table)
-    bar_plot(files[2], summary, data.factor_names)
+    bar_plot(files[2], summary, factor_names)
     save_grid(files[3], shown.cpu(), 8, "rows: own group, donor group, own z + donor beta")
-    return GroupFactorsResult(out, files, list(data.factor_names), summary, transfer_result, table)
+    return GroupFactorsResult(out, files, factor_names, summary, transfer_result, table)
 
 
 def report(result: GroupFactorsResult) -> str:
     return result.table + f"wrote {result.out_dir}"
+
+
+def measure(run: Run, base, sources: dict, settings: GroupFactorsSettings):
+    """R^2 rows per group size and source, the transfer (at the first group size: it fits an image
+    regressor), its picture, and the factor names."""
+    G, rows, transfer_result = settings.groups, [], None
+    with progress(total=len(settings.group_sizes) * len(sources) + 1, desc="group factors", unit="step") as bar:
+        for B in settings.group_sizes:
+            data = held_out_groups(base, G, B, settings.seed + B)
+            groups = torch.arange(len(data)).view(G, B)
+            factors = data.factors[groups[:, 0]]
+            everything = torch.ones(G, dtype=torch.bool)
+            for source, encode in sources.items():
+                r2 = cross_validated_r2(encode(data.images, groups, everything), factors, settings.seed)
+                rows.append({"group_size": B, "features": source, "r2": r2})
+                bar.update()
+            if transfer_result is None:
+                x = chunk(data.images, groups).to(run.device)
+                transfer_result, shown = transfer(run.model, run.guide, x, factors, settings.pairs, settings.seed)
+                bar.update()
+    return rows, transfer_result, shown, list(data.factor_names)
 
 
 def held_out_groups(base, num_groups: int, group_size: int, seed: int):

@@ -90,12 +90,15 @@ def consecutive(n: int, group_size: int) -> list[torch.Tensor]:
     return list(torch.arange(n).split(group_size))
 
 
-def folder_groups(root: str | Path, x_shape: tuple[int, int, int], group_size: int | None = None) -> ImageGroups:
+def folder_groups(
+    root: str | Path, x_shape: tuple[int, int, int], group_size: int | None = None, field: str = "folder"
+) -> ImageGroups:
     """Images of a folder as groups of images of `x_shape`: one group per sub-folder holding images,
-    or, for a flat folder, consecutive groups of `group_size` (all of them in one group when it is None)."""
+    or, for a flat folder, consecutive groups of `group_size` (all of them in one group when it is None).
+    `field` is the setting that named the folder, for the messages."""
     root = Path(root).expanduser()
     if not root.is_dir():
-        raise DataError(f"image folder {root} does not exist; check `folder`")
+        raise DataError(f"image folder {root} does not exist; check `{field}`")
     channels, height, width = x_shape
     if height != width:
         raise DataError(f"images of {height}x{width} are not square; folders can only be read at a square size")

@@ -92,9 +92,7 @@ def fit(
     trainer = new_trainer(train_cfg, model_cfg, **values)
     run = trainer.start(runs_dir, run_dir)
     with run.lock(new=True):
-        trainer.fit()
-        if on_finish:
-            on_finish(run)
+        trainer.fit(on_finish)
     return run
 
 
@@ -140,9 +138,7 @@ def resume(
         run.device = resolve_device(device or run.train_cfg.device)
         trainer = Trainer(run, data, model, guide, run.device)
         trainer.restore(checkpoint)
-        trainer.fit()
-        if on_finish:
-            on_finish(run)
+        trainer.fit(on_finish)
     return run
 
 

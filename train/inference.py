@@ -213,7 +213,7 @@ def sample(run, num_groups: int | None = None, group_size: int = 8, beta_from=No
 
 def set_groups(run, folder) -> ImageGroups:
     """A folder of sets (one per sub-folder), or a flat folder that is one set."""
-    groups = folder_groups(folder, run.model_cfg.x_shape)
+    groups = folder_groups(folder, run.model_cfg.x_shape, field="beta_from")
     if groups.notice:
         logger.warning(groups.notice)
     if len(groups.members) == 1:

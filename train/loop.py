@@ -9,12 +9,15 @@ never leaves the device between logs. `graph` replays the whole step as one CUDA
 
 SIGINT (Ctrl-C) and SIGTERM (what schedulers and `kill` send) let the step under way finish,
 write a checkpoint at it and stop with TrainingInterrupted / TrainingTerminated, so that the
-resumed run repeats the losses of an uninterrupted one. A second signal stops at once, without
-a checkpoint.
+resumed run repeats the losses of an uninterrupted one. A signal during an epoch's evaluation
+stops at that epoch's checkpoint; one during the report at its end stops once the report's files
+are whole. A second signal stops at once (a checkpoint or figure being written is left out, its
+older version whole).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -68,7 +71,9 @@ class Trainer:
         session.optimizer.step()
         return loss.detach()
 
-    def fit(self) -> dict:
+    def fit(self, on_finish=None) -> dict:
+        """Train to the run's last epoch, write summary.json, then call `on_finish(run)` (the
+        report); SIGINT and SIGTERM are honoured at every point of it (see the module docstring)."""
         session = self.session
         session.open_hooks()
         session.begin()
@@ -83,39 +88,49 @@ class Trainer:
             desc=os.path.basename(session.run.run_dir),
             unit="step",
         )
-        stop_requests, restore_handlers = stop_on_signals()
-        try:
-            while not book.finished:
-                book.start_clock()
-                for idx in session.sampler.epoch(book.epoch, start_step=book.step_in_epoch):
-                    session.step(lambda idx=idx: self.run_step(idx))
-                    bar.update()
-                    train_elbo = session.after_step()
-                    if train_elbo is not None:
-                        bar.set_postfix(epoch=f"{book.epoch + 1}/{cfg.epochs}", elbo=f"{train_elbo:.2f}")
-                    if stop_requests:
-                        book.stop_clock()
-                        session.checkpoint()
-                        raise session.interrupted(stop_requests[0])
-                session.end_epoch()
-        except TrainingInterrupted:
-            raise
-        except KeyboardInterrupt:
-            raise session.interrupted() from None
-        finally:
-            restore_handlers()
-            bar.close()
-            session.close()
-        return session.finish()
+        with stop_on_signals() as stops:
+            try:
+                while not book.finished:
+                    book.start_clock()
+                    for idx in session.sampler.epoch(book.epoch, start_step=book.step_in_epoch):
+                        session.step(lambda idx=idx: self.run_step(idx))
+                        bar.update()
+                        train_elbo = session.after_step()
+                        if train_elbo is not None:
+                            bar.set_postfix(epoch=f"{book.epoch + 1}/{cfg.epochs}", elbo=f"{train_elbo:.2f}")
+                        if stops:
+                            book.stop_clock()
+                            session.checkpoint()
+                            raise session.interrupted(stops[0])
+                    session.end_epoch()  # ends with the epoch's checkpoint
+                    if stops:  # a signal during the epoch's evaluation: stop at its checkpoint
+                        raise session.interrupted(stops[0])
+                bar.close()
+                session.close()
+                summary = session.finish()
+                if on_finish:
+                    on_finish(session.run)
+                if stops:  # a signal during the report, which finished first (its files are whole)
+                    raise session.interrupted(stops[0])
+                return summary
+            except TrainingInterrupted:
+                raise
+            except KeyboardInterrupt:  # a second signal, or Ctrl-C where no handler runs
+                raise session.interrupted() from None
+            finally:
+                bar.close()
+                session.close()
 
 
-def stop_on_signals() -> tuple[list[int], object]:
-    """Handle SIGINT and SIGTERM by noting them in the returned list (the loop stops after the
-    step under way); a second one raises KeyboardInterrupt at once. Returns the list and the
-    function that puts the previous handlers back. Only the main thread can take signals."""
+@contextlib.contextmanager
+def stop_on_signals():
+    """Within the block, SIGINT and SIGTERM are noted in the list it yields (the loop stops at the
+    next point that can take a checkpoint); a second one raises KeyboardInterrupt at once. Only
+    the main thread can take signals: elsewhere the list stays empty."""
     received: list[int] = []
     if threading.current_thread() is not threading.main_thread():
-        return received, lambda: None
+        yield received
+        return
 
     def handler(signum, frame):
         if received:
@@ -123,9 +138,8 @@ def stop_on_signals() -> tuple[list[int], object]:
         received.append(signum)
 
     previous = {signum: signal.signal(signum, handler) for signum in (signal.SIGINT, signal.SIGTERM)}
-
-    def restore():
+    try:
+        yield received
+    finally:
         for signum, old in previous.items():
             signal.signal(signum, old)
-
-    return received, restore

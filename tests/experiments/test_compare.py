@@ -31,8 +31,10 @@ def eval_json(run_dir) -> dict:
     [
         lambda e: '{"step": 10, "iwae": -5',  # torn by a crash mid-write (before writes were atomic)
         lambda e: json.dumps({**e, "step": e["step"] - 1, "iwae": 123.0}),  # made at an older checkpoint
+        lambda e: json.dumps({**e, "run_id": "0" * 32, "iwae": 123.0}),  # copied in from another run
+        lambda e: json.dumps({**e, "iwae": 123.0, "iwae_per_test_group": "ab"}),  # malformed (issue 22, 14)
     ],
-    ids=["torn", "stale"],
+    ids=["torn", "stale", "another run's", "malformed"],
 )
 def test_compare_recomputes_a_torn_or_stale_eval_json(evaluated_run, tmp_path, capsys, damage):
     run_dir = shutil.copytree(evaluated_run, str(tmp_path / "run"))

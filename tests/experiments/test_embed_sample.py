@@ -1,6 +1,7 @@
 """`embed` and `sample` end to end on tiny runs: the files they write, their shapes and their content."""
 
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -209,3 +210,24 @@ def test_guides_reject_images_that_are_not_groups_of_unit_floats(ugvae_run, x, w
             call(x)
         for word in words:
             assert word in str(e.value)
+
+
+def test_a_missing_beta_from_folder_is_named_by_its_own_flag(ugvae_run, tmp_path, capsys):
+    assert exit_code(["sample", "--run", ugvae_run, "--beta-from", str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err
+    assert "does not exist; check --beta-from" in err and "--folder" not in err
+
+
+def test_a_read_only_run_embeds_and_samples_into_another_folder(ugvae_run, image_sets, tmp_path):
+    """Issue 22 (16): with `--out` elsewhere the run itself is only read: no lock taken, no new folder,
+    nothing written (checked on the listing too, as root may write into read-only folders anyway)."""
+    frozen = shutil.copytree(ugvae_run, tmp_path / "frozen")
+    before = sorted(os.listdir(frozen))
+    os.chmod(frozen, 0o555)
+    try:
+        assert run.main(["embed", "--run", str(frozen), "--folder", str(image_sets), "--out", str(tmp_path / "e")]) == 0
+        assert run.main(["sample", "--run", str(frozen), "-B", "2", "--out", str(tmp_path / "s")]) == 0
+    finally:
+        os.chmod(frozen, 0o755)
+    assert sorted(os.listdir(frozen)) == before  # no embed/ or samples/ folder, nothing else
+    assert os.path.isfile(tmp_path / "e" / "embeddings.npz") and os.path.isfile(tmp_path / "s" / "samples.npz")

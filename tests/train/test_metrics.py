@@ -35,3 +35,16 @@ def test_a_log_written_before_kind_existed_is_widened_with_the_kinds(tmp_path):
     after = read_metrics(path)
     assert [r["kind"] for r in after] == ["epoch" if r["test_elbo"] == r["test_elbo"] else "step" for r in before]
     assert [r["step"] for r in after] == [r["step"] for r in before]
+
+
+def test_tensorboard_holds_every_number_of_the_epoch_rows(trained):
+    """Issue 20 (6): the beta diagnostics and test metrics reach TensorBoard too, not only metrics.csv."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(os.path.join(trained, "tensorboard")).Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"train/elbo", "train/epoch_elbo", "test/elbo", "test/cluster_entropy", "test/clusters_used"} <= tags
+    assert {"beta/kl", "beta/mi", "beta/marginal_kl", "beta/active_dims", "beta/pixel_change_beta"} <= tags
+    epochs = [r for r in read_metrics(os.path.join(trained, "metrics.csv")) if r["kind"] == "epoch"]
+    assert events.Scalars("test/elbo")[-1].value == pytest.approx(epochs[-1]["test_elbo"], rel=1e-5)

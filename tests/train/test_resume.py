@@ -151,3 +151,69 @@ def test_a_metrics_file_of_another_program_is_refused_not_appended_to(tmp_path):
     with pytest.raises(RunError, match="has the columns 'time,loss'.*move it aside"):
         MetricsLog(str(path))
     assert path.read_text() == "time,loss\n1,2\n"
+
+
+def send_sigterm(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_a_second_signal_during_the_checkpoint_write_stops_cleanly(tmp_path, capsys, monkeypatch, one_thread):
+    """Issue 22 (5): SIGTERM, then SIGTERM again while the checkpoint it asked for is written."""
+    from ugvae.train import checkpoints
+    from ugvae.train.loop import Trainer
+
+    real_step, real_save, calls = Trainer.train_step, checkpoints.torch.save, []
+
+    def step_then_terminate(self, idx):
+        calls.append(idx)
+        loss = real_step(self, idx)
+        if len(calls) == 10:
+            send_sigterm()
+        return loss
+
+    def save_and_terminate_midway(obj, f):
+        if len(calls) == 10:
+            f.write(b"half a checkpoint")
+            send_sigterm()
+        real_save(obj, f)
+
+    monkeypatch.setattr(Trainer, "train_step", step_then_terminate)
+    monkeypatch.setattr(checkpoints.torch, "save", save_and_terminate_midway)
+    run_dir = str(tmp_path / "run")
+    assert run.main([*TINY_RUN, "--run-dir", run_dir]) == 130
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("interrupted: training stopped at step 10;")
+    assert checkpoint_steps(run_dir) == [7]  # the one being written is left out, none is torn
+    assert not glob.glob(os.path.join(run_dir, "checkpoints", "*tmp*"))
+
+
+@pytest.mark.parametrize("during", ["the last evaluation", "the report"])
+def test_a_signal_at_the_end_of_training_is_honoured(tmp_path, capsys, monkeypatch, one_thread, during):
+    """Issue 22 (5): SIGTERM during the final epoch's evaluation, or during the report drawn under
+    the lock, stops with exit 143 after a checkpoint, and --resume finishes the run."""
+    from ugvae.experiments import report
+    from ugvae.train.hooks import TestMetrics
+
+    if during == "the report":
+        real_report = report.training_report
+        monkeypatch.setattr(report, "training_report", lambda run: (send_sigterm(), real_report(run)))
+    else:
+        real_metrics = TestMetrics.on_epoch_end
+
+        def metrics_then_terminate(self, book, result):
+            real_metrics(self, book, result)
+            if book.epoch == book.epochs - 1:
+                send_sigterm()
+
+        monkeypatch.setattr(TestMetrics, "on_epoch_end", metrics_then_terminate)
+    run_dir = str(tmp_path / "run")
+    assert run.main([*TINY_RUN, "--run-dir", run_dir]) == 143
+    last = capsys.readouterr().err.splitlines()[-1]
+    assert last.startswith("interrupted: training stopped at step 100 by SIGTERM") and "--resume" in last
+    assert checkpoint_steps(run_dir)[-1] == 100
+    assert os.path.exists(os.path.join(run_dir, "samples.png")) == (during == "the report")  # whole, if drawn
+    monkeypatch.undo()
+    assert run.main(["--resume", run_dir, "--quiet"]) == 0
+    assert os.path.isfile(os.path.join(run_dir, "summary.json")) and os.path.isfile(
+        os.path.join(run_dir, "samples.png")
+    )

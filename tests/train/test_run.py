@@ -112,3 +112,17 @@ def test_open_refuses_what_is_no_run(tmp_path):
     (tmp_path / "config.json").write_text("[1, 2]")
     with pytest.raises(RunError, match="corrupt"):
         Run.open(tmp_path)
+
+
+@pytest.mark.slow
+def test_a_run_made_before_run_ids_extends_twice(tmp_path, one_thread):
+    """Issue 22 (3): extending such a run gave it a new id at each call, after which no command
+    accepted its checkpoints. Now it gets one id, once, and every later command uses its checkpoints."""
+    from ugvae.train import resume
+
+    run_dir = str(shutil.copytree(FIXTURE_V1, tmp_path / "v1"))
+    first = resume(run_dir, epochs=2)
+    second = resume(run_dir, epochs=3)
+    assert first.run_id == second.run_id == json.load(open(os.path.join(run_dir, "config.json")))["run_id"]
+    trained = load_run(run_dir)
+    assert trained.step == 24 and json.load(open(trained.path("summary.json")))["epochs"] == 3

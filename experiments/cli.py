@@ -28,6 +28,7 @@ class Command:
     summary: str
     # where the run comes from: "run" (--run RUN_DIR), "runs" (RUN_DIR...), or "run-or-checkpoint"
     runs: str = "run"
+    run_help: str = "a trained run"  # the help of --run
 
 
 COMMANDS = {
@@ -49,28 +50,34 @@ COMMANDS = {
         "new groups of images, each sharing one beta (from the prior or a set of images)",
     ),
 }
-# Experiments still in the older form (`add_arguments(parser)`, `run(args)`) name no function.
 EXPERIMENTS = {
     "interpolation": Command(
         ".interpolation",
-        "",
-        "",
+        "interpolation",
+        "InterpolationSettings",
         "Global/local interpolation grids: what beta and z each control (section 4.1, fig. 3; fig. 4 for ML-VAE).",
+        run_help="a trained UG-VAE or ML-VAE run",
     ),
     "structured-batches": Command(
         ".structured_batches",
-        "",
-        "",
+        "structured_batches",
+        "StructuredBatchesSettings",
         "Structured batches: does q(beta | X) tell the rule behind a group? (section 4.3, table 1, fig. 7)",
+        run_help="a trained run directory",
     ),
     "domain-alignment": Command(
         ".domain_alignment",
-        "",
-        "",
+        "domain_alignment",
+        "DomainAlignmentSettings",
         "Unsupervised domain alignment (section 4.2, figs. 5-6): does beta find the domain of a group?",
+        run_help="a run trained on a mixture A+B",
     ),
     "group-factors": Command(
-        ".group_factors", "", "", "Group factors: does beta recover, and render, what the members of a group share?"
+        ".group_factors",
+        "group_factors",
+        "GroupFactorsSettings",
+        "Group factors: does beta recover, and render, what the members of a group share?",
+        run_help="a run trained on grouped:BASE",
     ),
 }
 
@@ -91,8 +98,9 @@ def add_settings(parser: argparse.ArgumentParser, settings_type, skip=()) -> dic
         kind, optional = _unwrap(hints[f.name])
         kwargs = {"dest": f.name, "help": meta.get("help", ""), **meta.get("cli", {})}
         default = f.default_factory() if f.default is MISSING and f.default_factory is not MISSING else f.default
-        if kind is bool:
-            kwargs.update(action=argparse.BooleanOptionalAction, default=default)
+        if kind is bool:  # --x/--no-x, unless the field asks for another action (store_true)
+            kwargs.setdefault("action", argparse.BooleanOptionalAction)
+            kwargs["default"] = default
         else:
             element = typing.get_args(kind)[0] if typing.get_origin(kind) is list else None
             kwargs.update(type=element or kind, default=default)
@@ -118,10 +126,6 @@ def settings_from(args, settings_type):
 def _builder(command: Command):
     def build(parser):
         module = _module(command)
-        if not command.function:  # an experiment in the older form
-            module.add_arguments(parser)
-            parser.set_defaults(handler=_older_handler(command), flag_names={})
-            return
         if command.runs == "runs":
             parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="trained runs, one table row each")
         elif command.runs == "run-or-checkpoint":
@@ -129,12 +133,14 @@ def _builder(command: Command):
             which.add_argument("--run", metavar="RUN_DIR", help="a trained run: its newest good checkpoint")
             which.add_argument("--checkpoint", metavar="PATH", help="a checkpoint of a run, RUN/checkpoints/step-N.pt")
         else:
-            parser.add_argument("--run", required=True, metavar="RUN_DIR", help="a trained run")
+            parser.add_argument("--run", required=True, metavar="RUN_DIR", help=command.run_help)
         settings_type = getattr(module, command.settings)
         flag_names = add_settings(
             parser, settings_type, skip=("checkpoint",) if command.runs == "run-or-checkpoint" else ()
         )
         parser.add_argument("--device", default="auto", help="auto (cuda when available, else cpu), cpu or cuda[:N]")
+        parser.add_argument("--quiet", action="store_true", help="no progress bars; notices are still shown")
+        flag_names.update(run="--run", device="--device")
         parser.set_defaults(handler=_handler(command), flag_names=flag_names)
 
     return build
@@ -158,16 +164,6 @@ def _handler(command: Command):
                 result = function(run, settings)
         print(module.report(result))
         return 0
-
-    return handler
-
-
-def _older_handler(command: Command):
-    def handler(args) -> int:
-        from ..train.lock import run_lock
-
-        with run_lock(args.run):
-            return _module(command).run(args)
 
     return handler
 

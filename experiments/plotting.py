@@ -1,7 +1,8 @@
 """The one image-grid helper and figure saving shared by every experiment.
 
-Figures and JSON go through `train.atomic`, so a kill or a full disk mid-write leaves the
-previous file whole, never a torn one.
+Figures and JSON go through the atomic writer (files.py), so a kill or a full disk mid-write
+leaves the previous file whole, never a torn one. Every experiment writes into
+`experiment_dir(run, NAME)`, RUN/experiments/NAME/.
 """
 
 from __future__ import annotations
@@ -74,7 +75,8 @@ def save_json(path: str, payload: dict):
     write_json(path, payload)
 
 
-def experiment_dir(run_dir: str, name: str) -> str:
-    path = os.path.join(run_dir, "experiments", name)
+def experiment_dir(run, name: str) -> str:
+    """RUN/experiments/NAME of a `Run`, created if missing."""
+    path = run.path("experiments", name)
     os.makedirs(path, exist_ok=True)
     return path

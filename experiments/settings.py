@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from dataclasses import MISSING, field, fields
 
+from ..errors import ConfigError
+
 
 def setting(default=MISSING, help: str = "", *flags: str, **cli):
     """A dataclass field with its help text, its flags (default `--field-name`) and further
@@ -33,3 +35,17 @@ def flag_names(settings_type) -> dict[str, str]:
         longs = [name for name in flags if name.startswith("--")]
         out[f.name] = longs[0] if longs else "--" + f.name.replace("_", "-")
     return out
+
+
+def check_at_least(settings, **minimums) -> None:
+    """A ConfigError naming the first field of `settings` below its minimum; a list field needs
+    at least one value, each at or above the minimum; a field that is None is not checked."""
+    for name, minimum in minimums.items():
+        value = getattr(settings, name)
+        if value is None:
+            continue
+        values = value if isinstance(value, list | tuple) else [value]
+        if not values:
+            raise ConfigError(f"`{name}` needs at least one value")
+        if min(values) < minimum:
+            raise ConfigError(f"`{name}` must be >= {minimum}, got {value}")

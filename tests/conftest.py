@@ -1,6 +1,5 @@
 """Fixtures and tiny-run helpers shared by every test package."""
 
-import argparse
 import csv
 import errno
 import os
@@ -51,13 +50,6 @@ def tiny_train(tmp_path_factory, model: str, dataset: str = "synthetic:200") -> 
     cfg = TrainConfig(dataset=dataset, model=model, epochs=1, group_size=4, groups_per_step=5)
     model_cfg = ModelConfig(x_shape=(1, 28, 28), z_dim=2, beta_dim=2, K=3, hidden=16)
     return fit(cfg, model_cfg, runs_dir=str(tmp_path_factory.mktemp("runs"))).run_dir
-
-
-def run_cli(module, *argv) -> int:
-    """An experiment module's command, parsed and run as run.py would."""
-    parser = argparse.ArgumentParser()
-    module.add_arguments(parser)
-    return module.run(parser.parse_args(list(argv)))
 
 
 def logged(run_dir: str) -> list[dict]:

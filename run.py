@@ -438,11 +438,12 @@ def main(argv=None) -> int:
     args.prog = prog
     from . import progress
 
-    progress.set_enabled(not getattr(args, "quiet", False))
+    quiet = getattr(args, "quiet", False)
+    progress.set_enabled(not quiet)
     package_log = logging.getLogger(__package__)
     handler = ConsoleHandler(getattr(args, "flag_names", {}))
     package_log.addHandler(handler)
-    package_log.setLevel(logging.INFO)
+    package_log.setLevel(logging.WARNING if quiet else logging.INFO)  # notices are warnings: always shown
     from .errors import UGVAEError
 
     try:

@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 from dataclasses import dataclass
 
 import torch
 
-from ..errors import RunError
-from ..files import atomic_write_text
+from ..errors import DataError, RunError
+from ..files import atomic_write_text, read_json
 from ..progress import progress
 from ..train import Run
 from ..train.checkpoints import list_checkpoints
@@ -57,12 +56,11 @@ COLUMNS = [
 
 
 def _read_json(path: str) -> dict | None:
-    if not os.path.isfile(path):
+    if not os.path.lexists(path):
         return None
     try:
-        with open(path) as f:
-            payload = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        payload = read_json(path)  # a regular file of bounded size and depth
+    except DataError as e:
         raise RunError(f"{path} is corrupt ({e}); delete it to compute it again") from None
     if not isinstance(payload, dict):
         raise RunError(f"{path} is corrupt (not a JSON object); delete it to compute it again")

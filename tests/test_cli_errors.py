@@ -65,7 +65,7 @@ BAD_INPUTS = [
     (
         "resume of a run with a torn config.json",
         ["--resume", "{torn_config}"],
-        ["config.json is corrupt", "restore it"],
+        ["config.json is not valid JSON", "restore it"],
     ),
     (
         "resume of a run killed before its first checkpoint",

@@ -46,14 +46,17 @@ class Expected:
     model: dict[str, tuple[tuple[int, ...], torch.dtype]]
     guide: dict[str, tuple[tuple[int, ...], torch.dtype]]
     optimizer: tuple[tuple[int, ...], ...] | None = None
+    # (model_cfg, model_name, guide_name[, train_cfg]) the checkpoint's config must match
+    config: tuple | None = None
 
 
-def expected_state(model, guide, optimizer=None) -> Expected:
-    """What `model`, `guide` and (optionally) `optimizer` load: pass it as `expect=`."""
+def expected_state(model, guide, optimizer=None, config: tuple | None = None) -> Expected:
+    """What `model`, `guide` and (optionally) `optimizer` load, and the config a checkpoint must
+    have been made with: pass it as `expect=`."""
     shapes = None
     if optimizer is not None:
         shapes = tuple(tuple(p.shape) for group in optimizer.param_groups for p in group["params"])
-    return Expected(_shapes(model.state_dict()), _shapes(guide.state_dict()), shapes)
+    return Expected(_shapes(model.state_dict()), _shapes(guide.state_dict()), shapes, config)
 
 
 def expected_from_payload(payload: dict) -> Expected:

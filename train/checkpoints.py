@@ -286,9 +286,18 @@ def load_checkpoint(
             "update ugvae to load it",
         )
     try:
-        validate(checkpoint, expect)
+        validate(checkpoint)
     except Invalid as e:
         raise CheckpointError(path, f"holds a bad field: {e}") from None
+    if expect is not None:
+        # A checkpoint of another config says which fields differ, before its shapes are compared.
+        diffs = config_differences(checkpoint, *expect.config) if expect.config is not None else []
+        if diffs:
+            raise CheckpointError(path, f"was made with another config ({'; '.join(diffs)})", "start a new run")
+        try:
+            validate(checkpoint, expect)
+        except Invalid as e:
+            raise CheckpointError(path, f"holds a bad field: {e}") from None
     named = CHECKPOINT_RE.search(os.path.basename(path))
     if named and checkpoint["step"] != int(named[1]):
         raise CheckpointError(
@@ -363,6 +372,19 @@ def check_compatible(
     The model fields decide whether the weights fit at all; with `train_cfg`, the fields that
     fix the stream of training groups are compared too, as resuming needs them unchanged.
     """
+    diffs = config_differences(checkpoint, model_cfg, model_name, guide_name, train_cfg)
+    if diffs:
+        raise RunError(
+            "checkpoint was made with another config ("
+            + "; ".join(diffs)
+            + "); use the checkpoint with the run that made it, or start a new run"
+        )
+
+
+def config_differences(
+    checkpoint: dict, model_cfg: ModelConfig, model_name: str, guide_name: str, train_cfg: TrainConfig | None = None
+) -> list[str]:
+    """`field is A in the checkpoint but B here`, for every field of `check_compatible` that differs."""
     saved = checkpoint.get("config", {})
     mine = {"model": model_name, "guide": guide_name, **model_cfg.to_dict()}
     # A field missing from an older checkpoint had its default value then.
@@ -374,15 +396,7 @@ def check_compatible(
     if train_cfg is not None:
         mine.update({k: getattr(train_cfg, k) for k in DATA_STREAM_FIELDS})
         theirs.update({k: saved.get("train", {}).get(k, getattr(TrainConfig(), k)) for k in DATA_STREAM_FIELDS})
-    diffs = [
-        f"{k} is {theirs.get(k)!r} in the checkpoint but {v!r} here" for k, v in mine.items() if theirs.get(k) != v
-    ]
-    if diffs:
-        raise RunError(
-            "checkpoint was made with another config ("
-            + "; ".join(diffs)
-            + "); use the checkpoint with the run that made it, or start a new run"
-        )
+    return [f"{k} is {theirs.get(k)!r} in the checkpoint but {v!r} here" for k, v in mine.items() if theirs.get(k) != v]
 
 
 # -- the payload: a session's state, both ways ----------------------------------------------

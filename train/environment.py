@@ -13,7 +13,6 @@ A resumed or extended run appends its session, so a run trained on two machines 
 from __future__ import annotations
 
 import datetime
-import json
 import os
 import platform
 import subprocess
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from ..files import write_json
+from ..files import read_json, write_json
 
 ENVIRONMENT_FILE = "environment.json"
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
@@ -107,9 +106,8 @@ def record_session(run_dir: str, record: dict) -> None:
 def read_sessions(run_dir: str) -> list[dict]:
     """The sessions of environment.json; [] for a run made before it existed, or a damaged file."""
     try:
-        with open(os.path.join(run_dir, ENVIRONMENT_FILE), encoding="utf-8") as f:
-            sessions = json.load(f).get("sessions")
-    except (OSError, ValueError, AttributeError, RecursionError):
+        sessions = read_json(os.path.join(run_dir, ENVIRONMENT_FILE)).get("sessions")
+    except (OSError, ValueError, AttributeError):  # missing, or damaged (DataError is a ValueError)
         return []
     return [s for s in sessions if isinstance(s, dict)] if isinstance(sessions, list) else []
 

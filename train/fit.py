@@ -22,7 +22,8 @@ import pyro
 from ..errors import ConfigError, RunError
 from ..guide import build
 from ..model import ModelConfig
-from .config import LaunchConfig, TrainConfig, resolve_device
+from .checkpoint_schema import expected_state
+from .config import LaunchConfig, TrainConfig, check_memory, resolve_device
 from .loop import Trainer
 from .run import Run
 from .session import load_training_data, model_config_for
@@ -51,12 +52,15 @@ def prepare(train_cfg: TrainConfig | None = None, model_cfg: ModelConfig | None 
     data's image shape.
     """
     train_cfg, model_cfg, model_values = configs(train_cfg, model_cfg, values)
+    if model_cfg is not None:
+        check_memory(model_cfg, train_cfg, resolve_device(train_cfg.device))  # before any data or weights
     pyro.clear_param_store()  # the param store is global: names left by an earlier model would shadow
     pyro.set_rng_seed(train_cfg.seed)
     data = load_training_data(train_cfg)
     if model_cfg is None and model_values:
         model_cfg = ModelConfig(**{"x_shape": tuple(data.train_set.x_shape), **model_values})
     model_cfg = model_config_for(data, model_cfg, train_cfg.dataset)
+    check_memory(model_cfg, train_cfg, resolve_device(train_cfg.device))
     run = Run(model_cfg, train_cfg)
     model, guide = build(model_cfg, run.model_name, run.guide_name)
     return run, data, model, guide
@@ -117,26 +121,29 @@ def resume(
     with run.lock() if writer else contextlib.nullcontext():
         if writer:
             run.ensure_id()
-        checkpoint = run.latest_checkpoint()
-        if checkpoint is None:
-            raise RunError(f"{run_dir} has no readable checkpoint to resume from; start a new run instead")
         if epochs is not None and epochs != run.train_cfg.epochs:
-            if checkpoint["epoch"] > epochs:
-                raise ConfigError(
-                    f"{run_dir} has already trained {checkpoint['epoch']} epochs, more than `epochs` {epochs}; "
-                    f"pass at least {checkpoint['epoch']}"
-                )
-            if writer:
-                run.extend(epochs)
-            else:
-                run.train_cfg = replace(run.train_cfg, epochs=epochs)
+            run.train_cfg = replace(run.train_cfg, epochs=epochs)  # written to config.json once checked
+        if launch is None:
+            run.device = resolve_device(device or run.train_cfg.device)
+            check_memory(run.model_cfg, run.train_cfg, run.device)
         data = load_training_data(run.train_cfg)
         model, guide = build(run.model_cfg, run.model_name, run.guide_name)
+        trainer = Trainer(run, data, model, guide, run.device) if launch is None else None
+        # The newest checkpoint that fits these modules (and this optimiser): an ill-fitting one is skipped.
+        expect = expected_state(model, guide, trainer.session.optimizer if trainer else None, run.config_key(True))
+        checkpoint = run.latest_checkpoint(expect=expect)
+        if checkpoint is None:
+            raise RunError(f"{run.run_dir} has no readable checkpoint to resume from; start a new run instead")
+        if checkpoint["epoch"] > run.train_cfg.epochs:
+            raise ConfigError(
+                f"{run.run_dir} has already trained {checkpoint['epoch']} epochs, more than `epochs` {epochs}; "
+                f"pass at least {checkpoint['epoch']}"
+            )
+        if writer and epochs is not None:
+            run.save_config()  # the new total of an extended run
         if launch is not None:
             run.launch = launch
             return _fit_lightning(run, data, model, guide, checkpoint, None, None, on_finish, lightning_callbacks)
-        run.device = resolve_device(device or run.train_cfg.device)
-        trainer = Trainer(run, data, model, guide, run.device)
         trainer.restore(checkpoint)
         trainer.fit(on_finish)
     return run

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime
-import json
 import os
 import re
 import uuid
@@ -36,10 +35,11 @@ from pathlib import Path
 
 import torch
 
-from ..errors import ConfigError, RunError
-from ..files import write_json
+from ..errors import ConfigError, DataError, RunError
+from ..files import read_json, write_json
 from ..guide import Guide, build, default_guide, guide_class
 from ..model import ModelConfig
+from .checkpoint_schema import Expected, expected_state
 from .checkpoints import check_compatible, latest_checkpoint, load_checkpoint
 from .config import LaunchConfig, TrainConfig, resolve_device
 from .lock import run_lock
@@ -74,13 +74,12 @@ class Run:
         """The run in `run_dir`, from its config.json; weights load on first use of `model`/`guide`."""
         run_dir = os.fspath(run_dir)
         path = os.path.join(run_dir, CONFIG_FILE)
-        if not os.path.isfile(path):
+        if not os.path.lexists(path):
             raise RunError(
                 f"{run_dir} is not a run directory (it has no config.json); pass a directory made by training"
             )
         try:
-            with open(path, encoding="utf-8") as f:
-                saved = json.load(f)
+            saved = read_json(path, what="config")  # a regular file of bounded size and depth, or a DataError
             if not isinstance(saved, dict):
                 raise ValueError(f"it holds a {type(saved).__name__}, not an object")
             run_id = saved.get("run_id")
@@ -100,7 +99,9 @@ class Run:
                 owns_unnamed_checkpoints=saved.get("owns_unnamed_checkpoints", False) is True,
                 device=resolve_device(device),
             )
-        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError, KeyError, TypeError, ValueError) as e:
+        except DataError as e:
+            raise RunError(f"{e}; restore it from a copy or start a new run") from None
+        except (KeyError, TypeError, ValueError) as e:
             what = f"it lacks {e}" if isinstance(e, KeyError) else str(e) or type(e).__name__
             raise RunError(f"{path} is corrupt ({what}); restore it from a copy or start a new run") from None
 
@@ -150,13 +151,21 @@ class Run:
         """Hold RUN/.lock while the block writes into the run (train/lock.py)."""
         return run_lock(self.run_dir, new=new)
 
-    def latest_checkpoint(self, map_location="cpu") -> dict | None:
-        """The newest checkpoint of this run that loads; None when it has none."""
-        return latest_checkpoint(self.run_dir, self.run_id, map_location, self.owns_unnamed_checkpoints)
+    def latest_checkpoint(self, map_location="cpu", expect: Expected | None = None) -> dict | None:
+        """The newest checkpoint of this run that passes every check (train/checkpoints.py), with
+        `expect` (`expected_state`) the shapes of the live modules too; None when it has none."""
+        return latest_checkpoint(self.run_dir, self.run_id, map_location, self.owns_unnamed_checkpoints, expect)
 
     def read_checkpoint(self, path: str, map_location="cpu") -> dict:
-        """The checkpoint file `path`, checked to be one of this run's."""
-        return load_checkpoint(path, map_location, self.run_id, accept_unnamed=self.owns_unnamed_checkpoints)
+        """The checkpoint file `path`, checked to be one of this run's and to fit its model and guide."""
+        model, guide = build(self.model_cfg, self.model_name, self.guide_name)
+        expect = expected_state(model, guide, config=self.config_key())
+        return load_checkpoint(path, map_location, self.run_id, self.owns_unnamed_checkpoints, expect)
+
+    def config_key(self, training: bool = False) -> tuple:
+        """What a checkpoint of this run was made with (train/checkpoints.py `config_differences`);
+        `training` adds the fields that fix the stream of training groups, which a resume needs."""
+        return (self.model_cfg, self.model_name, self.guide_name) + ((self.train_cfg,) if training else ())
 
     # -- the trained model -----------------------------------------------------------
     def to(self, device: str | torch.device) -> Run:
@@ -166,13 +175,13 @@ class Run:
         return self
 
     def load_weights(self, checkpoint: dict | None = None) -> Run:
-        """Load `checkpoint` (default: the newest good one) into a fresh model and guide."""
+        """Load `checkpoint` (default: the newest good one that fits) into a fresh model and guide."""
+        model, guide = build(self.model_cfg, self.model_name, self.guide_name)
         if checkpoint is None:
-            checkpoint = self.latest_checkpoint()
+            checkpoint = self.latest_checkpoint(expect=expected_state(model, guide, config=self.config_key()))
             if checkpoint is None:
                 raise RunError(f"{self.run_dir} holds no readable checkpoint; train it first, or resume it")
         check_compatible(checkpoint, self.model_cfg, self.model_name, self.guide_name)
-        model, guide = build(self.model_cfg, self.model_name, self.guide_name)
         model.load_state_dict(checkpoint["model"])
         guide.load_state_dict(checkpoint["guide"])
         model.to(self.device).eval(), guide.to(self.device).eval()

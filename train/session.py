@@ -235,7 +235,8 @@ class Session:
                 guide=self.guide,
                 optimizer=self.optimizer,
             )
-            save_checkpoint(self.run.run_dir, self.book.step, payload, self.cfg.keep_checkpoints)
+            keep, own = self.cfg.keep_checkpoints, self.run.owns_unnamed_checkpoints
+            save_checkpoint(self.run.run_dir, self.book.step, payload, keep, accept_unnamed=own)
         self.last_checkpoint_step = self.book.step
 
     def restore(self, checkpoint: dict) -> None:

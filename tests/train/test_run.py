@@ -81,14 +81,14 @@ def test_bad_images_are_refused_with_a_data_error_naming_the_fix(trained, images
 
 def test_a_run_reads_its_config_once_and_resolves_the_guide_name_once(trained, monkeypatch):
     reads = []
-    real_open = open
+    real_open = os.open
 
-    def counting_open(path, *args, **kwargs):
+    def counting_open(path, *args, **kwargs):  # files.read_json opens with os.open (O_NOFOLLOW)
         if str(path).endswith("config.json"):
             reads.append(path)
         return real_open(path, *args, **kwargs)
 
-    monkeypatch.setattr("builtins.open", counting_open)
+    monkeypatch.setattr("os.open", counting_open)
     run = Run.open(trained)
     run.load_weights(), run.embed(torch.zeros(1, 2, 1, 28, 28)), run.sample(1, 2)
     assert len(reads) == 1 and run.guide_name == "structured" and run.model_name == "ugvae"

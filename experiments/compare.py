@@ -30,7 +30,7 @@ from ..errors import DataError, RunError
 from ..files import atomic_write_text, read_json
 from ..progress import progress
 from ..train import Run
-from ..train.checkpoints import list_checkpoints
+from ..train.checkpoints import checkpoint_step, list_checkpoints
 from ..train.environment import data_summary
 from ..train.evaluation import mean_and_stderr
 from .evaluate import EvaluateSettings, evaluate_run
@@ -70,7 +70,7 @@ def _read_json(path: str) -> dict | None:
 def newest_checkpoint_step(run_dir: str) -> int | None:
     """The step of the newest checkpoint file, read from its name."""
     paths = list_checkpoints(run_dir)
-    return int(os.path.basename(paths[-1])[5:14]) if paths else None
+    return checkpoint_step(paths[-1]) if paths else None
 
 
 def run_row(run_dir: str, samples: int = 100, device: str = "auto") -> dict:

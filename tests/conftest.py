@@ -59,9 +59,9 @@ def logged(run_dir: str) -> list[dict]:
 
 
 def checkpoint_steps(run_dir: str) -> list[int]:
-    from ugvae.train.checkpoints import list_checkpoints
+    from ugvae.train.checkpoints import checkpoint_step, list_checkpoints
 
-    return [int(os.path.basename(p)[5:14]) for p in list_checkpoints(run_dir)]
+    return [checkpoint_step(p) for p in list_checkpoints(run_dir)]
 
 
 def signal_training(flags: list[str], run_dir: str, min_step: int, sig=signal.SIGKILL, timeout: float = 120):

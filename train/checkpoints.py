@@ -190,6 +190,11 @@ def notice(message: str):
     logger.warning(message)
 
 
+def checkpoint_step(path: str) -> int:
+    """The step a checkpoint's file name says (step-N.pt, with or without leading zeros)."""
+    return int(CHECKPOINT_RE.fullmatch(os.path.basename(path))[1])
+
+
 def list_checkpoints(run_dir: str) -> list[str]:
     """checkpoints/step-N.pt of `run_dir` by step, oldest first (whatever each file holds)."""
     folder = os.path.join(run_dir, "checkpoints")

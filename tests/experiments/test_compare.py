@@ -69,3 +69,13 @@ def test_a_figure_that_cannot_be_written_leaves_the_previous_one(tmp_path, monke
     with pytest.raises(DiskFull, match="no space left on the device to write .*figure.png"):
         save_figure(fig, path)
     assert open(path, "rb").read() == before and os.listdir(tmp_path) == ["figure.png"]
+
+
+def test_a_checkpoint_name_without_leading_zeros_is_read_by_its_step(evaluated_run, tmp_path, capsys):
+    """Issue 22 (14): `step-16.pt` in checkpoints/ gave compare a traceback."""
+    run_dir = shutil.copytree(evaluated_run, str(tmp_path / "run"))
+    folder = os.path.join(run_dir, "checkpoints")
+    newest = sorted(os.listdir(folder))[-1]
+    os.rename(os.path.join(folder, newest), os.path.join(folder, "step-" + newest[5:].lstrip("0")))
+    assert run.main(["compare", run_dir, "--out", str(tmp_path / "out"), "--samples", "2"]) == 0
+    assert eval_json(run_dir)["step"] == int(newest[5:14])

@@ -16,7 +16,7 @@ from ugvae.data import RandomGroups, load_dataset  # noqa: E402
 from ugvae.guide import build  # noqa: E402
 from ugvae.model import ModelConfig  # noqa: E402
 from ugvae.train import fit, load_run, resume  # noqa: E402
-from ugvae.train.checkpoints import list_checkpoints  # noqa: E402
+from ugvae.train.checkpoints import checkpoint_step, list_checkpoints  # noqa: E402
 from ugvae.train.config import LaunchConfig, TrainConfig  # noqa: E402
 from ugvae.train.elbo import make_elbo  # noqa: E402
 from ugvae.train.metrics import read_metrics  # noqa: E402
@@ -109,7 +109,7 @@ def killed_copy(run_dir, dest, step):
     """The run as a kill right after its checkpoint of `step` would leave it."""
     shutil.copytree(run_dir, dest)
     for path in list_checkpoints(dest):
-        if int(os.path.basename(path)[5:14]) > step:
+        if checkpoint_step(path) > step:
             os.remove(path)
     return str(dest)
 

@@ -177,6 +177,25 @@ def open_regular(path: str, what: str = "file"):
     return os.fdopen(fd, "rb")
 
 
+def open_append(path: str, what: str = "file"):
+    """`path`, an existing regular file, opened for appending text; NotARegularFile for a link,
+    FIFO, device or folder, so that an append never goes through a planted link."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | _NOFOLLOW | _NONBLOCK | _CLOEXEC | _BINARY)
+    except OSError as e:
+        if e.errno == errno.ELOOP or (e.errno == errno.EMLINK and _NOFOLLOW):
+            raise NotARegularFile(path, "is a symbolic link; only regular files are written", what) from None
+        if e.errno == errno.EISDIR:
+            raise NotARegularFile(path, "is a folder, not a regular file", what) from None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise NotARegularFile(path, "is not a regular file", what)
+    if _NONBLOCK:
+        os.set_blocking(fd, True)
+    return os.fdopen(fd, "w", newline="", encoding="utf-8")
+
+
 MAX_JSON_BYTES = 4 * 2**20
 MAX_JSON_DEPTH = 32
 

@@ -71,10 +71,21 @@ class CliParser(argparse.ArgumentParser):
         unknown = re.match(r"unrecognized arguments: (\S+)", message)
         if unknown:
             flag = unknown[1].split("=")[0]
-            close = difflib.get_close_matches(flag, [o for a in self._actions for o in a.option_strings], n=1)
+            close = difflib.get_close_matches(flag, self.option_strings(), n=1)
             if close:
                 message += f" (did you mean {close[0]}?)"
         self.exit(2, f"error: {message}; see `{self.prog} --help`\n")
+
+    def option_strings(self) -> list[str]:
+        """Every flag of this parser and of the subcommand parsers built so far (the one that ran)."""
+        options = []
+        for action in self._actions:
+            options += action.option_strings
+            if isinstance(action, argparse._SubParsersAction):
+                for parser in action.choices.values():
+                    if getattr(parser, "_builder", "built") is None:  # LazyParser: built when parsed
+                        options += parser.option_strings()
+        return options
 
 
 class LazyParser(CliParser):

@@ -222,6 +222,8 @@ class CompareResult:
 def compare(run_dirs: list[str], settings: CompareSettings | None = None, device: str = "auto") -> CompareResult:
     """The table of the module docstring for `run_dirs`, written to `settings.out`."""
     settings = settings or CompareSettings()
+    if settings.out and os.path.lexists(settings.out) and not os.path.isdir(settings.out):
+        raise RunError(f"`out` {settings.out} is a file, not a folder; pick another `out`")  # before any evaluation
     rows = [run_row(r, settings.samples, device) for r in progress(run_dirs, desc="runs", unit="run")]
     add_paired_differences(rows)
     out = settings.out or default_out_dir()

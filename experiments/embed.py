@@ -107,6 +107,8 @@ def beta_csv(e: Embeddings) -> str:
 
 def check_output_dir(path: str) -> None:
     """Refuse an `out` folder that already holds files, before any work: nothing is overwritten."""
+    if os.path.lexists(path) and not os.path.isdir(path):
+        raise RunError(f"`out` {path} is a file, not a folder; pick another `out`")
     if os.path.isdir(path) and os.listdir(path):
         raise RunError(f"`out` {path} already holds files and outputs are never overwritten; pick another `out`")
 

@@ -31,6 +31,7 @@ BAD_INPUTS = [
         ["CelebA is not in", "could not be downloaded", "--data-dir"],
     ),
     ("unknown dataset", ["--dataset", "imagenet"], ["'imagenet' is unknown", "choose one of"]),
+    ("mistyped flag", ["--datset", "mnist"], ["unrecognized arguments: --datset", "did you mean --dataset?"]),
     ("unknown model", ["--model", "vea"], ["model 'vea' is unknown", "choose one of"]),
     ("unknown guide", ["--guide", "exact"], ["guide 'exact' does not exist for model 'ugvae'", "choose one of"]),
     (

@@ -19,7 +19,7 @@ import math
 import os
 
 from ..errors import RunError
-from ..files import atomic_write_bytes, disk_full
+from ..files import NotARegularFile, atomic_write_bytes, disk_full, open_append, open_regular
 
 METRIC_FIELDS = [
     "step",
@@ -51,9 +51,9 @@ class MetricsLog:
     def __init__(self, path: str):
         self.path = path
         header = ""
-        if os.path.exists(path):
-            with open(path, newline="") as f:
-                header = f.readline()
+        if os.path.lexists(path):
+            first, newline, _ = self._text().partition("\n")
+            header = first + newline
         if header.rstrip("\r\n") == self.HEADER.rstrip("\r\n"):
             return
         columns = header.strip().split(",")
@@ -68,9 +68,16 @@ class MetricsLog:
         # No file, or one cut inside its header (then it holds no row yet): write the header whole.
         atomic_write_bytes(path, self.HEADER.encode())
 
+    def _text(self) -> str:
+        """The log's text; a link, FIFO or folder in its place is refused, never followed."""
+        try:
+            with open_regular(self.path, "metrics") as f:
+                return f.read().decode("utf-8", errors="replace")
+        except NotARegularFile as e:
+            raise RunError(f"{e}; move it aside to start a new log") from None
+
     def _widen(self, columns: list[str]):
-        with open(self.path, newline="") as f:
-            rows = list(csv.DictReader(f))
+        rows = list(csv.DictReader(io.StringIO(self._text(), newline="")))
         complete = [r for r in rows if None not in r.values()]  # drops a line torn mid-append
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, METRIC_FIELDS)
@@ -80,8 +87,10 @@ class MetricsLog:
 
     def write(self, **row):
         try:
-            with open(self.path, "a", newline="") as f:
+            with open_append(self.path, "metrics") as f:
                 csv.DictWriter(f, METRIC_FIELDS).writerow({k: row.get(k, "") for k in METRIC_FIELDS})
+        except NotARegularFile as e:
+            raise RunError(f"{e}; move it aside to start a new log") from None
         except OSError as e:
             if e.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise disk_full(self.path, os.path.dirname(self.path) or ".") from None
@@ -92,9 +101,7 @@ class MetricsLog:
 
         The rewrite is atomic, and a last line torn by a crash mid-append (no newline) is dropped.
         """
-        with open(self.path, newline="") as f:
-            text = f.read()
-        lines = text.splitlines(keepends=True)
+        lines = self._text().splitlines(keepends=True)
         if lines and not lines[-1].endswith("\n"):
             lines.pop()
         kept = [line for line in lines[1:] if line.split(",", 1)[0].isdigit() and int(line.split(",", 1)[0]) <= step]

@@ -79,3 +79,12 @@ def test_a_checkpoint_name_without_leading_zeros_is_read_by_its_step(evaluated_r
     os.rename(os.path.join(folder, newest), os.path.join(folder, "step-" + newest[5:].lstrip("0")))
     assert run.main(["compare", run_dir, "--out", str(tmp_path / "out"), "--samples", "2"]) == 0
     assert eval_json(run_dir)["step"] == int(newest[5:14])
+
+
+def test_an_out_that_is_a_file_is_refused_before_any_work(evaluated_run, tmp_path, capsys):
+    mine = tmp_path / "tables"
+    mine.write_text("mine")
+    assert run.main(["compare", evaluated_run, "--out", str(mine)]) == 2
+    assert capsys.readouterr().err.count("\n") == 1 and mine.read_text() == "mine"
+    assert run.main(["embed", "--run", evaluated_run, "--split", "test", "--out", str(mine)]) == 2
+    assert "is a file, not a folder; pick another --out" in capsys.readouterr().err and mine.read_text() == "mine"

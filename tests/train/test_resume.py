@@ -217,3 +217,17 @@ def test_a_signal_at_the_end_of_training_is_honoured(tmp_path, capsys, monkeypat
     assert os.path.isfile(os.path.join(run_dir, "summary.json")) and os.path.isfile(
         os.path.join(run_dir, "samples.png")
     )
+
+
+@pytest.mark.parametrize("planted", ["a folder", "a link"])
+def test_a_metrics_file_that_is_no_regular_file_is_refused_never_followed(tmp_path, one_thread, tiny_run_cfgs, planted):
+    train_cfg, model_cfg = tiny_run_cfgs
+    run_dir = fit(replace(train_cfg, epochs=1), model_cfg, runs_dir=str(tmp_path / "runs")).run_dir
+    victim = tmp_path / "victim.txt"
+    victim.write_text("mine")
+    path = os.path.join(run_dir, "metrics.csv")
+    os.remove(path)
+    os.mkdir(path) if planted == "a folder" else os.symlink(victim, path)
+    with pytest.raises(RunError, match="metrics .* (is a folder|is a symbolic link).*move it aside"):
+        resume(run_dir, epochs=2)
+    assert victim.read_text() == "mine"

@@ -98,7 +98,8 @@ def folder_groups(
     `field` is the setting that named the folder, for the messages."""
     root = Path(root).expanduser()
     if not root.is_dir():
-        raise DataError(f"image folder {root} does not exist; check `{field}`")
+        what = "is a file, not a folder of images" if root.exists() else "does not exist"
+        raise DataError(f"image folder {root} {what}; check `{field}`")
     channels, height, width = x_shape
     if height != width:
         raise DataError(f"images of {height}x{width} are not square; folders can only be read at a square size")

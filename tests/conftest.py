@@ -36,6 +36,24 @@ def tiny_cfg():
     return ModelConfig(x_shape=(1, 4, 4), z_dim=2, beta_dim=3, K=3, hidden=8)
 
 
+@pytest.fixture(scope="session")
+def small_run(tmp_path_factory):
+    """A finished run with good checkpoints at steps 2, 4 and 5 (its epoch end), for tests that
+    copy it and damage or plant files in the copy."""
+    import torch
+
+    from ugvae.model import ModelConfig
+    from ugvae.train import TrainConfig, fit
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    cfg = TrainConfig(dataset="synthetic:40", epochs=1, group_size=8, checkpoint_every=2, keep_checkpoints=5)
+    model_cfg = ModelConfig(x_shape=(1, 28, 28), z_dim=2, beta_dim=2, K=3, hidden=8)
+    run_dir = fit(cfg, model_cfg, runs_dir=str(tmp_path_factory.mktemp("runs"))).run_dir
+    torch.set_num_threads(threads)
+    return run_dir
+
+
 def tiny_flags(dataset: str = "synthetic:40", epochs: int = 1, group_size: int = 8) -> list[str]:
     """`run.py` flags of a run of a few thousand weights that trains in a second or two."""
     model = ["--hidden", "16", "--z-dim", "2", "--beta-dim", "2", "--K", "3"]

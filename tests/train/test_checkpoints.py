@@ -194,18 +194,6 @@ class CreatesMarker:
         return (os.system, (f"touch {self.marker}",))
 
 
-@pytest.fixture(scope="module")
-def small_run(tmp_path_factory):
-    """A finished run with checkpoints at steps 2, 4 and 5 (its epoch end)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    cfg = TrainConfig(dataset="synthetic:40", epochs=1, group_size=8, checkpoint_every=2, keep_checkpoints=5)
-    model_cfg = ModelConfig(x_shape=(1, 28, 28), z_dim=2, beta_dim=2, K=3, hidden=8)
-    run_dir = fit(cfg, model_cfg, runs_dir=str(tmp_path_factory.mktemp("runs"))).run_dir
-    torch.set_num_threads(threads)
-    return run_dir
-
-
 def copy_of(run_dir, tmp_path) -> str:
     return shutil.copytree(run_dir, str(tmp_path / "copy"))
 

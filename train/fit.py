@@ -26,7 +26,7 @@ from .checkpoint_schema import expected_state
 from .config import LaunchConfig, TrainConfig, check_memory, resolve_device
 from .loop import Trainer
 from .run import Run
-from .session import load_training_data, model_config_for
+from .session import check_image_shape, load_training_data
 
 TRAIN_FIELDS = {f.name for f in fields(TrainConfig)}
 MODEL_FIELDS = {f.name for f in fields(ModelConfig)}
@@ -52,15 +52,17 @@ def prepare(train_cfg: TrainConfig | None = None, model_cfg: ModelConfig | None 
     data's image shape.
     """
     train_cfg, model_cfg, model_values = configs(train_cfg, model_cfg, values)
+    device = resolve_device(train_cfg.device)
     if model_cfg is not None:
-        check_memory(model_cfg, train_cfg, resolve_device(train_cfg.device))  # before any data or weights
+        check_memory(model_cfg, train_cfg, device)  # a model too large is refused before any data is read
     pyro.clear_param_store()  # the param store is global: names left by an earlier model would shadow
     pyro.set_rng_seed(train_cfg.seed)
     data = load_training_data(train_cfg)
-    if model_cfg is None and model_values:
+    if model_cfg is None:
+        # Sizes without an image shape take the data's.
         model_cfg = ModelConfig(**{"x_shape": tuple(data.train_set.x_shape), **model_values})
-    model_cfg = model_config_for(data, model_cfg, train_cfg.dataset)
-    check_memory(model_cfg, train_cfg, resolve_device(train_cfg.device))
+        check_memory(model_cfg, train_cfg, device)
+    check_image_shape(data, model_cfg, train_cfg.dataset)
     run = Run(model_cfg, train_cfg)
     model, guide = build(model_cfg, run.model_name, run.guide_name)
     return run, data, model, guide

@@ -68,17 +68,14 @@ def load_training_data(train_cfg) -> TrainingData:
     )
 
 
-def model_config_for(data: TrainingData, model_cfg: ModelConfig | None, dataset: str) -> ModelConfig:
-    """`model_cfg`, or the default config, for images of the data's shape."""
+def check_image_shape(data: TrainingData, model_cfg: ModelConfig, dataset: str) -> None:
+    """A RunError unless the model takes images of the data's shape."""
     shape = tuple(data.train_set.x_shape)
-    if model_cfg is None:
-        return ModelConfig(x_shape=shape)
     if model_cfg.x_shape != shape:
         raise RunError(
             f"the model expects images of shape {model_cfg.x_shape} but {dataset} has {shape}; set `image_size`, "
             "or build the model config from the data"
         )
-    return model_cfg
 
 
 class Session:

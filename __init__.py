@@ -1,32 +1,41 @@
 """ugvae: UG-VAE (Unsupervised Global VAE) as a Pyro probabilistic program.
 
     import ugvae
-    run = ugvae.load_run("runs/mnist-ugvae-...")     # a trained run
+    run = ugvae.fit(dataset="mnist", epochs=50)        # train a new run (fields of TrainConfig/ModelConfig)
+    run = ugvae.load_run("runs/mnist-ugvae-...")        # or load a trained one
+    run.embed("my-sets/")                               # q(beta | X) per set, q(z | x) per image
+    run.sample(beta_from="my-sets/")                    # more images like each set
+    run.reconstruct(x), run.evaluate()                  # reconstructions; test ELBO, IWAE, clustering
+    run.model, run.guide                                # the Pyro model and guide, for poutine
 
 Names are imported on first use, so `import ugvae` (and the `ugvae --help` command) stays
-quick: torch and pyro come with the first name that needs them.
+quick: torch and pyro come with the first name that needs them. This module itself imports
+nothing of the package, so that a tool may load it from a checkout under any folder name.
 """
 
 from __future__ import annotations
 
 import importlib
 
-__version__ = "0.2.0"
-
 # public name -> module (relative to this package) that defines it
 _API = {
+    "__version__": ".version",
+    "fit": ".train",
+    "resume": ".train",
+    "load_run": ".train",
+    "Run": ".train",
+    "TrainConfig": ".train",
+    "LaunchConfig": ".train",
     "ModelConfig": ".model",
     "UGVAEModel": ".model",
     "MODELS": ".model",
     "UGVAEGuide": ".guide",
     "GUIDES": ".guide",
     "build": ".guide",
-    "TrainConfig": ".train",
-    "LaunchConfig": ".train",
-    "load_run": ".train",
+    "UGVAEError": ".errors",
 }
 
-__all__ = ["__version__", *_API]
+__all__ = list(_API)
 
 
 def __getattr__(name: str):

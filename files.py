@@ -1,10 +1,18 @@
-"""Atomic file writes: every file ugvae writes is whole, old or new, whatever happens mid-write.
+"""Atomic file writes, and reads that a planted file cannot redirect, hang or blow up.
 
 A file is written to a temporary name in its own folder, flushed to disk and renamed over the
 old one (a rename is atomic on POSIX), so a kill or power cut at any moment leaves either the old
 or the new file whole. Every file a command writes (JSON, CSV, Markdown, PNG, checkpoints) goes
-through `atomic_write`; a disk that fills up mid-write raises `DiskFull`, naming the file and the
-bytes it needed, and leaves the old file and no temporary one behind.
+through `atomic_write`. The temporary name is `NAME.tmp-PID-RANDOM`, created with O_EXCL and
+O_NOFOLLOW: a file or link planted under the name it will take is never written through, and
+one planted under a name it might take is never opened. A disk that fills up mid-write raises
+`DiskFull`, naming the file and the bytes it needed, however the writer reported it (an OSError
+ENOSPC/EDQUOT, or torch's RuntimeError wrapping one), and leaves the old file and no temporary
+one behind.
+
+`open_regular` opens a file only if it is a regular file, not a symbolic link, FIFO, device or
+folder (a FIFO would block the reader forever); `read_json` reads JSON through it, with its size
+and nesting depth bounded before the parser sees it.
 """
 
 from __future__ import annotations
@@ -13,29 +21,44 @@ import errno
 import io
 import json
 import os
+import re
+import secrets
+import stat
 
-from .errors import DiskFull
+from .errors import DataError, DiskFull, RunError
+
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+# What torch's zip writer raises when the file under it stops accepting bytes; the OSError it
+# lost is usually its __context__, else the free space tells.
+TORCH_WRITE_FAILED = ("PytorchStreamWriter failed", "file write failed", "unexpected pos")
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
+_BINARY = getattr(os, "O_BINARY", 0)  # Windows: no newline translation
 
 
 def atomic_write(path: str, write) -> None:
-    """Call write(binary file) on a temporary file, then rename it to `path`.
+    """Call write(binary file) on a new temporary file, then rename it to `path`.
 
     fsync before the rename, so that after a power cut the new name never points at unwritten
-    blocks; fsync of the folder after it, so that the rename itself is on disk.
+    blocks; fsync of the folder after it, so that the rename itself is on disk. A link at
+    `path` is replaced, never written through.
     """
     folder = os.path.dirname(path) or "."
     os.makedirs(folder, exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
+    tmp, fd = create_temporary(path)
     try:
-        with open(tmp, "wb") as f:
+        with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except IsADirectoryError:
+            raise RunError(f"cannot write {path}: a folder of that name is in the way; move it aside") from None
     except BaseException as e:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+        _remove(tmp)
+        if isinstance(e, Exception) and is_no_space(e, folder, write):
             raise disk_full(path, folder, write) from None
         raise
     if hasattr(os, "O_DIRECTORY"):
@@ -46,20 +69,65 @@ def atomic_write(path: str, write) -> None:
             os.close(fd)
 
 
+def create_temporary(path: str) -> tuple[str, int]:
+    """A new file `path.tmp-PID-RANDOM` and its descriptor, open for writing; never a link."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _CLOEXEC | _BINARY
+    for _ in range(16):
+        tmp = f"{path}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
+        try:
+            return tmp, os.open(tmp, flags, 0o666)
+        except FileExistsError:  # someone planted this very name: draw another
+            continue
+    raise RunError(f"cannot create a temporary file next to {path}: 16 random names were all taken")
+
+
+def _remove(path: str):
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass
+
+
+def is_no_space(error: BaseException, folder: str | None = None, write=None) -> bool:
+    """Whether `error` (or an exception it was raised from or during) means the disk is full."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in NO_SPACE:
+            return True
+        if "No space left on device" in str(error) or "Disk quota exceeded" in str(error):
+            return True
+        if folder is not None and write is not None and any(s in str(error) for s in TORCH_WRITE_FAILED):
+            needed = replayed_size(write)
+            if needed is not None and needed > free_bytes(folder):
+                return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def replayed_size(write) -> int | None:
+    """The bytes `write` produces, replayed into memory; None if it fails there too."""
+    buffer = io.BytesIO()
+    try:
+        write(buffer)
+    except Exception:  # the size is a courtesy; the error to report is the full disk
+        return None
+    return buffer.tell()
+
+
+def free_bytes(folder: str) -> int:
+    stats = os.statvfs(folder)
+    return stats.f_bavail * stats.f_frsize
+
+
 def disk_full(path: str, folder: str, write=None, needed: int | None = None) -> DiskFull:
     """The one-line error of a write to `path` that ran out of space; `write` is replayed into
     memory to tell how many bytes the file needs."""
     if needed is None and write is not None:
-        buffer = io.BytesIO()
-        try:
-            write(buffer)
-            needed = buffer.tell()
-        except Exception:  # the size is a courtesy; the error to report is the full disk
-            pass
-    free = os.statvfs(folder).f_bavail * os.statvfs(folder).f_frsize
+        needed = replayed_size(write)
     size = f"it needs {needed} bytes, " if needed is not None else ""
     return DiskFull(
-        f"no space left on the device to write {path} ({size}{free} bytes are free); the previous "
+        f"no space left on the device to write {path} ({size}{free_bytes(folder)} bytes are free); the previous "
         "version of the file is intact: free some space and run the command again"
     )
 
@@ -75,3 +143,106 @@ def atomic_write_text(path: str, text: str) -> None:
 def write_json(path: str, payload) -> None:
     """JSON with numpy/torch scalars written as floats."""
     atomic_write_text(path, json.dumps(payload, indent=2, default=float))
+
+
+class NotARegularFile(DataError):
+    """A path that names a link, FIFO, device or folder where a regular file was expected;
+    `reason` says which ("is a FIFO, not a regular file")."""
+
+    def __init__(self, path: str, reason: str, what: str = "file"):
+        super().__init__(f"{what} {path} {reason}")
+        self.path, self.reason = path, reason
+
+
+def open_regular(path: str, what: str = "file"):
+    """`path` opened for binary reading, if it is a regular file; else NotARegularFile.
+
+    O_NOFOLLOW refuses a symbolic link, and O_NONBLOCK makes opening a FIFO return at once
+    (instead of waiting for a writer) so that fstat can refuse it; the descriptor's own fstat
+    decides, so the file cannot be swapped between a check and the open.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | _NOFOLLOW | _NONBLOCK | _CLOEXEC | _BINARY)
+    except OSError as e:
+        if e.errno == errno.ELOOP or (e.errno == errno.EMLINK and _NOFOLLOW):  # EMLINK: FreeBSD's ELOOP
+            raise NotARegularFile(path, "is a symbolic link; only regular files are read", what) from None
+        raise
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        kind = "a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else "a device or socket"
+        raise NotARegularFile(path, f"is {kind}, not a regular file", what)
+    if _NONBLOCK:
+        os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb")
+
+
+def open_append(path: str, what: str = "file"):
+    """`path`, an existing regular file, opened for appending text; NotARegularFile for a link,
+    FIFO, device or folder, so that an append never goes through a planted link."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | _NOFOLLOW | _NONBLOCK | _CLOEXEC | _BINARY)
+    except OSError as e:
+        if e.errno == errno.ELOOP or (e.errno == errno.EMLINK and _NOFOLLOW):
+            raise NotARegularFile(path, "is a symbolic link; only regular files are written", what) from None
+        if e.errno == errno.EISDIR:
+            raise NotARegularFile(path, "is a folder, not a regular file", what) from None
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise NotARegularFile(path, "is not a regular file", what)
+    if _NONBLOCK:
+        os.set_blocking(fd, True)
+    return os.fdopen(fd, "w", newline="", encoding="utf-8")
+
+
+MAX_JSON_BYTES = 4 * 2**20
+MAX_JSON_DEPTH = 32
+
+
+def read_json(path: str, max_depth: int = MAX_JSON_DEPTH, max_bytes: int = MAX_JSON_BYTES, what: str = "file"):
+    """The JSON value in `path`, a regular file of at most `max_bytes`, nested at most
+    `max_depth` arrays/objects deep; DataError naming the file otherwise (also for bad JSON).
+
+    The depth is measured on the text before parsing: json's parser recurses once per level,
+    and a file of a few kB of brackets would otherwise end in RecursionError.
+    """
+    with open_regular(path, what) as f:
+        data = f.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise DataError(f"{what} {path} is larger than {max_bytes} bytes; it is no file this package wrote")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{what} {path} is not UTF-8 text ({e.reason} at byte {e.start})") from None
+    depth = json_depth(text)
+    if depth > max_depth:
+        raise DataError(f"{what} {path} nests {depth} levels deep, more than the {max_depth} allowed")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{what} {path} is not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})") from None
+
+
+def json_depth(text: str) -> int:
+    """The deepest nesting of [ and { in JSON text, outside strings (one pass, linear time)."""
+    depth = deepest = 0
+    in_string, escaped_at = False, -1
+    for match in _SIGNIFICANT.finditer(text):
+        char, at = match[0], match.start()
+        if in_string:
+            if char == "\\" and at != escaped_at:
+                escaped_at = at + 1  # the next character is escaped, whatever it is
+            elif char == '"' and at != escaped_at:
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
+_SIGNIFICANT = re.compile(r'["\\\[\]{}]')

@@ -2,18 +2,22 @@
 """Command-line face of ugvae: train, evaluate, compare, embed your own images, sample, and
 run the paper's experiments.
 
-    python run.py --dataset mnist                       # train (the default command)
-    python run.py --resume RUN_DIR                      # continue a killed run
-    python run.py --resume RUN_DIR --epochs 400         # extend a finished run to 400 epochs
-    python run.py train --config RUN_DIR/config.json    # a new run with that config (flags override)
-    python run.py evaluate --run RUN_DIR                # test ELBO, IWAE log-likelihood, clustering
-    python run.py compare RUN_DIR...                    # one table of several runs
-    python run.py embed --run RUN_DIR --folder DIR      # beta and z of your own image sets
-    python run.py sample --run RUN_DIR --groups 4       # new groups, each sharing one beta
-    python run.py experiment NAME --run RUN_DIR         # figures and tables of section 4
+    ugvae --dataset mnist                       # train (the default command)
+    ugvae --resume RUN_DIR                      # continue a killed run
+    ugvae --resume RUN_DIR --epochs 400         # extend a finished run to 400 epochs
+    ugvae train --config RUN_DIR/config.json    # a new run with that config (flags override)
+    ugvae evaluate --run RUN_DIR                # test ELBO, IWAE log-likelihood, clustering
+    ugvae compare RUN_DIR...                    # one table of several runs
+    ugvae embed --run RUN_DIR --folder DIR      # beta and z of your own image sets
+    ugvae sample --run RUN_DIR --groups 4       # new groups, each sharing one beta
+    ugvae experiment NAME --run RUN_DIR         # figures and tables of section 4
 
 Installed, this is `ugvae.run` and the `ugvae` command; in a checkout, `python run.py` runs
-the checkout's own package. Importing it has no side effects and no heavy imports (torch comes
+the checkout's own package. This module alone knows flags: the library speaks of fields (in
+backticks in its messages), and `main` shows each as the flag that sets it. It owns the console
+(a logging handler; `--quiet` hides progress bars, never notices) and the exit codes: 2 for
+ugvae's own errors, in one line, 130/143 for an interrupted training; any other exception is a
+bug and keeps its traceback. Importing it has no side effects and no heavy imports (torch comes
 with the command that needs it, so `--help` is quick).
 """
 
@@ -21,7 +25,9 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import logging
 import os
+import re
 import sys
 
 if __name__ == "__main__" and not __package__:  # `python run.py`: this checkout is the package
@@ -36,10 +42,21 @@ RESUME_FLAGS = {"resume", "epochs", "device", "quiet", "runs_dir", "strategy", "
 # Flags that say where a new run goes: meaningless for a resumed run, which stays in its directory.
 # (--runs-dir is ignored: tests and scripts pass it to every call.)
 NEW_RUN_FLAGS = {"run_dir", "config"}
+LAUNCH_FLAGS = ("strategy", "devices", "num_nodes", "accelerator")
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Defaults in every help line, but not for required flags and flags whose default is no value."""
+
+    def _get_help_string(self, action):
+        if action.required or action.default in (None, argparse.SUPPRESS) or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
 
 
 class CliParser(argparse.ArgumentParser):
-    """A parser whose errors are one line, like every other bad input (usage is in --help).
+    """A parser whose errors are one line, like every other bad input (usage is in --help), and
+    that suggests the closest flag for a mistyped one.
 
     Abbreviated options are off: `--e 3` would otherwise mean `--epochs 3` today and an
     "ambiguous option" error once another option starts with `--e`.
@@ -47,18 +64,35 @@ class CliParser(argparse.ArgumentParser):
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("allow_abbrev", False)
-        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        kwargs.setdefault("formatter_class", HelpFormatter)
         super().__init__(*args, **kwargs)
 
     def error(self, message):
+        unknown = re.match(r"unrecognized arguments: (\S+)", message)
+        if unknown:
+            flag = unknown[1].split("=")[0]
+            close = difflib.get_close_matches(flag, self.option_strings(), n=1)
+            if close:
+                message += f" (did you mean {close[0]}?)"
         self.exit(2, f"error: {message}; see `{self.prog} --help`\n")
+
+    def option_strings(self) -> list[str]:
+        """Every flag of this parser and of the subcommand parsers built so far (the one that ran)."""
+        options = []
+        for action in self._actions:
+            options += action.option_strings
+            if isinstance(action, argparse._SubParsersAction):
+                for parser in action.choices.values():
+                    if getattr(parser, "_builder", "built") is None:  # LazyParser: built when parsed
+                        options += parser.option_strings()
+        return options
 
 
 class LazyParser(CliParser):
     """A subcommand parser whose arguments are added on first use (parsing or help).
 
-    Building a subcommand's arguments imports its module (torch, pyro, ...); `run.py --help`
-    only needs the names, so each subcommand pays for its imports only when it is called.
+    Building a subcommand's arguments imports its module (torch, pyro, ...); `--help` only needs
+    the names, so each subcommand pays for its imports only when it is called.
     """
 
     def __init__(self, *args, builder=None, **kwargs):
@@ -223,7 +257,7 @@ def add_train_arguments(p: argparse.ArgumentParser):
         default=None,
         help="start a new run with the model and training config of RUN_DIR/config.json; given flags override it",
     )
-    g.add_argument("--quiet", action="store_true", help="no progress bar")
+    g.add_argument("--quiet", action="store_true", help="no progress bars; notices are still shown")
     g = p.add_argument_group("scaling out (PyTorch Lightning, optional extra)")
     g.add_argument(
         "--strategy",
@@ -250,10 +284,19 @@ def given_flags(argv: list[str]) -> set[str]:
     return set(vars(parser.parse_known_args(argv)[0]))
 
 
-def launch_config(args):
-    from .train.config import LaunchConfig
+def flag_names(parser: argparse.ArgumentParser) -> dict[str, str]:
+    """dest -> its long flag, for every option of `parser`."""
+    names = {}
+    for action in parser._actions:
+        longs = [o for o in action.option_strings if o.startswith("--")]
+        if longs:
+            names[action.dest] = longs[0]
+    return names
 
-    return LaunchConfig(args.strategy, args.devices, args.num_nodes, args.accelerator)
+
+def build_train_arguments(parser: argparse.ArgumentParser):
+    add_train_arguments(parser)
+    parser.set_defaults(flag_names=flag_names(parser))
 
 
 def program_name() -> str:
@@ -263,7 +306,7 @@ def program_name() -> str:
 
 
 def build_parser(prog: str = "ugvae") -> argparse.ArgumentParser:
-    from . import __version__
+    from .version import __version__
 
     parser = CliParser(
         prog=prog,
@@ -274,7 +317,7 @@ def build_parser(prog: str = "ugvae") -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"ugvae {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=LazyParser)
-    sub.add_parser("train", help="train a model (default command)", builder=add_train_arguments)
+    sub.add_parser("train", help="train a model (default command)", builder=build_train_arguments)
     from .experiments.cli import add_subcommands
 
     add_subcommands(sub)
@@ -282,7 +325,7 @@ def build_parser(prog: str = "ugvae") -> argparse.ArgumentParser:
 
 
 def check_names(model: str, guide: str | None, dataset: str):
-    """Model, guide and dataset names, checked before any data is loaded (a ValueError names the choices)."""
+    """Model, guide and dataset names, checked before any data is loaded (the error names the choices)."""
     from .data.registry import check_dataset_name
     from .guide import guide_class
 
@@ -291,112 +334,87 @@ def check_names(model: str, guide: str | None, dataset: str):
 
 
 def configs_from_args(args, given: set[str]):
-    """(TrainConfig, model sizes) of a new run: --config's, else the defaults, with given flags on top.
+    """(TrainConfig, model fields) of a new run: --config's, else the defaults, with given flags on top.
 
-    The sizes are ModelConfig's fields; x_shape is among them only when it is known without
+    The model fields are ModelConfig's; x_shape is among them only when it is known without
     loading data (from --config, unless a flag changes the data).
     """
     from dataclasses import fields, replace
 
     from .model.config import ModelConfig
-    from .train.config import TrainConfig
+    from .train import TrainConfig
 
     train_keys = {f.name for f in fields(TrainConfig)}
     model_keys = {f.name for f in fields(ModelConfig)} - {"x_shape"}
     if not args.config:
         return TrainConfig(**{k: getattr(args, k) for k in train_keys}), {k: getattr(args, k) for k in model_keys}
-    from .train.rundir import read_config_file
+    from .train.run import read_config_file
 
-    model_cfg, train_cfg = read_config_file(args.config)
-    train_cfg = replace(train_cfg, **{k: getattr(args, k) for k in given & train_keys})
-    sizes = {**model_cfg.to_dict(), **{k: getattr(args, k) for k in given & model_keys}}
+    template = read_config_file(args.config)
+    train_cfg = replace(template.train_cfg, **{k: getattr(args, k) for k in given & train_keys})
+    sizes = {**template.model_cfg.to_dict(), **{k: getattr(args, k) for k in given & model_keys}}
+    sizes["x_shape"] = tuple(sizes["x_shape"])
     if {"dataset", "image_size", "data_dir"} & given:
         del sizes["x_shape"]  # other data: the shape comes from it
     return train_cfg, sizes
 
 
-def check_resume_flags(run_dir: str, args, given: set[str]):
+def check_resume_flags(run, args, given: set[str]):
     """Refuse every given flag that would change the resumed run, naming it; --epochs, --device,
     --quiet and the launch flags are the ones a resumed run may change."""
-    from .train import RunError
-    from .train.rundir import load_config
+    from .errors import ConfigError
 
-    model_cfg, train_cfg, _ = load_config(run_dir)
-    saved = {**model_cfg.to_dict(), **train_cfg.to_dict()}
+    saved = {**run.model_cfg.to_dict(), **run.train_cfg.to_dict()}
     refused = []
     for dest in sorted(given - RESUME_FLAGS):
         if dest in NEW_RUN_FLAGS or dest not in saved or getattr(args, dest) != saved[dest]:
             refused.append("--" + dest.replace("_", "-"))
     if refused:
-        raise RunError(
-            f"--resume continues {run_dir} with its own config, but {', '.join(refused)} "
+        raise ConfigError(
+            f"--resume continues {run.run_dir} with its own config, but {', '.join(refused)} "
             f"{'differs' if len(refused) == 1 else 'differ'} from it or does not apply; drop "
             f"{'it' if len(refused) == 1 else 'them'}, or start a new run with "
-            f"`{args.prog} train --config {run_dir}/config.json` and the new flags"
+            f"`{args.prog} train --config {run.run_dir}/config.json` and the new flags"
         )
 
 
 def cmd_train(args, given: set[str]) -> int:
-    from .experiments.report import print_training_report, tensorboard_writer, training_report
-    from .train.loop import resume, train
+    from .experiments.report import print_training_report, training_report
+    from .train import LaunchConfig, fit, resume
 
+    launch = None
+    if args.strategy:
+        launch = LaunchConfig(**{k: getattr(args, k) for k in LAUNCH_FLAGS})
     if args.resume:
-        from .train.config import LaunchConfig
-        from .train.rundir import load_config
+        from .train import Run
 
-        check_resume_flags(args.resume, args, given)
+        run = Run.open(args.resume)
+        check_resume_flags(run, args, given)
         epochs = args.epochs if "epochs" in given else None
         device = args.device if "device" in given else None
-        saved_launch = load_config(args.resume)[2].get("lightning")
-        if saved_launch or args.strategy:
-            from .train import RunError
-            from .train.lightning import fit_lightning
-
-            if epochs is not None:
-                raise RunError("--epochs with --resume extends single-device runs only; this run used Lightning")
-            launch = launch_config(args) if args.strategy else LaunchConfig.from_dict(saved_launch)
-            run_dir = fit_lightning(None, None, launch, quiet=args.quiet, resume_dir=args.resume)
-            if run_dir is None:
-                return 0
-        else:
-            run_dir = resume(
-                args.resume, quiet=args.quiet, device=device, writer_factory=tensorboard_writer, epochs=epochs
-            )
+        run = resume(run, epochs=epochs, device=device, launch=launch, on_finish=training_report)
     else:
-        from .model.config import ModelConfig
-
-        train_cfg, sizes = configs_from_args(args, given)
+        train_cfg, model_values = configs_from_args(args, given)
         check_names(train_cfg.model, train_cfg.guide, train_cfg.dataset)
-        if "x_shape" not in sizes:
-            from .data import load_dataset
-
-            sizes["x_shape"] = load_dataset(train_cfg.dataset, "test", train_cfg.data_dir, train_cfg.image_size).x_shape
-        model_cfg = ModelConfig(**{**sizes, "x_shape": tuple(sizes["x_shape"])})
-        if args.strategy:
-            from .train.lightning import fit_lightning
-
-            run_dir = fit_lightning(train_cfg, model_cfg, launch_config(args), args.runs_dir, quiet=args.quiet)
-            if run_dir is None:  # every process but rank 0 leaves the report to rank 0
-                return 0
-        else:
-            run_dir = train(
-                train_cfg,
-                args.runs_dir,
-                model_cfg,
-                quiet=args.quiet,
-                writer_factory=tensorboard_writer,
-                run_dir=args.run_dir,
-            )
-    training_report(run_dir)
-    print_training_report(run_dir, command="python run.py" if args.prog == "run.py" else args.prog)
-    print(run_dir)  # last line: the run directory, for scripts
+        run = fit(
+            train_cfg,
+            run_dir=args.run_dir,
+            runs_dir=args.runs_dir,
+            launch=launch,
+            on_finish=training_report,
+            **model_values,
+        )
+    if run is None:  # a Lightning process other than rank 0 leaves the report to rank 0
+        return 0
+    print_training_report(run, command="python run.py" if args.prog == "run.py" else args.prog)
+    print(run.run_dir)  # last line: the run directory, for scripts
     return 0
 
 
 def route(argv: list[str], prog: str = "ugvae") -> list[str] | None:
     """argv with the command made explicit, or None when the help is wanted.
 
-    Training is the default command, so `run.py --dataset mnist` means `run.py train --dataset
+    Training is the default command, so `ugvae --dataset mnist` means `ugvae train --dataset
     mnist`; a first word that is no command gets a "did you mean" error instead of being read
     as a training flag.
     """
@@ -417,6 +435,28 @@ def _usage_error(message: str, prog: str) -> int:
     return 2
 
 
+def as_flags(message: str, names: dict[str, str]) -> str:
+    """A library message with each `field` it names shown as the flag that sets it."""
+    return re.sub(r"`(\w+)`", lambda m: names.get(m[1], m[1]), message)
+
+
+class ConsoleHandler(logging.Handler):
+    """Log records on stderr, one line each, written between the lines of a progress bar, with
+    each field they name shown as its flag."""
+
+    def __init__(self, names: dict[str, str]):
+        super().__init__()
+        self.names = names
+
+    def emit(self, record):
+        try:
+            from tqdm import tqdm
+
+            tqdm.write(as_flags(self.format(record), self.names), file=sys.stderr)
+        except Exception:
+            self.handleError(record)
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     prog = program_name()
@@ -433,25 +473,36 @@ def main(argv=None) -> int:
         return 0
     args = parser.parse_args(routed)
     args.prog = prog
-    if args.command is None:
-        parser.print_help()
-        return 0
-    from .data import DataError
-    from .train import RunError, TrainingDiverged
+    from . import progress
+
+    quiet = getattr(args, "quiet", False)
+    progress.set_enabled(not quiet)
+    package_log = logging.getLogger(__package__)
+    handler = ConsoleHandler(getattr(args, "flag_names", {}))
+    package_log.addHandler(handler)
+    package_log.setLevel(logging.WARNING if quiet else logging.INFO)  # notices are warnings: always shown
+    from .errors import UGVAEError
 
     try:
         if args.command == "train":
             return cmd_train(args, given_flags(routed[1:]))
         return args.handler(args)
-    except (DataError, RunError, TrainingDiverged, ValueError, OSError) as e:
+    except UGVAEError as e:
         if debug:
             raise
-        # OSError covers unreadable, missing and read-only paths; one line even if a message has several.
-        print("error: " + " ".join(str(e).split("\n")), file=sys.stderr)
+        # One line even if a message has several.
+        print("error: " + " ".join(as_flags(str(e), args.flag_names).split("\n")), file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:
-        print(f"interrupted: {e}" if str(e) else "interrupted", file=sys.stderr)
+        message = f"interrupted: {e}" if str(e) else "interrupted"
+        if getattr(e, "run_dir", None):
+            command = "python run.py" if prog == "run.py" else prog
+            message += f"; continue with `{command} --resume {e.run_dir}`"
+        print(message, file=sys.stderr)
         return getattr(e, "exit_code", 130)  # 143 for SIGTERM
+    finally:
+        package_log.removeHandler(handler)
+        progress.set_enabled(True)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import platform
 import resource
 import statistics
@@ -48,6 +47,7 @@ from pyro.infer import SVI, TraceEnum_ELBO
 from pyro.infer.elbo import ELBOModule
 
 from ugvae.data import to_unit_float
+from ugvae.files import atomic_write_text, write_json
 from ugvae.guide import UGVAEGuide
 from ugvae.model import ModelConfig, UGVAEModel
 from ugvae.train.elbo import SyncFreeTraceEnum_ELBO, make_elbo
@@ -232,10 +232,10 @@ def profile_step(step, batches: torch.Tensor, path: str, steps: int = 10) -> dic
         synchronize(device)
     events = prof.key_averages()
     kernels = [e for e in events if e.device_type.name == "CUDA"]
-    with open(path, "w") as f:
-        f.write(events.table(sort_by="self_cpu_time_total", row_limit=25))
-        if kernels:
-            f.write("\n" + events.table(sort_by="self_device_time_total", row_limit=15))
+    tables = events.table(sort_by="self_cpu_time_total", row_limit=25)
+    if kernels:
+        tables += "\n" + events.table(sort_by="self_device_time_total", row_limit=15)
+    atomic_write_text(path, tables)
     return {
         "kernels_per_step": sum(e.count for e in kernels) / steps,
         "gpu_busy_ms_per_step": sum(e.self_device_time_total for e in kernels) / steps / 1e3,
@@ -365,8 +365,7 @@ def main(argv=None) -> int:
     result = run(args)
     print_tables(result)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+        write_json(args.json, result)
     return 0
 
 

@@ -1,27 +1,57 @@
-"""Datasets as uint8 ImageSets (torchvision, offline fallbacks, image folders, mixed domains) and samplers of groups."""
+"""Where batches come from: datasets as uint8 ImageSets and the groups drawn from them.
+
+imageset.py   ImageSet, the in-memory dataset every loader returns; memory checks, resizing
+registry.py   DATASETS and load_dataset (names like folder:PATH, grouped:BASE, A+B)
+mnist.py, fashion_mnist.py, digits.py, celeba.py, synthetic.py, folder.py, grouped.py
+              one loader per dataset (folder.py also reads a folder of image sets as groups)
+mixing.py     an A+B mixture of datasets, with the domain of each image
+sampling.py   every group of indices: training samplers, fixed test groups, experiment groups
+idx.py, download.py   IDX files and quiet torchvision downloads
+"""
 
 from ..errors import DataError
-from .groups import MixedGroups, RandomGroups, fixed_groups
+from .folder import ImageGroups, consecutive, folder_groups
 from .imageset import ImageSet, to_unit_float
-from .registry import DATASETS, load_dataset
-from .structured import STRUCTURED_RULES, attribute_groups, mixed_class_groups, rule_classes, structured_groups
-from .training_groups import ClusterGroups, own_groups, training_groups
+from .registry import DATASETS, check_dataset_name, load_dataset
+from .sampling import (
+    STRUCTURED_RULES,
+    ClusterGroups,
+    MixedGroups,
+    RandomGroups,
+    Sampler,
+    attribute_groups,
+    fixed_groups,
+    mixed_class_groups,
+    own_groups,
+    parse_mix,
+    parse_spec,
+    rule_classes,
+    structured_groups,
+    training_groups,
+)
 
 __all__ = [
     "DATASETS",
     "DataError",
     "ClusterGroups",
+    "ImageGroups",
     "ImageSet",
     "MixedGroups",
     "RandomGroups",
     "STRUCTURED_RULES",
+    "Sampler",
     "attribute_groups",
+    "check_dataset_name",
+    "consecutive",
+    "fixed_groups",
+    "folder_groups",
     "load_dataset",
-    "own_groups",
     "mixed_class_groups",
+    "own_groups",
+    "parse_mix",
+    "parse_spec",
     "rule_classes",
     "structured_groups",
-    "fixed_groups",
     "to_unit_float",
     "training_groups",
 ]

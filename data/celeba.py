@@ -9,6 +9,7 @@ import torch
 
 from ..errors import DataError
 from ..files import atomic_write
+from ..progress import progress
 from .download import quiet_network
 from .imageset import ImageSet
 
@@ -16,7 +17,7 @@ DEFAULT_SIZE = 64
 CROP = 148
 
 
-def load(split: str, data_dir: Path, image_size: int | None) -> ImageSet:
+def load(split: str, data_dir: Path, image_size: int | None, download: bool = True) -> ImageSet:
     size = image_size or DEFAULT_SIZE
     # Decoding 200k JPEGs takes minutes; the decoded uint8 tensor reloads in seconds.
     cache = data_dir / "celeba" / f"ugvae-{split}-{size}.pt"
@@ -28,17 +29,20 @@ def load(split: str, data_dir: Path, image_size: int | None) -> ImageSet:
             stored = None
     if stored is not None:
         images, attributes, names = stored["images"], stored["attributes"], stored["attribute_names"]
+        source = f"decoded CelebA cached in {cache}"
     else:
-        images, attributes, names = decode(open_torchvision(split, data_dir, size))
+        source = f"CelebA files in {data_dir / 'celeba'}"
+        images, attributes, names = decode(open_torchvision(split, data_dir, size, download))
         stored = {"images": images, "attributes": attributes, "attribute_names": names}
         try:
-            atomic_write(str(cache), lambda f: torch.save(stored, f))
+            if download:  # download=False writes nothing into the data folder
+                atomic_write(str(cache), lambda f: torch.save(stored, f))
         except (OSError, ValueError):  # ValueError: DiskFull
             pass  # a read-only or full data folder only costs the next run the decoding time
-    return ImageSet(images=images, attributes=attributes, attribute_names=names, name="celeba")
+    return ImageSet(images=images, attributes=attributes, attribute_names=names, name="celeba", source=source)
 
 
-def open_torchvision(split: str, data_dir: Path, size: int):
+def open_torchvision(split: str, data_dir: Path, size: int, download: bool = True):
     import torchvision
     from torchvision import transforms
 
@@ -49,25 +53,27 @@ def open_torchvision(split: str, data_dir: Path, size: int):
     except Exception:  # torchvision says "not found or corrupted" with a RuntimeError; try downloading next
         pass
     try:
-        with quiet_network():
-            return torchvision.datasets.CelebA(**kwargs, download=True)
+        if download:
+            with quiet_network():
+                return torchvision.datasets.CelebA(**kwargs, download=True)
     except Exception:
-        celeba = data_dir / "celeba"
-        raise DataError(
-            f"CelebA is not in {celeba} and could not be downloaded; place img_align_celeba/ and the "
-            f"list_*.txt files from the CelebA site in {celeba}, or pass --data-dir to the folder holding celeba/"
-        ) from None
+        pass
+    celeba = data_dir / "celeba"
+    tried = "could not be downloaded" if download else "downloading is off"
+    raise DataError(
+        f"CelebA is not in {celeba} and {tried}; place img_align_celeba/ and the "
+        f"list_*.txt files from the CelebA site in {celeba}, or set `data_dir` to the folder holding celeba/"
+    )
 
 
 def decode(dataset) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     from torch.utils.data import DataLoader
-    from tqdm import tqdm
 
     first, _ = dataset[0]
     images = torch.empty((len(dataset), *first.shape), dtype=torch.uint8)
     loader = DataLoader(dataset, batch_size=512, num_workers=min(8, os.cpu_count() or 1))
     start = 0
-    for batch, _ in tqdm(loader, desc="decoding CelebA", unit="batch"):
+    for batch, _ in progress(loader, desc="decoding CelebA", unit="batch"):
         images[start : start + len(batch)] = batch
         start += len(batch)
     attributes = dataset.attr.long()

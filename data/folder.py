@@ -1,14 +1,23 @@
-"""Any folder of images (searched recursively), centre-cropped to square and resized; subfolders become labels."""
+"""Folders of images: `folder:PATH` as a dataset, and a folder of image sets read as groups (ImageGroups).
+
+Images are found recursively, centre-cropped to square and resized. As a dataset, first-level
+sub-folders become labels and a deterministic 90/10 split gives train and test. As groups
+(`folder_groups`, what `embed` and `sample` read), each sub-folder is one group of any size,
+and a flat folder is cut into consecutive groups. Every error about an image names its file.
+"""
 
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
 from ..errors import DataError
+from ..progress import progress
 from .imageset import ImageSet, empty_images
 
 EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
@@ -32,8 +41,10 @@ def load(split: str, data_dir: Path, image_size: int | None, option: str | None 
         class_names = sorted({f.parts[0] for f in files})
         labels = torch.tensor([class_names.index(f.parts[0]) for f in files], dtype=torch.long)
 
-    images = read_images([root / f for f in files], image_size or DEFAULT_SIZE)
-    return ImageSet(images=images, labels=labels, class_names=class_names, name=f"folder:{root}")
+    images = read_images([root / f for f in files], image_size or DEFAULT_SIZE).images
+    return ImageSet(
+        images=images, labels=labels, class_names=class_names, name=f"folder:{root}", source=f"image folder {root}"
+    )
 
 
 def list_images(root: Path) -> list[Path]:
@@ -57,39 +68,147 @@ def split_files(files: list[Path], split: str, root: Path) -> list[Path]:
     return sorted(chosen)
 
 
-def read_images(paths: list[Path], size: int, channels: int | None = None) -> torch.Tensor:
+# -- a folder of image sets as groups --------------------------------------------------------
+
+
+@dataclass
+class ImageGroups:
+    """uint8 images (N, C, H, W) cut into groups: `members[g]` indexes the images of group g."""
+
+    images: torch.Tensor
+    members: list[torch.Tensor]
+    sources: list[str]  # per group: its folder, or its index range in the dataset
+    names: list[str]  # per image
+    indices: list[int]  # per image: its dataset index, -1 for files
+    notice: str | None = None
+
+
+def consecutive(n: int, group_size: int) -> list[torch.Tensor]:
+    """0..n-1 cut in order into groups of group_size; the last one holds the rest."""
+    if not isinstance(group_size, int) or group_size < 1:
+        raise DataError(f"`group_size` must be >= 1, got {group_size}")
+    return list(torch.arange(n).split(group_size))
+
+
+def folder_groups(
+    root: str | Path, x_shape: tuple[int, int, int], group_size: int | None = None, field: str = "folder"
+) -> ImageGroups:
+    """Images of a folder as groups of images of `x_shape`: one group per sub-folder holding images,
+    or, for a flat folder, consecutive groups of `group_size` (all of them in one group when it is None).
+    `field` is the setting that named the folder, for the messages."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        what = "is a file, not a folder of images" if root.exists() else "does not exist"
+        raise DataError(f"image folder {root} {what}; check `{field}`")
+    channels, height, width = x_shape
+    if height != width:
+        raise DataError(f"images of {height}x{width} are not square; folders can only be read at a square size")
+    files = list_images(root)
+    nested = [f for f in files if len(f.parts) > 1]
+    if nested and len(nested) != len(files):
+        loose = [f.as_posix() for f in files if len(f.parts) == 1][:3]
+        raise DataError(
+            f"{root} holds both sub-folders of images and loose images ({', '.join(loose)}); "
+            "put every image in a sub-folder (one group each) or use a flat folder"
+        )
+    if nested:
+        # Each first-level sub-folder is one group, with every image below it.
+        sources = sorted({f.parts[0] for f in files})
+        members, start = [], 0
+        for source in sources:
+            size = sum(1 for f in files if f.parts[0] == source)
+            members.append(torch.arange(start, start + size))
+            start += size
+        files = [f for source in sources for f in files if f.parts[0] == source]
+    else:
+        members = consecutive(len(files), group_size or len(files))
+        sources = [f"{root.name}[{int(m[0])}:{int(m[-1]) + 1}]" for m in members]
+    read = read_images([root / f for f in files], height, channels)
+    notices = [resize_notice(read.other_sizes, height), gray_notice(read.made_gray, len(files))]
+    notice = "; ".join(n for n in notices if n)
+    return ImageGroups(
+        read.images,
+        members,
+        sources,
+        [f.as_posix() for f in files],
+        [-1] * len(files),
+        f"notice: {notice}" if notice else None,
+    )
+
+
+def resize_notice(sizes: list[tuple[int, int]], size: int) -> str | None:
+    """What happened to images of other sizes than size x size, or None when there were none."""
+    if not sizes:
+        return None
+    shown = ", ".join(f"{w}x{h}" for w, h in sizes[:3]) + (", ..." if len(sizes) > 3 else "")
+    return f"images of size {shown} were centre-cropped and resized to {size}x{size}"
+
+
+def gray_notice(made_gray: int, total: int) -> str | None:
+    if not made_gray:
+        return None
+    return f"{made_gray} of {total} images are in colour and were converted to grayscale (one channel)"
+
+
+# -- reading image files ---------------------------------------------------------------------
+
+
+class FolderImages(NamedTuple):
+    images: torch.Tensor  # uint8 (N, C, size, size)
+    made_gray: int  # colour images read into one channel: their colour is lost
+    other_sizes: list[tuple[int, int]]  # sorted (width, height) of images that were not size x size
+
+
+def read_images(paths: list[Path], size: int, channels: int | None = None) -> FolderImages:
     """uint8 (N, C, size, size): centre-cropped and resized; C is `channels` (1 or 3) if given,
     else 1 when every image is grayscale and 3 otherwise."""
-    from PIL import Image, UnidentifiedImageError
-    from tqdm import tqdm
+    from PIL import Image
 
-    def open_image(path):
-        try:
-            return Image.open(path)
-        except Image.DecompressionBombError as err:
-            # PIL's limit (Image.MAX_IMAGE_PIXELS) against files that decode to gigabytes.
-            raise DataError(f"image {path} is too large to decode safely ({err}); shrink or remove it") from None
-        except (UnidentifiedImageError, OSError) as err:
-            raise DataError(f"image {path} cannot be read ({type(err).__name__}); delete or replace the file") from None
-
-    # Opening reads only the header, so every mode is known before any image is decoded.
-    modes = []
+    # Opening reads only the header, so every mode and size is known before any image is decoded.
+    headers = []
     for path in paths:
         with open_image(path) as image:
-            modes.append(image.mode)
-    gray = all(mode in GRAY_MODES for mode in modes) if channels is None else channels == 1
+            headers.append((image.mode, image.size))
+    gray = all(mode in GRAY_MODES for mode, _ in headers) if channels is None else channels == 1
     channels = 1 if gray else 3
-    out = empty_images(len(paths), (channels, size, size), f"image folder {paths[0].parent}")
-    for i, path in enumerate(tqdm(paths, desc="reading images", disable=None, leave=False)):
+    # One image is decoded at a time: the largest one, and three copies of its resized pixels, set the peak.
+    workspace = max((decode_workspace(mode, w, h) for mode, (w, h) in headers), default=0) + 3 * channels * size * size
+    where = f"image folder {paths[0].parent}" if paths else "no images"
+    out = empty_images(len(paths), (channels, size, size), where, workspace)
+    for i, path in enumerate(progress(paths, desc="reading images", unit="image")):
         with open_image(path) as image:
             try:
                 pixels = square(eight_bit(image).convert("L" if gray else "RGB"))
                 pixels = pixels.resize((size, size), Image.Resampling.BICUBIC)
-            except (OSError, ValueError, Image.DecompressionBombError) as err:
+            except Exception as err:  # PIL raises many types for broken files (OSError, ValueError, SyntaxError...)
                 raise DataError(f"image {path} cannot be decoded ({err}); delete or replace the file") from None
         array = np.asarray(pixels, dtype=np.uint8)
         out[i] = torch.from_numpy(array.reshape(size, size, channels).copy()).permute(2, 0, 1)
-    return out
+    made_gray = sum(mode not in GRAY_MODES for mode, _ in headers) if gray else 0
+    other_sizes = sorted({s for _, s in headers if s != (size, size)})
+    return FolderImages(out, made_gray, other_sizes)
+
+
+def open_image(path: Path):
+    """PIL's image of `path`, header read; every failure is a DataError naming the file."""
+    from PIL import Image
+
+    try:
+        return Image.open(path)
+    except Image.DecompressionBombError as err:
+        # PIL's limit (Image.MAX_IMAGE_PIXELS) against files that decode to gigabytes.
+        raise DataError(f"image {path} is too large to decode safely ({err}); shrink or remove it") from None
+    except Exception as err:  # unreadable, not an image, or text chunks past PIL's limits (ValueError)
+        raise DataError(
+            f"image {path} cannot be read ({type(err).__name__}: {err}); delete or replace the file"
+        ) from None
+
+
+def decode_workspace(mode: str, width: int, height: int) -> int:
+    """Bytes that decoding one image of `mode` holds at its peak: the decoded pixels (up to 4 bytes each),
+    a converted and a cropped copy, and for 16-bit and float modes the float64 rescaling of eight_bit."""
+    rescaled = 17 if mode.startswith("I") or mode == "F" else 0
+    return width * height * (4 + 4 + 4 + rescaled)
 
 
 def eight_bit(image):

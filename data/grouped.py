@@ -23,7 +23,8 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import DataError
-from .imageset import ImageSet
+from .imageset import ImageSet, check_fits
+from .sampling import draw_groups
 
 GROUP_SIZE = 32
 FACTOR_NAMES = ["angle", "gain"]
@@ -31,39 +32,41 @@ FACTOR_RANGES = {"angle": (-45.0, 45.0), "gain": (0.4, 1.0)}
 SPLIT_SEEDS = {"train": 0, "test": 1}
 
 
-def load(split: str, data_dir: Path, image_size: int | None, option: str | None = None) -> ImageSet:
-    from .registry import load_one  # the registry lists this loader, so import it late
-
+def load(split: str, data_dir: Path, image_size: int | None, option: str | None = None, load_base=None) -> ImageSet:
+    """`load_base(name)` loads BASE; the registry passes it in (data/registry.py)."""
     if not option:
         raise DataError("dataset 'grouped' needs a base dataset; write it as grouped:mnist")
     if option.partition(":")[0] == "grouped":
         raise DataError("grouped:grouped:... nests groups in groups; write grouped:BASE once")
-    base = load_one(option, split, data_dir, image_size)
+    base = load_base(option)
     generator = torch.Generator().manual_seed(SPLIT_SEEDS[split])
     num_groups = len(base) // GROUP_SIZE
     if num_groups < 1:
         raise DataError(f"{base.name} has {len(base)} images, fewer than one group of {GROUP_SIZE}")
-    members = torch.randperm(len(base), generator=generator)[: num_groups * GROUP_SIZE]
-    return factor_groups(base, members.view(num_groups, GROUP_SIZE), generator)
+    members = draw_groups(torch.arange(len(base)), num_groups, GROUP_SIZE, generator)
+    return factor_groups(base, members, generator)
 
 
 def factor_groups(base: ImageSet, members: torch.Tensor, generator: torch.Generator) -> ImageSet:
     """Groups of base images `members` (G, B), each transformed by factors drawn for it."""
     G, B = members.shape
+    c, h, w = base.x_shape
+    # Besides the result: the picked images, their float copy, the rotated copy and the sampling grid.
+    check_fits(G * B, (c, h, w), f"grouped:{base.name}", extra=G * B * (9 * c * h * w + 8 * h * w))
     factors = torch.stack(
         [lo + (hi - lo) * torch.rand(G, generator=generator) for lo, hi in FACTOR_RANGES.values()], dim=-1
     )
     images = apply_factors(base.images[members.flatten()], factors.repeat_interleave(B, dim=0))
-    picked = base.subset(members.flatten())
     return ImageSet(
         images=images,
         name=f"grouped:{base.name}",
-        labels=picked.labels,
+        labels=None if base.labels is None else base.labels[members.flatten()],
         class_names=base.class_names,
         groups=torch.arange(G).repeat_interleave(B),
         factors=factors.repeat_interleave(B, dim=0),
         factor_names=list(FACTOR_NAMES),
         notice=base.notice,
+        source=f"{base.source}, in groups of {B} with factors drawn per group",
     )
 
 
@@ -74,4 +77,4 @@ def apply_factors(images: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
     theta = torch.stack([torch.stack([cos, -sin, zero], -1), torch.stack([sin, cos, zero], -1)], 1)
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
     rotated = F.grid_sample(images.float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    return (rotated * factors[:, 1, None, None, None]).round_().clamp_(0, 255).to(torch.uint8)
+    return rotated.mul_(factors[:, 1, None, None, None]).round_().clamp_(0, 255).to(torch.uint8)

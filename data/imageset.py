@@ -1,4 +1,5 @@
-"""ImageSet, the in-memory dataset every loader returns, and the tensor helpers that reshape one."""
+"""ImageSet, the in-memory dataset every loader returns; the memory check made before images are allocated
+(with the working memory of resizing and decoding counted); resizing and the other tensor helpers."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ class ImageSet:
     domains: torch.Tensor | None = None  # long (N,), set only on mixed sets
     domain_names: list[str] = field(default_factory=list)
     notice: str | None = None
+    source: str = ""  # where the images were read from: files, a download, a fallback (provenance)
     # Set only on grouped datasets (data/grouped.py): the fixed group of each image and the
     # hidden factors of its group, repeated per image; for evaluation, never shown to a model.
     groups: torch.Tensor | None = None  # long (N,)
@@ -93,41 +95,67 @@ def available_memory() -> int | None:
         return None
 
 
-def check_fits(n: int, shape, what: str, extra_per_image: int = 0):
-    """A DataError unless n uint8 images of `shape` (plus `extra_per_image` bytes each) fit in the
-    memory still free: one clear error before loading, not an out-of-memory kill half-way."""
-    needed = n * (math.prod(int(side) for side in shape) + extra_per_image)
+def check_fits(n: int, shape, what: str, extra: int = 0):
+    """A DataError unless n uint8 images of `shape`, plus `extra` bytes of working memory held with them,
+    fit in the memory still free: one clear error before allocating, not an out-of-memory kill half-way."""
+    needed = n * math.prod(int(side) for side in shape) + extra
     free = available_memory()
     if free is not None and needed > free:
         raise DataError(
             f"{what}: {n} images of {shape_text(shape)} need {needed / 2**30:.1f} GiB but "
-            f"{free / 2**30:.1f} GiB of memory are free; use fewer images or a smaller --image-size"
+            f"{free / 2**30:.1f} GiB of memory are free; use fewer images or a smaller `image_size`"
         )
 
 
-def empty_images(n: int, shape, what: str) -> torch.Tensor:
-    """uint8 (n, *shape) for `what`, checked to fit in memory first."""
-    check_fits(n, shape, what)
+def empty_images(n: int, shape, what: str, extra: int = 0) -> torch.Tensor:
+    """uint8 (n, *shape) for `what`, checked first to fit in memory with `extra` bytes of working memory."""
+    check_fits(n, shape, what, extra)
     try:
         return torch.empty((n, *shape), dtype=torch.uint8)
     except (RuntimeError, MemoryError):
         raise DataError(
             f"{what}: {n} images of {shape_text(shape)} do not fit in memory; "
-            "use fewer images or a smaller --image-size"
+            "use fewer images or a smaller `image_size`"
         ) from None
 
 
-def resize_images(images: torch.Tensor, size: int, chunk: int = 4096) -> torch.Tensor:
-    """Resize uint8 (N, C, H, W) images to (size, size); chunked so a large set never becomes one float copy."""
+# Float copies made while resizing stay under this size, unless a single image needs more.
+RESIZE_CHUNK_BYTES = 2**28
+
+
+def resize_chunk(shape, size: int) -> int:
+    """Images resized at once: as many as keep one float copy, at the larger of both sizes, under RESIZE_CHUNK_BYTES."""
+    channels, height, width = (int(s) for s in shape)
+    return max(1, RESIZE_CHUNK_BYTES // (4 * channels * max(height * width, size * size)))
+
+
+def resize_workspace(count: int, shape, size: int) -> int:
+    """Bytes that resizing `count` images of `shape` holds at its peak besides the output (measured with
+    torch 2.x on CPU): first a float copy at the input size, the float result and, when shrinking, the
+    antialiasing pass between them (one side resized); then the float result and its uint8 copy."""
+    channels, height, width = (int(s) for s in shape)
+    first = 4 * height * width + 4 * size * size + (4 * size * max(height, width) if size < max(height, width) else 0)
+    then = 4 * size * size + size * size
+    # Allocator and kernel overhead, measured at a few MB.
+    return count * channels * max(first, then) + 2**23
+
+
+def resize_images(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Resize uint8 (N, C, H, W) images to (size, size) in chunks, refused before allocating if they do not fit."""
     if tuple(images.shape[-2:]) == (size, size):
         return images
+    n, c = images.shape[:2]
+    chunk = resize_chunk(images.shape[1:], size)
+    extra = resize_workspace(min(chunk, n), images.shape[1:], size)
+    out = empty_images(n, (c, size, size), f"resizing to {size}x{size}", extra)
     # Antialiasing only matters when shrinking; it would blur an upscale for nothing.
     antialias = size < max(images.shape[-2:])
-    out = empty_images(len(images), (images.shape[1], size, size), f"resizing to {size}x{size}")
-    for start in range(0, len(images), chunk):
-        block = images[start : start + chunk].float()
+    for start in range(0, n, chunk):
+        # Channels as images: the one-channel kernel makes no channels-last copies (half the peak for RGB).
+        block = images[start : start + chunk].flatten(0, 1).unsqueeze(1).float()
+        # Rebinding `block` frees the input copy before the uint8 one is made (resize_workspace).
         block = F.interpolate(block, size=(size, size), mode="bilinear", align_corners=False, antialias=antialias)
-        out[start : start + chunk] = block.round_().clamp_(0, 255).to(torch.uint8)
+        out[start : start + chunk] = block.round_().clamp_(0, 255).to(torch.uint8).view(-1, c, size, size)
     return out
 
 

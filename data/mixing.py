@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from ..errors import DataError
-from .imageset import ImageSet, shape_text, to_channels
+from .imageset import ImageSet, check_fits, shape_text, to_channels
 
 
 def mix(sets: list[ImageSet]) -> ImageSet:
@@ -17,10 +19,14 @@ def mix(sets: list[ImageSet]) -> ImageSet:
         side = max(max(s.x_shape[1:]) for s in sets)
         raise DataError(
             f"cannot mix {a.name} ({shape_text(a.x_shape)}) with {b.name} ({shape_text(b.x_shape)}): "
-            f"pass --image-size {side} to resize both"
+            f"set `image_size` to {side} to resize both"
         )
     # Grayscale -> RGB loses nothing, so channel counts are reconciled without asking.
     channels = max(s.x_shape[0] for s in sets)
+    # The joined copy is made while the parts are held; grayscale parts made RGB are copies too.
+    grown = sum(len(s) for s in sets if s.x_shape[0] != channels)
+    shape = (channels, *sets[0].x_shape[1:])
+    check_fits(sum(len(s) for s in sets), shape, "mixing " + "+".join(s.name for s in sets), grown * math.prod(shape))
     images = torch.cat([to_channels(s.images, channels) for s in sets])
     domains = torch.cat([torch.full((len(s),), k, dtype=torch.long) for k, s in enumerate(sets)])
 
@@ -45,4 +51,5 @@ def mix(sets: list[ImageSet]) -> ImageSet:
         domains=domains,
         domain_names=[s.name for s in sets],
         notice=" ".join(notices) or None,
+        source=" + ".join(f"{s.name}: {s.source}" for s in sets),
     )

@@ -15,6 +15,7 @@ BLOBS_PER_CLASS = 3
 DEFAULT_TRAIN = 1000
 PROTOTYPE_SEED = 1234
 SPLIT_SEEDS = {"train": 0, "test": 1}
+CHUNK = 2048  # images drawn at once
 
 
 def load(split: str, data_dir: Path, image_size: int | None, option: str | None = None) -> ImageSet:
@@ -25,13 +26,20 @@ def load(split: str, data_dir: Path, image_size: int | None, option: str | None 
             raise DataError(f"synthetic size '{option}' is not a positive whole number; write it as synthetic:1000")
         n_train = int(option)
     n = n_train if split == "train" else max(1, n_train // 5)
-    # Besides the images, make_blobs holds a label and a permutation entry of 8 bytes each per image.
-    check_fits(n, (1, SIDE, SIDE), f"synthetic:{n_train}", extra_per_image=24)
+    check_fits(n, (1, SIDE, SIDE), f"synthetic:{n_train}", extra=blobs_workspace(n))
     images, labels = make_blobs(n, torch.Generator().manual_seed(SPLIT_SEEDS[split]))
-    return ImageSet(images=images, labels=labels, class_names=[str(c) for c in range(NUM_CLASSES)], name="synthetic")
+    source = "synthetic digits generated with fixed seeds"
+    names = [str(c) for c in range(NUM_CLASSES)]
+    return ImageSet(images=images, labels=labels, class_names=names, name="synthetic", source=source)
 
 
-def make_blobs(n: int, generator: torch.Generator, chunk: int = 2048) -> tuple[torch.Tensor, torch.Tensor]:
+def blobs_workspace(n: int, chunk: int = CHUNK) -> int:
+    """Bytes make_blobs holds besides its images: a label, a permutation entry and an index of 8 bytes
+    each per image, and for one chunk the float distances to each blob, their maximum and the noise."""
+    return 24 * n + min(n, chunk) * SIDE * SIDE * 4 * (BLOBS_PER_CLASS + 3)
+
+
+def make_blobs(n: int, generator: torch.Generator, chunk: int = CHUNK) -> tuple[torch.Tensor, torch.Tensor]:
     # Prototypes come from their own seed so train and test share the same classes.
     prototypes = torch.Generator().manual_seed(PROTOTYPE_SEED)
     centres = 6 + 16 * torch.rand(NUM_CLASSES, BLOBS_PER_CLASS, 2, generator=prototypes)

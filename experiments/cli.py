@@ -1,87 +1,187 @@
-"""The `evaluate`, `compare`, `embed`, `sample` and `experiment NAME` subcommands of run.py.
+"""The `evaluate`, `compare`, `embed`, `sample` and `experiment NAME` commands of the command line.
 
-Each command is a module of this package exposing `add_arguments(parser)` and
-`run(args) -> int`; adding one is a module plus a line in COMMANDS or EXPERIMENTS.
+Each command is a typed function of this package, `f(run, settings)` with a settings dataclass
+(experiments/settings.py); this module turns the dataclass's fields into flags, loads the run
+once (`--run RUN_DIR`, `--device`), calls the function under the run's lock and prints its
+`report`. Adding a command is a module plus a line in COMMANDS or EXPERIMENTS.
 
 Nothing here imports those modules until their command is parsed or its help is shown: they
-bring torch, pyro, matplotlib or scikit-learn, and `run.py --help` needs only the names and
-one-line summaries below (a test checks each summary against its module's docstring). Every command holds
-the lock of each run it may write into (`train.lock`) while it runs.
+bring torch, pyro, matplotlib or scikit-learn, and `--help` needs only the names and one-line
+summaries below (a test checks each summary against its module's docstring).
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import importlib
-import os
+import types
+import typing
+from dataclasses import MISSING, dataclass, fields
 
-# name -> (module, relative to this package; one-line summary)
+
+@dataclass(frozen=True)
+class Command:
+    module: str  # relative to this package
+    function: str  # f(run, settings)
+    settings: str  # the settings dataclass
+    summary: str
+    # where the run comes from: "run" (--run RUN_DIR), "runs" (RUN_DIR...), or "run-or-checkpoint"
+    runs: str = "run"
+    run_help: str = "a trained run"  # the help of --run
+
+
 COMMANDS = {
-    "evaluate": (".evaluate", "test ELBO, IWAE log-likelihood and clustering accuracy of a run"),
-    "compare": (".compare", "one Markdown/CSV table of several runs"),
-    "embed": (".embed", "q(beta | X) and q(z | x) of a run's data or of your own folder of image sets"),
-    "sample": (".sample", "new groups of images, each sharing one beta (from the prior or a folder)"),
+    "evaluate": Command(
+        ".evaluate",
+        "evaluate_run",
+        "EvaluateSettings",
+        "test ELBO, IWAE log-likelihood and clustering accuracy of a run",
+        runs="run-or-checkpoint",
+    ),
+    "compare": Command(".compare", "compare", "CompareSettings", "one Markdown/CSV table of several runs", "runs"),
+    "embed": Command(
+        ".embed", "embed_run", "EmbedSettings", "q(beta | X) and q(z | x) of a run's data or of your own image sets"
+    ),
+    "sample": Command(
+        ".sample",
+        "sample_run",
+        "SampleSettings",
+        "new groups of images, each sharing one beta (from the prior or a set of images)",
+    ),
 }
 EXPERIMENTS = {
-    "interpolation": (
+    "interpolation": Command(
         ".interpolation",
+        "interpolation",
+        "InterpolationSettings",
         "Global/local interpolation grids: what beta and z each control (section 4.1, fig. 3; fig. 4 for ML-VAE).",
+        run_help="a trained UG-VAE or ML-VAE run",
     ),
-    "structured-batches": (
+    "structured-batches": Command(
         ".structured_batches",
+        "structured_batches",
+        "StructuredBatchesSettings",
         "Structured batches: does q(beta | X) tell the rule behind a group? (section 4.3, table 1, fig. 7)",
+        run_help="a trained run directory",
     ),
-    "domain-alignment": (
+    "domain-alignment": Command(
         ".domain_alignment",
+        "domain_alignment",
+        "DomainAlignmentSettings",
         "Unsupervised domain alignment (section 4.2, figs. 5-6): does beta find the domain of a group?",
+        run_help="a run trained on a mixture A+B",
     ),
-    "group-factors": (
+    "group-factors": Command(
         ".group_factors",
+        "group_factors",
+        "GroupFactorsSettings",
         "Group factors: does beta recover, and render, what the members of a group share?",
+        run_help="a run trained on grouped:BASE",
     ),
-    "set-generation": (
+    "set-generation": Command(
         ".set_generation",
+        "set_generation",
+        "SetGenerationSettings",
         "Sets in, sets out: what a set's beta generates, against a set's codes, its members and new real sets.",
+        run_help="a trained run (UG-VAE, ML-VAE, VAE or GMVAE) on grouped:BASE, labelled data or folder:PATH",
     ),
 }
 
 
-def _module(path: str):
-    return importlib.import_module(path, __package__)
+def _module(command: Command):
+    return importlib.import_module(command.module, __package__)
 
 
-def runs_written(args) -> list[str]:
-    """The run directories a subcommand writes into: --run, the run of --checkpoint, compare's runs."""
-    if getattr(args, "run", None):
-        return [args.run]
-    if getattr(args, "checkpoint", None):
-        return [os.path.dirname(os.path.dirname(os.path.abspath(args.checkpoint)))]
-    return list(getattr(args, "runs", None) or [])
+def add_settings(parser: argparse.ArgumentParser, settings_type, skip=()) -> dict[str, str]:
+    """A flag per field of `settings_type` (experiments/settings.py) but those in `skip`; returns field -> flag."""
+    names = {}
+    hints = typing.get_type_hints(settings_type)
+    for f in fields(settings_type):
+        if f.name in skip:
+            continue
+        meta = f.metadata
+        flags = meta.get("flags") or ("--" + f.name.replace("_", "-"),)
+        kind, optional = _unwrap(hints[f.name])
+        kwargs = {"dest": f.name, "help": meta.get("help", ""), **meta.get("cli", {})}
+        default = f.default_factory() if f.default is MISSING and f.default_factory is not MISSING else f.default
+        if kind is bool:  # --x/--no-x, unless the field asks for another action (store_true)
+            kwargs.setdefault("action", argparse.BooleanOptionalAction)
+            kwargs["default"] = default
+        else:
+            element = typing.get_args(kind)[0] if typing.get_origin(kind) is list else None
+            kwargs.update(type=element or kind, default=default)
+            if element is not None:
+                kwargs.setdefault("nargs", "+")
+        parser.add_argument(*flags, **kwargs)
+        names[f.name] = next((name for name in flags if name.startswith("--")), flags[0])
+    return names
 
 
-def _builder(path: str):
-    def handler(args):
-        from ..train.lock import run_lock  # train/ brings torch: only once a command runs
+def _unwrap(hint):
+    """(type, whether None is allowed) of an annotation such as `int | None`."""
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        return args[0], True
+    return hint, False
 
-        with contextlib.ExitStack() as locks:
-            for run_dir in runs_written(args):
-                locks.enter_context(run_lock(run_dir))
-            return _module(path).run(args)
 
+def settings_from(args, settings_type):
+    return settings_type(**{f.name: getattr(args, f.name) for f in fields(settings_type)})
+
+
+def _builder(command: Command):
     def build(parser):
-        _module(path).add_arguments(parser)
-        parser.set_defaults(handler=handler)
+        module = _module(command)
+        if command.runs == "runs":
+            parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="trained runs, one table row each")
+        elif command.runs == "run-or-checkpoint":
+            which = parser.add_mutually_exclusive_group(required=True)
+            which.add_argument("--run", metavar="RUN_DIR", help="a trained run: its newest good checkpoint")
+            which.add_argument("--checkpoint", metavar="PATH", help="a checkpoint of a run, RUN/checkpoints/step-N.pt")
+        else:
+            parser.add_argument("--run", required=True, metavar="RUN_DIR", help=command.run_help)
+        settings_type = getattr(module, command.settings)
+        flag_names = add_settings(
+            parser, settings_type, skip=("checkpoint",) if command.runs == "run-or-checkpoint" else ()
+        )
+        parser.add_argument("--device", default="auto", help="auto (cuda when available, else cpu), cpu or cuda[:N]")
+        parser.add_argument("--quiet", action="store_true", help="no progress bars; notices are still shown")
+        flag_names.update(run="--run", device="--device")
+        parser.set_defaults(handler=_handler(command), flag_names=flag_names)
 
     return build
+
+
+def _handler(command: Command):
+    def handler(args) -> int:
+        from ..train import Run
+
+        module = _module(command)
+        settings = settings_from(args, getattr(module, command.settings))
+        function = getattr(module, command.function)
+        if command.runs == "runs":
+            result = function(args.runs, settings, args.device)
+        else:
+            run_dir = args.run or module.run_dir_of(args.checkpoint)
+            run = Run.open(run_dir, args.device)
+            # Outputs sent elsewhere (`out`) leave the run itself untouched: no lock, read-only runs work.
+            writes_into_run = getattr(settings, "out", None) is None
+            with run.lock() if writes_into_run else contextlib.nullcontext():
+                result = function(run, settings)
+        print(module.report(result))
+        return 0
+
+    return handler
 
 
 def add_subcommands(sub):
     """Add the commands to `sub`, whose parser_class builds each parser's arguments on first use
     from the `builder` keyword (run.LazyParser)."""
-    for name, (path, summary) in COMMANDS.items():
-        sub.add_parser(name, help=summary, description=summary, builder=_builder(path))
+    for name, command in COMMANDS.items():
+        sub.add_parser(name, help=command.summary, description=command.summary, builder=_builder(command))
 
     p = sub.add_parser("experiment", help="the paper's experiments on a trained run: " + ", ".join(EXPERIMENTS))
     names = p.add_subparsers(dest="experiment", metavar="NAME", required=True, parser_class=type(p))
-    for name, (path, summary) in EXPERIMENTS.items():
-        names.add_parser(name, help=summary, description=summary, builder=_builder(path))
+    for name, command in EXPERIMENTS.items():
+        names.add_parser(name, help=command.summary, description=command.summary, builder=_builder(command))

@@ -1,10 +1,12 @@
-"""One table of several runs: model, guide, data, training cost and the numbers of `evaluate`.
+"""The `compare` command: one table of several runs, with model, guide, data, training cost and
+the numbers of `evaluate`.
 
-Train time comes from RUN_DIR/summary.json (written at the end of training), the test ELBO,
-the IWAE bound and the clustering accuracy from RUN_DIR/eval.json, which is computed first
-where it is missing, torn, or stale (made at an older step than the run's newest checkpoint).
-Writes compare.md and compare.csv to --out (default: a new compare-<time> folder) and prints the
-Markdown and where it wrote them.
+Train time comes from RUN/summary.json (written at the end of training), the data each run really
+read (source, train and test sizes) from RUN/environment.json, the test ELBO, the IWAE bound and
+the clustering accuracy from RUN/eval.json, which is computed first where it is missing, torn, of
+another run (its run id) or stale (not made at the run's newest checkpoint). Writes compare.md
+and compare.csv to `out` (default: a new compare-<time> folder). Runs trained on other data than
+the first are flagged (‡).
 
 IWAE bounds tighten as S grows, so rows whose IWAE used another S than the first row are
 flagged (a dagger in the table, a line on the console): evaluate them again with one S.
@@ -19,23 +21,27 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
+from dataclasses import dataclass
 
 import torch
 
-from ..files import atomic_write_text
-from ..guide import default_guide
-from ..train import RunError
-from ..train.checkpoints import list_checkpoints
-from ..train.rundir import load_config
-from .evaluate import evaluate_run, mean_and_stderr
+from ..errors import DataError, RunError
+from ..files import atomic_write_text, read_json
+from ..progress import progress
+from ..train import Run
+from ..train.checkpoints import checkpoint_step, list_checkpoints
+from ..train.environment import data_summary
+from ..train.evaluation import mean_and_stderr
+from .evaluate import EvaluateSettings, evaluate_run
+from .settings import setting
 
 COLUMNS = [
     "run",
     "model",
     "guide",
     "dataset",
+    "data",
     "epochs",
     "train_s",
     "test_elbo",
@@ -50,12 +56,11 @@ COLUMNS = [
 
 
 def _read_json(path: str) -> dict | None:
-    if not os.path.isfile(path):
+    if not os.path.lexists(path):
         return None
     try:
-        with open(path) as f:
-            payload = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        payload = read_json(path)  # a regular file of bounded size and depth
+    except DataError as e:
         raise RunError(f"{path} is corrupt ({e}); delete it to compute it again") from None
     if not isinstance(payload, dict):
         raise RunError(f"{path} is corrupt (not a JSON object); delete it to compute it again")
@@ -65,34 +70,42 @@ def _read_json(path: str) -> dict | None:
 def newest_checkpoint_step(run_dir: str) -> int | None:
     """The step of the newest checkpoint file, read from its name."""
     paths = list_checkpoints(run_dir)
-    return int(os.path.basename(paths[-1])[5:14]) if paths else None
+    return checkpoint_step(paths[-1]) if paths else None
 
 
-def run_row(run_dir: str, samples: int = 100, device: str = "cpu") -> dict:
-    """One table row; evaluates the run first if it has no eval.json."""
-    _, train_cfg, _ = load_config(run_dir)
-    summary = _read_json(os.path.join(run_dir, "summary.json"))
+def run_row(run_dir: str, samples: int = 100, device: str = "auto") -> dict:
+    """One table row; evaluates the run first unless its eval.json is of this run and its newest checkpoint."""
+    run = Run.open(run_dir, device)
+    summary = _read_json(run.path("summary.json"))
     if summary is None:
-        raise RunError(f"{run_dir} has no summary.json: its training did not finish; resume it with --resume")
-    eval_path = os.path.join(run_dir, "eval.json")
+        raise RunError(f"{run_dir} has no summary.json: its training did not finish; resume it")
     try:
-        scores = _read_json(eval_path)
+        scores = _read_json(run.path("eval.json"))
     except RunError:
         scores = None  # a cache: a torn eval.json is computed again
-    newest = newest_checkpoint_step(run_dir)
-    step = scores.get("step") if scores else None
-    if scores is not None and newest is not None and not (isinstance(step, int) and step >= newest):
-        scores = None  # computed at an older checkpoint than the run's newest: stale
-    scores = scores or evaluate_run(run_dir, samples, device)
+    if scores is not None and not is_current(scores, run):
+        scores = None
+    scores = scores or evaluate_run(run, EvaluateSettings(samples=samples))
     row = {
         "run": os.path.basename(os.path.normpath(run_dir)),
-        "model": train_cfg.model,
-        "guide": train_cfg.guide or default_guide(train_cfg.model),
-        "dataset": train_cfg.dataset,
+        "model": run.model_name,
+        "guide": run.guide_name,
+        "dataset": run.train_cfg.dataset,
+        "data": data_summary(run.run_dir),  # what the run really read (environment.json)
         "epochs": summary["epochs"],
         "train_s": summary["train_seconds"],
     }
     return {**row, **{k: scores.get(k) for k in COLUMNS + ["group_size", "iwae_per_test_group"] if k not in row}}
+
+
+def is_current(scores: dict, run: Run) -> bool:
+    """Whether an eval.json was computed for this run (its run id) at its newest checkpoint; one
+    copied in from another run, or made at an older checkpoint, is computed again."""
+    newest = newest_checkpoint_step(run.run_dir)
+    if scores.get("run_id") != run.run_id or not isinstance(scores.get("step"), int) or scores["step"] != newest:
+        return False
+    per_group = scores.get("iwae_per_test_group")
+    return isinstance(per_group, list) and all(isinstance(v, (int, float)) for v in per_group)
 
 
 def add_paired_differences(rows: list[dict]):
@@ -114,7 +127,7 @@ def default_out_dir() -> str:
     """A new ./compare-<time>[-n] folder: a table is never written over an earlier one."""
     import datetime
 
-    from ..train.rundir import new_output_dir
+    from ..train.run import new_output_dir
 
     return new_output_dir(".", "compare-" + datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
 
@@ -125,12 +138,18 @@ def _cell(value, digits: int = 2) -> str:
     return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
 
 
+def other_data(rows: list[dict]) -> list[str]:
+    """Runs whose recorded data (source and sizes) differ from the first row's."""
+    return [r["run"] for r in rows if r.get("data") != rows[0].get("data")]
+
+
 def markdown(rows: list[dict]) -> str:
     head = [
         "run",
         "model",
         "guide",
         "dataset",
+        "data (source, sizes)",
         "epochs",
         "train time (s)",
         "test ELBO",
@@ -140,7 +159,7 @@ def markdown(rows: list[dict]) -> str:
         "clusters used",
     ]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    flagged = set(mixed_samples(rows))
+    flagged, other = set(mixed_samples(rows)), set(other_data(rows))
     for r in rows:
         iwae = f"{_cell(r['iwae'])} ± {_cell(r['iwae_se'])} (S={r['samples']}{'†' if r['run'] in flagged else ''})"
         paired = "-"
@@ -151,6 +170,7 @@ def markdown(rows: list[dict]) -> str:
             r["model"],
             r["guide"],
             r["dataset"],
+            _cell(r["data"]) + (" ‡" if r["run"] in other else ""),
             _cell(r["epochs"]),
             _cell(r["train_s"], 0),
             _cell(r["test_elbo"]),
@@ -165,8 +185,14 @@ def markdown(rows: list[dict]) -> str:
         "(paired over the same groups for the difference to the first run).\n"
         + (
             f"\n† IWAE with another S than the first run's (S={rows[0].get('samples')}): the bounds are not "
-            "comparable; evaluate again with one --samples.\n"
+            "comparable; evaluate again with one `samples`.\n"
             if flagged
+            else ""
+        )
+        + (
+            "\n‡ trained on other data than the first run (another source or size; see each run's "
+            "environment.json): the numbers are not comparable.\n"
+            if other
             else ""
         )
     )
@@ -180,27 +206,43 @@ def to_csv(rows: list[dict]) -> str:
     return buffer.getvalue()
 
 
-def add_arguments(parser):
-    parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="trained runs, one table row each")
-    parser.add_argument(
-        "--out", default=None, metavar="DIR", help="where compare.md and compare.csv go; None: a new ./compare-TIME"
-    )
-    parser.add_argument("--samples", type=int, default=100, help="IWAE samples for runs not yet evaluated")
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N], for runs not yet evaluated")
+@dataclass
+class CompareSettings:
+    out: str | None = setting(None, "where compare.md and compare.csv go; None: a new ./compare-TIME", metavar="DIR")
+    samples: int = setting(100, "IWAE samples for runs not yet evaluated")
 
 
-def run(args) -> int:
-    rows = [run_row(r, args.samples, args.device) for r in args.runs]
+@dataclass
+class CompareResult:
+    rows: list[dict]
+    table: str
+    files: list[str]
+
+
+def compare(run_dirs: list[str], settings: CompareSettings | None = None, device: str = "auto") -> CompareResult:
+    """The table of the module docstring for `run_dirs`, written to `settings.out`."""
+    settings = settings or CompareSettings()
+    if settings.out and os.path.lexists(settings.out) and not os.path.isdir(settings.out):
+        raise RunError(f"`out` {settings.out} is a file, not a folder; pick another `out`")  # before any evaluation
+    rows = [run_row(r, settings.samples, device) for r in progress(run_dirs, desc="runs", unit="run")]
     add_paired_differences(rows)
-    out = args.out or default_out_dir()
+    out = settings.out or default_out_dir()
     os.makedirs(out, exist_ok=True)
     table = markdown(rows)
-    paths = os.path.join(out, "compare.md"), os.path.join(out, "compare.csv")
-    atomic_write_text(paths[0], table)
-    atomic_write_text(paths[1], to_csv(rows))
-    print(table)
-    flagged = mixed_samples(rows)
+    files = [os.path.join(out, "compare.md"), os.path.join(out, "compare.csv")]
+    atomic_write_text(files[0], table)
+    atomic_write_text(files[1], to_csv(rows))
+    return CompareResult(rows, table, files)
+
+
+def report(result: CompareResult) -> str:
+    lines = [result.table]
+    flagged = mixed_samples(result.rows)
     if flagged:
-        print(f"warning: the IWAE of {', '.join(flagged)} used another S than {rows[0]['run']}'s; not comparable")
-    print(f"wrote {paths[0]} and {paths[1]}")
-    return 0
+        first = result.rows[0]["run"]
+        lines.append(f"warning: the IWAE of {', '.join(flagged)} used another S than {first}'s; not comparable")
+    other = other_data(result.rows)
+    if other:
+        lines.append(f"warning: {', '.join(other)} trained on other data than {result.rows[0]['run']}; not comparable")
+    lines.append(f"wrote {result.files[0]} and {result.files[1]}")
+    return "\n".join(lines)

@@ -7,7 +7,7 @@ image x_k of that group, the grids decode
 
     x(s, t) = E p(x | z = (1-t) z_1 + t z_2, beta = (1-s) beta_1 + s beta_2),  s (rows), t (columns) in [0, 1]
 
-(d plays no part: z is given). Files under RUN_DIR/experiments/domain-alignment/:
+(d plays no part: z is given). Files under RUN/experiments/domain-alignment/:
 
     cross_domain.png    (a) fig. 5a/6: x_1 from a pure-A group, x_2 from a pure-B group
     within_domain.png   (b) fig. 5c: x_1, x_2 from two pure-A groups
@@ -15,7 +15,7 @@ image x_k of that group, the grids decode
                         with the beta paths of (a) and (b)
     domain_alignment.json  (d) 5-fold cross-validated accuracy of a logistic regression telling
                         pure-A from pure-B groups by their code, per group size, for this run, each
-                        --baseline-run, an untrained encoder of the same architecture and the group's
+                        of `baseline_runs`, an untrained encoder of the same architecture and the group's
                         mean image. A model without a global latent (VAE) is coded by its groups'
                         mean of E q(z | x). Also the mean absolute pixel change from x(0, t) to
                         x(1, t) and from x(s, 0) to x(s, 1) of each grid: how much the decoder
@@ -25,41 +25,101 @@ image x_k of that group, the grids decode
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from ..data import load_dataset, mixed_class_groups, structured_groups, to_unit_float
-from ..guide import build, default_guide
-from ..train import RunError, load_run
+from ..data import ImageSet, load_dataset, mixed_class_groups, structured_groups, to_unit_float
+from ..errors import ConfigError, RunError
+from ..progress import progress
+from ..train import Run, load_run
+from .group_features import untrained_guide
 from .plotting import experiment_dir, save_figure, save_json, show_grid
+from .settings import check_at_least, setting
 
 NAME = "domain-alignment"
 
 
-def add_arguments(parser):
-    parser.add_argument("--run", required=True, metavar="RUN_DIR", help="a run trained on a mixture A+B")
-    parser.add_argument(
+@dataclass
+class DomainAlignmentSettings:
+    baseline_runs: list[str] = setting(
+        [],
+        "runs of other models (VAE, ML-VAE) on the same data, for the accuracy table",
         "--baseline-run",
-        nargs="+",
-        default=[],
         metavar="RUN_DIR",
-        help="runs of other models (VAE, ML-VAE) on the same data, for the accuracy table",
     )
-    parser.add_argument("--split", choices=("train", "test"), default="test", help="images the groups are drawn from")
-    parser.add_argument("--num-groups", type=int, default=100, help="groups of each kind: pure A, pure B, mixed")
-    parser.add_argument("--group-size", type=int, default=None, help="B of the figures; the run's own when not given")
-    parser.add_argument(
-        "--probe-sizes",
-        type=int,
-        nargs="+",
-        default=None,
-        help="group sizes of the accuracy table; 1, 8 and --group-size when not given",
+    split: str = setting("test", "images the groups are drawn from", choices=("train", "test"))
+    num_groups: int = setting(100, "groups of each kind: pure A, pure B, mixed")
+    group_size: int | None = setting(None, "B of the figures; the run's own when not given")
+    probe_sizes: list[int] | None = setting(
+        None, "group sizes of the accuracy table; 1, 8 and --group-size when not given"
     )
-    parser.add_argument("--steps", type=int, default=7, help="interpolation steps along beta and along z")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the groups, t-SNE and folds")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    steps: int = setting(7, "interpolation steps along beta and along z")
+    seed: int = setting(0, "seed of the groups, t-SNE and folds")
+
+
+@dataclass
+class DomainAlignmentResult:
+    out_dir: str
+    files: list[str]
+    domains: list[str]  # the short names of A and B
+    probe_sizes: list[int]
+    accuracy_table: list[dict]  # per code: model, run, code, accuracy and accuracy_std per probe size
+    changes: dict  # per interpolation figure: mean absolute pixel change along beta and along z
+
+
+def domain_alignment(run: Run, settings: DomainAlignmentSettings | None = None) -> DomainAlignmentResult:
+    """Figures (a)-(c) and the accuracy table (d) of the module docstring for `run`."""
+    settings = settings or DomainAlignmentSettings()
+    check_at_least(settings, num_groups=2, steps=2, group_size=1, probe_sizes=1)
+    if settings.split not in ("train", "test"):
+        raise ConfigError(f"`split` is 'train' or 'test', got {settings.split!r}")
+    if not run.guide.has_global_latent:
+        raise RunError(
+            f"run {run.run_dir} has no global latent to interpolate; pass a UG-VAE or ML-VAE run as "
+            "`run` and this one in `baseline_runs`"
+        )
+    train_cfg = run.train_cfg
+    data = load_domains(run, settings.split)
+    names = [short_name(n) for n in data.domain_names]
+    B = settings.group_size or train_cfg.group_size
+    out = experiment_dir(run, NAME)
+    groups = domain_groups(data.domains, settings.num_groups, B, train_cfg.mix, settings.seed)
+    changes = draw_figures(run, data.images, groups, names, out, settings)
+    sizes = sorted(set(settings.probe_sizes or (1, 8, B)))
+    rows = accuracy_table(run, data, sizes, settings)
+    files = [os.path.join(out, f) for f in (*FIGURES, "domain_alignment.json")]
+    save_json(
+        files[-1],
+        {
+            "run": run.run_dir,
+            "step": run.step,  # the checkpoint these numbers were computed from
+            "dataset": train_cfg.dataset,
+            "split": settings.split,
+            "domains": data.domain_names,
+            "group_size": B,
+            "num_groups": settings.num_groups,
+            "mix_of_mixed_groups": train_cfg.mix,
+            "classifier": "standardised logistic regression, stratified 5-fold cross-validation, pure A vs pure B",
+            "interpolation_mean_abs_pixel_change": changes,
+            "accuracy_table": rows,
+        },
+    )
+    return DomainAlignmentResult(out, files, names, sizes, rows, changes)
+
+
+def report(result: DomainAlignmentResult) -> str:
+    a, b = result.domains
+    lines = [f"accuracy telling pure {a} from pure {b} groups, at group sizes {result.probe_sizes}:"]
+    for row in result.accuracy_table:
+        cells = "  ".join(f"{row['accuracy'][s]:.3f}" for s in result.probe_sizes)
+        lines.append(f"  {cells}  {row['model']}, {row['code']}")
+    return "\n".join(lines + [f"figures and numbers in {result.out_dir}"])
+
+
+FIGURES = ("cross_domain.png", "within_domain.png", "beta_tsne.png")
 
 
 def domain_groups(domains: torch.Tensor, num_groups: int, group_size: int, mix: float, seed: int) -> dict:
@@ -102,7 +162,10 @@ def domain_accuracy(codes_a: torch.Tensor, codes_b: torch.Tensor, seed: int = 0,
 
     folds = min(folds, len(codes_a), len(codes_b))
     if folds < 2:
-        raise ValueError("the accuracy needs at least 2 groups of each domain; raise --num-groups")
+        raise ConfigError(
+            f"the accuracy needs at least 2 groups of each domain, got {len(codes_a)} and {len(codes_b)}; "
+            "draw more groups"
+        )
     features = torch.cat([codes_a, codes_b]).double().numpy()
     labels = np.r_[np.zeros(len(codes_a)), np.ones(len(codes_b))]
     classifier = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
@@ -176,128 +239,72 @@ def short_name(dataset: str) -> str:
     return os.path.basename(path.rstrip("/")) if key == "folder" and path else dataset
 
 
-def load_test_groups(config: dict, split: str):
-    train_cfg = config.train_cfg
+def load_domains(run: Run, split: str) -> ImageSet:
+    """The `split` of the run's A+B mixture, with the domain of each image."""
+    train_cfg = run.train_cfg
     data = load_dataset(train_cfg.dataset, split, train_cfg.data_dir, train_cfg.image_size)
     if data.domains is None or len(data.domain_names) != 2:
         raise RunError(
-            f"run {config.run_dir} was trained on '{train_cfg.dataset}', not on two datasets; "
-            "train on a mixture such as --dataset mnist+fashion-mnist"
+            f"run {run.run_dir} was trained on '{train_cfg.dataset}', not on two datasets; "
+            "train on a mixture such as mnist+fashion-mnist"
         )
     return data
 
 
-def accuracy_row(label: str, run: str | None, code: str, encode, probes: dict, seed: int) -> dict:
-    """One line of the table: `encode(groups)` -> codes, scored at every probe group size."""
-    accuracy, spread = {}, {}
-    for size, groups in probes.items():
-        accuracy[size], spread[size] = domain_accuracy(encode(groups["A"]), encode(groups["B"]), seed)
-    return {"model": label, "run": run, "code": code, "accuracy": accuracy, "accuracy_std": spread}
-
-
-def run(args) -> int:
-    model, guide, config = load_run(args.run, args.device)
-    if not guide.has_global_latent:
-        raise RunError(
-            f"run {args.run} has no global latent to interpolate; pass a UG-VAE or ML-VAE run as "
-            "--run and this one as --baseline-run"
-        )
-    for name in ("num_groups", "steps"):
-        if getattr(args, name) < 2:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 2, got {getattr(args, name)}")
-    train_cfg = config.train_cfg
-    data = load_test_groups(config, args.split)
-    names = [short_name(n) for n in data.domain_names]
-    B = args.group_size or train_cfg.group_size
-    out = experiment_dir(args.run, NAME)
-    groups = domain_groups(data.domains, args.num_groups, B, train_cfg.mix, args.seed)
-    changes = draw_figures(model, guide, data.images, groups, names, out, args)
-    sizes = sorted(set(args.probe_sizes or (1, 8, B)))
-    rows = accuracy_table(guide, config, data, sizes, args)
-    save_json(
-        os.path.join(out, "domain_alignment.json"),
-        {
-            "run": args.run,
-            "step": config.step,  # the checkpoint these numbers were computed from
-            "dataset": train_cfg.dataset,
-            "split": args.split,
-            "domains": data.domain_names,
-            "group_size": B,
-            "num_groups": args.num_groups,
-            "mix_of_mixed_groups": train_cfg.mix,
-            "classifier": "standardised logistic regression, stratified 5-fold cross-validation, pure A vs pure B",
-            "interpolation_mean_abs_pixel_change": changes,
-            "accuracy_table": rows,
-        },
-    )
-    print(f"accuracy telling pure {names[0]} from pure {names[1]} groups, at group sizes {sizes}:")
-    for row in rows:
-        cells = "  ".join(f"{row['accuracy'][s]:.3f}" for s in sizes)
-        print(f"  {cells}  {row['model']}, {row['code']}")
-    print(f"figures and numbers in {out}")
-    return 0
-
-
-def draw_figures(model, guide, images: torch.Tensor, groups: dict, names: list[str], out: str, args) -> dict:
+def draw_figures(
+    run: Run, images: torch.Tensor, groups: dict, names: list[str], out: str, settings: DomainAlignmentSettings
+) -> dict:
     """Figures (a), (b) and (c); returns the pixel changes along beta and z of (a) and (b)."""
-    codes = {kind: group_codes(guide, images, idx, args.device) for kind, idx in groups.items()}
+    model, guide, device, steps = run.model, run.guide, run.device, settings.steps
+    codes = {kind: group_codes(guide, images, idx, device) for kind, idx in groups.items()}
     pairs = {
-        f"(a) {names[0]} -> {names[1]}": ("cross_domain.png", groups["A"][0], groups["B"][0]),
-        f"(b) {names[0]} -> {names[0]}": ("within_domain.png", groups["A"][0], groups["A"][1]),
+        f"(a) {names[0]} -> {names[1]}": (FIGURES[0], groups["A"][0], groups["B"][0]),
+        f"(b) {names[0]} -> {names[0]}": (FIGURES[1], groups["A"][0], groups["A"][1]),
     }
     beta_paths, changes = {}, {}
     for label, (file, g_1, g_2) in pairs.items():
-        x_1, x_2 = as_float(images, g_1, args.device), as_float(images, g_2, args.device)
-        grid, beta_paths[label] = interpolation(model, guide, x_1, x_2, args.steps)
-        changes[label] = endpoint_changes(grid.view((args.steps, args.steps) + grid.shape[1:]))
-        save_interpolation(os.path.join(out, file), torch.stack([x_1[0], x_2[0]]).cpu(), grid.cpu(), args.steps, label)
-    save_tsne(os.path.join(out, "beta_tsne.png"), codes, {k: v.cpu() for k, v in beta_paths.items()}, names, args.seed)
+        x_1, x_2 = as_float(images, g_1, device), as_float(images, g_2, device)
+        grid, beta_paths[label] = interpolation(model, guide, x_1, x_2, steps)
+        changes[label] = endpoint_changes(grid.view((steps, steps) + grid.shape[1:]))
+        save_interpolation(os.path.join(out, file), torch.stack([x_1[0], x_2[0]]).cpu(), grid.cpu(), steps, label)
+    paths = {k: v.cpu() for k, v in beta_paths.items()}
+    save_tsne(os.path.join(out, FIGURES[2]), codes, paths, names, settings.seed)
     return changes
 
 
-def accuracy_table(guide, config: dict, data, sizes: list[int], args) -> list[dict]:
+def accuracy_table(run: Run, data: ImageSet, sizes: list[int], settings: DomainAlignmentSettings) -> list[dict]:
     """(d): this run, each baseline run, an untrained encoder and the group mean image, on the same groups."""
-    train_cfg, images = config.train_cfg, data.images
+    images, device, seed = data.images, run.device, settings.seed
     probes = {
-        size: domain_groups(data.domains, args.num_groups, size, train_cfg.mix, args.seed + 10 * size) for size in sizes
+        size: domain_groups(data.domains, settings.num_groups, size, run.train_cfg.mix, seed + 10 * size)
+        for size in sizes
     }
-    rows = [
-        accuracy_row(
-            train_cfg.model,
-            args.run,
-            "E q(beta|X)",
-            lambda g: group_codes(guide, images, g, args.device),
-            probes,
-            args.seed,
-        )
-    ]
-    for baseline_dir in args.baseline_run:
-        rows.append(baseline_row(baseline_dir, config, probes, images, args))
-    torch.manual_seed(args.seed)
-    untrained = build(config.model_cfg, train_cfg.model, train_cfg.guide or default_guide(train_cfg.model))[1]
-    untrained.to(args.device).eval()
-    rows.append(
-        accuracy_row(
-            f"untrained {train_cfg.model}",
-            None,
-            "E q(beta|X)",
-            lambda g: group_codes(untrained, images, g, args.device),
-            probes,
-            args.seed,
-        )
-    )
-    rows.append(accuracy_row("none", None, "group mean image", lambda g: mean_images(images, g), probes, args.seed))
+    codes = [(run.model_name, run.run_dir, "E q(beta|X)", run.guide)]
+    for baseline_dir in settings.baseline_runs:
+        other = load_run(baseline_dir, str(device))
+        if other.model_cfg.x_shape != run.model_cfg.x_shape:
+            raise RunError(
+                f"`baseline_runs`: {baseline_dir} takes images {other.model_cfg.x_shape}, not "
+                f"{run.model_cfg.x_shape}; train it on the same dataset as {run.run_dir}"
+            )
+        code = "E q(beta|X)" if other.guide.has_global_latent else "group mean of E q(z|x)"
+        codes.append((other.model_name, baseline_dir, code, other.guide))
+    untrained = untrained_guide(run.model_cfg, run.model_name, run.guide_name, seed).to(device)
+    codes.append((f"untrained {run.model_name}", None, "E q(beta|X)", untrained))
+    codes.append(("none", None, "group mean image", None))
+    rows = []
+    with progress(total=len(codes) * len(sizes), desc="domain accuracy", unit="probe") as bar:
+        for label, run_dir, code, guide in codes:
+            accuracy, spread = {}, {}
+            for size, groups in probes.items():
+                if guide is None:
+                    a, b = mean_images(images, groups["A"]), mean_images(images, groups["B"])
+                else:
+                    a, b = (
+                        group_codes(guide, images, groups["A"], device),
+                        group_codes(guide, images, groups["B"], device),
+                    )
+                accuracy[size], spread[size] = domain_accuracy(a, b, seed)
+                bar.update()
+            rows.append({"model": label, "run": run_dir, "code": code, "accuracy": accuracy, "accuracy_std": spread})
     return rows
-
-
-def baseline_row(run_dir: str, config: dict, probes: dict, images: torch.Tensor, args) -> dict:
-    _, guide, other = load_run(run_dir, args.device)
-    if other.model_cfg.x_shape != config.model_cfg.x_shape:
-        raise RunError(
-            f"baseline run {run_dir} takes images {other.model_cfg.x_shape}, not "
-            f"{config.model_cfg.x_shape}; train it on the same dataset as {config.run_dir}"
-        )
-    code = "E q(beta|X)" if guide.has_global_latent else "group mean of E q(z|x)"
-    return accuracy_row(
-        other.train_cfg.model, run_dir, code, lambda g: group_codes(guide, images, g, args.device), probes, args.seed
-    )

@@ -1,254 +1,120 @@
-"""Embed images with a trained run: q(beta | X) of each group and q(z | x), q(d | z) of each image.
+"""The `embed` command: q(beta | X) of each group and q(z | x), q(d | z) of each image, as files.
 
-This is how a trained UG-VAE is used on data of one's own: every group gets the mean and
-scale of its global posterior (the product of per-sample Gaussians, so a group may hold any
-number of images), every image its local code. Sources:
+This is how a trained UG-VAE is used on data of one's own (`Run.embed`, train/inference.py):
+every group gets the mean and scale of its global posterior (the product of per-sample
+Gaussians, so a group may hold any number of images), every image its local code. Sources:
 
-    --split train|test    the run's dataset, cut in order into groups of --group-size
-                          (default: the run's B); the last group may be smaller
-    --folder PATH         each sub-folder is one group of any size; a flat folder is cut
-                          into groups of --group-size, in file-name order
+    split    the run's dataset, train or test, cut in order into groups of `group_size`
+             (default: the run's B); the last group may be smaller
+    folder   each sub-folder is one group of any size; a flat folder is cut into groups of
+             `group_size`, in file-name order
 
 Folder images are centre-cropped and resized to the run's image size (data/folder.py) and
-converted to its channels; a notice says when any image had another size.
+converted to its channels; a notice says when any image had another size or colour.
 
-Writes, to a new RUN_DIR/embed/<source>[-n]/ (or --out, which must not hold files):
-    embeddings.npz   per group: beta_loc, beta_scale (G, beta_dim), group_id, group_source,
-                     group_size; per image: z_loc, z_scale (N, z_dim), pi (N, K) where the
-                     model has clusters, sample_group (the group_id of its group),
-                     sample_name (file path relative to the folder, or "split[index]"),
-                     sample_index (dataset index, or -1 for a file)
-    beta.csv         one row per group: group_id, source, size, beta_loc_*, beta_scale_*
-For a model without a global latent (VAE, GMVAE) beta is absent: only the local codes are
-written, and the console says so.
+Writes, atomically, to a new RUN/embed/<source>[-n]/ (or `out`, which must not hold files;
+with `out` elsewhere the run itself is only read):
+    embeddings.npz   the arrays of `Embeddings` (train/inference.py)
+    beta.csv         one row per group: group_id, group_source, group_size, beta_loc_*, beta_scale_*
+For a model without a global latent (VAE, GMVAE) beta is absent: only the local codes are written.
 """
 
 from __future__ import annotations
 
+import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from ..data import DataError, load_dataset, to_unit_float
-from ..data.folder import list_images, read_images
-from ..train import RunError, load_run
-from ..train.config import resolve_device
-from ..train.rundir import new_output_dir
-
-GROUPS_PER_PASS = 64  # equal-sized groups embedded in one call
+from ..errors import ConfigError, RunError
+from ..files import atomic_write, atomic_write_text
+from ..progress import plural
+from ..train import Run
+from ..train.inference import Embeddings, embed_groups, split_groups
+from ..train.run import new_output_dir
+from .settings import setting
 
 
 @dataclass
-class ImageGroups:
-    """uint8 images (N, C, H, W) cut into groups: `members[g]` indexes the images of group g."""
-
-    images: torch.Tensor
-    members: list[torch.Tensor]
-    sources: list[str]  # per group: its folder, or its index range in the dataset
-    names: list[str]  # per image
-    indices: list[int]  # per image: its dataset index, -1 for files
-    notice: str | None = None
-
-
-def consecutive(n: int, group_size: int) -> list[torch.Tensor]:
-    """0..n-1 cut in order into groups of group_size; the last one holds the rest."""
-    if group_size < 1:
-        raise ValueError(f"--group-size must be >= 1, got {group_size}")
-    return list(torch.arange(n).split(group_size))
-
-
-def split_groups(run, split: str, group_size: int, data_dir: str | None = None) -> ImageGroups:
-    cfg = run.train_cfg
-    data = load_dataset(cfg.dataset, split, data_dir or cfg.data_dir, cfg.image_size)
-    members = consecutive(len(data), group_size)
-    sources = [f"{split}[{int(m[0])}:{int(m[-1]) + 1}]" for m in members]
-    return ImageGroups(
-        data.images, members, sources, [f"{split}[{i}]" for i in range(len(data))], list(range(len(data)))
+class EmbedSettings:
+    folder: str | None = setting(None, "images to embed: each sub-folder is one group; a flat folder is cut")
+    split: str | None = setting(None, "the run's own dataset split", choices=("train", "test"))
+    group_size: int | None = setting(
+        None, "images per group of a split or flat folder; None: the run's B", "-B", "--group-size"
     )
-
-
-def folder_groups(root: str | Path, x_shape: tuple[int, int, int], group_size: int | None = None) -> ImageGroups:
-    """Images of a folder as groups: one per sub-folder holding images, or, for a flat folder,
-    consecutive groups of `group_size` (all of them in one group when it is None)."""
-    root = Path(root).expanduser()
-    if not root.is_dir():
-        raise DataError(f"image folder {root} does not exist; check the path after --folder")
-    channels, height, width = x_shape
-    if height != width:
-        raise RunError(f"the run's images are {height}x{width}; folders can only be read for square images")
-    files = list_images(root)
-    nested = [f for f in files if len(f.parts) > 1]
-    if nested and len(nested) != len(files):
-        loose = [f.as_posix() for f in files if len(f.parts) == 1][:3]
-        raise DataError(
-            f"{root} holds both sub-folders of images and loose images ({', '.join(loose)}); "
-            "put every image in a sub-folder (one group each) or use a flat folder"
-        )
-    if nested:
-        # Each first-level sub-folder is one group, with every image below it.
-        sources = sorted({f.parts[0] for f in files})
-        members, start = [], 0
-        for source in sources:
-            size = sum(1 for f in files if f.parts[0] == source)
-            members.append(torch.arange(start, start + size))
-            start += size
-        files = [f for source in sources for f in files if f.parts[0] == source]
-    else:
-        members = consecutive(len(files), group_size or len(files))
-        sources = [f"{root.name}[{int(m[0])}:{int(m[-1]) + 1}]" for m in members]
-    paths = [root / f for f in files]
-    images = read_images(paths, height, channels)
-    return ImageGroups(
-        images, members, sources, [f.as_posix() for f in files], [-1] * len(files), resize_notice(paths, height)
-    )
-
-
-def resize_notice(paths: list[Path], size: int) -> str | None:
-    from PIL import Image
-
-    sizes = set()
-    for path in paths:
-        with Image.open(path) as image:
-            sizes.add(image.size)
-    other = sorted(s for s in sizes if s != (size, size))
-    if not other:
-        return None
-    shown = ", ".join(f"{w}x{h}" for w, h in other[:3]) + (", ..." if len(other) > 3 else "")
-    return f"notice: images of size {shown} were centre-cropped and resized to the run's {size}x{size}"
-
-
-@torch.no_grad()
-def embed_groups(model, guide, groups: ImageGroups, device="cpu") -> dict[str, np.ndarray]:
-    """The arrays of embeddings.npz (see the module docstring) for every group."""
-    z_loc, z_scale, pi = [None] * len(groups.images), [None] * len(groups.images), [None] * len(groups.images)
-    beta_loc, beta_scale = [None] * len(groups.members), [None] * len(groups.members)
-    # Groups of one size go through the guide together; sizes differ only between sub-folders.
-    by_size: dict[int, list[int]] = {}
-    for g, m in enumerate(groups.members):
-        by_size.setdefault(len(m), []).append(g)
-    for ids in by_size.values():
-        for chunk in [ids[i : i + GROUPS_PER_PASS] for i in range(0, len(ids), GROUPS_PER_PASS)]:
-            idx = torch.stack([groups.members[g] for g in chunk])
-            x = to_unit_float(groups.images[idx].to(device))
-            local = guide.local_posterior(x)
-            for row, g in enumerate(chunk):
-                for col, i in enumerate(groups.members[g].tolist()):
-                    z_loc[i], z_scale[i] = local.z_loc[row, col].cpu(), local.z_scale[row, col].cpu()
-                    pi[i] = None if local.pi is None else local.pi[row, col].cpu()
-            if guide.has_global_latent:
-                post = guide.global_posterior(x)
-                for row, g in enumerate(chunk):
-                    beta_loc[g], beta_scale[g] = post.loc[row].cpu(), post.scale[row].cpu()
-    sample_group = np.empty(len(groups.images), dtype=np.int64)
-    for g, m in enumerate(groups.members):
-        sample_group[m.numpy()] = g
-    out = {
-        "group_id": np.arange(len(groups.members)),
-        "group_source": np.array(groups.sources),
-        "group_size": np.array([len(m) for m in groups.members]),
-        "z_loc": torch.stack(z_loc).numpy(),
-        "z_scale": torch.stack(z_scale).numpy(),
-        "sample_group": sample_group,
-        "sample_name": np.array(groups.names),
-        "sample_index": np.array(groups.indices, dtype=np.int64),
-    }
-    if guide.has_mixture:
-        out["pi"] = torch.stack(pi).numpy()
-    if guide.has_global_latent:
-        out["beta_loc"], out["beta_scale"] = torch.stack(beta_loc).numpy(), torch.stack(beta_scale).numpy()
-    return out
-
-
-def beta_csv(arrays: dict[str, np.ndarray]) -> str:
-    dim = arrays["beta_loc"].shape[1]
-    head = (
-        ["group_id", "source", "size"] + [f"beta_loc_{j}" for j in range(dim)] + [f"beta_scale_{j}" for j in range(dim)]
-    )
-    lines = [",".join(head)]
-    for g in arrays["group_id"]:
-        source = str(arrays["group_source"][g]).replace('"', '""')
-        numbers = [f"{v:.6g}" for v in (*arrays["beta_loc"][g], *arrays["beta_scale"][g])]
-        lines.append(",".join([str(g), f'"{source}"', str(arrays["group_size"][g]), *numbers]))
-    return "\n".join(lines) + "\n"
-
-
-def claim_output_dir(path: str) -> str:
-    """--out: created if missing, refused if it already holds files (nothing is overwritten)."""
-    if os.path.isdir(path) and os.listdir(path):
-        raise RunError(f"--out {path} already holds files and outputs are never overwritten; pick another --out")
-    os.makedirs(path, exist_ok=True)
-    return path
+    out: str | None = setting(None, "output folder; None: a new RUN/embed/SOURCE", metavar="DIR")
+    data_dir: str | None = setting(None, "where the run's dataset is found; None: the run's")
 
 
 @dataclass
 class EmbedResult:
     out_dir: str
     files: list[str]
-    groups: int
-    images: int
-    has_beta: bool
-    notice: str | None
+    embeddings: Embeddings
 
 
-def embed_run(
-    run_dir: str,
-    folder: str | None = None,
-    split: str | None = None,
-    group_size: int | None = None,
-    out: str | None = None,
-    device: str = "auto",
-    data_dir: str | None = None,
-) -> EmbedResult:
-    """Embed `folder` (sub-folders as groups) or the run's `split`; write the files of the module docstring."""
-    if (folder is None) == (split is None):
-        raise ValueError("embed needs one source: --folder PATH or --split train|test")
-    device = resolve_device(device)
-    run = load_run(run_dir, str(device))
-    B = group_size or run.train_cfg.group_size
-    if folder is not None:
-        groups, name = folder_groups(folder, run.model_cfg.x_shape, B), Path(folder).expanduser().resolve().name
+def embed_run(run: Run, settings: EmbedSettings) -> EmbedResult:
+    """Embed `settings.folder` or the run's `settings.split`; write the files of the module docstring."""
+    if (settings.folder is None) == (settings.split is None):
+        raise ConfigError("embed needs one source: a `folder` or a `split` (train or test)")
+    if settings.group_size is not None and settings.group_size < 1:
+        raise ConfigError(f"`group_size` must be >= 1, got {settings.group_size}")
+    if settings.out:
+        check_output_dir(settings.out)
+    if settings.folder is not None:
+        embeddings = run.embed(settings.folder, settings.group_size)
+        name = Path(settings.folder).expanduser().resolve().name
     else:
-        groups, name = split_groups(run, split, B, data_dir), split
-    arrays = embed_groups(run.model, run.guide, groups, device)
-    out_dir = claim_output_dir(out) if out else new_output_dir(os.path.join(run_dir, "embed"), name)
+        group_size = settings.group_size or run.train_cfg.group_size
+        groups = split_groups(run, settings.split, group_size, settings.data_dir)
+        embeddings, name = embed_groups(run.model, run.guide, groups, run.device), settings.split
+    out_dir = claim_output_dir(settings.out) if settings.out else new_output_dir(run.path("embed"), name)
     files = [os.path.join(out_dir, "embeddings.npz")]
-    np.savez(files[0], **arrays)
-    if "beta_loc" in arrays:
+    save_npz(files[0], embeddings.arrays())
+    if embeddings.beta_loc is not None:
         files.append(os.path.join(out_dir, "beta.csv"))
-        with open(files[1], "w") as f:
-            f.write(beta_csv(arrays))
-    return EmbedResult(out_dir, files, len(groups.members), len(groups.images), "beta_loc" in arrays, groups.notice)
+        atomic_write_text(files[1], beta_csv(embeddings))
+    return EmbedResult(out_dir, files, embeddings)
 
 
-def add_arguments(parser):
-    parser.add_argument("--run", required=True, metavar="RUN_DIR", help="a trained run")
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument(
-        "--folder", metavar="PATH", help="images to embed: each sub-folder is one group; a flat folder is cut"
-    )
-    source.add_argument("--split", choices=("train", "test"), help="the run's own dataset split")
-    parser.add_argument(
-        "--group-size",
-        "-B",
-        type=int,
-        default=None,
-        help="images per group of a split or flat folder; None: the run's B",
-    )
-    parser.add_argument("--out", metavar="DIR", default=None, help="output folder; None: a new RUN_DIR/embed/SOURCE")
-    parser.add_argument("--data-dir", default=None, help="where the run's dataset is found; None: the run's")
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+def report(result: EmbedResult) -> str:
+    e = result.embeddings
+    lines = [f"embedded {plural(len(e.z_loc), 'image')} in {plural(len(e.group_id), 'group')}"]
+    if e.beta_loc is None:
+        lines.append("this model has no global latent: beta is absent, only the local codes z (and pi) are written")
+    return "\n".join(lines + [f"wrote {path}" for path in result.files])
 
 
-def run(args) -> int:
-    result = embed_run(args.run, args.folder, args.split, args.group_size, args.out, args.device, args.data_dir)
-    if result.notice:
-        print(result.notice)
-    print(f"embedded {result.images} images in {result.groups} groups")
-    if not result.has_beta:
-        print("this model has no global latent: beta is absent, only the local codes z (and pi) are written")
-    for path in result.files:
-        print(f"wrote {path}")
-    return 0
+def save_npz(path: str, arrays: dict[str, np.ndarray]) -> None:
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    atomic_write(path, lambda f: f.write(buffer.getbuffer()))
+
+
+def beta_csv(e: Embeddings) -> str:
+    dim = e.beta_loc.shape[1]
+    head = ["group_id", "group_source", "group_size"]
+    head += [f"beta_loc_{j}" for j in range(dim)] + [f"beta_scale_{j}" for j in range(dim)]
+    lines = [",".join(head)]
+    for g in e.group_id:
+        source = str(e.group_source[g]).replace('"', '""')
+        numbers = [f"{v:.6g}" for v in (*e.beta_loc[g], *e.beta_scale[g])]
+        lines.append(",".join([str(g), f'"{source}"', str(e.group_size[g]), *numbers]))
+    return "\n".join(lines) + "\n"
+
+
+def check_output_dir(path: str) -> None:
+    """Refuse an `out` folder that already holds files, before any work: nothing is overwritten."""
+    if os.path.lexists(path) and not os.path.isdir(path):
+        raise RunError(f"`out` {path} is a file, not a folder; pick another `out`")
+    if os.path.isdir(path) and os.listdir(path):
+        raise RunError(f"`out` {path} already holds files and outputs are never overwritten; pick another `out`")
+
+
+def claim_output_dir(path: str) -> str:
+    """`out`: created if missing, refused if it already holds files (nothing is overwritten)."""
+    check_output_dir(path)
+    os.makedirs(path, exist_ok=True)
+    return path

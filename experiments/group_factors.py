@@ -27,29 +27,117 @@ Writes results.json, table.md, r2.png and transfer.png to RUN/experiments/group-
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
 from ..data import to_unit_float
+from ..errors import DataError, RunError
+from ..files import atomic_write_text
+from ..progress import progress
+from ..train import Run
+from .settings import check_at_least, setting
 
+NAME = "group-factors"
 FOLDS = 5
 
 
-def add_arguments(p):
-    p.add_argument("--run", required=True, metavar="RUN_DIR", help="a run trained on grouped:BASE")
-    p.add_argument("--group-sizes", type=int, nargs="+", default=[32, 8], metavar="B", help="B of held-out groups")
-    p.add_argument("--groups", type=int, default=300, help="held-out groups per group size")
-    p.add_argument("--untrained-seeds", type=int, default=3, help="seeds of the untrained-guide baseline")
-    p.add_argument("--pairs", type=int, default=150, help="(own, donor) pairs of the transfer test")
-    p.add_argument("--seed", type=int, default=0, help="seed of the groups, factors and pairs")
-    p.add_argument("--data-dir", default=None, help="where the base dataset is found; None: the run's")
-    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+@dataclass
+class GroupFactorsSettings:
+    group_sizes: list[int] = setting([32, 8], "B of held-out groups", metavar="B")
+    groups: int = setting(300, "held-out groups per group size")
+    untrained_seeds: int = setting(3, "seeds of the untrained-guide baseline")
+    pairs: int = setting(150, "(own, donor) pairs of the transfer test")
+    seed: int = setting(0, "seed of the groups, factors and pairs")
+    data_dir: str | None = setting(None, "where the base dataset is found; None: the run's")
+
+
+@dataclass
+class GroupFactorsResult:
+    out_dir: str
+    files: list[str]
+    factor_names: list[str]
+    summary: list[dict]  # per group size and feature source: R^2 per factor (untrained seeds merged)
+    transfer: dict[str, list[float]]  # what is read from which images -> R^2 per factor
+    table: str  # the Markdown of table.md
+
+
+def group_factors(run: Run, settings: GroupFactorsSettings | None = None) -> GroupFactorsResult:
+    """Read and render the factors of `run`'s held-out groups: the files of the module docstring."""
+    from ..data import load_dataset
+    from .group_features import untrained_guide
+    from .plotting import experiment_dir, save_grid, save_json
+
+    settings = settings or GroupFactorsSettings()
+    check_at_least(settings, group_sizes=1, groups=2 * FOLDS, untrained_seeds=1, pairs=2)
+    guide, model_cfg, train_cfg = run.guide, run.model_cfg, run.train_cfg
+    kind, _, base_name = train_cfg.dataset.partition(":")
+    if kind != "grouped":
+        raise DataError(f"group factors need a run trained on grouped:BASE, not on {train_cfg.dataset}")
+    if not guide.has_global_latent:
+        raise RunError(f"group factors need a model with a global latent, not {run.model_name}")
+    base = load_dataset(base_name, "test", settings.data_dir or train_cfg.data_dir, train_cfg.image_size)
+    untrained = [
+        untrained_guide(model_cfg, run.model_name, run.guide_name, seed).to(run.device)
+        for seed in range(settings.untrained_seeds)
+    ]
+    sources = group_feature_sources(guide, untrained, model_cfg.beta_dim)
+    rows, transfer_result, shown, factor_names = measure(run, base, sources, settings)
+    out = experiment_dir(run, NAME)
+    files = [os.path.join(out, name) for name in ("results.json", "table.md", "r2.png", "transfer.png")]
+    summary = summarise(rows)
+    save_json(
+        files[0],
+        {
+            "run": run.run_dir,
+            "step": run.step,  # the checkpoint these numbers were computed from
+            "dataset": train_cfg.dataset,
+            "factors": factor_names,
+            "settings": {
+                k: getattr(settings, k) for k in ("group_sizes", "groups", "untrained_seeds", "pairs", "seed")
+            },
+            "rows": rows,
+            "summary": summary,
+            "transfer": transfer_result,
+        },
+    )
+    table = markdown_table(summary, transfer_result, factor_names)
+    atomic_write_text(files[1], table)
+    bar_plot(files[2], summary, factor_names)
+    save_grid(files[3], shown.cpu(), 8, "rows: own group, donor group, own z + donor beta")
+    return GroupFactorsResult(out, files, factor_names, summary, transfer_result, table)
+
+
+def report(result: GroupFactorsResult) -> str:
+    return result.table + f"wrote {result.out_dir}"
+
+
+def measure(run: Run, base, sources: dict, settings: GroupFactorsSettings):
+    """R^2 rows per group size and source, the transfer (at the first group size: it fits an image
+    regressor), its picture, and the factor names."""
+    G, rows, transfer_result = settings.groups, [], None
+    with progress(total=len(settings.group_sizes) * len(sources) + 1, desc="group factors", unit="step") as bar:
+        for B in settings.group_sizes:
+            data = held_out_groups(base, G, B, settings.seed + B)
+            groups = torch.arange(len(data)).view(G, B)
+            factors = data.factors[groups[:, 0]]
+            everything = torch.ones(G, dtype=torch.bool)
+            for source, encode in sources.items():
+                r2 = cross_validated_r2(encode(data.images, groups, everything), factors, settings.seed)
+                rows.append({"group_size": B, "features": source, "r2": r2})
+                bar.update()
+            if transfer_result is None:
+                x = chunk(data.images, groups).to(run.device)
+                transfer_result, shown = transfer(run.model, run.guide, x, factors, settings.pairs, settings.seed)
+                bar.update()
+    return rows, transfer_result, shown, list(data.factor_names)
 
 
 def held_out_groups(base, num_groups: int, group_size: int, seed: int):
     """An ImageSet of num_groups * group_size images (group g at rows g*B..) with factors drawn per group."""
     from ..data.grouped import factor_groups
-    from ..data.structured import draw_groups
+    from ..data.sampling import draw_groups
 
     generator = torch.Generator().manual_seed(seed)
     members = draw_groups(torch.arange(len(base)), num_groups, group_size, generator)
@@ -78,14 +166,14 @@ class ImageFactorReader:
         from sklearn.neural_network import MLPRegressor
         from sklearn.preprocessing import StandardScaler
 
-        # images (G, B, C, H, W) in [0, 1], factors (G, F)
-        self.scaler = StandardScaler().fit(factors.numpy())
-        targets = self.scaler.transform(factors.repeat_interleave(images.shape[1], 0).numpy())
+        # images (G, B, C, H, W) in [0, 1], on any device (the MLP runs on the CPU), factors (G, F)
+        self.scaler = StandardScaler().fit(factors.cpu().numpy())
+        targets = self.scaler.transform(factors.cpu().repeat_interleave(images.shape[1], 0).numpy())
         self.net = MLPRegressor(hidden_layer_sizes=(128,), max_iter=300, early_stopping=True, random_state=seed)
-        self.net.fit(images.flatten(2).flatten(0, 1).numpy(), targets)
+        self.net.fit(images.flatten(2).flatten(0, 1).cpu().numpy(), targets)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        per_image = self.net.predict(images.flatten(2).flatten(0, 1).numpy())
+        per_image = self.net.predict(images.flatten(2).flatten(0, 1).cpu().numpy())
         per_group = per_image.reshape(images.shape[0], images.shape[1], -1).mean(1)
         return torch.from_numpy(self.scaler.inverse_transform(per_group)).float()
 
@@ -97,14 +185,18 @@ def r2_per_factor(truth: torch.Tensor, predicted: torch.Tensor) -> list[float]:
 
 
 @torch.no_grad()
-def transfer(model, guide, x: torch.Tensor, factors: torch.Tensor, args) -> tuple[dict, torch.Tensor]:
-    """Transfer R^2 for groups x (G, B, C, H, W): the first half fits the reader, the second is swapped."""
+def transfer(
+    model, guide, x: torch.Tensor, factors: torch.Tensor, pairs: int, seed: int
+) -> tuple[dict[str, list[float]], torch.Tensor]:
+    """Transfer R^2 for groups x (G, B, C, H, W) in [0, 1] and their factors (G, F): the first
+    half fits the reader, `pairs` (own, donor) pairs of the second are swapped. Also returns a
+    picture of the first three pairs (own, donor, swapped; up to 8 images each)."""
     G = x.shape[0]
     fit, test = torch.arange(G // 2), torch.arange(G // 2, G)
-    reader = ImageFactorReader(x[fit], factors[fit], args.seed)
-    generator = torch.Generator().manual_seed(args.seed + 1)
-    own = test[torch.randint(len(test), (args.pairs,), generator=generator)]
-    donor = test[torch.randint(len(test), (args.pairs,), generator=generator)]
+    reader = ImageFactorReader(x[fit], factors[fit], seed)
+    generator = torch.Generator().manual_seed(seed + 1)
+    own = test[torch.randint(len(test), (pairs,), generator=generator)]
+    donor = test[torch.randint(len(test), (pairs,), generator=generator)]
     z_loc = guide.local_posterior(x[own]).z_loc
     beta_own, beta_donor = guide.global_posterior(x[own]).loc, guide.global_posterior(x[donor]).loc
     swapped = model.decode(z_loc, beta_donor[:, None])
@@ -112,7 +204,7 @@ def transfer(model, guide, x: torch.Tensor, factors: torch.Tensor, args) -> tupl
     read_swapped = reader(swapped)
     # Decoded means are smoother than real digits; a reader fit on reconstructions knows that style.
     fit_rebuilt = model.decode(guide.local_posterior(x[fit]).z_loc, guide.global_posterior(x[fit]).loc[:, None])
-    style_reader = ImageFactorReader(fit_rebuilt, factors[fit], args.seed)
+    style_reader = ImageFactorReader(fit_rebuilt, factors[fit], seed)
     style_swapped = style_reader(swapped)
     result = {
         "reader on real held-out groups": r2_per_factor(factors[test], reader(x[test])),
@@ -124,12 +216,13 @@ def transfer(model, guide, x: torch.Tensor, factors: torch.Tensor, args) -> tupl
         "reconstruction-fit reader: swapped vs own": r2_per_factor(factors[own], style_swapped),
     }
     # A picture of the first pairs: own group, donor group, own z with donor's beta.
-    shown = torch.cat([torch.cat([x[own[i], :8], x[donor[i], :8], swapped[i, :8]]) for i in range(3)])
+    shown = torch.cat([torch.cat([x[own[i], :8], x[donor[i], :8], swapped[i, :8]]) for i in range(min(3, pairs))])
     return result, shown
 
 
-def group_feature_sources(guide, untrained: list, beta_dim: int) -> dict:
-    """Feature sources (images, groups, is_train) -> loc (G, D), as in experiments/group_features.py."""
+def group_feature_sources(guide, untrained: list, beta_dim: int) -> dict[str, Callable[..., torch.Tensor]]:
+    """Feature sources (images, groups, is_train) -> features (G, D): the posterior means of the
+    sources of experiments/group_features.py."""
     from .group_features import encode_groups, group_local_codes, local_code_features, pca_features
 
     def posterior_mean(g):
@@ -214,61 +307,3 @@ def bar_plot(path: str, summary: list[dict], factor_names: list[str]):
 
 def chunk(images: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     return to_unit_float(images[idx])
-
-
-def run(args) -> int:
-    from ..data import DataError, load_dataset
-    from ..train import load_run
-    from .group_features import untrained_guide
-    from .plotting import experiment_dir, save_grid, save_json
-
-    if min(args.group_sizes) < 1 or args.groups < 2 * FOLDS or args.pairs < 2 or args.untrained_seeds < 1:
-        raise ValueError(f"--group-sizes, --untrained-seeds must be >= 1, --pairs >= 2 and --groups >= {2 * FOLDS}")
-    model, guide, config = load_run(args.run, args.device)
-    model_cfg, train_cfg = config.model_cfg, config.train_cfg
-    kind, _, base_name = train_cfg.dataset.partition(":")
-    if kind != "grouped" or not guide.has_global_latent:
-        raise DataError(
-            f"group factors need a model with a global latent trained on grouped:BASE, not "
-            f"{train_cfg.model} on {train_cfg.dataset}"
-        )
-    base = load_dataset(base_name, "test", args.data_dir or train_cfg.data_dir, train_cfg.image_size)
-    untrained = [
-        untrained_guide(model_cfg, train_cfg.model, train_cfg.guide, seed).to(args.device)
-        for seed in range(args.untrained_seeds)
-    ]
-    sources = group_feature_sources(guide, untrained, model_cfg.beta_dim)
-    rows, transfer_result = [], None
-    for B in args.group_sizes:
-        data = held_out_groups(base, args.groups, B, args.seed + B)
-        groups = torch.arange(len(data)).view(args.groups, B)
-        factors = data.factors[groups[:, 0]]
-        everything = torch.ones(args.groups, dtype=torch.bool)
-        for source, encode in sources.items():
-            features = encode(data.images, groups, everything)
-            rows.append({"group_size": B, "features": source, "r2": cross_validated_r2(features, factors, args.seed)})
-        if transfer_result is None:  # at the first group size only: it fits an image regressor
-            x = chunk(data.images, groups).to(args.device)
-            transfer_result, shown = transfer(model, guide, x, factors, args)
-    out = experiment_dir(args.run, "group-factors")
-    summary = summarise(rows)
-    settings = {k: getattr(args, k) for k in ("group_sizes", "groups", "untrained_seeds", "pairs", "seed")}
-    save_json(
-        os.path.join(out, "results.json"),
-        {
-            "run": args.run,
-            "dataset": train_cfg.dataset,
-            "factors": data.factor_names,
-            "settings": settings,
-            "rows": rows,
-            "summary": summary,
-            "transfer": transfer_result,
-        },
-    )
-    table = markdown_table(summary, transfer_result, data.factor_names)
-    with open(os.path.join(out, "table.md"), "w") as f:
-        f.write(table)
-    bar_plot(os.path.join(out, "r2.png"), summary, data.factor_names)
-    save_grid(os.path.join(out, "transfer.png"), shown.cpu(), 8, "rows: own group, donor group, own z + donor beta")
-    print(table + f"wrote {out}")
-    return 0

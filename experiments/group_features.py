@@ -19,6 +19,8 @@ split by sample would let a classifier recognise groups instead of classes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 from sklearn.decomposition import PCA
@@ -27,7 +29,9 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC, LinearSVC
 
 from ..data import to_unit_float
-from ..guide import build
+from ..errors import ConfigError
+from ..guide import Guide, build
+from ..model import ModelConfig
 
 CLASSIFIERS = {
     "linear SVM": lambda seed: LinearSVC(C=1.0, max_iter=10_000, random_state=seed),
@@ -36,7 +40,7 @@ CLASSIFIERS = {
 
 
 @torch.no_grad()
-def group_posterior(guide, x: torch.Tensor):
+def group_posterior(guide: Guide, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """loc, scale (G, D) of the group feature of x (G, B, C, H, W); see the module docstring."""
     if guide.has_global_latent:
         return guide.global_posterior(x)
@@ -44,7 +48,9 @@ def group_posterior(guide, x: torch.Tensor):
     return z_loc.mean(-2), z_scale.pow(2).sum(-2).sqrt() / z_loc.shape[-2]
 
 
-def encode_groups(guide, images: torch.Tensor, groups: torch.Tensor, chunk: int = 64):
+def encode_groups(
+    guide: Guide, images: torch.Tensor, groups: torch.Tensor, chunk: int = 64
+) -> tuple[torch.Tensor, torch.Tensor]:
     """loc, scale (G, D) for index groups (G, B) into uint8 images (N, C, H, W)."""
     device = next(guide.parameters()).device
     locs, scales = [], []
@@ -61,14 +67,16 @@ def posterior_samples(loc: torch.Tensor, scale: torch.Tensor, num_samples: int, 
     return (loc + scale * noise).transpose(0, 1)
 
 
-# A feature source maps (images, groups (G, B), is_train (G,)) to loc, scale (G, D).
+# A feature source maps uint8 images (N, C, H, W), index groups (G, B) and is_train (G,) (the
+# groups a fitted projection may learn from) to loc, scale (G, D).
+FeatureSource = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
 
-def guide_features(guide):
+def guide_features(guide: Guide) -> FeatureSource:
     return lambda images, groups, is_train: encode_groups(guide, images, groups)
 
 
-def pca_features(dim: int):
+def pca_features(dim: int) -> FeatureSource:
     """Group mean images on principal axes fitted on the training groups only; scale 0."""
 
     def features(images, groups, is_train):
@@ -82,7 +90,7 @@ def pca_features(dim: int):
 
 
 @torch.no_grad()
-def group_local_codes(guide, images: torch.Tensor, groups: torch.Tensor, with_pi: bool = True) -> torch.Tensor:
+def group_local_codes(guide: Guide, images: torch.Tensor, groups: torch.Tensor, with_pi: bool = True) -> torch.Tensor:
     """Group means (G, D) of [z_loc, pi] (or z_loc alone) from the guide's local posterior."""
     device = next(guide.parameters()).device
     means = []
@@ -93,7 +101,7 @@ def group_local_codes(guide, images: torch.Tensor, groups: torch.Tensor, with_pi
     return torch.cat(means)
 
 
-def local_code_features(guide, dim: int):
+def local_code_features(guide: Guide, dim: int) -> FeatureSource:
     """Group means of [z_loc, pi] on principal axes fitted on the training groups only; scale 0."""
 
     def features(images, groups, is_train):
@@ -106,7 +114,7 @@ def local_code_features(guide, dim: int):
     return features
 
 
-def untrained_guide(model_cfg, model_name: str, guide_name: str | None, seed: int):
+def untrained_guide(model_cfg: ModelConfig, model_name: str, guide_name: str | None, seed: int) -> Guide:
     """A freshly initialised guide of the run's architecture: what q(beta|X) gives before any training."""
     with torch.random.fork_rng():
         torch.manual_seed(seed)
@@ -120,7 +128,7 @@ def svm_accuracies(features: torch.Tensor, labels: torch.Tensor, is_train: torch
     Every sample of a group inherits its label; accuracy is the share of samples classified right.
     """
     if is_train.all() or not is_train.any():
-        raise ValueError("the group split leaves no training or no test group; raise --groups")
+        raise ConfigError(f"the split of {len(is_train)} groups leaves no training or no test group; score more groups")
     S = features.shape[1]
     flat = features.reshape(-1, features.shape[-1]).numpy()
     y = labels.repeat_interleave(S).numpy()

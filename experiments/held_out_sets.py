@@ -7,7 +7,7 @@ Two kinds, both drawn from a dataset's test split, so no image was trained on:
               the split with the set's factors.
     mix       S sets whose class shares p ~ Dirichlet(alpha) per set (alpha = 0: one class per
               set, e.g. a folder's sub-folders); a set holds round(p_c B) images of class c
-              (largest remainders, data/training_groups.py). Labels are read for evaluation
+              (largest remainders, data/sampling.py). Labels are read for evaluation
               only. The answer is the set's own shares (counts / B); the reference is M new
               images whose classes are drawn from p, none of them a member.
 
@@ -24,8 +24,7 @@ import torch
 
 from ..data.grouped import FACTOR_NAMES, apply_factors, factor_groups
 from ..data.imageset import ImageSet
-from ..data.structured import draw_groups
-from ..data.training_groups import rounded_counts
+from ..data.sampling import draw_groups, rounded_counts
 from ..errors import DataError
 
 
@@ -83,7 +82,7 @@ def mix_sets(base: ImageSet, num_sets: int, size: int, reference: int, alpha: fl
         p[np.arange(num_sets), rng.choice(present, size=num_sets)] = 1.0
     else:
         p[:, present] = rng.dirichlet(np.full(len(present), float(alpha)), size=num_sets)
-    counts = rounded_counts(p, size)
+    counts = rounded_counts(p, size).numpy()
     members, refs = [], []
     for s in range(num_sets):
         chosen = np.concatenate(

@@ -6,29 +6,117 @@ from -1 to +1; column c moves z diagonally around the cluster's prior mean given
     z_rc = mu_z^(d)(beta_r) + s_c (1, ..., 1),   s_c from -3 to +3,   mu_z^(d) of eq. 3,
 
 and each cell shows the decoder's mean image for (z_rc, beta_r); d plays no other role, since
-both latents are set by hand. `--beta-centre posterior` moves the rows around the mean of
+both latents are set by hand. `beta_centre="posterior"` moves the rows around the mean of
 q(beta | X) over random test groups instead of 0: trained runs put that mean far from the
 prior's centre (|mu| of about 2 per dim on MNIST), where the paper's diagonal never passes.
 ML-VAE has one Gaussian prior on z, so its grid is centred at 0.
-The JSON reports the mean absolute pixel change between neighbouring rows (what beta changes)
-and between neighbouring columns (what z changes) of each grid.
+
+Writes cluster_D.png per chosen cluster (grid.png for ML-VAE), summary.png (up to three grids
+side by side) and interpolation.json to RUN/experiments/interpolation/. The JSON reports the
+mean absolute pixel change between neighbouring rows (what beta changes) and between
+neighbouring columns (what z changes) of each grid.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 import matplotlib.pyplot as plt
 import torch
 
 from ..data import fixed_groups, load_dataset, to_unit_float
-from ..train import RunError, load_run
+from ..errors import ConfigError, RunError
+from ..progress import progress
+from ..train import Run
 from .plotting import experiment_dir, save_figure, save_grid, save_json, show_grid
+from .settings import check_at_least, setting
+
+NAME = "interpolation"
 
 
-def row_label(args) -> str:
-    around = "" if args.beta_centre == "prior" else " around the posterior mean"
-    return f"beta: -{args.beta_range:g} to +{args.beta_range:g} on every dim{around}"
+@dataclass
+class InterpolationSettings:
+    clusters: list[str] | None = setting(
+        None, "clusters to draw, or 'all'; None: the 3 most used on the test split", metavar="D"
+    )
+    rows: int = setting(7, "beta values per grid")
+    cols: int = setting(7, "z values per grid")
+    beta_range: float = setting(1.0, "beta goes from -R to +R")
+    z_range: float = setting(3.0, "z goes from mu_z - R to mu_z + R")
+    beta_centre: str = setting(
+        "prior",
+        "rows around 0 (the paper's) or around the mean of q(beta|X) of random test groups",
+        choices=("prior", "posterior"),
+    )
+    data_dir: str | None = setting(None, "where the dataset is found; None: the run's")
+
+
+@dataclass
+class InterpolationResult:
+    out_dir: str
+    files: list[str]
+    grids: list[dict]  # per grid: cluster (None for ML-VAE), file, beta_effect, z_effect
+    step: int  # the checkpoint the grids were drawn from
+
+
+def interpolation(run: Run, settings: InterpolationSettings | None = None) -> InterpolationResult:
+    """The grids of the module docstring, one per chosen cluster, with a summary figure and their JSON."""
+    settings = settings or InterpolationSettings()
+    check_at_least(settings, rows=2, cols=2)
+    if settings.beta_centre not in ("prior", "posterior"):
+        raise ConfigError(f"`beta_centre` is 'prior' or 'posterior', got {settings.beta_centre!r}")
+    model, guide = run.model, run.guide
+    if not guide.has_global_latent:
+        raise RunError(f"the {run.model_name} run has no global latent beta to interpolate; pass a ugvae or mlvae run")
+    panels = grid_panels(run, settings)
+    centre = None
+    if settings.beta_centre == "posterior":
+        centre = posterior_centre(guide, test_images(run, settings.data_dir), run.train_cfg.group_size)
+    out = experiment_dir(run, NAME)
+    ranges = {"beta_range": settings.beta_range, "z_range": settings.z_range}
+    label = row_label(settings)
+    grids, results, files = {}, [], []
+    for title, (d, filename) in progress(panels.items(), desc="interpolation grids", unit="grid"):
+        grids[title] = images = interpolation_grid(model, d, settings.rows, settings.cols, beta_centre=centre, **ranges)
+        z_centre = "0" if d is None else "mu_z"
+        files.append(os.path.join(out, filename))
+        save_grid(
+            files[-1],
+            images.flatten(0, 1),
+            nrow=settings.cols,
+            title=title,
+            xlabel=f"z: {z_centre} - {settings.z_range:g} to {z_centre} + {settings.z_range:g}",
+            ylabel=label,
+        )
+        results.append({"cluster": d, "file": filename, **grid_effects(images)})
+    files.append(os.path.join(out, "summary.png"))
+    save_summary(files[-1], grids, settings.cols, label)
+    files.append(os.path.join(out, "interpolation.json"))
+    save_json(
+        files[-1],
+        {
+            "run": run.run_dir,
+            "step": run.step,  # the checkpoint these figures were drawn from
+            "model": run.model_name,
+            "rows": settings.rows,
+            "cols": settings.cols,
+            **ranges,
+            "beta_centre": None if centre is None else centre.tolist(),
+            "grids": results,
+        },
+    )
+    return InterpolationResult(out, files, results, run.step)
+
+
+def report(result: InterpolationResult) -> str:
+    lines = [f"{r['file']}: beta effect {r['beta_effect']:.4f}, z effect {r['z_effect']:.4f}" for r in result.grids]
+    return "\n".join(lines + [f"wrote {result.out_dir}"])
+
+
+def row_label(settings: InterpolationSettings) -> str:
+    around = "" if settings.beta_centre == "prior" else " around the posterior mean"
+    return f"beta: -{settings.beta_range:g} to +{settings.beta_range:g} on every dim{around}"
 
 
 def interpolation_latents(
@@ -78,64 +166,41 @@ def cluster_usage(guide, images: torch.Tensor, chunk: int = 500) -> torch.Tensor
     return torch.cat(pis).mean(0)
 
 
-def choose_clusters(asked: list[str] | None, K: int, usage) -> list[int]:
+def choose_clusters(asked: list[str | int] | None, K: int, usage) -> list[int]:
     """`all`, explicit cluster numbers, or by default the three clusters the test images use most."""
-    if asked == ["all"]:
+    if asked is not None and [str(a) for a in asked] == ["all"]:
         return list(range(K))
     if asked:
         try:
             clusters = [int(a) for a in asked]
         except ValueError:
-            raise ValueError(f"--clusters takes cluster numbers or 'all', got {' '.join(asked)}") from None
+            raise ConfigError(f"`clusters` takes cluster numbers or 'all', got {' '.join(map(str, asked))}") from None
         if not all(0 <= d < K for d in clusters):
-            raise ValueError(f"--clusters {' '.join(asked)} is outside 0..{K - 1}; the run has K={K}")
+            raise ConfigError(f"`clusters` {' '.join(map(str, asked))} is outside 0..{K - 1}; the run has K={K}")
         return clusters
     return usage().argsort(descending=True)[: min(3, K)].tolist()
 
 
-def add_arguments(p):
-    p.add_argument("--run", required=True, metavar="RUN_DIR", help="a trained UG-VAE or ML-VAE run")
-    p.add_argument(
-        "--clusters",
-        nargs="+",
-        default=None,
-        metavar="D",
-        help="clusters to draw, or 'all'; None: the 3 most used on the test split",
-    )
-    p.add_argument("--rows", type=int, default=7, help="beta values per grid")
-    p.add_argument("--cols", type=int, default=7, help="z values per grid")
-    p.add_argument("--beta-range", type=float, default=1.0, help="beta goes from -R to +R")
-    p.add_argument("--z-range", type=float, default=3.0, help="z goes from mu_z - R to mu_z + R")
-    p.add_argument(
-        "--beta-centre",
-        choices=("prior", "posterior"),
-        default="prior",
-        help="rows around 0 (the paper's) or around the mean of q(beta|X) of random test groups",
-    )
-    p.add_argument("--data-dir", default=None, help="where the dataset is found; None: the run's")
-    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
-
-
-def grid_panels(model, guide, config, args) -> dict:
+def grid_panels(run: Run, settings: InterpolationSettings) -> dict:
     """title -> (cluster or None, file name): the chosen clusters of UG-VAE, or ML-VAE's one grid."""
-    if not model.has_mixture:  # ML-VAE: one grid around the standard normal prior of z
-        return {f"{config.train_cfg.model}, z around 0": (None, "grid.png")}
+    if not run.model.has_mixture:  # ML-VAE: one grid around the standard normal prior of z
+        return {f"{run.model_name}, z around 0": (None, "grid.png")}
 
     def usage():
-        return cluster_usage(guide, test_images(config, args))
+        return cluster_usage(run.guide, test_images(run, settings.data_dir))
 
-    return {f"cluster {d}": (d, f"cluster_{d}.png") for d in choose_clusters(args.clusters, config.model_cfg.K, usage)}
+    clusters = choose_clusters(settings.clusters, run.model_cfg.K, usage)
+    return {f"cluster {d}": (d, f"cluster_{d}.png") for d in clusters}
 
 
-def test_images(config, args) -> torch.Tensor:
-    train_cfg = config.train_cfg
-    return load_dataset(train_cfg.dataset, "test", args.data_dir or train_cfg.data_dir, train_cfg.image_size).images
+def test_images(run: Run, data_dir: str | None) -> torch.Tensor:
+    train_cfg = run.train_cfg
+    return load_dataset(train_cfg.dataset, "test", data_dir or train_cfg.data_dir, train_cfg.image_size).images
 
 
 @torch.no_grad()
 def posterior_centre(guide, images: torch.Tensor, group_size: int) -> torch.Tensor:
     """Mean over random test groups of the mean of q(beta | X)."""
-
     device = next(guide.parameters()).device
     x = to_unit_float(images[fixed_groups(len(images), group_size)]).to(device)
     return guide.global_posterior(x).loc.mean(0)
@@ -149,49 +214,3 @@ def save_summary(path: str, grids: dict, cols: int, label: str):
         show_grid(ax, images.flatten(0, 1), nrow=cols, title=title)
     axes[0][0].set_ylabel(label)
     save_figure(fig, path)
-
-
-def run(args) -> int:
-    if args.rows < 2 or args.cols < 2:
-        raise ValueError(f"--rows and --cols must be >= 2, got {args.rows} and {args.cols}")
-    model, guide, config = load_run(args.run, args.device)
-    if not guide.has_global_latent:
-        raise RunError(
-            f"the {config.train_cfg.model} run has no global latent beta to interpolate; pass a ugvae or mlvae run"
-        )
-    out = experiment_dir(args.run, "interpolation")
-    ranges = {"beta_range": args.beta_range, "z_range": args.z_range}
-    centre = None
-    if args.beta_centre == "posterior":
-        centre = posterior_centre(guide, test_images(config, args), config.train_cfg.group_size)
-    grids, results = {}, []
-    for title, (d, filename) in grid_panels(model, guide, config, args).items():
-        grids[title] = images = interpolation_grid(model, d, args.rows, args.cols, beta_centre=centre, **ranges)
-        z_centre = "0" if d is None else "mu_z"
-        save_grid(
-            os.path.join(out, filename),
-            images.flatten(0, 1),
-            nrow=args.cols,
-            title=title,
-            xlabel=f"z: {z_centre} - {args.z_range:g} to {z_centre} + {args.z_range:g}",
-            ylabel=row_label(args),
-        )
-        results.append({"cluster": d, "file": filename, **grid_effects(images)})
-    save_summary(os.path.join(out, "summary.png"), grids, args.cols, row_label(args))
-    save_json(
-        os.path.join(out, "interpolation.json"),
-        {
-            "run": args.run,
-            "step": config.step,  # the checkpoint these figures were drawn from
-            "model": config.train_cfg.model,
-            "rows": args.rows,
-            "cols": args.cols,
-            **ranges,
-            "beta_centre": None if centre is None else centre.tolist(),
-            "grids": results,
-        },
-    )
-    for r in results:
-        print(f"{r['file']}: beta effect {r['beta_effect']:.4f}, z effect {r['z_effect']:.4f}")
-    print(f"wrote {out}")
-    return 0

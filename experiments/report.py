@@ -16,24 +16,16 @@ import torch
 from pyro import poutine
 
 from ..data import fixed_groups, load_dataset, to_unit_float
-from ..train import load_run
+from ..progress import plural
+from ..train.hooks import TensorBoard
 from ..train.metrics import read_metrics
 from .plotting import image_grid, save_figure, save_grid
 
 
-def tensorboard_writer(run_dir: str):
-    """A SummaryWriter in the run directory when tensorboard is installed, else None."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        return None
-    return SummaryWriter(log_dir=os.path.join(run_dir, "tensorboard"))
-
-
 def plot_loss_curve(run_dir: str):
     rows = read_metrics(os.path.join(run_dir, "metrics.csv"))
-    steps = [r for r in rows if math.isnan(r["test_elbo"])]
-    epochs = [r for r in rows if not math.isnan(r["test_elbo"])]
+    steps = [r for r in rows if r["kind"] == "step"]
+    epochs = [r for r in rows if r["kind"] == "epoch"]
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
     ax.plot(
         [r["step"] for r in steps], [r["train_elbo"] for r in steps], lw=0.8, alpha=0.7, label="train (logged steps)"
@@ -55,16 +47,6 @@ def plot_loss_curve(run_dir: str):
     else:
         ax2.axis("off")
     save_figure(fig, os.path.join(run_dir, "loss_curve.png"))
-
-
-@torch.no_grad()
-def reconstruct(model, guide, x: torch.Tensor) -> torch.Tensor:
-    """Mean reconstructions of groups x (G, B, C, H, W) from the posterior means."""
-    z = guide.local_posterior(x).z_loc
-    if guide.has_global_latent:
-        beta = guide.global_posterior(x).loc.unsqueeze(-2)
-        return model.decode(z, beta)
-    return model.decode(z)
 
 
 @torch.no_grad()
@@ -100,14 +82,14 @@ RUN_FILES = (
 )
 
 
-def print_training_report(run_dir: str, out=None, command: str = "ugvae"):
+def print_training_report(run, out=None, command: str = "ugvae"):
     """A few lines on stdout at the end of training: the scores, the files, the next commands
     (as `command` spells itself: `ugvae`, or `python run.py` in a checkout)."""
     import json
     import sys
 
     out = out or sys.stdout
-    with open(os.path.join(run_dir, "summary.json")) as f:
+    with open(run.path("summary.json")) as f:
         summary = json.load(f)
 
     def number(key, digits=2):
@@ -117,47 +99,44 @@ def print_training_report(run_dir: str, out=None, command: str = "ugvae"):
     line = f"test ELBO {number('test_elbo')}   train ELBO {number('train_elbo')} (nats per sample)"
     if summary.get("clusters_used") is not None:
         line += f"   clusters used {summary['clusters_used']:g}"
-    print(f"trained {summary['epochs']} epochs, {summary['steps']} steps in {summary['train_seconds']:.0f} s", file=out)
+    trained = f"{plural(summary['epochs'], 'epoch')}, {plural(summary['steps'], 'step')}"
+    print(f"trained {trained} in {summary['train_seconds']:.0f} s", file=out)
     print("  " + line, file=out)
-    written = [name for name in RUN_FILES if os.path.exists(os.path.join(run_dir, name))]
-    print(f"  wrote {run_dir}/: {', '.join(written)}", file=out)
+    written = [name for name in RUN_FILES if os.path.exists(run.path(name))]
+    print(f"  wrote {run.run_dir}/: {', '.join(written)}", file=out)
     print("next:", file=out)
-    print(f"  {command} evaluate --run {run_dir}", file=out)
-    print(f"  {command} embed --run {run_dir} --folder YOUR_IMAGE_SETS", file=out)
-    print(f"  {command} sample --run {run_dir} --groups 4", file=out)
+    print(f"  {command} evaluate --run {run.run_dir}", file=out)
+    print(f"  {command} embed --run {run.run_dir} --folder YOUR_IMAGE_SETS", file=out)
+    print(f"  {command} sample --run {run.run_dir} --groups 4", file=out)
     print(
-        f"  {command} experiment interpolation --run {run_dir}   (also structured-batches, domain-alignment)",
+        f"  {command} experiment interpolation --run {run.run_dir}   (also structured-batches, domain-alignment)",
         file=out,
     )
 
 
-def training_report(run_dir: str, device: str = "cpu"):
-    model, guide, config = load_run(run_dir, device)
-    train_cfg = config.train_cfg
-    plot_loss_curve(run_dir)
+def training_report(run):
+    """The figures of the module docstring, from the run's newest checkpoint."""
+    run.load_weights()
+    model, train_cfg = run.model, run.train_cfg
+    plot_loss_curve(run.run_dir)
     test = load_dataset(train_cfg.dataset, "test", train_cfg.data_dir, train_cfg.image_size)
     B = min(train_cfg.group_size, 8)
     idx = fixed_groups(len(test), train_cfg.group_size)[:4, :B]
-    x = to_unit_float(test.images[idx]).to(device)
-    recon = reconstruct(model, guide, x)
+    x = to_unit_float(test.images[idx]).to(run.device)
+    recon = run.reconstruct(x)
     pairs = torch.stack([x, recon], dim=1).reshape((-1,) + x.shape[2:])
-    save_grid(
-        os.path.join(run_dir, "reconstructions.png"),
-        pairs,
-        nrow=B,
-        title="test groups (odd rows) and reconstructions (even rows)",
-    )
+    save_grid(run.path("reconstructions.png"), pairs, nrow=B, title="test groups (odd rows), reconstructions (even)")
     images, cols = sample_grid(model)
     save_grid(
-        os.path.join(run_dir, "samples.png"),
+        run.path("samples.png"),
         images,
         nrow=cols,
         title="samples: rows = beta ~ p(beta), columns = cluster d",
         xlabel="cluster d",
         ylabel="beta",
     )
-    writer = tensorboard_writer(run_dir)
-    if writer:
-        writer.add_image("reconstructions", image_grid(pairs, B), config.step)
-        writer.add_image("samples", image_grid(images, cols), config.step)
-        writer.close()
+    board = TensorBoard.in_dir(run.path("tensorboard"))
+    if board:
+        board.writer.add_image("reconstructions", image_grid(pairs, B), run.step)
+        board.writer.add_image("samples", image_grid(images, cols), run.step)
+        board.close()

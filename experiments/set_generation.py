@@ -36,11 +36,15 @@ import torch
 
 from ..data import load_dataset, to_unit_float
 from ..errors import ConfigError, DataError
+from ..progress import progress
+from ..train import Run
 from .group_factors import ImageFactorReader, r2_per_factor
 from .held_out_sets import FACTORS, HeldOutSets, factor_sets, mix_sets
 from .set_generators import generators, reconstructions
 from .set_scores import ClassReader, class_mix_tv, diversity, mean_and_se, novelty
+from .settings import check_at_least, setting
 
+NAME = "set-generation"
 KINDS = ("factors", "mix")
 REFERENCE = "new real images"
 READERS = ("real images", "reconstructions", "own sets")
@@ -49,32 +53,34 @@ READER_FIT_IMAGES = 32  # generated images per set that fit an own-sets reader (
 
 @dataclass
 class SetGenerationSettings:
-    group_sizes: tuple[int, ...] = (2, 4, 8, 32)
-    alphas: tuple[float, ...] | None = None  # None: (0.1, 0.3, 1.0), or (0,) for a folder:PATH run
-    kinds: tuple[str, ...] | None = None  # None: from the run's dataset
-    sets: int = 200  # held-out sets per cell (kind, B, alpha)
-    generated: int = 64  # M: images each generator makes per set
-    reader_sets: int = 100  # real sets of 32 that fit the real-image and reconstruction readers
-    seed: int = 0
-    data_dir: str | None = None  # None: the run's
-    device: str = "cpu"
-    shown: int = 3  # sets drawn in the PNG
+    baseline_runs: list[str] = setting(
+        [], "runs scored on the same sets (ML-VAE, VAE, GMVAE, other UG-VAEs)", "--baseline-runs", metavar="RUN_DIR"
+    )
+    group_sizes: list[int] = setting([2, 4, 8, 32], "B: members of each conditioning set", metavar="B")
+    alphas: list[float] | None = setting(
+        None, "Dirichlet alphas of the mix sets; None: 0.1 0.3 1, or 0 (one class per set) for a folder:PATH run"
+    )
+    kinds: list[str] | None = setting(None, "held-out sets; None: from the run's data", choices=KINDS)
+    sets: int = setting(200, "held-out sets per cell (kind, B, alpha)")
+    generated: int = setting(64, "M: images each generator makes per set", "--generated", "-M")
+    reader_sets: int = setting(100, "real sets of 32 that fit the real-image and reconstruction factor readers")
+    seed: int = setting(0, "seed of the sets and of the draws")
+    data_dir: str | None = setting(None, "where the dataset is found; None: the run's")
+    shown: int = setting(3, "sets drawn in the PNG")
 
-    def __post_init__(self):
-        problems = []
-        if not self.group_sizes or min(self.group_sizes) < 2:
-            problems.append(f"`group_sizes` must all be >= 2 (a set needs two members), got {list(self.group_sizes)}")
-        if self.alphas is not None and (not self.alphas or min(self.alphas) < 0):
-            problems.append(f"`alphas` must be >= 0 (0: one class per set), got {list(self.alphas)}")
-        if self.kinds is not None and (not self.kinds or set(self.kinds) - set(KINDS)):
-            problems.append(f"`kinds` must be among {list(KINDS)}, got {list(self.kinds)}")
-        if self.sets < 4 or self.generated < 2 or self.reader_sets < 2 or self.shown < 1:
-            problems.append(
-                f"`sets` must be >= 4, `generated` and `reader_sets` >= 2 and `shown` >= 1, got {self.sets}, "
-                f"{self.generated}, {self.reader_sets} and {self.shown}"
-            )
-        if problems:
-            raise ConfigError("; ".join(problems))
+
+@dataclass
+class SetGenerationResult:
+    out_dir: str
+    files: list[str]
+    results: dict  # what results.json holds: every cell, with standard errors over sets
+    table: str  # the Markdown of table.md
+
+
+def check(settings: SetGenerationSettings) -> None:
+    check_at_least(settings, group_sizes=2, sets=4, generated=2, reader_sets=2, shown=1, alphas=0)
+    if settings.kinds is not None and (not settings.kinds or set(settings.kinds) - set(KINDS)):
+        raise ConfigError(f"`kinds` must be among {list(KINDS)}, got {settings.kinds}")
 
 
 def base_name(dataset: str) -> str:
@@ -107,21 +113,21 @@ def rebuild(run, x: torch.Tensor, device, chunk: int = 50) -> torch.Tensor:
     return torch.cat([reconstructions(run, part.to(device)).cpu() for part in x.split(chunk)])
 
 
-def factor_cells(sources, base, settings, bar) -> list[dict]:
+def factor_cells(sources, base, settings, device, bar) -> list[dict]:
     """Rows of the factors kind: for each B, each (source, generator) and the reference."""
     pool = factor_sets(base, settings.reader_sets, 32, 2, settings.seed + 1)
     real = to_unit_float(pool.members)
-    bar.set_description("fitting factor readers")
+    bar.set_postfix_str("fitting factor readers")
     real_reader = ImageFactorReader(real, pool.factors, settings.seed)
     rebuilt_readers = {}
     for label, run in sources:
-        rebuilt_readers[label] = ImageFactorReader(rebuild(run, real, settings.device), pool.factors, settings.seed)
+        rebuilt_readers[label] = ImageFactorReader(rebuild(run, real, device), pool.factors, settings.seed)
     rows = []
     for B in settings.group_sizes:
         sets = factor_sets(base, settings.sets, B, settings.generated, settings.seed + 1000 * B)
         half = len(sets) // 2
         fit, score = slice(0, half), slice(half, None)
-        x = to_unit_float(sets.members).to(settings.device)
+        x = to_unit_float(sets.members).to(device)
         for label, name, images in produce(sources, sets, x, settings, bar, f"factors B={B}"):
             own = ImageFactorReader(images[fit, :READER_FIT_IMAGES], sets.factors[fit], settings.seed)
             truth = sets.factors[score]
@@ -133,23 +139,23 @@ def factor_cells(sources, base, settings, bar) -> list[dict]:
     return rows
 
 
-def mix_cells(sources, base, train_base, alphas, settings, bar) -> tuple[list[dict], dict]:
+def mix_cells(sources, base, train_base, alphas, settings, device, bar) -> tuple[list[dict], dict]:
     """Rows of the mix kind, and the classifier's accuracy on real test images and reconstructions."""
-    bar.set_description("fitting the class reader")
+    bar.set_postfix_str("fitting the class reader")
     classify = ClassReader(to_unit_float(train_base.images), train_base.labels, settings.seed)
     per = min(32, len(base))  # the test images in groups, as the guide reads them
-    check = to_unit_float(base.images[: per * (len(base) // per)]).view(-1, per, *base.x_shape)
-    labels = base.labels[: check.shape[0] * per]
-    accuracy = {"real test images": classify.accuracy(check.flatten(0, 1), labels)}
+    images = to_unit_float(base.images[: per * (len(base) // per)]).view(-1, per, *base.x_shape)
+    labels = base.labels[: images.shape[0] * per]
+    accuracy = {"real test images": classify.accuracy(images.flatten(0, 1), labels)}
     for label, run in sources:
-        rebuilt = rebuild(run, check, settings.device)
+        rebuilt = rebuild(run, images, device)
         accuracy[f"{label}: reconstructions"] = classify.accuracy(rebuilt.flatten(0, 1), labels)
     rows = []
     for alpha in alphas:
         for B in settings.group_sizes:
             seed = settings.seed + 1000 * B + round(1000 * alpha)
             sets = mix_sets(base, settings.sets, B, settings.generated, alpha, seed)
-            x = to_unit_float(sets.members).to(settings.device)
+            x = to_unit_float(sets.members).to(device)
             for label, name, images in produce(sources, sets, x, settings, bar, f"mix alpha={alpha:g} B={B}"):
                 tv = mean_and_se(class_mix_tv(classify(images), sets.shares))
                 rows.append(cell("mix", B, alpha, label, name, sets, images, tv=tv))
@@ -160,7 +166,7 @@ def produce(sources, sets: HeldOutSets, x: torch.Tensor, settings, bar, what: st
     """(source label, generator name, images (S, M, C, H, W) float) for every generator, then the reference."""
     for label, run in sources:
         for name, gen in generators(run).items():
-            bar.set_description(f"{what}: {label}, {name}")
+            bar.set_postfix_str(f"{what}: {label}, {name}")
             yield label, name, generate(gen, x, settings.generated)
             bar.update()
     yield REFERENCE, REFERENCE, to_unit_float(sets.reference)
@@ -180,110 +186,77 @@ def cell(kind, B, alpha, label, name, sets: HeldOutSets, images, **scores) -> di
     }
 
 
-def set_generation(run, settings: SetGenerationSettings, baselines=()) -> dict:
-    """Score every generator of `run` and of the `baselines` (runs with the same image shape) on
-    held-out sets; write the files of the module docstring and return what results.json holds."""
-    from tqdm.auto import tqdm
+def set_generation(run: Run, settings: SetGenerationSettings | None = None) -> SetGenerationResult:
+    """Score every generator of `run` and of each baseline run on held-out sets: the files of the
+    module docstring, in a new RUN/experiments/set-generation[-n]/."""
+    from ..train import load_run
+    from ..train.run import new_output_dir
 
-    from ..train.rundir import new_output_dir
-
+    settings = settings or SetGenerationSettings()
+    check(settings)
+    baselines = [load_run(path, str(run.device)) for path in settings.baseline_runs]
     for other in baselines:
         if other.model_cfg.x_shape != run.model_cfg.x_shape:
             raise ConfigError(
-                f"baseline run {other.run_dir} makes images of shape {other.model_cfg.x_shape} but "
+                f"`baseline_runs`: {other.run_dir} makes images of shape {other.model_cfg.x_shape} but "
                 f"{run.run_dir} makes {run.model_cfg.x_shape}; compare runs of the same data"
             )
     cfg = run.train_cfg
     name = base_name(cfg.dataset)
     data_dir = settings.data_dir or cfg.data_dir
     base = load_dataset(name, "test", data_dir, cfg.image_size)
-    kinds = settings.kinds or default_kinds(run, base)
-    alphas = settings.alphas or ((0.0,) if name.startswith("folder:") else (0.1, 0.3, 1.0))
+    kinds = list(settings.kinds or default_kinds(run, base))
+    alphas = list(settings.alphas or ([0.0] if name.startswith("folder:") else [0.1, 0.3, 1.0]))
     sources = [("this run", run)] + [(source_label(b), b) for b in baselines]
     per_cell = sum(len(generators(r)) for _, r in sources) + 1
     cells = len(settings.group_sizes) * sum(len(alphas) if k == "mix" else 1 for k in kinds)
     pyro.set_rng_seed(settings.seed)
     rows, diagnostics = [], {}
-    with tqdm(total=cells * per_cell, unit="cell", dynamic_ncols=True) as bar:
+    with progress(total=cells * per_cell, desc=NAME, unit="cell") as bar:
         if "factors" in kinds:
-            rows += factor_cells(sources, base, settings, bar)
+            rows += factor_cells(sources, base, settings, run.device, bar)
         if "mix" in kinds:
             train_base = load_dataset(name, "train", data_dir, cfg.image_size)
-            mix_rows, diagnostics["classifier accuracy"] = mix_cells(sources, base, train_base, alphas, settings, bar)
-            rows += mix_rows
-    out_dir = new_output_dir(os.path.join(run.run_dir, "experiments"), "set-generation")
-    result = {
+            mix_rows, accuracy = mix_cells(sources, base, train_base, alphas, settings, run.device, bar)
+            rows, diagnostics["classifier accuracy"] = rows + mix_rows, accuracy
+    out_dir = new_output_dir(run.path("experiments"), NAME)
+    results = {
         "run": run.run_dir,
+        "step": run.step,  # the checkpoint these numbers were computed from
         "dataset": cfg.dataset,
         "baselines": {source_label(b): b.run_dir for b in baselines},
-        "settings": {**asdict(settings), "kinds": list(kinds), "alphas": list(alphas)},
+        "settings": {**asdict(settings), "kinds": kinds, "alphas": alphas},
         "factor_names": FACTORS,
         "readers": list(READERS),
         "rows": rows,
         "diagnostics": diagnostics,
-        "out_dir": out_dir,
     }
-    write_outputs(result, sources, base, settings)
-    return result
+    files, table = write_outputs(out_dir, results, sources, base, settings, run.device)
+    return SetGenerationResult(out_dir, files, results, table)
 
 
-def write_outputs(result: dict, sources, base, settings: SetGenerationSettings):
-    """results.json, table.md and one PNG per kind, in result["out_dir"]."""
+def report(result: SetGenerationResult) -> str:
+    return result.table + f"wrote {result.out_dir}"
+
+
+def write_outputs(out_dir: str, results: dict, sources, base, settings, device) -> tuple[list[str], str]:
+    """results.json, table.md and one PNG per kind in `out_dir`; returns the files and the table."""
     from ..files import atomic_write_text
     from .plotting import save_json
     from .set_generation_report import markdown_tables, save_sets_figure
 
-    out_dir, alphas = result["out_dir"], result["settings"]["alphas"]
-    save_json(os.path.join(out_dir, "results.json"), result)
-    atomic_write_text(os.path.join(out_dir, "table.md"), markdown_tables(result))
-    shown_size = min(settings.group_sizes, key=lambda b: abs(b - 8))
-    for kind in result["settings"]["kinds"]:
+    files = [os.path.join(out_dir, "results.json"), os.path.join(out_dir, "table.md")]
+    save_json(files[0], results)
+    table = markdown_tables(results)
+    atomic_write_text(files[1], table)
+    alphas, shown_size = results["settings"]["alphas"], min(settings.group_sizes, key=lambda b: abs(b - 8))
+    for kind in results["settings"]["kinds"]:
         if kind == "factors":
             sets = factor_sets(base, settings.shown, shown_size, settings.generated, settings.seed + 7)
         else:
             sets = mix_sets(
                 base, settings.shown, shown_size, settings.generated, alphas[len(alphas) // 2], settings.seed
             )
-        save_sets_figure(os.path.join(out_dir, f"sets-{kind}.png"), sources, sets, settings.device, kind)
-
-
-def add_arguments(p):
-    d = SetGenerationSettings()
-    p.add_argument("--run", required=True, metavar="RUN_DIR", help="a trained run (UG-VAE, ML-VAE, VAE or GMVAE)")
-    p.add_argument("--baseline-runs", nargs="*", default=[], metavar="RUN_DIR", help="runs scored on the same sets")
-    p.add_argument("--group-sizes", type=int, nargs="+", default=list(d.group_sizes), metavar="B", help="set sizes B")
-    p.add_argument(
-        "--alphas",
-        type=float,
-        nargs="+",
-        default=None,
-        help="Dirichlet alphas of mix sets; None: 0.1 0.3 1 (0 for a folder)",
-    )
-    p.add_argument("--kinds", nargs="+", choices=KINDS, default=None, help="held-out sets; None: from the run's data")
-    p.add_argument("--sets", type=int, default=d.sets, help="held-out sets per cell (kind, B, alpha)")
-    p.add_argument("--generated", "-M", type=int, default=d.generated, help="M: images generated per set")
-    p.add_argument("--reader-sets", type=int, default=d.reader_sets, help="real sets that fit the factor readers")
-    p.add_argument("--seed", type=int, default=d.seed, help="seed of the sets and of the draws")
-    p.add_argument("--data-dir", default=None, help="where the dataset is found; None: the run's")
-    p.add_argument("--device", default=d.device, help="cpu or cuda[:N]")
-
-
-def run(args) -> int:
-    from ..train import load_run
-
-    settings = SetGenerationSettings(
-        group_sizes=tuple(args.group_sizes),
-        alphas=tuple(args.alphas) if args.alphas else None,
-        kinds=tuple(args.kinds) if args.kinds else None,
-        sets=args.sets,
-        generated=args.generated,
-        reader_sets=args.reader_sets,
-        seed=args.seed,
-        data_dir=args.data_dir,
-        device=args.device,
-    )
-    baselines = [load_run(path, args.device) for path in args.baseline_runs]
-    result = set_generation(load_run(args.run, args.device), settings, baselines)
-    with open(os.path.join(result["out_dir"], "table.md")) as f:
-        print(f.read() + f"wrote {result['out_dir']}")
-    return 0
+        files.append(os.path.join(out_dir, f"sets-{kind}.png"))
+        save_sets_figure(files[-1], sources, sets, device, kind)
+    return files, table

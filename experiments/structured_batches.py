@@ -3,13 +3,13 @@
 Test groups of B images follow a rule (even, odd, Fibonacci or prime digits; Fashion-MNIST
 tops or footwear; CelebA black or blond hair, male or female), mix two rules in 60/40 vs
 40/60 proportion, or are random. Each group is encoded by the run's q(beta | X) (eq. 8-9),
-and linear / RBF SVMs classify samples of it, or its mean with --means (experiments/groups.py).
+and linear / RBF SVMs classify samples of it, or its mean with `means` (experiments/group_features.py).
 The groups whose features train the SVMs and those that test them come from disjoint halves
 of the test split, so they share no image. Every task is repeated for each group size and each feature source:
 the run, untrained guides of the same architecture (several seeds, reported as mean ± spread),
 PCA of the group's mean image, the group mean of the run's own local codes [z_loc, pi] on
 beta_dim principal axes, and any baseline run. Writes table.json, table.md and tsne.png
-(fig. 7: t-SNE of the posterior means).
+(fig. 7: t-SNE of the posterior means) to RUN/experiments/structured-batches/.
 """
 
 from __future__ import annotations
@@ -22,9 +22,12 @@ import torch
 from sklearn.manifold import TSNE
 
 from ..data import STRUCTURED_RULES, DataError, ImageSet, load_dataset, mixed_class_groups, structured_groups
+from ..errors import ConfigError, RunError
 from ..files import atomic_write_text
-from ..train import RunError, load_run
+from ..progress import progress
+from ..train import Run, load_run
 from .group_features import (
+    FeatureSource,
     guide_features,
     local_code_features,
     pca_features,
@@ -33,6 +36,9 @@ from .group_features import (
     untrained_guide,
 )
 from .plotting import experiment_dir, save_figure, save_json
+from .settings import check_at_least, setting
+
+NAME = "structured-batches"
 
 # Which rule set each labelled dataset uses, and the paper's pairings of rules.
 RULE_SETS = {"mnist": "mnist", "digits": "mnist", "synthetic": "mnist", "fashion-mnist": "fashion-mnist"}
@@ -134,46 +140,105 @@ def draw_task(task: Task, first_half: torch.Tensor, num_train: int, num_test: in
     return torch.cat(groups), torch.cat(labels), torch.cat(is_train)
 
 
-def add_arguments(p):
-    p.add_argument("--run", required=True, metavar="RUN_DIR", help="a trained run directory")
-    p.add_argument("--group-sizes", type=int, nargs="+", default=[128, 8, 4], metavar="B", help="B of the test groups")
-    p.add_argument("--groups", type=int, default=100, help="groups per class (train + test)")
-    p.add_argument("--test-fraction", type=float, default=0.3, help="share of each class's groups held out")
-    p.add_argument("--samples", type=int, default=10, help="beta posterior samples per group")
-    p.add_argument(
-        "--means", action="store_true", help="classify the posterior means (one point per group) instead of samples"
+@dataclass
+class StructuredBatchesSettings:
+    group_sizes: list[int] = setting([128, 8, 4], "B of the test groups", metavar="B")
+    groups: int = setting(100, "groups per class (train + test)")
+    test_fraction: float = setting(0.3, "share of each class's groups held out")
+    samples: int = setting(10, "beta posterior samples per group")
+    means: bool = setting(
+        False, "classify the posterior means (one point per group) instead of samples", action="store_true"
     )
-    p.add_argument("--mix", type=float, default=0.6, help="share of rule A in the mixed-proportion task")
-    p.add_argument(
-        "--baseline-run",
-        nargs="+",
-        default=[],
-        metavar="RUN_DIR",
-        help="runs of baseline models (ML-VAE, VAE, ...) to add as feature sources",
+    mix: float = setting(0.6, "share of rule A in the mixed-proportion task")
+    baseline_runs: list[str] = setting(
+        [], "runs of baseline models (ML-VAE, VAE, ...) to add as feature sources", "--baseline-run", metavar="RUN_DIR"
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of the groups, samples and untrained guides")
-    p.add_argument("--untrained-seeds", type=int, default=3, help="untrained guides, seeds SEED, SEED+1, ...")
-    p.add_argument("--data-dir", default=None, help="where the dataset is found; None: the run's")
-    p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    seed: int = setting(0, "seed of the groups, samples and untrained guides")
+    untrained_seeds: int = setting(3, "untrained guides, seeds SEED, SEED+1, ...")
+    data_dir: str | None = setting(None, "where the dataset is found; None: the run's")
 
 
-def feature_sources(args, guide, config) -> dict:
-    model_cfg, train_cfg = config.model_cfg, config.train_cfg
-    sources = {f"{train_cfg.model} (this run)": guide_features(guide)}
-    for seed in range(args.seed, args.seed + args.untrained_seeds):
-        untrained = untrained_guide(model_cfg, train_cfg.model, train_cfg.guide, seed).to(args.device)
-        sources[f"{untrained_name(train_cfg.model)}{SEED_MARK}{seed})"] = guide_features(untrained)
+@dataclass
+class StructuredBatchesResult:
+    out_dir: str
+    files: list[str]
+    rows: list[dict]  # one per (task, group size, feature source, classifier); untrained seeds merged
+    table: str  # the Markdown of table.md
+    step: int  # the checkpoint the numbers were computed from
+
+
+def structured_batches(run: Run, settings: StructuredBatchesSettings | None = None) -> StructuredBatchesResult:
+    """Table 1 and fig. 7 for `run`: the files of the module docstring."""
+    settings = settings or StructuredBatchesSettings()
+    check_settings(settings)
+    train_cfg = run.train_cfg
+    data = load_dataset(train_cfg.dataset, "test", settings.data_dir or train_cfg.data_dir, train_cfg.image_size)
+    tasks, tsne_task = structured_tasks(train_cfg.dataset, data, settings.mix)
+    sources = feature_sources(run, settings)
+    rows = classification_rows(tasks, sources, data, settings)
+    out = experiment_dir(run, NAME)
+    files = [os.path.join(out, name) for name in ("table.json", "table.md", "tsne.png")]
+    numbers = {
+        k: getattr(settings, k)
+        for k in ("group_sizes", "groups", "test_fraction", "samples", "means", "mix", "untrained_seeds", "seed")
+    }
+    save_json(
+        files[0],
+        {
+            "run": run.run_dir,
+            "step": run.step,  # the checkpoint these numbers were computed from
+            "dataset": train_cfg.dataset,
+            "settings": numbers,
+            "rows": rows,
+        },
+    )
+    table = markdown_table(rows, list(dict.fromkeys(r["features"] for r in rows)), settings.means)
+    atomic_write_text(files[1], table)
+    # One panel per source; the first untrained seed stands for them all.
+    shown = {k: v for k, v in sources.items() if SEED_MARK not in k or k.endswith(f"{SEED_MARK}{settings.seed})")}
+    tsne_plot(files[2], tsne_task, data, shown, settings.groups, settings.group_sizes[0], settings.seed)
+    return StructuredBatchesResult(out, files, rows, table, run.step)
+
+
+def report(result: StructuredBatchesResult) -> str:
+    return result.table + f"wrote {result.out_dir}"
+
+
+def check_settings(settings: StructuredBatchesSettings) -> None:
+    check_at_least(settings, group_sizes=1, groups=2, samples=1, untrained_seeds=1)
+    if not 0 < settings.test_fraction < 1:
+        raise ConfigError(f"`test_fraction` must be in (0, 1), got {settings.test_fraction}")
+    if not 0 <= settings.mix <= 1:
+        raise ConfigError(f"`mix` must be in [0, 1], got {settings.mix}")
+    if held_out_count(settings.groups, settings.test_fraction) >= settings.groups:
+        raise ConfigError(
+            f"`test_fraction` {settings.test_fraction} of `groups` {settings.groups} leaves no training group; "
+            "lower `test_fraction` or raise `groups`"
+        )
+
+
+def held_out_count(groups: int, test_fraction: float) -> int:
+    return max(1, round(groups * test_fraction))
+
+
+def feature_sources(run: Run, settings: StructuredBatchesSettings) -> dict[str, FeatureSource]:
+    """The run, its untrained twins, PCA of the mean image, its local codes and each baseline run."""
+    model_cfg, model = run.model_cfg, run.model_name
+    sources = {f"{model} (this run)": guide_features(run.guide)}
+    for seed in range(settings.seed, settings.seed + settings.untrained_seeds):
+        untrained = untrained_guide(model_cfg, model, run.guide_name, seed).to(run.device)
+        sources[f"{untrained_name(model)}{SEED_MARK}{seed})"] = guide_features(untrained)
     sources["PCA of mean image"] = pca_features(model_cfg.beta_dim)
-    sources[f"local codes of {train_cfg.model} (PCA)"] = local_code_features(guide, model_cfg.beta_dim)
-    for run_dir in args.baseline_run:
-        _, other, other_config = load_run(run_dir, args.device)
-        if other_config.model_cfg.x_shape != model_cfg.x_shape or other_config.train_cfg.dataset != train_cfg.dataset:
+    sources[f"local codes of {model} (PCA)"] = local_code_features(run.guide, model_cfg.beta_dim)
+    for run_dir in settings.baseline_runs:
+        other = load_run(run_dir, str(run.device))
+        if other.model_cfg.x_shape != model_cfg.x_shape or other.train_cfg.dataset != run.train_cfg.dataset:
             raise RunError(
-                f"baseline run {run_dir} was trained on {other_config.train_cfg.dataset}, not "
-                f"{train_cfg.dataset}; pass a baseline trained on the same data"
+                f"`baseline_runs`: {run_dir} was trained on {other.train_cfg.dataset}, not "
+                f"{run.train_cfg.dataset}; pass baselines trained on the same data"
             )
-        label = f"{other_config.train_cfg.model} ({os.path.basename(os.path.normpath(run_dir))})"
-        sources[label] = guide_features(other)
+        label = f"{other.model_name} ({os.path.basename(os.path.normpath(run_dir))})"
+        sources[label] = guide_features(other.guide)
     return sources
 
 
@@ -205,13 +270,6 @@ def merge_seeds(rows: list[dict]) -> list[dict]:
     return merged
 
 
-def check_args(args):
-    if min(args.group_sizes) < 1 or args.groups < 2 or args.samples < 1 or args.untrained_seeds < 1:
-        raise ValueError("--group-sizes, --samples, --untrained-seeds must be >= 1 and --groups >= 2")
-    if not 0 < args.test_fraction < 1 or not 0 <= args.mix <= 1:
-        raise ValueError("--test-fraction must be in (0, 1) and --mix in [0, 1]")
-
-
 def image_halves(n: int, seed: int) -> torch.Tensor:
     """A random half of the images (True) for the SVMs' training groups; the rest make test groups."""
     first_half = torch.zeros(n, dtype=torch.bool)
@@ -219,63 +277,39 @@ def image_halves(n: int, seed: int) -> torch.Tensor:
     return first_half
 
 
-def classification_rows(tasks: list[Task], sources: dict, data: ImageSet, args) -> list[dict]:
+def classification_rows(
+    tasks: list[Task], sources: dict[str, FeatureSource], data: ImageSet, settings: StructuredBatchesSettings
+) -> list[dict]:
     """One row per (group size, task, feature source, classifier) with train and test accuracy."""
-    first_half = image_halves(len(data), args.seed)
-    num_test = max(1, round(args.groups * args.test_fraction))
+    seed = settings.seed
+    first_half = image_halves(len(data), seed)
+    num_test = held_out_count(settings.groups, settings.test_fraction)
     rows = []
-    for B in args.group_sizes:
-        for t, task in enumerate(tasks):
-            groups, labels, is_train = draw_task(
-                task, first_half, args.groups - num_test, num_test, B, args.seed + 100 * t
-            )
-            for source, encode in sources.items():
-                loc, scale = encode(data.images, groups, is_train)
-                features = loc.unsqueeze(1) if args.means else posterior_samples(loc, scale, args.samples, args.seed)
-                for classifier, acc in svm_accuracies(features, labels, is_train, args.seed).items():
-                    rows.append(
-                        {
-                            "task": task.name,
-                            "group_size": B,
-                            "classes": [c.name for c in task.classes],
-                            "features": source,
-                            "classifier": classifier,
-                            **acc,
-                        }
+    cells = len(settings.group_sizes) * len(tasks) * len(sources)
+    with progress(total=cells, desc="structured batches", unit="feature set") as bar:
+        for B in settings.group_sizes:
+            for t, task in enumerate(tasks):
+                groups, labels, is_train = draw_task(
+                    task, first_half, settings.groups - num_test, num_test, B, seed + 100 * t
+                )
+                for source, encode in sources.items():
+                    loc, scale = encode(data.images, groups, is_train)
+                    features = (
+                        loc.unsqueeze(1) if settings.means else posterior_samples(loc, scale, settings.samples, seed)
                     )
+                    for classifier, acc in svm_accuracies(features, labels, is_train, seed).items():
+                        rows.append(
+                            {
+                                "task": task.name,
+                                "group_size": B,
+                                "classes": [c.name for c in task.classes],
+                                "features": source,
+                                "classifier": classifier,
+                                **acc,
+                            }
+                        )
+                    bar.update()
     return merge_seeds(rows)
-
-
-def run(args) -> int:
-    check_args(args)
-    _, guide, config = load_run(args.run, args.device)
-    train_cfg = config.train_cfg
-    data = load_dataset(train_cfg.dataset, "test", args.data_dir or train_cfg.data_dir, train_cfg.image_size)
-    tasks, tsne_task = structured_tasks(train_cfg.dataset, data, args.mix)
-    sources = feature_sources(args, guide, config)
-    rows = classification_rows(tasks, sources, data, args)
-    out = experiment_dir(args.run, "structured-batches")
-    settings = {
-        k: getattr(args, k)
-        for k in ("group_sizes", "groups", "test_fraction", "samples", "means", "mix", "untrained_seeds")
-    }
-    save_json(
-        os.path.join(out, "table.json"),
-        {
-            "run": args.run,
-            "step": config.step,  # the checkpoint these numbers were computed from
-            "dataset": train_cfg.dataset,
-            "settings": {**settings, "seed": args.seed},
-            "rows": rows,
-        },
-    )
-    table = markdown_table(rows, list(dict.fromkeys(r["features"] for r in rows)), args.means)
-    atomic_write_text(os.path.join(out, "table.md"), table)
-    # One panel per source; the first untrained seed stands for them all.
-    shown = {k: v for k, v in sources.items() if SEED_MARK not in k or k.endswith(f"{SEED_MARK}{args.seed})")}
-    tsne_plot(os.path.join(out, "tsne.png"), tsne_task, data, shown, args)
-    print(table + f"wrote {out}")
-    return 0
 
 
 def markdown_table(rows: list[dict], sources: list[str], means: bool = False) -> str:
@@ -299,24 +333,25 @@ def markdown_table(rows: list[dict], sources: list[str], means: bool = False) ->
     return f"Train / test accuracy of SVMs on {read} of the group posterior{spread}.\n\n" + "\n".join(lines) + "\n"
 
 
-def tsne_plot(path: str, task: Task, data: ImageSet, sources: dict, args):
+def tsne_plot(
+    path: str, task: Task, data: ImageSet, sources: dict[str, FeatureSource], groups_per_class: int, B: int, seed: int
+):
     """Fig. 7: t-SNE of posterior means of groups of every class, one panel per feature source."""
     everything = torch.ones(len(data), dtype=torch.bool)
-    groups = torch.cat(
-        [c.draw(everything, args.groups, args.group_sizes[0], args.seed + 7 + i) for i, c in enumerate(task.classes)]
-    )
-    labels = torch.arange(len(task.classes)).repeat_interleave(args.groups)
+    groups = torch.cat([c.draw(everything, groups_per_class, B, seed + 7 + i) for i, c in enumerate(task.classes)])
+    labels = torch.arange(len(task.classes)).repeat_interleave(groups_per_class)
     fig, axes = plt.subplots(1, len(sources), figsize=(4.2 * len(sources), 4.2), squeeze=False)
-    for ax, (name, encode) in zip(axes[0], sources.items()):
+    for i, (name, encode) in enumerate(progress(sources.items(), desc="t-SNE", unit="feature set")):
+        ax = axes[0][i]
         loc, _ = encode(data.images, groups, torch.ones(len(groups), dtype=torch.bool))
         # Exact t-SNE is quick for a few hundred groups, and Barnes-Hut's threads crawl on a busy CPU.
         method = "exact" if len(loc) <= 1000 else "barnes_hut"
-        xy = TSNE(
-            2, perplexity=min(30.0, len(loc) - 1.0), init="pca", method=method, random_state=args.seed
-        ).fit_transform(loc.numpy())
+        xy = TSNE(2, perplexity=min(30.0, len(loc) - 1.0), init="pca", method=method, random_state=seed).fit_transform(
+            loc.numpy()
+        )
         for c, cls in enumerate(task.classes):
             ax.scatter(*xy[(labels == c).numpy()].T, s=8, alpha=0.7, label=cls.name)
-        ax.set_title(f"{name}, B={args.group_sizes[0]}", fontsize=9)
+        ax.set_title(f"{name}, B={B}", fontsize=9)
         ax.set_xticks([]), ax.set_yticks([])
     axes[0][0].legend(fontsize=7, markerscale=2)
     save_figure(fig, path)

@@ -1,7 +1,7 @@
 """Fixtures and tiny-run helpers shared by every test package."""
 
-import argparse
 import csv
+import errno
 import os
 import signal
 import subprocess
@@ -36,6 +36,24 @@ def tiny_cfg():
     return ModelConfig(x_shape=(1, 4, 4), z_dim=2, beta_dim=3, K=3, hidden=8)
 
 
+@pytest.fixture(scope="session")
+def small_run(tmp_path_factory):
+    """A finished run with good checkpoints at steps 2, 4 and 5 (its epoch end), for tests that
+    copy it and damage or plant files in the copy."""
+    import torch
+
+    from ugvae.model import ModelConfig
+    from ugvae.train import TrainConfig, fit
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    cfg = TrainConfig(dataset="synthetic:40", epochs=1, group_size=8, checkpoint_every=2, keep_checkpoints=5)
+    model_cfg = ModelConfig(x_shape=(1, 28, 28), z_dim=2, beta_dim=2, K=3, hidden=8)
+    run_dir = fit(cfg, model_cfg, runs_dir=str(tmp_path_factory.mktemp("runs"))).run_dir
+    torch.set_num_threads(threads)
+    return run_dir
+
+
 def tiny_flags(dataset: str = "synthetic:40", epochs: int = 1, group_size: int = 8) -> list[str]:
     """`run.py` flags of a run of a few thousand weights that trains in a second or two."""
     model = ["--hidden", "16", "--z-dim", "2", "--beta-dim", "2", "--K", "3"]
@@ -45,18 +63,11 @@ def tiny_flags(dataset: str = "synthetic:40", epochs: int = 1, group_size: int =
 def tiny_train(tmp_path_factory, model: str, dataset: str = "synthetic:200") -> str:
     """A one-epoch run of `model` on synthetic digits, in a fresh folder."""
     from ugvae.model import ModelConfig
-    from ugvae.train import TrainConfig, train
+    from ugvae.train import TrainConfig, fit
 
     cfg = TrainConfig(dataset=dataset, model=model, epochs=1, group_size=4, groups_per_step=5)
     model_cfg = ModelConfig(x_shape=(1, 28, 28), z_dim=2, beta_dim=2, K=3, hidden=16)
-    return train(cfg, str(tmp_path_factory.mktemp("runs")), model_cfg, quiet=True)
-
-
-def run_cli(module, *argv) -> int:
-    """An experiment module's command, parsed and run as run.py would."""
-    parser = argparse.ArgumentParser()
-    module.add_arguments(parser)
-    return module.run(parser.parse_args(list(argv)))
+    return fit(cfg, model_cfg, runs_dir=str(tmp_path_factory.mktemp("runs"))).run_dir
 
 
 def logged(run_dir: str) -> list[dict]:
@@ -66,9 +77,9 @@ def logged(run_dir: str) -> list[dict]:
 
 
 def checkpoint_steps(run_dir: str) -> list[int]:
-    from ugvae.train.checkpoints import list_checkpoints
+    from ugvae.train.checkpoints import checkpoint_step, list_checkpoints
 
-    return [int(os.path.basename(p)[5:14]) for p in list_checkpoints(run_dir)]
+    return [checkpoint_step(p) for p in list_checkpoints(run_dir)]
 
 
 def signal_training(flags: list[str], run_dir: str, min_step: int, sig=signal.SIGKILL, timeout: float = 120):
@@ -91,3 +102,27 @@ def signal_training(flags: list[str], run_dir: str, min_step: int, sig=signal.SI
         time.sleep(0.005)
     _, err = proc.communicate(timeout=timeout)
     return proc.returncode, err
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 2 MiB tmpfs of its own, so that a write can really run out of space."""
+    mount_point = tmp_path / "disk"
+    mount_point.mkdir()
+    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount_point)], capture_output=True)
+    if result.returncode != 0:
+        reason = result.stderr.decode().strip()
+        pytest.skip(f"cannot mount a tmpfs here ({reason}); the simulated ENOSPC tests still run")
+    yield mount_point
+    subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def fill(folder, leave: int = 0):
+    """Fill the filesystem of `folder` up to `leave` bytes."""
+    with open(os.path.join(folder, "filler"), "wb") as f:
+        try:
+            while os.statvfs(folder).f_bavail * os.statvfs(folder).f_frsize > leave:
+                f.write(b"\0" * 4096)
+                f.flush()
+        except OSError as e:
+            assert e.errno == errno.ENOSPC

@@ -78,8 +78,9 @@ def test_every_help_shows_the_defaults(command, capsys):
 def test_the_listed_summaries_are_the_modules_own():
     import importlib
 
-    for path, summary in cli.EXPERIMENTS.values():
-        assert importlib.import_module(path, "ugvae.experiments").__doc__.strip().split("\n")[0] == summary
+    for command in cli.EXPERIMENTS.values():
+        module = importlib.import_module(command.module, "ugvae.experiments")
+        assert module.__doc__.strip().split("\n")[0] == command.summary
 
 
 def test_help_imports_neither_torch_nor_matplotlib_nor_sklearn():

@@ -15,13 +15,13 @@ from tests.conftest import tiny_flags
 from ugvae import run
 from ugvae.data import DataError
 from ugvae.model import ModelConfig
-from ugvae.train import TrainConfig, train
+from ugvae.train import TrainConfig, fit
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = tiny_flags()
 # A device this machine lacks: no CUDA at all, or one past its last GPU.
 ABSENT_CUDA = f"cuda:{torch.cuda.device_count()}" if torch.cuda.is_available() else "cuda"
-CUDA_FIX = "use cuda:0" if torch.cuda.is_available() else "use --device cpu"
+CUDA_FIX = "use cuda:0" if torch.cuda.is_available() else "set --device to cpu"
 
 # (what is wrong, arguments after TINY, words the message must hold: the problem and its fix)
 BAD_INPUTS = [
@@ -31,6 +31,7 @@ BAD_INPUTS = [
         ["CelebA is not in", "could not be downloaded", "--data-dir"],
     ),
     ("unknown dataset", ["--dataset", "imagenet"], ["'imagenet' is unknown", "choose one of"]),
+    ("mistyped flag", ["--datset", "mnist"], ["unrecognized arguments: --datset", "did you mean --dataset?"]),
     ("unknown model", ["--model", "vea"], ["model 'vea' is unknown", "choose one of"]),
     ("unknown guide", ["--guide", "exact"], ["guide 'exact' does not exist for model 'ugvae'", "choose one of"]),
     (
@@ -39,8 +40,8 @@ BAD_INPUTS = [
         ["model 'vea' is unknown"],
     ),
     ("abbreviated flag", ["--epoch", "2"], ["unrecognized arguments: --epoch 2"]),
-    ("mixed image sizes", ["--dataset", "synthetic:40+digits"], ["cannot mix", "--image-size 28"]),
-    ("image size the architecture cannot take", ["--arch", "conv"], ["64x64", "--image-size 64", "--arch mlp"]),
+    ("mixed image sizes", ["--dataset", "synthetic:40+digits"], ["cannot mix", "--image-size to 28"]),
+    ("image size the architecture cannot take", ["--arch", "conv"], ["64x64", "--image-size to 64", "--arch to mlp"]),
     ("corrupt image file", ["--dataset", "folder:{corrupt}"], ["broken.png cannot be read", "delete or replace"]),
     ("empty folder", ["--dataset", "folder:{empty}"], ["holds no images", "add .bmp"]),
     ("missing folder", ["--dataset", "folder:{tmp}/nowhere"], ["does not exist", "check the path"]),
@@ -65,7 +66,7 @@ BAD_INPUTS = [
     (
         "resume of a run with a torn config.json",
         ["--resume", "{torn_config}"],
-        ["config.json is corrupt", "restore it"],
+        ["config.json is not valid JSON", "restore it"],
     ),
     (
         "resume of a run killed before its first checkpoint",
@@ -74,10 +75,10 @@ BAD_INPUTS = [
     ),
     ("B < 2 for a global model", ["-B", "1"], ["--group-size must be >= 2"]),
     ("negative group size", ["-B", "-3"], ["--group-size must be >= 1, got -3"]),
-    ("negative seed", ["--seed", "-1"], ["--seed must be >= 0, got -1"]),
-    ("K < 1", ["--K", "0"], ["K must be >= 1, got 0"]),
-    ("negative hidden size", ["--hidden", "-4"], ["hidden must be >= 1, got -4"]),
-    ("negative latent size", ["--z-dim", "-2"], ["z_dim must be >= 1, got -2"]),
+    ("negative seed", ["--seed", "-1"], ["--seed must be between 0 and 4294967295 (2**32 - 1), got -1"]),
+    ("K < 1", ["--K", "0"], ["--K must be between 1 and 4096, got 0"]),
+    ("negative hidden size", ["--hidden", "-4"], ["--hidden must be between 1 and 65536, got -4"]),
+    ("negative latent size", ["--z-dim", "-2"], ["--z-dim must be between 1 and 4096, got -2"]),
     ("negative image size", ["--image-size", "-3"], ["--image-size", "must be a positive integer, got -3", "--help"]),
     ("no epochs", ["--epochs", "0"], ["--epochs must be >= 1"]),
     ("negative learning rate", ["--lr", "-0.1"], ["--lr must be > 0"]),
@@ -91,8 +92,8 @@ BAD_INPUTS = [
     ("infinite learning rate", ["--lr", "inf"], ["--lr must be a finite number, got inf"]),
     ("infinite clip norm", ["--clip-norm", "inf"], ["--clip-norm must be a finite number"]),
     ("NaN mixture share", ["--mix", "nan"], ["--mix must be a finite number"]),
-    ("NaN likelihood variance", ["--var-x", "nan"], ["var_x must be a finite number > 0, got nan"]),
-    ("infinite likelihood variance", ["--var-x", "inf"], ["var_x must be a finite number > 0, got inf"]),
+    ("NaN likelihood variance", ["--var-x", "nan"], ["--var-x must be a finite number > 0, got nan"]),
+    ("infinite likelihood variance", ["--var-x", "inf"], ["--var-x must be a finite number > 0, got inf"]),
     ("more images than memory", ["--dataset", "synthetic:99999999999"], ["GiB of memory are free", "fewer images"]),
     ("config.json with a word for a number", ["--resume", "{typed_config}"], ["epochs must be a whole number"]),
     ("config.json with a float for a size", ["--resume", "{float_config}"], ["K must be a whole number, got 3.5"]),
@@ -113,15 +114,13 @@ def places(tmp_path_factory):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny models train fastest on one thread
     cfg = TrainConfig(dataset="synthetic:40", epochs=1, group_size=8, checkpoint_every=100)
-    mine = train(
-        cfg, str(tmp / "runs"), ModelConfig(x_shape=(1, 28, 28), z_dim=2, beta_dim=2, K=3, hidden=16), quiet=True
-    )
-    other = train(
+    mine = fit(cfg, ModelConfig(x_shape=(1, 28, 28), z_dim=2, beta_dim=2, K=3, hidden=16), runs_dir=str(tmp / "runs"))
+    other = fit(
         TrainConfig(**{**cfg.to_dict(), "image_size": 16}),
-        str(tmp / "runs"),
         ModelConfig(x_shape=(1, 16, 16), z_dim=2, beta_dim=2, K=3, hidden=8),
-        quiet=True,
+        runs_dir=str(tmp / "runs"),
     )
+    mine, other = mine.run_dir, other.run_dir
     torch.set_num_threads(threads)
     # Someone edits the config.json of a run (the checkpoint copied in from another run would be
     # refused for its run id before its config is compared, see tests/train/test_checkpoints.py).

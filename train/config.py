@@ -3,6 +3,11 @@ and how it is launched across processes.
 
 Every value is checked where it enters (flags, or config.json of a run): types, ranges, and
 finiteness, since a NaN or infinite rate would otherwise be blamed on divergence steps later.
+Every count has a documented maximum (`MAX_COUNTS`; the seed is bounded by what numpy's
+generator takes), so that a mistyped one is refused in one line instead of overflowing or
+allocating until the process is killed. `check_memory` then compares the peak memory of a
+training step, counted from the networks the config builds, with what the device has free.
+Messages name fields in backticks (`group_size`); the command line shows them as flags.
 """
 
 from __future__ import annotations
@@ -12,8 +17,22 @@ from dataclasses import asdict, dataclass, fields
 
 import torch
 
-from ..data.training_groups import parse_mix, parse_spec
-from ..errors import DataError, RunError
+from ..data.sampling import parse_mix, parse_spec
+from ..errors import ConfigError, DataError
+
+# Far above any run of the paper (200 epochs, B = 128, G = 16), far below any overflow.
+MAX_COUNTS = {
+    "epochs": 10**6,
+    "group_size": 2**20,
+    "groups_per_step": 2**16,
+    "log_every": 2**31,
+    "checkpoint_every": 2**31,
+    "keep_checkpoints": 1000,
+    "group_warmup": 10**6,
+    "image_size": 4096,
+}
+MAX_SAMPLES_PER_STEP = 2**24  # group_size x groups_per_step
+MAX_SEED = 2**32 - 1  # numpy's legacy generator (seeded by pyro.set_rng_seed) takes no more
 
 
 @dataclass
@@ -31,7 +50,7 @@ class TrainConfig:
     data_dir: str | None = None
     image_size: int | None = None
     mix: float | str = 0.5  # share of the first dataset in each group of an A+B mixture, or "beta:A"
-    groups: str = "random"  # training groups: random, labels:ALPHA or clusters:ALPHA (data/training_groups.py)
+    groups: str = "random"  # training groups: random, labels:ALPHA or clusters:ALPHA (data/sampling.py)
     group_warmup: int = 0  # epochs of random groups before clusters:ALPHA groups start
     log_every: int = 10  # steps between logged losses: the only host-device syncs of a step
     checkpoint_every: int = 1000  # steps; a checkpoint is also written at each epoch end
@@ -49,39 +68,49 @@ class TrainConfig:
     def __post_init__(self):
         problems = type_problems(self)
         if problems:
-            raise ValueError("; ".join(problems))
+            raise ConfigError("; ".join(problems))
         for name in ("lr", "mix", "clip_norm"):
             value = getattr(self, name)
-            if isinstance(value, float) and not math.isfinite(value):  # mix may also be "beta:A"
-                problems.append(f"--{name.replace('_', '-')} must be a finite number, got {value}")
+            if isinstance(value, (int, float)) and not math.isfinite(_as_float(value)):  # mix may be "beta:A"
+                problems.append(f"`{name}` must be a finite number, got {value}")
         if problems:
-            raise ValueError("; ".join(problems))
+            raise ConfigError("; ".join(problems))
         if self.group_size < 1:
-            problems.append(f"--group-size must be >= 1, got {self.group_size}")
+            problems.append(f"`group_size` must be >= 1, got {self.group_size}")
         elif self.group_size < 2 and self.model != "vae":
-            problems.append(f"--group-size must be >= 2 for a model with a global latent, got {self.group_size}")
+            problems.append(f"`group_size` must be >= 2 for a model with a global latent, got {self.group_size}")
         for name in ("epochs", "groups_per_step", "log_every", "checkpoint_every", "keep_checkpoints"):
             if getattr(self, name) < 1:
-                problems.append(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        if self.seed < 0:
-            problems.append(f"--seed must be >= 0, got {self.seed}")
+                problems.append(f"`{name}` must be >= 1, got {getattr(self, name)}")
+        if self.image_size is not None and self.image_size < 1:
+            problems.append(f"`image_size` must be >= 1, got {self.image_size}")
+        for name, most in MAX_COUNTS.items():
+            if getattr(self, name) is not None and getattr(self, name) > most:
+                problems.append(f"`{name}` must be at most {most}, got {getattr(self, name)}")
+        if self.group_size * self.groups_per_step > MAX_SAMPLES_PER_STEP:
+            problems.append(
+                f"`group_size` x `groups_per_step` must be at most {MAX_SAMPLES_PER_STEP} samples per step, "
+                f"got {self.group_size} x {self.groups_per_step}"
+            )
+        if not 0 <= self.seed <= MAX_SEED:
+            problems.append(f"`seed` must be between 0 and {MAX_SEED} (2**32 - 1), got {self.seed}")
         if not self.lr > 0:
-            problems.append(f"--lr must be > 0, got {self.lr}")
+            problems.append(f"`lr` must be > 0, got {self.lr}")
         for check in (lambda: parse_mix(self.mix), lambda: parse_spec(self.groups)):
             try:
                 check()
             except DataError as e:
                 problems.append(str(e))
         if self.group_warmup < 0:
-            problems.append(f"--group-warmup must be >= 0, got {self.group_warmup}")
+            problems.append(f"`group_warmup` must be >= 0, got {self.group_warmup}")
         if self.clip_norm is not None and not self.clip_norm > 0:
-            problems.append(f"--clip-norm must be > 0, got {self.clip_norm}")
+            problems.append(f"`clip_norm` must be > 0, got {self.clip_norm}")
         if self.graph and not (self.device.startswith("cuda") or self.device == "auto"):
-            problems.append("--graph needs a GPU, CUDA graphs exist only there: use --device cuda, or drop --graph")
+            problems.append("`graph` needs a GPU, CUDA graphs exist only there: set `device` to cuda, or drop `graph`")
         if self.graph and self.validate:
-            problems.append("--graph cannot capture Pyro's validation checks (host syncs): drop --validate")
+            problems.append("`graph` cannot capture Pyro's validation checks (host syncs): drop `validate`")
         if self.graph and self.jit:
-            problems.append("--graph captures the sync-free ELBO, not the JIT one: drop --jit")
+            problems.append("`graph` captures the sync-free ELBO, not the JIT one: drop `jit`")
         if not (math.isfinite(self.local_kl_weight) and self.local_kl_weight > 0):
             problems.append(f"`local_kl_weight` must be a finite number > 0, got {self.local_kl_weight}")
         if not (math.isfinite(self.set_mix_weight) and self.set_mix_weight >= 0):
@@ -95,10 +124,10 @@ class TrainConfig:
                 "`local_kl_weight`, `leave_one_out` and `set_mix_weight` live in the sync-free ELBO: drop `jit`"
             )
         if problems:
-            raise ValueError("; ".join(problems))
+            raise ConfigError("; ".join(problems))
 
     def validation_on(self, device_type: str) -> bool:
-        """Whether training on `device_type` runs the argument checks: --validate, or else off on CUDA."""
+        """Whether training on `device_type` runs the argument checks: `validate`, or else off on CUDA."""
         return self.validate if self.validate is not None else device_type != "cuda"
 
     def to_dict(self) -> dict:
@@ -106,10 +135,27 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
-        if not isinstance(d, dict):
-            raise ValueError(f"the training config must be a JSON object, got {type(d).__name__}")
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        """From config.json's `train` section; a field this version does not know is refused by
+        name (it would otherwise be ignored, and the run not be the one the file describes)."""
+        return cls(**known_fields(cls, d, "the training config"))
+
+
+def known_fields(cls, d, what: str, ignored: tuple[str, ...] = ()) -> dict:
+    """`d` as keyword arguments of the dataclass `cls`: a JSON object of its fields only."""
+    if not isinstance(d, dict):
+        raise ConfigError(f"{what} must be a JSON object, got {type(d).__name__}")
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(str(k)[:40] for k in d if k not in known and k not in ignored)
+    if unknown:
+        raise ConfigError(f"{what} has unknown fields {', '.join(f'`{k}`' for k in unknown)}; remove them")
+    return {k: v for k, v in d.items() if k in known}
+
+
+def _as_float(value) -> float:
+    try:
+        return float(value)
+    except OverflowError:  # an int of hundreds of digits
+        return math.inf
 
 
 def type_problems(config) -> list[str]:
@@ -127,7 +173,8 @@ def type_problems(config) -> list[str]:
         if not isinstance(value, kind) or (isinstance(value, bool) and bool not in kind):
             want = {"int": "a whole number", "float": "a number", "str": "a string", "bool": "true or false"}
             name = annotation.removesuffix("| None").strip()
-            problems.append(f"{f.name} must be {want[name]}{' or null' if optional else ''}, got {value!r}")
+            shown = repr(value) if len(repr(value)) <= 60 else f"{type(value).__name__} {repr(value)[:40]}..."
+            problems.append(f"`{f.name}` must be {want[name]}{' or null' if optional else ''}, got {shown}")
     return problems
 
 
@@ -141,8 +188,17 @@ class LaunchConfig:
     accelerator: str = "auto"
 
     def __post_init__(self):
-        if not isinstance(self.num_nodes, int) or self.num_nodes < 1:
-            raise RunError(f"--num-nodes must be >= 1, got {self.num_nodes}")
+        problems = [
+            f"`{name}` must be a string, got {getattr(self, name)!r}"
+            for name in ("strategy", "accelerator")
+            if not isinstance(getattr(self, name), str)
+        ]
+        if isinstance(self.devices, bool) or not isinstance(self.devices, (str, int)):
+            problems.append(f"`devices` must be a number or a string such as auto, got {self.devices!r}")
+        if isinstance(self.num_nodes, bool) or not isinstance(self.num_nodes, int) or not 1 <= self.num_nodes <= 2**16:
+            problems.append(f"`num_nodes` must be a whole number between 1 and {2**16}, got {self.num_nodes!r}")
+        if problems:
+            raise ConfigError("; ".join(problems))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -150,11 +206,11 @@ class LaunchConfig:
     @classmethod
     def from_dict(cls, d: dict) -> LaunchConfig:
         """From config.json's `lightning` entry, which also records the world size it ran with."""
-        return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
+        return cls(**known_fields(cls, d, "the launch config (`lightning`)", ignored=("world_size",)))
 
 
 def resolve_device(name: str) -> torch.device:
-    """The torch device called `name`, or a RunError when this machine lacks it.
+    """The torch device called `name`, or a ConfigError when this machine lacks it.
 
     "auto" is cuda when a GPU is available, else cpu: the command line's default, so the same
     command runs on a laptop and on a GPU node.
@@ -163,17 +219,60 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name)
-    except (RuntimeError, ValueError):
-        raise RunError(f"device {name!r} is not a device name; use cpu, cuda, cuda:N or auto") from None
+    except (RuntimeError, ValueError, TypeError):
+        raise ConfigError(f"`device` {str(name)[:40]!r} is not a device name; use cpu, cuda, cuda:N or auto") from None
     if device.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:
-            raise RunError(f"--device {name} was asked for but CUDA is not available here; use --device cpu")
+            raise ConfigError(f"`device` {name} was asked for but CUDA is not available here; set `device` to cpu")
         if device.index is not None and device.index >= count:
-            raise RunError(
-                f"--device {name} was asked for but this machine has {count} CUDA device(s); "
+            raise ConfigError(
+                f"`device` {name} was asked for but this machine has {count} CUDA device(s); "
                 f"use cuda:0 to cuda:{count - 1}"
             )
     elif device.type != "cpu":
-        raise RunError(f"device {name!r} is not supported; use cpu or cuda[:N]")
+        raise ConfigError(f"`device` {name!r} is not supported; use cpu or cuda[:N]")
     return device
+
+
+def training_bytes(model_cfg, train_cfg: TrainConfig) -> tuple[int, int]:
+    """(peak bytes of a training step, parameters) of `model_cfg` trained under `train_cfg`.
+
+    The parameters are counted on the networks themselves, built on the meta device (which
+    allocates nothing): K x z_dim cluster networks, encoders, decoder. Each float32 parameter
+    is held four times during a step: the weight, its gradient and Adam's two moments. The
+    activations kept for the backward pass are estimated per sample (images in and out, the
+    hidden layers, K enumerated components of z) and per group (K cluster networks on beta).
+    """
+    from ..guide import build, default_guide  # the guide registry builds networks: only when asked
+
+    with torch.device("meta"):
+        model, guide = build(model_cfg, train_cfg.model, train_cfg.guide or default_guide(train_cfg.model))
+    parameters = sum(p.numel() for module in (model, guide) for p in module.parameters())
+    groups = train_cfg.groups_per_step
+    samples = train_cfg.group_size * groups
+    per_sample = 4 * model_cfg.x_dim + 4 * model_cfg.hidden + model_cfg.K * (4 * model_cfg.z_dim + 2)
+    if model_cfg.resolved_arch == "conv":  # the feature maps of encoder and decoder, each conv + norm + relu
+        per_sample += 6 * (32 * 32 * 32 + 32 * 16 * 16 + 64 * 8 * 8 + 64 * 4 * 4 + 256)
+    per_group = model_cfg.K * (2 * model_cfg.hidden + 4 * model_cfg.z_dim)
+    return 4 * (4 * parameters + 2 * (samples * per_sample + groups * per_group)), parameters
+
+
+def check_memory(model_cfg, train_cfg: TrainConfig, device: torch.device | str = "cpu"):
+    """A ConfigError, before anything is allocated, when a training step of `model_cfg` needs
+    more memory than `device` has free (see `training_bytes`); nothing where that is unknown."""
+    from ..data.imageset import available_memory
+
+    needed, parameters = training_bytes(model_cfg, train_cfg)
+    device = torch.device(device)
+    if device.type == "cuda":
+        free = torch.cuda.mem_get_info(device)[0]
+    else:
+        free = available_memory()
+    if free is not None and needed > free:
+        raise ConfigError(
+            f"a training step of this model needs about {needed / 2**30:.1f} GiB ({parameters:,} parameters, "
+            f"held with their gradients and Adam's two moments, and the activations of {train_cfg.group_size} x "
+            f"{train_cfg.groups_per_step} samples) but {free / 2**30:.1f} GiB are free on {device}; lower `hidden`, "
+            "`K`, `z_dim`, `group_size` or `groups_per_step`"
+        )

@@ -88,21 +88,24 @@ def pixel_change(decode, z: torch.Tensor, beta: torch.Tensor, step: torch.Tensor
 
 
 @torch.no_grad()
-def beta_diagnostics(model, guide, images: torch.Tensor, groups: torch.Tensor, max_decoded: int = 8) -> dict:
-    """Every number of the module docstring for index groups (G, B) into uint8 images; {} without a beta."""
+def beta_diagnostics(model, guide, images: torch.Tensor, groups, max_decoded: int = 8) -> dict:
+    """Every number of the module docstring for index groups into uint8 images, (G, B) or a list of
+    such parts (groups of another size); {} without a beta."""
     if not guide.has_global_latent:
         return {}
     was_training = model.training, guide.training
     model.eval(), guide.eval()
     device = next(guide.parameters()).device
+    parts = list(groups) if isinstance(groups, (list, tuple)) else [groups]
     locs, scales = [], []
-    for idx in groups.split(64):
-        loc, scale = guide.global_posterior(to_unit_float(images[idx.to(images.device)].to(device)))
-        locs.append(loc.cpu()), scales.append(scale.cpu())
+    for part in parts:
+        for idx in part.split(64):
+            loc, scale = guide.global_posterior(to_unit_float(images[idx.to(images.device)].to(device)))
+            locs.append(loc.cpu()), scales.append(scale.cpu())
     loc, scale = torch.cat(locs), torch.cat(scales)
     out = {**beta_information(loc, scale), **beta_spread(loc, scale)}
     # The decoder's sensitivity on a few groups: a dozen decodes of them cost little per epoch.
-    x = to_unit_float(images[groups[:max_decoded].to(images.device)].to(device))
+    x = to_unit_float(images[parts[0][:max_decoded].to(images.device)].to(device))
     z_loc, z_scale, _ = guide.local_posterior(x)
     beta_loc, beta_scale = loc[:max_decoded, None].to(device), scale[:max_decoded, None].to(device)
     out["pixel_change_beta"] = pixel_change(model.decode, z_loc, beta_loc, beta_scale, move_beta=True)
@@ -118,5 +121,5 @@ def inactive_beta_message(result: dict) -> str | None:
     return (
         f"beta is inactive: no dim of E[beta|X] has variance > {INACTIVE_VARIANCE} across test groups; of its KL of "
         f"{result['beta_kl']:.2f} nats, I(X; beta) is {result['beta_mi']:.2f} (at most {result['beta_mi_bound']:.2f} "
-        "here) and the rest a learned bias; train on groups that share something, e.g. --groups labels:0.3"
+        "here) and the rest a learned bias; train on groups that share something, e.g. `groups` labels:0.3"
     )

@@ -1,5 +1,5 @@
 """The data-parallel driver: SVI under PyTorch Lightning (DDP over torch.distributed), after Pyro's
-`examples/svi_lightning.py`, with the books kept by `train.core` as on one device.
+`examples/svi_lightning.py`, around the same `Session` as on one device.
 
 The objective is a sum of per-group ELBOs (eq. 10) and every group has its own beta, so groups
 split across R processes without changing the estimator. A step draws R*G groups (one step of
@@ -10,13 +10,15 @@ computes L_r, the negative ELBO of its G groups. DDP then applies
 
 the gradient a single process would take on the same R*G groups, scaled by 1/R (Adam is
 invariant to that scale up to its eps). Rank 0 alone writes the run directory; its metrics rows
-count steps of R*G*B samples. Lightning's own counters are not used: the `RunBook` counts steps
-and epochs, so a resumed run starts its first epoch where the checkpoint left it.
+count steps of R*G*B samples. Lightning's own counters are not used: the session's book counts
+steps and epochs, so a resumed run starts its first epoch where the checkpoint left it.
+
+The run's `validate` setting applies to every step as on one device; `graph` (a captured CUDA
+step) is refused, since Lightning owns the step.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import warnings
 
@@ -25,20 +27,16 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..data import to_unit_float
-from ..errors import RunError
-from ..model import ModelConfig
-from .checkpoints import latest_checkpoint
-from .config import LaunchConfig, TrainConfig
-from .core import RunBook, RunSetup, run_sampler, setup_run
+from ..errors import ConfigError
+from ..progress import progress
 from .elbo import Levers, make_elbo
-from .lock import run_lock
-from .rundir import load_config, new_run_dir, save_config
+from .session import Session
 
 try:
     from lightning.pytorch import LightningDataModule, LightningModule, Trainer
     from lightning.pytorch.utilities.exceptions import MisconfigurationException
     from lightning.pytorch.utilities.rank_zero import rank_zero_only
-except ModuleNotFoundError:  # the optional extra `ugvae[lightning]`; fit_lightning says how to get it
+except ModuleNotFoundError:  # the optional extra `ugvae[lightning]`; `lightning_trainer` says how to get it
     LightningDataModule = LightningModule = object
     Trainer = None
 
@@ -59,113 +57,107 @@ class ImageGroups(Dataset):
 class RankGroups(Sampler):
     """This process's G of the R*G groups of each remaining step of the book's current epoch."""
 
-    def __init__(self, steps, book: RunBook, rank: int, world_size: int):
-        per_rank = steps.groups_per_step // world_size
-        self.steps, self.book = steps, book
+    def __init__(self, session: Session, rank: int):
+        per_rank = session.sampler.groups_per_step // session.world_size
+        self.session = session
         self.share = slice(rank * per_rank, (rank + 1) * per_rank)
 
     def __len__(self) -> int:
-        return self.steps.steps_per_epoch - self.book.step_in_epoch
+        return self.session.sampler.steps_per_epoch - self.session.book.step_in_epoch
 
     def __iter__(self):
-        for idx in self.steps.epoch(self.book.epoch, start_step=self.book.step_in_epoch):
+        book = self.session.book
+        for idx in self.session.sampler.epoch(book.epoch, start_step=book.step_in_epoch):
             yield idx[self.share]
 
 
 class GroupData(LightningDataModule):
     """Training images resident on each process's device, served as that process's groups."""
 
-    def __init__(self, run: RunSetup, module: LightningUGVAE):
+    def __init__(self, module: LightningUGVAE):
         super().__init__()
-        self.run, self.module = run, module
-
-    def setup(self, stage: str):
-        self.images = self.run.train_set.images.to(self.trainer.strategy.root_device)
+        self.module = module
 
     def train_dataloader(self) -> DataLoader:
-        # Called after the module's setup, which makes the sampler and the book.
-        trainer, module = self.trainer, self.module
-        sampler = RankGroups(module.sampler, module.book, trainer.global_rank, trainer.world_size)
+        # Called after the module's setup, which makes the session.
+        session = self.module.session
+        sampler = RankGroups(session, self.trainer.global_rank)
         # A private generator: iterating must not advance the global RNG that draws z and beta.
-        return DataLoader(ImageGroups(self.images), sampler=sampler, batch_size=None, generator=torch.Generator())
+        return DataLoader(
+            ImageGroups(session.train_images), sampler=sampler, batch_size=None, generator=torch.Generator()
+        )
 
 
 class LightningUGVAE(LightningModule):
-    """The ELBO module and its optimiser; every rank keeps a RunBook, rank 0 writes it."""
+    """The ELBO module and its optimiser; every rank keeps a Session, rank 0 writes the run."""
 
-    def __init__(self, run: RunSetup, run_dir: str | None, launch: LaunchConfig, checkpoint: dict | None = None):
+    def __init__(self, run, data, model, guide, checkpoint: dict | None = None):
         super().__init__()
-        self.run, self.cfg, self.launch, self.resume = run, run.train_cfg, launch, checkpoint is not None
-        self.loss_fn = make_elbo(self.cfg.jit, Levers.of(self.cfg))(run.model, run.guide)
-        self.run_dir, self.book, self.checkpoint_to_restore = run_dir, None, checkpoint
+        self.run, self.data = run, data
+        self.pair = (model, guide)  # a tuple, so that they register once, inside the loss module
+        self.loss_fn = make_elbo(run.train_cfg.jit, Levers.of(run.train_cfg))(model, guide)
+        self.checkpoint_to_restore, self.session, self.bar = checkpoint, None, None
 
     def configure_optimizers(self):
-        self.optimizer = torch.optim.Adam(self.loss_fn.parameters(), lr=self.cfg.lr)
+        self.optimizer = torch.optim.Adam(self.loss_fn.parameters(), lr=self.run.train_cfg.lr)
         return self.optimizer
 
     def setup(self, stage: str):
         # Processes started by torchrun or SLURM never saw rank 0 create the directory.
-        self.run_dir = self.trainer.strategy.broadcast(self.run_dir, src=0)
-        cfg, world = self.cfg, self.trainer.world_size
+        self.run.run_dir = self.trainer.strategy.broadcast(self.run.run_dir, src=0)
+        self.run.run_id = self.trainer.strategy.broadcast(self.run.run_id, src=0)
         device = self.trainer.strategy.root_device
-        self.sampler = run_sampler(self.run, cfg.groups_per_step * world, device)
-        is_writer, run_id = self.trainer.is_global_zero, None
-        if is_writer and not self.resume:
-            run_id = save_config(
-                self.run_dir, self.run.model_cfg, cfg, {"lightning": {**self.launch.to_dict(), "world_size": world}}
-            )
-        elif self.resume:
-            run_id = load_config(self.run_dir)[2].get("run_id")
-        samples = cfg.group_size * cfg.groups_per_step * world
-        self.book = RunBook(self.run, self.run_dir, self.sampler, samples, writer=is_writer, run_id=run_id)
-        self.test_images = self.run.test_set.images.to(device) if is_writer else None
+        writer = self.trainer.is_global_zero
+        self.session = Session(self.run, self.data, *self.pair, device, self.trainer.world_size, writer=writer)
+        self.session.reduce = self.reduce
+        self.session.open_hooks()
 
     def on_train_start(self):
+        session = self.session
+        session.optimizer = self.optimizer
         if self.checkpoint_to_restore is not None:
-            self.book.restore(self.checkpoint_to_restore, self.run.model, self.run.guide, self.optimizer)
+            session.restore(self.checkpoint_to_restore)
             self.checkpoint_to_restore = None
             if self.global_rank > 0:
                 # The checkpoint holds rank 0's generators: the others draw new noise from here.
-                pyro.set_rng_seed(self.cfg.seed + 7919 * self.global_rank + self.book.step)
+                pyro.set_rng_seed(self.run.train_cfg.seed + 7919 * self.global_rank + session.book.step)
         else:
-            pyro.set_rng_seed(self.cfg.seed + self.global_rank)  # different Monte Carlo noise per process
+            session.seed(self.global_rank)
+        session.begin()
+        if session.writer:
+            book = session.book
+            name = os.path.basename(self.run.run_dir)
+            self.bar = progress(total=book.epochs * book.steps_per_epoch, initial=book.step, desc=name, unit="step")
 
     def reduce(self, window: torch.Tensor) -> torch.Tensor:
         # A copy: the sum is written in place, and the window may still be logged later.
         return self.trainer.strategy.reduce(window.clone(), reduce_op="sum")
 
     def training_step(self, batch: torch.Tensor, batch_idx: int) -> torch.Tensor:
-        try:
-            loss = self.loss_fn(to_unit_float(batch))
-        except ValueError as e:
-            diverged = self.book.diverged_from(e)
-            if diverged is None:
-                raise
-            raise diverged from None
-        self.book.record(loss)
-        return loss
+        return self.session.step(lambda: self.loss_fn(to_unit_float(batch)))
 
     def on_train_epoch_start(self):
-        self.book.start_clock()
+        self.session.book.start_clock()
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int):
-        book = self.book
-        if book.log_due:
-            book.log(self.reduce)
-        if book.checkpoint_due:
-            self.checkpoint()
+        train_elbo = self.session.after_step()
+        if self.bar is not None:
+            self.bar.update()
+            if train_elbo is not None:
+                book = self.session.book
+                self.bar.set_postfix(epoch=f"{book.epoch + 1}/{book.epochs}", elbo=f"{train_elbo:.2f}")
 
     def on_train_epoch_end(self):
-        self.book.stop_clock()
-        self.book.end_epoch(self.run.model, self.run.guide, self.test_images, self.run.train_set.images)
-        self.checkpoint()
+        self.session.end_epoch()
 
     def on_train_end(self):
-        self.book.write_summary(world_size=self.trainer.world_size)
+        self.session.finish(world_size=self.trainer.world_size)
 
-    def checkpoint(self):
-        """Every rank checks the state (the window is summed over them), rank 0 writes it."""
-        self.book.checkpoint(self.run.model, self.run.guide, self.optimizer, self.loss_fn.parameters(), self.reduce)
+    def teardown(self, stage: str):
+        if self.bar is not None:
+            self.bar.close()
+        if self.session is not None:
+            self.session.close()
 
 
 def launched_as_rank_zero() -> bool:
@@ -174,58 +166,38 @@ def launched_as_rank_zero() -> bool:
     return rank_zero_only.rank == 0 and os.environ.get("NODE_RANK", "0") == "0"
 
 
-def fit_lightning(
-    train_cfg: TrainConfig,
-    model_cfg: ModelConfig | None,
-    launch: LaunchConfig,
-    runs_dir: str = "runs",
-    callbacks=(),
-    quiet: bool = False,
-    resume_dir: str | None = None,
-) -> str | None:
-    """Train a new run under Lightning, or continue the one in `resume_dir`.
-
-    Returns the run directory on global rank 0 and None on the other ranks, so that a caller
-    re-run by Lightning's `ddp` launcher draws its reports once.
-    """
+def lightning_trainer(run, epochs_left: int, callbacks=()):
+    """Lightning's Trainer for the run's launch options, or one ConfigError naming the problem."""
+    cfg, launch = run.train_cfg, run.launch
     if Trainer is None:
-        raise RunError("--strategy needs PyTorch Lightning; install it with pip install 'ugvae[lightning]'")
-    if resume_dir:
-        model_cfg, train_cfg, _ = load_config(resume_dir)
-    if train_cfg.groups.startswith("clusters"):  # the refresh of assignments is untested across processes
-        raise RunError("--groups clusters:ALPHA is not supported with --strategy yet; train on one device")
-    run = setup_run(train_cfg, model_cfg, quiet)
-    ckpt = None
-    if resume_dir:
-        ckpt = latest_checkpoint(resume_dir, load_config(resume_dir)[2].get("run_id"))
-        if ckpt is None:
-            raise RunError(f"{resume_dir} has no readable checkpoint to resume from; start a new run instead")
+        raise ConfigError("`launch` needs PyTorch Lightning; install it with pip install 'ugvae[lightning]'")
+    if cfg.graph:
+        raise ConfigError("`graph` captures the single-device step; Lightning owns its step: turn `graph` off")
+    if cfg.groups.startswith("clusters"):  # the refresh of assignments is untested across processes
+        raise ConfigError("`groups` clusters:ALPHA is not supported under Lightning yet; train on one device")
     try:
-        trainer = Trainer(
+        return Trainer(
             **launch.to_dict(),
-            max_epochs=max(train_cfg.epochs - (ckpt["epoch"] if ckpt else 0), 0),
-            gradient_clip_val=train_cfg.clip_norm,
+            max_epochs=max(epochs_left, 0),
+            gradient_clip_val=cfg.clip_norm,
             use_distributed_sampler=False,  # RankGroups already splits every step's groups
             reload_dataloaders_every_n_epochs=1,  # a resumed first epoch is shorter than the others
             logger=False,
             enable_checkpointing=False,
             enable_model_summary=False,
-            enable_progress_bar=not quiet,
+            enable_progress_bar=False,
             callbacks=list(callbacks),
         )
     except (MisconfigurationException, ValueError, TypeError) as e:
-        raise RunError(
-            f"Lightning rejected the launch options ({e}); check --strategy, --devices, --num-nodes and --accelerator"
+        raise ConfigError(
+            f"Lightning rejected the launch options ({e}); check `strategy`, `devices`, `num_nodes` and `accelerator`"
         ) from None
-    if resume_dir:
-        run_dir = resume_dir
-    else:
-        run_dir = new_run_dir(runs_dir, train_cfg.dataset, train_cfg.model) if launched_as_rank_zero() else None
-    module = LightningUGVAE(run, run_dir, launch, checkpoint=ckpt)
-    # Only rank 0 writes, so only it holds the run's lock.
-    lock = run_lock(run_dir, new=not resume_dir) if run_dir and launched_as_rank_zero() else contextlib.nullcontext()
-    with lock, warnings.catch_warnings():
+
+
+def fit_lightning(trainer, module: LightningUGVAE) -> bool:
+    """Run `trainer.fit`; whether this process is global rank 0 (the one that writes the run)."""
+    with warnings.catch_warnings():
         # The data is resident on the device: loader workers would only copy it.
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
-        trainer.fit(module, datamodule=GroupData(run, module))
-    return module.run_dir if trainer.is_global_zero else None
+        trainer.fit(module, datamodule=GroupData(module))
+    return trainer.is_global_zero

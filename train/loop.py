@@ -1,169 +1,136 @@
-"""The single-device driver: SVI steps over resident data, with the books kept by `train.core`.
+"""The single-device driver: SVI steps over data resident on the device, around a `Session`.
 
 The loss is `TraceEnum_ELBO`, sync-free (train/elbo.py) or JIT, used as a module, as in Pyro's
 Lightning example: `elbo(model, guide)` is an `nn.Module` whose forward is the differentiable
 loss, optimised by a `torch.optim.Adam`. It is the same estimator as `SVI.step`, but the
 optimiser state is a plain state_dict (exact resume), gradients can be clipped, and the loss
-never leaves the device between logs.
+never leaves the device between logs. `graph` replays the whole step as one CUDA graph
+(train/graph.py).
 
 SIGINT (Ctrl-C) and SIGTERM (what schedulers and `kill` send) let the step under way finish,
-write a checkpoint at it and stop with the command that continues the run, so that the resumed
-run repeats the losses of an uninterrupted one (exit 130 and 143 from run.py). A second signal
-stops at once, without a checkpoint. The run directory is locked (`train.lock`) while it trains.
+write a checkpoint at it and stop with TrainingInterrupted / TrainingTerminated, so that the
+resumed run repeats the losses of an uninterrupted one. A signal during an epoch's evaluation
+stops at that epoch's checkpoint; one during the report at its end stops once the report's files
+are whole. A second signal stops at once (a checkpoint or figure being written is left out, its
+older version whole).
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import signal
 import threading
-from dataclasses import replace
 
-import pyro
 import torch
-from tqdm.auto import tqdm
 
 from ..data import to_unit_float
-from ..errors import RunError, TrainingInterrupted
-from ..model import ModelConfig
-from .checkpoints import latest_checkpoint
-from .config import TrainConfig, resolve_device
-from .core import RunBook, run_sampler, setup_run
-from .diagnostics import inactive_beta_message
+from ..errors import TrainingInterrupted
+from ..progress import plural, progress
 from .elbo import Levers, make_elbo
 from .graph import CapturedStep
-from .lock import run_lock
-from .rundir import claim_run_dir, load_config, new_run_dir, save_config
+from .session import Session
+
+logger = logging.getLogger(__name__)
 
 
 class Trainer:
-    """One run on one device: the data resident there, the loss module and its optimiser.
+    """One session of a run on one device: its data there, the loss module and its optimiser.
 
-    Building one writes nothing, so bad input leaves no run directory behind; `start` begins a
-    new run in a directory, `restore` continues one from its newest good checkpoint.
+    Building one writes nothing, so bad input leaves no run directory behind; `open` attaches
+    the run's directory (hooks, checkpoints) once it exists.
     """
 
-    def __init__(self, train_cfg: TrainConfig, model_cfg: ModelConfig | None = None, quiet: bool = False):
-        self.cfg, self.quiet = train_cfg, quiet
-        self.device = resolve_device(train_cfg.device)
-        self.run = setup_run(train_cfg, model_cfg, quiet)
-        self.model_cfg, self.guide_name = self.run.model_cfg, self.run.guide_name
-        self.model, self.guide = self.run.model.to(self.device), self.run.guide.to(self.device)
-        # uint8 keeps the whole training set resident on the device at a quarter of the size.
-        self.images = self.run.train_set.images.to(self.device)
-        self.test_images = self.run.test_set.images.to(self.device)
-        self.sampler = run_sampler(self.run, train_cfg.groups_per_step, self.device)
-        self.loss_fn = make_elbo(train_cfg.jit, Levers.of(train_cfg))(self.model, self.guide)
-        self.optimizer = torch.optim.Adam(self.loss_fn.parameters(), lr=train_cfg.lr, capturable=train_cfg.graph)
-        self.validate = train_cfg.validation_on(self.device.type)
-        self.run_step = CapturedStep(self.train_step, self.device) if train_cfg.graph else self.train_step
-        self.book: RunBook | None = None
+    def __init__(self, run, data, model, guide, device: torch.device):
+        cfg = run.train_cfg
+        model, guide = model.to(device), guide.to(device)
+        self.session = Session(run, data, model, guide, device)
+        self.loss_fn = make_elbo(cfg.jit, Levers.of(cfg))(model, guide)
+        self.session.optimizer = torch.optim.Adam(self.loss_fn.parameters(), lr=cfg.lr, capturable=cfg.graph)
+        self.run_step = CapturedStep(self.train_step, device) if cfg.graph else self.train_step
 
-    @property
-    def run_dir(self) -> str | None:
-        return self.book.run_dir if self.book else None
+    def start(self, runs_dir: str = "runs", run_dir: str | None = None):
+        """Make the new run's directory (train/run.py's `claim`) and seed its steps; returns the Run."""
+        self.session.seed()
+        return self.session.run.claim(runs_dir, run_dir)
 
-    def _open_book(self, run_dir: str, run_id: str | None) -> RunBook:
-        samples = self.cfg.group_size * self.cfg.groups_per_step
-        self.book = RunBook(self.run, run_dir, self.sampler, samples, run_id=run_id)
-        return self.book
-
-    def start(self, run_dir: str):
-        self._open_book(run_dir, save_config(run_dir, self.model_cfg, self.cfg))
-
-    def restore(self, run_dir: str):
-        run_id = load_config(run_dir)[2].get("run_id")
-        ckpt = latest_checkpoint(run_dir, run_id)
-        if ckpt is None:
-            raise RunError(f"{run_dir} has no readable checkpoint to resume from; start a new run instead")
-        self._open_book(run_dir, run_id).restore(ckpt, self.model, self.guide, self.optimizer, self.device)
-        if not self.quiet:
-            tqdm.write(f"resuming {run_dir} from step {self.book.step} (epoch {self.book.epoch})")
-
-    def checkpoint(self):
-        self.book.checkpoint(self.model, self.guide, self.optimizer, self.loss_fn.parameters())
+    def restore(self, checkpoint: dict) -> None:
+        """Continue the run in its directory from `checkpoint`."""
+        self.session.open_hooks()
+        self.session.restore(checkpoint)
 
     def train_step(self, idx: torch.Tensor) -> torch.Tensor:
-        x = to_unit_float(self.images[idx])
-        self.optimizer.zero_grad(set_to_none=True)
+        session = self.session
+        x = to_unit_float(session.train_images[idx])
+        session.optimizer.zero_grad(set_to_none=True)
         loss = self.loss_fn(x)
         loss.backward()
-        if self.cfg.clip_norm:
-            torch.nn.utils.clip_grad_norm_(self.loss_fn.parameters(), self.cfg.clip_norm)
-        self.optimizer.step()
+        if session.cfg.clip_norm:
+            torch.nn.utils.clip_grad_norm_(self.loss_fn.parameters(), session.cfg.clip_norm)
+        session.optimizer.step()
         return loss.detach()
 
-    def _guarded_step(self, idx: torch.Tensor) -> torch.Tensor:
-        try:
-            # With validation on (--validate), divergence shows up first as a distribution built
-            # from NaN/inf/zero scales rather than as a NaN loss.
-            with pyro.validation_enabled(self.validate):
-                return self.run_step(idx)
-        except ValueError as e:
-            diverged = self.book.diverged_from(e)
-            if diverged is None:
-                raise
-            raise diverged from None
-
-    def fit(self, writer=None) -> dict:
-        book = self.book
-        if book.finished and not self.quiet:
-            tqdm.write(f"{book.run_dir} has already finished its {self.cfg.epochs} epochs; writing its summary again")
-        bar = tqdm(
-            total=self.cfg.epochs * book.steps_per_epoch,
+    def fit(self, on_finish=None) -> dict:
+        """Train to the run's last epoch, write summary.json, then call `on_finish(run)` (the
+        report); SIGINT and SIGTERM are honoured at every point of it (see the module docstring)."""
+        session = self.session
+        session.open_hooks()
+        session.begin()
+        book, cfg = session.book, session.cfg
+        if book.finished:
+            logger.info(
+                f"{session.run.run_dir} has finished its {plural(cfg.epochs, 'epoch')}; writing its summary again"
+            )
+        bar = progress(
+            total=cfg.epochs * book.steps_per_epoch,
             initial=book.step,
-            disable=self.quiet,
-            desc=os.path.basename(book.run_dir),
+            desc=os.path.basename(session.run.run_dir),
             unit="step",
-            dynamic_ncols=True,
         )
-        stop_requests, restore_handlers = stop_on_signals()
-        try:
-            while not book.finished:
-                book.start_clock()
-                for idx in self.sampler.epoch(book.epoch, start_step=book.step_in_epoch):
-                    book.record(self._guarded_step(idx))
-                    bar.update()
-                    if book.log_due:
-                        train_elbo = book.log()
-                        bar.set_postfix(epoch=book.epoch, elbo=f"{train_elbo:.2f}")
-                        if writer:
-                            writer.add_scalar("train/elbo", train_elbo, book.step)
-                    if book.checkpoint_due:
-                        book.stop_clock()
-                        self.checkpoint()
-                        book.start_clock()
-                    if stop_requests:
-                        book.stop_clock()
-                        self.checkpoint()
-                        raise book.interrupted(stop_requests[0])
-                book.stop_clock()
-                result = book.end_epoch(self.model, self.guide, self.test_images, self.images)
-                if writer:
-                    for k in ("test_elbo", "cluster_entropy", "clusters_used"):
-                        if k in result:
-                            writer.add_scalar(f"test/{k.replace('test_', '')}", result[k], book.step)
-                self.checkpoint()
-        except TrainingInterrupted:
-            raise
-        except KeyboardInterrupt:
-            raise book.interrupted() from None
-        finally:
-            restore_handlers()
-            bar.close()
-        summary = book.write_summary()
-        if note := inactive_beta_message(summary):  # said even with --quiet: it is a result, not progress
-            tqdm.write(note)
-        return summary
+        with stop_on_signals() as stops:
+            try:
+                while not book.finished:
+                    book.start_clock()
+                    for idx in session.sampler.epoch(book.epoch, start_step=book.step_in_epoch):
+                        session.step(lambda idx=idx: self.run_step(idx))
+                        bar.update()
+                        train_elbo = session.after_step()
+                        if train_elbo is not None:
+                            bar.set_postfix(epoch=f"{book.epoch + 1}/{cfg.epochs}", elbo=f"{train_elbo:.2f}")
+                        if stops:
+                            book.stop_clock()
+                            session.checkpoint()
+                            raise session.interrupted(stops[0])
+                    session.end_epoch()  # ends with the epoch's checkpoint
+                    if stops:  # a signal during the epoch's evaluation: stop at its checkpoint
+                        raise session.interrupted(stops[0])
+                bar.close()
+                session.close()
+                summary = session.finish()
+                if on_finish:
+                    on_finish(session.run)
+                if stops:  # a signal during the report, which finished first (its files are whole)
+                    raise session.interrupted(stops[0])
+                return summary
+            except TrainingInterrupted:
+                raise
+            except KeyboardInterrupt:  # a second signal, or Ctrl-C where no handler runs
+                raise session.interrupted() from None
+            finally:
+                bar.close()
+                session.close()
 
 
-def stop_on_signals() -> tuple[list[int], object]:
-    """Handle SIGINT and SIGTERM by noting them in the returned list (the loop stops after the
-    step under way); a second one raises KeyboardInterrupt at once. Returns the list and the
-    function that puts the previous handlers back. Only the main thread can take signals."""
+@contextlib.contextmanager
+def stop_on_signals():
+    """Within the block, SIGINT and SIGTERM are noted in the list it yields (the loop stops at the
+    next point that can take a checkpoint); a second one raises KeyboardInterrupt at once. Only
+    the main thread can take signals: elsewhere the list stays empty."""
     received: list[int] = []
     if threading.current_thread() is not threading.main_thread():
-        return received, lambda: None
+        yield received
+        return
 
     def handler(signum, frame):
         if received:
@@ -171,78 +138,8 @@ def stop_on_signals() -> tuple[list[int], object]:
         received.append(signum)
 
     previous = {signum: signal.signal(signum, handler) for signum in (signal.SIGINT, signal.SIGTERM)}
-
-    def restore():
+    try:
+        yield received
+    finally:
         for signum, old in previous.items():
             signal.signal(signum, old)
-
-    return received, restore
-
-
-def train(
-    train_cfg: TrainConfig,
-    runs_dir: str = "runs",
-    model_cfg: ModelConfig | None = None,
-    quiet: bool = False,
-    writer_factory=None,
-    run_dir: str | None = None,
-) -> str:
-    """Train a new run in `run_dir`, which must not exist, or else in a new directory under
-    `runs_dir`; returns the run directory."""
-    run_dir = claim_run_dir(run_dir) if run_dir else new_run_dir(runs_dir, train_cfg.dataset, train_cfg.model)
-    try:
-        trainer = Trainer(train_cfg, model_cfg, quiet=quiet)
-    except BaseException:
-        os.rmdir(run_dir)  # still empty: bad input leaves no half-made run behind
-        raise
-    with run_lock(run_dir, new=True):
-        trainer.start(run_dir)
-        fit_with_writer(trainer, writer_factory)
-    return run_dir
-
-
-def resume(
-    run_dir: str, quiet: bool = False, device: str | None = None, writer_factory=None, epochs: int | None = None
-) -> str:
-    """Continue a run from its newest good checkpoint, in the same directory, on one device.
-
-    `epochs` extends the run to that many epochs in all (config.json records the new total);
-    it may not be fewer than the epochs already trained.
-    """
-    with run_lock(run_dir):
-        return _resume(run_dir, quiet, device, writer_factory, epochs)
-
-
-def _resume(run_dir: str, quiet: bool, device: str | None, writer_factory, epochs: int | None) -> str:
-    model_cfg, train_cfg, saved = load_config(run_dir)
-    if "lightning" in saved:
-        raise RunError(
-            f"{run_dir} was trained under Lightning; resume it with train.lightning.fit_lightning(..., "
-            f"resume_dir=...) or `python run.py --resume {run_dir}`, which picks its launch options"
-        )
-    if device:
-        train_cfg = replace(train_cfg, device=device)
-    if epochs is not None:
-        train_cfg = replace(train_cfg, epochs=epochs)
-    trainer = Trainer(train_cfg, model_cfg, quiet=quiet)
-    trainer.restore(run_dir)
-    if epochs is not None and epochs != saved["train"]["epochs"]:
-        if trainer.book.epoch > epochs:
-            raise RunError(
-                f"{run_dir} has already trained {trainer.book.epoch} epochs, more than --epochs {epochs}; "
-                f"pass at least {trainer.book.epoch}"
-            )
-        extra = {k: v for k, v in saved.items() if k not in ("model", "train", "model_name", "guide_name")}
-        # The device stays the run's own: --device only picks where this session trains.
-        save_config(run_dir, model_cfg, replace(train_cfg, device=saved["train"]["device"]), extra)
-    fit_with_writer(trainer, writer_factory)
-    return run_dir
-
-
-def fit_with_writer(trainer: Trainer, writer_factory=None):
-    writer = writer_factory(trainer.run_dir) if writer_factory else None
-    try:
-        trainer.fit(writer)
-    finally:
-        if writer:
-            writer.close()  # flushes the events of a run that stops early too

@@ -1,4 +1,9 @@
-"""Numbers logged during training: per-sample ELBOs and how the mixture is used, in metrics.csv.
+"""metrics.csv: the numbers logged during training (train/hooks.py), a row per logged window and per epoch.
+
+`kind` tells the two apart: a `step` row holds the train ELBO of the window of steps up to
+`step`; an `epoch` row, written when the epoch with 0-based index `epoch` ends, holds its mean
+train ELBO and its test numbers. With pandas: `df[df.kind == "epoch"]`. Logs of earlier
+versions, which had no `kind`, are widened in place (the rows with a test ELBO are the epochs).
 
 Rows are appended; a crash mid-append leaves a torn last line, which a resume drops, and a
 crash while the header was written leaves a torn header, which the next writer rewrites (the
@@ -13,16 +18,13 @@ import io
 import math
 import os
 
-import torch
-from pyro.infer import TraceEnum_ELBO
-
-from ..data import to_unit_float
 from ..errors import RunError
-from ..files import atomic_write_bytes, disk_full
+from ..files import NotARegularFile, atomic_write_bytes, disk_full, open_append, open_regular
 
 METRIC_FIELDS = [
     "step",
     "epoch",
+    "kind",
     "train_elbo",
     "test_elbo",
     "cluster_entropy",
@@ -39,45 +41,6 @@ METRIC_FIELDS = [
     "pixel_change_z",
     "elapsed_s",
 ]
-USAGE_THRESHOLD = 0.02
-
-
-def cluster_usage(pi: torch.Tensor) -> dict:
-    """Usage of K clusters from q(d|z) probabilities pi (N, K).
-
-    Entropy (nats) of the mean of pi (log K when all are used evenly), the number of clusters
-    holding >= 2% of that mass, and the same count for hard argmax assignments, which also
-    catches a q(d|z) that stays uniform everywhere.
-    """
-    pi = pi.reshape(-1, pi.shape[-1]).double()
-    mean = pi.mean(0)
-    entropy = -(mean * mean.clamp_min(1e-30).log()).sum().item()
-    hard = torch.bincount(pi.argmax(-1), minlength=pi.shape[-1]).double() / pi.shape[0]
-    return {
-        "cluster_entropy": entropy,
-        "clusters_used": int((mean >= USAGE_THRESHOLD).sum()),
-        "clusters_used_argmax": int((hard >= USAGE_THRESHOLD).sum()),
-        "cluster_shares": [round(v, 4) for v in mean.tolist()],
-    }
-
-
-@torch.no_grad()
-def test_metrics(model, guide, images: torch.Tensor, groups: torch.Tensor, chunk: int = 16) -> dict:
-    """Per-sample test ELBO (nats) and, for mixture models, cluster usage on index `groups` (G, B)
-    of uint8 `images`. Leaves model and guide in training mode."""
-    model.eval(), guide.eval()
-    elbo, total, pis = TraceEnum_ELBO(max_plate_nesting=2), 0.0, []
-    for idx in groups.split(chunk):
-        x = to_unit_float(images[idx.to(images.device)])
-        total += elbo.loss(model, guide, x)
-        if guide.has_mixture:
-            pi = guide.local_posterior(x).pi
-            pis.append(pi.reshape(-1, pi.shape[-1]).cpu())
-    model.train(), guide.train()
-    out = {"test_elbo": -total / groups.numel()}
-    if pis:
-        out.update(cluster_usage(torch.cat(pis)))
-    return out
 
 
 class MetricsLog:
@@ -88,9 +51,9 @@ class MetricsLog:
     def __init__(self, path: str):
         self.path = path
         header = ""
-        if os.path.exists(path):
-            with open(path, newline="") as f:
-                header = f.readline()
+        if os.path.lexists(path):
+            first, newline, _ = self._text().partition("\n")
+            header = first + newline
         if header.rstrip("\r\n") == self.HEADER.rstrip("\r\n"):
             return
         columns = header.strip().split(",")
@@ -105,20 +68,29 @@ class MetricsLog:
         # No file, or one cut inside its header (then it holds no row yet): write the header whole.
         atomic_write_bytes(path, self.HEADER.encode())
 
+    def _text(self) -> str:
+        """The log's text; a link, FIFO or folder in its place is refused, never followed."""
+        try:
+            with open_regular(self.path, "metrics") as f:
+                return f.read().decode("utf-8", errors="replace")
+        except NotARegularFile as e:
+            raise RunError(f"{e}; move it aside to start a new log") from None
+
     def _widen(self, columns: list[str]):
-        with open(self.path, newline="") as f:
-            rows = list(csv.DictReader(f))
+        rows = list(csv.DictReader(io.StringIO(self._text(), newline="")))
         complete = [r for r in rows if None not in r.values()]  # drops a line torn mid-append
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, METRIC_FIELDS)
         writer.writeheader()
-        writer.writerows({k: r.get(k, "") for k in METRIC_FIELDS} for r in complete)
+        writer.writerows({**{k: r.get(k, "") for k in METRIC_FIELDS}, "kind": row_kind(r)} for r in complete)
         atomic_write_bytes(self.path, buffer.getvalue().encode())
 
     def write(self, **row):
         try:
-            with open(self.path, "a", newline="") as f:
+            with open_append(self.path, "metrics") as f:
                 csv.DictWriter(f, METRIC_FIELDS).writerow({k: row.get(k, "") for k in METRIC_FIELDS})
+        except NotARegularFile as e:
+            raise RunError(f"{e}; move it aside to start a new log") from None
         except OSError as e:
             if e.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise disk_full(self.path, os.path.dirname(self.path) or ".") from None
@@ -129,13 +101,16 @@ class MetricsLog:
 
         The rewrite is atomic, and a last line torn by a crash mid-append (no newline) is dropped.
         """
-        with open(self.path, newline="") as f:
-            text = f.read()
-        lines = text.splitlines(keepends=True)
+        lines = self._text().splitlines(keepends=True)
         if lines and not lines[-1].endswith("\n"):
             lines.pop()
         kept = [line for line in lines[1:] if line.split(",", 1)[0].isdigit() and int(line.split(",", 1)[0]) <= step]
         atomic_write_bytes(self.path, "".join(lines[:1] + kept).encode())
+
+
+def row_kind(row: dict) -> str:
+    """`kind` of a row, also of a log written before the column existed (only epochs have a test ELBO)."""
+    return row.get("kind") or ("epoch" if row.get("test_elbo") not in ("", None) else "step")
 
 
 def read_metrics(path: str) -> list[dict]:
@@ -146,7 +121,8 @@ def read_metrics(path: str) -> list[dict]:
     for r in rows:
         if not (r.get("step") or "").isdigit() or not (r.get("epoch") or "").isdigit():
             continue  # a line torn by a crash mid-append
-        parsed = {k: (float(v) if v not in ("", None) else math.nan) for k, v in r.items() if k in METRIC_FIELDS}
-        parsed["step"], parsed["epoch"] = int(parsed["step"]), int(parsed["epoch"])
+        numbers = {k: v for k, v in r.items() if k in METRIC_FIELDS and k != "kind"}
+        parsed = {k: (float(v) if v not in ("", None) else math.nan) for k, v in numbers.items()}
+        parsed["step"], parsed["epoch"], parsed["kind"] = int(parsed["step"]), int(parsed["epoch"]), row_kind(r)
         out.append(parsed)
     return out

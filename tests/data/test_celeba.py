@@ -27,7 +27,7 @@ class FakeCelebA(torch.utils.data.Dataset):
 
 def test_decode_keeps_attributes_and_caches(tmp_path, monkeypatch):
     (tmp_path / "celeba").mkdir()
-    monkeypatch.setattr(celeba, "open_torchvision", lambda split, root, size: FakeCelebA())
+    monkeypatch.setattr(celeba, "open_torchvision", lambda split, root, size, download: FakeCelebA())
     ds = load_dataset("celeba", data_dir=str(tmp_path), image_size=8)
     assert ds.x_shape == (3, 8, 8) and ds.attribute_names == ["Smiling", "Male"] and ds.labels is None
     assert ds.images[:, 0, 0, 0].tolist() == list(range(6)) and ds.attributes.shape == (6, 2)

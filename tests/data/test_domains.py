@@ -6,8 +6,9 @@ import torch
 from PIL import Image
 
 from ugvae.data import DataError, MixedGroups, load_dataset
+from ugvae.guide import build
 from ugvae.model import ModelConfig
-from ugvae.train import TrainConfig, Trainer, build, make_elbo
+from ugvae.train import TrainConfig, make_elbo, new_trainer
 
 
 def write_domain(folder, count, background, size=(12, 12), mode="L", seed=0):
@@ -62,7 +63,7 @@ def test_a_bad_second_domain_is_named(tmp_path, second, message):
 
 def test_mixing_unresized_sources_of_two_sizes_names_the_fix(tmp_path):
     small = write_domain(tmp_path / "small", 10, 30)
-    with pytest.raises(DataError, match=r"\(1x28x28\) .* \(1x64x64\): pass --image-size 64"):
+    with pytest.raises(DataError, match=r"\(1x28x28\) .* \(1x64x64\): set `image_size` to 64"):
         load_dataset(f"synthetic:20+folder:{small}")  # the folder loader defaults to 64x64
 
 
@@ -100,12 +101,12 @@ def test_trainer_groups_follow_mix_without_reading_domain_labels(dark_and_bright
     cfg = TrainConfig(
         dataset=f"folder:{dark}+folder:{bright}", image_size=8, group_size=6, groups_per_step=2, mix=1 / 3, epochs=1
     )
-    trainer = Trainer(cfg, ModelConfig(x_shape=(1, 8, 8), z_dim=2, beta_dim=2, K=3, hidden=8), quiet=True)
-    assert isinstance(trainer.sampler, MixedGroups)
-    steps = list(trainer.sampler.epoch(0))
+    session = new_trainer(cfg, ModelConfig(x_shape=(1, 8, 8), z_dim=2, beta_dim=2, K=3, hidden=8)).session
+    assert isinstance(session.sampler, MixedGroups)
+    steps = list(session.sampler.epoch(0))
     assert len(steps) == 72 // 12  # steps per epoch count both domains: the small one is reused
     for idx in steps:
-        dark_counts = (trainer.images[idx].float().flatten(2).median(-1).values < 128).sum(-1)
+        dark_counts = (session.train_images[idx].float().flatten(2).median(-1).values < 128).sum(-1)
         assert dark_counts.tolist() == [2, 2]
 
 
@@ -128,7 +129,7 @@ def test_conv_ugvae_takes_an_svi_step_on_a_64x64_rgb_mixture(tmp_path):
     unchanged = [k for k, v in loss_fn.named_parameters() if torch.equal(v, before[k])]
     assert not unchanged
     assert guide.global_posterior(x)[0].shape == (2, 2)
-    with pytest.raises(ValueError, match="--image-size 64"):
+    with pytest.raises(ValueError, match="set `image_size` to 64"):
         ModelConfig(x_shape=(1, 28, 28), arch="conv")
 
 

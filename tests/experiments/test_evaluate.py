@@ -13,11 +13,12 @@ from torch.distributions import Normal
 
 from ugvae import run
 from ugvae.data import fixed_groups, load_dataset
-from ugvae.experiments.evaluate import clustering_accuracy, evaluate_run, iwae_bounds
-from ugvae.guide import GUIDES
+from ugvae.experiments.evaluate import EvaluateSettings, evaluate_run
+from ugvae.guide import GUIDES, build
 from ugvae.model import ModelConfig
 from ugvae.model.likelihood import pixel_distribution
-from ugvae.train import TrainConfig, build, load_run, train
+from ugvae.train import TrainConfig, fit, load_run
+from ugvae.train.evaluation import clustering_accuracy, iwae_bounds
 
 pytestmark = pytest.mark.filterwarnings("ignore:TraceEnum_ELBO found no sample sites")
 
@@ -90,12 +91,9 @@ def trained_runs(tmp_path_factory):
     runs_dir = str(tmp_path_factory.mktemp("runs"))
     pyro.clear_param_store()
     return {
-        name: train(
-            TrainConfig(dataset="synthetic:400", model=name, epochs=1, group_size=8, lr=3e-3),
-            runs_dir=runs_dir,
-            model_cfg=TINY,
-            quiet=True,
-        )
+        name: fit(
+            TrainConfig(dataset="synthetic:400", model=name, epochs=1, group_size=8, lr=3e-3), TINY, runs_dir=runs_dir
+        ).run_dir
         for name in ("ugvae", "vae")
     }
 
@@ -118,7 +116,8 @@ def test_evaluate_writes_eval_json_with_iwae_above_the_elbo(trained_runs, capsys
 
 @pytest.mark.slow
 def test_iwae_increases_with_the_number_of_samples_on_a_trained_model(trained_runs):
-    model, guide, _ = load_run(trained_runs["ugvae"])
+    trained = load_run(trained_runs["ugvae"])
+    model, guide = trained.model, trained.guide
     test = load_dataset("synthetic:400", "test")
     x = test.images[fixed_groups(len(test), 8)[:10]].float() / 255
     bounds = []
@@ -129,7 +128,7 @@ def test_iwae_increases_with_the_number_of_samples_on_a_trained_model(trained_ru
 
 
 def test_vae_bound_is_per_sample_and_tighter_than_per_group(trained_runs):
-    scores = evaluate_run(trained_runs["vae"], samples=20)
+    scores = evaluate_run(load_run(trained_runs["vae"]), EvaluateSettings(samples=20))
     assert scores["iwae_weights"] == "per sample" and scores["clustering_accuracy"] is None
     assert scores["iwae"] >= scores["iwae_group"] >= scores["test_elbo"]
 

@@ -5,9 +5,14 @@ import os
 
 import pytest
 
-from tests.experiments.conftest import run_cli, tiny_train
+from tests.experiments.conftest import tiny_train
+from ugvae import progress
+from ugvae import run as cli
 from ugvae.data import DataError
+from ugvae.errors import ConfigError
 from ugvae.experiments import group_factors
+from ugvae.experiments.group_factors import GroupFactorsSettings
+from ugvae.train import load_run
 
 ARGS = ["--group-sizes", "8", "4", "--groups", "20", "--pairs", "6", "--untrained-seeds", "2"]
 
@@ -17,12 +22,14 @@ def grouped_run(tmp_path_factory):
     return tiny_train(tmp_path_factory, "ugvae", dataset="grouped:synthetic:200")
 
 
-def test_writes_r2_of_every_source_and_the_transfer(grouped_run):
-    assert run_cli(group_factors, "--run", grouped_run, *ARGS) == 0
+def test_writes_r2_of_every_source_and_the_transfer(grouped_run, capsys, monkeypatch):
+    monkeypatch.setattr(progress, "DELAY_S", 0)
+    assert cli.main(["experiment", "group-factors", "--run", grouped_run, *ARGS]) == 0
     out = os.path.join(grouped_run, "experiments", "group-factors")
     assert {"results.json", "table.md", "r2.png", "transfer.png"} <= set(os.listdir(out))
     result = json.load(open(os.path.join(out, "results.json")))
     assert result["factors"] == ["angle", "gain"]
+    assert result["settings"] == {"group_sizes": [8, 4], "groups": 20, "untrained_seeds": 2, "pairs": 6, "seed": 0}
     sources = {
         "beta (this run)",
         "untrained guide (2 seeds)",
@@ -39,10 +46,29 @@ def test_writes_r2_of_every_source_and_the_transfer(grouped_run):
         result["transfer"]
     )
     assert all(len(v) == 2 and all(x <= 1 for x in v) for v in result["transfer"].values())
-    assert "| 8 | beta (this run) |" in open(os.path.join(out, "table.md")).read()
+    table = open(os.path.join(out, "table.md")).read()
+    assert "| 8 | beta (this run) |" in table
+    captured = capsys.readouterr()
+    assert captured.out == table + f"wrote {out}\n"  # the report is the table
+    # 2 group sizes x 6 feature sources (this run, 2 untrained, PCA, local codes, z_loc), then the transfer
+    assert "group factors: 100% (13/13 step)" in captured.err
 
 
-def test_refuses_a_run_without_group_factors(tmp_path_factory):
+def test_the_result_is_what_the_files_hold(grouped_run):
+    settings = GroupFactorsSettings(group_sizes=[4], groups=10, pairs=2, untrained_seeds=1, seed=3)
+    result = group_factors.group_factors(load_run(grouped_run), settings)
+    saved = json.load(open(os.path.join(result.out_dir, "results.json")))
+    assert result.summary == saved["summary"] and result.transfer == saved["transfer"]
+    assert result.factor_names == ["angle", "gain"] and saved["settings"]["seed"] == 3
+    assert result.table == open(os.path.join(result.out_dir, "table.md")).read()
+    assert [os.path.basename(f) for f in result.files] == ["results.json", "table.md", "r2.png", "transfer.png"]
+
+
+def test_refuses_a_run_without_group_factors_and_bad_settings(tmp_path_factory, grouped_run):
     plain = tiny_train(tmp_path_factory, "ugvae")
     with pytest.raises(DataError, match="grouped:BASE"):
-        run_cli(group_factors, "--run", plain, *ARGS)
+        group_factors.group_factors(load_run(plain), GroupFactorsSettings(groups=20))
+    with pytest.raises(ConfigError, match="`groups` must be >= 10, got 9"):
+        group_factors.group_factors(load_run(grouped_run), GroupFactorsSettings(groups=9))
+    with pytest.raises(ConfigError, match="`pairs` must be >= 2, got 1"):
+        group_factors.group_factors(load_run(grouped_run), GroupFactorsSettings(pairs=1))

@@ -7,12 +7,16 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.experiments.conftest import run_cli, tiny_train
+from tests.experiments.conftest import tiny_train
+from ugvae import progress
+from ugvae import run as cli
 from ugvae.data import load_dataset
+from ugvae.errors import ConfigError, RunError
 from ugvae.experiments import interpolation
+from ugvae.experiments.interpolation import InterpolationSettings
 from ugvae.guide import Guide
 from ugvae.model import UGVAEModel
-from ugvae.train import RunError
+from ugvae.train import load_run
 
 
 @pytest.fixture(scope="module")
@@ -20,8 +24,8 @@ def tiny_run(tmp_path_factory):
     return tiny_train(tmp_path_factory, "ugvae")
 
 
-def run_experiment(*argv) -> int:
-    return run_cli(interpolation, *argv)
+def run_experiment(run_dir: str, **settings) -> interpolation.InterpolationResult:
+    return interpolation.interpolation(load_run(run_dir), InterpolationSettings(**settings))
 
 
 def test_rows_move_beta_diagonally_and_columns_move_z_around_the_cluster_mean(tiny_cfg):
@@ -41,14 +45,14 @@ def test_rows_move_beta_diagonally_and_columns_move_z_around_the_cluster_mean(ti
 
 
 def test_posterior_centre_shifts_the_rows_to_the_mean_of_q_beta(tiny_run):
-    from ugvae import load_run
+    config = load_run(tiny_run)
 
-    model, guide, config = load_run(tiny_run)
-    images = load_dataset(config["train"].dataset, "test").images
-    centre = interpolation.posterior_centre(guide, images, config["train"].group_size)
+    model, guide = config.model, config.guide
+    images = load_dataset(config.train_cfg.dataset, "test").images
+    centre = interpolation.posterior_centre(guide, images, config.train_cfg.group_size)
     _, beta = interpolation.interpolation_latents(model, 0, rows=3, cols=2, beta_centre=centre)
     torch.testing.assert_close(beta[1, 0], centre)  # the middle row is the posterior mean
-    assert run_experiment("--run", tiny_run, "--beta-centre", "posterior", "--rows", "3", "--cols", "3") == 0
+    run_experiment(tiny_run, beta_centre="posterior", rows=3, cols=3)
     saved = json.load(open(os.path.join(tiny_run, "experiments", "interpolation", "interpolation.json")))
     assert saved["beta_centre"] == pytest.approx(centre.tolist(), abs=1e-6)
 
@@ -59,24 +63,46 @@ def test_grid_effects_tell_rows_from_columns():
     assert effects["z_effect"] == 0 and effects["beta_effect"] == pytest.approx(1 / 3)
 
 
-def test_writes_one_png_per_cluster_a_summary_and_json(tiny_run):
-    assert run_experiment("--run", tiny_run, "--rows", "4", "--cols", "5") == 0
+def test_writes_one_png_per_cluster_a_summary_and_json(tiny_run, capsys, monkeypatch):
+    monkeypatch.setattr(progress, "DELAY_S", 0)  # show the progress of this quick run
+    # Through the command line: flags to settings, the run loaded on the default device, the report.
+    assert cli.main(["experiment", "interpolation", "--run", tiny_run, "--rows", "4", "--cols", "5"]) == 0
     out = os.path.join(tiny_run, "experiments", "interpolation")
     result = json.load(open(os.path.join(out, "interpolation.json")))
+    captured = capsys.readouterr()
+    printed = captured.out.splitlines()
+    assert printed[-1] == f"wrote {out}" and len(printed) == 1 + len(result["grids"])
+    assert "interpolation grids: 100% (3/3 grid)" in captured.err
     assert len(result["grids"]) == 3 and result["rows"] == 4 and result["cols"] == 5
     for grid in result["grids"]:
         assert grid["file"] == f"cluster_{grid['cluster']}.png" and os.path.isfile(os.path.join(out, grid["file"]))
         assert grid["z_effect"] > 0 and grid["beta_effect"] >= 0
     image = Image.open(os.path.join(out, "summary.png")).convert("L")
     assert min(image.size) > 200 and image.getextrema()[1] - image.getextrema()[0] > 100
-    assert run_experiment("--run", tiny_run, "--clusters", "all", "--rows", "2", "--cols", "2") == 0
+    written = run_experiment(tiny_run, clusters=["all"], rows=2, cols=2)
     assert sorted(g["cluster"] for g in json.load(open(os.path.join(out, "interpolation.json")))["grids"]) == [0, 1, 2]
+    assert written.out_dir == out and all(os.path.isfile(f) for f in written.files)
+    assert [os.path.basename(f) for f in written.files] == [
+        "cluster_0.png",
+        "cluster_1.png",
+        "cluster_2.png",
+        "summary.png",
+        "interpolation.json",
+    ]
+    assert run_experiment(tiny_run, clusters=[1], rows=2, cols=2).grids[0]["cluster"] == 1  # ints from Python
+
+
+def test_bad_settings_name_the_field_and_the_command_line_shows_its_flag(tiny_run, capsys):
+    with pytest.raises(ConfigError, match="`rows` must be >= 2, got 1"):
+        run_experiment(tiny_run, rows=1)
+    assert cli.main(["experiment", "interpolation", "--run", tiny_run, "--clusters", "7"]) == 2
+    assert "error: --clusters 7 is outside 0..2; the run has K=3" in capsys.readouterr().err
 
 
 @pytest.mark.slow
 def test_an_mlvae_run_gets_one_grid_around_the_prior_of_z(tmp_path_factory):
     mlvae_run = tiny_train(tmp_path_factory, "mlvae")
-    assert run_experiment("--run", mlvae_run, "--rows", "3", "--cols", "3") == 0
+    run_experiment(mlvae_run, rows=3, cols=3)
     out = os.path.join(mlvae_run, "experiments", "interpolation")
     (grid,) = json.load(open(os.path.join(out, "interpolation.json")))["grids"]
     assert grid["cluster"] is None and grid["file"] == "grid.png"
@@ -87,20 +113,18 @@ def test_default_clusters_are_the_most_used_and_bad_choices_are_refused():
     usage = lambda: torch.tensor([0.1, 0.5, 0.05, 0.35])  # noqa: E731
     assert interpolation.choose_clusters(None, 4, usage) == [1, 3, 0]
     assert interpolation.choose_clusters(["2", "0"], 4, usage) == [2, 0]
-    with pytest.raises(ValueError, match="K=4"):
+    with pytest.raises(ConfigError, match="`clusters` 4 is outside 0..3; the run has K=4"):
         interpolation.choose_clusters(["4"], 4, usage)
-    with pytest.raises(ValueError, match="'all'"):
+    with pytest.raises(ConfigError, match="`clusters` takes cluster numbers or 'all'"):
         interpolation.choose_clusters(["first"], 4, usage)
 
 
-def test_a_run_without_global_latent_is_refused(tiny_run, monkeypatch):
+def test_a_run_without_global_latent_is_refused(tiny_run):
     class LocalOnlyGuide(Guide):  # declares no global latent
         def _local_posterior(self, x):
             raise AssertionError("never called")
 
-    model, _, config = interpolation.load_run(tiny_run)
-    monkeypatch.setattr(
-        interpolation, "load_run", lambda run, device: (model, LocalOnlyGuide(config.model_cfg), config)
-    )
+    trained = load_run(tiny_run)
+    trained._trained = (trained.model, LocalOnlyGuide(trained.model_cfg), trained.step)
     with pytest.raises(RunError, match="no global latent"):
-        run_experiment("--run", tiny_run)
+        interpolation.interpolation(trained, InterpolationSettings())

@@ -9,17 +9,21 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.experiments.conftest import run_cli, tiny_train
+from tests.experiments.conftest import tiny_train
+from ugvae import run as cli
 from ugvae.data import load_dataset
 from ugvae.errors import ConfigError
-from ugvae.experiments import set_generation
 from ugvae.experiments.held_out_sets import factor_sets, mix_sets
-from ugvae.experiments.set_generation import SetGenerationSettings
+from ugvae.experiments.set_generation import SetGenerationSettings, set_generation
 from ugvae.experiments.set_generators import beta_sampling, member_code, set_cluster_mix, set_code_gaussian
 from ugvae.experiments.set_scores import class_mix_tv, diversity, novelty
 from ugvae.train import load_run
 
 TINY = ["--sets", "8", "--generated", "6", "--reader-sets", "6", "--group-sizes", "2", "4"]
+
+
+def run_cli(run_dir, *flags) -> int:
+    return cli.main(["experiment", "set-generation", "--run", run_dir, *flags, *TINY])
 
 
 @pytest.fixture(scope="module")
@@ -38,9 +42,7 @@ def read(run_dir, name="set-generation"):
 
 
 def test_mix_sets_score_every_generator_of_the_run_and_of_each_baseline(ugvae_run, baselines):
-    assert (
-        run_cli(set_generation, "--run", ugvae_run, "--baseline-runs", *baselines, "--alphas", "0.3", "1", *TINY) == 0
-    )
+    assert run_cli(ugvae_run, "--baseline-runs", *baselines, "--alphas", "0.3", "1") == 0
     out, result = read(ugvae_run)
     assert {"results.json", "table.md", "sets-mix.png"} <= set(os.listdir(out))
     rows = result["rows"]
@@ -65,14 +67,14 @@ def test_mix_sets_score_every_generator_of_the_run_and_of_each_baseline(ugvae_ru
     assert "| 4 | this run | beta sampling |" in open(os.path.join(out, "table.md")).read()
     assert set(result["diagnostics"]["classifier accuracy"]) >= {"real test images", "this run: reconstructions"}
     # A second call writes next to the first, never over it.
-    assert run_cli(set_generation, "--run", ugvae_run, "--alphas", "1", *TINY) == 0
+    assert run_cli(ugvae_run, "--alphas", "1") == 0
     assert os.path.isdir(os.path.join(ugvae_run, "experiments", "set-generation-2"))
     assert read(ugvae_run)[1]["settings"]["alphas"] == [0.3, 1.0]
 
 
 def test_factor_sets_are_read_by_three_readers(tmp_path_factory):
     grouped = tiny_train(tmp_path_factory, "ugvae", dataset="grouped:synthetic:200")
-    assert run_cli(set_generation, "--run", grouped, *TINY) == 0
+    assert run_cli(grouped) == 0
     out, result = read(grouped)
     assert "sets-factors.png" in os.listdir(out)
     assert {r["kind"] for r in result["rows"]} == {"factors"} and result["factor_names"] == ["angle", "gain"]
@@ -85,7 +87,7 @@ def test_factor_sets_are_read_by_three_readers(tmp_path_factory):
 
 def test_a_folder_run_takes_its_sub_folders_as_the_sets(tmp_path_factory):
     from ugvae.model import ModelConfig
-    from ugvae.train import TrainConfig, train
+    from ugvae.train import TrainConfig, fit
 
     root = tmp_path_factory.mktemp("sets")
     rng = np.random.default_rng(0)
@@ -96,24 +98,27 @@ def test_a_folder_run_takes_its_sub_folders_as_the_sets(tmp_path_factory):
             Image.fromarray(pixels, mode="L").save(root / f"set{k}" / f"{i}.png")
     cfg = TrainConfig(dataset=f"folder:{root}", image_size=8, groups="labels:0", epochs=1, group_size=4)
     model_cfg = ModelConfig(x_shape=(1, 8, 8), z_dim=2, beta_dim=2, K=3, hidden=16)
-    run_dir = train(cfg, str(tmp_path_factory.mktemp("runs")), model_cfg, quiet=True)
-    assert run_cli(set_generation, "--run", run_dir, *TINY) == 0
+    run_dir = fit(cfg, model_cfg, runs_dir=str(tmp_path_factory.mktemp("runs"))).run_dir
+    assert run_cli(run_dir) == 0
     _, result = read(run_dir)
     assert result["settings"]["alphas"] == [0.0] and {r["kind"] for r in result["rows"]} == {"mix"}
 
 
 def test_bad_settings_and_mismatched_baselines_are_refused(ugvae_run, tmp_path_factory):
+    run = load_run(ugvae_run)
     with pytest.raises(ConfigError, match="`group_sizes`"):
-        SetGenerationSettings(group_sizes=(1, 4))
+        set_generation(run, SetGenerationSettings(group_sizes=[1, 4]))
     with pytest.raises(ConfigError, match="`kinds`"):
-        SetGenerationSettings(kinds=("colours",))
+        set_generation(run, SetGenerationSettings(kinds=["colours"]))
     from ugvae.model import ModelConfig
-    from ugvae.train import TrainConfig, train
+    from ugvae.train import TrainConfig, fit
 
     cfg = TrainConfig(dataset="synthetic:200", image_size=14, epochs=1, group_size=4, groups_per_step=5)
-    small = train(cfg, str(tmp_path_factory.mktemp("runs")), ModelConfig(x_shape=(1, 14, 14), hidden=16), quiet=True)
+    small = fit(cfg, ModelConfig(x_shape=(1, 14, 14), hidden=16), runs_dir=str(tmp_path_factory.mktemp("r"))).run_dir
     with pytest.raises(ConfigError, match="same data"):
-        set_generation.set_generation(load_run(ugvae_run), SetGenerationSettings(sets=4), [load_run(small)])
+        set_generation(run, SetGenerationSettings(sets=4, baseline_runs=[small]))
+    # On the command line the error is one line, naming the flag of the field.
+    assert cli.main(["experiment", "set-generation", "--run", ugvae_run, "--group-sizes", "1"]) == 2
 
 
 def test_mix_sets_hold_the_rounded_shares_and_references_exclude_members():

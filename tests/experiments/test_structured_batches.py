@@ -8,13 +8,17 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.experiments.conftest import run_cli, tiny_train
+from tests.experiments.conftest import tiny_train
+from ugvae import progress
+from ugvae import run as cli
 from ugvae.data import DataError, ImageSet, load_dataset
+from ugvae.errors import ConfigError, RunError
 from ugvae.experiments import structured_batches
 from ugvae.experiments.group_features import group_posterior, posterior_samples, svm_accuracies
+from ugvae.experiments.structured_batches import StructuredBatchesSettings
 from ugvae.guide import Guide
 from ugvae.model import ModelConfig
-from ugvae.train import RunError
+from ugvae.train import load_run
 
 SIZES = [6, 3]
 
@@ -24,30 +28,25 @@ def tiny_run(tmp_path_factory):
     return tiny_train(tmp_path_factory, "ugvae")
 
 
-def run_experiment(*argv) -> int:
-    return run_cli(structured_batches, *argv)
+def run_experiment(run_dir: str, **settings) -> structured_batches.StructuredBatchesResult:
+    return structured_batches.structured_batches(load_run(run_dir), StructuredBatchesSettings(**settings))
 
 
 @pytest.mark.slow
-def test_writes_the_table_as_json_markdown_and_a_tsne_plot(tiny_run, tmp_path_factory):
+def test_writes_the_table_as_json_markdown_and_a_tsne_plot(tiny_run, tmp_path_factory, capsys, monkeypatch):
+    monkeypatch.setattr(progress, "DELAY_S", 0)
     vae_run = tiny_train(tmp_path_factory, "vae")
-    assert (
-        run_experiment(
-            "--run",
-            tiny_run,
-            "--group-sizes",
-            *map(str, SIZES),
-            "--groups",
-            "8",
-            "--samples",
-            "2",
-            "--baseline-run",
-            tiny_run,
-            vae_run,
-        )
-        == 0
-    )
+    # Through the command line: a list flag, and --baseline-run taking several runs.
+    argv = ["experiment", "structured-batches", "--run", tiny_run, "--group-sizes", *map(str, SIZES)]
+    assert cli.main([*argv, "--groups", "8", "--samples", "2", "--baseline-run", tiny_run, vae_run]) == 0
     out = os.path.join(tiny_run, "experiments", "structured-batches")
+    markdown = open(os.path.join(out, "table.md")).read()
+    captured = capsys.readouterr()
+    assert captured.out == markdown + f"wrote {out}\n"  # the report is the table
+    # group sizes x tasks x feature sources (this run, 3 untrained, PCA, local codes, 2 baselines)
+    cells = len(SIZES) * 6 * 8
+    assert f"structured batches: 100% ({cells}/{cells} feature set)" in captured.err
+    assert "t-SNE: 100% (6/6 feature set)" in captured.err
     table = json.load(open(os.path.join(out, "table.json")))
     sources = [
         "ugvae (this run)",
@@ -69,7 +68,6 @@ def test_writes_the_table_as_json_markdown_and_a_tsne_plot(tiny_run, tmp_path_fa
         (r["task"], r["group_size"], r["classifier"], r["features"]): (r["train"], r["test"]) for r in table["rows"]
     }
     assert all(pairs[k[:3] + ("ugvae (this run)",)] == pairs[k[:3] + (sources[4],)] for k in pairs)
-    markdown = open(os.path.join(out, "table.md")).read()
     row = next(r for r in table["rows"] if r["task"] == "even vs odd vs random" and r["features"] == sources[2])
     line = next(
         x
@@ -144,12 +142,36 @@ def test_celeba_tasks_read_the_attributes():
 
 @pytest.mark.slow
 def test_posterior_means_and_a_baseline_on_other_data(tiny_run, tmp_path_factory):
-    assert run_experiment("--run", tiny_run, "--group-sizes", "4", "--groups", "4", "--means") == 0
+    result = run_experiment(tiny_run, group_sizes=[4], groups=4, means=True)
     table = json.load(open(os.path.join(tiny_run, "experiments", "structured-batches", "table.json")))
     assert table["settings"]["means"] and {r["group_size"] for r in table["rows"]} == {4}
+    assert result.rows == table["rows"] and result.step == table["step"]
+    assert [os.path.basename(f) for f in result.files] == ["table.json", "table.md", "tsne.png"]
     other = tiny_train(tmp_path_factory, "vae", dataset="synthetic:100")
-    with pytest.raises(RunError, match="same data"):
-        run_experiment("--run", tiny_run, "--group-sizes", "4", "--baseline-run", other)
+    with pytest.raises(RunError, match="`baseline_runs`: .* same data"):
+        run_experiment(tiny_run, group_sizes=[4], baseline_runs=[other])
+
+
+@pytest.mark.parametrize(
+    "settings, message",
+    [
+        (dict(group_sizes=[4, 0]), r"`group_sizes` must be >= 1, got \[4, 0\]"),
+        (dict(group_sizes=[]), "`group_sizes` needs at least one value"),
+        (dict(groups=1), "`groups` must be >= 2, got 1"),
+        (dict(test_fraction=1.0), r"`test_fraction` must be in \(0, 1\)"),
+        (dict(mix=1.5), r"`mix` must be in \[0, 1\]"),
+        (dict(groups=2, test_fraction=0.8), "leaves no training group"),
+    ],
+)
+def test_bad_settings_are_refused_by_field_before_any_work(tiny_run, settings, message):
+    def written():
+        out = os.path.join(tiny_run, "experiments", "structured-batches")
+        return {f: os.stat(os.path.join(out, f)).st_mtime_ns for f in os.listdir(out)} if os.path.isdir(out) else {}
+
+    before = written()
+    with pytest.raises(ConfigError, match=message):
+        run_experiment(tiny_run, **settings)
+    assert written() == before
 
 
 def test_datasets_without_rules_are_refused():

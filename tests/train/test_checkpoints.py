@@ -17,21 +17,24 @@ import numpy as np
 import pytest
 import torch
 
+from tests.conftest import fill
+from tests.security.craft import valid_payload
 from ugvae import run
+from ugvae.errors import RunError
 from ugvae.files import DiskFull, write_json
 from ugvae.model import ModelConfig
-from ugvae.train import RunError, TrainConfig, load_run, train
+from ugvae.train import TrainConfig, fit, load_run
 from ugvae.train.checkpoints import (
-    CHECKPOINT_KEYS,
     latest_checkpoint,
     list_checkpoints,
     load_checkpoint,
     rng_state,
     save_checkpoint,
     set_rng_state,
+    upgrade_checkpoints,
 )
 from ugvae.train.metrics import read_metrics
-from ugvae.train.rundir import new_run_dir
+from ugvae.train.run import new_run_dir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -39,11 +42,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 DIE_WHILE_WRITING = textwrap.dedent("""
     import io, os, signal, sys
     import torch
+    from _checkout import use_checkout
+    use_checkout()
     from ugvae.train import checkpoints as runs
+    from tests.security.craft import valid_payload
 
     def payload(step):
-        ckpt = {key: None for key in runs.CHECKPOINT_KEYS}
-        return {**ckpt, "step": step, "model": {"w": torch.full((200_000,), float(step))}}
+        return valid_payload(step, weights=200_000)
 
     for step in (1, 2, 3):
         runs.save_checkpoint(sys.argv[1], step, payload(step), keep=5)
@@ -64,7 +69,7 @@ DIE_WHILE_WRITING = textwrap.dedent("""
 
 
 def fake_payload(step):
-    return {**{key: None for key in CHECKPOINT_KEYS}, "step": step, "model": {"w": torch.full((10,), float(step))}}
+    return valid_payload(step)
 
 
 @pytest.mark.slow
@@ -108,7 +113,7 @@ def test_an_exception_while_writing_removes_the_temporary_file(tmp_path, monkeyp
     assert os.listdir(tmp_path / "checkpoints") == ["step-000000001.pt"]
 
 
-def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(tmp_path, capsys):
+def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(tmp_path, caplog):
     for step in (1, 2):
         save_checkpoint(str(tmp_path), step, fake_payload(step), keep=3)
     newest = list_checkpoints(str(tmp_path))[-1]
@@ -116,10 +121,9 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(tmp_path, caps
         f.truncate(os.path.getsize(newest) // 3)
     with pytest.raises(RunError, match="cannot be read.*delete it"):
         load_checkpoint(newest)
-    capsys.readouterr()
+    caplog.clear()
     assert latest_checkpoint(str(tmp_path))["step"] == 1
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "step-000000002.pt (cannot be read" in err
+    assert len(caplog.records) == 1 and "step-000000002.pt (cannot be read" in caplog.text
 
 
 def test_a_foreign_file_is_not_taken_for_a_checkpoint(tmp_path):
@@ -153,12 +157,13 @@ def test_new_runs_never_reuse_a_directory(tmp_path):
 
 def test_load_run_of_a_trained_run_restores_the_last_checkpoint(tmp_path, one_thread):
     train_cfg = TrainConfig(dataset="synthetic:40", epochs=1, group_size=8, checkpoint_every=2, keep_checkpoints=5)
-    run_dir = train(
-        train_cfg, str(tmp_path), ModelConfig(x_shape=(1, 28, 28), z_dim=2, beta_dim=2, K=3, hidden=8), quiet=True
-    )
-    model, _, config = load_run(run_dir)
+    run_dir = fit(
+        train_cfg, ModelConfig(x_shape=(1, 28, 28), z_dim=2, beta_dim=2, K=3, hidden=8), runs_dir=str(tmp_path)
+    ).run_dir
+    trained = load_run(run_dir)
+    model = trained.model
     last = load_checkpoint(list_checkpoints(run_dir)[-1])
-    assert config["step"] == last["step"] == 5
+    assert trained.step == last["step"] == 5
     assert all(torch.equal(v, last["model"][k]) for k, v in model.state_dict().items())
 
 
@@ -189,35 +194,22 @@ class CreatesMarker:
         return (os.system, (f"touch {self.marker}",))
 
 
-@pytest.fixture(scope="module")
-def small_run(tmp_path_factory):
-    """A finished run with checkpoints at steps 2, 4 and 5 (its epoch end)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    cfg = TrainConfig(dataset="synthetic:40", epochs=1, group_size=8, checkpoint_every=2, keep_checkpoints=5)
-    model_cfg = ModelConfig(x_shape=(1, 28, 28), z_dim=2, beta_dim=2, K=3, hidden=8)
-    run_dir = train(cfg, str(tmp_path_factory.mktemp("runs")), model_cfg, quiet=True)
-    torch.set_num_threads(threads)
-    return run_dir
-
-
 def copy_of(run_dir, tmp_path) -> str:
     return shutil.copytree(run_dir, str(tmp_path / "copy"))
 
 
 @pytest.mark.parametrize("writer", ["torch.save", "pickle.dump"])
-def test_a_crafted_pickle_never_runs_and_the_run_falls_back(small_run, tmp_path, capsys, writer):
+def test_a_crafted_pickle_never_runs_and_the_run_falls_back(small_run, tmp_path, capsys, caplog, writer):
     run_dir, marker = copy_of(small_run, tmp_path), tmp_path / "marker"
     evil = os.path.join(run_dir, "checkpoints", "step-000000099.pt")
     payload = {**fake_payload(99), "model": CreatesMarker(marker)}
     with open(evil, "wb") as f:
         torch.save(payload, f) if writer == "torch.save" else pickle.dump(payload, f)
-    capsys.readouterr()
-
-    model, guide, config = load_run(run_dir)
-    assert config.step == 5 and not marker.exists()
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "step-000000099.pt (cannot be read (holds objects other than tensors" in err
+    caplog.clear()
+    assert load_run(run_dir).step == 5 and not marker.exists()
+    assert len(caplog.records) == 1
+    why = "holds objects other than tensors" if writer == "torch.save" else "it is no zip archive"
+    assert f"step-000000099.pt (cannot be read ({why}" in caplog.text
 
     assert run.main(["evaluate", "--run", run_dir, "--samples", "2"]) == 0
     assert not marker.exists()
@@ -247,7 +239,8 @@ def test_rng_states_survive_a_save_and_a_weights_only_load(tmp_path):
 
 
 def test_a_checkpoint_of_the_previous_format_loads_with_the_same_weights():
-    model, guide, config = load_run(FIXTURE_V1)
+    config = load_run(FIXTURE_V1)
+    model, guide = config.model, config.guide
     assert config.step == 8 and weights_digest(model, guide) == FIXTURE_V1_WEIGHTS
     assert load_checkpoint(list_checkpoints(FIXTURE_V1)[-1]).get("version") is None
 
@@ -261,8 +254,25 @@ def test_a_run_of_the_previous_format_resumes(tmp_path, one_thread):
     assert run.main(["--resume", run_dir, "--quiet"]) == 0
     assert [r["step"] for r in read_metrics(os.path.join(run_dir, "metrics.csv"))] == [8, 8, 10, 16, 16]
     newest = load_checkpoint(list_checkpoints(run_dir)[-1])
-    # Its new checkpoints carry no run id, as its config.json has none: the run stays whole.
-    assert newest["step"] == 16 and newest["version"] == 3 and newest["run_id"] is None
+    # The run got an id of its own, once, and kept its checkpoints without one as its own.
+    config = json.load(open(config_path))
+    assert config["run_id"] and config["owns_unnamed_checkpoints"] is True
+    assert newest["step"] == 16 and newest["version"] == 3 and newest["run_id"] == config["run_id"]
+
+
+def test_upgrading_a_format_1_run_rewrites_its_checkpoints_once(tmp_path):
+    run_dir = copy_of(FIXTURE_V1, tmp_path)
+    path = list_checkpoints(run_dir)[-1]
+    assert torch.serialization.get_unsafe_globals_in_checkpoint(path)  # numpy's array constructors
+    assert upgrade_checkpoints(run_dir, run_id="abc") == [path]
+    assert torch.serialization.get_unsafe_globals_in_checkpoint(path) == []
+    upgraded = load_checkpoint(path, run_id="abc")
+    assert upgraded["version"] == 3 and upgraded["run_id"] == "abc"
+    assert upgrade_checkpoints(run_dir, run_id="abc") == []  # once
+    config = json.load(open(os.path.join(run_dir, "config.json")))
+    write_json(os.path.join(run_dir, "config.json"), {**config, "run_id": "abc"})
+    loaded = load_run(run_dir)
+    assert loaded.step == 8 and weights_digest(loaded.model, loaded.guide) == FIXTURE_V1_WEIGHTS
 
 
 def test_a_newer_format_is_refused_naming_the_version(tmp_path):
@@ -271,26 +281,25 @@ def test_a_newer_format_is_refused_naming_the_version(tmp_path):
         load_checkpoint(list_checkpoints(str(tmp_path))[-1])
 
 
-def test_rotation_keeps_good_checkpoints_past_an_empty_newest_file(tmp_path, capsys):
+def test_rotation_keeps_good_checkpoints_past_an_empty_newest_file(tmp_path, caplog):
     for step in (1, 2):
         save_checkpoint(str(tmp_path), step, fake_payload(step), keep=2)
     open(tmp_path / "checkpoints" / "step-000000003.pt", "wb").close()  # a disk that filled up
     save_checkpoint(str(tmp_path), 4, fake_payload(4), keep=2)
     assert [load_checkpoint(p)["step"] for p in list_checkpoints(str(tmp_path))] == [2, 4]
     assert (tmp_path / "checkpoints" / "step-000000003.pt.unreadable").exists()  # set aside, not deleted
-    assert "set aside" in capsys.readouterr().err
+    assert "set aside" in caplog.text
 
 
-def test_a_checkpoint_copied_in_from_another_run_is_refused(small_run, tmp_path, capsys, one_thread):
+def test_a_checkpoint_copied_in_from_another_run_is_refused(small_run, tmp_path, capsys, caplog, one_thread):
     # The same config, trained longer: its step-10 checkpoint would pass every config check.
     cfg = TrainConfig(dataset="synthetic:40", epochs=2, group_size=8, checkpoint_every=2, keep_checkpoints=5)
     model_cfg = ModelConfig(x_shape=(1, 28, 28), z_dim=2, beta_dim=2, K=3, hidden=8)
-    other = train(cfg, str(tmp_path / "runs"), model_cfg, quiet=True)
+    other = fit(cfg, model_cfg, runs_dir=str(tmp_path / "runs")).run_dir
     run_dir = copy_of(small_run, tmp_path)
     foreign = shutil.copy(list_checkpoints(other)[-1], os.path.join(run_dir, "checkpoints"))
-    capsys.readouterr()
     assert load_run(run_dir).step == 5
-    assert "step-000000010.pt (belongs to run" in capsys.readouterr().err
+    assert "step-000000010.pt (belongs to run" in caplog.text
     assert run.main(["evaluate", "--checkpoint", foreign, "--samples", "2"]) == 2
     err = capsys.readouterr().err
     assert "copied in from another run is never used" in err and err.count("\n") == 1
@@ -317,42 +326,13 @@ def test_a_full_disk_while_saving_keeps_the_older_checkpoints(tmp_path, monkeypa
 
 
 def test_disk_full_names_the_bytes_needed(tmp_path, monkeypatch):
-    real_open = open
+    def full_disk_fsync(fd):  # the disk fills when the data is flushed (delayed allocation, NFS)
+        raise OSError(errno.ENOSPC, "No space left on device")
 
-    def full_disk_open(path, mode="r", *args, **kwargs):
-        f = real_open(path, mode, *args, **kwargs)
-        if ".tmp-" in str(path):
-            f.close()
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return f
-
-    monkeypatch.setattr("builtins.open", full_disk_open)
+    monkeypatch.setattr(os, "fsync", full_disk_fsync)
     with pytest.raises(DiskFull, match=r"summary.json \(it needs 12 bytes"):
         write_json(str(tmp_path / "summary.json"), {"a": 1})
     assert os.listdir(tmp_path) == []
-
-
-@pytest.fixture
-def tiny_disk(tmp_path):
-    """A 2 MiB filesystem of its own, so that a write can really run out of space."""
-    mount_point = tmp_path / "disk"
-    mount_point.mkdir()
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount_point)], capture_output=True)
-    if result.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({result.stderr.decode().strip()}); the ENOSPC unit tests still run")
-    yield mount_point
-    subprocess.run(["umount", "-l", str(mount_point)], check=False)
-
-
-def fill(folder, leave: int = 0):
-    """Fill the filesystem of `folder` up to `leave` bytes."""
-    with open(os.path.join(folder, "filler"), "wb") as f:
-        try:
-            while os.statvfs(folder).f_bavail * os.statvfs(folder).f_frsize > leave:
-                f.write(b"\0" * 4096)
-                f.flush()
-        except OSError as e:
-            assert e.errno == errno.ENOSPC
 
 
 def test_a_disk_that_fills_during_a_checkpoint_and_an_evaluation_keeps_older_files(small_run, tiny_disk, capsys):

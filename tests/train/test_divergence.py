@@ -8,10 +8,10 @@ import torch
 from pyro.infer.util import is_validation_enabled
 
 from ugvae import run
+from ugvae.errors import TrainingDiverged
 from ugvae.model import ModelConfig
-from ugvae.train import TrainConfig, TrainingDiverged, load_run
+from ugvae.train import TrainConfig, load_run, new_trainer
 from ugvae.train.checkpoints import latest_checkpoint
-from ugvae.train.loop import Trainer
 
 TINY_MODEL = ["--hidden", "16", "--z-dim", "2", "--beta-dim", "2", "--K", "3"]
 
@@ -41,8 +41,9 @@ def test_huge_learning_rate_stops_with_the_step_and_keeps_a_good_checkpoint(tmp_
     assert err.count("\n") == 1 and err.startswith("error: training diverged at step ")
     diverged_at, kept = map(int, re.search(r"at step (\d+):.*last good checkpoint \(step (\d+)\)", err).groups())
     assert kept < diverged_at and "--lr 10)" in err and "--clip-norm" in err
-    model, guide, config = load_run(run_dir)
-    assert config["step"] == kept
+    config = load_run(run_dir)
+    model, guide = config.model, config.guide
+    assert config.step == kept
     assert all(torch.isfinite(p).all() for p in [*model.parameters(), *guide.parameters()])
 
 
@@ -60,12 +61,12 @@ def test_a_nan_loss_is_caught_without_validation_and_never_checkpointed(tmp_path
         checkpoint_every=1,
         validate=False,
     )
-    trainer = Trainer(cfg, ModelConfig(x_shape=(1, 28, 28), z_dim=2, beta_dim=2, K=3, hidden=16), quiet=True)
-    trainer.start(str(tmp_path))
+    trainer = new_trainer(cfg, ModelConfig(x_shape=(1, 28, 28), z_dim=2, beta_dim=2, K=3, hidden=16))
+    run_dir = trainer.start(run_dir=str(tmp_path / "run")).run_dir
     with pytest.raises(TrainingDiverged, match=r"at step (\d+): the (ELBO became (nan|-?inf)|weights became)") as e:
         trainer.fit()
     diverged_at = int(str(e.value).split("at step ")[1].split(":")[0])
-    kept = latest_checkpoint(str(tmp_path))
+    kept = latest_checkpoint(run_dir)
     assert kept["step"] == diverged_at - 1
     assert all(torch.isfinite(v).all() for v in [*kept["model"].values(), *kept["guide"].values()])
 
@@ -75,8 +76,8 @@ def test_validation_on_names_the_invalid_parameter_even_where_pyro_validation_is
     as the distribution parameter that became invalid, before any NaN reaches the loss."""
     pyro.enable_validation(False)
     cfg = TrainConfig(dataset="synthetic:200", epochs=3, group_size=8, lr=100.0, checkpoint_every=1, validate=True)
-    trainer = Trainer(cfg, ModelConfig(x_shape=(1, 28, 28), z_dim=2, beta_dim=2, K=3, hidden=16), quiet=True)
-    trainer.start(str(tmp_path))
+    trainer = new_trainer(cfg, ModelConfig(x_shape=(1, 28, 28), z_dim=2, beta_dim=2, K=3, hidden=16))
+    trainer.start(run_dir=str(tmp_path / "run"))
     with pytest.raises(TrainingDiverged, match=r"at step \d+: the \w+ of a \w+ distribution became invalid"):
         trainer.fit()
     assert not is_validation_enabled()  # the process keeps its own setting
@@ -86,10 +87,8 @@ def test_clip_norm_bounds_the_gradient(tmp_path, one_thread):
     model_cfg = ModelConfig(x_shape=(1, 28, 28), z_dim=2, beta_dim=2, K=3, hidden=16)
     norms = {}
     for clip in (None, 0.5):
-        trainer = Trainer(
-            TrainConfig(dataset="synthetic:40", epochs=1, group_size=8, clip_norm=clip), model_cfg, quiet=True
-        )
-        trainer.train_step(next(iter(trainer.sampler.epoch(0))))
+        trainer = new_trainer(TrainConfig(dataset="synthetic:40", epochs=1, group_size=8, clip_norm=clip), model_cfg)
+        trainer.train_step(next(iter(trainer.session.sampler.epoch(0))))
         grads = [p.grad for p in trainer.loss_fn.parameters() if p.grad is not None]
         norms[clip] = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])).item()
     assert norms[None] > 0.5 and norms[0.5] == pytest.approx(0.5, rel=1e-4)

@@ -6,7 +6,7 @@ import torch
 
 from ugvae import run
 from ugvae.model import ModelConfig
-from ugvae.train import TrainConfig
+from ugvae.train import TrainConfig, new_trainer
 from ugvae.train.graph import CapturedStep, GraphNeedsCUDA
 from ugvae.train.loop import Trainer
 
@@ -18,9 +18,9 @@ MODEL = ModelConfig(x_shape=(1, 28, 28), z_dim=2, beta_dim=2, K=3, hidden=16)
 def test_a_captured_step_off_a_gpu_is_refused_with_the_fix():
     with pytest.raises(GraphNeedsCUDA, match=FIX):
         CapturedStep(lambda idx: idx.sum(), "cpu")
-    with pytest.raises(ValueError, match=FIX):
+    with pytest.raises(ValueError, match="set `device` to cuda, or drop `graph`"):
         TrainConfig(graph=True, device="cpu")
-    with pytest.raises(ValueError, match="drop --validate"):
+    with pytest.raises(ValueError, match="drop `validate`"):
         TrainConfig(graph=True, device="cuda", validate=True)
 
 
@@ -36,9 +36,11 @@ def test_validation_defaults_off_on_cuda_only():
 
 
 def train_steps(cfg: TrainConfig, n: int) -> tuple[Trainer, torch.Tensor]:
-    trainer = Trainer(cfg, MODEL, quiet=True)
-    batches = iter(trainer.sampler.epoch(0))
-    return trainer, torch.stack([trainer._guarded_step(next(batches)).clone() for _ in range(n)])
+    trainer = new_trainer(cfg, MODEL)
+    batches = iter(trainer.session.sampler.epoch(0))
+    return trainer, torch.stack(
+        [trainer.session.step(lambda: trainer.run_step(next(batches))).clone() for _ in range(n)]
+    )
 
 
 def weights(trainer) -> torch.Tensor:
@@ -65,16 +67,20 @@ def test_a_captured_run_resumes_where_it_stopped(tmp_path):
     )
     straight, straight_losses = train_steps(cfg, 12)
     pyro.clear_param_store()
-    first = Trainer(cfg, MODEL, quiet=True)
-    first.start(str(tmp_path))
-    batches = iter(first.sampler.epoch(0))
+    first = new_trainer(cfg, MODEL)
+    run = first.start(run_dir=str(tmp_path / "run"))
+    batches = iter(first.session.sampler.epoch(0))
     for _ in range(6):
-        first.book.record(first._guarded_step(next(batches)))
-    first.checkpoint()
-    resumed = Trainer(cfg, MODEL, quiet=True)
-    resumed.restore(str(tmp_path))
-    batches = iter(resumed.sampler.epoch(resumed.book.epoch, start_step=resumed.book.step_in_epoch))
-    resumed_losses = torch.stack([resumed._guarded_step(next(batches)).clone() for _ in range(6)])
+        first.session.step(lambda: first.run_step(next(batches)))
+    first.session.checkpoint()
+    resumed = new_trainer(cfg, MODEL)
+    resumed.session.run = run
+    resumed.restore(run.latest_checkpoint())
+    book = resumed.session.book
+    batches = iter(resumed.session.sampler.epoch(book.epoch, start_step=book.step_in_epoch))
+    resumed_losses = torch.stack(
+        [resumed.session.step(lambda: resumed.run_step(next(batches))).clone() for _ in range(6)]
+    )
     assert torch.allclose(resumed_losses, straight_losses[6:], rtol=1e-6, atol=1e-7)
     assert torch.allclose(weights(resumed), weights(straight), rtol=1e-6, atol=1e-7)
 

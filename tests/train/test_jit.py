@@ -10,7 +10,7 @@ import torch
 
 from ugvae.guide import UGVAEGuide
 from ugvae.model import ModelConfig, UGVAEModel
-from ugvae.train import TrainConfig, make_elbo, train
+from ugvae.train import TrainConfig, fit, make_elbo
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.trace` is deprecated:FutureWarning")
 
@@ -68,7 +68,7 @@ def test_two_jit_runs_in_one_process(tmp_path):
     first run's (which made the JIT ELBO insert a Tensor that requires grad as a constant)."""
     cfg = ModelConfig(x_shape=(1, 28, 28), z_dim=2, beta_dim=2, K=3, hidden=16)
     train_cfg = TrainConfig(dataset="synthetic", epochs=1, group_size=16, groups_per_step=4, jit=True)
-    runs = [train(train_cfg, str(tmp_path), cfg, quiet=True) for _ in range(2)]
+    runs = [fit(train_cfg, cfg, runs_dir=str(tmp_path)).run_dir for _ in range(2)]
     first, second = (json.load(open(os.path.join(run_dir, "summary.json"))) for run_dir in runs)
     assert runs[0] != runs[1] and math.isfinite(first["test_elbo"])
     # Same config and seed from a fresh store: the second run repeats the first.

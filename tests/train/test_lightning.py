@@ -13,12 +13,12 @@ from lightning.pytorch import Callback  # noqa: E402
 
 from tests.conftest import logged  # noqa: E402
 from ugvae.data import RandomGroups, load_dataset  # noqa: E402
+from ugvae.guide import build  # noqa: E402
 from ugvae.model import ModelConfig  # noqa: E402
-from ugvae.train import build, load_run  # noqa: E402
-from ugvae.train.checkpoints import list_checkpoints  # noqa: E402
+from ugvae.train import fit, load_run, resume  # noqa: E402
+from ugvae.train.checkpoints import checkpoint_step, list_checkpoints  # noqa: E402
 from ugvae.train.config import LaunchConfig, TrainConfig  # noqa: E402
 from ugvae.train.elbo import make_elbo  # noqa: E402
-from ugvae.train.lightning import fit_lightning  # noqa: E402
 from ugvae.train.metrics import read_metrics  # noqa: E402
 
 pytestmark = pytest.mark.slow  # every test here trains or spawns processes
@@ -76,9 +76,9 @@ def test_two_processes_match_one_process_on_the_same_groups(tmp_path):
     )
     model_cfg = ModelConfig(x_shape=(1, 8, 8), z_dim=2, beta_dim=2, K=3, hidden=16)
     launch = LaunchConfig(strategy="ddp_spawn", devices=2, accelerator="cpu")
-    run_dir = fit_lightning(
-        train_cfg, model_cfg, launch, str(tmp_path / "runs"), callbacks=[StepRecorder(str(tmp_path))], quiet=True
-    )
+    recorder = StepRecorder(str(tmp_path))
+    run_dir = fit(train_cfg, model_cfg, runs_dir=str(tmp_path / "runs"), launch=launch, lightning_callbacks=[recorder])
+    run_dir = run_dir.run_dir
 
     records = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
     assert [len(r["steps"]) for r in records] == [STEPS, STEPS]  # 48 // (2 ranks * G * B)
@@ -97,8 +97,9 @@ def test_two_processes_match_one_process_on_the_same_groups(tmp_path):
 
     # Rank 0 alone wrote one run directory, whose checkpoint holds the final weights.
     assert os.listdir(tmp_path / "runs") == [os.path.basename(run_dir)]
-    model, guide, config = load_run(run_dir)
-    assert config["step"] == STEPS
+    config = load_run(run_dir)
+    model, guide = config.model, config.guide
+    assert config.step == STEPS
     final = records[0]["steps"][-1]["params"]
     for name, value in [*model.named_parameters(prefix="model"), *guide.named_parameters(prefix="guide")]:
         torch.testing.assert_close(value, final[name])
@@ -108,7 +109,7 @@ def killed_copy(run_dir, dest, step):
     """The run as a kill right after its checkpoint of `step` would leave it."""
     shutil.copytree(run_dir, dest)
     for path in list_checkpoints(dest):
-        if int(os.path.basename(path)[5:14]) > step:
+        if checkpoint_step(path) > step:
             os.remove(path)
     return str(dest)
 
@@ -125,14 +126,14 @@ def test_a_resumed_lightning_run_continues_the_run(tmp_path, processes):
         launch = LaunchConfig(strategy="auto", devices=1, accelerator="cpu")
     else:
         launch = LaunchConfig(strategy="ddp_spawn", devices=2, accelerator="cpu")
-    full = fit_lightning(train_cfg, model_cfg, launch, str(tmp_path / "runs"), quiet=True)
+    full = fit(train_cfg, model_cfg, runs_dir=str(tmp_path / "runs"), launch=launch).run_dir
     steps_per_epoch = 96 // (G * B * processes)
     assert read_metrics(f"{full}/metrics.csv")[-1]["step"] == 2 * steps_per_epoch
     # Killed mid-epoch 1 (after a checkpoint of --checkpoint-every), then resumed with its own launch options.
     step = 5 * (steps_per_epoch // 5 + 1)
     assert steps_per_epoch < step < 2 * steps_per_epoch
     resumed = killed_copy(full, tmp_path / "resumed", step)
-    assert fit_lightning(None, None, launch, quiet=True, resume_dir=resumed) == resumed
+    assert resume(resumed).run_dir == resumed
     before, after = logged(full), logged(resumed)
     assert [r["step"] for r in after] == [r["step"] for r in before]
     if processes == 1:

@@ -10,12 +10,15 @@ import pytest
 
 from ugvae import run
 from ugvae.model import ModelConfig
-from ugvae.train import TrainConfig, train
+from ugvae.train import TrainConfig, fit
 from ugvae.train.lock import RunLocked, run_lock
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# `_checkout` first: the subprocess must lock with this checkout's code, not an installed ugvae's.
 HOLD_LOCK = textwrap.dedent("""
     import sys, time
+    from _checkout import use_checkout
+    use_checkout()
     from ugvae.train.lock import run_lock
 
     with run_lock(sys.argv[1]):
@@ -28,7 +31,7 @@ HOLD_LOCK = textwrap.dedent("""
 def finished_run(tmp_path_factory):
     cfg = TrainConfig(dataset="synthetic:40", epochs=1, group_size=8)
     model_cfg = ModelConfig(x_shape=(1, 28, 28), z_dim=2, beta_dim=2, K=3, hidden=8)
-    return train(cfg, str(tmp_path_factory.mktemp("runs")), model_cfg, quiet=True)
+    return fit(cfg, model_cfg, runs_dir=str(tmp_path_factory.mktemp("runs"))).run_dir
 
 
 @pytest.fixture

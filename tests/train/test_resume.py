@@ -10,10 +10,10 @@ import pytest
 
 from tests.conftest import checkpoint_steps, logged, signal_training, tiny_flags
 from ugvae import run
+from ugvae.errors import RunError
 from ugvae.model import ModelConfig
-from ugvae.train import RunError, TrainConfig, train
+from ugvae.train import TrainConfig, fit, resume
 from ugvae.train.checkpoints import list_checkpoints
-from ugvae.train.loop import resume
 from ugvae.train.metrics import MetricsLog, read_metrics
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -56,26 +56,25 @@ def test_resume_mid_epoch_and_mid_log_window_is_exact(tmp_path, one_thread, tiny
     # Checkpoints every 5 steps but logs every 3: the checkpoint of step 20 (epoch 1, step 5 in it)
     # holds two steps not yet logged and a partial epoch's loss.
     train_cfg, model_cfg = tiny_run_cfgs
-    full = train(
+    full = fit(
         replace(train_cfg, log_every=3, checkpoint_every=5, keep_checkpoints=10),
-        str(tmp_path / "runs"),
         model_cfg,
-        quiet=True,
-    )
+        runs_dir=str(tmp_path / "runs"),
+    ).run_dir
     cut = shutil.copytree(full, str(tmp_path / "cut"))
     for path in list_checkpoints(cut):
         if not path.endswith("step-000000020.pt"):
             os.remove(path)
-    resume(cut, quiet=True)
+    resume(cut)
     assert logged(cut) == logged(full)
 
 
 def test_resuming_a_finished_run_keeps_its_results(tmp_path, one_thread, tiny_run_cfgs):
     train_cfg, model_cfg = tiny_run_cfgs
-    run_dir = train(train_cfg, str(tmp_path), model_cfg, quiet=True)
+    run_dir = fit(train_cfg, model_cfg, runs_dir=str(tmp_path)).run_dir
     before = open(os.path.join(run_dir, "metrics.csv")).read()
     os.remove(os.path.join(run_dir, "summary.json"))  # killed after its last checkpoint
-    resume(run_dir, quiet=True)
+    resume(run_dir)
     assert open(os.path.join(run_dir, "metrics.csv")).read() == before
     assert "test_elbo" in open(os.path.join(run_dir, "summary.json")).read()
 
@@ -108,7 +107,7 @@ def test_ctrl_c_says_which_run_to_resume_from_which_step(tmp_path, capsys, monke
     err = capsys.readouterr().err
     assert err == (
         f"interrupted: training stopped at step 9; the last good checkpoint (step 7) is kept in {run_dir}; "
-        f"continue with `python run.py --resume {run_dir}`\n"
+        f"continue with `ugvae --resume {run_dir}`\n"
     )
 
 
@@ -131,7 +130,7 @@ def test_sigterm_writes_a_checkpoint_and_the_resumed_run_repeats_the_losses(tmp_
 
 def test_a_metrics_header_torn_by_a_crash_is_written_again(tmp_path, one_thread, tiny_run_cfgs):
     train_cfg, model_cfg = tiny_run_cfgs
-    full = train(replace(train_cfg, keep_checkpoints=10), str(tmp_path / "runs"), model_cfg, quiet=True)
+    full = fit(replace(train_cfg, keep_checkpoints=10), model_cfg, runs_dir=str(tmp_path / "runs")).run_dir
     # Killed while writing the header of its first row: no row, and no checkpoint after step 5.
     cut = shutil.copytree(full, str(tmp_path / "cut"))
     for path in list_checkpoints(cut)[1:]:
@@ -139,10 +138,10 @@ def test_a_metrics_header_torn_by_a_crash_is_written_again(tmp_path, one_thread,
     os.remove(os.path.join(cut, "summary.json"))
     with open(os.path.join(cut, "metrics.csv"), "r+") as f:
         f.truncate(9)  # "step,epoc"
-    resume(cut, quiet=True)
+    resume(cut)
     assert logged(cut) == [r for r in logged(full) if int(r["step"]) > 5]  # the rows before it are lost
     os.remove(os.path.join(cut, "summary.json"))
-    resume(cut, quiet=True)  # and later resumes still read the file
+    resume(cut)  # and later resumes still read the file
     assert read_metrics(os.path.join(cut, "metrics.csv"))[-1]["step"] == 30
 
 
@@ -152,3 +151,83 @@ def test_a_metrics_file_of_another_program_is_refused_not_appended_to(tmp_path):
     with pytest.raises(RunError, match="has the columns 'time,loss'.*move it aside"):
         MetricsLog(str(path))
     assert path.read_text() == "time,loss\n1,2\n"
+
+
+def send_sigterm(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_a_second_signal_during_the_checkpoint_write_stops_cleanly(tmp_path, capsys, monkeypatch, one_thread):
+    """Issue 22 (5): SIGTERM, then SIGTERM again while the checkpoint it asked for is written."""
+    from ugvae.train import checkpoints
+    from ugvae.train.loop import Trainer
+
+    real_step, real_save, calls = Trainer.train_step, checkpoints.torch.save, []
+
+    def step_then_terminate(self, idx):
+        calls.append(idx)
+        loss = real_step(self, idx)
+        if len(calls) == 10:
+            send_sigterm()
+        return loss
+
+    def save_and_terminate_midway(obj, f):
+        if len(calls) == 10:
+            f.write(b"half a checkpoint")
+            send_sigterm()
+        real_save(obj, f)
+
+    monkeypatch.setattr(Trainer, "train_step", step_then_terminate)
+    monkeypatch.setattr(checkpoints.torch, "save", save_and_terminate_midway)
+    run_dir = str(tmp_path / "run")
+    assert run.main([*TINY_RUN, "--run-dir", run_dir]) == 130
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("interrupted: training stopped at step 10;")
+    assert checkpoint_steps(run_dir) == [7]  # the one being written is left out, none is torn
+    assert not glob.glob(os.path.join(run_dir, "checkpoints", "*tmp*"))
+
+
+@pytest.mark.parametrize("during", ["the last evaluation", "the report"])
+def test_a_signal_at_the_end_of_training_is_honoured(tmp_path, capsys, monkeypatch, one_thread, during):
+    """Issue 22 (5): SIGTERM during the final epoch's evaluation, or during the report drawn under
+    the lock, stops with exit 143 after a checkpoint, and --resume finishes the run."""
+    from ugvae.experiments import report
+    from ugvae.train.hooks import TestMetrics
+
+    if during == "the report":
+        real_report = report.training_report
+        monkeypatch.setattr(report, "training_report", lambda run: (send_sigterm(), real_report(run)))
+    else:
+        real_metrics = TestMetrics.on_epoch_end
+
+        def metrics_then_terminate(self, book, result):
+            real_metrics(self, book, result)
+            if book.epoch == book.epochs - 1:
+                send_sigterm()
+
+        monkeypatch.setattr(TestMetrics, "on_epoch_end", metrics_then_terminate)
+    run_dir = str(tmp_path / "run")
+    assert run.main([*TINY_RUN, "--run-dir", run_dir]) == 143
+    last = capsys.readouterr().err.splitlines()[-1]
+    assert last.startswith("interrupted: training stopped at step 100 by SIGTERM") and "--resume" in last
+    assert checkpoint_steps(run_dir)[-1] == 100
+    assert os.path.exists(os.path.join(run_dir, "samples.png")) == (during == "the report")  # whole, if drawn
+    monkeypatch.undo()
+    assert run.main(["--resume", run_dir, "--quiet"]) == 0
+    assert os.path.isfile(os.path.join(run_dir, "summary.json")) and os.path.isfile(
+        os.path.join(run_dir, "samples.png")
+    )
+
+
+@pytest.mark.parametrize("planted", ["a folder", "a link"])
+def test_a_metrics_file_that_is_no_regular_file_is_refused_never_followed(tmp_path, one_thread, tiny_run_cfgs, planted):
+    train_cfg, model_cfg = tiny_run_cfgs
+    run_dir = fit(replace(train_cfg, epochs=1), model_cfg, runs_dir=str(tmp_path / "runs")).run_dir
+    victim = tmp_path / "victim.txt"
+    victim.write_text("mine")
+    path = os.path.join(run_dir, "metrics.csv")
+    os.remove(path)
+    os.mkdir(path) if planted == "a folder" else os.symlink(victim, path)
+    with pytest.raises(RunError, match="metrics .* (is a folder|is a symbolic link).*move it aside"):
+        resume(run_dir, epochs=2)
+    assert victim.read_text() == "mine"

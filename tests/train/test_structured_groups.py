@@ -13,9 +13,8 @@ from tests.conftest import logged, signal_training
 from tests.train.test_resume import TINY_RUN
 from ugvae import run
 from ugvae.model import ModelConfig
-from ugvae.train import TrainConfig, train
+from ugvae.train import TrainConfig, fit, resume
 from ugvae.train.checkpoints import latest_checkpoint, list_checkpoints
-from ugvae.train.loop import resume
 
 CLUSTER_RUN = [*TINY_RUN, "--groups", "clusters:0.3", "--group-warmup", "1"]
 
@@ -32,16 +31,16 @@ def test_cluster_groups_start_after_warmup_and_resume_mid_epoch_exactly(tmp_path
         group_warmup=1,
     )
     model_cfg = ModelConfig(x_shape=(1, 28, 28), z_dim=2, beta_dim=2, K=3, hidden=16)
-    full = train(train_cfg, str(tmp_path / "runs"), model_cfg, quiet=True)
+    full = fit(train_cfg, model_cfg, runs_dir=str(tmp_path / "runs")).run_dir
     assignments = latest_checkpoint(full)["group_assignments"]
     assert assignments is not None and assignments.shape == (120,)
     cut = shutil.copytree(full, str(tmp_path / "cut"))
     for path in list_checkpoints(cut):  # epoch 2 (cluster groups), 5 steps into it
         if not path.endswith("step-000000035.pt"):
             os.remove(path)
-    resume(cut, quiet=True)
+    resume(cut)
     assert logged(cut) == logged(full)
-    random_groups = train(replace(train_cfg, groups="random"), str(tmp_path / "random"), model_cfg, quiet=True)
+    random_groups = fit(replace(train_cfg, groups="random"), model_cfg, runs_dir=str(tmp_path / "random")).run_dir
     first_epoch = [r for r in logged(full) if int(r["step"]) <= 15]
     assert first_epoch == [r for r in logged(random_groups) if int(r["step"]) <= 15]  # warmup: random groups
     assert logged(full) != logged(random_groups)

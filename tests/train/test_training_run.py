@@ -59,8 +59,9 @@ def test_test_elbo_improves_every_epoch_and_usage_is_logged(mnist_run):
 def test_load_run_restores_the_trained_weights(mnist_run):
     from ugvae import load_run
 
-    model, guide, config = load_run(mnist_run)
-    assert config["train"].dataset == "mnist" and config["model"].K == 10
+    config = load_run(mnist_run)
+
+    assert config.train_cfg.dataset == "mnist" and config.model_cfg.K == 10
     summary = json.load(open(os.path.join(mnist_run, "summary.json")))
     assert summary["epochs"] == 4 and summary["test_elbo"] == pytest.approx(
         read_metrics(os.path.join(mnist_run, "metrics.csv"))[-1]["test_elbo"]

@@ -1,0 +1,82 @@
+"""The layers of ../shared/ARCHITECTURE.md hold: no module imports a package above it, p never
+imports q, and no two modules import each other (read from the source, every import counted)."""
+
+import ast
+import os
+
+from tests.conftest import ROOT
+
+# What each part may import of ours; the top-level modules (errors, files, progress) are leaves.
+ALLOWED = {
+    "errors": set(),
+    "files": {"errors"},
+    "progress": set(),
+    "version": set(),
+    "model": {"errors"},
+    "guide": {"model", "errors"},
+    "data": {"errors", "files", "progress"},
+    "train": {"model", "guide", "data", "errors", "files", "progress", "version"},
+    "experiments": {"train", "model", "guide", "data", "errors", "files", "progress"},
+}
+PARTS = ("model", "guide", "data", "train", "experiments")
+
+
+def modules() -> dict[str, str]:
+    """module name ('train.run', 'errors', ...) -> path, for the package's own code."""
+    found = {name: os.path.join(ROOT, f"{name}.py") for name in ("errors", "files", "progress", "version")}
+    for part in PARTS:
+        for file in sorted(os.listdir(os.path.join(ROOT, part))):
+            if file.endswith(".py"):
+                found[part if file == "__init__.py" else f"{part}.{file[:-3]}"] = os.path.join(ROOT, part, file)
+    return found
+
+
+def imports_of(name: str, path: str) -> set[str]:
+    """Our modules that `name` imports, anywhere in it (lazy imports in functions count too)."""
+    package = name if path.endswith("__init__.py") else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(open(path).read())):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = package.split(".") if package else []
+            base = base[: len(base) - (node.level - 1)] if node.level > 1 else base
+            target = ".".join(base + ([node.module] if node.module else []))
+            if node.module:
+                found.add(target)
+            else:
+                found.update(f"{target}.{a.name}".strip(".") for a in node.names)
+    return found
+
+
+def test_no_module_imports_a_package_above_it():
+    for name, path in modules().items():
+        part = name.split(".")[0]
+        for target in imports_of(name, path):
+            other = target.split(".")[0]
+            assert other == part or other in ALLOWED[part], f"{name} imports {target}, above or beside it"
+
+
+def test_no_two_modules_import_each_other():
+    known = modules()
+    graph = {}
+    for name, path in known.items():
+        # A package's __init__ only re-exports; an import of `x.y` where y is a module counts as y.
+        targets = set()
+        for target in imports_of(name, path):
+            while target and target not in known:
+                target = target.rpartition(".")[0]
+            if target and target != name and not known[target].endswith("__init__.py"):
+                targets.add(target)
+        graph[name] = targets
+    state = {}
+
+    def visit(module, trail):
+        state[module] = "open"
+        for target in sorted(graph[module]):
+            assert state.get(target) != "open", "import cycle: " + " -> ".join([*trail, target])
+            if target not in state:
+                visit(target, [*trail, target])
+        state[module] = "done"
+
+    for module in graph:
+        if module not in state:
+            visit(module, [module])

@@ -1,0 +1,179 @@
+"""Training from Python or the command line: `fit` starts a run, `resume` continues one.
+
+    run = fit(dataset="mnist", epochs=50, z_dim=3)          # fields of TrainConfig and ModelConfig
+    run = fit(TrainConfig(dataset="mnist"), ModelConfig(x_shape=(1, 28, 28), z_dim=3))
+    run = resume("runs/mnist-ugvae-...", epochs=100)       # continue it, or extend it to 100 epochs
+
+Both pick the driver from the launch options: none trains on one device (train/loop.py), a
+LaunchConfig under PyTorch Lightning (train/lightning.py); a resumed run keeps its own unless
+others are given. Both return the Run (train/run.py), or None on the processes of a Lightning
+run other than rank 0. Data, model and guide are built before the run directory is made, so bad
+input leaves no run behind. The run's lock is held from the first write to the last, and
+`on_finish(run)` runs inside it (the command line draws the run's figures there).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import fields, replace
+
+import pyro
+
+from ..errors import ConfigError, RunError
+from ..guide import build
+from ..model import ModelConfig
+from .checkpoint_schema import expected_state
+from .config import LaunchConfig, TrainConfig, check_memory, resolve_device
+from .loop import Trainer
+from .run import Run
+from .session import check_image_shape, load_training_data
+
+TRAIN_FIELDS = {f.name for f in fields(TrainConfig)}
+MODEL_FIELDS = {f.name for f in fields(ModelConfig)}
+
+
+def configs(train_cfg: TrainConfig | None, model_cfg: ModelConfig | None, values: dict):
+    """(TrainConfig, ModelConfig or None, model fields) from configs and loose field values."""
+    unknown = sorted(set(values) - TRAIN_FIELDS - MODEL_FIELDS)
+    if unknown:
+        raise ConfigError(f"{', '.join(f'`{k}`' for k in unknown)} is no field of TrainConfig or ModelConfig")
+    train_values = {k: v for k, v in values.items() if k in TRAIN_FIELDS}
+    model_values = {k: v for k, v in values.items() if k in MODEL_FIELDS}
+    train_cfg = replace(train_cfg, **train_values) if train_cfg else TrainConfig(**train_values)
+    if model_cfg is not None and model_values:
+        model_cfg = replace(model_cfg, **model_values)
+    return train_cfg, model_cfg, model_values
+
+
+def prepare(train_cfg: TrainConfig | None = None, model_cfg: ModelConfig | None = None, **values):
+    """A new run before its first step: (Run, TrainingData, model, guide); nothing is written yet.
+
+    `values` are fields of TrainConfig and ModelConfig; model sizes without `x_shape` take the
+    data's image shape.
+    """
+    train_cfg, model_cfg, model_values = configs(train_cfg, model_cfg, values)
+    device = resolve_device(train_cfg.device)
+    if model_cfg is not None:
+        check_memory(model_cfg, train_cfg, device)  # a model too large is refused before any data is read
+    pyro.clear_param_store()  # the param store is global: names left by an earlier model would shadow
+    pyro.set_rng_seed(train_cfg.seed)
+    data = load_training_data(train_cfg)
+    if model_cfg is None:
+        # Sizes without an image shape take the data's.
+        model_cfg = ModelConfig(**{"x_shape": tuple(data.train_set.x_shape), **model_values})
+        check_memory(model_cfg, train_cfg, device)
+    check_image_shape(data, model_cfg, train_cfg.dataset)
+    run = Run(model_cfg, train_cfg)
+    model, guide = build(model_cfg, run.model_name, run.guide_name)
+    return run, data, model, guide
+
+
+def new_trainer(train_cfg: TrainConfig | None = None, model_cfg: ModelConfig | None = None, **values) -> Trainer:
+    """A single-device Trainer of a new run, on the run's device; `start` makes its directory."""
+    run, data, model, guide = prepare(train_cfg, model_cfg, **values)
+    run.device = resolve_device(run.train_cfg.device)
+    return Trainer(run, data, model, guide, run.device)
+
+
+def fit(
+    train_cfg: TrainConfig | None = None,
+    model_cfg: ModelConfig | None = None,
+    *,
+    run_dir: str | None = None,
+    runs_dir: str = "runs",
+    launch: LaunchConfig | None = None,
+    on_finish=None,
+    lightning_callbacks=(),
+    **values,
+) -> Run | None:
+    """Train a new run in `run_dir` (which must not exist) or in a fresh directory under `runs_dir`.
+
+    `values` are fields of TrainConfig and ModelConfig; model sizes without `x_shape` take the
+    data's image shape. `lightning_callbacks` go to Lightning's Trainer (with `launch` only).
+    """
+    if launch is not None:
+        run, data, model, guide = prepare(train_cfg, model_cfg, **values)
+        run.launch = launch
+        return _fit_lightning(run, data, model, guide, None, runs_dir, run_dir, on_finish, lightning_callbacks)
+    trainer = new_trainer(train_cfg, model_cfg, **values)
+    run = trainer.start(runs_dir, run_dir)
+    with run.lock(new=True):
+        trainer.fit(on_finish)
+    return run
+
+
+def resume(
+    run_dir: str | Run,
+    *,
+    epochs: int | None = None,
+    device: str | None = None,
+    launch: LaunchConfig | None = None,
+    on_finish=None,
+    lightning_callbacks=(),
+) -> Run | None:
+    """Continue a run (a directory, or a Run just opened) from its newest good checkpoint, in its own directory.
+
+    `epochs` extends it to that many epochs in all (config.json records the new total); it may
+    not be fewer than those already trained. `device` picks where this session trains; the
+    run's config keeps its own. `launch` replaces the Lightning options the run was trained with.
+    """
+    run = run_dir if isinstance(run_dir, Run) else Run.open(run_dir)
+    launch = launch or run.launch
+    writer = launch is None or launched_as_rank_zero()
+    with run.lock() if writer else contextlib.nullcontext():
+        if writer:
+            run.ensure_id()
+        if epochs is not None and epochs != run.train_cfg.epochs:
+            run.train_cfg = replace(run.train_cfg, epochs=epochs)  # written to config.json once checked
+        if launch is None:
+            run.device = resolve_device(device or run.train_cfg.device)
+            check_memory(run.model_cfg, run.train_cfg, run.device)
+        data = load_training_data(run.train_cfg)
+        model, guide = build(run.model_cfg, run.model_name, run.guide_name)
+        trainer = Trainer(run, data, model, guide, run.device) if launch is None else None
+        # The newest checkpoint that fits these modules (and this optimiser): an ill-fitting one is skipped.
+        expect = expected_state(model, guide, trainer.session.optimizer if trainer else None, run.config_key(True))
+        checkpoint = run.latest_checkpoint(expect=expect)
+        if checkpoint is None:
+            raise RunError(f"{run.run_dir} has no readable checkpoint to resume from; start a new run instead")
+        if checkpoint["epoch"] > run.train_cfg.epochs:
+            raise ConfigError(
+                f"{run.run_dir} has already trained {checkpoint['epoch']} epochs, more than `epochs` {epochs}; "
+                f"pass at least {checkpoint['epoch']}"
+            )
+        if writer and epochs is not None:
+            run.save_config()  # the new total of an extended run
+        if launch is not None:
+            run.launch = launch
+            return _fit_lightning(run, data, model, guide, checkpoint, None, None, on_finish, lightning_callbacks)
+        trainer.restore(checkpoint)
+        trainer.fit(on_finish)
+    return run
+
+
+def launched_as_rank_zero() -> bool:
+    from .lightning import launched_as_rank_zero
+
+    return launched_as_rank_zero()
+
+
+def _fit_lightning(run: Run, data, model, guide, checkpoint, runs_dir, run_dir, on_finish, callbacks) -> Run | None:
+    from .lightning import LightningUGVAE, fit_lightning, launched_as_rank_zero, lightning_trainer
+
+    done = checkpoint["epoch"] if checkpoint else 0
+    trainer = lightning_trainer(run, run.train_cfg.epochs - done, callbacks)
+    run.world_size = trainer.world_size
+    module = LightningUGVAE(run, data, model, guide, checkpoint)
+    lock = contextlib.nullcontext()
+    if launched_as_rank_zero():
+        if checkpoint is None:
+            run.claim(runs_dir, run_dir)
+            lock = run.lock(new=True)
+        else:
+            run.save_config()  # the launch options and world size of this session
+    with lock:
+        if not fit_lightning(trainer, module):
+            return None  # every process but rank 0 leaves the report to rank 0
+        if on_finish:
+            on_finish(run)
+    return run

@@ -1,0 +1,165 @@
+"""What happens around the steps of a training session, the same under both drivers.
+
+A hook reacts to four moments. The drivers (train/loop.py on one device, train/lightning.py
+across processes) call every hook of their list in order, and `epoch_hooks` builds that list
+for a process:
+
+    on_restore(step)                a checkpoint of `step` was restored
+    on_log(book, train_elbo)        a window of steps was logged
+    on_epoch_end(book, result)      an epoch finished; hooks add their numbers to `result`
+    close()                         the session ends, finished or not
+
+    TestMetrics      test ELBO and cluster usage on the test groups      (writer)
+    BetaDiagnostics  does beta carry information (train/diagnostics.py)  (writer)
+    ClusterRefresh   the cluster assignments `clusters:ALPHA` groups draw from next  (every process)
+    MetricsFile      a row per logged window and per epoch in metrics.csv  (writer)
+    TensorBoard      the same numbers as TensorBoard scalars, when tensorboard is installed  (writer)
+
+The writer is the one process that writes the run directory (rank 0 under DDP); every process
+refreshes the clusters, since each draws groups from its own copy of the sampler.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+
+import torch
+
+from ..files import disk_full
+from .diagnostics import beta_diagnostics, cluster_assignments
+from .evaluation import test_metrics
+from .metrics import MetricsLog
+
+logger = logging.getLogger(__name__)
+
+
+class Hook:
+    def on_restore(self, step: int) -> None:
+        pass
+
+    def on_log(self, book, train_elbo: float) -> None:
+        pass
+
+    def on_epoch_end(self, book, result: dict) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class TestMetrics(Hook):
+    def __init__(self, model, guide, test_images: torch.Tensor, test_parts: list[torch.Tensor]):
+        self.model, self.guide, self.images, self.parts = model, guide, test_images, test_parts
+
+    def on_epoch_end(self, book, result):
+        result.update(test_metrics(self.model, self.guide, self.images, self.parts))
+
+
+class BetaDiagnostics(Hook):
+    def __init__(self, model, guide, test_images: torch.Tensor, groups: torch.Tensor):
+        self.model, self.guide, self.images, self.groups = model, guide, test_images, groups
+
+    def on_epoch_end(self, book, result):
+        result.update(beta_diagnostics(self.model, self.guide, self.images, self.groups))
+
+
+class ClusterRefresh(Hook):
+    """`clusters:ALPHA` groups are drawn over argmax q(d | z) of the training images, refreshed
+    at each epoch end once `warmup` epochs of random groups are over."""
+
+    def __init__(self, sampler, guide, train_images: torch.Tensor, warmup: int):
+        self.sampler, self.guide, self.images, self.warmup = sampler, guide, train_images, warmup
+
+    def on_epoch_end(self, book, result):
+        next_epoch = book.epoch + 1
+        if self.warmup <= next_epoch < book.epochs:
+            self.sampler.set_assignments(cluster_assignments(self.guide, self.images))
+
+
+class MetricsFile(Hook):
+    def __init__(self, path: str):
+        self.log = MetricsLog(path)
+
+    def on_restore(self, step):
+        self.log.truncate_after(step)  # the resumed session logs these steps again
+
+    def on_log(self, book, train_elbo):
+        self.log.write(step=book.step, epoch=book.epoch, kind="step", train_elbo=train_elbo)
+
+    def on_epoch_end(self, book, result):
+        row = {k: v for k, v in result.items() if k != "cluster_shares"}
+        self.log.write(step=book.step, epoch=book.epoch, kind="epoch", elapsed_s=round(book.train_seconds, 3), **row)
+
+
+class TensorBoard(Hook):
+    """Every number of metrics.csv as a scalar: train/elbo per window, test/* and beta/* per epoch."""
+
+    def __init__(self, writer):
+        self.writer = writer
+
+    @classmethod
+    def in_dir(cls, log_dir: str) -> TensorBoard | None:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:  # the optional extra `ugvae[tensorboard]`
+            return None
+        try:
+            return cls(SummaryWriter(log_dir=log_dir))
+        except OSError as e:
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise disk_full(log_dir, os.path.dirname(log_dir) or ".") from None
+            logger.warning(
+                f"TensorBoard events cannot be written to {log_dir} ({e.strerror}); training goes on without"
+            )
+            return None
+
+    def on_log(self, book, train_elbo):
+        self.writer.add_scalar("train/elbo", train_elbo, book.step)
+
+    def on_epoch_end(self, book, result):
+        for key, value in result.items():
+            if not isinstance(value, (int, float)) or value != value:  # lists, None and NaN are no scalars
+                continue
+            if key == "train_elbo":
+                tag = "train/epoch_elbo"
+            elif key.startswith(("beta_", "pixel_change")):
+                tag = f"beta/{key.removeprefix('beta_')}"
+            else:
+                tag = f"test/{key.removeprefix('test_')}"
+            self.writer.add_scalar(tag, value, book.step)
+
+    def close(self):
+        self.writer.close()  # flushes the events of a session that stops early too
+
+
+def epoch_hooks(
+    *,
+    writer: bool,
+    model,
+    guide,
+    sampler,
+    train_images: torch.Tensor,
+    test_images: torch.Tensor | None,
+    test_parts: list[torch.Tensor],
+    diagnostic_groups: torch.Tensor,
+    metrics_path: str | None,
+    tensorboard_dir: str | None,
+    warmup: int,
+) -> list[Hook]:
+    """The hooks of one process, in the order they run (numbers first, then their writers)."""
+    hooks: list[Hook] = []
+    if writer:
+        hooks += [
+            TestMetrics(model, guide, test_images, test_parts),
+            BetaDiagnostics(model, guide, test_images, diagnostic_groups),
+        ]
+    if sampler.reads_assignments:
+        hooks.append(ClusterRefresh(sampler, guide, train_images, warmup))
+    if writer:
+        hooks.append(MetricsFile(metrics_path))
+        board = TensorBoard.in_dir(tensorboard_dir) if tensorboard_dir else None
+        if board is not None:
+            hooks.append(board)
+    return hooks

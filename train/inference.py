@@ -1,0 +1,231 @@
+"""What a trained run computes for new data: embeddings, new groups of images, reconstructions.
+
+    embed        q(beta | X) of every group (eq. 8-9, a product of per-image Gaussians, so a group
+                 may hold any number of images) and q(z | x), q(d | z) of every image (eq. 6-7)
+    sample       new groups from the generative program (eq. 1-4) run with no data under
+                 `poutine.trace`: beta ~ p(beta) once per group, or fixed with `poutine.condition`
+                 to E q(beta | X) of a set ("more images like this set"); then d, z per image, and
+                 each image the decoder's mean for (z, beta)
+    reconstruct  the decoder's mean at the posterior means of z and beta
+
+Images are floats in [0, 1] shaped (G, B, C, H, W), or (B, C, H, W) for one group, or a folder
+of image sets: each sub-folder one group of any size (a flat folder is cut into groups of B).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyro
+import torch
+from pyro import poutine
+
+from ..data import ImageGroups, folder_groups, load_dataset, to_unit_float
+from ..data.folder import consecutive
+from ..errors import DataError, RunError
+from ..progress import progress
+
+logger = logging.getLogger(__name__)
+GROUPS_PER_PASS = 64  # equal-sized groups embedded in one call
+
+
+@dataclass
+class Embeddings:
+    """Per group: beta_loc, beta_scale (G, beta_dim) where the model has a global latent, group_id,
+    group_source, group_size; per image: z_loc, z_scale (N, z_dim), pi (N, K) where the model has
+    clusters, sample_group (the group_id of its group), sample_name (file path relative to the
+    folder, or "split[index]"), sample_index (dataset index, or -1 for a file)."""
+
+    group_id: np.ndarray
+    group_source: np.ndarray
+    group_size: np.ndarray
+    z_loc: np.ndarray
+    z_scale: np.ndarray
+    sample_group: np.ndarray
+    sample_name: np.ndarray
+    sample_index: np.ndarray
+    pi: np.ndarray | None = None
+    beta_loc: np.ndarray | None = None
+    beta_scale: np.ndarray | None = None
+    notice: str | None = None
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The arrays of embeddings.npz (those the model has)."""
+        return {k: v for k, v in vars(self).items() if isinstance(v, np.ndarray)}
+
+
+def image_groups(run, images, group_size: int | None = None) -> ImageGroups:
+    """`images` (a folder, or a float tensor of one or several groups) as ImageGroups of the run."""
+    if isinstance(images, (str, os.PathLike)):
+        return folder_groups(images, run.model_cfg.x_shape, group_size)
+    if not isinstance(images, torch.Tensor):
+        raise DataError(f"images must be a folder or a tensor, got {type(images).__name__}")
+    if images.dim() == 4:
+        images = images.unsqueeze(0)
+    shape = tuple(images.shape[2:]) if images.dim() == 5 else None
+    if shape != run.model_cfg.x_shape or images.numel() == 0:
+        sizes = ", ".join(str(side) for side in run.model_cfg.x_shape)
+        raise DataError(
+            f"images must be shaped (G, B, {sizes}) or (B, {sizes}) with G, B >= 1, got {tuple(images.shape)}; "
+            "resize them to the run's image size"
+        )
+    if images.dtype != torch.uint8:
+        if not images.is_floating_point():
+            raise DataError(f"images must be floats in [0, 1] or uint8 pixels, got {images.dtype}")
+        lo, hi = torch.aminmax(images)
+        if not (lo >= 0 and hi <= 1):  # also false for NaN
+            raise DataError(
+                f"images must hold values in [0, 1], got min {lo.item():g} and max {hi.item():g}; "
+                "divide 0..255 pixels by 255 and remove NaN"
+            )
+        images = (images * 255).round().to(torch.uint8)
+    G, B = images.shape[:2]
+    members = list(torch.arange(G * B).view(G, B))
+    names = [f"images[{g}, {b}]" for g in range(G) for b in range(B)]
+    return ImageGroups(images.flatten(0, 1), members, [f"images[{g}]" for g in range(G)], names, [-1] * (G * B))
+
+
+def split_groups(run, split: str, group_size: int, data_dir: str | None = None) -> ImageGroups:
+    """The run's own dataset split, cut in order into groups of `group_size` (the last may be smaller)."""
+    cfg = run.train_cfg
+    data = load_dataset(cfg.dataset, split, data_dir or cfg.data_dir, cfg.image_size, download=False)
+    members = consecutive(len(data), group_size)
+    sources = [f"{split}[{int(m[0])}:{int(m[-1]) + 1}]" for m in members]
+    return ImageGroups(
+        data.images, members, sources, [f"{split}[{i}]" for i in range(len(data))], list(range(len(data)))
+    )
+
+
+def embed(run, images, group_size: int | None = None) -> Embeddings:
+    groups = image_groups(run, images, group_size or run.train_cfg.group_size)
+    if groups.notice:
+        logger.warning(groups.notice)
+    return embed_groups(run.model, run.guide, groups, run.device)
+
+
+@torch.no_grad()
+def embed_groups(model, guide, groups: ImageGroups, device="cpu") -> Embeddings:
+    """The Embeddings of every group of `groups`."""
+    n = len(groups.images)
+    z_loc, z_scale, pi = [None] * n, [None] * n, [None] * n
+    beta_loc, beta_scale = [None] * len(groups.members), [None] * len(groups.members)
+    # Groups of one size go through the guide together; sizes differ only between sub-folders.
+    by_size: dict[int, list[int]] = {}
+    for g, m in enumerate(groups.members):
+        by_size.setdefault(len(m), []).append(g)
+    chunks = [ids[i : i + GROUPS_PER_PASS] for ids in by_size.values() for i in range(0, len(ids), GROUPS_PER_PASS)]
+    for chunk in progress(chunks, desc="embedding", unit="pass"):
+        idx = torch.stack([groups.members[g] for g in chunk])
+        x = to_unit_float(groups.images[idx].to(device))
+        local = guide.local_posterior(x)
+        for row, g in enumerate(chunk):
+            for col, i in enumerate(groups.members[g].tolist()):
+                z_loc[i], z_scale[i] = local.z_loc[row, col].cpu(), local.z_scale[row, col].cpu()
+                pi[i] = None if local.pi is None else local.pi[row, col].cpu()
+        if guide.has_global_latent:
+            post = guide.global_posterior(x)
+            for row, g in enumerate(chunk):
+                beta_loc[g], beta_scale[g] = post.loc[row].cpu(), post.scale[row].cpu()
+    sample_group = np.empty(n, dtype=np.int64)
+    for g, m in enumerate(groups.members):
+        sample_group[m.numpy()] = g
+    return Embeddings(
+        group_id=np.arange(len(groups.members)),
+        group_source=np.array(groups.sources),
+        group_size=np.array([len(m) for m in groups.members]),
+        z_loc=torch.stack(z_loc).numpy(),
+        z_scale=torch.stack(z_scale).numpy(),
+        sample_group=sample_group,
+        sample_name=np.array(groups.names),
+        sample_index=np.array(groups.indices, dtype=np.int64),
+        pi=torch.stack(pi).numpy() if guide.has_mixture else None,
+        beta_loc=torch.stack(beta_loc).numpy() if guide.has_global_latent else None,
+        beta_scale=torch.stack(beta_scale).numpy() if guide.has_global_latent else None,
+        notice=groups.notice,
+    )
+
+
+@dataclass
+class Samples:
+    """images (N, B, C, H, W) in [0, 1], beta (N, beta_dim), z (N, B, z_dim), d (N, B) where the
+    model has clusters, and per group the source of its beta (`p(beta)` or the set it came from)."""
+
+    images: torch.Tensor
+    beta: torch.Tensor
+    z: torch.Tensor
+    d: torch.Tensor | None
+    sources: list[str]
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The arrays of samples.npz."""
+        out = {k: getattr(self, k).cpu().numpy() for k in ("images", "beta", "z", "d") if getattr(self, k) is not None}
+        return {**out, "group_source": np.array(self.sources)}
+
+
+@torch.no_grad()
+def sample_groups(model, num_groups: int, group_size: int, beta: torch.Tensor | None = None) -> Samples:
+    """`num_groups` groups of `group_size` from the generative program; `beta` (num_groups,
+    beta_dim) fixes each group's global latent, None draws each from p(beta)."""
+    if num_groups < 1 or group_size < 1:
+        raise DataError(f"`num_groups` and `group_size` must be >= 1, got {num_groups} and {group_size}")
+    if not model.has_global_latent:
+        raise RunError(
+            f"{type(model).__name__} has no global latent, so its samples share nothing within a group; "
+            "sample from a UG-VAE or ML-VAE run"
+        )
+    program = model
+    if beta is not None:
+        # The beta site is (N, 1, beta_dim): one value per group, broadcast over its samples.
+        program = poutine.condition(model, {"beta": beta.reshape(num_groups, 1, -1)})
+    trace = poutine.trace(program).get_trace(None, num_groups=num_groups, group_size=group_size)
+    z, beta_site = trace.nodes["z"]["value"], trace.nodes["beta"]["value"]
+    d = trace.nodes["d"]["value"] if "d" in trace.nodes else None
+    return Samples(model.decode(z, beta_site), beta_site[:, 0], z, d, ["p(beta)"] * num_groups)
+
+
+def sample(run, num_groups: int | None = None, group_size: int = 8, beta_from=None, seed: int | None = None) -> Samples:
+    """Groups from p(beta), or `num_groups` (default 1) groups per set of `beta_from` (a folder whose
+    sub-folders are sets, a folder that is one set, or images), each from its set's E q(beta | X)."""
+    model = run.model
+    if not model.has_global_latent:
+        sample_groups(model, 1, 1)  # raises the error that names the fix
+    if seed is not None:
+        pyro.set_rng_seed(seed)
+    if beta_from is None:
+        return sample_groups(model, num_groups or 4, group_size)
+    groups = (
+        image_groups(run, beta_from) if not isinstance(beta_from, (str, os.PathLike)) else set_groups(run, beta_from)
+    )
+    betas = [
+        run.guide.global_posterior(to_unit_float(groups.images[m].to(run.device)).unsqueeze(0)).loc[0]
+        for m in groups.members
+    ]
+    per_set = num_groups or 1
+    beta = torch.stack(betas).repeat_interleave(per_set, 0)
+    drawn = sample_groups(model, len(beta), group_size, beta)
+    drawn.sources = [source for source in groups.sources for _ in range(per_set)]
+    return drawn
+
+
+def set_groups(run, folder) -> ImageGroups:
+    """A folder of sets (one per sub-folder), or a flat folder that is one set."""
+    groups = folder_groups(folder, run.model_cfg.x_shape, field="beta_from")
+    if groups.notice:
+        logger.warning(groups.notice)
+    if len(groups.members) == 1:
+        groups.sources = [Path(folder).expanduser().resolve().name]
+    return groups
+
+
+@torch.no_grad()
+def reconstruct(model, guide, x: torch.Tensor) -> torch.Tensor:
+    """Mean reconstructions of groups x (G, B, C, H, W) from the posterior means."""
+    z = guide.local_posterior(x).z_loc
+    if guide.has_global_latent:
+        beta = guide.global_posterior(x).loc.unsqueeze(-2)
+        return model.decode(z, beta)
+    return model.decode(z)

@@ -215,29 +215,10 @@ def add_train_arguments(p: argparse.ArgumentParser):
     )
     g.add_argument("--graph", action="store_true", help="replay the whole step as one CUDA graph (needs cuda)")
     g.add_argument("--clip-norm", type=float, default=None, help="clip the gradient norm to this value")
-    g.add_argument(
-        "--local-kl-weight",
-        type=float,
-        default=d.local_kl_weight,
-        help="weight lambda on the KL of z and d in the training objective (1: the ELBO)",
-    )
-    g.add_argument(
-        "--leave-one-out",
-        action=argparse.BooleanOptionalAction,
-        default=d.leave_one_out,
-        help="UG-VAE: decode each sample with beta inferred from the other members of its group (the bound is in "
-        "train/elbo.py)",
-    )
-    g.add_argument(
-        "--set-mix-weight",
-        type=float,
-        default=d.set_mix_weight,
-        help="UG-VAE with --cluster-weights global: weight gamma on KL(the group's mean q(d) || p(d | beta)), "
-        "which pulls p(d | beta) to the group's mix (0: the ELBO)",
-    )
     g.add_argument("--log-every", type=int, default=d.log_every, help="steps between logged losses")
     g.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every, help="steps between checkpoints")
     g.add_argument("--keep-checkpoints", type=int, default=d.keep_checkpoints, help="how many checkpoints to keep")
+    add_lever_arguments(p, d)
     g = p.add_argument_group("output")
     g.add_argument("--runs-dir", default="runs", help="parent of the new run directory")
     g.add_argument(
@@ -268,6 +249,30 @@ def add_train_arguments(p: argparse.ArgumentParser):
     g.add_argument("--devices", default="auto", help="devices per node: a count, a list like 0,1, or auto")
     g.add_argument("--num-nodes", type=int, default=1, help="machines taking part in the run")
     g.add_argument("--accelerator", default="auto", help="cpu, gpu or auto")
+
+
+def add_lever_arguments(p: argparse.ArgumentParser, d):
+    """The levers of the objective (train/config.py's `Levers`); at their defaults the loss is the ELBO."""
+    g = p.add_argument_group("levers of the objective (extensions of the paper; what each bounds: train/elbo.py)")
+    g.add_argument(
+        "--local-kl-weight",
+        type=float,
+        default=d.local_kl_weight,
+        help="weight lambda on the KL of z and d (1: the ELBO)",
+    )
+    g.add_argument(
+        "--leave-one-out",
+        action=argparse.BooleanOptionalAction,
+        default=d.leave_one_out,
+        help="UG-VAE: decode each sample with beta inferred from the other members of its group",
+    )
+    g.add_argument(
+        "--set-mix-weight",
+        type=float,
+        default=d.set_mix_weight,
+        help="UG-VAE with --cluster-weights global: weight gamma on KL(the group's mean q(d) || p(d | beta)), "
+        "which pulls p(d | beta) to the group's mix (0: the ELBO)",
+    )
 
 
 def given_flags(argv: list[str]) -> set[str]:

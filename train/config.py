@@ -35,6 +35,36 @@ MAX_SAMPLES_PER_STEP = 2**24  # group_size x groups_per_step
 MAX_SEED = 2**32 - 1  # numpy's legacy generator (seeded by pyro.set_rng_seed) takes no more
 
 
+@dataclass(frozen=True)
+class Levers:
+    """The levers of the training objective, each off by default, and then the loss is the ELBO of
+    eq. 10 itself. train/elbo.py states what each computes and what it bounds."""
+
+    local_kl_weight: float = 1.0  # lambda on the KL of z and d
+    leave_one_out: bool = False  # decode x_i with beta inferred from the other members
+    set_mix_weight: float = 0.0  # gamma on KL(set's mean q(d) || p(d | beta)) per group
+
+    def __post_init__(self):
+        problems = []
+        if not (_is_finite(self.local_kl_weight) and self.local_kl_weight > 0):
+            problems.append(f"`local_kl_weight` must be a finite number > 0, got {self.local_kl_weight!r}")
+        if not (_is_finite(self.set_mix_weight) and self.set_mix_weight >= 0):
+            problems.append(f"`set_mix_weight` must be a finite number >= 0, got {self.set_mix_weight!r}")
+        if not isinstance(self.leave_one_out, bool):
+            problems.append(f"`leave_one_out` must be true or false, got {self.leave_one_out!r}")
+        if problems:
+            raise ConfigError("; ".join(problems))
+
+    @property
+    def on(self) -> list[str]:
+        """The names of the levers that change the loss."""
+        return [f.name for f in fields(self) if getattr(self, f.name) != f.default]
+
+
+def _is_finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
 @dataclass
 class TrainConfig:
     dataset: str = "mnist"
@@ -60,7 +90,7 @@ class TrainConfig:
     # None: on unless training on CUDA, where they would stall every step.
     validate: bool | None = None
     graph: bool = False  # capture the whole step as one CUDA graph (train/graph.py)
-    # Levers of the objective (train/elbo.py); at 1.0 and False the loss is the ELBO of eq. 10.
+    # The fields of `Levers`, kept flat so that config.json stays one flat object.
     local_kl_weight: float = 1.0  # lambda on the KL of z and d
     leave_one_out: bool = False  # decode x_i with beta inferred from the other members
     set_mix_weight: float = 0.0  # gamma on KL(set's mean q(d) || p(d | beta)) per group
@@ -111,20 +141,25 @@ class TrainConfig:
             problems.append("`graph` cannot capture Pyro's validation checks (host syncs): drop `validate`")
         if self.graph and self.jit:
             problems.append("`graph` captures the sync-free ELBO, not the JIT one: drop `jit`")
-        if not (math.isfinite(self.local_kl_weight) and self.local_kl_weight > 0):
-            problems.append(f"`local_kl_weight` must be a finite number > 0, got {self.local_kl_weight}")
-        if not (math.isfinite(self.set_mix_weight) and self.set_mix_weight >= 0):
-            problems.append(f"`set_mix_weight` must be a finite number >= 0, got {self.set_mix_weight}")
-        if self.set_mix_weight and self.model != "ugvae":
-            problems.append(f"`set_mix_weight` weighs UG-VAE's p(d | beta), which model {self.model} has not")
-        if self.leave_one_out and self.model != "ugvae":
-            problems.append(f"`leave_one_out` infers beta per member, which model ugvae has and {self.model} has not")
-        if self.jit and (self.leave_one_out or self.local_kl_weight != 1 or self.set_mix_weight):
+        try:
+            levers_on = self.levers.on
+        except ConfigError as e:
+            problems.append(str(e))
+            levers_on = []
+        if self.model != "ugvae" and set(levers_on) & {"leave_one_out", "set_mix_weight"}:
             problems.append(
-                "`local_kl_weight`, `leave_one_out` and `set_mix_weight` live in the sync-free ELBO: drop `jit`"
+                "`leave_one_out` and `set_mix_weight` act on UG-VAE's beta and p(d | beta), which model "
+                f"{self.model} has not: set `model` to ugvae"
             )
+        if self.jit and levers_on:
+            named = " and ".join(f"`{name}`" for name in levers_on)
+            problems.append(f"{named} live in the sync-free ELBO: drop `jit`")
         if problems:
             raise ConfigError("; ".join(problems))
+
+    @property
+    def levers(self) -> Levers:
+        return Levers(self.local_kl_weight, self.leave_one_out, self.set_mix_weight)
 
     def validation_on(self, device_type: str) -> bool:
         """Whether training on `device_type` runs the argument checks: `validate`, or else off on CUDA."""

@@ -73,10 +73,8 @@ tests/train/test_elbo.py proves equal to TraceEnum_ELBO, and TraceEnum_ELBO for 
 
 from __future__ import annotations
 
-import math
 import numbers
 import warnings
-from dataclasses import dataclass, fields
 from functools import partial
 
 import torch
@@ -87,6 +85,7 @@ from pyro.infer.elbo import ELBOModule
 from ..errors import ConfigError, UnsupportedStructure
 from ..guide import GUIDES
 from ..model import MODELS
+from .config import Levers
 
 # Models without a discrete site (VAE, ML-VAE) share the loss: for them TraceEnum_ELBO is
 # Trace_ELBO, and its warning that nothing is enumerated is expected.
@@ -144,33 +143,6 @@ def _costs(model_trace, guide_trace):
 # model term `set_mix_weight` weighs again (names of model/ugvae.py).
 LOCAL_SITES = ("z", "d")
 MIX_SITE = "d"
-
-
-@dataclass(frozen=True)
-class Levers:
-    """The levers of the objective (module docstring); the defaults give the ELBO itself."""
-
-    local_kl_weight: float = 1.0
-    leave_one_out: bool = False
-    set_mix_weight: float = 0.0
-
-    def __post_init__(self):
-        for name, low in (("local_kl_weight", 0.0), ("set_mix_weight", None)):
-            value = getattr(self, name)
-            ok = isinstance(value, numbers.Real) and math.isfinite(value)
-            if not ok or (value <= low if low is not None else value < 0):
-                bound = "> 0" if low is not None else ">= 0"
-                raise ConfigError(f"`{name}` must be a finite number {bound}, got {value!r}")
-
-    @classmethod
-    def of(cls, train_cfg) -> Levers:
-        return cls(train_cfg.local_kl_weight, train_cfg.leave_one_out, train_cfg.set_mix_weight)
-
-    @property
-    def on(self) -> list[str]:
-        """The names of the levers that change the loss."""
-        default = Levers()
-        return [f.name for f in fields(self) if getattr(self, f.name) != getattr(default, f.name)]
 
 
 def enumerated_elbo(

@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from ..data import to_unit_float
 from ..errors import ConfigError
 from ..progress import progress
-from .elbo import Levers, make_elbo
+from .elbo import make_elbo
 from .session import Session
 
 try:
@@ -95,7 +95,7 @@ class LightningUGVAE(LightningModule):
         super().__init__()
         self.run, self.data = run, data
         self.pair = (model, guide)  # a tuple, so that they register once, inside the loss module
-        self.loss_fn = make_elbo(run.train_cfg.jit, Levers.of(run.train_cfg))(model, guide)
+        self.loss_fn = make_elbo(run.train_cfg.jit, run.train_cfg.levers)(model, guide)
         self.checkpoint_to_restore, self.session, self.bar = checkpoint, None, None
 
     def configure_optimizers(self):

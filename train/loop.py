@@ -28,7 +28,7 @@ import torch
 from ..data import to_unit_float
 from ..errors import TrainingInterrupted
 from ..progress import plural, progress
-from .elbo import Levers, make_elbo
+from .elbo import make_elbo
 from .graph import CapturedStep
 from .session import Session
 
@@ -46,7 +46,7 @@ class Trainer:
         cfg = run.train_cfg
         model, guide = model.to(device), guide.to(device)
         self.session = Session(run, data, model, guide, device)
-        self.loss_fn = make_elbo(cfg.jit, Levers.of(cfg))(model, guide)
+        self.loss_fn = make_elbo(cfg.jit, cfg.levers)(model, guide)
         self.session.optimizer = torch.optim.Adam(self.loss_fn.parameters(), lr=cfg.lr, capturable=cfg.graph)
         self.run_step = CapturedStep(self.train_step, device) if cfg.graph else self.train_step
 

@@ -43,7 +43,7 @@ def progress(iterable: Iterable | None = None, total: int | None = None, desc: s
 
 
 class PlainProgress:
-    """The bar's interface, writing `desc: 30% (300/1000 step), 12 s` at each tenth of the work."""
+    """The bar's interface, writing `desc: 30% (300/1000 steps), 12 s` at each tenth of the work."""
 
     def __init__(self, iterable, total: int | None, desc: str, unit: str, shown: bool = True, initial: int = 0):
         self.iterable, self.total, self.desc, self.unit, self.shown = iterable, total, desc, unit, shown
@@ -81,7 +81,8 @@ class PlainProgress:
         share = f"{100 * self.n // self.total}% " if self.total else ""
         seconds = time.monotonic() - self.start
         extra = f", {self.postfix}" if self.postfix else ""
-        line = f"{self.desc}: {share}({self.n}/{self.total or '?'} {self.unit}), {seconds:.0f} s{extra}"
+        units = self.unit if self.total == 1 else plural_noun(self.unit)
+        line = f"{self.desc}: {share}({self.n}/{self.total or '?'} {units}), {seconds:.0f} s{extra}"
         print(line, file=sys.stderr, flush=True)
 
     def close(self) -> None:
@@ -90,4 +91,9 @@ class PlainProgress:
 
 def plural(count: int, noun: str, plural_form: str | None = None) -> str:
     """`1 epoch`, `2 epochs`: the count and the noun in the right number."""
-    return f"{count} {noun if count == 1 else plural_form or noun + 's'}"
+    return f"{count} {noun if count == 1 else plural_form or plural_noun(noun)}"
+
+
+def plural_noun(noun: str) -> str:
+    """step -> steps, pass -> passes, batch -> batches, epoch -> epochs (the units this package counts)."""
+    return noun + ("es" if noun.endswith(("s", "sh", "tch", "x")) else "s")

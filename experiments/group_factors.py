@@ -159,6 +159,10 @@ def cross_validated_r2(features: torch.Tensor, factors: torch.Tensor, seed: int)
     return [float(r2_score(factors[:, f].numpy(), predicted[:, f])) for f in range(factors.shape[1])]
 
 
+# sklearn's early stopping holds out 10% of the images; fewer than this leave too few to judge by.
+EARLY_STOPPING_MIN_IMAGES = 200
+
+
 class ImageFactorReader:
     """Factors of a group from its images: an MLP on single images, averaged over the group."""
 
@@ -169,8 +173,10 @@ class ImageFactorReader:
         # images (G, B, C, H, W) in [0, 1], on any device (the MLP runs on the CPU), factors (G, F)
         self.scaler = StandardScaler().fit(factors.cpu().numpy())
         targets = self.scaler.transform(factors.cpu().repeat_interleave(images.shape[1], 0).numpy())
-        self.net = MLPRegressor(hidden_layer_sizes=(128,), max_iter=300, early_stopping=True, random_state=seed)
-        self.net.fit(images.flatten(2).flatten(0, 1).cpu().numpy(), targets)
+        x = images.flatten(2).flatten(0, 1).cpu().numpy()
+        early = len(x) >= EARLY_STOPPING_MIN_IMAGES
+        self.net = MLPRegressor(hidden_layer_sizes=(128,), max_iter=300, early_stopping=early, random_state=seed)
+        self.net.fit(x, targets)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         per_image = self.net.predict(images.flatten(2).flatten(0, 1).cpu().numpy())

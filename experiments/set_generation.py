@@ -190,10 +190,11 @@ def set_generation(run: Run, settings: SetGenerationSettings | None = None) -> S
     """Score every generator of `run` and of each baseline run on held-out sets: the files of the
     module docstring, in a new RUN/experiments/set-generation[-n]/."""
     from ..train import load_run
-    from ..train.run import new_output_dir
+    from ..train.run import check_output_parent, new_output_dir
 
     settings = settings or SetGenerationSettings()
     check(settings)
+    check_output_parent(run.path("experiments"))
     baselines = [load_run(path, str(run.device)) for path in settings.baseline_runs]
     for other in baselines:
         if other.model_cfg.x_shape != run.model_cfg.x_shape:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import torch
 
 from ..data import to_unit_float
+from .group_factors import EARLY_STOPPING_MIN_IMAGES
 
 
 def flat(images: torch.Tensor) -> torch.Tensor:
@@ -38,8 +39,10 @@ class ClassReader:
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, seed: int):
         from sklearn.neural_network import MLPClassifier
 
-        self.net = MLPClassifier(hidden_layer_sizes=(256,), max_iter=200, early_stopping=True, random_state=seed)
-        self.net.fit(flat(images[None])[0].numpy(), labels.numpy())
+        x = flat(images[None])[0].numpy()
+        early = len(x) >= EARLY_STOPPING_MIN_IMAGES
+        self.net = MLPClassifier(hidden_layer_sizes=(256,), max_iter=200, early_stopping=early, random_state=seed)
+        self.net.fit(x, labels.numpy())
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         """Class id of each image of (S, N, C, H, W) -> (S, N) long."""

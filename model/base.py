@@ -17,6 +17,8 @@ class GenerativeModel(PyroModule):
     has_mixture: ClassVar[bool] = False
     # forward(..., leave_one_out=True): beta per member, for the leave-one-out bound (train/elbo.py)
     has_leave_one_out: ClassVar[bool] = False
+    # The fields of model/config.py's EXTENSIONS that this model reads; the others it would ignore.
+    extensions: ClassVar[frozenset[str]] = frozenset()
 
     @property
     def has_cluster_weights(self) -> bool:

@@ -23,6 +23,9 @@ LIKELIHOODS = ("gaussian", "bernoulli")
 ARCHS = ("auto", "mlp", "conv")
 # p(d | beta): "uniform" is eq. 4; "global" = softmax(A beta + b), an extension of the paper.
 CLUSTER_WEIGHTS = ("uniform", "global")
+# Fields that extend the paper's UG-VAE; a model lists in `extensions` those it reads
+# (model/base.py), and one set for a model that would ignore it is refused (model.check_extensions).
+EXTENSIONS = ("cluster_weights", "decoder_film")
 # The paper's largest: K = 20, dims 20, 256 hidden units; 64x64 RGB images.
 MAX_SIZES = {"z_dim": 4096, "beta_dim": 4096, "K": 4096, "hidden": 65536}
 MAX_CHANNELS = 4

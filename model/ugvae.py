@@ -63,6 +63,7 @@ class UGVAEModel(GenerativeModel):
     has_global_latent = True
     has_mixture = True
     has_leave_one_out = True
+    extensions = frozenset({"cluster_weights", "decoder_film"})
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()

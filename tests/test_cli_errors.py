@@ -35,6 +35,16 @@ BAD_INPUTS = [
     ("unknown model", ["--model", "vea"], ["model 'vea' is unknown", "choose one of"]),
     ("unknown guide", ["--guide", "exact"], ["guide 'exact' does not exist for model 'ugvae'", "choose one of"]),
     (
+        "an extension of UG-VAE on a model that would ignore it",
+        ["--model", "vae", "--cluster-weights", "global"],
+        ["--cluster-weights would be ignored by model vae", "set --model to ugvae"],
+    ),
+    (
+        "two extensions on another model",
+        ["--model", "mlvae", "--decoder-film", "--cluster-weights", "global"],
+        ["--cluster-weights and --decoder-film would be ignored by model mlvae", "drop them"],
+    ),
+    (
         "unknown model, named before any data is read",
         ["--model", "vea", "--dataset", "celeba", "--data-dir", "{tmp}/data"],
         ["model 'vea' is unknown"],

@@ -200,8 +200,10 @@ def list_checkpoints(run_dir: str) -> list[str]:
     folder = os.path.join(run_dir, "checkpoints")
     try:
         names = os.listdir(folder)
-    except (FileNotFoundError, NotADirectoryError):
+    except FileNotFoundError:
         return []
+    except NotADirectoryError:
+        raise RunError(f"{folder} is a file, not the folder of the run's checkpoints; move it aside") from None
     steps = {os.path.join(folder, n): int(m[1]) for n in names if (m := CHECKPOINT_RE.fullmatch(n))}
     return sorted(steps, key=steps.get)
 

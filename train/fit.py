@@ -15,13 +15,13 @@ input leaves no run behind. The run's lock is held from the first write to the l
 from __future__ import annotations
 
 import contextlib
-from dataclasses import fields, replace
+from dataclasses import asdict, fields, replace
 
 import pyro
 
 from ..errors import ConfigError, RunError
 from ..guide import build
-from ..model import ModelConfig
+from ..model import ModelConfig, check_extensions
 from .checkpoint_schema import expected_state
 from .config import LaunchConfig, TrainConfig, check_memory, resolve_device
 from .loop import Trainer
@@ -52,6 +52,7 @@ def prepare(train_cfg: TrainConfig | None = None, model_cfg: ModelConfig | None 
     data's image shape.
     """
     train_cfg, model_cfg, model_values = configs(train_cfg, model_cfg, values)
+    check_extensions(train_cfg.model, asdict(model_cfg) if model_cfg is not None else model_values)
     device = resolve_device(train_cfg.device)
     if model_cfg is not None:
         check_memory(model_cfg, train_cfg, device)  # a model too large is refused before any data is read

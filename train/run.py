@@ -243,8 +243,15 @@ def load_run(run_dir: str | os.PathLike, device: str = "cpu") -> Run:
 
 
 # -- fresh directories ----------------------------------------------------------------
+def check_output_parent(parent: str) -> None:
+    """Refuse, before any work, a `parent` of outputs that is no folder (a file, or a link to one)."""
+    if os.path.lexists(parent) and not os.path.isdir(parent):
+        raise RunError(f"{parent} is a file where a folder of outputs belongs; move it aside")
+
+
 def new_output_dir(parent: str, name: str) -> str:
     """A fresh `parent/name`, or `parent/name-2`, ...: an earlier output is never overwritten."""
+    check_output_parent(parent)
     base, n = os.path.join(parent, name), 1
     path = base
     while True:

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 from types import SimpleNamespace
 
 import numpy as np
@@ -12,7 +13,7 @@ from PIL import Image
 from tests.experiments.conftest import tiny_train
 from ugvae import run as cli
 from ugvae.data import load_dataset
-from ugvae.errors import ConfigError
+from ugvae.errors import ConfigError, RunError
 from ugvae.experiments.held_out_sets import factor_sets, mix_sets
 from ugvae.experiments.set_generation import SetGenerationSettings, set_generation
 from ugvae.experiments.set_generators import beta_sampling, member_code, set_cluster_mix, set_code_gaussian
@@ -206,3 +207,17 @@ def test_beta_sampling_conditions_the_model_on_the_posterior_mean(ugvae_run):
     images = beta_sampling(run, x, 5)
     assert images.shape == (3, 5, 1, 28, 28)
     torch.testing.assert_close(seen["beta"][:, 0], run.guide.global_posterior(x).loc)
+
+
+def test_tiny_factor_sets_and_an_experiments_file_give_results_or_one_line(ugvae_run, tmp_path):
+    """A third hostile pass: 4 sets left sklearn's early stopping no validation images (a
+    traceback), and a file named `experiments` in the run gave NotADirectoryError."""
+    tiny = dict(sets=4, reader_sets=4, generated=6, group_sizes=[2])
+    result = set_generation(load_run(ugvae_run), SetGenerationSettings(kinds=["factors"], **tiny))
+    assert {r["kind"] for r in result.results["rows"]} == {"factors"}
+    run_copy = shutil.copytree(ugvae_run, tmp_path / "run")
+    shutil.rmtree(run_copy / "experiments")
+    (run_copy / "experiments").write_text("mine")
+    with pytest.raises(RunError, match="experiments is a file where a folder of outputs belongs"):
+        set_generation(load_run(str(run_copy)), SetGenerationSettings(kinds=["mix"], **tiny))
+    assert (run_copy / "experiments").read_text() == "mine"

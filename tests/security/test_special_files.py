@@ -85,3 +85,13 @@ def test_a_fifo_or_a_link_as_a_json_file_is_refused(tmp_path):
     os.symlink(tmp_path / "real.json", tmp_path / "link.json")
     with pytest.raises(DataError, match="is a symbolic link"):
         read_json(str(tmp_path / "link.json"))
+
+
+def test_a_file_where_the_checkpoints_folder_belongs_is_named(run_copy):
+    """A third pass: `checkpoints` made a file said only "holds no readable checkpoint; train it first"."""
+    shutil.rmtree(os.path.join(run_copy, "checkpoints"))
+    with open(os.path.join(run_copy, "checkpoints"), "w") as f:
+        f.write("not a folder")
+    proc = python_in_checkout(RUN_MAIN, "evaluate", "--run", run_copy, "--samples", "2", timeout=120)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr[-3000:]
+    assert "checkpoints is a file, not the folder of the run's checkpoints; move it aside" in proc.stderr

@@ -84,6 +84,9 @@ def mix_sets(base: ImageSet, num_sets: int, size: int, reference: int, alpha: fl
         p[:, present] = rng.dirichlet(np.full(len(present), float(alpha)), size=num_sets)
     counts = rounded_counts(p, size).numpy()
     members, refs = [], []
+    # The reference is drawn class by class; its order is shuffled by a stream of its own, so that
+    # any prefix of it (the PNG's row) shows the mix, and the sets' draws stay as they were.
+    order = np.random.default_rng([seed, 1])
     for s in range(num_sets):
         chosen = np.concatenate(
             [rng.choice(pools[c], k, replace=k > len(pools[c])) for c, k in enumerate(counts[s]) if k]
@@ -91,7 +94,7 @@ def mix_sets(base: ImageSet, num_sets: int, size: int, reference: int, alpha: fl
         drawn = rng.multinomial(reference, p[s])
         ref = np.concatenate([_others(pools[c], chosen, k, rng) for c, k in enumerate(drawn) if k])
         members.append(rng.permutation(chosen))
-        refs.append(ref)
+        refs.append(order.permutation(ref))
     members, refs = torch.from_numpy(np.stack(members)), torch.from_numpy(np.stack(refs))
     return HeldOutSets(
         members=base.images[members],

@@ -135,6 +135,12 @@ def test_mix_sets_hold_the_rounded_shares_and_references_exclude_members():
         np.testing.assert_allclose(counts, sets.shares[s].numpy(), atol=1e-6)
         ref_ids = [int((flat_base == r.flatten()).all(1).nonzero()[0]) for r in sets.reference[s]]
         assert not set(ref_ids) & set(member_ids)
+    # The reference is not grouped by class (the PNG shows its first images as the set's mix).
+    sorted_refs = 0
+    for s in range(30):
+        ref_labels = [int(base.labels[(flat_base == r.flatten()).all(1).nonzero()[0]]) for r in sets.reference[s]]
+        sorted_refs += ref_labels == sorted(ref_labels)
+    assert sorted_refs < 15
     one_class = mix_sets(base, 10, 4, 4, 0.0, seed=2)
     assert (one_class.shares.max(1).values == 1).all()
 

@@ -44,6 +44,7 @@ settings=(
     "fac|b4g8|-B 4 -G 8|all"
     "fac|b4g8loo|-B 4 -G 8 --leave-one-out|first"
     "fac|b2g16|-B 2 -G 16|first"
+    "fac|z3b4g8|-B 4 -G 8 --z-dim 3|first"
     "fac|mlvae|-B 32 --model mlvae|all"
     "fac|vae|-B 32 --model vae|all"
     "fac|gmvae|-B 32 --model gmvae|first"

@@ -53,7 +53,7 @@ def test_figures_and_accuracy_table(mixture_runs, capsys, monkeypatch):
     assert cli.main([*argv, "--steps", "3", "--probe-sizes", "1", "4"]) == 0
     out = os.path.join(run_dir, "experiments", "domain-alignment")
     captured = capsys.readouterr()
-    assert "domain accuracy: 100% (8/8 probe)" in captured.err  # 4 codes x 2 probe sizes
+    assert "domain accuracy: 100% (8/8 probes)" in captured.err  # 4 codes x 2 probe sizes
     printed = captured.out.splitlines()
     assert printed[0] == "accuracy telling pure dark from pure bright groups, at group sizes [1, 4]:"
     assert printed[-1] == f"figures and numbers in {out}" and len(printed) == 2 + 4

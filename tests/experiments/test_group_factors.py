@@ -51,7 +51,7 @@ def test_writes_r2_of_every_source_and_the_transfer(grouped_run, capsys, monkeyp
     captured = capsys.readouterr()
     assert captured.out == table + f"wrote {out}\n"  # the report is the table
     # 2 group sizes x 6 feature sources (this run, 2 untrained, PCA, local codes, z_loc), then the transfer
-    assert "group factors: 100% (13/13 step)" in captured.err
+    assert "group factors: 100% (13/13 steps)" in captured.err
 
 
 def test_the_result_is_what_the_files_hold(grouped_run):

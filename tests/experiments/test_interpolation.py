@@ -72,7 +72,7 @@ def test_writes_one_png_per_cluster_a_summary_and_json(tiny_run, capsys, monkeyp
     captured = capsys.readouterr()
     printed = captured.out.splitlines()
     assert printed[-1] == f"wrote {out}" and len(printed) == 1 + len(result["grids"])
-    assert "interpolation grids: 100% (3/3 grid)" in captured.err
+    assert "interpolation grids: 100% (3/3 grids)" in captured.err
     assert len(result["grids"]) == 3 and result["rows"] == 4 and result["cols"] == 5
     for grid in result["grids"]:
         assert grid["file"] == f"cluster_{grid['cluster']}.png" and os.path.isfile(os.path.join(out, grid["file"]))

@@ -45,8 +45,8 @@ def test_writes_the_table_as_json_markdown_and_a_tsne_plot(tiny_run, tmp_path_fa
     assert captured.out == markdown + f"wrote {out}\n"  # the report is the table
     # group sizes x tasks x feature sources (this run, 3 untrained, PCA, local codes, 2 baselines)
     cells = len(SIZES) * 6 * 8
-    assert f"structured batches: 100% ({cells}/{cells} feature set)" in captured.err
-    assert "t-SNE: 100% (6/6 feature set)" in captured.err
+    assert f"structured batches: 100% ({cells}/{cells} feature sets)" in captured.err
+    assert "t-SNE: 100% (6/6 feature sets)" in captured.err
     table = json.load(open(os.path.join(out, "table.json")))
     sources = [
         "ugvae (this run)",

@@ -21,7 +21,6 @@ For a model without a global latent (VAE, GMVAE) beta is absent: only the local 
 
 from __future__ import annotations
 
-import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,9 +87,7 @@ def report(result: EmbedResult) -> str:
 
 
 def save_npz(path: str, arrays: dict[str, np.ndarray]) -> None:
-    buffer = io.BytesIO()
-    np.savez(buffer, **arrays)
-    atomic_write(path, lambda f: f.write(buffer.getbuffer()))
+    atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
 def beta_csv(e: Embeddings) -> str:

@@ -134,7 +134,7 @@ def share_or_law(text: str) -> float | str:
 
 def add_train_arguments(p: argparse.ArgumentParser):
     from .model.config import ARCHS, CLUSTER_WEIGHTS, LIKELIHOODS, ModelConfig
-    from .train.config import TrainConfig
+    from .trained.config import TrainConfig
 
     d, m = TrainConfig(), ModelConfig()
     g = p.add_argument_group("data")
@@ -252,7 +252,7 @@ def add_train_arguments(p: argparse.ArgumentParser):
 
 
 def add_lever_arguments(p: argparse.ArgumentParser, d):
-    """The levers of the objective (train/config.py's `Levers`); at their defaults the loss is the ELBO."""
+    """The levers of the objective (trained/config.py's `Levers`); at their defaults the loss is the ELBO."""
     g = p.add_argument_group("levers of the objective (extensions of the paper; what each bounds: train/elbo.py)")
     g.add_argument(
         "--local-kl-weight",
@@ -347,13 +347,13 @@ def configs_from_args(args, given: set[str]):
     from dataclasses import fields, replace
 
     from .model.config import ModelConfig
-    from .train import TrainConfig
+    from .trained import TrainConfig
 
     train_keys = {f.name for f in fields(TrainConfig)}
     model_keys = {f.name for f in fields(ModelConfig)} - {"x_shape"}
     if not args.config:
         return TrainConfig(**{k: getattr(args, k) for k in train_keys}), {k: getattr(args, k) for k in model_keys}
-    from .train.run import read_config_file
+    from .trained.run import read_config_file
 
     template = read_config_file(args.config)
     train_cfg = replace(template.train_cfg, **{k: getattr(args, k) for k in given & train_keys})
@@ -385,13 +385,14 @@ def check_resume_flags(run, args, given: set[str]):
 
 def cmd_train(args, given: set[str]) -> int:
     from .experiments.report import print_training_report, training_report
-    from .train import LaunchConfig, fit, resume
+    from .train import fit, resume
+    from .trained import LaunchConfig
 
     launch = None
     if args.strategy:
         launch = LaunchConfig(**{k: getattr(args, k) for k in LAUNCH_FLAGS})
     if args.resume:
-        from .train import Run
+        from .trained import Run
 
         run = Run.open(args.resume)
         check_resume_flags(run, args, given)

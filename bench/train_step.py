@@ -22,7 +22,7 @@ for training (it adds host syncs).
 --check-syncs runs instead one step of each Pyro variant asked for (default: all that the device
 runs) and exits 1, naming them, if any syncs with the host: on CUDA under
 `torch.cuda.set_sync_debug_mode("error")`, on a CPU with the loss and backward pass under
-train/syncs.py's `host_reads_forbidden`.
+bench/syncs.py's `host_reads_forbidden`.
 
     python -m bench.train_step --device cuda --json bench.json
     python -m bench.train_step --device cuda --check-syncs
@@ -46,13 +46,13 @@ import torch
 from pyro.infer import SVI, TraceEnum_ELBO
 from pyro.infer.elbo import ELBOModule
 
+from ugvae.bench.syncs import host_reads_forbidden
 from ugvae.data import to_unit_float
 from ugvae.files import atomic_write_text, write_json
 from ugvae.guide import UGVAEGuide
 from ugvae.model import ModelConfig, UGVAEModel
 from ugvae.train.elbo import SyncFreeTraceEnum_ELBO, make_elbo
 from ugvae.train.graph import CapturedStep
-from ugvae.train.syncs import host_reads_forbidden
 
 from .handwritten import HandwrittenLoss
 

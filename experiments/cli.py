@@ -1,7 +1,7 @@
 """The `evaluate`, `compare`, `embed`, `sample` and `experiment NAME` commands of the command line.
 
 Each command is a typed function of this package, `f(run, settings)` with a settings dataclass
-(experiments/settings.py); this module turns the dataclass's fields into flags, loads the run
+(settings.py); this module turns the dataclass's fields into flags, loads the run
 once (`--run RUN_DIR`, `--device`), calls the function under the run's lock and prints its
 `report`. Adding a command is a module plus a line in COMMANDS or EXPERIMENTS.
 
@@ -33,18 +33,23 @@ class Command:
 
 COMMANDS = {
     "evaluate": Command(
-        ".evaluate",
+        ".commands.evaluate",
         "evaluate_run",
         "EvaluateSettings",
         "test ELBO, IWAE log-likelihood and clustering accuracy of a run",
         runs="run-or-checkpoint",
     ),
-    "compare": Command(".compare", "compare", "CompareSettings", "one Markdown/CSV table of several runs", "runs"),
+    "compare": Command(
+        ".commands.compare", "compare", "CompareSettings", "one Markdown/CSV table of several runs", "runs"
+    ),
     "embed": Command(
-        ".embed", "embed_run", "EmbedSettings", "q(beta | X) and q(z | x) of a run's data or of your own image sets"
+        ".commands.embed",
+        "embed_run",
+        "EmbedSettings",
+        "q(beta | X) and q(z | x) of a run's data or of your own image sets",
     ),
     "sample": Command(
-        ".sample",
+        ".commands.sample",
         "sample_run",
         "SampleSettings",
         "new groups of images, each sharing one beta (from the prior or a set of images)",
@@ -94,7 +99,7 @@ def _module(command: Command):
 
 
 def add_settings(parser: argparse.ArgumentParser, settings_type, skip=()) -> dict[str, str]:
-    """A flag per field of `settings_type` (experiments/settings.py) but those in `skip`; returns field -> flag."""
+    """A flag per field of `settings_type` (settings.py) but those in `skip`; returns field -> flag."""
     names = {}
     hints = typing.get_type_hints(settings_type)
     for f in fields(settings_type):
@@ -155,7 +160,7 @@ def _builder(command: Command):
 
 def _handler(command: Command):
     def handler(args) -> int:
-        from ..train import Run
+        from ..trained import Run
 
         module = _module(command)
         settings = settings_from(args, getattr(module, command.settings))

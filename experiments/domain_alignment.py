@@ -34,10 +34,10 @@ import torch
 from ..data import ImageSet, load_dataset, mixed_class_groups, structured_groups, to_unit_float
 from ..errors import ConfigError, RunError
 from ..progress import progress
-from ..train import Run, load_run
-from .group_features import untrained_guide
+from ..settings import check_at_least, setting
+from ..trained import Run, load_run
 from .plotting import experiment_dir, save_figure, save_json, show_grid
-from .settings import check_at_least, setting
+from .structured_batches.features import untrained_guide
 
 NAME = "domain-alignment"
 

@@ -36,8 +36,8 @@ from ..data import to_unit_float
 from ..errors import DataError, RunError
 from ..files import atomic_write_text
 from ..progress import progress
-from ..train import Run
-from .settings import check_at_least, setting
+from ..settings import check_at_least, setting
+from ..trained import Run
 
 NAME = "group-factors"
 FOLDS = 5
@@ -66,8 +66,8 @@ class GroupFactorsResult:
 def group_factors(run: Run, settings: GroupFactorsSettings | None = None) -> GroupFactorsResult:
     """Read and render the factors of `run`'s held-out groups: the files of the module docstring."""
     from ..data import load_dataset
-    from .group_features import untrained_guide
     from .plotting import experiment_dir, save_grid, save_json
+    from .structured_batches.features import untrained_guide
 
     settings = settings or GroupFactorsSettings()
     check_at_least(settings, group_sizes=1, groups=2 * FOLDS, untrained_seeds=1, pairs=2)
@@ -228,8 +228,8 @@ def transfer(
 
 def group_feature_sources(guide, untrained: list, beta_dim: int) -> dict[str, Callable[..., torch.Tensor]]:
     """Feature sources (images, groups, is_train) -> features (G, D): the posterior means of the
-    sources of experiments/group_features.py."""
-    from .group_features import encode_groups, group_local_codes, local_code_features, pca_features
+    sources of experiments/structured_batches/features.py."""
+    from .structured_batches.features import encode_groups, group_local_codes, local_code_features, pca_features
 
     def posterior_mean(g):
         return lambda images, groups, is_train: encode_groups(g, images, groups)[0]

@@ -28,9 +28,9 @@ import torch
 from ..data import fixed_groups, load_dataset, to_unit_float
 from ..errors import ConfigError, RunError
 from ..progress import progress
-from ..train import Run
+from ..settings import check_at_least, setting
+from ..trained import Run
 from .plotting import experiment_dir, save_figure, save_grid, save_json, show_grid
-from .settings import check_at_least, setting
 
 NAME = "interpolation"
 

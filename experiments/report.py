@@ -18,7 +18,7 @@ from pyro import poutine
 from ..data import fixed_groups, load_dataset, to_unit_float
 from ..progress import plural
 from ..train.hooks import TensorBoard
-from ..train.metrics import read_metrics
+from ..trained.metrics import read_metrics
 from .plotting import image_grid, save_figure, save_grid
 
 

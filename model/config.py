@@ -8,7 +8,7 @@ likelihood with fixed variance 0.1 on pixels in [0, 1].
 Every size has a documented maximum (`MAX_SIZES`, `MAX_CHANNELS`, `MAX_IMAGE_SIDE`), far above
 any model of the paper, so that a mistyped size is refused here, in one line, instead of
 allocating until the process is killed; whether a config within them fits the machine is
-`train.config.check_memory`'s question, which counts the parameters the networks really have.
+`trained.config.check_memory`'s question, which counts the parameters the networks really have.
 """
 
 from __future__ import annotations

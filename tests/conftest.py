@@ -10,6 +10,7 @@ import time
 
 import pyro
 import pytest
+import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
@@ -17,6 +18,8 @@ if ROOT not in sys.path:
 from _checkout import use_checkout  # noqa: E402
 
 use_checkout()  # the tests test this checkout as `ugvae`, whatever else is installed
+# The tests' networks are tiny: one thread is faster than two, and never oversubscribes a busy CI box.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)
@@ -43,7 +46,8 @@ def small_run(tmp_path_factory):
     import torch
 
     from ugvae.model import ModelConfig
-    from ugvae.train import TrainConfig, fit
+    from ugvae.train import fit
+    from ugvae.trained import TrainConfig
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -63,7 +67,8 @@ def tiny_flags(dataset: str = "synthetic:40", epochs: int = 1, group_size: int =
 def tiny_train(tmp_path_factory, model: str, dataset: str = "synthetic:200") -> str:
     """A one-epoch run of `model` on synthetic digits, in a fresh folder."""
     from ugvae.model import ModelConfig
-    from ugvae.train import TrainConfig, fit
+    from ugvae.train import fit
+    from ugvae.trained import TrainConfig
 
     cfg = TrainConfig(dataset=dataset, model=model, epochs=1, group_size=4, groups_per_step=5)
     model_cfg = ModelConfig(x_shape=(1, 28, 28), z_dim=2, beta_dim=2, K=3, hidden=16)
@@ -77,7 +82,7 @@ def logged(run_dir: str) -> list[dict]:
 
 
 def checkpoint_steps(run_dir: str) -> list[int]:
-    from ugvae.train.checkpoints import checkpoint_step, list_checkpoints
+    from ugvae.trained.checkpoints import checkpoint_step, list_checkpoints
 
     return [checkpoint_step(p) for p in list_checkpoints(run_dir)]
 

@@ -10,7 +10,7 @@ import torch
 
 from ugvae import run
 from ugvae.experiments import cli
-from ugvae.train.config import resolve_device
+from ugvae.trained.config import resolve_device
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = [

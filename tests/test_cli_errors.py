@@ -15,7 +15,8 @@ from tests.conftest import tiny_flags
 from ugvae import run
 from ugvae.data import DataError
 from ugvae.model import ModelConfig
-from ugvae.train import TrainConfig, fit
+from ugvae.train import fit
+from ugvae.trained import TrainConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = tiny_flags()

@@ -15,19 +15,23 @@ ALLOWED = {
     "model": {"errors"},
     "guide": {"model", "errors"},
     "data": {"errors", "files", "progress"},
-    "train": {"model", "guide", "data", "errors", "files", "progress", "version"},
-    "experiments": {"train", "model", "guide", "data", "errors", "files", "progress"},
+    "settings": {"errors"},
+    "trained": {"model", "guide", "data", "errors", "files", "progress", "version"},
+    "train": {"trained", "model", "guide", "data", "errors", "files", "progress", "version"},
+    "experiments": {"trained", "train", "model", "guide", "data", "errors", "files", "progress", "settings"},
 }
-PARTS = ("model", "guide", "data", "train", "experiments")
+PARTS = ("model", "guide", "data", "trained", "train", "experiments")
 
 
 def modules() -> dict[str, str]:
-    """module name ('train.run', 'errors', ...) -> path, for the package's own code."""
-    found = {name: os.path.join(ROOT, f"{name}.py") for name in ("errors", "files", "progress", "version")}
+    """module name ('trained.run', 'errors', ...) -> path, for the package's own code."""
+    found = {name: os.path.join(ROOT, f"{name}.py") for name in ("errors", "files", "progress", "version", "settings")}
     for part in PARTS:
-        for file in sorted(os.listdir(os.path.join(ROOT, part))):
-            if file.endswith(".py"):
-                found[part if file == "__init__.py" else f"{part}.{file[:-3]}"] = os.path.join(ROOT, part, file)
+        for folder, _, files in os.walk(os.path.join(ROOT, part)):
+            package = os.path.relpath(folder, ROOT).replace(os.sep, ".")
+            for file in sorted(files):
+                if file.endswith(".py"):
+                    found[package if file == "__init__.py" else f"{package}.{file[:-3]}"] = os.path.join(folder, file)
     return found
 
 

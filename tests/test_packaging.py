@@ -17,7 +17,15 @@ import pytest
 
 from tests.conftest import ROOT, tiny_flags
 
-SUBPACKAGES = ("model", "guide", "data", "train", "experiments", "bench")
+
+def subpackages() -> list[str]:
+    """Every folder of the checkout's package that holds an __init__.py (tests/ holds none)."""
+    found = []
+    for folder, dirs, files in os.walk(ROOT):
+        dirs[:] = [d for d in dirs if not d.startswith(".") and d not in ("build", "tests", "__pycache__")]
+        if folder != ROOT and "__init__.py" in files:
+            found.append(os.path.relpath(folder, ROOT).replace(os.sep, "/"))
+    return found
 
 
 @pytest.fixture(scope="module")
@@ -54,9 +62,9 @@ def test_the_wheel_holds_only_the_ugvae_package(wheel):
     tops = {n.split("/")[0] for n in names}
     dist_info = {t for t in tops if t.endswith(".dist-info")}
     assert tops - dist_info == {"ugvae"}, f"the wheel installs more than ugvae at the top: {sorted(tops)}"
-    for package in ("", *(f"{p}/" for p in SUBPACKAGES)):
+    for package in ("", *(f"{p}/" for p in subpackages())):
         assert f"ugvae/{package}__init__.py" in names, f"ugvae/{package} is missing from the wheel"
-    for module in ("ugvae/run.py", "ugvae/__main__.py", "ugvae/experiments/embed.py", "ugvae/data/folder.py"):
+    for module in ("ugvae/run.py", "ugvae/__main__.py", "ugvae/experiments/commands/embed.py", "ugvae/data/folder.py"):
         assert module in names
     assert not any(n.startswith("ugvae/tests/") for n in names)
     assert any(n.endswith("LICENSE") for n in names)

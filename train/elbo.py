@@ -85,7 +85,7 @@ from pyro.infer.elbo import ELBOModule
 from ..errors import ConfigError, UnsupportedStructure
 from ..guide import GUIDES
 from ..model import MODELS
-from .config import Levers
+from ..trained.config import Levers
 
 # Models without a discrete site (VAE, ML-VAE) share the loss: for them TraceEnum_ELBO is
 # Trace_ELBO, and its warning that nothing is enumerated is expected.

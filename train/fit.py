@@ -6,7 +6,7 @@
 
 Both pick the driver from the launch options: none trains on one device (train/loop.py), a
 LaunchConfig under PyTorch Lightning (train/lightning.py); a resumed run keeps its own unless
-others are given. Both return the Run (train/run.py), or None on the processes of a Lightning
+others are given. Both return the Run (trained/run.py), or None on the processes of a Lightning
 run other than rank 0. Data, model and guide are built before the run directory is made, so bad
 input leaves no run behind. The run's lock is held from the first write to the last, and
 `on_finish(run)` runs inside it (the command line draws the run's figures there).
@@ -22,10 +22,10 @@ import pyro
 from ..errors import ConfigError, RunError
 from ..guide import build
 from ..model import ModelConfig, check_extensions
-from .checkpoint_schema import expected_state
-from .config import LaunchConfig, TrainConfig, check_memory, resolve_device
+from ..trained.checkpoint_schema import expected_state
+from ..trained.config import LaunchConfig, TrainConfig, check_memory, resolve_device
+from ..trained.run import Run
 from .loop import Trainer
-from .run import Run
 from .session import check_image_shape, load_training_data
 
 TRAIN_FIELDS = {f.name for f in fields(TrainConfig)}

@@ -10,7 +10,7 @@ for a process:
     close()                         the session ends, finished or not
 
     TestMetrics      test ELBO and cluster usage on the test groups      (writer)
-    BetaDiagnostics  does beta carry information (train/diagnostics.py)  (writer)
+    BetaDiagnostics  does beta carry information (trained/diagnostics.py)  (writer)
     ClusterRefresh   the cluster assignments `clusters:ALPHA` groups draw from next  (every process)
     MetricsFile      a row per logged window and per epoch in metrics.csv  (writer)
     TensorBoard      the same numbers as TensorBoard scalars, when tensorboard is installed  (writer)
@@ -28,9 +28,9 @@ import os
 import torch
 
 from ..files import disk_full
-from .diagnostics import beta_diagnostics, cluster_assignments
-from .evaluation import test_metrics
-from .metrics import MetricsLog
+from ..trained.diagnostics import beta_diagnostics, cluster_assignments
+from ..trained.evaluation import test_metrics
+from ..trained.metrics import MetricsLog
 
 logger = logging.getLogger(__name__)
 

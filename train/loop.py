@@ -51,7 +51,7 @@ class Trainer:
         self.run_step = CapturedStep(self.train_step, device) if cfg.graph else self.train_step
 
     def start(self, runs_dir: str = "runs", run_dir: str | None = None):
-        """Make the new run's directory (train/run.py's `claim`) and seed its steps; returns the Run."""
+        """Make the new run's directory (trained/run.py's `claim`) and seed its steps; returns the Run."""
         self.session.seed()
         return self.session.run.claim(runs_dir, run_dir)
 

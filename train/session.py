@@ -12,7 +12,7 @@ build a `Session` and call it at the same points:
                                refresh, metrics.csv, TensorBoard), then a checkpoint
     session.finish()           summary.json
 
-A checkpoint holds everything a step depends on (train/checkpoints.py names its keys), so on
+A checkpoint holds everything a step depends on (trained/checkpoints.py names its keys), so on
 one process a resumed run repeats the losses of an uninterrupted one exactly. Under DDP every
 process keeps a session; `reduce` sums the losses over processes and only the writer (rank 0)
 writes the run directory.
@@ -34,11 +34,11 @@ from ..data import ImageSet, load_dataset, own_groups, training_groups
 from ..errors import RunError, TrainingDiverged, TrainingInterrupted, TrainingTerminated
 from ..files import write_json
 from ..model import ModelConfig
+from ..trained.checkpoints import make_checkpoint, read_state, save_checkpoint, set_rng_state
+from ..trained.diagnostics import inactive_beta_message
+from ..trained.environment import record_session, session_record
+from ..trained.evaluation import test_partition
 from .book import RunBook
-from .checkpoints import make_checkpoint, read_state, save_checkpoint, set_rng_state
-from .diagnostics import inactive_beta_message
-from .environment import record_session, session_record
-from .evaluation import test_partition
 from .hooks import epoch_hooks
 
 logger = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ INVALID_PARAMETER_RE = re.compile(r"Expected parameter (\w+) .*? of distribution
 class TrainingData:
     train_set: ImageSet
     test_set: ImageSet
-    test_parts: list[torch.Tensor]  # the test groups of train/evaluation.py
+    test_parts: list[torch.Tensor]  # the test groups of trained/evaluation.py
     diagnostic_groups: torch.Tensor  # beta is read on groups that share something, where the data has them
 
 
@@ -130,7 +130,7 @@ class Session:
 
     def begin(self) -> None:
         """The first step is next (of a new run, or after `restore`): the writer records what this
-        session runs on and reads (train/environment.py)."""
+        session runs on and reads (trained/environment.py)."""
         if self.writer:
             record = session_record(self.device, self.data.train_set, self.data.test_set, self.book.step)
             record_session(self.run.run_dir, record)

@@ -8,7 +8,8 @@ from PIL import Image
 from ugvae.data import DataError, MixedGroups, load_dataset
 from ugvae.guide import build
 from ugvae.model import ModelConfig
-from ugvae.train import TrainConfig, make_elbo, new_trainer
+from ugvae.train import make_elbo, new_trainer
+from ugvae.trained import TrainConfig
 
 
 def write_domain(folder, count, background, size=(12, 12), mode="L", seed=0):

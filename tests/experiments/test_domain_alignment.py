@@ -14,7 +14,8 @@ from ugvae.experiments import domain_alignment
 from ugvae.experiments.domain_alignment import DomainAlignmentSettings
 from ugvae.guide import build
 from ugvae.model import ModelConfig
-from ugvae.train import TrainConfig, fit, load_run
+from ugvae.train import fit
+from ugvae.trained import TrainConfig, load_run
 
 TINY = dict(z_dim=2, beta_dim=2, K=3, hidden=16)
 

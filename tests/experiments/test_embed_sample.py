@@ -13,7 +13,7 @@ from ugvae import run
 from ugvae.data import folder_groups, to_unit_float
 from ugvae.data.folder import read_images
 from ugvae.guide import check_images
-from ugvae.train import load_run
+from ugvae.trained import load_run
 
 
 @pytest.fixture(scope="module")

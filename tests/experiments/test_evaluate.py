@@ -13,12 +13,13 @@ from torch.distributions import Normal
 
 from ugvae import run
 from ugvae.data import fixed_groups, load_dataset
-from ugvae.experiments.evaluate import EvaluateSettings, evaluate_run
+from ugvae.experiments.commands.evaluate import EvaluateSettings, evaluate_run
 from ugvae.guide import GUIDES, build
 from ugvae.model import ModelConfig
 from ugvae.model.likelihood import pixel_distribution
-from ugvae.train import TrainConfig, fit, load_run
-from ugvae.train.evaluation import clustering_accuracy, iwae_bounds
+from ugvae.train import fit
+from ugvae.trained import TrainConfig, load_run
+from ugvae.trained.evaluation import clustering_accuracy, iwae_bounds
 
 pytestmark = pytest.mark.filterwarnings("ignore:TraceEnum_ELBO found no sample sites")
 

@@ -12,7 +12,7 @@ from ugvae.data import DataError
 from ugvae.errors import ConfigError
 from ugvae.experiments import group_factors
 from ugvae.experiments.group_factors import GroupFactorsSettings
-from ugvae.train import load_run
+from ugvae.trained import load_run
 
 ARGS = ["--group-sizes", "8", "4", "--groups", "20", "--pairs", "6", "--untrained-seeds", "2"]
 

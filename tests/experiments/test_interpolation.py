@@ -16,7 +16,7 @@ from ugvae.experiments import interpolation
 from ugvae.experiments.interpolation import InterpolationSettings
 from ugvae.guide import Guide
 from ugvae.model import UGVAEModel
-from ugvae.train import load_run
+from ugvae.trained import load_run
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from ugvae.experiments.domain_alignment import DomainAlignmentSettings, domain_a
 from ugvae.experiments.group_factors import GroupFactorsSettings, group_factors
 from ugvae.experiments.interpolation import InterpolationSettings, interpolation
 from ugvae.experiments.structured_batches import StructuredBatchesSettings, structured_batches
-from ugvae.train import load_run
+from ugvae.trained import load_run
 
 DEVICE = "cuda"
 pytestmark = pytest.mark.skipif(DEVICE == "cuda" and not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -14,11 +14,11 @@ from tests.experiments.conftest import tiny_train
 from ugvae import run as cli
 from ugvae.data import load_dataset
 from ugvae.errors import ConfigError, RunError
-from ugvae.experiments.held_out_sets import factor_sets, mix_sets
 from ugvae.experiments.set_generation import SetGenerationSettings, set_generation
-from ugvae.experiments.set_generators import beta_sampling, member_code, set_cluster_mix, set_code_gaussian
-from ugvae.experiments.set_scores import class_mix_tv, diversity, novelty
-from ugvae.train import load_run
+from ugvae.experiments.set_generation.generators import beta_sampling, member_code, set_cluster_mix, set_code_gaussian
+from ugvae.experiments.set_generation.held_out_sets import factor_sets, mix_sets
+from ugvae.experiments.set_generation.scores import class_mix_tv, diversity, novelty
+from ugvae.trained import load_run
 
 TINY = ["--sets", "8", "--generated", "6", "--reader-sets", "6", "--group-sizes", "2", "4"]
 
@@ -88,7 +88,8 @@ def test_factor_sets_are_read_by_three_readers(tmp_path_factory):
 
 def test_a_folder_run_takes_its_sub_folders_as_the_sets(tmp_path_factory):
     from ugvae.model import ModelConfig
-    from ugvae.train import TrainConfig, fit
+    from ugvae.train import fit
+    from ugvae.trained import TrainConfig
 
     root = tmp_path_factory.mktemp("sets")
     rng = np.random.default_rng(0)
@@ -112,7 +113,8 @@ def test_bad_settings_and_mismatched_baselines_are_refused(ugvae_run, tmp_path_f
     with pytest.raises(ConfigError, match="`kinds`"):
         set_generation(run, SetGenerationSettings(kinds=["colours"]))
     from ugvae.model import ModelConfig
-    from ugvae.train import TrainConfig, fit
+    from ugvae.train import fit
+    from ugvae.trained import TrainConfig
 
     cfg = TrainConfig(dataset="synthetic:200", image_size=14, epochs=1, group_size=4, groups_per_step=5)
     small = fit(cfg, ModelConfig(x_shape=(1, 14, 14), hidden=16), runs_dir=str(tmp_path_factory.mktemp("r"))).run_dir

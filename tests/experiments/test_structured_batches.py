@@ -13,12 +13,12 @@ from ugvae import progress
 from ugvae import run as cli
 from ugvae.data import DataError, ImageSet, load_dataset
 from ugvae.errors import ConfigError, RunError
-from ugvae.experiments import structured_batches
-from ugvae.experiments.group_features import group_posterior, posterior_samples, svm_accuracies
 from ugvae.experiments.structured_batches import StructuredBatchesSettings
+from ugvae.experiments.structured_batches import experiment as structured_batches
+from ugvae.experiments.structured_batches.features import group_posterior, posterior_samples, svm_accuracies
 from ugvae.guide import Guide
 from ugvae.model import ModelConfig
-from ugvae.train import load_run
+from ugvae.trained import load_run
 
 SIZES = [6, 3]
 

@@ -20,8 +20,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 def valid_payload(step: int, run_id: str | None = None, weights: int = 10) -> dict:
     """The smallest payload that passes the checkpoint schema, with model weights all `step`."""
     from ugvae.model import ModelConfig
-    from ugvae.train.checkpoints import CHECKPOINT_VERSION, rng_state
-    from ugvae.train.config import TrainConfig
+    from ugvae.trained.checkpoints import CHECKPOINT_VERSION, rng_state
+    from ugvae.trained.config import TrainConfig
 
     return {
         "version": CHECKPOINT_VERSION,

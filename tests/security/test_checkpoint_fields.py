@@ -11,8 +11,8 @@ import torch
 from tests.security.craft import checkpoint_path, save, self_referencing_list, valid_payload
 from ugvae.errors import CheckpointError
 from ugvae.guide import build
-from ugvae.train import Run
-from ugvae.train.checkpoints import (
+from ugvae.trained import Run
+from ugvae.trained.checkpoints import (
     expected_state,
     latest_checkpoint,
     list_checkpoints,

@@ -11,7 +11,7 @@ from ugvae import run
 from ugvae.errors import ConfigError, DataError
 from ugvae.files import read_json
 from ugvae.model import ModelConfig
-from ugvae.train.config import LaunchConfig, TrainConfig, check_memory, training_bytes
+from ugvae.trained.config import LaunchConfig, TrainConfig, check_memory, training_bytes
 
 # flags -> the one-line error, naming the flag (run.py shows each `field` as its flag)
 HUGE_FLAGS = {

@@ -27,12 +27,12 @@ from tests.security.craft import (
     valid_payload,
 )
 from ugvae.errors import CheckpointError
-from ugvae.train.checkpoints import load_checkpoint, set_rng_state
+from ugvae.trained.checkpoints import load_checkpoint, set_rng_state
 
 LOAD_EACH = """
 import sys
 from ugvae.errors import CheckpointError
-from ugvae.train.checkpoints import load_checkpoint
+from ugvae.trained.checkpoints import load_checkpoint
 for path in sys.argv[1:]:
     try:
         load_checkpoint(path)

@@ -15,8 +15,8 @@ from tests.security.craft import valid_payload
 from ugvae import run
 from ugvae.errors import DiskFull
 from ugvae.files import atomic_write, write_json
-from ugvae.train.checkpoints import list_checkpoints, load_checkpoint, save_checkpoint
-from ugvae.train.lock import run_lock
+from ugvae.trained.checkpoints import list_checkpoints, load_checkpoint, save_checkpoint
+from ugvae.trained.lock import run_lock
 
 
 def test_torch_running_out_of_space_is_disk_full(tiny_disk):

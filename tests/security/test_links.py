@@ -8,7 +8,7 @@ import pytest
 from ugvae import run
 from ugvae.errors import RunError
 from ugvae.files import atomic_write_text, create_temporary
-from ugvae.train.lock import run_lock
+from ugvae.trained.lock import run_lock
 
 
 @pytest.fixture

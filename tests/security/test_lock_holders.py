@@ -11,14 +11,14 @@ import pytest
 
 from tests.security.craft import ROOT, python_in_checkout
 from ugvae.errors import RunLocked
-from ugvae.train.lock import run_lock
+from ugvae.trained.lock import run_lock
 
 HOLD = textwrap.dedent("""
     import sys, time
     from _checkout import use_checkout
     use_checkout()
     {setup}
-    from ugvae.train.lock import run_lock
+    from ugvae.trained.lock import run_lock
     with run_lock(sys.argv[1]):
         print("locked", flush=True)
         time.sleep(120)
@@ -27,7 +27,7 @@ TRY = """
 import sys
 {setup}
 from ugvae.errors import RunLocked
-from ugvae.train.lock import run_lock
+from ugvae.trained.lock import run_lock
 try:
     with run_lock(sys.argv[1]):
         print("GOT THE LOCK")
@@ -37,11 +37,11 @@ except RunLocked as e:
 # fcntl and msvcrt both missing: the lock module is imported again without them.
 NO_LOCKS = """
 import importlib
-import ugvae.train.lock  # torch and the rest import fcntl themselves: only the lock goes without
+import ugvae.trained.lock  # torch and the rest import fcntl themselves: only the lock goes without
 fcntl = sys.modules["fcntl"]
 sys.modules["fcntl"] = None
 sys.modules["msvcrt"] = None
-importlib.reload(ugvae.train.lock)
+importlib.reload(ugvae.trained.lock)
 sys.modules["fcntl"] = fcntl
 """
 # Windows simulated: no fcntl, and an msvcrt whose locking() is a POSIX record lock, which
@@ -56,22 +56,22 @@ def locking(fd, mode, nbytes):
     except BlockingIOError:
         raise OSError(errno.EACCES, "Permission denied")
 msvcrt.locking = locking
-import ugvae.train.lock
+import ugvae.trained.lock
 sys.modules["msvcrt"] = msvcrt
 sys.modules["fcntl"] = None
-importlib.reload(ugvae.train.lock)
+importlib.reload(ugvae.trained.lock)
 sys.modules["fcntl"] = fcntl
 """
 
 # A filesystem that cannot flock a directory (some network filesystems): the note is locked.
 NO_DIRECTORY_LOCKS = """
 import errno, fcntl, os, stat, types
-import ugvae.train.lock
+import ugvae.trained.lock
 def flock(fd, op):
     if stat.S_ISDIR(os.fstat(fd).st_mode):
         raise OSError(errno.EBADF, "Bad file descriptor")
     return fcntl.flock(fd, op)
-ugvae.train.lock.fcntl = types.SimpleNamespace(flock=flock, LOCK_EX=fcntl.LOCK_EX, LOCK_NB=fcntl.LOCK_NB)
+ugvae.trained.lock.fcntl = types.SimpleNamespace(flock=flock, LOCK_EX=fcntl.LOCK_EX, LOCK_NB=fcntl.LOCK_NB)
 """
 
 

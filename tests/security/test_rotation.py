@@ -6,7 +6,7 @@ import os
 import pytest
 
 from tests.security.craft import checkpoint_path, save, valid_payload
-from ugvae.train.checkpoints import load_checkpoint, save_checkpoint, set_aside
+from ugvae.trained.checkpoints import load_checkpoint, save_checkpoint, set_aside
 
 
 def names(run_dir):
@@ -100,7 +100,7 @@ def test_a_folder_with_a_temporary_name_never_stops_a_checkpoint(tmp_path):
 @pytest.mark.parametrize("name", ["step-" + "9" * 240 + ".pt", "step-١٢.pt", "step-12.pt.pt"])
 def test_odd_names_are_not_checkpoints(tmp_path, name):
     """Defect 15: a step past int64 in the name, or non-ASCII digits (int() reads them), is no checkpoint."""
-    from ugvae.train.checkpoints import list_checkpoints
+    from ugvae.trained.checkpoints import list_checkpoints
 
     os.makedirs(tmp_path / "checkpoints")
     (tmp_path / "checkpoints" / name).write_bytes(b"x")

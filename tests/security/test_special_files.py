@@ -10,7 +10,7 @@ import pytest
 from tests.security.craft import checkpoint_path, python_in_checkout
 from ugvae.errors import CheckpointError, DataError
 from ugvae.files import read_json
-from ugvae.train.checkpoints import latest_checkpoint, list_checkpoints, load_checkpoint
+from ugvae.trained.checkpoints import latest_checkpoint, list_checkpoints, load_checkpoint
 
 RUN_MAIN = "import sys; from ugvae import run; sys.exit(run.main(sys.argv[1:]))"
 
@@ -65,7 +65,7 @@ def test_a_device_node_is_refused(tmp_path):
 def test_a_folder_named_like_a_checkpoint_is_refused_and_set_aside(run_copy):
     """Defect 1: a folder step-N.pt is neither read nor counted, and rotation moves it aside."""
     from tests.security.craft import valid_payload
-    from ugvae.train.checkpoints import save_checkpoint
+    from ugvae.trained.checkpoints import save_checkpoint
 
     folder = checkpoint_path(run_copy, 98)
     os.makedirs(folder)

@@ -23,8 +23,9 @@ from ugvae import run
 from ugvae.errors import RunError
 from ugvae.files import DiskFull, write_json
 from ugvae.model import ModelConfig
-from ugvae.train import TrainConfig, fit, load_run
-from ugvae.train.checkpoints import (
+from ugvae.train import fit
+from ugvae.trained import TrainConfig, load_run
+from ugvae.trained.checkpoints import (
     latest_checkpoint,
     list_checkpoints,
     load_checkpoint,
@@ -33,8 +34,8 @@ from ugvae.train.checkpoints import (
     set_rng_state,
     upgrade_checkpoints,
 )
-from ugvae.train.metrics import read_metrics
-from ugvae.train.run import new_run_dir
+from ugvae.trained.metrics import read_metrics
+from ugvae.trained.run import new_run_dir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -44,7 +45,7 @@ DIE_WHILE_WRITING = textwrap.dedent("""
     import torch
     from _checkout import use_checkout
     use_checkout()
-    from ugvae.train import checkpoints as runs
+    from ugvae.trained import checkpoints as runs
     from tests.security.craft import valid_payload
 
     def payload(step):
@@ -107,7 +108,7 @@ def test_an_exception_while_writing_removes_the_temporary_file(tmp_path, monkeyp
         f.write(b"half a checkpoint")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("ugvae.train.checkpoints.torch.save", interrupted)
+    monkeypatch.setattr("ugvae.trained.checkpoints.torch.save", interrupted)
     with pytest.raises(KeyboardInterrupt):
         save_checkpoint(str(tmp_path), 2, fake_payload(2), keep=3)
     assert os.listdir(tmp_path / "checkpoints") == ["step-000000001.pt"]
@@ -318,7 +319,7 @@ def test_a_full_disk_while_saving_keeps_the_older_checkpoints(tmp_path, monkeypa
         f.write(b"x" * 100)
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr("ugvae.train.checkpoints.torch.save", disk_fills)
+    monkeypatch.setattr("ugvae.trained.checkpoints.torch.save", disk_fills)
     with pytest.raises(DiskFull, match=r"no space left on the device to write .*step-000000002.pt .* bytes are free"):
         save_checkpoint(str(tmp_path), 2, fake_payload(2), keep=1)
     assert os.listdir(tmp_path / "checkpoints") == ["step-000000001.pt"]

@@ -10,9 +10,10 @@ import torch
 from ugvae.data import ImageSet
 from ugvae.guide import build
 from ugvae.model import ModelConfig
-from ugvae.train import TrainConfig, fit
-from ugvae.train.diagnostics import beta_diagnostics, beta_information, beta_spread, cluster_assignments
-from ugvae.train.metrics import METRIC_FIELDS
+from ugvae.train import fit
+from ugvae.trained import TrainConfig
+from ugvae.trained.diagnostics import beta_diagnostics, beta_information, beta_spread, cluster_assignments
+from ugvae.trained.metrics import METRIC_FIELDS
 
 
 def test_an_ignored_beta_carries_no_information_and_pays_only_marginal_kl():

@@ -10,8 +10,9 @@ from pyro.infer.util import is_validation_enabled
 from ugvae import run
 from ugvae.errors import TrainingDiverged
 from ugvae.model import ModelConfig
-from ugvae.train import TrainConfig, load_run, new_trainer
-from ugvae.train.checkpoints import latest_checkpoint
+from ugvae.train import new_trainer
+from ugvae.trained import TrainConfig, load_run
+from ugvae.trained.checkpoints import latest_checkpoint
 
 TINY_MODEL = ["--hidden", "16", "--z-dim", "2", "--beta-dim", "2", "--K", "3"]
 

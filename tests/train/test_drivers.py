@@ -13,8 +13,9 @@ pytest.importorskip("lightning")
 from tests.conftest import logged  # noqa: E402
 from ugvae.errors import ConfigError, TrainingDiverged  # noqa: E402
 from ugvae.model import ModelConfig  # noqa: E402
-from ugvae.train import LaunchConfig, TrainConfig, fit, load_run, resume  # noqa: E402
-from ugvae.train.checkpoints import list_checkpoints, load_checkpoint  # noqa: E402
+from ugvae.train import fit, resume  # noqa: E402
+from ugvae.trained import LaunchConfig, TrainConfig, load_run  # noqa: E402
+from ugvae.trained.checkpoints import list_checkpoints, load_checkpoint  # noqa: E402
 
 pytestmark = pytest.mark.slow  # Lightning's start-up costs a few seconds per run
 

@@ -7,10 +7,10 @@ import torch
 from pyro import poutine
 from pyro.infer import TraceEnum_ELBO
 
+from ugvae.bench.syncs import HostSyncError, host_reads_forbidden
 from ugvae.guide import GUIDES, UGVAEGuide
 from ugvae.model import MODELS, ModelConfig, UGVAEModel
 from ugvae.train.elbo import SyncFreeTraceEnum_ELBO, UnsupportedStructure, make_elbo
-from ugvae.train.syncs import HostSyncError, host_reads_forbidden
 
 PAIRS = sorted(GUIDES)
 # VAE and ML-VAE have nothing to enumerate: TraceEnum_ELBO says so, as expected.

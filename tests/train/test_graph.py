@@ -6,9 +6,10 @@ import torch
 
 from ugvae import run
 from ugvae.model import ModelConfig
-from ugvae.train import TrainConfig, new_trainer
+from ugvae.train import new_trainer
 from ugvae.train.graph import CapturedStep, GraphNeedsCUDA
 from ugvae.train.loop import Trainer
+from ugvae.trained import TrainConfig
 
 FIX = "use --device cuda, or drop --graph"
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")

@@ -10,7 +10,8 @@ import torch
 
 from ugvae.guide import UGVAEGuide
 from ugvae.model import ModelConfig, UGVAEModel
-from ugvae.train import TrainConfig, fit, make_elbo
+from ugvae.train import fit, make_elbo
+from ugvae.trained import TrainConfig
 
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.trace` is deprecated:FutureWarning")
 

@@ -16,8 +16,8 @@ from ugvae.errors import ConfigError
 from ugvae.guide import GUIDES, UGVAEGuide, build
 from ugvae.model import ModelConfig, UGVAEModel
 from ugvae.model.networks import leave_one_out_product, product_of_gaussians
-from ugvae.train.config import Levers, TrainConfig
 from ugvae.train.elbo import SyncFreeTraceEnum_ELBO, elbo_module
+from ugvae.trained.config import Levers, TrainConfig
 
 UGVAE_GUIDES = [g for m, g in GUIDES if m == "ugvae"]
 

@@ -15,11 +15,12 @@ from tests.conftest import logged  # noqa: E402
 from ugvae.data import RandomGroups, load_dataset  # noqa: E402
 from ugvae.guide import build  # noqa: E402
 from ugvae.model import ModelConfig  # noqa: E402
-from ugvae.train import fit, load_run, resume  # noqa: E402
-from ugvae.train.checkpoints import checkpoint_step, list_checkpoints  # noqa: E402
-from ugvae.train.config import LaunchConfig, TrainConfig  # noqa: E402
+from ugvae.train import fit, resume  # noqa: E402
 from ugvae.train.elbo import make_elbo  # noqa: E402
-from ugvae.train.metrics import read_metrics  # noqa: E402
+from ugvae.trained import load_run  # noqa: E402
+from ugvae.trained.checkpoints import checkpoint_step, list_checkpoints  # noqa: E402
+from ugvae.trained.config import LaunchConfig, TrainConfig  # noqa: E402
+from ugvae.trained.metrics import read_metrics  # noqa: E402
 
 pytestmark = pytest.mark.slow  # every test here trains or spawns processes
 

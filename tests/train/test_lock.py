@@ -10,8 +10,9 @@ import pytest
 
 from ugvae import run
 from ugvae.model import ModelConfig
-from ugvae.train import TrainConfig, fit
-from ugvae.train.lock import RunLocked, run_lock
+from ugvae.train import fit
+from ugvae.trained import TrainConfig
+from ugvae.trained.lock import RunLocked, run_lock
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # `_checkout` first: the subprocess must lock with this checkout's code, not an installed ugvae's.
@@ -19,7 +20,7 @@ HOLD_LOCK = textwrap.dedent("""
     import sys, time
     from _checkout import use_checkout
     use_checkout()
-    from ugvae.train.lock import run_lock
+    from ugvae.trained.lock import run_lock
 
     with run_lock(sys.argv[1]):
         print("locked", flush=True)

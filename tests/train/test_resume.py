@@ -12,9 +12,10 @@ from tests.conftest import checkpoint_steps, logged, signal_training, tiny_flags
 from ugvae import run
 from ugvae.errors import RunError
 from ugvae.model import ModelConfig
-from ugvae.train import TrainConfig, fit, resume
-from ugvae.train.checkpoints import list_checkpoints
-from ugvae.train.metrics import MetricsLog, read_metrics
+from ugvae.train import fit, resume
+from ugvae.trained import TrainConfig
+from ugvae.trained.checkpoints import list_checkpoints
+from ugvae.trained.metrics import MetricsLog, read_metrics
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # 25 steps per epoch, 100 in all: long enough to be killed mid-run, a second or two to train.
@@ -159,8 +160,8 @@ def send_sigterm(*args, **kwargs):
 
 def test_a_second_signal_during_the_checkpoint_write_stops_cleanly(tmp_path, capsys, monkeypatch, one_thread):
     """Issue 22 (5): SIGTERM, then SIGTERM again while the checkpoint it asked for is written."""
-    from ugvae.train import checkpoints
     from ugvae.train.loop import Trainer
+    from ugvae.trained import checkpoints
 
     real_step, real_save, calls = Trainer.train_step, checkpoints.torch.save, []
 

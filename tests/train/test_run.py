@@ -12,7 +12,7 @@ import ugvae
 from tests.conftest import tiny_train
 from ugvae.data import fixed_groups, load_dataset, to_unit_float
 from ugvae.errors import DataError, RunError
-from ugvae.train import Run, load_run
+from ugvae.trained import Run, load_run
 
 FIXTURE_V1 = os.path.join(os.path.dirname(os.path.dirname(__file__)), "fixtures", "run-v1")
 

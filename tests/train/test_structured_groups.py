@@ -13,8 +13,9 @@ from tests.conftest import logged, signal_training
 from tests.train.test_resume import TINY_RUN
 from ugvae import run
 from ugvae.model import ModelConfig
-from ugvae.train import TrainConfig, fit, resume
-from ugvae.train.checkpoints import latest_checkpoint, list_checkpoints
+from ugvae.train import fit, resume
+from ugvae.trained import TrainConfig
+from ugvae.trained.checkpoints import latest_checkpoint, list_checkpoints
 
 CLUSTER_RUN = [*TINY_RUN, "--groups", "clusters:0.3", "--group-warmup", "1"]
 

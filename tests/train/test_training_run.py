@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from ugvae import run
-from ugvae.train.metrics import read_metrics
+from ugvae.trained.metrics import read_metrics
 
 pytestmark = pytest.mark.slow  # every test here trains or spawns processes
 

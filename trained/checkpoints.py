@@ -1,7 +1,7 @@
 """Checkpoint files: the payload a run's state is saved as, written atomically and read back checked.
 
 `RUN/checkpoints/step-N.pt` holds `CHECKPOINT_KEYS`: the position in the data (step, epoch,
-step within it), the bookkeeping of `train.core` (timings, losses not yet logged, the epoch's
+step within it), the bookkeeping of `train.book` (timings, losses not yet logged, the epoch's
 loss sums, the last test result), model, guide and optimiser state_dicts, the RNG states and the
 configs, and the identity of the run: its `run_id` (config.json's) and its step.
 
@@ -10,9 +10,9 @@ Reading never builds anything but plain values and never blocks:
   only a zip archive of stored entries, as torch.save writes it (no decompression bomb);
 - `torch.load(weights_only=True)` rebuilds tensors, numbers, strings, lists and dicts and refuses
   any other object, so a crafted file cannot run code. Files of format 1 and 2 pickled numpy's
-  RNG state as an ndarray: they are read by `train.checkpoint_legacy`, which builds numeric
+  RNG state as an ndarray: they are read by `trained.checkpoint_legacy`, which builds numeric
   arrays only, and converted to the current layout;
-- the result is validated against the schema of `train.checkpoint_schema` (type, range, shape,
+- the result is validated against the schema of `trained.checkpoint_schema` (type, range, shape,
   dtype and finiteness of every field, bounded sizes), and, with `expect`, against the tensor
   shapes of the live modules; then the step must be the one the file name says, and the run id
   the run's.
@@ -443,7 +443,7 @@ def make_checkpoint(
 
 
 def read_state(checkpoint: dict, run, train_samples: int) -> SavedState:
-    """The state in `checkpoint`, after checking that it continues `run` (a train.run.Run): the same
+    """The state in `checkpoint`, after checking that it continues `run` (a trained.run.Run): the same
     model config and names, the same stream of training groups, the same number of training images."""
     cfg = run.train_cfg
     check_compatible(checkpoint, run.model_cfg, run.model_name, run.guide_name, cfg)

@@ -1,10 +1,10 @@
 """Sets in, sets out: what a set's beta generates, against a set's codes, its members and new real sets.
 
 "More images like this set" is what a global latent offers a user. For held-out conditioning
-sets of B images (experiments/held_out_sets.py) every generator of experiments/set_generators.py
+sets of B images (held_out_sets.py) every generator of generators.py
 makes M new images per set, for this run and for each baseline run (ML-VAE, VAE, GMVAE), next to
 M new real images of the same source (the reference) and the model's prior (the floor).
-Scores (experiments/set_scores.py):
+Scores (experiments/set_generation/scores.py):
 
     factors   sets sharing a rotation angle and a contrast gain (`grouped:BASE`): R^2 of each
               factor read from the generated sets by three readers, fit on real images, on
@@ -34,15 +34,15 @@ from dataclasses import asdict, dataclass
 import pyro
 import torch
 
-from ..data import load_dataset, to_unit_float
-from ..errors import ConfigError, DataError
-from ..progress import progress
-from ..train import Run
-from .group_factors import ImageFactorReader, r2_per_factor
+from ...data import load_dataset, to_unit_float
+from ...errors import ConfigError, DataError
+from ...progress import progress
+from ...settings import check_at_least, setting
+from ...trained import Run
+from ..group_factors import ImageFactorReader, r2_per_factor
+from .generators import generators, reconstructions
 from .held_out_sets import FACTORS, HeldOutSets, factor_sets, mix_sets
-from .set_generators import generators, reconstructions
-from .set_scores import ClassReader, class_mix_tv, diversity, mean_and_se, novelty
-from .settings import check_at_least, setting
+from .scores import ClassReader, class_mix_tv, diversity, mean_and_se, novelty
 
 NAME = "set-generation"
 KINDS = ("factors", "mix")
@@ -189,8 +189,8 @@ def cell(kind, B, alpha, label, name, sets: HeldOutSets, images, **scores) -> di
 def set_generation(run: Run, settings: SetGenerationSettings | None = None) -> SetGenerationResult:
     """Score every generator of `run` and of each baseline run on held-out sets: the files of the
     module docstring, in a new RUN/experiments/set-generation[-n]/."""
-    from ..train import load_run
-    from ..train.run import check_output_parent, new_output_dir
+    from ...trained import load_run
+    from ...trained.run import check_output_parent, new_output_dir
 
     settings = settings or SetGenerationSettings()
     check(settings)
@@ -242,9 +242,9 @@ def report(result: SetGenerationResult) -> str:
 
 def write_outputs(out_dir: str, results: dict, sources, base, settings, device) -> tuple[list[str], str]:
     """results.json, table.md and one PNG per kind in `out_dir`; returns the files and the table."""
-    from ..files import atomic_write_text
-    from .plotting import save_json
-    from .set_generation_report import markdown_tables, save_sets_figure
+    from ...files import atomic_write_text
+    from ..plotting import save_json
+    from .tables import markdown_tables, save_sets_figure
 
     files = [os.path.join(out_dir, "results.json"), os.path.join(out_dir, "table.md")]
     save_json(files[0], results)

@@ -3,7 +3,7 @@
 `torch.load(weights_only=True)` builds only tensors, numbers, strings and containers, but any of
 them anywhere: a string where a state_dict belongs, a float step, a tensor of another shape than
 the model's, NaN weights, a list that contains itself. `validate` checks every field of
-`train.checkpoints.CHECKPOINT_KEYS` (and the optional ones) against its type, range, shape and
+`trained.checkpoints.CHECKPOINT_KEYS` (and the optional ones) against its type, range, shape and
 dtype, and raises `Invalid` naming the first field that fails, so that the file is skipped for
 the previous one instead of crashing whatever reads it next.
 
@@ -222,7 +222,7 @@ def optimizer_state(value, field: str, expected: tuple | None = None) -> dict:
 
 
 def rng(value, field: str = "rng") -> dict:
-    """The RNG states of `train.checkpoints.rng_state`: torch's, numpy's MT19937 and Python's."""
+    """The RNG states of `trained.checkpoints.rng_state`: torch's, numpy's MT19937 and Python's."""
     mapping(value, field, 4)
     if not {"torch", "numpy", "python"} <= set(value) <= {"torch", "numpy", "python", "cuda"}:
         raise Invalid(f"`{field}` holds {sorted(map(str, value))}, not the torch, numpy and python states")

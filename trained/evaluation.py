@@ -185,8 +185,8 @@ def mean_and_stderr(per_group: torch.Tensor, sizes: torch.Tensor | None = None) 
 
 @torch.no_grad()
 def evaluate(run, samples: int = 100, seed: int = 0, images_per_pass: int = 8192, data_dir: str | None = None) -> dict:
-    """Every number of the module docstring, and the beta diagnostics (train/diagnostics.py), for
-    the weights loaded in `run` (a train.run.Run) on its test split."""
+    """Every number of the module docstring, and the beta diagnostics (trained/diagnostics.py), for
+    the weights loaded in `run` (a trained.run.Run) on its test split."""
     from ..errors import ConfigError
 
     if samples < 1 or images_per_pass < 1:

@@ -1,6 +1,6 @@
 """The `evaluate` command: a run's test ELBO, IWAE log-likelihood, clustering and beta diagnostics.
 
-The numbers are those of train/evaluation.py (`Run.evaluate`), on the run's newest good
+The numbers are those of trained/evaluation.py (`Run.evaluate`), on the run's newest good
 checkpoint or on one named checkpoint; they go to RUN/eval.json (eval-step-N.json for a named
 checkpoint), written atomically under the run's lock, and to the console.
 """
@@ -10,10 +10,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from ..files import write_json
-from ..progress import plural
-from ..train import Run
-from .settings import setting
+from ...files import write_json
+from ...progress import plural
+from ...settings import setting
+from ...trained import Run
 
 
 @dataclass

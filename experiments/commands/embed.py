@@ -1,6 +1,6 @@
 """The `embed` command: q(beta | X) of each group and q(z | x), q(d | z) of each image, as files.
 
-This is how a trained UG-VAE is used on data of one's own (`Run.embed`, train/inference.py):
+This is how a trained UG-VAE is used on data of one's own (`Run.embed`, trained/inference.py):
 every group gets the mean and scale of its global posterior (the product of per-sample
 Gaussians, so a group may hold any number of images), every image its local code. Sources:
 
@@ -14,7 +14,7 @@ converted to its channels; a notice says when any image had another size or colo
 
 Writes, atomically, to a new RUN/embed/<source>[-n]/ (or `out`, which must not hold files;
 with `out` elsewhere the run itself is only read):
-    embeddings.npz   the arrays of `Embeddings` (train/inference.py)
+    embeddings.npz   the arrays of `Embeddings` (trained/inference.py)
     beta.csv         one row per group: group_id, group_source, group_size, beta_loc_*, beta_scale_*
 For a model without a global latent (VAE, GMVAE) beta is absent: only the local codes are written.
 """
@@ -27,13 +27,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError, RunError
-from ..files import atomic_write, atomic_write_text
-from ..progress import plural
-from ..train import Run
-from ..train.inference import Embeddings, embed_groups, split_groups
-from ..train.run import new_output_dir
-from .settings import setting
+from ...errors import ConfigError, RunError
+from ...files import atomic_write, atomic_write_text
+from ...progress import plural
+from ...settings import setting
+from ...trained import Run
+from ...trained.inference import Embeddings, embed_groups, split_groups
+from ...trained.run import new_output_dir
 
 
 @dataclass

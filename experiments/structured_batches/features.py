@@ -28,10 +28,10 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC, LinearSVC
 
-from ..data import to_unit_float
-from ..errors import ConfigError
-from ..guide import Guide, build
-from ..model import ModelConfig
+from ...data import to_unit_float
+from ...errors import ConfigError
+from ...guide import Guide, build
+from ...model import ModelConfig
 
 CLASSIFIERS = {
     "linear SVM": lambda seed: LinearSVC(C=1.0, max_iter=10_000, random_state=seed),

@@ -30,7 +30,7 @@ METRIC_FIELDS = [
     "cluster_entropy",
     "clusters_used",
     "clusters_used_argmax",
-    # beta diagnostics on test groups (train/diagnostics.py)
+    # beta diagnostics on test groups (trained/diagnostics.py)
     "beta_kl",
     "beta_mi",
     "beta_mi_bound",

@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import torch
 
-from ..data import to_unit_float
-from .group_factors import EARLY_STOPPING_MIN_IMAGES
+from ...data import to_unit_float
+from ..group_factors import EARLY_STOPPING_MIN_IMAGES
 
 
 def flat(images: torch.Tensor) -> torch.Tensor:

@@ -3,7 +3,7 @@
 Test groups of B images follow a rule (even, odd, Fibonacci or prime digits; Fashion-MNIST
 tops or footwear; CelebA black or blond hair, male or female), mix two rules in 60/40 vs
 40/60 proportion, or are random. Each group is encoded by the run's q(beta | X) (eq. 8-9),
-and linear / RBF SVMs classify samples of it, or its mean with `means` (experiments/group_features.py).
+and linear / RBF SVMs classify samples of it, or its mean with `means` (experiments/structured_batches/features.py).
 The groups whose features train the SVMs and those that test them come from disjoint halves
 of the test split, so they share no image. Every task is repeated for each group size and each feature source:
 the run, untrained guides of the same architecture (several seeds, reported as mean ± spread),
@@ -21,12 +21,14 @@ import matplotlib.pyplot as plt
 import torch
 from sklearn.manifold import TSNE
 
-from ..data import STRUCTURED_RULES, DataError, ImageSet, load_dataset, mixed_class_groups, structured_groups
-from ..errors import ConfigError, RunError
-from ..files import atomic_write_text
-from ..progress import progress
-from ..train import Run, load_run
-from .group_features import (
+from ...data import STRUCTURED_RULES, DataError, ImageSet, load_dataset, mixed_class_groups, structured_groups
+from ...errors import ConfigError, RunError
+from ...files import atomic_write_text
+from ...progress import progress
+from ...settings import check_at_least, setting
+from ...trained import Run, load_run
+from ..plotting import experiment_dir, save_figure, save_json
+from .features import (
     FeatureSource,
     guide_features,
     local_code_features,
@@ -35,8 +37,6 @@ from .group_features import (
     svm_accuracies,
     untrained_guide,
 )
-from .plotting import experiment_dir, save_figure, save_json
-from .settings import check_at_least, setting
 
 NAME = "structured-batches"
 

@@ -26,15 +26,15 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import DataError, RunError
-from ..files import atomic_write_text, read_json
-from ..progress import progress
-from ..train import Run
-from ..train.checkpoints import checkpoint_step, list_checkpoints
-from ..train.environment import data_summary
-from ..train.evaluation import mean_and_stderr
+from ...errors import DataError, RunError
+from ...files import atomic_write_text, read_json
+from ...progress import progress
+from ...settings import setting
+from ...trained import Run
+from ...trained.checkpoints import checkpoint_step, list_checkpoints
+from ...trained.environment import data_summary
+from ...trained.evaluation import mean_and_stderr
 from .evaluate import EvaluateSettings, evaluate_run
-from .settings import setting
 
 COLUMNS = [
     "run",
@@ -127,7 +127,7 @@ def default_out_dir() -> str:
     """A new ./compare-<time>[-n] folder: a table is never written over an earlier one."""
     import datetime
 
-    from ..train.run import new_output_dir
+    from ...trained.run import new_output_dir
 
     return new_output_dir(".", "compare-" + datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from ..data import to_unit_float
-from .set_generators import generators
+from ...data import to_unit_float
+from .generators import generators
 
 SHOWN_PER_ROW = 8
 
@@ -64,7 +64,7 @@ def save_sets_figure(path: str, sources, sets, device, kind: str):
     """Per shown set: a row of its members, then a row per (source, generator), then new real images."""
     import matplotlib.pyplot as plt
 
-    from .plotting import save_figure, show_grid
+    from ..plotting import save_figure, show_grid
 
     x = to_unit_float(sets.members).to(device)
     made = [("donor set", x.cpu())]

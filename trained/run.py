@@ -6,17 +6,17 @@ reads config.json once). Everything else asks the Run:
 
     run_dir      the directory; a new run never takes an existing one
     model_cfg    sizes of p and q (model/config.py)
-    train_cfg    how the run is trained (train/config.py)
+    train_cfg    how the run is trained (trained/config.py)
     model_name   registry names; the guide's default is resolved here, once
     guide_name
-    run_id       a random id that every checkpoint repeats (train/checkpoints.py)
+    run_id       a random id that every checkpoint repeats (trained/checkpoints.py)
     launch       Lightning's launch options and world size, or None for a run on one device
 
-The directory holds config.json (the above), checkpoints/ (train/checkpoints.py), metrics.csv
-(train/metrics.py), summary.json, and .lock (train/lock.py: one writer at a time). A trained run
+The directory holds config.json (the above), checkpoints/ (trained/checkpoints.py), metrics.csv
+(trained/metrics.py), summary.json, and .lock (trained/lock.py: one writer at a time). A trained run
 answers for its model: `run.model` and `run.guide` hold the weights of its newest good
 checkpoint (eval mode, on `run.device`), and `embed`, `sample`, `reconstruct` and `evaluate`
-apply them to new data (train/inference.py, train/evaluation.py).
+apply them to new data (trained/inference.py, trained/evaluation.py).
 
 Runs made before run ids have none in config.json. The first command that writes into such a
 run gives it one (config.json is rewritten atomically) and marks that its older checkpoints,
@@ -148,11 +148,11 @@ class Run:
         return os.path.join(self.run_dir, *parts)
 
     def lock(self, new: bool = False):
-        """Hold RUN/.lock while the block writes into the run (train/lock.py)."""
+        """Hold RUN/.lock while the block writes into the run (trained/lock.py)."""
         return run_lock(self.run_dir, new=new)
 
     def latest_checkpoint(self, map_location="cpu", expect: Expected | None = None) -> dict | None:
-        """The newest checkpoint of this run that passes every check (train/checkpoints.py), with
+        """The newest checkpoint of this run that passes every check (trained/checkpoints.py), with
         `expect` (`expected_state`) the shapes of the live modules too; None when it has none."""
         return latest_checkpoint(self.run_dir, self.run_id, map_location, self.owns_unnamed_checkpoints, expect)
 
@@ -163,7 +163,7 @@ class Run:
         return load_checkpoint(path, map_location, self.run_id, self.owns_unnamed_checkpoints, expect)
 
     def config_key(self, training: bool = False) -> tuple:
-        """What a checkpoint of this run was made with (train/checkpoints.py `config_differences`);
+        """What a checkpoint of this run was made with (trained/checkpoints.py `config_differences`);
         `training` adds the fields that fix the stream of training groups, which a resume needs."""
         return (self.model_cfg, self.model_name, self.guide_name) + ((self.train_cfg,) if training else ())
 

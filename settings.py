@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import MISSING, field, fields
 
-from ..errors import ConfigError
+from .errors import ConfigError
 
 
 def setting(default=MISSING, help: str = "", *flags: str, **cli):

@@ -107,7 +107,7 @@ def load_legacy(f, map_location) -> dict:
 
 def upgrade(checkpoint) -> dict:
     """A format-1/2 checkpoint in the current layout: numpy's and Python's RNG states as the
-    tensors, numbers and lists of `train.checkpoints.rng_state`. Raises Invalid for a file that
+    tensors, numbers and lists of `trained.checkpoints.rng_state`. Raises Invalid for a file that
     is no format-1/2 checkpoint (a later version, or an array outside the numpy RNG state)."""
     if type(checkpoint) is not dict:
         raise Invalid(f"holds {type(checkpoint).__name__}, not a dict")

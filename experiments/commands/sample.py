@@ -1,6 +1,6 @@
 """The `sample` command: new groups of images from a trained run, each sharing one beta, as files.
 
-The groups come from the generative program (`Run.sample`, train/inference.py): beta ~ p(beta)
+The groups come from the generative program (`Run.sample`, trained/inference.py): beta ~ p(beta)
 once per group, or beta = E q(beta | X) of a set of images, "more images like this set". With
 `beta_from` a folder whose sub-folders are sets, every set gets its own rows, labelled with its
 name (as `embed` reads the same folder: one group per sub-folder); a flat folder is one set.
@@ -18,13 +18,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from ..errors import ConfigError
-from ..progress import plural
-from ..train import Run
-from ..train.inference import Samples
-from ..train.run import new_output_dir
+from ...errors import ConfigError
+from ...progress import plural
+from ...settings import setting
+from ...trained import Run
+from ...trained.inference import Samples
+from ...trained.run import new_output_dir
 from .embed import check_output_dir, claim_output_dir, save_npz
-from .settings import setting
 
 # More pixels than this in one call would be a memory error, not a figure anyone looks at.
 MAX_SAMPLED_PIXELS = 2**31
@@ -52,7 +52,7 @@ class SampleResult:
 
 def sample_run(run: Run, settings: SampleSettings) -> SampleResult:
     """Draw the groups of the module docstring from `run` and write its files."""
-    from .plotting import save_grid  # matplotlib: only when a figure is drawn
+    from ..plotting import save_grid  # matplotlib: only when a figure is drawn
 
     if settings.group_size < 1 or (settings.num_groups is not None and settings.num_groups < 1):
         raise ConfigError(

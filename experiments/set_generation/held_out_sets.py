@@ -22,10 +22,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..data.grouped import FACTOR_NAMES, apply_factors, factor_groups
-from ..data.imageset import ImageSet
-from ..data.sampling import draw_groups, rounded_counts
-from ..errors import DataError
+from ...data.grouped import FACTOR_NAMES, apply_factors, factor_groups
+from ...data.imageset import ImageSet
+from ...data.sampling import draw_groups, rounded_counts
+from ...errors import DataError
 
 
 @dataclass

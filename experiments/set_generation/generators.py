@@ -4,7 +4,7 @@ For a run with model p and guide q, and X (S sets of B images at once):
 
     beta sampling          beta* = E q(beta | X); the model run as a Pyro program under
                            poutine.condition(beta = beta*): d ~ p(d | beta*), z ~ p(z | d, beta*),
-                           image = the decoder's mean (experiments/sample.py's path)
+                           image = the decoder's mean (experiments/commands/sample.py's path)
     set-code Gaussian      z ~ N(mean_i mu_i, var_i mu_i + mean_i sigma_i^2), the diagonal Gaussian
                            with the moments of the set's codes (1/B) sum_i q(z | x_i); decoded with
                            beta* where the model has a beta

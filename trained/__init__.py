@@ -1,0 +1,16 @@
+"""A run and what it holds: the room every command that opens a run directory reads from.
+
+Run          one run and its one owner (run.py): configs, names, id, directory, lock; a trained
+             run's model and what it computes (inference.py, evaluation.py, diagnostics.py)
+load_run     the trained run in a directory
+TrainConfig  how a run is trained, LaunchConfig how it is launched (config.py)
+checkpoints  the checkpoint format, both ways, and its files (checkpoints.py)
+
+Nothing here trains: train/ imports this package, never the reverse, so opening a trained run
+loads no training loop.
+"""
+
+from .config import LaunchConfig, Levers, TrainConfig, resolve_device
+from .run import Run, load_run
+
+__all__ = ["LaunchConfig", "Levers", "Run", "TrainConfig", "load_run", "resolve_device"]

@@ -1,6 +1,7 @@
 """p: the generative models. `model/` never imports `guide/`, `data/` or `train/`."""
 
 from ..errors import ConfigError
+from .base import Components, GenerativeModel
 from .config import EXTENSIONS, ModelConfig, UGVAEConfig
 from .gmvae import GMVAEModel
 from .mlvae import MLVAEModel
@@ -31,6 +32,8 @@ def check_extensions(model_name: str, values: dict) -> None:
 
 
 __all__ = [
+    "Components",
+    "GenerativeModel",
     "ModelConfig",
     "UGVAEConfig",
     "UGVAEModel",

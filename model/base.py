@@ -1,15 +1,55 @@
-"""What every generative model offers besides being a Pyro program over the sites of `model/ugvae.py`.
+"""What every generative model offers the rest of the package, beyond being a Pyro program over the
+sites of `model/ugvae.py` (x, z, and where the model has them d and beta).
 
-Class-level facts say which latents exist, so callers ask `model.has_global_latent` rather than
-probe for attributes; `decode(z[, beta])` gives the mean image of latents (..., z_dim) and, with
-a global latent, (..., beta_dim).
+    decode(z, beta=None)          -> (..., C, H, W)          E p(x | z, beta), the decoder's mean image (eq. 2)
+    prior_components(beta=None)   -> Components(loc, scale)  p(z | d = k, beta) = N(loc_k, diag scale_k^2) (eq. 3),
+                                                             each (..., K, z_dim)
+    cluster_logits(beta=None)     -> (..., K)                p(d | beta) = Cat(softmax(logits)) (eq. 4)
+
+z is (..., z_dim) and beta (..., beta_dim) with batch dims that broadcast; `...` of the two prior
+methods is beta's batch shape, or () for a model without a global latent, which takes no beta
+(None) and refuses one, as a model with a global latent refuses to go without. A model without a
+mixture has a mixture of one: K = 1, p(z | beta) = N(0, I), so callers never ask which kind of
+prior they hold. The Pyro program samples from exactly these (tests/model/test_contract.py).
+
+Facts, so that callers ask for sizes rather than probe for attributes:
+
+    latent_sizes        site -> size of every latent the program samples, top down: beta
+                        (beta_dim) where there is a global latent, d (its K values) where there
+                        is a mixture, z (z_dim)
+    num_components      K of the prior's mixture (1 without a mixture)
+    has_global_latent   class-level booleans of the same facts (guide/base.py declares them too)
+    has_mixture
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
+import torch
 from pyro.nn import PyroModule
+
+from .config import ModelConfig
+from .likelihood import pixel_mean
+
+
+class Components(NamedTuple):
+    loc: torch.Tensor
+    scale: torch.Tensor
+
+
+def group_shape(x: torch.Tensor | None, num_groups: int, group_size: int | None) -> tuple[int, int]:
+    """(G, B) from data, or from the sizes asked for when generating."""
+    if x is None:
+        if group_size is None:
+            raise ValueError("generating needs group_size (B) when x is None")
+        return num_groups, group_size
+    if x.dim() != 5:
+        raise ValueError(
+            f"x must have shape (G, B, C, H, W), got {tuple(x.shape)}; "
+            "add a group dim with x.unsqueeze(0) for one group"
+        )
+    return x.shape[0], x.shape[1]
 
 
 class GenerativeModel(PyroModule):
@@ -20,7 +60,64 @@ class GenerativeModel(PyroModule):
     # The fields of model/config.py's EXTENSIONS that this model reads; the others it would ignore.
     extensions: ClassVar[frozenset[str]] = frozenset()
 
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+
     @property
     def has_cluster_weights(self) -> bool:
         """Whether p(d | beta) depends on beta (UG-VAE with cluster_weights="global")."""
         return False
+
+    @property
+    def latent_sizes(self) -> dict[str, int]:
+        sizes = {"beta": self.cfg.beta_dim} if self.has_global_latent else {}
+        if self.has_mixture:
+            sizes["d"] = self.cfg.K
+        return {**sizes, "z": self.cfg.z_dim}
+
+    @property
+    def num_components(self) -> int:
+        return self.cfg.K if self.has_mixture else 1
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    # -- the contract ----------------------------------------------------------------
+    def decode(self, z: torch.Tensor, beta: torch.Tensor | None = None) -> torch.Tensor:
+        """The mean image E p(x | z, beta) (..., C, H, W) of z (..., z_dim) and beta (..., beta_dim)."""
+        self._check_beta(beta, "decode")
+        return pixel_mean(self.logits(z, beta))
+
+    def prior_components(self, beta: torch.Tensor | None = None) -> Components:
+        """loc, scale (..., K, z_dim) of p(z | d = k, beta) for every k."""
+        self._check_beta(beta, "prior_components")
+        return self._prior_components(beta)
+
+    def cluster_logits(self, beta: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (..., K) of p(d | beta)."""
+        self._check_beta(beta, "cluster_logits")
+        return self._cluster_logits(beta)
+
+    # -- what a model implements -------------------------------------------------------
+    def logits(self, z: torch.Tensor, beta: torch.Tensor | None) -> torch.Tensor:
+        """The decoder's output for z and beta (None without a global latent): eq. 2's network."""
+        raise NotImplementedError
+
+    def _prior_components(self, beta: torch.Tensor | None) -> Components:
+        """Without a mixture: one standard normal component, the same for every beta."""
+        batch = () if beta is None else beta.shape[:-1]
+        loc = torch.zeros(self.cfg.z_dim, device=self.device).expand(*batch, 1, self.cfg.z_dim)
+        return Components(loc, torch.ones_like(loc))
+
+    def _cluster_logits(self, beta: torch.Tensor | None) -> torch.Tensor:
+        """Uniform weights, eq. 4: zeros whatever beta is."""
+        batch = () if beta is None else beta.shape[:-1]
+        return torch.zeros(self.num_components, device=self.device).expand(*batch, self.num_components)
+
+    def _check_beta(self, beta: torch.Tensor | None, method: str) -> None:
+        if self.has_global_latent and beta is None:
+            raise ValueError(f"{type(self).__name__} has a global latent: {method} needs beta (..., beta_dim)")
+        if not self.has_global_latent and beta is not None:
+            raise ValueError(f"{type(self).__name__} has no global latent: {method} takes no beta; pass None")

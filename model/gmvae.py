@@ -20,34 +20,31 @@ import pyro.distributions as dist
 import torch
 from pyro.ops.indexing import Vindex
 
-from .base import GenerativeModel
+from .base import Components, GenerativeModel, group_shape
 from .config import ModelConfig
-from .likelihood import pixel_distribution, pixel_mean
+from .likelihood import pixel_distribution
 from .networks import ClusterPrior, Decoder
-from .ugvae import group_shape
 
 
 class GMVAEModel(GenerativeModel):
     has_mixture = True
 
     def __init__(self, cfg: ModelConfig):
-        super().__init__()
-        self.cfg = cfg
+        super().__init__(cfg)
         self.component_prior = ClusterPrior(1, cfg.z_dim, cfg.K, cfg.hidden)
         self.decoder = Decoder(cfg, cfg.z_dim)
 
-    def components(self):
-        """loc, scale (K, z_dim) of the K mixture components."""
-        return self.component_prior(torch.ones(1, device=self.component_prior.w1.device))
+    def _prior_components(self, beta: None) -> Components:
+        """The K learned components (K, z_dim), the same for every group."""
+        return Components(*self.component_prior(torch.ones(1, device=self.device)))
 
     def forward(self, x=None, *, num_groups: int = 1, group_size: int | None = None):
         G, B = group_shape(x, num_groups, group_size)
-        loc, scale = self.components()
+        loc, scale = self.prior_components()
         with pyro.plate("groups", G, dim=-2), pyro.plate("samples", B, dim=-1):
-            d = pyro.sample("d", dist.Categorical(logits=torch.zeros(self.cfg.K, device=loc.device)))
+            d = pyro.sample("d", dist.Categorical(logits=self.cluster_logits()))
             z = pyro.sample("z", dist.Normal(Vindex(loc)[..., d, :], Vindex(scale)[..., d, :]).to_event(1))
-            return pyro.sample("x", pixel_distribution(self.decoder(z), self.cfg), obs=x)
+            return pyro.sample("x", pixel_distribution(self.logits(z, None), self.cfg), obs=x)
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Mean image for latents z (..., z_dim)."""
-        return pixel_mean(self.decoder(z))
+    def logits(self, z: torch.Tensor, beta: None) -> torch.Tensor:
+        return self.decoder(z)

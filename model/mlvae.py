@@ -17,31 +17,27 @@ import pyro
 import pyro.distributions as dist
 import torch
 
-from .base import GenerativeModel
+from .base import GenerativeModel, group_shape
 from .config import ModelConfig
-from .likelihood import pixel_distribution, pixel_mean
+from .likelihood import pixel_distribution
 from .networks import Decoder, concat_latents
-from .ugvae import group_shape
 
 
 class MLVAEModel(GenerativeModel):
     has_global_latent = True
 
     def __init__(self, cfg: ModelConfig):
-        super().__init__()
-        self.cfg = cfg
+        super().__init__(cfg)
         self.decoder = Decoder(cfg, cfg.z_dim + cfg.beta_dim)
 
     def forward(self, x=None, *, num_groups: int = 1, group_size: int | None = None):
         G, B = group_shape(x, num_groups, group_size)
-        cfg, device = self.cfg, next(self.decoder.parameters()).device
+        cfg, device = self.cfg, self.device
         with pyro.plate("groups", G, dim=-2):
             beta = pyro.sample("beta", dist.Normal(torch.zeros(cfg.beta_dim, device=device), 1.0).to_event(1))
             with pyro.plate("samples", B, dim=-1):
                 z = pyro.sample("z", dist.Normal(torch.zeros(cfg.z_dim, device=device), 1.0).to_event(1))
-                logits = self.decoder(concat_latents(z, beta))
-                return pyro.sample("x", pixel_distribution(logits, cfg), obs=x)
+                return pyro.sample("x", pixel_distribution(self.logits(z, beta), cfg), obs=x)
 
-    def decode(self, z: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
-        """Mean image for latents z (..., z_dim) and beta (..., beta_dim)."""
-        return pixel_mean(self.decoder(concat_latents(z, beta)))
+    def logits(self, z: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
+        return self.decoder(concat_latents(z, beta))

@@ -39,24 +39,10 @@ from pyro import poutine
 from pyro.ops.indexing import Vindex
 from torch import nn
 
-from .base import GenerativeModel
+from .base import Components, GenerativeModel, group_shape
 from .config import ModelConfig
-from .likelihood import pixel_distribution, pixel_mean
+from .likelihood import pixel_distribution
 from .networks import ClusterPrior, Decoder, concat_latents
-
-
-def group_shape(x: torch.Tensor | None, num_groups: int, group_size: int | None):
-    """(G, B) from data, or from the sizes asked for when generating."""
-    if x is None:
-        if group_size is None:
-            raise ValueError("generating needs group_size (B) when x is None")
-        return num_groups, group_size
-    if x.dim() != 5:
-        raise ValueError(
-            f"x must have shape (G, B, C, H, W), got {tuple(x.shape)}; "
-            "add a group dim with x.unsqueeze(0) for one group"
-        )
-    return x.shape[0], x.shape[1]
 
 
 class UGVAEModel(GenerativeModel):
@@ -66,8 +52,7 @@ class UGVAEModel(GenerativeModel):
     extensions = frozenset({"cluster_weights", "decoder_film"})
 
     def __init__(self, cfg: ModelConfig):
-        super().__init__()
-        self.cfg = cfg
+        super().__init__(cfg)
         self.cluster_prior = ClusterPrior(cfg.beta_dim, cfg.z_dim, cfg.K, cfg.hidden)
         self.decoder = Decoder(cfg, cfg.z_dim + cfg.beta_dim, film_dim=cfg.beta_dim if cfg.decoder_film else 0)
         self.cluster_weights = nn.Linear(cfg.beta_dim, cfg.K) if cfg.cluster_weights == "global" else None
@@ -76,11 +61,14 @@ class UGVAEModel(GenerativeModel):
     def has_cluster_weights(self) -> bool:
         return self.cluster_weights is not None
 
-    def cluster_logits(self, beta: torch.Tensor) -> torch.Tensor:
-        """Logits (..., K) of p(d | beta): zeros for eq. 4, A beta + b for global weights."""
+    def _cluster_logits(self, beta: torch.Tensor) -> torch.Tensor:
+        """Zeros for eq. 4, A beta + b for global weights."""
         if self.cluster_weights is None:
-            return torch.zeros(self.cfg.K, device=beta.device)  # broadcast by the plates, as before
+            return super()._cluster_logits(beta)
         return self.cluster_weights(beta)
+
+    def _prior_components(self, beta: torch.Tensor) -> Components:
+        return Components(*self.cluster_prior(beta))
 
     def forward(self, x=None, *, num_groups: int = 1, group_size: int | None = None, leave_one_out: bool = False):
         G, B = group_shape(x, num_groups, group_size)
@@ -93,16 +81,11 @@ class UGVAEModel(GenerativeModel):
                     beta = pyro.sample("beta", dist.Normal(zeros, 1.0).to_event(1))  # (..., G, B, beta_dim)
             else:
                 beta = pyro.sample("beta", dist.Normal(zeros, 1.0).to_event(1))  # (..., G, 1, beta_dim)
-            loc, scale = self.cluster_prior(beta)  # (..., G, 1 or B, K, z_dim)
+            loc, scale = self.prior_components(beta)  # (..., G, 1 or B, K, z_dim)
             with samples:
                 d = pyro.sample("d", dist.Categorical(logits=self.cluster_logits(beta)))
                 z = pyro.sample("z", dist.Normal(Vindex(loc)[..., d, :], Vindex(scale)[..., d, :]).to_event(1))
                 return pyro.sample("x", pixel_distribution(self.logits(z, beta), cfg), obs=x)
 
     def logits(self, z: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
-        """Decoder output for z (..., z_dim) and beta (..., beta_dim): eq. 2's network."""
         return self.decoder(concat_latents(z, beta), film=beta if self.cfg.decoder_film else None)
-
-    def decode(self, z: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
-        """Mean image for latents z (..., z_dim) and beta (..., beta_dim)."""
-        return pixel_mean(self.logits(z, beta))

@@ -16,26 +16,23 @@ import pyro
 import pyro.distributions as dist
 import torch
 
-from .base import GenerativeModel
+from .base import GenerativeModel, group_shape
 from .config import ModelConfig
-from .likelihood import pixel_distribution, pixel_mean
+from .likelihood import pixel_distribution
 from .networks import Decoder
-from .ugvae import group_shape
 
 
 class VAEModel(GenerativeModel):
     def __init__(self, cfg: ModelConfig):
-        super().__init__()
-        self.cfg = cfg
+        super().__init__(cfg)
         self.decoder = Decoder(cfg, cfg.z_dim)
 
     def forward(self, x=None, *, num_groups: int = 1, group_size: int | None = None):
         G, B = group_shape(x, num_groups, group_size)
-        zeros = torch.zeros(self.cfg.z_dim, device=next(self.decoder.parameters()).device)
+        zeros = torch.zeros(self.cfg.z_dim, device=self.device)
         with pyro.plate("groups", G, dim=-2), pyro.plate("samples", B, dim=-1):
             z = pyro.sample("z", dist.Normal(zeros, 1.0).to_event(1))
-            return pyro.sample("x", pixel_distribution(self.decoder(z), self.cfg), obs=x)
+            return pyro.sample("x", pixel_distribution(self.logits(z, None), self.cfg), obs=x)
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """Mean image for latents z (..., z_dim)."""
-        return pixel_mean(self.decoder(z))
+    def logits(self, z: torch.Tensor, beta: None) -> torch.Tensor:
+        return self.decoder(z)

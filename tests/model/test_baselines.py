@@ -66,7 +66,7 @@ def test_mlvae_samples_of_a_group_share_content(tiny_cfg):
 
 
 def test_gmvae_components_are_learned_and_bounded(tiny_cfg):
-    loc, scale = GMVAEModel(tiny_cfg).components()
+    loc, scale = GMVAEModel(tiny_cfg).prior_components()
     assert loc.shape == scale.shape == (tiny_cfg.K, tiny_cfg.z_dim)
     assert loc.std(0).min() > 0  # components start apart, so the mixture can break symmetry
     assert (scale.pow(2).log().abs() <= 1 + 1e-6).all()  # variances in [1/e, e], as UG-VAE's

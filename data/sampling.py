@@ -22,12 +22,12 @@ Training samplers yield (groups_per_step, group_size) index tensors per step, re
                      `set_assignments` (the model's argmax q(d|z)); random groups until then
                      and during the first `warmup` epochs (ClusterGroups)
     (grouped data)   a dataset with fixed groups (data/grouped.py) trains on them: members
-                     and group order are shuffled per epoch (FixedGroups)
+                     and group order are shuffled per epoch (OwnGroups)
 
 A sampler's `state_dict()` holds what a checkpoint must keep (ClusterGroups: the assignments);
 `load_state_dict` restores it, so a resumed sampler continues exactly like the original.
 
-Fixed groups for evaluation: `fixed_groups` (a seeded partition of the test split) and
+Fixed groups for evaluation: `seeded_partition` (a seeded partition of the test split) and
 `own_groups` (a grouped dataset's own groups). Groups experiments draw: by class rule
 (`structured_groups`, `mixed_class_groups`) or by attribute (`attribute_groups`).
 """
@@ -289,7 +289,7 @@ class ClusterGroups(DirichletGroups):
         return super().epoch(epoch, start_step)
 
 
-class FixedGroups(Sampler):
+class OwnGroups(Sampler):
     """A grouped dataset's own groups: each is cut into chunks of B after shuffling its members."""
 
     def __init__(self, groups: torch.Tensor, group_size, groups_per_step=1, seed=0, device="cpu"):
@@ -361,7 +361,7 @@ def training_groups(
     if train_set.groups is not None:
         if kind != "random":
             raise DataError(f"{train_set.name} trains on its own fixed groups; set `groups` to random")
-        return FixedGroups(train_set.groups, group_size, groups_per_step, seed, device)
+        return OwnGroups(train_set.groups, group_size, groups_per_step, seed, device)
     if kind == "labels":
         if train_set.labels is None:
             raise DataError(f"`groups` {spec} needs labels, and {train_set.name} has none (folder: use sub-folders)")
@@ -379,7 +379,7 @@ def training_groups(
 # -- fixed groups for evaluation -------------------------------------------------------------
 
 
-def fixed_groups(n: int, group_size: int, seed: int = 0) -> torch.Tensor:
+def seeded_partition(n: int, group_size: int, seed: int = 0) -> torch.Tensor:
     """A fixed random partition of n test samples into groups (num_groups, B); the remainder is dropped."""
     usable = n // group_size * group_size
     if usable == 0:
@@ -391,7 +391,7 @@ def own_groups(data: ImageSet, group_size: int) -> torch.Tensor | None:
     """A grouped dataset's groups cut to chunks of B (G, B) in a fixed order; None for other data."""
     if data.groups is None:
         return None
-    return FixedGroups(data.groups, group_size)._epoch_indices(torch.Generator().manual_seed(0)).flatten(0, 1)
+    return OwnGroups(data.groups, group_size)._epoch_indices(torch.Generator().manual_seed(0)).flatten(0, 1)
 
 
 # -- groups experiments draw -----------------------------------------------------------------

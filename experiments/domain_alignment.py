@@ -7,7 +7,7 @@ image x_k of that group, the grids decode
 
     x(s, t) = E p(x | z = (1-t) z_1 + t z_2, beta = (1-s) beta_1 + s beta_2),  s (rows), t (columns) in [0, 1]
 
-(d plays no part: z is given). Files under RUN/experiments/domain-alignment/:
+(d plays no part: z is given). Files in a new RUN/experiments/domain-alignment[-n]/ (whole or absent):
 
     cross_domain.png    (a) fig. 5a/6: x_1 from a pure-A group, x_2 from a pure-B group
     within_domain.png   (b) fig. 5c: x_1, x_2 from two pure-A groups
@@ -36,8 +36,10 @@ from ..errors import ConfigError, RunError
 from ..progress import progress
 from ..settings import check_at_least, setting
 from ..trained import Run, load_run
-from .plotting import experiment_dir, save_figure, save_json, show_grid
-from .structured_batches.features import untrained_guide
+from ..trained.inference import require_global_latent
+from ..trained.outputs import OutputFolder
+from .group_features import encode_groups, untrained_guide
+from .plotting import save_figure, save_json, show_grid
 
 NAME = "domain-alignment"
 
@@ -76,38 +78,36 @@ def domain_alignment(run: Run, settings: DomainAlignmentSettings | None = None) 
     check_at_least(settings, num_groups=2, steps=2, group_size=1, probe_sizes=1)
     if settings.split not in ("train", "test"):
         raise ConfigError(f"`split` is 'train' or 'test', got {settings.split!r}")
-    if not run.guide.has_global_latent:
-        raise RunError(
-            f"run {run.run_dir} has no global latent to interpolate; pass a UG-VAE or ML-VAE run as "
-            "`run` and this one in `baseline_runs`"
-        )
+    require_global_latent(
+        run, "there is no beta to interpolate", "pass a UG-VAE or ML-VAE run, and this one in `baseline_runs`"
+    )
     train_cfg = run.train_cfg
     data = load_domains(run, settings.split)
     names = [short_name(n) for n in data.domain_names]
     B = settings.group_size or train_cfg.group_size
-    out = experiment_dir(run, NAME)
+    folder = OutputFolder(run.path("experiments"), NAME, run_dir=run.run_dir)
     groups = domain_groups(data.domains, settings.num_groups, B, train_cfg.mix, settings.seed)
-    changes = draw_figures(run, data.images, groups, names, out, settings)
     sizes = sorted(set(settings.probe_sizes or (1, 8, B)))
-    rows = accuracy_table(run, data, sizes, settings)
-    files = [os.path.join(out, f) for f in (*FIGURES, "domain_alignment.json")]
-    save_json(
-        files[-1],
-        {
-            "run": run.run_dir,
-            "step": run.step,  # the checkpoint these numbers were computed from
-            "dataset": train_cfg.dataset,
-            "split": settings.split,
-            "domains": data.domain_names,
-            "group_size": B,
-            "num_groups": settings.num_groups,
-            "mix_of_mixed_groups": train_cfg.mix,
-            "classifier": "standardised logistic regression, stratified 5-fold cross-validation, pure A vs pure B",
-            "interpolation_mean_abs_pixel_change": changes,
-            "accuracy_table": rows,
-        },
-    )
-    return DomainAlignmentResult(out, files, names, sizes, rows, changes)
+    with folder:
+        changes = draw_figures(run, data.images, groups, names, folder, settings)
+        rows = accuracy_table(run, data, sizes, settings)
+        save_json(
+            folder.file("domain_alignment.json"),
+            {
+                "run": run.run_dir,
+                "step": run.step,  # the checkpoint these numbers were computed from
+                "dataset": train_cfg.dataset,
+                "split": settings.split,
+                "domains": data.domain_names,
+                "group_size": B,
+                "num_groups": settings.num_groups,
+                "mix_of_mixed_groups": train_cfg.mix,
+                "classifier": "standardised logistic regression, stratified 5-fold cross-validation, pure A vs pure B",
+                "interpolation_mean_abs_pixel_change": changes,
+                "accuracy_table": rows,
+            },
+        )
+    return DomainAlignmentResult(folder.path, folder.files, names, sizes, rows, changes)
 
 
 def report(result: DomainAlignmentResult) -> str:
@@ -133,19 +133,6 @@ def domain_groups(domains: torch.Tensor, num_groups: int, group_size: int, mix: 
 
 def as_float(images: torch.Tensor, idx: torch.Tensor, device) -> torch.Tensor:
     return to_unit_float(images[idx]).to(device)
-
-
-@torch.no_grad()
-def group_codes(guide, images: torch.Tensor, groups: torch.Tensor, device="cpu", chunk: int = 16) -> torch.Tensor:
-    """(num_groups, dim): E q(beta | X) of each group, or its mean of E q(z | x) for a model without beta."""
-    codes = []
-    for idx in groups.split(chunk):
-        x = as_float(images, idx, device)
-        if guide.has_global_latent:
-            codes.append(guide.global_posterior(x).loc)
-        else:
-            codes.append(guide.local_posterior(x).z_loc.mean(-2))
-    return torch.cat(codes).cpu()
 
 
 def mean_images(images: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
@@ -252,11 +239,11 @@ def load_domains(run: Run, split: str) -> ImageSet:
 
 
 def draw_figures(
-    run: Run, images: torch.Tensor, groups: dict, names: list[str], out: str, settings: DomainAlignmentSettings
+    run: Run, images: torch.Tensor, groups: dict, names: list[str], folder: OutputFolder, settings
 ) -> dict:
-    """Figures (a), (b) and (c); returns the pixel changes along beta and z of (a) and (b)."""
+    """Figures (a), (b) and (c) in `folder`; returns the pixel changes along beta and z of (a) and (b)."""
     model, guide, device, steps = run.model, run.guide, run.device, settings.steps
-    codes = {kind: group_codes(guide, images, idx, device) for kind, idx in groups.items()}
+    codes = {kind: encode_groups(guide, images, idx).loc for kind, idx in groups.items()}
     pairs = {
         f"(a) {names[0]} -> {names[1]}": (FIGURES[0], groups["A"][0], groups["B"][0]),
         f"(b) {names[0]} -> {names[0]}": (FIGURES[1], groups["A"][0], groups["A"][1]),
@@ -266,9 +253,9 @@ def draw_figures(
         x_1, x_2 = as_float(images, g_1, device), as_float(images, g_2, device)
         grid, beta_paths[label] = interpolation(model, guide, x_1, x_2, steps)
         changes[label] = endpoint_changes(grid.view((steps, steps) + grid.shape[1:]))
-        save_interpolation(os.path.join(out, file), torch.stack([x_1[0], x_2[0]]).cpu(), grid.cpu(), steps, label)
+        save_interpolation(folder.file(file), torch.stack([x_1[0], x_2[0]]).cpu(), grid.cpu(), steps, label)
     paths = {k: v.cpu() for k, v in beta_paths.items()}
-    save_tsne(os.path.join(out, FIGURES[2]), codes, paths, names, settings.seed)
+    save_tsne(folder.file(FIGURES[2]), codes, paths, names, settings.seed)
     return changes
 
 
@@ -279,7 +266,7 @@ def accuracy_table(run: Run, data: ImageSet, sizes: list[int], settings: DomainA
         size: domain_groups(data.domains, settings.num_groups, size, run.train_cfg.mix, seed + 10 * size)
         for size in sizes
     }
-    codes = [(run.model_name, run.run_dir, "E q(beta|X)", run.guide)]
+    codes = [(run.model_name, run.run_dir, run.guide)]
     for baseline_dir in settings.baseline_runs:
         other = load_run(baseline_dir, str(device))
         if other.model_cfg.x_shape != run.model_cfg.x_shape:
@@ -287,23 +274,19 @@ def accuracy_table(run: Run, data: ImageSet, sizes: list[int], settings: DomainA
                 f"`baseline_runs`: {baseline_dir} takes images {other.model_cfg.x_shape}, not "
                 f"{run.model_cfg.x_shape}; train it on the same dataset as {run.run_dir}"
             )
-        code = "E q(beta|X)" if other.guide.has_global_latent else "group mean of E q(z|x)"
-        codes.append((other.model_name, baseline_dir, code, other.guide))
+        codes.append((other.model_name, baseline_dir, other.guide))
     untrained = untrained_guide(run.model_cfg, run.model_name, run.guide_name, seed).to(device)
-    codes.append((f"untrained {run.model_name}", None, "E q(beta|X)", untrained))
-    codes.append(("none", None, "group mean image", None))
+    codes.append((f"untrained {run.model_name}", None, untrained))
+    codes.append(("none", None, None))
     rows = []
     with progress(total=len(codes) * len(sizes), desc="domain accuracy", unit="probe") as bar:
-        for label, run_dir, code, guide in codes:
-            accuracy, spread = {}, {}
+        for label, run_dir, guide in codes:
+            accuracy, spread, code = {}, {}, "group mean image"
             for size, groups in probes.items():
                 if guide is None:
                     a, b = mean_images(images, groups["A"]), mean_images(images, groups["B"])
                 else:
-                    a, b = (
-                        group_codes(guide, images, groups["A"], device),
-                        group_codes(guide, images, groups["B"], device),
-                    )
+                    (a, _, code), (b, _, _) = (encode_groups(guide, images, groups[k]) for k in ("A", "B"))
                 accuracy[size], spread[size] = domain_accuracy(a, b, seed)
                 bar.update()
             rows.append({"model": label, "run": run_dir, "code": code, "accuracy": accuracy, "accuracy_std": spread})

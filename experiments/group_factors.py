@@ -21,23 +21,27 @@ on own-with-own reconstructions bound what the transfer can show. Decoded means 
 than real images, so the same is repeated with a reader fit on reconstructions (own z, own
 beta) of the fitting half.
 
-Writes results.json, table.md, r2.png and transfer.png to RUN/experiments/group-factors/.
+Writes results.json, table.md, r2.png and transfer.png to a new RUN/experiments/group-factors[-n]/
+(trained/outputs.py: whole or absent). `compare --experiment group-factors` gives the tables over
+training seeds (`seed_tables`).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
 from ..data import to_unit_float
-from ..errors import DataError, RunError
+from ..errors import DataError
 from ..files import atomic_write_text
 from ..progress import progress
 from ..settings import check_at_least, setting
 from ..trained import Run
+from ..trained.inference import require_global_latent
+from ..trained.outputs import OutputFolder
+from .readers import ImageFactorReader, r2_per_factor
 
 NAME = "group-factors"
 FOLDS = 5
@@ -66,8 +70,8 @@ class GroupFactorsResult:
 def group_factors(run: Run, settings: GroupFactorsSettings | None = None) -> GroupFactorsResult:
     """Read and render the factors of `run`'s held-out groups: the files of the module docstring."""
     from ..data import load_dataset
-    from .plotting import experiment_dir, save_grid, save_json
-    from .structured_batches.features import untrained_guide
+    from .group_features import untrained_guide
+    from .plotting import save_grid, save_json
 
     settings = settings or GroupFactorsSettings()
     check_at_least(settings, group_sizes=1, groups=2 * FOLDS, untrained_seeds=1, pairs=2)
@@ -75,8 +79,8 @@ def group_factors(run: Run, settings: GroupFactorsSettings | None = None) -> Gro
     kind, _, base_name = train_cfg.dataset.partition(":")
     if kind != "grouped":
         raise DataError(f"group factors need a run trained on grouped:BASE, not on {train_cfg.dataset}")
-    if not guide.has_global_latent:
-        raise RunError(f"group factors need a model with a global latent, not {run.model_name}")
+    require_global_latent(run, "there is no beta to read the factors from")
+    folder = OutputFolder(run.path("experiments"), NAME, run_dir=run.run_dir)
     base = load_dataset(base_name, "test", settings.data_dir or train_cfg.data_dir, train_cfg.image_size)
     untrained = [
         untrained_guide(model_cfg, run.model_name, run.guide_name, seed).to(run.device)
@@ -84,29 +88,28 @@ def group_factors(run: Run, settings: GroupFactorsSettings | None = None) -> Gro
     ]
     sources = group_feature_sources(guide, untrained, model_cfg.beta_dim)
     rows, transfer_result, shown, factor_names = measure(run, base, sources, settings)
-    out = experiment_dir(run, NAME)
-    files = [os.path.join(out, name) for name in ("results.json", "table.md", "r2.png", "transfer.png")]
     summary = summarise(rows)
-    save_json(
-        files[0],
-        {
-            "run": run.run_dir,
-            "step": run.step,  # the checkpoint these numbers were computed from
-            "dataset": train_cfg.dataset,
-            "factors": factor_names,
-            "settings": {
-                k: getattr(settings, k) for k in ("group_sizes", "groups", "untrained_seeds", "pairs", "seed")
-            },
-            "rows": rows,
-            "summary": summary,
-            "transfer": transfer_result,
-        },
-    )
     table = markdown_table(summary, transfer_result, factor_names)
-    atomic_write_text(files[1], table)
-    bar_plot(files[2], summary, factor_names)
-    save_grid(files[3], shown.cpu(), 8, "rows: own group, donor group, own z + donor beta")
-    return GroupFactorsResult(out, files, factor_names, summary, transfer_result, table)
+    with folder:
+        save_json(
+            folder.file("results.json"),
+            {
+                "run": run.run_dir,
+                "step": run.step,  # the checkpoint these numbers were computed from
+                "dataset": train_cfg.dataset,
+                "factors": factor_names,
+                "settings": {
+                    k: getattr(settings, k) for k in ("group_sizes", "groups", "untrained_seeds", "pairs", "seed")
+                },
+                "rows": rows,
+                "summary": summary,
+                "transfer": transfer_result,
+            },
+        )
+        atomic_write_text(folder.file("table.md"), table)
+        bar_plot(folder.file("r2.png"), summary, factor_names)
+        save_grid(folder.file("transfer.png"), shown.cpu(), 8, "rows: own group, donor group, own z + donor beta")
+    return GroupFactorsResult(folder.path, folder.files, factor_names, summary, transfer_result, table)
 
 
 def report(result: GroupFactorsResult) -> str:
@@ -159,37 +162,6 @@ def cross_validated_r2(features: torch.Tensor, factors: torch.Tensor, seed: int)
     return [float(r2_score(factors[:, f].numpy(), predicted[:, f])) for f in range(factors.shape[1])]
 
 
-# sklearn's early stopping holds out 10% of the images; fewer than this leave too few to judge by.
-EARLY_STOPPING_MIN_IMAGES = 200
-
-
-class ImageFactorReader:
-    """Factors of a group from its images: an MLP on single images, averaged over the group."""
-
-    def __init__(self, images: torch.Tensor, factors: torch.Tensor, seed: int):
-        from sklearn.neural_network import MLPRegressor
-        from sklearn.preprocessing import StandardScaler
-
-        # images (G, B, C, H, W) in [0, 1], on any device (the MLP runs on the CPU), factors (G, F)
-        self.scaler = StandardScaler().fit(factors.cpu().numpy())
-        targets = self.scaler.transform(factors.cpu().repeat_interleave(images.shape[1], 0).numpy())
-        x = images.flatten(2).flatten(0, 1).cpu().numpy()
-        early = len(x) >= EARLY_STOPPING_MIN_IMAGES
-        self.net = MLPRegressor(hidden_layer_sizes=(128,), max_iter=300, early_stopping=early, random_state=seed)
-        self.net.fit(x, targets)
-
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        per_image = self.net.predict(images.flatten(2).flatten(0, 1).cpu().numpy())
-        per_group = per_image.reshape(images.shape[0], images.shape[1], -1).mean(1)
-        return torch.from_numpy(self.scaler.inverse_transform(per_group)).float()
-
-
-def r2_per_factor(truth: torch.Tensor, predicted: torch.Tensor) -> list[float]:
-    from sklearn.metrics import r2_score
-
-    return [float(r2_score(truth[:, f].numpy(), predicted[:, f].numpy())) for f in range(truth.shape[1])]
-
-
 @torch.no_grad()
 def transfer(
     model, guide, x: torch.Tensor, factors: torch.Tensor, pairs: int, seed: int
@@ -229,10 +201,10 @@ def transfer(
 def group_feature_sources(guide, untrained: list, beta_dim: int) -> dict[str, Callable[..., torch.Tensor]]:
     """Feature sources (images, groups, is_train) -> features (G, D): the posterior means of the
     sources of experiments/structured_batches/features.py."""
-    from .structured_batches.features import encode_groups, group_local_codes, local_code_features, pca_features
+    from .group_features import encode_groups, group_local_codes, local_code_features, pca_features
 
     def posterior_mean(g):
-        return lambda images, groups, is_train: encode_groups(g, images, groups)[0]
+        return lambda images, groups, is_train: encode_groups(g, images, groups).loc
 
     def first(source):
         return lambda images, groups, is_train: source(images, groups, is_train)[0]
@@ -313,3 +285,44 @@ def bar_plot(path: str, summary: list[dict], factor_names: list[str]):
 
 def chunk(images: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
     return to_unit_float(images[idx])
+
+
+def seed_tables(runs, reference: str | None = None) -> str:
+    """`compare --experiment group-factors`: the R^2 of `summarise` and the transfer table, per setting
+    (runs grouped as in experiments/over_seeds.py), mean ± 95% interval over seeds."""
+    from .over_seeds import by_setting, check_reference, fmt
+
+    settings = by_setting(runs)
+    check_reference(list(settings), reference)
+    factors = runs[0].results["factors"]
+    columns = [(name, f) for name in settings for f in range(len(factors))]
+    head = " | ".join(f"{factors[f]}, {name}" for name, f in columns)
+
+    def r2(name, key, f, part):
+        values = []
+        for run in settings[name]:
+            rows = (
+                run.results[part]
+                if part == "transfer"
+                else {(r["group_size"], r["features"]): r for r in run.results[part]}
+            )
+            found = rows.get(key)
+            values += [] if found is None else [(found if part == "transfer" else found["r2"])[f]]
+        return fmt(values)
+
+    seeds = ", ".join(f"{name} {len(runs)}" for name, runs in settings.items())
+    lines = [
+        f"Cross-validated ridge R^2 from a group feature to each hidden factor (held-out groups), mean ± 95% "
+        f"interval over training seeds ({seeds}).",
+        "",
+        f"| B | features | {head} |",
+        "|---|---|" + "---|" * len(columns),
+    ]
+    for row in runs[0].results["summary"]:
+        key = (row["group_size"], row["features"])
+        lines.append(f"| {key[0]} | {key[1]} | " + " | ".join(r2(n, key, f, "summary") for n, f in columns) + " |")
+    lines += ["", "Transfer (own z, donor's beta), R^2 of the factors read from images.", ""]
+    lines += [f"| read | {head} |", "|---|" + "---|" * len(columns)]
+    for key in runs[0].results["transfer"]:
+        lines.append(f"| {key} | " + " | ".join(r2(n, key, f, "transfer") for n, f in columns) + " |")
+    return "\n".join(lines) + "\n"

@@ -9,28 +9,32 @@ and each cell shows the decoder's mean image for (z_rc, beta_r); d plays no othe
 both latents are set by hand. `beta_centre="posterior"` moves the rows around the mean of
 q(beta | X) over random test groups instead of 0: trained runs put that mean far from the
 prior's centre (|mu| of about 2 per dim on MNIST), where the paper's diagonal never passes.
-ML-VAE has one Gaussian prior on z, so its grid is centred at 0.
+The components are the model's own (model/base.py `prior_components`): ML-VAE's prior on z is
+a mixture of one, N(0, I), so its one grid, cluster 0, is centred at 0.
 
-Writes cluster_D.png per chosen cluster (grid.png for ML-VAE), summary.png (up to three grids
-side by side) and interpolation.json to RUN/experiments/interpolation/. The JSON reports the
-mean absolute pixel change between neighbouring rows (what beta changes) and between
-neighbouring columns (what z changes) of each grid.
+Writes cluster_D.png per chosen cluster, summary.png (up to three grids side by side) and
+interpolation.json to a new RUN/experiments/interpolation[-n]/ (whole or absent). The JSON
+reports the mean absolute pixel change between neighbouring rows (what beta changes) and
+between neighbouring columns (what z changes) of each grid.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import matplotlib.pyplot as plt
 import torch
 
-from ..data import fixed_groups, load_dataset, to_unit_float
-from ..errors import ConfigError, RunError
+from ..data import load_dataset, seeded_partition, to_unit_float
+from ..errors import ConfigError
 from ..progress import progress
 from ..settings import check_at_least, setting
 from ..trained import Run
-from .plotting import experiment_dir, save_figure, save_grid, save_json, show_grid
+from ..trained.diagnostics import cluster_probabilities
+from ..trained.evaluation import cluster_usage
+from ..trained.inference import require_global_latent
+from ..trained.outputs import OutputFolder
+from .plotting import save_figure, save_grid, save_json, show_grid
 
 NAME = "interpolation"
 
@@ -67,46 +71,44 @@ def interpolation(run: Run, settings: InterpolationSettings | None = None) -> In
     if settings.beta_centre not in ("prior", "posterior"):
         raise ConfigError(f"`beta_centre` is 'prior' or 'posterior', got {settings.beta_centre!r}")
     model, guide = run.model, run.guide
-    if not guide.has_global_latent:
-        raise RunError(f"the {run.model_name} run has no global latent beta to interpolate; pass a ugvae or mlvae run")
+    require_global_latent(run, "there is no beta to interpolate")
+    folder = OutputFolder(run.path("experiments"), NAME, run_dir=run.run_dir)
     panels = grid_panels(run, settings)
     centre = None
     if settings.beta_centre == "posterior":
         centre = posterior_centre(guide, test_images(run, settings.data_dir), run.train_cfg.group_size)
-    out = experiment_dir(run, NAME)
     ranges = {"beta_range": settings.beta_range, "z_range": settings.z_range}
     label = row_label(settings)
-    grids, results, files = {}, [], []
-    for title, (d, filename) in progress(panels.items(), desc="interpolation grids", unit="grid"):
-        grids[title] = images = interpolation_grid(model, d, settings.rows, settings.cols, beta_centre=centre, **ranges)
-        z_centre = "0" if d is None else "mu_z"
-        files.append(os.path.join(out, filename))
-        save_grid(
-            files[-1],
-            images.flatten(0, 1),
-            nrow=settings.cols,
-            title=title,
-            xlabel=f"z: {z_centre} - {settings.z_range:g} to {z_centre} + {settings.z_range:g}",
-            ylabel=label,
+    grids, results = {}, []
+    with folder:
+        for title, (d, filename) in progress(panels.items(), desc="interpolation grids", unit="grid"):
+            grids[title] = images = interpolation_grid(
+                model, d, settings.rows, settings.cols, beta_centre=centre, **ranges
+            )
+            save_grid(
+                folder.file(filename),
+                images.flatten(0, 1),
+                nrow=settings.cols,
+                title=title,
+                xlabel=f"z: mu_z - {settings.z_range:g} to mu_z + {settings.z_range:g}",
+                ylabel=label,
+            )
+            results.append({"cluster": d, "file": filename, **grid_effects(images)})
+        save_summary(folder.file("summary.png"), grids, settings.cols, label)
+        save_json(
+            folder.file("interpolation.json"),
+            {
+                "run": run.run_dir,
+                "step": run.step,  # the checkpoint these figures were drawn from
+                "model": run.model_name,
+                "rows": settings.rows,
+                "cols": settings.cols,
+                **ranges,
+                "beta_centre": None if centre is None else centre.tolist(),
+                "grids": results,
+            },
         )
-        results.append({"cluster": d, "file": filename, **grid_effects(images)})
-    files.append(os.path.join(out, "summary.png"))
-    save_summary(files[-1], grids, settings.cols, label)
-    files.append(os.path.join(out, "interpolation.json"))
-    save_json(
-        files[-1],
-        {
-            "run": run.run_dir,
-            "step": run.step,  # the checkpoint these figures were drawn from
-            "model": run.model_name,
-            "rows": settings.rows,
-            "cols": settings.cols,
-            **ranges,
-            "beta_centre": None if centre is None else centre.tolist(),
-            "grids": results,
-        },
-    )
-    return InterpolationResult(out, files, results, run.step)
+    return InterpolationResult(folder.path, folder.files, results, run.step)
 
 
 def report(result: InterpolationResult) -> str:
@@ -121,31 +123,27 @@ def row_label(settings: InterpolationSettings) -> str:
 
 def interpolation_latents(
     model,
-    cluster: int | None,
+    cluster: int,
     rows: int,
     cols: int,
     beta_range: float = 1.0,
     z_range: float = 3.0,
     beta_centre: torch.Tensor | None = None,
 ):
-    """z (rows, cols, z_dim) and beta (rows, cols, beta_dim) of the grid; cluster None centres z at 0."""
-    cfg = model.cfg
-    device = next(model.parameters()).device
+    """z (rows, cols, z_dim) and beta (rows, cols, beta_dim) of the grid around component `cluster`."""
+    cfg, device = model.cfg, model.device
     t = torch.linspace(-beta_range, beta_range, rows, device=device)
     beta = t[:, None] * torch.ones(cfg.beta_dim, device=device)
     if beta_centre is not None:
         beta = beta + beta_centre.to(device)
-    if cluster is None:
-        centre = torch.zeros(rows, cfg.z_dim, device=device)
-    else:
-        centre = model.cluster_prior(beta)[0][:, cluster]  # (rows, K, z_dim) -> mu_z^(d)(beta_r)
+    centre = model.prior_components(beta).loc[:, cluster]  # (rows, K, z_dim) -> mu_z^(d)(beta_r)
     s = torch.linspace(-z_range, z_range, cols, device=device)
     z = centre[:, None, :] + s[None, :, None]
     return z, beta[:, None, :].expand(rows, cols, cfg.beta_dim)
 
 
 @torch.no_grad()
-def interpolation_grid(model, cluster: int | None, rows: int, cols: int, **ranges) -> torch.Tensor:
+def interpolation_grid(model, cluster: int, rows: int, cols: int, **ranges) -> torch.Tensor:
     """Decoded images (rows, cols, C, H, W) of the grid."""
     return model.decode(*interpolation_latents(model, cluster, rows, cols, **ranges))
 
@@ -158,17 +156,14 @@ def grid_effects(images: torch.Tensor) -> dict:
     }
 
 
-@torch.no_grad()
-def cluster_usage(guide, images: torch.Tensor, chunk: int = 500) -> torch.Tensor:
-    """Share of test images per cluster, the mean of q(d|z) at z = mean of q(z|x)."""
-    device = next(guide.parameters()).device
-    pis = [guide.local_posterior(to_unit_float(x.to(device)).unsqueeze(0)).pi[0].cpu() for x in images.split(chunk)]
-    return torch.cat(pis).mean(0)
+def cluster_shares(guide, images: torch.Tensor) -> torch.Tensor:
+    """Share of the images per cluster (K,): the mean of q(d|z) at z = E q(z|x) (evaluation's usage)."""
+    return torch.tensor(cluster_usage(cluster_probabilities(guide, images))["cluster_shares"])
 
 
 def choose_clusters(asked: list[str | int] | None, K: int, usage) -> list[int]:
     """`all`, explicit cluster numbers, or by default the three clusters the test images use most."""
-    if asked is not None and [str(a) for a in asked] == ["all"]:
+    if (asked is not None and [str(a) for a in asked] == ["all"]) or (asked is None and K <= 3):
         return list(range(K))
     if asked:
         try:
@@ -182,14 +177,12 @@ def choose_clusters(asked: list[str | int] | None, K: int, usage) -> list[int]:
 
 
 def grid_panels(run: Run, settings: InterpolationSettings) -> dict:
-    """title -> (cluster or None, file name): the chosen clusters of UG-VAE, or ML-VAE's one grid."""
-    if not run.model.has_mixture:  # ML-VAE: one grid around the standard normal prior of z
-        return {f"{run.model_name}, z around 0": (None, "grid.png")}
+    """title -> (cluster, file name) of the chosen components of p(z | d, beta)."""
 
     def usage():
-        return cluster_usage(run.guide, test_images(run, settings.data_dir))
+        return cluster_shares(run.guide, test_images(run, settings.data_dir))
 
-    clusters = choose_clusters(settings.clusters, run.model_cfg.K, usage)
+    clusters = choose_clusters(settings.clusters, run.model.num_components, usage)
     return {f"cluster {d}": (d, f"cluster_{d}.png") for d in clusters}
 
 
@@ -202,7 +195,7 @@ def test_images(run: Run, data_dir: str | None) -> torch.Tensor:
 def posterior_centre(guide, images: torch.Tensor, group_size: int) -> torch.Tensor:
     """Mean over random test groups of the mean of q(beta | X)."""
     device = next(guide.parameters()).device
-    x = to_unit_float(images[fixed_groups(len(images), group_size)]).to(device)
+    x = to_unit_float(images[seeded_partition(len(images), group_size)]).to(device)
     return guide.global_posterior(x).loc.mean(0)
 
 

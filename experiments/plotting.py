@@ -1,8 +1,8 @@
 """The one image-grid helper and figure saving shared by every experiment.
 
 Figures and JSON go through the atomic writer (files.py), so a kill or a full disk mid-write
-leaves the previous file whole, never a torn one. Every experiment writes into
-`experiment_dir(run, NAME)`, RUN/experiments/NAME/.
+leaves no torn file; every experiment writes them into a folder of its own that appears whole
+(trained/outputs.py `OutputFolder`).
 """
 
 from __future__ import annotations
@@ -73,10 +73,3 @@ def save_figure(fig, path: str):
 
 def save_json(path: str, payload: dict):
     write_json(path, payload)
-
-
-def experiment_dir(run, name: str) -> str:
-    """RUN/experiments/NAME of a `Run`, created if missing."""
-    path = run.path("experiments", name)
-    os.makedirs(path, exist_ok=True)
-    return path

@@ -1,9 +1,13 @@
 """Figures every training run ends with: loss curves, reconstructions and samples.
 
-loss_curve.png      train ELBO per logged step, test ELBO and cluster usage per epoch
+loss_curve.png      train ELBO per logged step and test ELBO per epoch, over the whole run;
+                    cluster usage per epoch
 reconstructions.png test groups (odd rows) above their reconstructions (even rows)
-samples.png         UG-VAE: rows are beta values, columns clusters d, each image the
-                    decoded component mean mu_d(beta); other models: their own samples
+samples.png         the generative program's own draws: a group per row (beta ~ p(beta) once
+                    per row where the model has it), column k drawn from cluster d = k
+                    (z ~ p(z | d = k, beta)) where it has clusters, each image the decoder's mean
+
+The images go to RUN/tensorboard/ too when TensorBoard is installed (trained/tensorboard.py).
 """
 
 from __future__ import annotations
@@ -15,10 +19,11 @@ import matplotlib.pyplot as plt
 import torch
 from pyro import poutine
 
-from ..data import fixed_groups, load_dataset, to_unit_float
+from ..data import load_dataset, seeded_partition, to_unit_float
 from ..progress import plural
-from ..train.hooks import TensorBoard
+from ..trained.inference import prior_trace
 from ..trained.metrics import read_metrics
+from ..trained.tensorboard import summary_writer
 from .plotting import image_grid, save_figure, save_grid
 
 
@@ -31,11 +36,7 @@ def plot_loss_curve(run_dir: str):
         [r["step"] for r in steps], [r["train_elbo"] for r in steps], lw=0.8, alpha=0.7, label="train (logged steps)"
     )
     ax.plot([r["step"] for r in epochs], [r["test_elbo"] for r in epochs], "o-", ms=3, label="test (per epoch)")
-    ax.set_xlabel("step"), ax.set_ylabel("ELBO per sample (nats)"), ax.legend()
-    if epochs and epochs[-1]["test_elbo"] == epochs[-1]["test_elbo"]:
-        lo = min(r["test_elbo"] for r in epochs[len(epochs) // 4 :]) if len(epochs) > 3 else None
-        if lo is not None:
-            ax.set_ylim(bottom=lo - 0.2 * abs(lo))
+    ax.set_xlabel("step"), ax.set_ylabel("ELBO per sample (nats)"), ax.legend()  # every point of the run shown
     if epochs and not math.isnan(epochs[-1]["clusters_used"]):
         ax2.plot(
             [r["epoch"] for r in epochs], [r["clusters_used"] for r in epochs], label="clusters with >= 2% of mean pi"
@@ -51,22 +52,13 @@ def plot_loss_curve(run_dir: str):
 
 @torch.no_grad()
 def sample_grid(model, rows: int = 8, seed: int = 0) -> tuple[torch.Tensor, int]:
-    """Images (rows * cols, C, H, W) and cols.
-
-    UG-VAE: rows are draws of beta ~ p(beta), columns the K clusters, each image the decoded
-    component mean mu_d(beta). Other models: decoded draws of their latents from the prior, one
-    group per row (ML-VAE: one beta per row), column k drawn from cluster d = k where there is a d.
-    """
-    cfg, device = model.cfg, next(model.parameters()).device
+    """Images (rows * K, C, H, W) and K: `rows` groups of K from the generative program, image k of
+    each drawn from cluster d = k where the model has clusters (the condition is void otherwise)."""
+    cfg = model.cfg
     torch.manual_seed(seed)
-    if model.has_global_latent and model.has_mixture:
-        beta = torch.randn(rows, 1, cfg.beta_dim, device=device)
-        z = model.cluster_prior(beta)[0][:, 0]  # (rows, K, z_dim)
-        return model.decode(z, beta).reshape((-1,) + cfg.x_shape), cfg.K
-    columns = torch.arange(cfg.K, device=device).expand(rows, cfg.K)
-    trace = poutine.trace(poutine.condition(model, {"d": columns})).get_trace(None, num_groups=rows, group_size=cfg.K)
-    latents = [trace.nodes[name]["value"] for name in ("z", "beta") if name in trace.nodes]
-    return model.decode(*latents).reshape((-1,) + cfg.x_shape), cfg.K
+    columns = torch.arange(cfg.K, device=model.device).expand(rows, cfg.K)
+    trace = prior_trace(poutine.condition(model, {"d": columns}), rows, cfg.K)
+    return trace.nodes["x"]["fn"].mean.reshape((-1,) + cfg.x_shape), cfg.K
 
 
 # What a finished run directory holds, in the order the end-of-training message names them.
@@ -109,7 +101,8 @@ def print_training_report(run, out=None, command: str = "ugvae"):
     print(f"  {command} embed --run {run.run_dir} --folder YOUR_IMAGE_SETS", file=out)
     print(f"  {command} sample --run {run.run_dir} --groups 4", file=out)
     print(
-        f"  {command} experiment interpolation --run {run.run_dir}   (also structured-batches, domain-alignment)",
+        f"  {command} experiment interpolation --run {run.run_dir}   (also structured-batches, domain-alignment, "
+        "group-factors, set-generation)",
         file=out,
     )
 
@@ -121,7 +114,7 @@ def training_report(run):
     plot_loss_curve(run.run_dir)
     test = load_dataset(train_cfg.dataset, "test", train_cfg.data_dir, train_cfg.image_size)
     B = min(train_cfg.group_size, 8)
-    idx = fixed_groups(len(test), train_cfg.group_size)[:4, :B]
+    idx = seeded_partition(len(test), train_cfg.group_size)[:4, :B]
     x = to_unit_float(test.images[idx]).to(run.device)
     recon = run.reconstruct(x)
     pairs = torch.stack([x, recon], dim=1).reshape((-1,) + x.shape[2:])
@@ -135,8 +128,8 @@ def training_report(run):
         xlabel="cluster d",
         ylabel="beta",
     )
-    board = TensorBoard.in_dir(run.path("tensorboard"))
-    if board:
-        board.writer.add_image("reconstructions", image_grid(pairs, B), run.step)
-        board.writer.add_image("samples", image_grid(images, cols), run.step)
-        board.close()
+    writer = summary_writer(run.path("tensorboard"))
+    if writer is not None:
+        writer.add_image("reconstructions", image_grid(pairs, B), run.step)
+        writer.add_image("samples", image_grid(images, cols), run.step)
+        writer.close()

@@ -18,7 +18,7 @@ ALLOWED = {
     "settings": {"errors"},
     "trained": {"model", "guide", "data", "errors", "files", "progress", "version"},
     "train": {"trained", "model", "guide", "data", "errors", "files", "progress", "version"},
-    "experiments": {"trained", "train", "model", "guide", "data", "errors", "files", "progress", "settings"},
+    "experiments": {"trained", "model", "guide", "data", "errors", "files", "progress", "settings"},
 }
 PARTS = ("model", "guide", "data", "trained", "train", "experiments")
 

@@ -183,7 +183,8 @@ class SyncFreeTraceEnum_ELBO(TraceEnum_ELBO):
     """
 
     def __init__(self, *args, levers: Levers | None = None, **kwargs):
-        super().__init__(*args, **kwargs)
+        # A model without d (VAE, ML-VAE) has nothing to enumerate, as meant: no warning that it does not.
+        super().__init__(*args, **{"strict_enumeration_warning": False, **kwargs})
         self.levers = levers or Levers()
         weight = self.levers.local_kl_weight
         self.site_weights = None if weight == 1 else dict.fromkeys(LOCAL_SITES, float(weight))
@@ -241,7 +242,9 @@ def elbo_module(model, guide, *, jit: bool = False, levers: Levers | None = None
         return SyncFreeTraceEnum_ELBO(max_plate_nesting=2, levers=levers)(model, guide)
     if jit:
         # The JIT ELBO checks its traced graph against the eager one; one warning is enough.
-        return JitTraceEnum_ELBO(max_plate_nesting=2, ignore_jit_warnings=True)(model, guide)
+        return JitTraceEnum_ELBO(max_plate_nesting=2, ignore_jit_warnings=True, strict_enumeration_warning=False)(
+            model, guide
+        )
     if (type(model), type(guide)) in PROVEN_PAIRS:
         return SyncFreeTraceEnum_ELBO(max_plate_nesting=2)(model, guide)
     warnings.warn(
@@ -249,7 +252,7 @@ def elbo_module(model, guide, *, jit: bool = False, levers: Levers | None = None
         "(tests/train/test_elbo.py): training with TraceEnum_ELBO, which syncs with the host every step",
         stacklevel=2,
     )
-    return TraceEnum_ELBO(max_plate_nesting=2)(model, guide)
+    return TraceEnum_ELBO(max_plate_nesting=2, strict_enumeration_warning=False)(model, guide)
 
 
 def make_elbo(jit: bool = False, levers: Levers | None = None):

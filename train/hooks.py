@@ -21,18 +21,12 @@ refreshes the clusters, since each draws groups from its own copy of the sampler
 
 from __future__ import annotations
 
-import errno
-import logging
-import os
-
 import torch
 
-from ..files import disk_full
 from ..trained.diagnostics import beta_diagnostics, cluster_assignments
 from ..trained.evaluation import test_metrics
 from ..trained.metrics import MetricsLog
-
-logger = logging.getLogger(__name__)
+from ..trained.tensorboard import summary_writer
 
 
 class Hook:
@@ -101,19 +95,8 @@ class TensorBoard(Hook):
 
     @classmethod
     def in_dir(cls, log_dir: str) -> TensorBoard | None:
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:  # the optional extra `ugvae[tensorboard]`
-            return None
-        try:
-            return cls(SummaryWriter(log_dir=log_dir))
-        except OSError as e:
-            if e.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise disk_full(log_dir, os.path.dirname(log_dir) or ".") from None
-            logger.warning(
-                f"TensorBoard events cannot be written to {log_dir} ({e.strerror}); training goes on without"
-            )
-            return None
+        writer = summary_writer(log_dir)
+        return None if writer is None else cls(writer)
 
     def on_log(self, book, train_elbo):
         self.writer.add_scalar("train/elbo", train_elbo, book.step)

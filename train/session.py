@@ -210,7 +210,7 @@ class Session:
         }
         if self.writer:
             write_json(self.run.path("summary.json"), summary)
-            if note := inactive_beta_message(summary):
+            if note := inactive_beta_message(summary, self.cfg):
                 logger.warning(note)
         return summary
 

@@ -23,6 +23,7 @@ stream untouched.
 from __future__ import annotations
 
 import math
+import os
 
 import torch
 
@@ -32,19 +33,25 @@ INACTIVE_VARIANCE = 0.01
 
 
 @torch.no_grad()
-def cluster_assignments(guide, images: torch.Tensor, chunk: int = 2048) -> torch.Tensor:
-    """argmax q(d | z) at z = E q(z | x) for every uint8 image (N, C, H, W), as a CPU tensor (N,)."""
-    if not guide.has_mixture:
-        raise ValueError("--groups clusters:ALPHA needs a model with clusters (ugvae or gmvae)")
+def cluster_probabilities(guide, images: torch.Tensor, chunk: int = 2048) -> torch.Tensor:
+    """q(d | z) at z = E q(z | x) for every uint8 image (N, C, H, W), as a CPU tensor (N, K)."""
     was_training = guide.training
     guide.eval()
     device = next(guide.parameters()).device
     out = []
     for block in images.split(chunk):
         pi = guide.local_posterior(to_unit_float(block.to(device)).unsqueeze(0)).pi
-        out.append(pi[0].argmax(-1).cpu())
+        if pi is None:
+            guide.train(was_training)
+            raise ValueError(f"{type(guide).__name__} has no clusters; `groups` clusters:ALPHA needs ugvae or gmvae")
+        out.append(pi[0].cpu())
     guide.train(was_training)
     return torch.cat(out)
+
+
+def cluster_assignments(guide, images: torch.Tensor, chunk: int = 2048) -> torch.Tensor:
+    """argmax q(d | z) at z = E q(z | x) for every uint8 image (N, C, H, W), as a CPU tensor (N,)."""
+    return cluster_probabilities(guide, images, chunk).argmax(-1)
 
 
 def beta_information(loc: torch.Tensor, scale: torch.Tensor, samples: int = 16, seed: int = 0) -> dict:
@@ -91,7 +98,7 @@ def pixel_change(decode, z: torch.Tensor, beta: torch.Tensor, step: torch.Tensor
 def beta_diagnostics(model, guide, images: torch.Tensor, groups, max_decoded: int = 8) -> dict:
     """Every number of the module docstring for index groups into uint8 images, (G, B) or a list of
     such parts (groups of another size); {} without a beta."""
-    if not guide.has_global_latent:
+    if not guide.has_global_latent:  # model-kind branch 3 of 3: a model without beta has none to diagnose
         return {}
     was_training = model.training, guide.training
     model.eval(), guide.eval()
@@ -114,12 +121,50 @@ def beta_diagnostics(model, guide, images: torch.Tensor, groups, max_decoded: in
     return out
 
 
-def inactive_beta_message(result: dict) -> str | None:
-    """One line when no dim of E[beta | X] varies across test groups, else None."""
+def inactive_beta_message(result: dict, train_cfg=None) -> str | None:
+    """One line when no dim of E[beta | X] varies across the test groups, or when there are too few
+    test groups to tell (fewer than 2); None when beta is active or the model has none. The fix it
+    names depends on how `train_cfg` (a TrainConfig) grouped the training data."""
     if result.get("beta_active_dims", 1) > 0:
         return None
+    test_groups = round(math.exp(result["beta_mi_bound"]))  # the bound is log G
+    if test_groups < 2:
+        return (
+            f"beta cannot be judged: its diagnostics saw {test_groups} test group, and whether E[beta|X] varies "
+            "across groups takes at least 2; give the test split more images, or evaluate with a smaller `group_size`"
+        )
     return (
-        f"beta is inactive: no dim of E[beta|X] has variance > {INACTIVE_VARIANCE} across test groups; of its KL of "
-        f"{result['beta_kl']:.2f} nats, I(X; beta) is {result['beta_mi']:.2f} (at most {result['beta_mi_bound']:.2f} "
-        "here) and the rest a learned bias; train on groups that share something, e.g. `groups` labels:0.3"
+        f"beta is inactive: no dim of E[beta|X] has variance > {INACTIVE_VARIANCE} across {test_groups} test groups; "
+        f"of its KL of {result['beta_kl']:.2f} nats, I(X; beta) is {result['beta_mi']:.2f} (at most "
+        f"{result['beta_mi_bound']:.2f} here) and the rest a learned bias; {inactive_beta_fix(train_cfg)}"
+    )
+
+
+def inactive_beta_fix(train_cfg) -> str:
+    """What to change: groups that share something, unless the run's groups already did."""
+    shared = train_cfg is not None and (train_cfg.groups != "random" or train_cfg.dataset.startswith("grouped:"))
+    if not shared:
+        return "train on groups that share something, e.g. `groups` labels:0.3"
+    grouping = train_cfg.groups if train_cfg.groups != "random" else f"the groups of {train_cfg.dataset}"
+    return (
+        f"its training groups ({grouping}) share something, but z holds it: train with a smaller `z_dim` "
+        "(e.g. 3) so that what a group shares has to go through beta"
+    )
+
+
+def beta_inactive_notice(run_dir: str, consequence: str) -> str | None:
+    """One line when the run's last diagnostics (summary.json, written at the end of training) found
+    beta inactive, saying what that means for a command's output (`consequence`); else None."""
+    from ..files import read_json
+
+    path = os.path.join(run_dir, "summary.json")
+    try:
+        summary = read_json(path, what="summary")
+    except (OSError, ValueError):  # no summary yet, or one that cannot be read: nothing to say
+        return None
+    if not isinstance(summary, dict) or summary.get("beta_active_dims") != 0:
+        return None
+    return (
+        "this run's beta was inactive at the end of training (no dim of E[beta|X] varied across its test "
+        f"groups): {consequence}"
     )

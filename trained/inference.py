@@ -18,6 +18,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pyro
@@ -28,9 +29,55 @@ from ..data import ImageGroups, folder_groups, load_dataset, to_unit_float
 from ..data.folder import consecutive
 from ..errors import DataError, RunError
 from ..progress import progress
+from .diagnostics import beta_inactive_notice
 
 logger = logging.getLogger(__name__)
 GROUPS_PER_PASS = 64  # equal-sized groups embedded in one call
+
+
+class Posteriors(NamedTuple):
+    """The guide's summaries of groups x (G, B, C, H, W): z_loc, z_scale (G, B, z_dim), pi (G, B, K),
+    beta_loc, beta_scale (G, beta_dim); None for what the model does not have."""
+
+    z_loc: torch.Tensor
+    z_scale: torch.Tensor
+    pi: torch.Tensor | None
+    beta_loc: torch.Tensor | None
+    beta_scale: torch.Tensor | None
+
+
+@torch.no_grad()
+def posteriors(guide, x: torch.Tensor) -> Posteriors:
+    """q(z | x), q(d | z) at z = E q(z | x), and q(beta | X) where there is a beta."""
+    local = guide.local_posterior(x)
+    # Model-kind branch 1 of 3: the one place that asks for a beta; callers read None where there is none.
+    beta = guide.global_posterior(x) if guide.has_global_latent else (None, None)
+    return Posteriors(*local, *beta)
+
+
+class GroupCode(NamedTuple):
+    """A group's code, loc and scale (G, D), and what it is (`description`)."""
+
+    loc: torch.Tensor
+    scale: torch.Tensor
+    description: str
+
+
+@torch.no_grad()
+def group_code(guide, x: torch.Tensor) -> GroupCode:
+    """q(beta | X) (eq. 8-9) of each group x (G, B, C, H, W); for a model without a beta, the mean
+    of its members' codes z_i ~ q(z_i | x_i), independent: N(mean_i mu_i, sum_i sigma_i^2 / B^2)."""
+    p = posteriors(guide, x)
+    if p.beta_loc is not None:
+        return GroupCode(p.beta_loc, p.beta_scale, "E q(beta|X)")
+    B = p.z_loc.shape[-2]
+    return GroupCode(p.z_loc.mean(-2), p.z_scale.pow(2).sum(-2).sqrt() / B, "group mean of E q(z|x)")
+
+
+def require_global_latent(run, consequence: str, fix: str = "pass a UG-VAE or ML-VAE run") -> None:
+    """Refuse, by name, a command that needs a beta on a run whose model has none."""
+    if not run.model.has_global_latent:  # model-kind branch 2 of 3: refusals of what needs a beta
+        raise RunError(f"the {run.model_name} run {run.run_dir} has no global latent beta, so {consequence}; {fix}")
 
 
 @dataclass
@@ -104,7 +151,21 @@ def embed(run, images, group_size: int | None = None) -> Embeddings:
     groups = image_groups(run, images, group_size or run.train_cfg.group_size)
     if groups.notice:
         logger.warning(groups.notice)
+    warn_if_beta_inactive(run, EMBED_CONSEQUENCE)
     return embed_groups(run.model, run.guide, groups, run.device)
+
+
+EMBED_CONSEQUENCE = "every group's beta_loc is about the same and tells little about the group"
+SAMPLE_CONSEQUENCE = (
+    "the rows drawn with the beta of a set look like the rows drawn from p(beta), not like the set; "
+    "train on groups that share something (`groups` labels:ALPHA) for beta to carry it"
+)
+
+
+def warn_if_beta_inactive(run, consequence: str) -> None:
+    """One warning when the run's last diagnostics found beta inactive, saying what that means here."""
+    if run.run_dir is not None and (notice := beta_inactive_notice(run.run_dir, consequence)):
+        logger.warning(notice)
 
 
 @torch.no_grad()
@@ -120,16 +181,13 @@ def embed_groups(model, guide, groups: ImageGroups, device="cpu") -> Embeddings:
     chunks = [ids[i : i + GROUPS_PER_PASS] for ids in by_size.values() for i in range(0, len(ids), GROUPS_PER_PASS)]
     for chunk in progress(chunks, desc="embedding", unit="pass"):
         idx = torch.stack([groups.members[g] for g in chunk])
-        x = to_unit_float(groups.images[idx].to(device))
-        local = guide.local_posterior(x)
+        p = posteriors(guide, to_unit_float(groups.images[idx].to(device)))
         for row, g in enumerate(chunk):
             for col, i in enumerate(groups.members[g].tolist()):
-                z_loc[i], z_scale[i] = local.z_loc[row, col].cpu(), local.z_scale[row, col].cpu()
-                pi[i] = None if local.pi is None else local.pi[row, col].cpu()
-        if guide.has_global_latent:
-            post = guide.global_posterior(x)
-            for row, g in enumerate(chunk):
-                beta_loc[g], beta_scale[g] = post.loc[row].cpu(), post.scale[row].cpu()
+                z_loc[i], z_scale[i] = p.z_loc[row, col].cpu(), p.z_scale[row, col].cpu()
+                pi[i] = None if p.pi is None else p.pi[row, col].cpu()
+            if p.beta_loc is not None:
+                beta_loc[g], beta_scale[g] = p.beta_loc[row].cpu(), p.beta_scale[row].cpu()
     sample_group = np.empty(n, dtype=np.int64)
     for g, m in enumerate(groups.members):
         sample_group[m.numpy()] = g
@@ -142,11 +200,16 @@ def embed_groups(model, guide, groups: ImageGroups, device="cpu") -> Embeddings:
         sample_group=sample_group,
         sample_name=np.array(groups.names),
         sample_index=np.array(groups.indices, dtype=np.int64),
-        pi=torch.stack(pi).numpy() if guide.has_mixture else None,
-        beta_loc=torch.stack(beta_loc).numpy() if guide.has_global_latent else None,
-        beta_scale=torch.stack(beta_scale).numpy() if guide.has_global_latent else None,
+        pi=stacked(pi),
+        beta_loc=stacked(beta_loc),
+        beta_scale=stacked(beta_scale),
         notice=groups.notice,
     )
+
+
+def stacked(rows: list) -> np.ndarray | None:
+    """Rows of one array, or None where the model has no such latent (every row None)."""
+    return None if rows[0] is None else torch.stack(rows).numpy()
 
 
 @dataclass
@@ -172,31 +235,35 @@ def sample_groups(model, num_groups: int, group_size: int, beta: torch.Tensor | 
     beta_dim) fixes each group's global latent, None draws each from p(beta)."""
     if num_groups < 1 or group_size < 1:
         raise DataError(f"`num_groups` and `group_size` must be >= 1, got {num_groups} and {group_size}")
-    if not model.has_global_latent:
-        raise RunError(
-            f"{type(model).__name__} has no global latent, so its samples share nothing within a group; "
-            "sample from a UG-VAE or ML-VAE run"
-        )
+    trace = prior_trace(model, num_groups, group_size, beta)
+    nodes = trace.nodes
+    d = nodes["d"]["value"] if "d" in nodes else None
+    return Samples(
+        nodes["x"]["fn"].mean, nodes["beta"]["value"][:, 0], nodes["z"]["value"], d, ["p(beta)"] * num_groups
+    )
+
+
+def prior_trace(model, num_groups: int, group_size: int, beta: torch.Tensor | None = None):
+    """The generative program run with no data, under `poutine.trace`: every site of `num_groups`
+    groups of `group_size`; `beta` (num_groups, beta_dim) fixes each group's global latent. The x
+    site's distribution holds the decoder's mean images (its `.mean`, (G, B, C, H, W))."""
     program = model
     if beta is not None:
-        # The beta site is (N, 1, beta_dim): one value per group, broadcast over its samples.
+        # The beta site is (G, 1, beta_dim): one value per group, broadcast over its samples.
         program = poutine.condition(model, {"beta": beta.reshape(num_groups, 1, -1)})
-    trace = poutine.trace(program).get_trace(None, num_groups=num_groups, group_size=group_size)
-    z, beta_site = trace.nodes["z"]["value"], trace.nodes["beta"]["value"]
-    d = trace.nodes["d"]["value"] if "d" in trace.nodes else None
-    return Samples(model.decode(z, beta_site), beta_site[:, 0], z, d, ["p(beta)"] * num_groups)
+    return poutine.trace(program).get_trace(None, num_groups=num_groups, group_size=group_size)
 
 
 def sample(run, num_groups: int | None = None, group_size: int = 8, beta_from=None, seed: int | None = None) -> Samples:
     """Groups from p(beta), or `num_groups` (default 1) groups per set of `beta_from` (a folder whose
     sub-folders are sets, a folder that is one set, or images), each from its set's E q(beta | X)."""
     model = run.model
-    if not model.has_global_latent:
-        sample_groups(model, 1, 1)  # raises the error that names the fix
+    require_global_latent(run, "the images of a group would share nothing")
     if seed is not None:
         pyro.set_rng_seed(seed)
     if beta_from is None:
         return sample_groups(model, num_groups or 4, group_size)
+    warn_if_beta_inactive(run, SAMPLE_CONSEQUENCE)
     groups = (
         image_groups(run, beta_from) if not isinstance(beta_from, (str, os.PathLike)) else set_groups(run, beta_from)
     )
@@ -224,8 +291,5 @@ def set_groups(run, folder) -> ImageGroups:
 @torch.no_grad()
 def reconstruct(model, guide, x: torch.Tensor) -> torch.Tensor:
     """Mean reconstructions of groups x (G, B, C, H, W) from the posterior means."""
-    z = guide.local_posterior(x).z_loc
-    if guide.has_global_latent:
-        beta = guide.global_posterior(x).loc.unsqueeze(-2)
-        return model.decode(z, beta)
-    return model.decode(z)
+    p = posteriors(guide, x)
+    return model.decode(p.z_loc, None if p.beta_loc is None else p.beta_loc.unsqueeze(-2))

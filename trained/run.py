@@ -43,6 +43,7 @@ from .checkpoint_schema import Expected, expected_state
 from .checkpoints import check_compatible, latest_checkpoint, load_checkpoint
 from .config import LaunchConfig, TrainConfig, resolve_device
 from .lock import run_lock
+from .outputs import claim_dir, new_output_dir, sweep_temporaries
 
 CONFIG_FILE = "config.json"
 
@@ -147,9 +148,14 @@ class Run:
             raise RunError("this run has no directory yet; claim one first")
         return os.path.join(self.run_dir, *parts)
 
+    @contextlib.contextmanager
     def lock(self, new: bool = False):
-        """Hold RUN/.lock while the block writes into the run (trained/lock.py)."""
-        return run_lock(self.run_dir, new=new)
+        """Hold RUN/.lock while the block writes into the run (trained/lock.py); what killed writers
+        left in it goes first (trained/outputs.py)."""
+        with run_lock(self.run_dir, new=new):
+            if new or os.path.isfile(self.path(CONFIG_FILE)):  # only a run's own folder is swept
+                sweep_temporaries(self.run_dir)
+            yield
 
     def latest_checkpoint(self, map_location="cpu", expect: Expected | None = None) -> dict | None:
         """The newest checkpoint of this run that passes every check (trained/checkpoints.py), with
@@ -243,43 +249,11 @@ def load_run(run_dir: str | os.PathLike, device: str = "cpu") -> Run:
 
 
 # -- fresh directories ----------------------------------------------------------------
-def check_output_parent(parent: str) -> None:
-    """Refuse, before any work, a `parent` of outputs that is no folder (a file, or a link to one)."""
-    if os.path.lexists(parent) and not os.path.isdir(parent):
-        raise RunError(f"{parent} is a file where a folder of outputs belongs; move it aside")
-
-
-def new_output_dir(parent: str, name: str) -> str:
-    """A fresh `parent/name`, or `parent/name-2`, ...: an earlier output is never overwritten."""
-    check_output_parent(parent)
-    base, n = os.path.join(parent, name), 1
-    path = base
-    while True:
-        try:
-            os.makedirs(path)
-            return path
-        except FileExistsError:
-            n += 1
-            path = f"{base}-{n}"
-
-
 def new_run_dir(runs_dir: str, dataset: str, model: str) -> str:
     """A fresh `runs_dir/<dataset>-<model>-<timestamp>[-n]`; never an existing one."""
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     safe = re.sub(r"[^A-Za-z0-9_.+-]", "_", dataset.replace("folder:", "").strip("/"))
     return new_output_dir(runs_dir, f"{safe}-{model}-{stamp}")
-
-
-def claim_dir(path: str) -> str:
-    """Create the directory `path`, refusing one that exists so that no run is overwritten."""
-    try:
-        os.makedirs(path)
-    except FileExistsError:
-        raise RunError(
-            f"run directory {path} already exists and runs are never overwritten; pick another `run_dir`, "
-            "or continue that run with `resume`"
-        ) from None
-    return path
 
 
 def read_config_file(path: str | os.PathLike) -> Run:

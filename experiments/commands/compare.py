@@ -1,12 +1,13 @@
 """The `compare` command: one table of several runs, with model, guide, data, training cost and
-the numbers of `evaluate`.
+the numbers of `evaluate`; or, with `experiment`, an experiment's tables over training seeds.
 
 Train time comes from RUN/summary.json (written at the end of training), the data each run really
 read (source, train and test sizes) from RUN/environment.json, the test ELBO, the IWAE bound and
 the clustering accuracy from RUN/eval.json, which is computed first where it is missing, torn, of
 another run (its run id) or stale (not made at the run's newest checkpoint). Writes compare.md
-and compare.csv to `out` (default: a new compare-<time> folder). Runs trained on other data than
-the first are flagged (‡).
+and compare.csv to `out` (which must be absent or empty; default: a new ./compare-<time>
+folder), whole or absent (trained/outputs.py). Runs trained on other data than the first are
+flagged (‡).
 
 IWAE bounds tighten as S grows, so rows whose IWAE used another S than the first row are
 flagged (a dagger in the table, a line on the console): evaluate them again with one S.
@@ -14,19 +15,27 @@ flagged (a dagger in the table, a line on the console): evaluate them again with
 Runs on the same data and group size are scored on the same test groups, so their IWAE
 difference to the first run is also given with its paired standard error over those groups,
 which is much smaller than the standard error of each bound (most of that is the spread of
-log p(X) between groups, common to every model).
+log p(X) between groups, common to every model). Two evaluations of one `folder:` dataset that
+grew in between score different test groups: both runs are evaluated again on the data as it is.
+
+With `experiment` (set-generation, group-factors, structured-batches), compare.md holds that
+experiment's tables over training seeds instead, from each run's newest results of it (runs
+named SETTING-sSEED are seeds of one setting; experiments/over_seeds.py): the result tables of
+the README, made by the package.
 """
 
 from __future__ import annotations
 
 import csv
+import datetime
+import importlib
 import io
 import os
 from dataclasses import dataclass
 
 import torch
 
-from ...errors import DataError, RunError
+from ...errors import ConfigError, DataError, RunError
 from ...files import atomic_write_text, read_json
 from ...progress import progress
 from ...settings import setting
@@ -34,7 +43,16 @@ from ...trained import Run
 from ...trained.checkpoints import checkpoint_step, list_checkpoints
 from ...trained.environment import data_summary
 from ...trained.evaluation import mean_and_stderr
+from ...trained.outputs import OutputFolder
+from ..over_seeds import escape, load_runs
 from .evaluate import EvaluateSettings, evaluate_run
+
+# experiment -> its results file, and the module and function of its tables over seeds
+SEED_TABLES = {
+    "set-generation": ("results.json", "..set_generation.over_seeds", "seed_tables"),
+    "group-factors": ("results.json", "..group_factors", "seed_tables"),
+    "structured-batches": ("table.json", "..structured_batches.over_seeds", "seed_table"),
+}
 
 COLUMNS = [
     "run",
@@ -73,14 +91,15 @@ def newest_checkpoint_step(run_dir: str) -> int | None:
     return checkpoint_step(paths[-1]) if paths else None
 
 
-def run_row(run_dir: str, samples: int = 100, device: str = "auto") -> dict:
-    """One table row; evaluates the run first unless its eval.json is of this run and its newest checkpoint."""
+def run_row(run_dir: str, samples: int = 100, device: str = "auto", again: bool = False) -> dict:
+    """One table row; evaluates the run first unless its eval.json is of this run and its newest
+    checkpoint (or `again`)."""
     run = Run.open(run_dir, device)
     summary = _read_json(run.path("summary.json"))
     if summary is None:
         raise RunError(f"{run_dir} has no summary.json: its training did not finish; resume it")
     try:
-        scores = _read_json(run.path("eval.json"))
+        scores = None if again else _read_json(run.path("eval.json"))
     except RunError:
         scores = None  # a cache: a torn eval.json is computed again
     if scores is not None and not is_current(scores, run):
@@ -92,10 +111,31 @@ def run_row(run_dir: str, samples: int = 100, device: str = "auto") -> dict:
         "guide": run.guide_name,
         "dataset": run.train_cfg.dataset,
         "data": data_summary(run.run_dir),  # what the run really read (environment.json)
-        "epochs": summary["epochs"],
-        "train_s": summary["train_seconds"],
+        "epochs": summary.get("epochs"),  # a summary of an older version may lack them
+        "train_s": summary.get("train_seconds"),
     }
-    return {**row, **{k: scores.get(k) for k in COLUMNS + ["group_size", "iwae_per_test_group"] if k not in row}}
+    extra = ["group_size", "test_images", "iwae_per_test_group"]
+    return {**row, **{k: scores.get(k) for k in COLUMNS + extra if k not in row}}
+
+
+def evaluated_rows(run_dirs: list[str], samples: int, device: str) -> list[dict]:
+    """A row per run; runs scored on other test groups than the first run's of the same data and B
+    (a `folder:` dataset that grew between their evaluations) are evaluated again, with the first."""
+    rows = [run_row(r, samples, device) for r in progress(run_dirs, desc="runs", unit="run")]
+    regrown = [i for i, r in enumerate(rows) if same_groups(r, rows[0]) and not same_test_images(r, rows[0])]
+    if regrown:
+        for i in [0, *regrown]:
+            rows[i] = run_row(run_dirs[i], samples, device, again=True)
+    return rows
+
+
+def same_groups(row: dict, first: dict) -> bool:
+    return (row["dataset"], row["group_size"]) == (first["dataset"], first["group_size"])
+
+
+def same_test_images(row: dict, first: dict) -> bool:
+    sizes = [len(r.get("iwae_per_test_group") or []) for r in (row, first)]
+    return row.get("test_images") == first.get("test_images") and sizes[0] == sizes[1]
 
 
 def is_current(scores: dict, run: Run) -> bool:
@@ -112,8 +152,8 @@ def add_paired_differences(rows: list[dict]):
     """iwae_vs_first(_se): IWAE minus the first run's, paired over the test groups both were scored on."""
     first = rows[0]
     for r in rows:
-        same_groups = (r["dataset"], r["group_size"]) == (first["dataset"], first["group_size"])
-        if same_groups and r.get("iwae_per_test_group") and first.get("iwae_per_test_group"):
+        paired = same_groups(r, first) and same_test_images(r, first)
+        if paired and r.get("iwae_per_test_group") and first.get("iwae_per_test_group"):
             diff = torch.tensor(r["iwae_per_test_group"]) - torch.tensor(first["iwae_per_test_group"])
             r["iwae_vs_first"], r["iwae_vs_first_se"] = mean_and_stderr(diff)
 
@@ -123,19 +163,10 @@ def mixed_samples(rows: list[dict]) -> list[str]:
     return [r["run"] for r in rows if r.get("samples") != rows[0].get("samples")]
 
 
-def default_out_dir() -> str:
-    """A new ./compare-<time>[-n] folder: a table is never written over an earlier one."""
-    import datetime
-
-    from ...trained.run import new_output_dir
-
-    return new_output_dir(".", "compare-" + datetime.datetime.now().strftime("%Y%m%d-%H%M%S"))
-
-
 def _cell(value, digits: int = 2) -> str:
     if value is None:
         return "-"
-    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+    return f"{value:.{digits}f}" if isinstance(value, float) else escape(value)
 
 
 def other_data(rows: list[dict]) -> list[str]:
@@ -166,10 +197,10 @@ def markdown(rows: list[dict]) -> str:
         if r.get("iwae_vs_first") is not None:
             paired = f"{_cell(r['iwae_vs_first'])} ± {_cell(r['iwae_vs_first_se'])}"
         cells = [
-            r["run"],
-            r["model"],
-            r["guide"],
-            r["dataset"],
+            escape(r["run"]),
+            escape(r["model"]),
+            escape(r["guide"]),
+            escape(r["dataset"]),
             _cell(r["data"]) + (" ‡" if r["run"] in other else ""),
             _cell(r["epochs"]),
             _cell(r["train_s"], 0),
@@ -210,11 +241,15 @@ def to_csv(rows: list[dict]) -> str:
 class CompareSettings:
     out: str | None = setting(None, "where compare.md and compare.csv go; None: a new ./compare-TIME", metavar="DIR")
     samples: int = setting(100, "IWAE samples for runs not yet evaluated")
+    experiment: str | None = setting(
+        None, "tables of this experiment's results over seeds instead of the runs' scores", choices=tuple(SEED_TABLES)
+    )
+    reference: str | None = setting(None, "with `experiment`: the setting others are read against", metavar="SETTING")
 
 
 @dataclass
 class CompareResult:
-    rows: list[dict]
+    rows: list[dict]  # the runs' scores; empty for an experiment's tables
     table: str
     files: list[str]
 
@@ -222,27 +257,41 @@ class CompareResult:
 def compare(run_dirs: list[str], settings: CompareSettings | None = None, device: str = "auto") -> CompareResult:
     """The table of the module docstring for `run_dirs`, written to `settings.out`."""
     settings = settings or CompareSettings()
-    if settings.out and os.path.lexists(settings.out) and not os.path.isdir(settings.out):
-        raise RunError(f"`out` {settings.out} is a file, not a folder; pick another `out`")  # before any evaluation
-    rows = [run_row(r, settings.samples, device) for r in progress(run_dirs, desc="runs", unit="run")]
-    add_paired_differences(rows)
-    out = settings.out or default_out_dir()
-    os.makedirs(out, exist_ok=True)
-    table = markdown(rows)
-    files = [os.path.join(out, "compare.md"), os.path.join(out, "compare.csv")]
-    atomic_write_text(files[0], table)
-    atomic_write_text(files[1], to_csv(rows))
-    return CompareResult(rows, table, files)
+    if settings.experiment is not None and settings.experiment not in SEED_TABLES:
+        raise ConfigError(f"`experiment` is one of {', '.join(SEED_TABLES)}, got {settings.experiment!r}")
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    folder = OutputFolder(".", f"compare-{stamp}", out=settings.out)  # refuses a bad `out` before any evaluation
+    rows = []
+    if settings.experiment is not None:
+        table = experiment_tables(run_dirs, settings.experiment, settings.reference)
+    else:
+        rows = evaluated_rows(run_dirs, settings.samples, device)
+        add_paired_differences(rows)
+        table = markdown(rows)
+    with folder:
+        atomic_write_text(folder.file("compare.md"), table)
+        if rows:
+            atomic_write_text(folder.file("compare.csv"), to_csv(rows))
+    return CompareResult(rows, table, folder.files)
+
+
+def experiment_tables(run_dirs: list[str], experiment: str, reference: str | None = None) -> str:
+    """An experiment's tables over the seeds of `run_dirs` (see the module docstring)."""
+    results_file, module, function = SEED_TABLES[experiment]
+    tables = getattr(importlib.import_module(module, __package__), function)
+    return tables(load_runs(run_dirs, experiment, results_file), reference)
 
 
 def report(result: CompareResult) -> str:
     lines = [result.table]
-    flagged = mixed_samples(result.rows)
-    if flagged:
-        first = result.rows[0]["run"]
-        lines.append(f"warning: the IWAE of {', '.join(flagged)} used another S than {first}'s; not comparable")
-    other = other_data(result.rows)
-    if other:
-        lines.append(f"warning: {', '.join(other)} trained on other data than {result.rows[0]['run']}; not comparable")
-    lines.append(f"wrote {result.files[0]} and {result.files[1]}")
+    if result.rows:
+        flagged = mixed_samples(result.rows)
+        if flagged:
+            first = result.rows[0]["run"]
+            lines.append(f"warning: the IWAE of {', '.join(flagged)} used another S than {first}'s; not comparable")
+        other = other_data(result.rows)
+        if other:
+            first = result.rows[0]["run"]
+            lines.append(f"warning: {', '.join(other)} trained on other data than {first}; not comparable")
+    lines.append("wrote " + " and ".join(result.files))
     return "\n".join(lines)

@@ -12,8 +12,8 @@ Gaussians, so a group may hold any number of images), every image its local code
 Folder images are centre-cropped and resized to the run's image size (data/folder.py) and
 converted to its channels; a notice says when any image had another size or colour.
 
-Writes, atomically, to a new RUN/embed/<source>[-n]/ (or `out`, which must not hold files;
-with `out` elsewhere the run itself is only read):
+Writes to a new RUN/embed/<source>[-n]/ (or `out`, which must not hold files; with `out`
+elsewhere the run itself is only read), whole or absent (trained/outputs.py):
     embeddings.npz   the arrays of `Embeddings` (trained/inference.py)
     beta.csv         one row per group: group_id, group_source, group_size, beta_loc_*, beta_scale_*
 For a model without a global latent (VAE, GMVAE) beta is absent: only the local codes are written.
@@ -21,19 +21,18 @@ For a model without a global latent (VAE, GMVAE) beta is absent: only the local 
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ...errors import ConfigError, RunError
+from ...errors import ConfigError
 from ...files import atomic_write, atomic_write_text
 from ...progress import plural
 from ...settings import setting
 from ...trained import Run
-from ...trained.inference import Embeddings, embed_groups, split_groups
-from ...trained.run import new_output_dir
+from ...trained.inference import EMBED_CONSEQUENCE, Embeddings, embed_groups, split_groups, warn_if_beta_inactive
+from ...trained.outputs import OutputFolder
 
 
 @dataclass
@@ -60,22 +59,20 @@ def embed_run(run: Run, settings: EmbedSettings) -> EmbedResult:
         raise ConfigError("embed needs one source: a `folder` or a `split` (train or test)")
     if settings.group_size is not None and settings.group_size < 1:
         raise ConfigError(f"`group_size` must be >= 1, got {settings.group_size}")
-    if settings.out:
-        check_output_dir(settings.out)
+    name = Path(settings.folder).expanduser().resolve().name if settings.folder is not None else settings.split
+    folder = OutputFolder(run.path("embed"), name, out=settings.out, run_dir=run.run_dir)
     if settings.folder is not None:
         embeddings = run.embed(settings.folder, settings.group_size)
-        name = Path(settings.folder).expanduser().resolve().name
     else:
         group_size = settings.group_size or run.train_cfg.group_size
         groups = split_groups(run, settings.split, group_size, settings.data_dir)
-        embeddings, name = embed_groups(run.model, run.guide, groups, run.device), settings.split
-    out_dir = claim_output_dir(settings.out) if settings.out else new_output_dir(run.path("embed"), name)
-    files = [os.path.join(out_dir, "embeddings.npz")]
-    save_npz(files[0], embeddings.arrays())
-    if embeddings.beta_loc is not None:
-        files.append(os.path.join(out_dir, "beta.csv"))
-        atomic_write_text(files[1], beta_csv(embeddings))
-    return EmbedResult(out_dir, files, embeddings)
+        warn_if_beta_inactive(run, EMBED_CONSEQUENCE)
+        embeddings = embed_groups(run.model, run.guide, groups, run.device)
+    with folder:
+        save_npz(folder.file("embeddings.npz"), embeddings.arrays())
+        if embeddings.beta_loc is not None:
+            atomic_write_text(folder.file("beta.csv"), beta_csv(embeddings))
+    return EmbedResult(folder.path, folder.files, embeddings)
 
 
 def report(result: EmbedResult) -> str:
@@ -100,18 +97,3 @@ def beta_csv(e: Embeddings) -> str:
         numbers = [f"{v:.6g}" for v in (*e.beta_loc[g], *e.beta_scale[g])]
         lines.append(",".join([str(g), f'"{source}"', str(e.group_size[g]), *numbers]))
     return "\n".join(lines) + "\n"
-
-
-def check_output_dir(path: str) -> None:
-    """Refuse an `out` folder that already holds files, before any work: nothing is overwritten."""
-    if os.path.lexists(path) and not os.path.isdir(path):
-        raise RunError(f"`out` {path} is a file, not a folder; pick another `out`")
-    if os.path.isdir(path) and os.listdir(path):
-        raise RunError(f"`out` {path} already holds files and outputs are never overwritten; pick another `out`")
-
-
-def claim_output_dir(path: str) -> str:
-    """`out`: created if missing, refused if it already holds files (nothing is overwritten)."""
-    check_output_dir(path)
-    os.makedirs(path, exist_ok=True)
-    return path

@@ -5,8 +5,8 @@ once per group, or beta = E q(beta | X) of a set of images, "more images like th
 `beta_from` a folder whose sub-folders are sets, every set gets its own rows, labelled with its
 name (as `embed` reads the same folder: one group per sub-folder); a flat folder is one set.
 
-Writes, atomically, to a new RUN/samples/<prior|folder>[-n]/ (or `out`, which must not hold
-files; with `out` elsewhere the run itself is only read):
+Writes to a new RUN/samples/<prior|folder>[-n]/ (or `out`, which must not hold files; with
+`out` elsewhere the run itself is only read), whole or absent (trained/outputs.py):
     samples.png   a row per group, B images per row, each row labelled with its beta's source
     samples.npz   the arrays of `Samples`: images (N, B, C, H, W) in [0, 1], beta (N, beta_dim),
                   z (N, B, z_dim), d (N, B) where the model has clusters, group_source (N,)
@@ -23,8 +23,8 @@ from ...progress import plural
 from ...settings import setting
 from ...trained import Run
 from ...trained.inference import Samples
-from ...trained.run import new_output_dir
-from .embed import check_output_dir, claim_output_dir, save_npz
+from ...trained.outputs import OutputFolder
+from .embed import save_npz
 
 # More pixels than this in one call would be a memory error, not a figure anyone looks at.
 MAX_SAMPLED_PIXELS = 2**31
@@ -64,22 +64,20 @@ def sample_run(run: Run, settings: SampleSettings) -> SampleResult:
             f"`num_groups` x `group_size` asks for {pixels:.3g} pixels, more than the {MAX_SAMPLED_PIXELS:.3g} one "
             "figure holds; draw fewer groups or fewer images per group"
         )
-    if settings.out:
-        check_output_dir(settings.out)
-    drawn = run.sample(settings.num_groups, settings.group_size, settings.beta_from, settings.seed)
     name = "prior" if settings.beta_from is None else os.path.basename(os.path.normpath(settings.beta_from))
-    out_dir = claim_output_dir(settings.out) if settings.out else new_output_dir(run.path("samples"), name)
-    png, npz = os.path.join(out_dir, "samples.png"), os.path.join(out_dir, "samples.npz")
+    folder = OutputFolder(run.path("samples"), name, out=settings.out, run_dir=run.run_dir)
+    drawn = run.sample(settings.num_groups, settings.group_size, settings.beta_from, settings.seed)
     images = drawn.images
-    save_grid(
-        png,
-        images.reshape((-1,) + images.shape[2:]),
-        nrow=settings.group_size,
-        title="rows: groups, each sharing one beta",
-        row_labels=[f"beta of {s}" if s != "p(beta)" else "beta ~ p(beta)" for s in drawn.sources],
-    )
-    save_npz(npz, drawn.arrays())
-    return SampleResult(out_dir, [png, npz], drawn)
+    with folder:
+        save_grid(
+            folder.file("samples.png"),
+            images.reshape((-1,) + images.shape[2:]),
+            nrow=settings.group_size,
+            title="rows: groups, each sharing one beta",
+            row_labels=[f"beta of {s}" if s != "p(beta)" else "beta ~ p(beta)" for s in drawn.sources],
+        )
+        save_npz(folder.file("samples.npz"), drawn.arrays())
+    return SampleResult(folder.path, folder.files, drawn)
 
 
 def report(result: SampleResult) -> str:

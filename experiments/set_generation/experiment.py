@@ -21,9 +21,10 @@ The kinds default to what the run's data has: factors for `grouped:BASE` (BASE's
 mix for labelled data (its test split; the classifier reads its training split). Every run is
 scored on the same sets (one seed).
 
-Writes to a new RUN_DIR/experiments/set-generation[-n]/ (never over an earlier output):
-results.json (every cell, with standard errors over sets), table.md (one table per kind) and
-sets-<kind>.png (donor rows, each followed by the rows each generator made from it).
+Writes to a new RUN_DIR/experiments/set-generation[-n]/ (whole or absent, never over an earlier
+output): results.json (every cell, with standard errors over sets), table.md (one table per
+kind) and sets-<kind>.png (donor rows, each followed by the rows each generator made from it).
+`compare --experiment set-generation` gives the tables over training seeds (over_seeds.py).
 """
 
 from __future__ import annotations
@@ -39,10 +40,10 @@ from ...errors import ConfigError, DataError
 from ...progress import progress
 from ...settings import check_at_least, setting
 from ...trained import Run
-from ..group_factors import ImageFactorReader, r2_per_factor
+from ..readers import ClassReader, ImageFactorReader, r2_per_factor
 from .generators import generators, reconstructions
 from .held_out_sets import FACTORS, HeldOutSets, factor_sets, mix_sets
-from .scores import ClassReader, class_mix_tv, diversity, mean_and_se, novelty
+from .scores import class_mix_tv, diversity, mean_and_se, novelty
 
 NAME = "set-generation"
 KINDS = ("factors", "mix")
@@ -190,11 +191,11 @@ def set_generation(run: Run, settings: SetGenerationSettings | None = None) -> S
     """Score every generator of `run` and of each baseline run on held-out sets: the files of the
     module docstring, in a new RUN/experiments/set-generation[-n]/."""
     from ...trained import load_run
-    from ...trained.run import check_output_parent, new_output_dir
+    from ...trained.outputs import OutputFolder
 
     settings = settings or SetGenerationSettings()
     check(settings)
-    check_output_parent(run.path("experiments"))
+    folder = OutputFolder(run.path("experiments"), NAME, run_dir=run.run_dir)
     baselines = [load_run(path, str(run.device)) for path in settings.baseline_runs]
     for other in baselines:
         if other.model_cfg.x_shape != run.model_cfg.x_shape:
@@ -220,7 +221,6 @@ def set_generation(run: Run, settings: SetGenerationSettings | None = None) -> S
             train_base = load_dataset(name, "train", data_dir, cfg.image_size)
             mix_rows, accuracy = mix_cells(sources, base, train_base, alphas, settings, run.device, bar)
             rows, diagnostics["classifier accuracy"] = rows + mix_rows, accuracy
-    out_dir = new_output_dir(run.path("experiments"), NAME)
     results = {
         "run": run.run_dir,
         "step": run.step,  # the checkpoint these numbers were computed from
@@ -232,24 +232,24 @@ def set_generation(run: Run, settings: SetGenerationSettings | None = None) -> S
         "rows": rows,
         "diagnostics": diagnostics,
     }
-    files, table = write_outputs(out_dir, results, sources, base, settings, run.device)
-    return SetGenerationResult(out_dir, files, results, table)
+    with folder:
+        table = write_outputs(folder, results, sources, base, settings, run.device)
+    return SetGenerationResult(folder.path, folder.files, results, table)
 
 
 def report(result: SetGenerationResult) -> str:
     return result.table + f"wrote {result.out_dir}"
 
 
-def write_outputs(out_dir: str, results: dict, sources, base, settings, device) -> tuple[list[str], str]:
-    """results.json, table.md and one PNG per kind in `out_dir`; returns the files and the table."""
+def write_outputs(folder, results: dict, sources, base, settings, device) -> str:
+    """results.json, table.md and one PNG per kind in `folder` (an OutputFolder); returns the table."""
     from ...files import atomic_write_text
     from ..plotting import save_json
     from .tables import markdown_tables, save_sets_figure
 
-    files = [os.path.join(out_dir, "results.json"), os.path.join(out_dir, "table.md")]
-    save_json(files[0], results)
+    save_json(folder.file("results.json"), results)
     table = markdown_tables(results)
-    atomic_write_text(files[1], table)
+    atomic_write_text(folder.file("table.md"), table)
     alphas, shown_size = results["settings"]["alphas"], min(settings.group_sizes, key=lambda b: abs(b - 8))
     for kind in results["settings"]["kinds"]:
         if kind == "factors":
@@ -258,6 +258,5 @@ def write_outputs(out_dir: str, results: dict, sources, base, settings, device) 
             sets = mix_sets(
                 base, settings.shown, shown_size, settings.generated, alphas[len(alphas) // 2], settings.seed
             )
-        files.append(os.path.join(out_dir, f"sets-{kind}.png"))
-        save_sets_figure(files[-1], sources, sets, device, kind)
-    return files, table
+        save_sets_figure(folder.file(f"sets-{kind}.png"), sources, sets, device, kind)
+    return table

@@ -21,34 +21,30 @@ Each returns images (S, M, C, H, W) in [0, 1]. The generators are listed per run
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 import pyro.distributions as dist
 import torch
-from pyro import poutine
+
+from ...trained.inference import Posteriors, posteriors, prior_trace
 
 Generator = Callable[[torch.Tensor, int], torch.Tensor]  # (X (S, B, C, H, W), M) -> (S, M, C, H, W)
 
 
 def decode(model, z: torch.Tensor, beta: torch.Tensor | None) -> torch.Tensor:
-    """Mean images of z (S, M, z_dim), with beta (S, beta_dim) for a model that has one."""
-    return model.decode(z, beta[:, None]) if model.has_global_latent else model.decode(z)
+    """Mean images of z (S, M, z_dim) with beta (S, beta_dim), or None for a model without one."""
+    return model.decode(z, None if beta is None else beta[:, None])
 
 
 def prior_samples(model, num_sets: int, size: int, beta: torch.Tensor | None = None) -> torch.Tensor:
-    """The model as a Pyro program with no data, beta fixed per set to `beta` (S, beta_dim) if given."""
-    program = model
-    if beta is not None:
-        program = poutine.condition(model, {"beta": beta[:, None]})  # the site is (S, 1, beta_dim)
-    trace = poutine.trace(program).get_trace(None, num_groups=num_sets, group_size=size)
-    beta_site = trace.nodes["beta"]["value"][:, 0] if model.has_global_latent else None
-    return decode(model, trace.nodes["z"]["value"], beta_site)
+    """The model as a Pyro program with no data, beta fixed per set to `beta` (S, beta_dim) if given:
+    the decoder's mean images of its draws."""
+    return prior_trace(model, num_sets, size, beta).nodes["x"]["fn"].mean
 
 
-def set_codes(run, x: torch.Tensor):
-    """(z_loc, z_scale, pi or None, beta* or None) of the sets x."""
-    local = run.guide.local_posterior(x)
-    beta = run.guide.global_posterior(x).loc if run.guide.has_global_latent else None
-    return local.z_loc, local.z_scale, local.pi, beta
+def set_codes(run, x: torch.Tensor) -> Posteriors:
+    """The guide's summaries of the sets x; beta* = E q(beta | X) is `beta_loc` (None without a beta)."""
+    return posteriors(run.guide, x)
 
 
 @torch.no_grad()
@@ -58,7 +54,7 @@ def beta_sampling(run, x: torch.Tensor, size: int) -> torch.Tensor:
 
 @torch.no_grad()
 def set_code_gaussian(run, x: torch.Tensor, size: int) -> torch.Tensor:
-    z_loc, z_scale, _, beta = set_codes(run, x)
+    z_loc, z_scale, _, beta, _ = set_codes(run, x)
     var = z_loc.var(1, unbiased=False) + z_scale.pow(2).mean(1)
     z = z_loc.mean(1, keepdim=True) + var.sqrt()[:, None] * torch.randn(len(x), size, z_loc.shape[-1], device=x.device)
     return decode(run.model, z, beta)
@@ -66,7 +62,7 @@ def set_code_gaussian(run, x: torch.Tensor, size: int) -> torch.Tensor:
 
 @torch.no_grad()
 def member_code(run, x: torch.Tensor, size: int) -> torch.Tensor:
-    z_loc, z_scale, _, beta = set_codes(run, x)
+    z_loc, z_scale, _, beta, _ = set_codes(run, x)
     pick = torch.randint(x.shape[1], (len(x), size), device=x.device)
     rows = torch.arange(len(x), device=x.device)[:, None]
     z = z_loc[rows, pick] + z_scale[rows, pick] * torch.randn(len(x), size, z_loc.shape[-1], device=x.device)
@@ -75,11 +71,10 @@ def member_code(run, x: torch.Tensor, size: int) -> torch.Tensor:
 
 @torch.no_grad()
 def set_cluster_mix(run, x: torch.Tensor, size: int) -> torch.Tensor:
-    _, _, pi, beta = set_codes(run, x)
+    _, _, pi, beta, _ = set_codes(run, x)
     d = dist.Categorical(probs=pi.mean(1, keepdim=True).expand(-1, size, -1)).sample()  # (S, M)
-    loc, scale = run.model.cluster_prior(beta) if beta is not None else run.model.components()
-    if beta is None:  # GMVAE: the same K components for every set
-        loc, scale = loc.expand(len(x), -1, -1), scale.expand(len(x), -1, -1)
+    # (S, K, z_dim), or (K, z_dim) for every set alike when there is no beta
+    loc, scale = (torch.broadcast_to(t, (len(x),) + t.shape[-2:]) for t in run.model.prior_components(beta))
     rows = torch.arange(len(x), device=x.device)[:, None]
     z = dist.Normal(loc[rows, d], scale[rows, d]).sample()
     return decode(run.model, z, beta)
@@ -90,22 +85,26 @@ def prior(run, x: torch.Tensor, size: int) -> torch.Tensor:
     return prior_samples(run.model, len(x), size)
 
 
+# Table order: name, generator, the latent it needs besides z (None: every model has what it needs).
+GENERATORS = (
+    ("beta sampling", beta_sampling, "beta"),
+    ("set-code Gaussian", set_code_gaussian, None),
+    ("member code + noise", member_code, None),
+    ("set's q(d) mix", set_cluster_mix, "d"),
+)
+
+
 def generators(run) -> dict[str, Generator]:
-    """Name -> generator for what this run's model offers, in table order."""
-    model = run.model
-    out: dict[str, Generator] = {}
-    if model.has_global_latent:
-        out["beta sampling"] = lambda x, m: beta_sampling(run, x, m)
-    out["set-code Gaussian"] = lambda x, m: set_code_gaussian(run, x, m)
-    out["member code + noise"] = lambda x, m: member_code(run, x, m)
-    if model.has_mixture:
-        out["set's q(d) mix"] = lambda x, m: set_cluster_mix(run, x, m)
-    out["beta ~ p(beta)" if model.has_global_latent else "z ~ p(z)"] = lambda x, m: prior(run, x, m)
+    """Name -> generator for what this run's model offers (its latents, model/base.py), in table order."""
+    latents = run.model.latent_sizes
+    out = {name: partial(make, run) for name, make, needs in GENERATORS if needs is None or needs in latents}
+    top = next(name for name in latents if name != "d")  # what the prior draws first: beta, or z
+    out[f"{top} ~ p({top})"] = partial(prior, run)
     return out
 
 
 @torch.no_grad()
 def reconstructions(run, x: torch.Tensor) -> torch.Tensor:
     """Decoder means at E q(z | x) (and E q(beta | X)): what the run's decoder makes of x itself."""
-    z_loc, _, _, beta = set_codes(run, x)
-    return decode(run.model, z_loc, beta)
+    codes = set_codes(run, x)
+    return decode(run.model, codes.z_loc, codes.beta_loc)

@@ -10,7 +10,7 @@ images of the same source), all as flattened pixels in [0, 1] with Euclidean dis
                    from their nearest member, against a new real image's; near 0 means copies
     diversity      mean pairwise |g - g'| within G / the same within R: near 0 means one image
                    repeated; a blurry generator also scores low
-    factor R^2     a factor reader (group_factors.ImageFactorReader: an MLP on single images,
+    factor R^2     a factor reader (readers.ImageFactorReader: an MLP on single images,
                    averaged over the set) predicts each set's factors from G; R^2 against the
                    set's true factors. Readers are fit on real images, on the run's
                    reconstructions, or on the generator's own sets of other held-out sets.
@@ -23,35 +23,7 @@ from __future__ import annotations
 
 import torch
 
-from ...data import to_unit_float
-from ..group_factors import EARLY_STOPPING_MIN_IMAGES
-
-
-def flat(images: torch.Tensor) -> torch.Tensor:
-    """(S, N, C, H, W) uint8 or float images -> (S, N, D) float pixels in [0, 1]."""
-    images = to_unit_float(images) if images.dtype == torch.uint8 else images.float()
-    return images.flatten(2).cpu()
-
-
-class ClassReader:
-    """A classifier of single images (an MLP on pixels) fit on real labelled images."""
-
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, seed: int):
-        from sklearn.neural_network import MLPClassifier
-
-        x = flat(images[None])[0].numpy()
-        early = len(x) >= EARLY_STOPPING_MIN_IMAGES
-        self.net = MLPClassifier(hidden_layer_sizes=(256,), max_iter=200, early_stopping=early, random_state=seed)
-        self.net.fit(x, labels.numpy())
-
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        """Class id of each image of (S, N, C, H, W) -> (S, N) long."""
-        x = flat(images)
-        return torch.from_numpy(self.net.predict(x.flatten(0, 1).numpy())).long().view(x.shape[:2])
-
-    def accuracy(self, images: torch.Tensor, labels: torch.Tensor) -> float:
-        """Share of (N, C, H, W) images classified as their label."""
-        return float((self(images[None])[0] == labels).float().mean())
+from ..readers import flat
 
 
 def class_mix_tv(predicted: torch.Tensor, shares: torch.Tensor) -> torch.Tensor:

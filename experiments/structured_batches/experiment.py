@@ -3,141 +3,39 @@
 Test groups of B images follow a rule (even, odd, Fibonacci or prime digits; Fashion-MNIST
 tops or footwear; CelebA black or blond hair, male or female), mix two rules in 60/40 vs
 40/60 proportion, or are random. Each group is encoded by the run's q(beta | X) (eq. 8-9),
-and linear / RBF SVMs classify samples of it, or its mean with `means` (experiments/structured_batches/features.py).
+and linear / RBF SVMs classify samples of it, or its mean with `means` (classifiers.py).
 The groups whose features train the SVMs and those that test them come from disjoint halves
 of the test split, so they share no image. Every task is repeated for each group size and each feature source:
 the run, untrained guides of the same architecture (several seeds, reported as mean ± spread),
 PCA of the group's mean image, the group mean of the run's own local codes [z_loc, pi] on
-beta_dim principal axes, and any baseline run. Writes table.json, table.md and tsne.png
-(fig. 7: t-SNE of the posterior means) to RUN/experiments/structured-batches/.
+beta_dim principal axes, and any baseline run (experiments/group_features.py). The tasks are
+those of tasks.py. Writes table.json, table.md and tsne.png (fig. 7: t-SNE of the posterior
+means) to a new RUN/experiments/structured-batches[-n]/ (whole or absent); `compare
+--experiment structured-batches` gives the table over runs (`seed_table`).
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import matplotlib.pyplot as plt
 import torch
 from sklearn.manifold import TSNE
 
-from ...data import STRUCTURED_RULES, DataError, ImageSet, load_dataset, mixed_class_groups, structured_groups
+from ...data import ImageSet, load_dataset
 from ...errors import ConfigError, RunError
 from ...files import atomic_write_text
 from ...progress import progress
 from ...settings import check_at_least, setting
 from ...trained import Run, load_run
-from ..plotting import experiment_dir, save_figure, save_json
-from .features import (
-    FeatureSource,
-    guide_features,
-    local_code_features,
-    pca_features,
-    posterior_samples,
-    svm_accuracies,
-    untrained_guide,
-)
+from ...trained.outputs import OutputFolder
+from ..group_features import FeatureSource, guide_features, local_code_features, pca_features, untrained_guide
+from ..plotting import save_figure, save_json
+from .classifiers import posterior_samples, svm_accuracies
+from .tasks import Task, draw_task, structured_tasks
 
 NAME = "structured-batches"
-
-# Which rule set each labelled dataset uses, and the paper's pairings of rules.
-RULE_SETS = {"mnist": "mnist", "digits": "mnist", "synthetic": "mnist", "fashion-mnist": "fashion-mnist"}
-PAIRINGS = {"mnist": [("even", "odd"), ("fibonacci", "prime")], "fashion-mnist": [("tops", "footwear")]}
-
-
-@dataclass(eq=False)
-class GroupClass:
-    """Groups whose first round(share * B) members have a label in `classes` and the rest in `other`."""
-
-    name: str
-    labels: torch.Tensor  # (N,) the label each rule reads; -1 for no class
-    classes: list[int]
-    other: list[int] | None = None
-    share: float = 1.0
-
-    def draw(self, allowed: torch.Tensor, num_groups: int, group_size: int, seed: int) -> torch.Tensor:
-        labels = torch.where(allowed, self.labels, -1)  # images outside `allowed` join no pool
-        if self.other is None:
-            return structured_groups(labels, self.classes, num_groups, group_size, seed)
-        return mixed_class_groups(labels, self.classes, self.other, self.share, num_groups, group_size, seed)
-
-
-@dataclass
-class Task:
-    name: str
-    classes: list[GroupClass] = field(default_factory=list)
-
-
-def pair_tasks(a: GroupClass, b: GroupClass, random: GroupClass, share: float) -> list[Task]:
-    """The paper's two tasks for a pair of rules, plus the harder mixed-proportion task."""
-    mix = f"{round(100 * share)}/{round(100 * (1 - share))}"
-    return [
-        Task(f"{a.name} vs {b.name}", [a, b]),
-        Task(f"{a.name} vs {b.name} vs random", [a, b, random]),
-        Task(
-            f"{a.name}:{b.name} {mix} vs reverse",
-            [
-                GroupClass(f"{mix} {a.name}:{b.name}", a.labels, a.classes, b.classes, share),
-                GroupClass(f"{mix} {b.name}:{a.name}", a.labels, b.classes, a.classes, share),
-            ],
-        ),
-    ]
-
-
-def structured_tasks(dataset: str, data: ImageSet, share: float = 0.6) -> tuple[list[Task], Task]:
-    """The classification tasks for a dataset, and the classes shown together in the t-SNE plot."""
-    key = dataset.partition(":")[0]
-    if key == "celeba":
-        return celeba_tasks(data, share)
-    if key not in RULE_SETS or "+" in dataset:
-        raise DataError(
-            f"structured batches need mnist, fashion-mnist, digits, synthetic or celeba, not '{dataset}'; "
-            "for a mixture of datasets use the domain-alignment experiment"
-        )
-    if data.labels is None:
-        raise DataError(f"dataset '{dataset}' has no labels, so no group follows a rule; use a labelled dataset")
-    rules = STRUCTURED_RULES[RULE_SETS[key]]
-    by_rule = {name: GroupClass(name, data.labels, list(classes)) for name, classes in rules.items()}
-    random = GroupClass("random", data.labels, sorted(set(data.labels.tolist())))
-    tasks = [t for a, b in PAIRINGS[RULE_SETS[key]] for t in pair_tasks(by_rule[a], by_rule[b], random, share)]
-    return tasks, Task("every rule and random", [*by_rule.values(), random])
-
-
-def celeba_tasks(data: ImageSet, share: float) -> tuple[list[Task], Task]:
-    """Table 1's CelebA tasks: black vs blond hair and male vs female, as pseudo-labels."""
-    names = data.attribute_names
-    if data.attributes is None or not {"Black_Hair", "Blond_Hair", "Male"} <= set(names):
-        raise DataError(
-            "CelebA tasks need the Black_Hair, Blond_Hair and Male attributes; load celeba with its attribute file"
-        )
-    on = data.attributes > 0
-    black, blond, male = (on[:, names.index(a)] for a in ("Black_Hair", "Blond_Hair", "Male"))
-    hair = torch.full((len(data),), 2)  # 2: neither or both, present only in random groups
-    hair[black & ~blond], hair[blond & ~black] = 0, 1
-    sex = torch.where(male, 0, 1)
-    classes = [
-        GroupClass("black hair", hair, [0]),
-        GroupClass("blond hair", hair, [1]),
-        GroupClass("male", sex, [0]),
-        GroupClass("female", sex, [1]),
-    ]
-    random = GroupClass("random", sex, [0, 1])
-    tasks = pair_tasks(classes[0], classes[1], random, share) + pair_tasks(classes[2], classes[3], random, share)
-    return tasks, Task("attributes and random", [*classes, random])
-
-
-def draw_task(task: Task, first_half: torch.Tensor, num_train: int, num_test: int, group_size: int, seed: int):
-    """groups (G, B), class labels (G,), is_train (G,).
-
-    Training groups come from the images in `first_half`, test groups from the others.
-    """
-    groups, labels, is_train = [], [], []
-    for c, cls in enumerate(task.classes):
-        for allowed, n, train in ((first_half, num_train, True), (~first_half, num_test, False)):
-            groups.append(cls.draw(allowed, n, group_size, seed + 2 * c + int(train)))
-            labels.append(torch.full((n,), c))
-            is_train.append(torch.full((n,), train))
-    return torch.cat(groups), torch.cat(labels), torch.cat(is_train)
 
 
 @dataclass
@@ -175,29 +73,31 @@ def structured_batches(run: Run, settings: StructuredBatchesSettings | None = No
     data = load_dataset(train_cfg.dataset, "test", settings.data_dir or train_cfg.data_dir, train_cfg.image_size)
     tasks, tsne_task = structured_tasks(train_cfg.dataset, data, settings.mix)
     sources = feature_sources(run, settings)
+    folder = OutputFolder(run.path("experiments"), NAME, run_dir=run.run_dir)
     rows = classification_rows(tasks, sources, data, settings)
-    out = experiment_dir(run, NAME)
-    files = [os.path.join(out, name) for name in ("table.json", "table.md", "tsne.png")]
     numbers = {
         k: getattr(settings, k)
         for k in ("group_sizes", "groups", "test_fraction", "samples", "means", "mix", "untrained_seeds", "seed")
     }
-    save_json(
-        files[0],
-        {
-            "run": run.run_dir,
-            "step": run.step,  # the checkpoint these numbers were computed from
-            "dataset": train_cfg.dataset,
-            "settings": numbers,
-            "rows": rows,
-        },
-    )
     table = markdown_table(rows, list(dict.fromkeys(r["features"] for r in rows)), settings.means)
-    atomic_write_text(files[1], table)
     # One panel per source; the first untrained seed stands for them all.
     shown = {k: v for k, v in sources.items() if SEED_MARK not in k or k.endswith(f"{SEED_MARK}{settings.seed})")}
-    tsne_plot(files[2], tsne_task, data, shown, settings.groups, settings.group_sizes[0], settings.seed)
-    return StructuredBatchesResult(out, files, rows, table, run.step)
+    with folder:
+        save_json(
+            folder.file("table.json"),
+            {
+                "run": run.run_dir,
+                "step": run.step,  # the checkpoint these numbers were computed from
+                "dataset": train_cfg.dataset,
+                "settings": numbers,
+                "rows": rows,
+            },
+        )
+        atomic_write_text(folder.file("table.md"), table)
+        tsne_plot(
+            folder.file("tsne.png"), tsne_task, data, shown, settings.groups, settings.group_sizes[0], settings.seed
+        )
+    return StructuredBatchesResult(folder.path, folder.files, rows, table, run.step)
 
 
 def report(result: StructuredBatchesResult) -> str:

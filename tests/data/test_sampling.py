@@ -12,13 +12,13 @@ from ugvae.data import (
     MixedGroups,
     RandomGroups,
     attribute_groups,
-    fixed_groups,
     mixed_class_groups,
     rule_classes,
+    seeded_partition,
     structured_groups,
     training_groups,
 )
-from ugvae.data.sampling import ClusterGroups, FixedGroups, draw, parse_mix, parse_spec, rounded_counts
+from ugvae.data.sampling import ClusterGroups, OwnGroups, draw, parse_mix, parse_spec, rounded_counts
 
 N, C = 2000, 5
 
@@ -96,7 +96,7 @@ def test_cluster_groups_are_random_until_assignments_and_warmup():
 
 def test_fixed_groups_cut_the_datasets_groups_into_chunks():
     ids = torch.arange(96) // 32  # three groups of 32
-    sampler = FixedGroups(ids, group_size=8, groups_per_step=2, seed=0)
+    sampler = OwnGroups(ids, group_size=8, groups_per_step=2, seed=0)
     assert len(sampler) == 6
     chunks = all_groups(sampler, 0)
     assert bool((ids[chunks] == ids[chunks][:, :1]).all())
@@ -106,7 +106,7 @@ def test_fixed_groups_cut_the_datasets_groups_into_chunks():
     with pytest.raises(DataError, match="own fixed groups"):
         training_groups("labels:0", data, 8, 1, 0)
     with pytest.raises(DataError, match="fewer than"):
-        FixedGroups(ids, group_size=33)
+        OwnGroups(ids, group_size=33)
 
 
 def test_rounded_counts_sum_to_the_group_size():
@@ -309,8 +309,10 @@ def test_rule_classes_by_name():
 
 
 def test_fixed_groups_partition_the_test_split_the_same_way_every_time():
-    groups = fixed_groups(103, 10, seed=1)
-    assert groups.shape == (10, 10) and len(groups.unique()) == 100 and torch.equal(groups, fixed_groups(103, 10, 1))
-    assert not torch.equal(groups, fixed_groups(103, 10, seed=2))
+    groups = seeded_partition(103, 10, seed=1)
+    assert (
+        groups.shape == (10, 10) and len(groups.unique()) == 100 and torch.equal(groups, seeded_partition(103, 10, 1))
+    )
+    assert not torch.equal(groups, seeded_partition(103, 10, seed=2))
     with pytest.raises(DataError, match="fewer than one group of 8; lower `group_size`"):
-        fixed_groups(7, 8)
+        seeded_partition(7, 8)

@@ -48,7 +48,7 @@ def test_compare_recomputes_a_torn_or_stale_eval_json(evaluated_run, tmp_path, c
 def test_a_torn_summary_is_named(evaluated_run, tmp_path, capsys):
     run_dir = shutil.copytree(evaluated_run, str(tmp_path / "run"))
     open(os.path.join(run_dir, "summary.json"), "w").write('{"steps": 1')
-    assert run.main(["compare", run_dir, "--out", str(tmp_path)]) == 2
+    assert run.main(["compare", run_dir, "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "summary.json is corrupt" in err
 

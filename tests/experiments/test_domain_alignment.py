@@ -12,6 +12,7 @@ from ugvae import run as cli
 from ugvae.errors import ConfigError, RunError
 from ugvae.experiments import domain_alignment
 from ugvae.experiments.domain_alignment import DomainAlignmentSettings
+from ugvae.experiments.group_features import encode_groups
 from ugvae.guide import build
 from ugvae.model import ModelConfig
 from ugvae.train import fit
@@ -99,7 +100,7 @@ def test_models_without_beta_are_coded_by_the_mean_local_posterior(tiny_cfg):
     _, guide = build(tiny_cfg, "vae")
     images = torch.randint(0, 256, (10, 1, 4, 4), dtype=torch.uint8)
     groups = torch.arange(10).view(2, 5)
-    codes = domain_alignment.group_codes(guide, images, groups)
+    codes = encode_groups(guide, images, groups).loc
     expected = guide.local_posterior(images[groups].float() / 255)[0].mean(1)
     torch.testing.assert_close(codes, expected)
 
@@ -120,7 +121,7 @@ def test_a_run_without_two_domains_is_refused(tmp_path, folders, mixture_runs):
 def test_the_result_holds_the_numbers_of_the_json_and_bad_settings_name_their_field(mixture_runs, capsys):
     run_dir = mixture_runs[0]
     result = experiment(run_dir, num_groups=4, steps=2, probe_sizes=[2], group_size=2)
-    with open(os.path.join(run_dir, "experiments", "domain-alignment", "domain_alignment.json")) as f:
+    with open(os.path.join(result.out_dir, "domain_alignment.json")) as f:
         saved = json.load(f)
     assert result.probe_sizes == [2] and saved["group_size"] == 2
     assert [row["model"] for row in result.accuracy_table] == ["ugvae", "untrained ugvae", "none"]

@@ -12,7 +12,7 @@ from pyro.infer import TraceEnum_ELBO
 from torch.distributions import Normal
 
 from ugvae import run
-from ugvae.data import fixed_groups, load_dataset
+from ugvae.data import load_dataset, seeded_partition
 from ugvae.experiments.commands.evaluate import EvaluateSettings, evaluate_run
 from ugvae.guide import GUIDES, build
 from ugvae.model import ModelConfig
@@ -120,7 +120,7 @@ def test_iwae_increases_with_the_number_of_samples_on_a_trained_model(trained_ru
     trained = load_run(trained_runs["ugvae"])
     model, guide = trained.model, trained.guide
     test = load_dataset("synthetic:400", "test")
-    x = test.images[fixed_groups(len(test), 8)[:10]].float() / 255
+    x = test.images[seeded_partition(len(test), 8)[:10]].float() / 255
     bounds = []
     for samples in (1, 10, 100):
         pyro.set_rng_seed(0)

@@ -1,5 +1,6 @@
 """Interpolation grids: the latents of section 4.1, the files written, the choice of clusters."""
 
+import dataclasses
 import json
 import os
 
@@ -14,9 +15,10 @@ from ugvae.data import load_dataset
 from ugvae.errors import ConfigError, RunError
 from ugvae.experiments import interpolation
 from ugvae.experiments.interpolation import InterpolationSettings
-from ugvae.guide import Guide
-from ugvae.model import UGVAEModel
+from ugvae.guide import build
+from ugvae.model import MLVAEModel, UGVAEModel
 from ugvae.trained import load_run
+from ugvae.trained.outputs import latest_output
 
 
 @pytest.fixture(scope="module")
@@ -34,10 +36,10 @@ def test_rows_move_beta_diagonally_and_columns_move_z_around_the_cluster_mean(ti
     assert z.shape == (5, 7, tiny_cfg.z_dim) and beta.shape == (5, 7, tiny_cfg.beta_dim)
     assert torch.allclose(beta[:, 0, :], torch.linspace(-1, 1, 5)[:, None].expand(5, tiny_cfg.beta_dim))
     assert torch.equal(beta[:, 0], beta[:, -1])
-    mu_z = model.cluster_prior(beta[:, 0])[0][:, 2]
+    mu_z = model.prior_components(beta[:, 0]).loc[:, 2]
     assert torch.allclose(z[:, 3], mu_z, atol=1e-6)  # the middle column is mu_z^(d)(beta)
     assert torch.allclose(z - mu_z[:, None], torch.linspace(-3, 3, 7)[None, :, None].expand_as(z), atol=1e-5)
-    z0, _ = interpolation.interpolation_latents(model, cluster=None, rows=5, cols=7)
+    z0, _ = interpolation.interpolation_latents(MLVAEModel(tiny_cfg), cluster=0, rows=5, cols=7)
     assert torch.allclose(z0[:, 3], torch.zeros(5, tiny_cfg.z_dim))  # ML-VAE: around its N(0, I) prior
     images = interpolation.interpolation_grid(model, 2, 5, 7)
     assert images.shape == (5, 7) + tiny_cfg.x_shape
@@ -52,8 +54,8 @@ def test_posterior_centre_shifts_the_rows_to_the_mean_of_q_beta(tiny_run):
     centre = interpolation.posterior_centre(guide, images, config.train_cfg.group_size)
     _, beta = interpolation.interpolation_latents(model, 0, rows=3, cols=2, beta_centre=centre)
     torch.testing.assert_close(beta[1, 0], centre)  # the middle row is the posterior mean
-    run_experiment(tiny_run, beta_centre="posterior", rows=3, cols=3)
-    saved = json.load(open(os.path.join(tiny_run, "experiments", "interpolation", "interpolation.json")))
+    result = run_experiment(tiny_run, beta_centre="posterior", rows=3, cols=3)
+    saved = json.load(open(os.path.join(result.out_dir, "interpolation.json")))
     assert saved["beta_centre"] == pytest.approx(centre.tolist(), abs=1e-6)
 
 
@@ -67,7 +69,7 @@ def test_writes_one_png_per_cluster_a_summary_and_json(tiny_run, capsys, monkeyp
     monkeypatch.setattr(progress, "DELAY_S", 0)  # show the progress of this quick run
     # Through the command line: flags to settings, the run loaded on the default device, the report.
     assert cli.main(["experiment", "interpolation", "--run", tiny_run, "--rows", "4", "--cols", "5"]) == 0
-    out = os.path.join(tiny_run, "experiments", "interpolation")
+    out = latest_output(os.path.join(tiny_run, "experiments"), "interpolation")
     result = json.load(open(os.path.join(out, "interpolation.json")))
     captured = capsys.readouterr()
     printed = captured.out.splitlines()
@@ -80,8 +82,12 @@ def test_writes_one_png_per_cluster_a_summary_and_json(tiny_run, capsys, monkeyp
     image = Image.open(os.path.join(out, "summary.png")).convert("L")
     assert min(image.size) > 200 and image.getextrema()[1] - image.getextrema()[0] > 100
     written = run_experiment(tiny_run, clusters=["all"], rows=2, cols=2)
-    assert sorted(g["cluster"] for g in json.load(open(os.path.join(out, "interpolation.json")))["grids"]) == [0, 1, 2]
-    assert written.out_dir == out and all(os.path.isfile(f) for f in written.files)
+    saved = json.load(open(os.path.join(written.out_dir, "interpolation.json")))
+    assert sorted(g["cluster"] for g in saved["grids"]) == [0, 1, 2]
+    # A new folder, the earlier one as it was: a rerun never mixes its files with another's.
+    assert written.out_dir == latest_output(os.path.dirname(out), "interpolation") != out
+    assert len(json.load(open(os.path.join(out, "interpolation.json")))["grids"]) == 3
+    assert all(os.path.isfile(f) for f in written.files)
     assert [os.path.basename(f) for f in written.files] == [
         "cluster_0.png",
         "cluster_1.png",
@@ -105,8 +111,8 @@ def test_an_mlvae_run_gets_one_grid_around_the_prior_of_z(tmp_path_factory):
     run_experiment(mlvae_run, rows=3, cols=3)
     out = os.path.join(mlvae_run, "experiments", "interpolation")
     (grid,) = json.load(open(os.path.join(out, "interpolation.json")))["grids"]
-    assert grid["cluster"] is None and grid["file"] == "grid.png"
-    assert os.path.isfile(os.path.join(out, "grid.png")) and os.path.isfile(os.path.join(out, "summary.png"))
+    assert grid["cluster"] == 0 and grid["file"] == "cluster_0.png"  # its prior of z is a mixture of one
+    assert os.path.isfile(os.path.join(out, "cluster_0.png")) and os.path.isfile(os.path.join(out, "summary.png"))
 
 
 def test_default_clusters_are_the_most_used_and_bad_choices_are_refused():
@@ -120,11 +126,8 @@ def test_default_clusters_are_the_most_used_and_bad_choices_are_refused():
 
 
 def test_a_run_without_global_latent_is_refused(tiny_run):
-    class LocalOnlyGuide(Guide):  # declares no global latent
-        def _local_posterior(self, x):
-            raise AssertionError("never called")
-
     trained = load_run(tiny_run)
-    trained._trained = (trained.model, LocalOnlyGuide(trained.model_cfg), trained.step)
-    with pytest.raises(RunError, match="no global latent"):
+    trained._trained = (*build(trained.model_cfg, "vae"), trained.step)
+    trained.train_cfg = dataclasses.replace(trained.train_cfg, model="vae")
+    with pytest.raises(RunError, match="the vae run .* has no global latent beta, so there is no beta to interpolate"):
         interpolation.interpolation(trained, InterpolationSettings())

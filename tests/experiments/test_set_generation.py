@@ -18,6 +18,7 @@ from ugvae.experiments.set_generation import SetGenerationSettings, set_generati
 from ugvae.experiments.set_generation.generators import beta_sampling, member_code, set_cluster_mix, set_code_gaussian
 from ugvae.experiments.set_generation.held_out_sets import factor_sets, mix_sets
 from ugvae.experiments.set_generation.scores import class_mix_tv, diversity, novelty
+from ugvae.guide import GlobalPosterior, LocalPosterior
 from ugvae.trained import load_run
 
 TINY = ["--sets", "8", "--generated", "6", "--reader-sets", "6", "--group-sizes", "2", "4"]
@@ -171,16 +172,15 @@ class Codes:
     """A stand-in run whose decoder returns z itself, so generated "images" are the codes drawn."""
 
     def __init__(self, z_loc, z_scale, pi=None, beta=None, loc=None):
-        post = SimpleNamespace(z_loc=z_loc, z_scale=z_scale, pi=pi)
+        post = LocalPosterior(z_loc=z_loc, z_scale=z_scale, pi=pi)
         self.guide = SimpleNamespace(
             local_posterior=lambda x: post,
-            global_posterior=lambda x: SimpleNamespace(loc=beta),
+            global_posterior=lambda x: GlobalPosterior(beta, torch.ones_like(beta)),
             has_global_latent=beta is not None,
         )
         self.model = SimpleNamespace(
-            has_global_latent=beta is not None,
             decode=lambda z, b=None: z,
-            cluster_prior=lambda b: (loc.expand(len(b), -1, -1), torch.full_like(loc, 1e-3).expand(len(b), -1, -1)),
+            prior_components=lambda b: (loc.expand(len(b), -1, -1), torch.full_like(loc, 1e-3).expand(len(b), -1, -1)),
         )
 
 
@@ -210,8 +210,8 @@ def test_beta_sampling_conditions_the_model_on_the_posterior_mean(ugvae_run):
     run = load_run(ugvae_run)
     x = torch.rand(3, 4, 1, 28, 28)
     seen = {}
-    decode = run.model.decode
-    run.model.decode = lambda z, beta: seen.setdefault("beta", beta) is not None and decode(z, beta)
+    logits = run.model.logits  # what the program decodes its x from
+    run.model.logits = lambda z, beta: seen.setdefault("beta", beta) is not None and logits(z, beta)
     images = beta_sampling(run, x, 5)
     assert images.shape == (3, 5, 1, 28, 28)
     torch.testing.assert_close(seen["beta"][:, 0], run.guide.global_posterior(x).loc)

@@ -15,10 +15,13 @@ from ugvae.data import DataError, ImageSet, load_dataset
 from ugvae.errors import ConfigError, RunError
 from ugvae.experiments.structured_batches import StructuredBatchesSettings
 from ugvae.experiments.structured_batches import experiment as structured_batches
-from ugvae.experiments.structured_batches.features import group_posterior, posterior_samples, svm_accuracies
+from ugvae.experiments.structured_batches import tasks as structured_tasks
+from ugvae.experiments.structured_batches.classifiers import posterior_samples, svm_accuracies
 from ugvae.guide import Guide
 from ugvae.model import ModelConfig
 from ugvae.trained import load_run
+from ugvae.trained.inference import group_code
+from ugvae.trained.outputs import latest_output
 
 SIZES = [6, 3]
 
@@ -39,7 +42,7 @@ def test_writes_the_table_as_json_markdown_and_a_tsne_plot(tiny_run, tmp_path_fa
     # Through the command line: a list flag, and --baseline-run taking several runs.
     argv = ["experiment", "structured-batches", "--run", tiny_run, "--group-sizes", *map(str, SIZES)]
     assert cli.main([*argv, "--groups", "8", "--samples", "2", "--baseline-run", tiny_run, vae_run]) == 0
-    out = os.path.join(tiny_run, "experiments", "structured-batches")
+    out = latest_output(os.path.join(tiny_run, "experiments"), "structured-batches")
     markdown = open(os.path.join(out, "table.md")).read()
     captured = capsys.readouterr()
     assert captured.out == markdown + f"wrote {out}\n"  # the report is the table
@@ -81,10 +84,10 @@ def test_writes_the_table_as_json_markdown_and_a_tsne_plot(tiny_run, tmp_path_fa
 
 def test_groups_follow_their_rule_and_train_and_test_groups_share_no_image():
     data = load_dataset("synthetic:200", "test")
-    tasks, tsne_task = structured_batches.structured_tasks("synthetic", data, share=0.75)
+    tasks, tsne_task = structured_tasks.structured_tasks("synthetic", data, share=0.75)
     first_half = torch.arange(len(data)) % 2 == 0
     for task in tasks:
-        groups, labels, is_train = structured_batches.draw_task(task, first_half, 5, 3, 4, seed=0)
+        groups, labels, is_train = structured_tasks.draw_task(task, first_half, 5, 3, 4, seed=0)
         assert groups.shape == (8 * len(task.classes), 4)
         assert not set(groups[is_train].flatten().tolist()) & set(groups[~is_train].flatten().tolist())
         assert first_half[groups[is_train]].all() and not first_half[groups[~is_train]].any()
@@ -118,9 +121,10 @@ def test_a_model_without_global_latent_uses_the_mean_of_z():
             return z, torch.ones_like(z), None
 
     x = torch.rand(2, 4, 1, 1, 3)  # 2 groups of 4
-    loc, scale = group_posterior(LocalOnlyGuide(ModelConfig(x_shape=(1, 1, 3))), x)
+    loc, scale, description = group_code(LocalOnlyGuide(ModelConfig(x_shape=(1, 1, 3))), x)
     z = x.flatten(2)[..., :2]
     assert torch.allclose(loc, z.mean(1)) and torch.allclose(scale, torch.full((2, 2), 0.5))
+    assert description == "group mean of E q(z|x)"
 
 
 def test_celeba_tasks_read_the_attributes():
@@ -132,7 +136,7 @@ def test_celeba_tasks_read_the_attributes():
         attributes=attributes.long(),
         attribute_names=names,
     )
-    tasks, _ = structured_batches.celeba_tasks(data, 0.6)
+    tasks, _ = structured_tasks.celeba_tasks(data, 0.6)
     black, blond = tasks[0].classes
     everyone = torch.ones(90, dtype=torch.bool)
     assert (attributes[black.draw(everyone, 4, 5, 0), 0]).all() and (attributes[blond.draw(everyone, 4, 5, 0), 1]).all()
@@ -143,7 +147,7 @@ def test_celeba_tasks_read_the_attributes():
 @pytest.mark.slow
 def test_posterior_means_and_a_baseline_on_other_data(tiny_run, tmp_path_factory):
     result = run_experiment(tiny_run, group_sizes=[4], groups=4, means=True)
-    table = json.load(open(os.path.join(tiny_run, "experiments", "structured-batches", "table.json")))
+    table = json.load(open(os.path.join(result.out_dir, "table.json")))
     assert table["settings"]["means"] and {r["group_size"] for r in table["rows"]} == {4}
     assert result.rows == table["rows"] and result.step == table["step"]
     assert [os.path.basename(f) for f in result.files] == ["table.json", "table.md", "tsne.png"]
@@ -165,7 +169,7 @@ def test_posterior_means_and_a_baseline_on_other_data(tiny_run, tmp_path_factory
 )
 def test_bad_settings_are_refused_by_field_before_any_work(tiny_run, settings, message):
     def written():
-        out = os.path.join(tiny_run, "experiments", "structured-batches")
+        out = os.path.join(tiny_run, "experiments")
         return {f: os.stat(os.path.join(out, f)).st_mtime_ns for f in os.listdir(out)} if os.path.isdir(out) else {}
 
     before = written()
@@ -177,6 +181,6 @@ def test_bad_settings_are_refused_by_field_before_any_work(tiny_run, settings, m
 def test_datasets_without_rules_are_refused():
     data = load_dataset("synthetic:50", "test")
     with pytest.raises(DataError, match="domain-alignment"):
-        structured_batches.structured_tasks("mnist+fashion-mnist", data)
+        structured_tasks.structured_tasks("mnist+fashion-mnist", data)
     with pytest.raises(DataError, match="Black_Hair"):
-        structured_batches.structured_tasks("celeba", data)
+        structured_tasks.structured_tasks("celeba", data)

@@ -10,7 +10,7 @@ import torch
 
 import ugvae
 from tests.conftest import tiny_train
-from ugvae.data import fixed_groups, load_dataset, to_unit_float
+from ugvae.data import load_dataset, seeded_partition, to_unit_float
 from ugvae.errors import DataError, RunError
 from ugvae.trained import Run, load_run
 
@@ -25,7 +25,7 @@ def trained(tmp_path_factory):
 @pytest.fixture(scope="module")
 def test_groups(trained):
     test = load_dataset("synthetic:200", "test")
-    return to_unit_float(test.images[fixed_groups(len(test), 4)[:3]])  # (3, 4, 1, 28, 28)
+    return to_unit_float(test.images[seeded_partition(len(test), 4)[:3]])  # (3, 4, 1, 28, 28)
 
 
 def test_the_package_offers_the_api_by_name():

@@ -3,6 +3,7 @@ imports q, and no two modules import each other (read from the source, every imp
 
 import ast
 import os
+import re
 
 from tests.conftest import ROOT
 
@@ -84,3 +85,33 @@ def test_no_two_modules_import_each_other():
     for module in graph:
         if module not in state:
             visit(module, [module])
+
+
+def model_kind_branches() -> list[str]:
+    """`module:line` of every question about a model's kind (`has_global_latent`, `has_mixture`) outside
+    model/ and guide/, which declare them."""
+    found = []
+    for name, path in modules().items():
+        if name.split(".")[0] in ("model", "guide"):
+            continue
+        for number, line in enumerate(open(path), 1):
+            if re.search(r"\bhas_(global_latent|mixture)\b", line.split("#")[0]):
+                found.append(f"{name}:{number}: {line.strip()}")
+    return found
+
+
+def test_callers_ask_the_contracts_not_the_kind_of_model():
+    """Issue 26 (4): 25 branches on the model's kind outside model/ and guide/; each that is left says why."""
+    branches = model_kind_branches()
+    assert len(branches) <= 3, "\n".join(branches)
+    for branch in branches:
+        assert re.search(r"# model-kind branch \d of 3: ", branch), f"say why in a comment: {branch}"
+
+
+def test_no_experiment_reaches_into_a_models_parts():
+    """Experiments and the run room read a model through model/base.py's contract, not its networks."""
+    private = re.compile(r"\.(cluster_prior|component_prior|cluster_weights|decoder)\b|\.components\(")
+    for name, path in modules().items():
+        if name.split(".")[0] in ("experiments", "trained"):
+            for number, line in enumerate(open(path), 1):
+                assert not private.search(line), f"{name}:{number} reaches into a model: {line.strip()}"

@@ -50,8 +50,8 @@ class Posteriors(NamedTuple):
 def posteriors(guide, x: torch.Tensor) -> Posteriors:
     """q(z | x), q(d | z) at z = E q(z | x), and q(beta | X) where there is a beta."""
     local = guide.local_posterior(x)
-    # Model-kind branch 1 of 3: the one place that asks for a beta; callers read None where there is none.
-    beta = guide.global_posterior(x) if guide.has_global_latent else (None, None)
+    has_beta = guide.has_global_latent  # model-kind branch 1 of 3: the one place that asks for a beta
+    beta = guide.global_posterior(x) if has_beta else (None, None)  # callers read None where there is none
     return Posteriors(*local, *beta)
 
 

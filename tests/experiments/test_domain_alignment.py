@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from tests.data.test_domains import write_domain
+from tests.experiments.conftest import fail_at_figure, files_under
 from ugvae import progress
 from ugvae import run as cli
 from ugvae.errors import ConfigError, RunError
@@ -138,3 +139,13 @@ def test_the_result_holds_the_numbers_of_the_json_and_bad_settings_name_their_fi
         experiment(run_dir, steps=1)
     assert cli.main(["experiment", "domain-alignment", "--run", run_dir, "--num-groups", "1"]) == 2
     assert "error: --num-groups must be >= 2, got 1" in capsys.readouterr().err
+
+
+def test_a_killed_run_leaves_no_output_that_looks_complete(mixture_runs, monkeypatch):
+    """Issue 29 D10: the figures were in RUN/experiments/domain-alignment/ before its JSON."""
+    experiments = os.path.join(mixture_runs[0], "experiments")
+    before = files_under(experiments)
+    fail_at_figure(monkeypatch, 2)
+    with pytest.raises(RuntimeError, match="killed"):
+        experiment(mixture_runs[0], num_groups=4, steps=2, probe_sizes=[2], group_size=2)
+    assert files_under(experiments) == before

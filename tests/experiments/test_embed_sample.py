@@ -1,5 +1,6 @@
 """`embed` and `sample` end to end on tiny runs: the files they write, their shapes and their content."""
 
+import json
 import os
 import shutil
 
@@ -231,3 +232,31 @@ def test_a_read_only_run_embeds_and_samples_into_another_folder(ugvae_run, image
         os.chmod(frozen, 0o755)
     assert sorted(os.listdir(frozen)) == before  # no embed/ or samples/ folder, nothing else
     assert os.path.isfile(tmp_path / "e" / "embeddings.npz") and os.path.isfile(tmp_path / "s" / "samples.npz")
+
+
+@pytest.mark.parametrize("active_dims", [0, 2])
+def test_embed_and_sample_from_sets_say_once_when_beta_was_inactive(
+    ugvae_run, image_sets, tmp_path, caplog, active_dims
+):
+    """Issue 30 (1b): `sample --beta-from` on an inactive-beta run labelled rows "beta of SET" that were
+    ordinary draws, without a word."""
+    copy = shutil.copytree(ugvae_run, str(tmp_path / "run"))
+    summary_path = os.path.join(copy, "summary.json")
+    summary = json.load(open(summary_path))
+    json.dump({**summary, "beta_active_dims": active_dims}, open(summary_path, "w"))
+    notices = []
+    for argv in (
+        ["embed", "--run", copy, "--folder", str(image_sets)],
+        ["embed", "--run", copy, "--split", "test"],
+        ["sample", "--run", copy, "-B", "2", "--beta-from", str(image_sets)],
+        ["sample", "--run", copy, "-B", "2"],  # from p(beta): nothing claimed of a set, nothing to say
+    ):
+        caplog.clear()
+        assert run.main(argv) == 0
+        notices.append([r.getMessage() for r in caplog.records if "beta was inactive" in r.getMessage()])
+    if active_dims:
+        assert notices == [[], [], [], []]
+        return
+    assert [len(n) for n in notices] == [1, 1, 1, 0]
+    assert "every group's beta_loc is about the same" in notices[0][0] and notices[1] == notices[0]
+    assert "the rows drawn with the beta of a set look like the rows drawn from p(beta)" in notices[2][0]

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from tests.experiments.conftest import tiny_train
+from tests.experiments.conftest import fail_at_figure, files_under, tiny_train
 from ugvae import progress
 from ugvae import run as cli
 from ugvae.data import DataError
@@ -72,3 +72,14 @@ def test_refuses_a_run_without_group_factors_and_bad_settings(tmp_path_factory, 
         group_factors.group_factors(load_run(grouped_run), GroupFactorsSettings(groups=9))
     with pytest.raises(ConfigError, match="`pairs` must be >= 2, got 1"):
         group_factors.group_factors(load_run(grouped_run), GroupFactorsSettings(pairs=1))
+
+
+def test_a_killed_run_leaves_no_output_that_looks_complete(grouped_run, monkeypatch):
+    """Issue 29 D10: results.json, table.md and r2.png were in place before transfer.png was written."""
+    experiments = os.path.join(grouped_run, "experiments")
+    before = files_under(experiments)
+    fail_at_figure(monkeypatch, 2)
+    settings = GroupFactorsSettings(group_sizes=[4], groups=10, pairs=2, untrained_seeds=1)
+    with pytest.raises(RuntimeError, match="killed"):
+        group_factors.group_factors(load_run(grouped_run), settings)
+    assert files_under(experiments) == before

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.experiments.conftest import tiny_train
+from tests.experiments.conftest import fail_at_figure, files_under, tiny_train
 from ugvae import progress
 from ugvae import run as cli
 from ugvae.data import load_dataset
@@ -131,3 +131,14 @@ def test_a_run_without_global_latent_is_refused(tiny_run):
     trained.train_cfg = dataclasses.replace(trained.train_cfg, model="vae")
     with pytest.raises(RunError, match="the vae run .* has no global latent beta, so there is no beta to interpolate"):
         interpolation.interpolation(trained, InterpolationSettings())
+
+
+def test_a_killed_run_leaves_no_output_that_looks_complete(tiny_run, monkeypatch):
+    """Issue 29 D10: interpolation wrote RUN/experiments/interpolation/ file by file, so a kill left old
+    and new grids mixed; now the folder appears whole, or not at all."""
+    experiments = os.path.join(tiny_run, "experiments")
+    before = files_under(experiments)
+    fail_at_figure(monkeypatch, 2)
+    with pytest.raises(RuntimeError, match="killed"):
+        run_experiment(tiny_run, rows=2, cols=2)
+    assert files_under(experiments) == before

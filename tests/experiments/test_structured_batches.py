@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.experiments.conftest import tiny_train
+from tests.experiments.conftest import fail_at_figure, files_under, tiny_train
 from ugvae import progress
 from ugvae import run as cli
 from ugvae.data import DataError, ImageSet, load_dataset
@@ -184,3 +184,13 @@ def test_datasets_without_rules_are_refused():
         structured_tasks.structured_tasks("mnist+fashion-mnist", data)
     with pytest.raises(DataError, match="Black_Hair"):
         structured_tasks.structured_tasks("celeba", data)
+
+
+def test_a_killed_run_leaves_no_output_that_looks_complete(tiny_run, monkeypatch):
+    """Issue 29 D10: table.json and table.md were written before the t-SNE figure, in place."""
+    experiments = os.path.join(tiny_run, "experiments")
+    before = files_under(experiments)
+    fail_at_figure(monkeypatch, 1)
+    with pytest.raises(RuntimeError, match="killed"):
+        run_experiment(tiny_run, group_sizes=[4], groups=4, means=True)
+    assert files_under(experiments) == before

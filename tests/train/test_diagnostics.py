@@ -12,7 +12,13 @@ from ugvae.guide import build
 from ugvae.model import ModelConfig
 from ugvae.train import fit
 from ugvae.trained import TrainConfig
-from ugvae.trained.diagnostics import beta_diagnostics, beta_information, beta_spread, cluster_assignments
+from ugvae.trained.diagnostics import (
+    beta_diagnostics,
+    beta_information,
+    beta_spread,
+    cluster_assignments,
+    inactive_beta_message,
+)
 from ugvae.trained.metrics import METRIC_FIELDS
 
 
@@ -71,3 +77,34 @@ def test_every_epoch_row_holds_the_diagnostics(tmp_path, one_thread, caplog):
 def test_images_set_needs_one_value_per_image():
     with pytest.raises(Exception, match="groups"):
         ImageSet(images=torch.zeros(3, 1, 2, 2, dtype=torch.uint8), name="x", groups=torch.zeros(2))
+
+
+INACTIVE = {"beta_active_dims": 0, "beta_kl": 0.4, "beta_mi": 0.0, "beta_mi_bound": math.log(6)}
+
+
+def test_one_test_group_cannot_judge_beta():
+    """Issue 30 (1b): 24 test images at B=16 made one test group, and beta was called inactive on it."""
+    message = inactive_beta_message({**INACTIVE, "beta_mi_bound": 0.0}, TrainConfig(groups="labels:0"))
+    assert message.startswith("beta cannot be judged: its diagnostics saw 1 test group")
+    assert "`groups`" not in message and "inactive" not in message
+
+
+@pytest.mark.parametrize(
+    "train_cfg, fix",
+    [
+        (TrainConfig(), "train on groups that share something, e.g. `groups` labels:0.3"),
+        (TrainConfig(groups="labels:0"), "its training groups (labels:0) share something, but z holds it"),
+        (TrainConfig(groups="clusters:0.3"), "its training groups (clusters:0.3) share something"),
+        (TrainConfig(dataset="grouped:mnist"), "its training groups (the groups of grouped:mnist) share something"),
+    ],
+    ids=["random", "labels", "clusters", "grouped data"],
+)
+def test_an_inactive_beta_is_never_told_to_train_on_the_grouping_it_had(train_cfg, fix):
+    """Issue 30 (1b): a run trained with `--groups labels:0` was told to train on `--groups labels:0.3`."""
+    message = inactive_beta_message(INACTIVE, train_cfg)
+    assert message.startswith("beta is inactive: no dim of E[beta|X] has variance > 0.01 across 6 test groups")
+    assert fix in message
+    if train_cfg.groups != "random" or train_cfg.dataset.startswith("grouped:"):
+        assert "labels:0.3" not in message and "`z_dim`" in message
+    assert inactive_beta_message({**INACTIVE, "beta_active_dims": 2}, train_cfg) is None
+    assert inactive_beta_message({}, train_cfg) is None  # a model without beta

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Every row of README "What beta learns: generation from a set". Trains each setting for its
-# seeds, runs the set-generation experiment on each run, and prints the summaries over seeds.
+# seeds, runs the set-generation experiment on each run, and prints the tables over seeds of
+# `run.py compare --experiment set-generation` (each also in a new ./compare-TIME/compare.md).
 #
 #   scripts/set_generation_runs.sh [OUT_DIR] [SEEDS...]        (default: runs/set-generation, seeds 0 1 2)
 #   PYTHON=.venv/bin/python scripts/set_generation_runs.sh runs/sg 0
@@ -77,5 +78,5 @@ for kind in mix fac; do
         [ "$k" = "$kind" ] || continue
         for dir in "$out/$kind-$name"-s*; do [ -d "$dir" ] && runs+=("$dir"); done
     done
-    $py scripts/set_generation_summary.py "${runs[@]}"
+    $py run.py compare "${runs[@]}" --experiment set-generation --quiet  # prints them, and writes ./compare-TIME/
 done

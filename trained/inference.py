@@ -7,6 +7,9 @@
                  to E q(beta | X) of a set ("more images like this set"); then d, z per image, and
                  each image the decoder's mean for (z, beta)
     reconstruct  the decoder's mean at the posterior means of z and beta
+    posteriors   the guide's summaries of groups, None where the model has no such latent: the
+                 one place that asks whether there is a beta, so callers never ask a model's kind
+    group_code   a group's code: q(beta | X), or the mean of its members' codes without a beta
 
 Images are floats in [0, 1] shaped (G, B, C, H, W), or (B, C, H, W) for one group, or a folder
 of image sets: each sub-folder one group of any size (a flat folder is cut into groups of B).

@@ -1,7 +1,7 @@
 """p: the generative models. `model/` never imports `guide/`, `data/` or `train/`."""
 
 from ..errors import ConfigError
-from .config import EXTENSIONS, ModelConfig, UGVAEConfig
+from .config import EXTENSIONS, ModelConfig
 from .gmvae import GMVAEModel
 from .mlvae import MLVAEModel
 from .ugvae import UGVAEModel
@@ -32,7 +32,6 @@ def check_extensions(model_name: str, values: dict) -> None:
 
 __all__ = [
     "ModelConfig",
-    "UGVAEConfig",
     "UGVAEModel",
     "VAEModel",
     "GMVAEModel",

@@ -29,11 +29,11 @@ import torch
 from ...errors import DataError, RunError
 from ...files import atomic_write_text, read_json
 from ...progress import progress
-from ...settings import setting
+from ...settings import Settings, same_setting, setting
 from ...trained import Run
 from ...trained.checkpoints import checkpoint_step, list_checkpoints
 from ...trained.environment import data_summary
-from ...trained.evaluation import mean_and_stderr
+from ...trained.evaluation import EvaluateArguments, mean_and_stderr
 from .evaluate import EvaluateSettings, evaluate_run
 
 COLUMNS = [
@@ -206,10 +206,12 @@ def to_csv(rows: list[dict]) -> str:
     return buffer.getvalue()
 
 
-@dataclass
-class CompareSettings:
-    out: str | None = setting(None, "where compare.md and compare.csv go; None: a new ./compare-TIME", metavar="DIR")
-    samples: int = setting(100, "IWAE samples for runs not yet evaluated")
+@dataclass(frozen=True)
+class CompareSettings(Settings):
+    out: str | None = setting(
+        None, "where compare.md and compare.csv go", default_is="a new ./compare-TIME", metavar="DIR"
+    )
+    samples: int = same_setting(EvaluateArguments, "samples", help="IWAE samples for runs not yet evaluated")
 
 
 @dataclass

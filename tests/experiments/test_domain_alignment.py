@@ -133,7 +133,7 @@ def test_the_result_holds_the_numbers_of_the_json_and_bad_settings_name_their_fi
         "beta_tsne.png",
         "domain_alignment.json",
     ]
-    with pytest.raises(ConfigError, match="`steps` must be >= 2, got 1"):
+    with pytest.raises(ConfigError, match="`steps` must be between 2 and 64, got 1"):
         experiment(run_dir, steps=1)
     assert cli.main(["experiment", "domain-alignment", "--run", run_dir, "--num-groups", "1"]) == 2
-    assert "error: --num-groups must be >= 2, got 1" in capsys.readouterr().err
+    assert "error: --num-groups must be between 2 and 65536, got 1" in capsys.readouterr().err

@@ -49,8 +49,8 @@ def experiment(run_dir: str, **settings) -> domain_alignment.DomainAlignmentResu
 def test_figures_and_accuracy_table(mixture_runs, capsys, monkeypatch):
     monkeypatch.setattr(progress, "DELAY_S", 0)
     run_dir, vae_dir = mixture_runs
-    # Through the command line: --baseline-run and --probe-sizes are lists.
-    argv = ["experiment", "domain-alignment", "--run", run_dir, "--baseline-run", vae_dir, "--num-groups", "8"]
+    # Through the command line: --baseline-runs and --probe-sizes are lists.
+    argv = ["experiment", "domain-alignment", "--run", run_dir, "--baseline-runs", vae_dir, "--num-groups", "8"]
     assert cli.main([*argv, "--steps", "3", "--probe-sizes", "1", "4"]) == 0
     out = os.path.join(run_dir, "experiments", "domain-alignment")
     captured = capsys.readouterr()

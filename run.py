@@ -9,12 +9,14 @@ run the paper's experiments.
     ugvae evaluate --run RUN_DIR                # test ELBO, IWAE log-likelihood, clustering
     ugvae compare RUN_DIR...                    # one table of several runs
     ugvae embed --run RUN_DIR --folder DIR      # beta and z of your own image sets
-    ugvae sample --run RUN_DIR --groups 4       # new groups, each sharing one beta
+    ugvae sample --run RUN_DIR --num-groups 4   # new groups, each sharing one beta
     ugvae experiment NAME --run RUN_DIR         # figures and tables of section 4
 
 Installed, this is `ugvae.run` and the `ugvae` command; in a checkout, `python run.py` runs
-the checkout's own package. This module alone knows flags: the library speaks of fields (in
-backticks in its messages), and `main` shows each as the flag that sets it. It owns the console
+the checkout's own package. Flags are made from the settings' fields (flags.py: `train`'s from
+TrainConfig, ModelConfig, RunLocation and LaunchConfig, the other commands' in
+experiments/cli.py); this module adds only --resume, --config and --quiet, and routes. The
+library speaks of fields (in backticks in its messages), and `main` shows each as its flag. It owns the console
 (a logging handler; `--quiet` hides progress bars, never notices) and the exit codes: 2 for
 ugvae's own errors, in one line, 130/143 for an interrupted training; any other exception is a
 bug and keeps its traceback. Importing it has no side effects and no heavy imports (torch comes
@@ -30,6 +32,7 @@ import os
 import re
 import sys
 from dataclasses import fields
+from typing import NamedTuple
 
 if __name__ == "__main__" and not __package__:  # `python run.py`: this checkout is the package
     from _checkout import use_checkout
@@ -45,12 +48,20 @@ COMMANDS = ("train", "evaluate", "compare", "embed", "sample", "experiment")
 RESUMABLE = {"epochs", "device", "runs_dir", "strategy", "devices", "num_nodes", "accelerator"}
 
 
-def train_settings():
+class TrainSettings(NamedTuple):
     """The settings dataclasses whose fields are `train`'s flags."""
+
+    train: type
+    model: type
+    location: type
+    launch: type
+
+
+def train_settings() -> TrainSettings:
     from .model.config import ModelConfig
     from .trained.config import LaunchConfig, RunLocation, TrainConfig
 
-    return TrainConfig, ModelConfig, RunLocation, LaunchConfig
+    return TrainSettings(TrainConfig, ModelConfig, RunLocation, LaunchConfig)
 
 
 def build_train_arguments(parser: argparse.ArgumentParser):
@@ -112,10 +123,10 @@ def configs_from_args(args, given: set[str]):
 
     from .trained.run import read_config_file
 
-    train_type, model_type = train_settings()[:2]
-    train_values, model_values = given_values(args, train_type), given_values(args, model_type)
+    kinds = train_settings()
+    train_values, model_values = given_values(args, kinds.train), given_values(args, kinds.model)
     if not args.config:
-        return train_type(**train_values), model_values
+        return kinds.train(**train_values), model_values
     template = read_config_file(args.config)
     train_cfg = replace(template.train_cfg, **{k: v for k, v in train_values.items() if k in given})
     sizes = {**template.model_cfg.to_dict(), **model_values}
@@ -145,13 +156,14 @@ def launch_config(args, given: set[str]):
     """The LaunchConfig of `--strategy` and its companions, or None: one device, without Lightning."""
     from .errors import ConfigError
 
-    launch_type = train_settings()[3]
+    launch_type = train_settings().launch
     values = given_values(args, launch_type)
     if values["strategy"] is not None:
         return launch_type(**values)
     companions = sorted(given & set(values))
     if companions:
-        raise ConfigError(f"{', '.join(f'`{name}`' for name in companions)} apply only with `strategy`; add it")
+        named = ", ".join(f"`{name}`" for name in companions)
+        raise ConfigError(f"{named} {'applies' if len(companions) == 1 else 'apply'} only with `strategy`; add it")
     return None
 
 
@@ -171,7 +183,8 @@ def cmd_train(args) -> int:
         run = resume(run, epochs=epochs, device=device, launch=launch, on_finish=training_report)
     else:
         train_cfg, model_values = configs_from_args(args, given)
-        location = train_settings()[2](**given_values(args, train_settings()[2]))
+        location_type = train_settings().location
+        location = location_type(**given_values(args, location_type))
         run = fit(
             train_cfg,
             run_dir=location.run_dir,

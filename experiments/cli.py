@@ -122,7 +122,7 @@ def _builder(command: Command):
             "--device", default="auto", help=f"where the run's model runs: {DEVICE_NAMES} (default: auto)"
         )
         add_quiet(parser)
-        flag_names.update(run="--run", device="--device", run_dir="--run")
+        flag_names.update(run="--run", device="--device", run_dir="RUN_DIR" if command.runs == "runs" else "--run")
         parser.set_defaults(handler=_handler(command), flag_names=flag_names)
 
     return build
@@ -152,7 +152,7 @@ def _handler(command: Command):
 
 def add_subcommands(sub):
     """Add the commands to `sub`, whose parser_class builds each parser's arguments on first use
-    from the `builder` keyword (run.LazyParser)."""
+    from the `builder` keyword (flags.LazyParser)."""
     for name, command in COMMANDS.items():
         sub.add_parser(name, help=command.summary, description=command.summary, builder=_builder(command))
 

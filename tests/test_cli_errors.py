@@ -98,6 +98,8 @@ BAD_INPUTS = [
     ("CUDA asked for but absent", ["--device", ABSENT_CUDA], [f"--device {ABSENT_CUDA} was asked for", CUDA_FIX]),
     ("resume of a CUDA run where CUDA is absent", ["--resume", "{cuda_run}"], [ABSENT_CUDA, CUDA_FIX]),
     ("unknown device", ["--device", "tpu"], ["'tpu' is not a device name", "use cpu"]),
+    ("a launch flag without a strategy", ["--devices", "2"], ["--devices applies only with --strategy; add it"]),
+    ("a deprecated spelling where none exists", ["--num-groups", "3"], ["unrecognized arguments: --num-groups"]),
     # NaN and inf pass every `> 0` check; they used to surface steps later as divergence.
     ("NaN learning rate", ["--lr", "nan"], ["--lr must be a finite number, got nan"]),
     ("infinite learning rate", ["--lr", "inf"], ["--lr must be a finite number, got inf"]),

@@ -32,7 +32,7 @@ import types
 import typing
 from dataclasses import MISSING, fields
 
-from .settings import declaration, default_of
+from .settings import declaration, default_of, type_hints
 
 logger = logging.getLogger(__name__)
 
@@ -141,7 +141,7 @@ def add_settings(parser, settings_type, skip=(), section: str | None = None) -> 
     """A flag in `parser` (or an argument group) per field of `settings_type` but those in `skip`
     (with `section`: only the fields declared in that --help section); returns field -> long flag."""
     names = {}
-    hints = typing.get_type_hints(settings_type)
+    hints = type_hints(settings_type)
     for f in fields(settings_type):
         if f.name in skip or (section is not None and declaration(f).section != section):
             continue

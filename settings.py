@@ -29,6 +29,7 @@ line from the same declarations; nothing here imports argparse.
 
 from __future__ import annotations
 
+import functools
 import math
 import types
 import typing
@@ -134,13 +135,19 @@ def check(config) -> None:
 
 
 def field_problems(config) -> list[str]:
-    hints = typing.get_type_hints(type(config))
+    hints = type_hints(type(config))
     problems = []
     for f in fields(config):
         problem = value_problem(f.name, getattr(config, f.name), hints[f.name], declaration(f), default_of(f))
         if problem:
             problems.append(problem)
     return problems
+
+
+@functools.cache
+def type_hints(settings_type) -> dict:
+    """The annotations of a dataclass as types (read once per class: evaluating them is slow)."""
+    return typing.get_type_hints(settings_type)
 
 
 def value_problem(name: str, value, hint, declared: Declaration, default=MISSING) -> str | None:

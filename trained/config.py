@@ -222,7 +222,7 @@ class TrainConfig(Levers):
     def lever_problems(self) -> list[str]:
         """Levers act on UG-VAE's beta and p(d | beta), and live in the sync-free ELBO only."""
         problems = []
-        on = self.levers.on
+        on = self.on
         if self.model != "ugvae" and set(on) & {"leave_one_out", "set_mix_weight"}:
             problems.append(
                 "`leave_one_out` and `set_mix_weight` act on UG-VAE's beta and p(d | beta), which model "

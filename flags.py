@@ -15,7 +15,7 @@ supplies every other value, so each default is written once, in its field.
     LazyParser    a subcommand whose flags are built on first use, so `--help` stays quick
     add_settings  the flags of a settings dataclass
     given_values  field -> value of the flags a command line gave (and command-line defaults)
-    GLOSSARY      the words every command uses in one sense, shown in the top-level --help
+    GLOSSARY      the flags every command uses in one sense, shown in the top-level --help
 
 Only this module, run.py and experiments/cli.py know argparse.
 """
@@ -31,25 +31,37 @@ import re
 import types
 import typing
 from dataclasses import MISSING, fields
+from typing import NamedTuple
 
 from .settings import declaration, default_of, type_hints
 
 logger = logging.getLogger(__name__)
 
-# flag -> what it means in every command that has it (tests/test_cli_glossary.py reads every parser)
+
+class Term(NamedTuple):
+    """A word of the glossary: its flags and placeholder in every command, and what it means."""
+
+    flags: tuple[str, ...]
+    metavar: str
+    meaning: str
+
+
+# field -> the one sense of its flag in every command that has it (tests/test_cli_flags.py reads
+# every parser); a field of these names takes the placeholder given here
 GLOSSARY = {
-    "--groups SPEC": "how training groups are formed: random, labels:ALPHA or clusters:ALPHA (train only)",
-    "--num-groups N": "how many groups a command draws",
-    "-B, --group-size B": "images per group",
-    "--baseline-runs RUN_DIR...": "runs of other models, compared with --run",
-    "--seed N": "a seed, 0 to 2**32 - 1",
+    "groups": Term(("--groups",), "SPEC", "how `train` forms groups: random, labels:ALPHA or clusters:ALPHA"),
+    "num_groups": Term(("--num-groups",), "N", "how many groups a command draws"),
+    "group_size": Term(("--group-size", "-B"), "B", "images per group"),
+    "baseline_runs": Term(("--baseline-runs",), "RUN_DIR", "runs of other models, compared with --run"),
+    "seed": Term(("--seed",), "N", "a seed, 0 to 2**32 - 1"),
 }
 
 
 def glossary_text() -> str:
-    width = max(map(len, GLOSSARY))
+    shown = {", ".join(sorted(t.flags, key=len)) + f" {t.metavar}": t.meaning for t in GLOSSARY.values()}
+    width = max(map(len, shown))
     return "words every command uses in one sense:\n" + "\n".join(
-        f"  {flag:<{width}}  {meaning}" for flag, meaning in GLOSSARY.items()
+        f"  {flag:<{width}}  {meaning}" for flag, meaning in shown.items()
     )
 
 
@@ -148,8 +160,9 @@ def add_settings(parser, settings_type, skip=(), section: str | None = None) -> 
         declared, flags = declaration(f), flags_of(f)
         kind = _without_none(hints[f.name])
         kwargs = {"dest": f.name, "default": argparse.SUPPRESS, "help": help_line(f)}
-        if declared.metavar:
-            kwargs["metavar"] = declared.metavar
+        metavar = declared.metavar or (GLOSSARY[f.name].metavar if f.name in GLOSSARY else None)
+        if metavar:
+            kwargs["metavar"] = metavar
         if kind is bool:
             kwargs["action"] = argparse.BooleanOptionalAction if declared.negatable else "store_true"
         else:

@@ -100,7 +100,7 @@ def build_parser(prog: str = "ugvae") -> argparse.ArgumentParser:
     parser = CliParser(
         prog=prog,
         description=__doc__.split("\n\n")[0],
-        epilog=f"Training is the default command: `{prog} --dataset mnist` means `{prog} train --dataset mnist`. "
+        epilog=f"Training is the default command: `{prog} --dataset mnist` means `{prog} train --dataset mnist`.\n"
         f"`{prog} COMMAND --help` lists a command's flags and their defaults.\n\n{glossary_text()}",
     )
     parser.add_argument("--version", action="version", version=f"ugvae {__version__}")

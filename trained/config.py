@@ -157,7 +157,6 @@ class TrainConfig(Levers):
         "random",
         "training groups: random, labels:ALPHA (class proportions ~ Dirichlet(ALPHA); 0: one class) "
         "or clusters:ALPHA (the same over the model's own clusters); data/sampling.py",
-        metavar="SPEC",
         rule=parse_spec,
         section=DATA,
     )

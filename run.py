@@ -9,12 +9,14 @@ run the paper's experiments.
     ugvae evaluate --run RUN_DIR                # test ELBO, IWAE log-likelihood, clustering
     ugvae compare RUN_DIR...                    # one table of several runs
     ugvae embed --run RUN_DIR --folder DIR      # beta and z of your own image sets
-    ugvae sample --run RUN_DIR --groups 4       # new groups, each sharing one beta
+    ugvae sample --run RUN_DIR --num-groups 4   # new groups, each sharing one beta
     ugvae experiment NAME --run RUN_DIR         # figures and tables of section 4
 
 Installed, this is `ugvae.run` and the `ugvae` command; in a checkout, `python run.py` runs
-the checkout's own package. This module alone knows flags: the library speaks of fields (in
-backticks in its messages), and `main` shows each as the flag that sets it. It owns the console
+the checkout's own package. Flags are made from the settings' fields (flags.py: `train`'s from
+TrainConfig, ModelConfig, RunLocation and LaunchConfig, the other commands' in
+experiments/cli.py); this module adds only --resume, --config and --quiet, and routes. The
+library speaks of fields (in backticks in its messages), and `main` shows each as its flag. It owns the console
 (a logging handler; `--quiet` hides progress bars, never notices) and the exit codes: 2 for
 ugvae's own errors, in one line, 130/143 for an interrupted training; any other exception is a
 bug and keeps its traceback. Importing it has no side effects and no heavy imports (torch comes
@@ -29,6 +31,8 @@ import logging
 import os
 import re
 import sys
+from dataclasses import fields
+from typing import NamedTuple
 
 if __name__ == "__main__" and not __package__:  # `python run.py`: this checkout is the package
     from _checkout import use_checkout
@@ -36,272 +40,52 @@ if __name__ == "__main__" and not __package__:  # `python run.py`: this checkout
     use_checkout()
     __package__ = "ugvae"
 
+from .flags import CliParser, LazyParser, add_quiet, add_settings, given_values, glossary_text  # noqa: E402
+
 COMMANDS = ("train", "evaluate", "compare", "embed", "sample", "experiment")
-# Flags that may change when a run is resumed; any other flag must match the run's config.json.
-RESUME_FLAGS = {"resume", "epochs", "device", "quiet", "runs_dir", "strategy", "devices", "num_nodes", "accelerator"}
-# Flags that say where a new run goes: meaningless for a resumed run, which stays in its directory.
-# (--runs-dir is ignored: tests and scripts pass it to every call.)
-NEW_RUN_FLAGS = {"run_dir", "config"}
-LAUNCH_FLAGS = ("strategy", "devices", "num_nodes", "accelerator")
+# Fields that a resumed run may change (`resume`'s arguments); any other given flag must match its
+# config.json. --runs-dir is ignored: tests and scripts pass it to every call.
+RESUMABLE = {"epochs", "device", "runs_dir", "strategy", "devices", "num_nodes", "accelerator"}
 
 
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Defaults in every help line, but not for required flags and flags whose default is no value."""
+class TrainSettings(NamedTuple):
+    """The settings dataclasses whose fields are `train`'s flags."""
 
-    def _get_help_string(self, action):
-        if action.required or action.default in (None, argparse.SUPPRESS) or action.default is False:
-            return action.help
-        return super()._get_help_string(action)
-
-
-class CliParser(argparse.ArgumentParser):
-    """A parser whose errors are one line, like every other bad input (usage is in --help), and
-    that suggests the closest flag for a mistyped one.
-
-    Abbreviated options are off: `--e 3` would otherwise mean `--epochs 3` today and an
-    "ambiguous option" error once another option starts with `--e`.
-    """
-
-    def __init__(self, *args, **kwargs):
-        kwargs.setdefault("allow_abbrev", False)
-        kwargs.setdefault("formatter_class", HelpFormatter)
-        super().__init__(*args, **kwargs)
-
-    def error(self, message):
-        unknown = re.match(r"unrecognized arguments: (\S+)", message)
-        if unknown:
-            flag = unknown[1].split("=")[0]
-            close = difflib.get_close_matches(flag, self.option_strings(), n=1)
-            if close:
-                message += f" (did you mean {close[0]}?)"
-        self.exit(2, f"error: {message}; see `{self.prog} --help`\n")
-
-    def option_strings(self) -> list[str]:
-        """Every flag of this parser and of the subcommand parsers built so far (the one that ran)."""
-        options = []
-        for action in self._actions:
-            options += action.option_strings
-            if isinstance(action, argparse._SubParsersAction):
-                for parser in action.choices.values():
-                    if getattr(parser, "_builder", "built") is None:  # LazyParser: built when parsed
-                        options += parser.option_strings()
-        return options
+    train: type
+    model: type
+    location: type
+    launch: type
 
 
-class LazyParser(CliParser):
-    """A subcommand parser whose arguments are added on first use (parsing or help).
+def train_settings() -> TrainSettings:
+    from .model.config import ModelConfig
+    from .trained.config import LaunchConfig, RunLocation, TrainConfig
 
-    Building a subcommand's arguments imports its module (torch, pyro, ...); `--help` only needs
-    the names, so each subcommand pays for its imports only when it is called.
-    """
-
-    def __init__(self, *args, builder=None, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._builder = builder
-
-    def _build(self):
-        builder, self._builder = self._builder, None
-        if builder is not None:
-            builder(self)
-
-    def parse_known_args(self, args=None, namespace=None):
-        self._build()
-        return super().parse_known_args(args, namespace)
-
-    def format_help(self):
-        self._build()
-        return super().format_help()
-
-    def format_usage(self):
-        self._build()
-        return super().format_usage()
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
-def share_or_law(text: str) -> float | str:
-    """--mix: a float share, or a law such as beta:0.5 kept as text."""
-    try:
-        return float(text)
-    except ValueError:
-        return text
-
-
-def add_train_arguments(p: argparse.ArgumentParser):
-    from .model.config import ARCHS, CLUSTER_WEIGHTS, LIKELIHOODS, ModelConfig
-    from .trained.config import TrainConfig
-
-    d, m = TrainConfig(), ModelConfig()
-    g = p.add_argument_group("data")
-    g.add_argument(
-        "--dataset",
-        default=d.dataset,
-        help="mnist, fashion-mnist, digits, celeba, synthetic, folder:PATH, grouped:NAME (groups sharing "
-        "hidden factors), or A+B for a mixture of two",
-    )
-    g.add_argument("--data-dir", default=None, help="where datasets are found or downloaded; None: ./.data")
-    g.add_argument("--image-size", type=positive_int, default=None, help="resize images to SIZE x SIZE")
-    g.add_argument(
-        "--mix",
-        type=share_or_law,
-        default=d.mix,
-        help="share of dataset A in each group of an A+B mixture, or beta:A for a share ~ Beta(A, A) per group",
-    )
-    g.add_argument(
-        "--groups",
-        default=d.groups,
-        help="training groups: random, labels:ALPHA (class proportions ~ Dirichlet(ALPHA); 0: one class) "
-        "or clusters:ALPHA (the same over the model's own clusters)",
-    )
-    g.add_argument(
-        "--group-warmup", type=int, default=d.group_warmup, help="epochs of random groups before clusters:ALPHA"
-    )
-    g = p.add_argument_group("model")
-    g.add_argument("--model", default=d.model, help="ugvae, vae, gmvae or mlvae")
-    g.add_argument(
-        "--guide",
-        default=None,
-        help="variational family; None: the model's own (ugvae: structured; ablations: beta-from-x, mean-field)",
-    )
-    g.add_argument("--K", type=int, default=m.K, help="number of clusters of the local mixture")
-    g.add_argument("--z-dim", type=int, default=m.z_dim, help="local latent size")
-    g.add_argument("--beta-dim", type=int, default=m.beta_dim, help="global latent size")
-    g.add_argument("--hidden", type=int, default=m.hidden, help="hidden units of the MLP networks")
-    g.add_argument("--likelihood", choices=LIKELIHOODS, default=m.likelihood, help="pixel likelihood")
-    g.add_argument("--var-x", type=float, default=m.var_x, help="variance of the Gaussian likelihood")
-    g.add_argument(
-        "--cluster-weights",
-        choices=CLUSTER_WEIGHTS,
-        default=m.cluster_weights,
-        help="p(d | beta): uniform (eq. 4) or global, softmax(A beta + b) (an extension of the paper)",
-    )
-    g.add_argument("--arch", choices=ARCHS, default=m.arch, help="mlp, conv (64x64), or auto from the image size")
-    g.add_argument(
-        "--decoder-film",
-        action=argparse.BooleanOptionalAction,
-        default=m.decoder_film,
-        help="UG-VAE: beta also modulates the decoder's hidden layer (FiLM), an extension of the paper",
-    )
-    g = p.add_argument_group("training")
-    g.add_argument(
-        "--epochs", type=int, default=d.epochs, help="passes over the training set (with --resume: the new total)"
-    )
-    g.add_argument("--group-size", "-B", type=int, default=d.group_size, help="B: samples per group")
-    g.add_argument(
-        "--groups-per-step",
-        "-G",
-        type=int,
-        default=d.groups_per_step,
-        help="G: independent groups per step, vectorised in one call",
-    )
-    g.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate")
-    g.add_argument("--seed", type=int, default=d.seed, help="random seed")
-    g.add_argument(
-        "--device",
-        default="auto",
-        help="auto (cuda when available, else cpu), cpu or cuda[:N]; a resumed run keeps its own",
-    )
-    g.add_argument("--jit", action="store_true", help="use JitTraceEnum_ELBO (same loss, less overhead)")
-    g.add_argument(
-        "--validate",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="Pyro's argument checks, which sync with the host every step; None: on, but off on CUDA",
-    )
-    g.add_argument("--graph", action="store_true", help="replay the whole step as one CUDA graph (needs cuda)")
-    g.add_argument("--clip-norm", type=float, default=None, help="clip the gradient norm to this value")
-    g.add_argument("--log-every", type=int, default=d.log_every, help="steps between logged losses")
-    g.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every, help="steps between checkpoints")
-    g.add_argument("--keep-checkpoints", type=int, default=d.keep_checkpoints, help="how many checkpoints to keep")
-    add_lever_arguments(p, d)
-    g = p.add_argument_group("output")
-    g.add_argument("--runs-dir", default="runs", help="parent of the new run directory")
-    g.add_argument(
-        "--run-dir",
-        default=None,
-        help="the new run's directory, which must not exist; None: a new RUNS_DIR/DATASET-MODEL-TIME",
-    )
-    g.add_argument(
-        "--resume",
-        metavar="RUN_DIR",
-        default=None,
-        help="continue a killed run in its own directory, or extend a finished one with --epochs",
-    )
-    g.add_argument(
-        "--config",
-        metavar="CONFIG_JSON",
-        default=None,
-        help="start a new run with the model and training config of RUN_DIR/config.json; given flags override it",
-    )
-    g.add_argument("--quiet", action="store_true", help="no progress bars; notices are still shown")
-    g = p.add_argument_group("scaling out (PyTorch Lightning, optional extra)")
-    g.add_argument(
-        "--strategy",
-        default=None,
-        help="train under PyTorch Lightning with this strategy: ddp (one process per "
-        "device; also under torchrun or SLURM), ddp_spawn, auto",
-    )
-    g.add_argument("--devices", default="auto", help="devices per node: a count, a list like 0,1, or auto")
-    g.add_argument("--num-nodes", type=int, default=1, help="machines taking part in the run")
-    g.add_argument("--accelerator", default="auto", help="cpu, gpu or auto")
-
-
-def add_lever_arguments(p: argparse.ArgumentParser, d):
-    """The levers of the objective (trained/config.py's `Levers`); at their defaults the loss is the ELBO."""
-    g = p.add_argument_group("levers of the objective (extensions of the paper; what each bounds: train/elbo.py)")
-    g.add_argument(
-        "--local-kl-weight",
-        type=float,
-        default=d.local_kl_weight,
-        help="weight lambda on the KL of z and d (1: the ELBO)",
-    )
-    g.add_argument(
-        "--leave-one-out",
-        action=argparse.BooleanOptionalAction,
-        default=d.leave_one_out,
-        help="UG-VAE: decode each sample with beta inferred from the other members of its group",
-    )
-    g.add_argument(
-        "--set-mix-weight",
-        type=float,
-        default=d.set_mix_weight,
-        help="UG-VAE with --cluster-weights global: weight gamma on KL(the group's mean q(d) || p(d | beta)), "
-        "which pulls p(d | beta) to the group's mix (0: the ELBO)",
-    )
-
-
-def given_flags(argv: list[str]) -> set[str]:
-    """The `dest` of every train flag that `argv` sets, whatever its value.
-
-    Parsed a second time with every default suppressed, so a flag given with its default value
-    still counts as given (which `default=None` sentinels would also do, but they hide the
-    defaults from --help).
-    """
-    parser = CliParser(prog="train", argument_default=argparse.SUPPRESS)
-    add_train_arguments(parser)
-    for action in parser._actions:
-        action.default = argparse.SUPPRESS
-    return set(vars(parser.parse_known_args(argv)[0]))
-
-
-def flag_names(parser: argparse.ArgumentParser) -> dict[str, str]:
-    """dest -> its long flag, for every option of `parser`."""
-    names = {}
-    for action in parser._actions:
-        longs = [o for o in action.option_strings if o.startswith("--")]
-        if longs:
-            names[action.dest] = longs[0]
-    return names
+    return TrainSettings(TrainConfig, ModelConfig, RunLocation, LaunchConfig)
 
 
 def build_train_arguments(parser: argparse.ArgumentParser):
-    add_train_arguments(parser)
-    parser.set_defaults(flag_names=flag_names(parser))
+    from .trained.config import OUTPUT, SECTIONS
+
+    names = {}
+    for title in SECTIONS:
+        group = parser.add_argument_group(title)
+        for settings_type in train_settings():
+            names.update(add_settings(group, settings_type, section=title))
+        if title == OUTPUT:
+            output = group
+    output.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue a killed run in its own directory, or extend a finished one with --epochs",
+    )
+    output.add_argument(
+        "--config",
+        metavar="CONFIG_JSON",
+        help="start a new run with the model and training config of RUN_DIR/config.json; given flags override it",
+    )
+    add_quiet(output)
+    parser.set_defaults(flag_names={**names, "resume": "--resume", "config": "--config"})
 
 
 def program_name() -> str:
@@ -316,8 +100,8 @@ def build_parser(prog: str = "ugvae") -> argparse.ArgumentParser:
     parser = CliParser(
         prog=prog,
         description=__doc__.split("\n\n")[0],
-        epilog=f"Training is the default command: `{prog} --dataset mnist` means `{prog} train --dataset mnist`. "
-        f"`{prog} COMMAND --help` lists a command's flags and their defaults.",
+        epilog=f"Training is the default command: `{prog} --dataset mnist` means `{prog} train --dataset mnist`.\n"
+        f"`{prog} COMMAND --help` lists a command's flags and their defaults.\n\n{glossary_text()}",
     )
     parser.add_argument("--version", action="version", version=f"ugvae {__version__}")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
@@ -329,36 +113,23 @@ def build_parser(prog: str = "ugvae") -> argparse.ArgumentParser:
     return parser
 
 
-def check_names(model: str, guide: str | None, dataset: str):
-    """Model, guide and dataset names, checked before any data is loaded (the error names the choices)."""
-    from .data.registry import check_dataset_name
-    from .guide import guide_class
-
-    guide_class(model, guide)
-    check_dataset_name(dataset)
-
-
 def configs_from_args(args, given: set[str]):
     """(TrainConfig, model fields) of a new run: --config's, else the defaults, with given flags on top.
 
     The model fields are ModelConfig's; x_shape is among them only when it is known without
     loading data (from --config, unless a flag changes the data).
     """
-    from dataclasses import fields, replace
+    from dataclasses import replace
 
-    from .model.config import ModelConfig
-    from .trained import TrainConfig
-
-    train_keys = {f.name for f in fields(TrainConfig)}
-    model_keys = {f.name for f in fields(ModelConfig)} - {"x_shape"}
-    if not args.config:
-        return TrainConfig(**{k: getattr(args, k) for k in train_keys}), {k: getattr(args, k) for k in model_keys}
     from .trained.run import read_config_file
 
+    kinds = train_settings()
+    train_values, model_values = given_values(args, kinds.train), given_values(args, kinds.model)
+    if not args.config:
+        return kinds.train(**train_values), model_values
     template = read_config_file(args.config)
-    train_cfg = replace(template.train_cfg, **{k: getattr(args, k) for k in given & train_keys})
-    sizes = {**template.model_cfg.to_dict(), **{k: getattr(args, k) for k in given & model_keys}}
-    sizes["x_shape"] = tuple(sizes["x_shape"])
+    train_cfg = replace(template.train_cfg, **{k: v for k, v in train_values.items() if k in given})
+    sizes = {**template.model_cfg.to_dict(), **model_values}
     if {"dataset", "image_size", "data_dir"} & given:
         del sizes["x_shape"]  # other data: the shape comes from it
     return train_cfg, sizes
@@ -370,10 +141,8 @@ def check_resume_flags(run, args, given: set[str]):
     from .errors import ConfigError
 
     saved = {**run.model_cfg.to_dict(), **run.train_cfg.to_dict()}
-    refused = []
-    for dest in sorted(given - RESUME_FLAGS):
-        if dest in NEW_RUN_FLAGS or dest not in saved or getattr(args, dest) != saved[dest]:
-            refused.append("--" + dest.replace("_", "-"))
+    refused = [name for name in sorted(given - RESUMABLE) if name not in saved or getattr(args, name) != saved[name]]
+    refused = [args.flag_names[name] for name in refused] + (["--config"] if args.config else [])
     if refused:
         raise ConfigError(
             f"--resume continues {run.run_dir} with its own config, but {', '.join(refused)} "
@@ -383,14 +152,27 @@ def check_resume_flags(run, args, given: set[str]):
         )
 
 
-def cmd_train(args, given: set[str]) -> int:
+def launch_config(args, given: set[str]):
+    """The LaunchConfig of `--strategy` and its companions, or None: one device, without Lightning."""
+    from .errors import ConfigError
+
+    launch_type = train_settings().launch
+    values = given_values(args, launch_type)
+    if values["strategy"] is not None:
+        return launch_type(**values)
+    companions = sorted(given & set(values))
+    if companions:
+        named = ", ".join(f"`{name}`" for name in companions)
+        raise ConfigError(f"{named} {'applies' if len(companions) == 1 else 'apply'} only with `strategy`; add it")
+    return None
+
+
+def cmd_train(args) -> int:
     from .experiments.report import print_training_report, training_report
     from .train import fit, resume
-    from .trained import LaunchConfig
 
-    launch = None
-    if args.strategy:
-        launch = LaunchConfig(**{k: getattr(args, k) for k in LAUNCH_FLAGS})
+    given = set(vars(args)) & {f.name for t in train_settings() for f in fields(t)}
+    launch = launch_config(args, given)
     if args.resume:
         from .trained import Run
 
@@ -401,11 +183,12 @@ def cmd_train(args, given: set[str]) -> int:
         run = resume(run, epochs=epochs, device=device, launch=launch, on_finish=training_report)
     else:
         train_cfg, model_values = configs_from_args(args, given)
-        check_names(train_cfg.model, train_cfg.guide, train_cfg.dataset)
+        location_type = train_settings().location
+        location = location_type(**given_values(args, location_type))
         run = fit(
             train_cfg,
-            run_dir=args.run_dir,
-            runs_dir=args.runs_dir,
+            run_dir=location.run_dir,
+            runs_dir=location.runs_dir,
             launch=launch,
             on_finish=training_report,
             **model_values,
@@ -477,27 +260,26 @@ def main(argv=None) -> int:
     if routed is None:
         parser.print_help()
         return 0
-    args = parser.parse_args(routed)
-    args.prog = prog
-    from . import progress
-
-    quiet = getattr(args, "quiet", False)
-    progress.set_enabled(not quiet)
     package_log = logging.getLogger(__package__)
-    handler = ConsoleHandler(getattr(args, "flag_names", {}))
+    handler = ConsoleHandler({})  # before parsing: a deprecated flag's notice goes through it
     package_log.addHandler(handler)
-    package_log.setLevel(logging.WARNING if quiet else logging.INFO)  # notices are warnings: always shown
+    package_log.setLevel(logging.INFO)
+    from . import progress
     from .errors import UGVAEError
 
     try:
-        if args.command == "train":
-            return cmd_train(args, given_flags(routed[1:]))
-        return args.handler(args)
+        args = parser.parse_args(routed)
+        args.prog = prog
+        quiet = getattr(args, "quiet", False)
+        progress.set_enabled(not quiet)
+        handler.names = args.flag_names
+        package_log.setLevel(logging.WARNING if quiet else logging.INFO)  # notices are warnings: always shown
+        return cmd_train(args) if args.command == "train" else args.handler(args)
     except UGVAEError as e:
         if debug:
             raise
         # One line even if a message has several.
-        print("error: " + " ".join(as_flags(str(e), args.flag_names).split("\n")), file=sys.stderr)
+        print("error: " + " ".join(as_flags(str(e), handler.names).split("\n")), file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:
         message = f"interrupted: {e}" if str(e) else "interrupted"

@@ -1,5 +1,9 @@
 """DATASETS, the loaders by name, and load_dataset, which also parses names like folder:PATH and mnist+fashion-mnist.
 
+A name is parsed whole (`parse_dataset`: at most MAX_TEXT characters and MAX_PARTS datasets,
+each known, with the option its loader takes) before any dataset is read, so a mistyped last part
+of a mixture costs nothing.
+
 A loader is `load(split, data_dir, image_size, **extras) -> ImageSet`; the registry passes only
 the extras a loader names:
 
@@ -18,6 +22,7 @@ import inspect
 from pathlib import Path
 
 from ..errors import DataError
+from ..settings import MAX_TEXT, shown
 from . import celeba, digits, fashion_mnist, folder, grouped, mnist, synthetic
 from .imageset import ImageSet, resize_images
 from .mixing import mix
@@ -35,6 +40,9 @@ SPLITS = ("train", "test")
 DEFAULT_DATA_DIR = "./.data"
 # Datasets whose option is a path, which may hold '+'.
 PATH_OPTIONS = ("folder",)
+# Options checked as the name is parsed, before any dataset of a mixture is read.
+CHECK_OPTION = {"synthetic": synthetic.parse_size}
+MAX_PARTS = 8  # datasets in one mixture
 
 
 def load_dataset(
@@ -46,48 +54,80 @@ def load_dataset(
 ) -> ImageSet:
     """One dataset, or several joined by '+' into a mixed-domain set, as uint8 images resized to image_size if given.
 
+    The whole name is parsed and checked (`parse_dataset`) before any part is read.
     download=False reads only what is on disk and never creates `data_dir` (see the module docstring).
     """
     if split not in SPLITS:
         raise DataError(f"split '{split}' is unknown; choose one of {', '.join(SPLITS)}")
     if image_size is not None and (not isinstance(image_size, int) or image_size < 1):
-        raise DataError(f"`image_size` {image_size!r} is not a positive whole number; set it to e.g. 64")
+        raise DataError(f"`image_size` {shown(image_size)} is not a positive whole number; set it to e.g. 64")
+    parts = parse_dataset(name)
     root = Path(data_dir or DEFAULT_DATA_DIR).expanduser()
-    parts = split_mixture(name)
-    for part in parts:
-        check_known(part)
     loaded = [load_one(part, split, root, image_size, download) for part in parts]
     return loaded[0] if len(loaded) == 1 else mix(loaded)
 
 
 def check_dataset_name(name: str) -> None:
-    """Raise the DataError of an unknown dataset name before anything is read (also each part of A+B)."""
-    for part in split_mixture(name):
-        check_known(part)
+    """Raise the DataError of a dataset name that cannot be loaded as written, before anything is read."""
+    parse_dataset(name)
 
 
-def check_known(part: str) -> None:
-    """A DataError naming the unknown dataset in `part` (also the BASE of grouped:BASE) and the closest name."""
-    key, _, option = part.partition(":")
+def parse_dataset(name: str) -> list[str]:
+    """The parts of `name` (A, or A+B+... for a mixture), each checked: a known dataset, an option
+    where its loader takes one and of the form it takes, and for grouped:BASE a base that is a
+    known dataset but no grouped one. A loop over at most MAX_PARTS parts of at most two levels:
+    no recursion, and nothing is read."""
+    if not isinstance(name, str) or not name:
+        raise DataError(f"`dataset` must be a dataset name such as mnist, got {shown(name)}")
+    if len(name) > MAX_TEXT:
+        raise DataError(f"`dataset` is {len(name)} characters long, more than the {MAX_TEXT} a name may have")
+    parts: list[str] = []
+    # '+' joins datasets, but a path (folder:PATH) may hold '+' too: a piece that starts no known
+    # dataset is glued back onto a part that ends in a path, so a mistyped second dataset is named.
+    for piece in name.split("+"):
+        if parts and piece.partition(":")[0] not in DATASETS and ends_in_path(parts[-1]):
+            parts[-1] += "+" + piece
+        else:
+            parts.append(piece)
+    if len(parts) > MAX_PARTS:
+        raise DataError(f"`dataset` mixes {len(parts)} datasets, more than the {MAX_PARTS} a mixture may have")
+    for part in parts:
+        key, _, base = part.partition(":")
+        check_part(part)
+        if takes_base(key):
+            if base.partition(":")[0] == "grouped":
+                raise DataError("grouped:grouped:... nests groups in groups; write grouped:BASE once")
+            check_part(base)
+    return parts
+
+
+def check_part(part: str) -> None:
+    """A DataError for one dataset of a name: unknown (with the closest name), or an option it cannot take."""
+    key, has_option, option = part.partition(":")
     if key not in DATASETS:
         close = difflib.get_close_matches(key, DATASETS, n=1)
         hint = f"did you mean '{close[0]}'? " if close else ""
         raise DataError(
-            f"dataset '{key}' is unknown; {hint}choose one of {', '.join(DATASETS)} (folder as folder:PATH)"
+            f"dataset {shown(key)} is unknown; {hint}choose one of {', '.join(DATASETS)} (folder as folder:PATH)"
         )
-    if "load_base" in inspect.signature(DATASETS[key]).parameters and option:
-        check_known(option)
+    takes = inspect.signature(DATASETS[key]).parameters
+    if has_option and "option" not in takes:
+        raise DataError(f"dataset '{key}' takes no ':' option; write just '{key}'")
+    if not option and key in PATH_OPTIONS:
+        raise DataError(f"dataset '{key}' needs a path; write it as {key}:PATH")
+    if not option and takes_base(key):
+        raise DataError(f"dataset '{key}' needs a base dataset; write it as {key}:mnist")
+    if has_option and key in CHECK_OPTION:
+        CHECK_OPTION[key](option)
 
 
 def load_one(name: str, split: str, root: Path, image_size: int | None, download: bool = True) -> ImageSet:
+    """One part of a name that `parse_dataset` accepted."""
     key, has_option, option = name.partition(":")
-    check_known(name)
     loader = DATASETS[key]
     takes = inspect.signature(loader).parameters
     extras = {}
     if has_option:
-        if "option" not in takes:
-            raise DataError(f"dataset '{key}' takes no ':' option; write just '{key}'")
         extras["option"] = option
     if "download" in takes:
         extras["download"] = download
@@ -99,21 +139,12 @@ def load_one(name: str, split: str, root: Path, image_size: int | None, download
     return result
 
 
-def split_mixture(name: str) -> list[str]:
-    """Split on '+'; a piece that starts no known dataset is glued back only onto a path (folder:PATH),
-    which may contain '+', so a mistyped second dataset is named as such."""
-    parts: list[str] = []
-    for piece in name.split("+"):
-        if parts and piece.partition(":")[0] not in DATASETS and takes_path(parts[-1]):
-            parts[-1] += "+" + piece
-        else:
-            parts.append(piece)
-    return parts
+def takes_base(key: str) -> bool:
+    """True for a dataset built on another one (grouped:BASE)."""
+    return key in DATASETS and "load_base" in inspect.signature(DATASETS[key]).parameters
 
 
-def takes_path(part: str) -> bool:
+def ends_in_path(part: str) -> bool:
     """True when `part` ends in a path: folder:PATH, also as the BASE of grouped:folder:PATH."""
     key, _, option = part.partition(":")
-    if key in PATH_OPTIONS:
-        return True
-    return key in DATASETS and "load_base" in inspect.signature(DATASETS[key]).parameters and takes_path(option)
+    return key in PATH_OPTIONS or (takes_base(key) and option.partition(":")[0] in PATH_OPTIONS)

@@ -41,9 +41,13 @@ import numpy as np
 import torch
 
 from ..errors import DataError
+from ..settings import shown
 from .imageset import ImageSet
 
 GROUP_KINDS = ("random", "labels", "clusters")
+# A Dirichlet or Beta concentration: 10**6 already means equal shares; numpy's draws fail near 1e308.
+MAX_ALPHA = 1e6
+MAX_SPEC = 64  # characters of a `groups` or `mix` spec
 STRUCTURED_RULES = {
     "mnist": {"even": [0, 2, 4, 6, 8], "odd": [1, 3, 5, 7, 9], "fibonacci": [0, 1, 2, 3, 5, 8], "prime": [2, 3, 5, 7]},
     "fashion-mnist": {"tops": [0, 2, 4, 6], "footwear": [5, 7, 9]},
@@ -312,38 +316,41 @@ class OwnGroups(Sampler):
 
 def parse_spec(spec: str) -> tuple[str, float | None]:
     """`groups` 'random' -> ('random', None); 'labels:0.3' -> ('labels', 0.3)."""
-    kind, has_alpha, alpha = str(spec).partition(":")
+    kind, has_alpha, alpha = spec.partition(":") if isinstance(spec, str) and len(spec) <= MAX_SPEC else ("", "", "")
     if kind not in GROUP_KINDS or (kind == "random") == bool(has_alpha):
-        raise DataError(f"`groups` {spec!r} is unknown; write random, labels:ALPHA or clusters:ALPHA")
+        raise DataError(f"`groups` {shown(spec)} is unknown; write random, labels:ALPHA or clusters:ALPHA")
     if kind == "random":
         return kind, None
-    try:
-        value = float(alpha)
-    except ValueError:
-        value = math.nan
-    if not (value >= 0 and math.isfinite(value)):
-        raise DataError(f"`groups` {spec!r}: ALPHA must be a finite number >= 0, e.g. {kind}:0.3")
+    value = as_number(alpha)
+    if not 0 <= value <= MAX_ALPHA:  # also false for NaN
+        raise DataError(f"`groups` {shown(spec)}: ALPHA must be a number from 0 to {MAX_ALPHA:g}, e.g. {kind}:0.3")
     return kind, value
 
 
 def parse_mix(mix: float | str) -> tuple[str, float]:
     """`mix` as ('share', s) for a fixed share or ('beta', a) for shares ~ Beta(a, a)."""
-    text = str(mix)
-    if text.startswith("beta:"):
-        try:
-            a = float(text[5:])
-        except ValueError:
-            a = math.nan
-        if not (a > 0 and math.isfinite(a)):
-            raise DataError(f"`mix` {text!r}: write beta:A with a finite A > 0, e.g. beta:0.5")
+    if isinstance(mix, str) and mix.startswith("beta:"):
+        a = as_number(mix[5:])
+        if not 0 < a <= MAX_ALPHA:
+            raise DataError(f"`mix` {shown(mix)}: write beta:A with 0 < A <= {MAX_ALPHA:g}, e.g. beta:0.5")
         return "beta", a
-    try:
-        share = float(text)
-    except ValueError:
-        raise DataError(f"`mix` {text!r} is neither a share in [0, 1] nor beta:A") from None
+    share = as_number(mix)
     if not 0.0 <= share <= 1.0:
-        raise DataError(f"`mix` must be a share in [0, 1], got {share}")
+        raise DataError(f"`mix` must be a share in [0, 1] or beta:A, got {shown(mix)}")
     return "share", share
+
+
+def as_number(value) -> float:
+    """`value` (a number, or its text) as a float; NaN for anything else, and for text longer than
+    MAX_SPEC or an int that no float holds, which are never converted."""
+    if isinstance(value, str):
+        try:
+            return float(value) if len(value) <= MAX_SPEC else math.nan
+        except ValueError:
+            return math.nan
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return math.nan
+    return float(value) if not isinstance(value, int) or value.bit_length() <= 1023 else math.nan
 
 
 def training_groups(

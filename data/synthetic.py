@@ -16,21 +16,26 @@ DEFAULT_TRAIN = 1000
 PROTOTYPE_SEED = 1234
 SPLIT_SEEDS = {"train": 0, "test": 1}
 CHUNK = 2048  # images drawn at once
+MAX_DIGITS = 15
 
 
 def load(split: str, data_dir: Path, image_size: int | None, option: str | None = None) -> ImageSet:
     """`synthetic:N` asks for N training images; the test split always has a fifth of that."""
-    n_train = DEFAULT_TRAIN
-    if option is not None:
-        if not option.isdigit() or int(option) < 1:
-            raise DataError(f"synthetic size '{option}' is not a positive whole number; write it as synthetic:1000")
-        n_train = int(option)
+    n_train = DEFAULT_TRAIN if option is None else parse_size(option)
     n = n_train if split == "train" else max(1, n_train // 5)
     check_fits(n, (1, SIDE, SIDE), f"synthetic:{n_train}", extra=blobs_workspace(n))
     images, labels = make_blobs(n, torch.Generator().manual_seed(SPLIT_SEEDS[split]))
     source = "synthetic digits generated with fixed seeds"
     names = [str(c) for c in range(NUM_CLASSES)]
     return ImageSet(images=images, labels=labels, class_names=names, name="synthetic", source=source)
+
+
+def parse_size(option: str) -> int:
+    """N of synthetic:N, a positive whole number of at most MAX_DIGITS digits (far beyond memory)."""
+    if not (option.isascii() and option.isdigit() and len(option) <= MAX_DIGITS and int(option) >= 1):
+        shown = option if len(option) <= 20 else option[:20] + "..."
+        raise DataError(f"synthetic size '{shown}' is not a positive whole number; write it as synthetic:1000")
+    return int(option)
 
 
 def blobs_workspace(n: int, chunk: int = CHUNK) -> int:

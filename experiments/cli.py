@@ -1,7 +1,7 @@
 """The `evaluate`, `compare`, `embed`, `sample` and `experiment NAME` commands of the command line.
 
 Each command is a typed function of this package, `f(run, settings)` with a settings dataclass
-(settings.py); this module turns the dataclass's fields into flags, loads the run
+(settings.py); this module turns the dataclass's fields into flags (flags.py), loads the run
 once (`--run RUN_DIR`, `--device`), calls the function under the run's lock and prints its
 `report`. Adding a command is a module plus a line in COMMANDS or EXPERIMENTS.
 
@@ -12,12 +12,11 @@ summaries below (a test checks each summary against its module's docstring).
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import importlib
-import types
-import typing
-from dataclasses import MISSING, dataclass, fields
+from dataclasses import dataclass
+
+from ..flags import add_quiet, add_settings, given_values
 
 
 @dataclass(frozen=True)
@@ -98,45 +97,14 @@ def _module(command: Command):
     return importlib.import_module(command.module, __package__)
 
 
-def add_settings(parser: argparse.ArgumentParser, settings_type, skip=()) -> dict[str, str]:
-    """A flag per field of `settings_type` (settings.py) but those in `skip`; returns field -> flag."""
-    names = {}
-    hints = typing.get_type_hints(settings_type)
-    for f in fields(settings_type):
-        if f.name in skip:
-            continue
-        meta = f.metadata
-        flags = meta.get("flags") or ("--" + f.name.replace("_", "-"),)
-        kind, optional = _unwrap(hints[f.name])
-        kwargs = {"dest": f.name, "help": meta.get("help", ""), **meta.get("cli", {})}
-        default = f.default_factory() if f.default is MISSING and f.default_factory is not MISSING else f.default
-        if kind is bool:  # --x/--no-x, unless the field asks for another action (store_true)
-            kwargs.setdefault("action", argparse.BooleanOptionalAction)
-            kwargs["default"] = default
-        else:
-            element = typing.get_args(kind)[0] if typing.get_origin(kind) is list else None
-            kwargs.update(type=element or kind, default=default)
-            if element is not None:
-                kwargs.setdefault("nargs", "+")
-        parser.add_argument(*flags, **kwargs)
-        names[f.name] = next((name for name in flags if name.startswith("--")), flags[0])
-    return names
-
-
-def _unwrap(hint):
-    """(type, whether None is allowed) of an annotation such as `int | None`."""
-    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
-        return args[0], True
-    return hint, False
-
-
 def settings_from(args, settings_type):
-    return settings_type(**{f.name: getattr(args, f.name) for f in fields(settings_type)})
+    return settings_type(**given_values(args, settings_type))
 
 
 def _builder(command: Command):
     def build(parser):
+        from ..trained.config import DEVICE_NAMES
+
         module = _module(command)
         if command.runs == "runs":
             parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="trained runs, one table row each")
@@ -150,9 +118,11 @@ def _builder(command: Command):
         flag_names = add_settings(
             parser, settings_type, skip=("checkpoint",) if command.runs == "run-or-checkpoint" else ()
         )
-        parser.add_argument("--device", default="auto", help="auto (cuda when available, else cpu), cpu or cuda[:N]")
-        parser.add_argument("--quiet", action="store_true", help="no progress bars; notices are still shown")
-        flag_names.update(run="--run", device="--device")
+        parser.add_argument(
+            "--device", default="auto", help=f"where the run's model runs: {DEVICE_NAMES} (default: auto)"
+        )
+        add_quiet(parser)
+        flag_names.update(run="--run", device="--device", run_dir="RUN_DIR" if command.runs == "runs" else "--run")
         parser.set_defaults(handler=_handler(command), flag_names=flag_names)
 
     return build
@@ -182,7 +152,7 @@ def _handler(command: Command):
 
 def add_subcommands(sub):
     """Add the commands to `sub`, whose parser_class builds each parser's arguments on first use
-    from the `builder` keyword (run.LazyParser)."""
+    from the `builder` keyword (flags.LazyParser)."""
     for name, command in COMMANDS.items():
         sub.add_parser(name, help=command.summary, description=command.summary, builder=_builder(command))
 

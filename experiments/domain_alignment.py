@@ -34,9 +34,10 @@ import torch
 from ..data import ImageSet, load_dataset, mixed_class_groups, structured_groups, to_unit_float
 from ..errors import ConfigError, RunError
 from ..progress import progress
-from ..settings import check_at_least, setting
+from ..settings import Settings, seed_setting, setting
 from ..trained import Run, load_run
-from ..trained.inference import require_global_latent
+from ..trained.config import MAX_GROUP_SIZE
+from ..trained.inference import MAX_GROUPS, require_global_latent
 from ..trained.outputs import OutputFolder
 from .group_features import encode_groups, untrained_guide
 from .plotting import save_figure, save_json, show_grid
@@ -44,22 +45,30 @@ from .plotting import save_figure, save_json, show_grid
 NAME = "domain-alignment"
 
 
-@dataclass
-class DomainAlignmentSettings:
+@dataclass(frozen=True)
+class DomainAlignmentSettings(Settings):
     baseline_runs: list[str] = setting(
         [],
         "runs of other models (VAE, ML-VAE) on the same data, for the accuracy table",
-        "--baseline-run",
+        "--baseline-runs",
+        old_flags=("--baseline-run",),
         metavar="RUN_DIR",
     )
     split: str = setting("test", "images the groups are drawn from", choices=("train", "test"))
-    num_groups: int = setting(100, "groups of each kind: pure A, pure B, mixed")
-    group_size: int | None = setting(None, "B of the figures; the run's own when not given")
-    probe_sizes: list[int] | None = setting(
-        None, "group sizes of the accuracy table; 1, 8 and --group-size when not given"
+    num_groups: int = setting(100, "groups of each kind: pure A, pure B, mixed", at_least=2, at_most=MAX_GROUPS)
+    group_size: int | None = setting(
+        None, "B of the figures", "--group-size", "-B", at_least=1, at_most=MAX_GROUP_SIZE, default_is="the run's B"
     )
-    steps: int = setting(7, "interpolation steps along beta and along z")
-    seed: int = setting(0, "seed of the groups, t-SNE and folds")
+    probe_sizes: list[int] | None = setting(
+        None,
+        "group sizes of the accuracy table",
+        at_least=1,
+        at_most=MAX_GROUP_SIZE,
+        default_is="1, 8 and --group-size",
+        metavar="B",
+    )
+    steps: int = setting(7, "interpolation steps along beta and along z", at_least=2, at_most=64)
+    seed: int = seed_setting("seed of the groups, t-SNE and folds")
 
 
 @dataclass
@@ -75,9 +84,6 @@ class DomainAlignmentResult:
 def domain_alignment(run: Run, settings: DomainAlignmentSettings | None = None) -> DomainAlignmentResult:
     """Figures (a)-(c) and the accuracy table (d) of the module docstring for `run`."""
     settings = settings or DomainAlignmentSettings()
-    check_at_least(settings, num_groups=2, steps=2, group_size=1, probe_sizes=1)
-    if settings.split not in ("train", "test"):
-        raise ConfigError(f"`split` is 'train' or 'test', got {settings.split!r}")
     require_global_latent(
         run, "there is no beta to interpolate", "pass a UG-VAE or ML-VAE run, and this one in `baseline_runs`"
     )

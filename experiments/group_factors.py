@@ -37,9 +37,10 @@ from ..data import to_unit_float
 from ..errors import DataError
 from ..files import atomic_write_text
 from ..progress import progress
-from ..settings import check_at_least, setting
+from ..settings import Settings, seed_setting, setting
 from ..trained import Run
-from ..trained.inference import require_global_latent
+from ..trained.config import MAX_GROUP_SIZE
+from ..trained.inference import MAX_GROUPS, require_global_latent
 from ..trained.outputs import OutputFolder
 from .readers import ImageFactorReader, r2_per_factor
 
@@ -47,14 +48,20 @@ NAME = "group-factors"
 FOLDS = 5
 
 
-@dataclass
-class GroupFactorsSettings:
-    group_sizes: list[int] = setting([32, 8], "B of held-out groups", metavar="B")
-    groups: int = setting(300, "held-out groups per group size")
-    untrained_seeds: int = setting(3, "seeds of the untrained-guide baseline")
-    pairs: int = setting(150, "(own, donor) pairs of the transfer test")
-    seed: int = setting(0, "seed of the groups, factors and pairs")
-    data_dir: str | None = setting(None, "where the base dataset is found; None: the run's")
+MAX_UNTRAINED_SEEDS = 64
+MAX_PAIRS = 10**5
+
+
+@dataclass(frozen=True)
+class GroupFactorsSettings(Settings):
+    group_sizes: list[int] = setting([32, 8], "B of held-out groups", at_least=1, at_most=MAX_GROUP_SIZE, metavar="B")
+    num_groups: int = setting(
+        300, "held-out groups per group size", at_least=2 * FOLDS, at_most=MAX_GROUPS, old_flags=("--groups",)
+    )
+    untrained_seeds: int = setting(3, "seeds of the untrained-guide baseline", at_least=1, at_most=MAX_UNTRAINED_SEEDS)
+    pairs: int = setting(150, "(own, donor) pairs of the transfer test", at_least=2, at_most=MAX_PAIRS)
+    seed: int = seed_setting("seed of the groups, factors and pairs")
+    data_dir: str | None = setting(None, "where the base dataset is found", default_is="the run's own")
 
 
 @dataclass
@@ -74,7 +81,6 @@ def group_factors(run: Run, settings: GroupFactorsSettings | None = None) -> Gro
     from .plotting import save_grid, save_json
 
     settings = settings or GroupFactorsSettings()
-    check_at_least(settings, group_sizes=1, groups=2 * FOLDS, untrained_seeds=1, pairs=2)
     guide, model_cfg, train_cfg = run.guide, run.model_cfg, run.train_cfg
     kind, _, base_name = train_cfg.dataset.partition(":")
     if kind != "grouped":
@@ -99,7 +105,7 @@ def group_factors(run: Run, settings: GroupFactorsSettings | None = None) -> Gro
                 "dataset": train_cfg.dataset,
                 "factors": factor_names,
                 "settings": {
-                    k: getattr(settings, k) for k in ("group_sizes", "groups", "untrained_seeds", "pairs", "seed")
+                    k: getattr(settings, k) for k in ("group_sizes", "num_groups", "untrained_seeds", "pairs", "seed")
                 },
                 "rows": rows,
                 "summary": summary,
@@ -119,7 +125,7 @@ def report(result: GroupFactorsResult) -> str:
 def measure(run: Run, base, sources: dict, settings: GroupFactorsSettings):
     """R^2 rows per group size and source, the transfer (at the first group size: it fits an image
     regressor), its picture, and the factor names."""
-    G, rows, transfer_result = settings.groups, [], None
+    G, rows, transfer_result = settings.num_groups, [], None
     with progress(total=len(settings.group_sizes) * len(sources) + 1, desc="group factors", unit="step") as bar:
         for B in settings.group_sizes:
             data = held_out_groups(base, G, B, settings.seed + B)

@@ -28,7 +28,7 @@ import torch
 from ..data import load_dataset, seeded_partition, to_unit_float
 from ..errors import ConfigError
 from ..progress import progress
-from ..settings import check_at_least, setting
+from ..settings import Settings, setting
 from ..trained import Run
 from ..trained.diagnostics import cluster_probabilities
 from ..trained.evaluation import cluster_usage
@@ -39,21 +39,24 @@ from .plotting import save_figure, save_grid, save_json, show_grid
 NAME = "interpolation"
 
 
-@dataclass
-class InterpolationSettings:
-    clusters: list[str] | None = setting(
-        None, "clusters to draw, or 'all'; None: the 3 most used on the test split", metavar="D"
+MAX_STEPS = 64  # rows or columns of a grid
+
+
+@dataclass(frozen=True)
+class InterpolationSettings(Settings):
+    clusters: list[int | str] | None = setting(
+        None, "clusters to draw, or 'all'", default_is="the 3 most used on the test split", metavar="D"
     )
-    rows: int = setting(7, "beta values per grid")
-    cols: int = setting(7, "z values per grid")
-    beta_range: float = setting(1.0, "beta goes from -R to +R")
-    z_range: float = setting(3.0, "z goes from mu_z - R to mu_z + R")
+    rows: int = setting(7, "beta values per grid", at_least=2, at_most=MAX_STEPS)
+    cols: int = setting(7, "z values per grid", at_least=2, at_most=MAX_STEPS)
+    beta_range: float = setting(1.0, "beta goes from -R to +R", above=0, metavar="R")
+    z_range: float = setting(3.0, "z goes from mu_z - R to mu_z + R", above=0, metavar="R")
     beta_centre: str = setting(
         "prior",
         "rows around 0 (the paper's) or around the mean of q(beta|X) of random test groups",
         choices=("prior", "posterior"),
     )
-    data_dir: str | None = setting(None, "where the dataset is found; None: the run's")
+    data_dir: str | None = setting(None, "where the dataset is found", default_is="the run's own")
 
 
 @dataclass
@@ -67,9 +70,6 @@ class InterpolationResult:
 def interpolation(run: Run, settings: InterpolationSettings | None = None) -> InterpolationResult:
     """The grids of the module docstring, one per chosen cluster, with a summary figure and their JSON."""
     settings = settings or InterpolationSettings()
-    check_at_least(settings, rows=2, cols=2)
-    if settings.beta_centre not in ("prior", "posterior"):
-        raise ConfigError(f"`beta_centre` is 'prior' or 'posterior', got {settings.beta_centre!r}")
     model, guide = run.model, run.guide
     require_global_latent(run, "there is no beta to interpolate")
     folder = OutputFolder(run.path("experiments"), NAME, run_dir=run.run_dir)

@@ -99,7 +99,7 @@ def print_training_report(run, out=None, command: str = "ugvae"):
     print("next:", file=out)
     print(f"  {command} evaluate --run {run.run_dir}", file=out)
     print(f"  {command} embed --run {run.run_dir} --folder YOUR_IMAGE_SETS", file=out)
-    print(f"  {command} sample --run {run.run_dir} --groups 4", file=out)
+    print(f"  {command} sample --run {run.run_dir} --num-groups 4", file=out)
     print(
         f"  {command} experiment interpolation --run {run.run_dir}   (also structured-batches, domain-alignment, "
         "group-factors, set-generation)",

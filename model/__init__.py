@@ -2,7 +2,7 @@
 
 from ..errors import ConfigError
 from .base import Components, GenerativeModel
-from .config import EXTENSIONS, ModelConfig, UGVAEConfig
+from .config import EXTENSIONS, ModelConfig
 from .gmvae import GMVAEModel
 from .mlvae import MLVAEModel
 from .ugvae import UGVAEModel
@@ -35,7 +35,6 @@ __all__ = [
     "Components",
     "GenerativeModel",
     "ModelConfig",
-    "UGVAEConfig",
     "UGVAEModel",
     "VAEModel",
     "GMVAEModel",

@@ -20,5 +20,5 @@ done
 $py run.py compare "${names[@]}" --out "$out"  # the first run, UG-VAE, is the reference
 $py run.py experiment interpolation --run "$out/ugvae-structured"
 $py run.py experiment interpolation --run "$out/mlvae"
-$py run.py experiment structured-batches --run "$out/ugvae-structured" --baseline-run "$out/mlvae" "$out/vae"
+$py run.py experiment structured-batches --run "$out/ugvae-structured" --baseline-runs "$out/mlvae" "$out/vae"
 echo "tables and figures under $out"

@@ -7,26 +7,32 @@ import re
 
 from tests.conftest import ROOT
 
-# What each part may import of ours; the top-level modules (errors, files, progress) are leaves.
+# What each part may import of ours; the top-level modules (errors, files, progress, settings) are
+# leaves every part may use, and flags (settings made flags) is for the command line only.
+LEAVES = {"errors", "files", "progress", "version", "settings"}
 ALLOWED = {
     "errors": set(),
     "files": {"errors"},
     "progress": set(),
     "version": set(),
-    "model": {"errors"},
-    "guide": {"model", "errors"},
-    "data": {"errors", "files", "progress"},
     "settings": {"errors"},
-    "trained": {"model", "guide", "data", "errors", "files", "progress", "version"},
-    "train": {"trained", "model", "guide", "data", "errors", "files", "progress", "version"},
-    "experiments": {"trained", "model", "guide", "data", "errors", "files", "progress", "settings"},
+    "flags": {"settings"},
+    "model": {"errors", "settings"},
+    "guide": {"model", "errors", "settings"},
+    "data": {"errors", "files", "progress", "settings"},
+    "trained": {"model", "guide", "data", *LEAVES},
+    "train": {"trained", "model", "guide", "data", *LEAVES},
+    "experiments": {"trained", "model", "guide", "data", "flags", *LEAVES},
 }
 PARTS = ("model", "guide", "data", "trained", "train", "experiments")
 
 
 def modules() -> dict[str, str]:
     """module name ('trained.run', 'errors', ...) -> path, for the package's own code."""
-    found = {name: os.path.join(ROOT, f"{name}.py") for name in ("errors", "files", "progress", "version", "settings")}
+    found = {
+        name: os.path.join(ROOT, f"{name}.py")
+        for name in ("errors", "files", "progress", "version", "settings", "flags")
+    }
     for part in PARTS:
         for folder, _, files in os.walk(os.path.join(ROOT, part)):
             package = os.path.relpath(folder, ROOT).replace(os.sep, ".")

@@ -23,7 +23,7 @@ from ..errors import ConfigError, RunError
 from ..guide import build
 from ..model import ModelConfig, check_extensions
 from ..trained.checkpoint_schema import expected_state
-from ..trained.config import LaunchConfig, TrainConfig, check_memory, resolve_device
+from ..trained.config import LaunchConfig, RunLocation, TrainConfig, check_memory, resolve_device
 from ..trained.run import Run
 from .loop import Trainer
 from .session import check_image_shape, load_training_data
@@ -64,7 +64,7 @@ def prepare(train_cfg: TrainConfig | None = None, model_cfg: ModelConfig | None 
         model_cfg = ModelConfig(**{"x_shape": tuple(data.train_set.x_shape), **model_values})
         check_memory(model_cfg, train_cfg, device)
     check_image_shape(data, model_cfg, train_cfg.dataset)
-    run = Run(model_cfg, train_cfg)
+    run = Run(model_cfg, train_cfg, device=device)
     model, guide = build(model_cfg, run.model_name, run.guide_name)
     return run, data, model, guide
 
@@ -72,7 +72,6 @@ def prepare(train_cfg: TrainConfig | None = None, model_cfg: ModelConfig | None 
 def new_trainer(train_cfg: TrainConfig | None = None, model_cfg: ModelConfig | None = None, **values) -> Trainer:
     """A single-device Trainer of a new run, on the run's device; `start` makes its directory."""
     run, data, model, guide = prepare(train_cfg, model_cfg, **values)
-    run.device = resolve_device(run.train_cfg.device)
     return Trainer(run, data, model, guide, run.device)
 
 
@@ -92,6 +91,7 @@ def fit(
     `values` are fields of TrainConfig and ModelConfig; model sizes without `x_shape` take the
     data's image shape. `lightning_callbacks` go to Lightning's Trainer (with `launch` only).
     """
+    RunLocation(runs_dir, run_dir)  # checked before any data is read
     if launch is not None:
         run, data, model, guide = prepare(train_cfg, model_cfg, **values)
         run.launch = launch

@@ -1,261 +1,300 @@
-"""How a run is trained (everything that is not a size of the model, see model/config.py), where,
-and how it is launched across processes.
+"""How a run is trained (everything that is not a size of the model, see model/config.py), where
+it goes, and how it is launched across processes.
 
-Every value is checked where it enters (flags, or config.json of a run): types, ranges, and
-finiteness, since a NaN or infinite rate would otherwise be blamed on divergence steps later.
-Every count has a documented maximum (`MAX_COUNTS`; the seed is bounded by what numpy's
-generator takes), so that a mistyped one is refused in one line instead of overflowing or
-allocating until the process is killed. `check_memory` then compares the peak memory of a
-training step, counted from the networks the config builds, with what the device has free.
-Messages name fields in backticks (`group_size`); the command line shows them as flags.
+Every field is declared once (settings.py): type, default, bounds or choices, and help, from
+which the `train` command's flags are made. Every value is checked where it enters (flags,
+Python, or config.json of a run): types, ranges, and finiteness, since a NaN or infinite rate
+would otherwise be blamed on divergence steps later; every count has a maximum, so that a
+mistyped one is refused in one line instead of overflowing or allocating until the process is
+killed. Rules that tie fields together are `cross_field_problems`. `check_memory` then compares
+the peak memory of a training step, counted from the networks the config builds, with what the
+device has free. Messages name fields in backticks (`group_size`); the command line shows them
+as flags.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 
 import torch
 
+from ..data.registry import DEFAULT_DATA_DIR, check_dataset_name
 from ..data.sampling import parse_mix, parse_spec
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, UGVAEError
+from ..guide.registry import GUIDES, guide_class
+from ..settings import Settings, from_json, seed_setting, setting, shown
 
 # Far above any run of the paper (200 epochs, B = 128, G = 16), far below any overflow.
-MAX_COUNTS = {
-    "epochs": 10**6,
-    "group_size": 2**20,
-    "groups_per_step": 2**16,
-    "log_every": 2**31,
-    "checkpoint_every": 2**31,
-    "keep_checkpoints": 1000,
-    "group_warmup": 10**6,
-    "image_size": 4096,
-}
+MAX_EPOCHS = 10**6
+MAX_GROUP_SIZE = 2**20
+MAX_GROUPS_PER_STEP = 2**16
 MAX_SAMPLES_PER_STEP = 2**24  # group_size x groups_per_step
-MAX_SEED = 2**32 - 1  # numpy's legacy generator (seeded by pyro.set_rng_seed) takes no more
+MAX_STEPS = 2**31  # between logged losses or checkpoints
+MAX_IMAGE_SIZE = 4096
+DEVICE_NAMES = "auto (cuda when available, else cpu), cpu or cuda[:N]"
+# The --help sections of `train`, in order: each field names its own.
+DATA, MODEL, TRAINING, OUTPUT = "data", "model", "training", "output"
+LEVERS = "levers of the objective (extensions of the paper; what each bounds: train/elbo.py)"
+SCALING_OUT = "scaling out (PyTorch Lightning, optional extra)"
+SECTIONS = (DATA, MODEL, TRAINING, LEVERS, OUTPUT, SCALING_OUT)
 
 
 @dataclass(frozen=True)
-class Levers:
+class Levers(Settings):
     """The levers of the training objective, each off by default, and then the loss is the ELBO of
     eq. 10 itself. train/elbo.py states what each computes and what it bounds."""
 
-    local_kl_weight: float = 1.0  # lambda on the KL of z and d
-    leave_one_out: bool = False  # decode x_i with beta inferred from the other members
-    set_mix_weight: float = 0.0  # gamma on KL(set's mean q(d) || p(d | beta)) per group
-
-    def __post_init__(self):
-        problems = []
-        if not (_is_finite(self.local_kl_weight) and self.local_kl_weight > 0):
-            problems.append(f"`local_kl_weight` must be a finite number > 0, got {self.local_kl_weight!r}")
-        if not (_is_finite(self.set_mix_weight) and self.set_mix_weight >= 0):
-            problems.append(f"`set_mix_weight` must be a finite number >= 0, got {self.set_mix_weight!r}")
-        if not isinstance(self.leave_one_out, bool):
-            problems.append(f"`leave_one_out` must be true or false, got {self.leave_one_out!r}")
-        if problems:
-            raise ConfigError("; ".join(problems))
+    local_kl_weight: float = setting(1.0, "weight lambda on the KL of z and d (1: the ELBO)", above=0, section=LEVERS)
+    leave_one_out: bool = setting(
+        False, "UG-VAE: decode each sample with beta inferred from the other members of its group", section=LEVERS
+    )
+    set_mix_weight: float = setting(
+        0.0,
+        "UG-VAE with --cluster-weights global: weight gamma on KL(the group's mean q(d) || p(d | beta)), "
+        "which pulls p(d | beta) to the group's mix (0: the ELBO)",
+        at_least=0,
+        section=LEVERS,
+    )
 
     @property
     def on(self) -> list[str]:
         """The names of the levers that change the loss."""
-        return [f.name for f in fields(self) if getattr(self, f.name) != f.default]
+        return [f.name for f in fields(Levers) if getattr(self, f.name) != f.default]
 
 
-def _is_finite(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+def guide_names() -> str:
+    by_model: dict[str, list[str]] = {}
+    for model, guide in GUIDES:
+        by_model.setdefault(model, []).append(guide)
+    return "; ".join(f"{model}: {', '.join(guides)}" for model, guides in by_model.items())
 
 
-@dataclass
-class TrainConfig:
-    dataset: str = "mnist"
-    model: str = "ugvae"
-    guide: str | None = None  # None: the model's default guide (see guide.GUIDES)
-    epochs: int = 200
-    group_size: int = 128  # B: samples that share one global latent
-    groups_per_step: int = 1  # G: independent groups per SVI step, in one vectorised call
-    lr: float = 1e-3
-    seed: int = 0
-    device: str = "cpu"
-    jit: bool = False
-    data_dir: str | None = None
-    image_size: int | None = None
-    mix: float | str = 0.5  # share of the first dataset in each group of an A+B mixture, or "beta:A"
-    groups: str = "random"  # training groups: random, labels:ALPHA or clusters:ALPHA (data/sampling.py)
-    group_warmup: int = 0  # epochs of random groups before clusters:ALPHA groups start
-    log_every: int = 10  # steps between logged losses: the only host-device syncs of a step
-    checkpoint_every: int = 1000  # steps; a checkpoint is also written at each epoch end
-    keep_checkpoints: int = 3
-    clip_norm: float | None = None
-    # Pyro's and torch.distributions' argument checks read tensors on the host (syncs);
-    # None: on unless training on CUDA, where they would stall every step.
-    validate: bool | None = None
-    graph: bool = False  # capture the whole step as one CUDA graph (train/graph.py)
-    # The fields of `Levers`, kept flat so that config.json stays one flat object.
-    local_kl_weight: float = 1.0  # lambda on the KL of z and d
-    leave_one_out: bool = False  # decode x_i with beta inferred from the other members
-    set_mix_weight: float = 0.0  # gamma on KL(set's mean q(d) || p(d | beta)) per group
+def check_device_name(name: str) -> None:
+    """A ConfigError when `name` is a device name on no machine (what this one has: `resolve_device`)."""
+    if not isinstance(name, str) or not name or len(name) > 64:
+        raise ConfigError(f"`device` must be a device name such as cpu, got {shown(name)}")
+    if name == "auto":
+        return
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError, TypeError):
+        raise ConfigError(f"`device` {shown(name)} is not a device name; use cpu, cuda, cuda:N or auto") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ConfigError(f"`device` {shown(name)} is not supported; use cpu or cuda[:N]")
 
-    def __post_init__(self):
-        problems = type_problems(self)
-        if problems:
-            raise ConfigError("; ".join(problems))
-        for name in ("lr", "mix", "clip_norm"):
-            value = getattr(self, name)
-            if isinstance(value, (int, float)) and not math.isfinite(_as_float(value)):  # mix may be "beta:A"
-                problems.append(f"`{name}` must be a finite number, got {value}")
-        if problems:
-            raise ConfigError("; ".join(problems))
-        if self.group_size < 1:
-            problems.append(f"`group_size` must be >= 1, got {self.group_size}")
-        elif self.group_size < 2 and self.model != "vae":
+
+@dataclass(frozen=True)
+class TrainConfig(Levers):
+    """How a run is trained: the levers of its objective (`Levers`, kept flat so that config.json
+    stays one flat object) and everything else that is not a size of the model."""
+
+    dataset: str = setting(
+        "mnist",
+        "mnist, fashion-mnist, digits, celeba, synthetic, folder:PATH, grouped:NAME (groups sharing "
+        "hidden factors), or A+B for a mixture of two",
+        rule=check_dataset_name,
+        section=DATA,
+    )
+    model: str = setting("ugvae", "ugvae, vae, gmvae or mlvae", section=MODEL)
+    guide: str | None = setting(
+        None, f"variational family, by model: {guide_names()}", default_is="the model's first", section=MODEL
+    )
+    epochs: int = setting(
+        200,
+        "passes over the training set (with --resume: the new total)",
+        at_least=1,
+        at_most=MAX_EPOCHS,
+        section=TRAINING,
+    )
+    group_size: int = setting(
+        128,
+        "B: samples per group, sharing one global latent",
+        "--group-size",
+        "-B",
+        at_least=1,
+        at_most=MAX_GROUP_SIZE,
+        section=TRAINING,
+    )
+    groups_per_step: int = setting(
+        1,
+        "G: independent groups per step, vectorised in one call",
+        "--groups-per-step",
+        "-G",
+        at_least=1,
+        at_most=MAX_GROUPS_PER_STEP,
+        section=TRAINING,
+    )
+    lr: float = setting(1e-3, "Adam learning rate", above=0, section=TRAINING)
+    seed: int = seed_setting("random seed", section=TRAINING)
+    device: str = setting(
+        "cpu",
+        f"where training runs: {DEVICE_NAMES}; a resumed run keeps its own",
+        command_line_default="auto",
+        rule=check_device_name,
+        section=TRAINING,
+    )
+    jit: bool = setting(False, "use JitTraceEnum_ELBO (same loss, less overhead)", negatable=False, section=TRAINING)
+    data_dir: str | None = setting(
+        None, "where datasets are found or downloaded", default_is=DEFAULT_DATA_DIR, section=DATA
+    )
+    image_size: int | None = setting(
+        None,
+        "resize images to SIZE x SIZE",
+        at_least=1,
+        at_most=MAX_IMAGE_SIZE,
+        default_is="the dataset's own",
+        section=DATA,
+    )
+    mix: float | str = setting(
+        0.5,
+        "share of dataset A in each group of an A+B mixture, or beta:A for a share ~ Beta(A, A) per group",
+        at_least=0,
+        at_most=1,
+        rule=parse_mix,
+        section=DATA,
+    )
+    groups: str = setting(
+        "random",
+        "training groups: random, labels:ALPHA (class proportions ~ Dirichlet(ALPHA); 0: one class) "
+        "or clusters:ALPHA (the same over the model's own clusters); data/sampling.py",
+        rule=parse_spec,
+        section=DATA,
+    )
+    group_warmup: int = setting(
+        0, "epochs of random groups before clusters:ALPHA", at_least=0, at_most=MAX_EPOCHS, section=DATA
+    )
+    # The only host-device syncs of a step.
+    log_every: int = setting(10, "steps between logged losses", at_least=1, at_most=MAX_STEPS, section=TRAINING)
+    checkpoint_every: int = setting(
+        1000,
+        "steps between checkpoints (one is also written at each epoch's end)",
+        at_least=1,
+        at_most=MAX_STEPS,
+        section=TRAINING,
+    )
+    keep_checkpoints: int = setting(3, "how many checkpoints to keep", at_least=1, at_most=1000, section=TRAINING)
+    clip_norm: float | None = setting(
+        None, "clip the gradient norm to this value", above=0, default_is="no clipping", section=TRAINING
+    )
+    # Pyro's and torch.distributions' argument checks read tensors on the host (syncs).
+    validate: bool | None = setting(
+        None,
+        "Pyro's argument checks, which sync with the host every step",
+        default_is="on, but off on CUDA",
+        section=TRAINING,
+    )
+    graph: bool = setting(
+        False,
+        "replay the whole step as one CUDA graph (train/graph.py; needs cuda)",
+        negatable=False,
+        section=TRAINING,
+    )
+
+    def cross_field_problems(self) -> list[str]:
+        problems = []
+        try:
+            guide_class(self.model, self.guide)
+        except UGVAEError as e:
+            problems.append(str(e))
+        if self.group_size < 2 and self.model != "vae":
             problems.append(f"`group_size` must be >= 2 for a model with a global latent, got {self.group_size}")
-        for name in ("epochs", "groups_per_step", "log_every", "checkpoint_every", "keep_checkpoints"):
-            if getattr(self, name) < 1:
-                problems.append(f"`{name}` must be >= 1, got {getattr(self, name)}")
-        if self.image_size is not None and self.image_size < 1:
-            problems.append(f"`image_size` must be >= 1, got {self.image_size}")
-        for name, most in MAX_COUNTS.items():
-            if getattr(self, name) is not None and getattr(self, name) > most:
-                problems.append(f"`{name}` must be at most {most}, got {getattr(self, name)}")
         if self.group_size * self.groups_per_step > MAX_SAMPLES_PER_STEP:
             problems.append(
                 f"`group_size` x `groups_per_step` must be at most {MAX_SAMPLES_PER_STEP} samples per step, "
                 f"got {self.group_size} x {self.groups_per_step}"
             )
-        if not 0 <= self.seed <= MAX_SEED:
-            problems.append(f"`seed` must be between 0 and {MAX_SEED} (2**32 - 1), got {self.seed}")
-        if not self.lr > 0:
-            problems.append(f"`lr` must be > 0, got {self.lr}")
-        for check in (lambda: parse_mix(self.mix), lambda: parse_spec(self.groups)):
-            try:
-                check()
-            except DataError as e:
-                problems.append(str(e))
-        if self.group_warmup < 0:
-            problems.append(f"`group_warmup` must be >= 0, got {self.group_warmup}")
-        if self.clip_norm is not None and not self.clip_norm > 0:
-            problems.append(f"`clip_norm` must be > 0, got {self.clip_norm}")
-        if self.graph and not (self.device.startswith("cuda") or self.device == "auto"):
+        return problems + self.graph_problems() + self.lever_problems()
+
+    def graph_problems(self) -> list[str]:
+        """A captured step needs CUDA and the sync-free ELBO without host syncs."""
+        if not self.graph:
+            return []
+        problems = []
+        if not (self.device.startswith("cuda") or self.device == "auto"):
             problems.append("`graph` needs a GPU, CUDA graphs exist only there: set `device` to cuda, or drop `graph`")
-        if self.graph and self.validate:
+        if self.validate:
             problems.append("`graph` cannot capture Pyro's validation checks (host syncs): drop `validate`")
-        if self.graph and self.jit:
+        if self.jit:
             problems.append("`graph` captures the sync-free ELBO, not the JIT one: drop `jit`")
-        try:
-            levers_on = self.levers.on
-        except ConfigError as e:
-            problems.append(str(e))
-            levers_on = []
-        if self.model != "ugvae" and set(levers_on) & {"leave_one_out", "set_mix_weight"}:
+        return problems
+
+    def lever_problems(self) -> list[str]:
+        """Levers act on UG-VAE's beta and p(d | beta), and live in the sync-free ELBO only."""
+        problems = []
+        on = self.on
+        if self.model != "ugvae" and set(on) & {"leave_one_out", "set_mix_weight"}:
             problems.append(
                 "`leave_one_out` and `set_mix_weight` act on UG-VAE's beta and p(d | beta), which model "
                 f"{self.model} has not: set `model` to ugvae"
             )
-        if self.jit and levers_on:
-            named = " and ".join(f"`{name}`" for name in levers_on)
-            problems.append(f"{named} live in the sync-free ELBO: drop `jit`")
-        if problems:
-            raise ConfigError("; ".join(problems))
+        if self.jit and on:
+            problems.append(f"{' and '.join(f'`{name}`' for name in on)} live in the sync-free ELBO: drop `jit`")
+        return problems
 
     @property
     def levers(self) -> Levers:
-        return Levers(self.local_kl_weight, self.leave_one_out, self.set_mix_weight)
+        return Levers(**{f.name: getattr(self, f.name) for f in fields(Levers)})
 
     def validation_on(self, device_type: str) -> bool:
         """Whether training on `device_type` runs the argument checks: `validate`, or else off on CUDA."""
         return self.validate if self.validate is not None else device_type != "cuda"
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
         """From config.json's `train` section; a field this version does not know is refused by
         name (it would otherwise be ignored, and the run not be the one the file describes)."""
-        return cls(**known_fields(cls, d, "the training config"))
-
-
-def known_fields(cls, d, what: str, ignored: tuple[str, ...] = ()) -> dict:
-    """`d` as keyword arguments of the dataclass `cls`: a JSON object of its fields only."""
-    if not isinstance(d, dict):
-        raise ConfigError(f"{what} must be a JSON object, got {type(d).__name__}")
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(str(k)[:40] for k in d if k not in known and k not in ignored)
-    if unknown:
-        raise ConfigError(f"{what} has unknown fields {', '.join(f'`{k}`' for k in unknown)}; remove them")
-    return {k: v for k, v in d.items() if k in known}
-
-
-def _as_float(value) -> float:
-    try:
-        return float(value)
-    except OverflowError:  # an int of hundreds of digits
-        return math.inf
-
-
-def type_problems(config) -> list[str]:
-    """Fields of a dataclass whose value is not of its annotated type (`int`, `float`, `str`,
-    `bool`, or any of them `| None`); an int passes for a float, a bool never for a number."""
-    kinds = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
-    problems = []
-    for f in fields(config):
-        annotation = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", "")
-        optional = annotation.endswith("| None")
-        kind = kinds.get(annotation.removesuffix("| None").strip())
-        value = getattr(config, f.name)
-        if kind is None or (optional and value is None):
-            continue
-        if not isinstance(value, kind) or (isinstance(value, bool) and bool not in kind):
-            want = {"int": "a whole number", "float": "a number", "str": "a string", "bool": "true or false"}
-            name = annotation.removesuffix("| None").strip()
-            shown = repr(value) if len(repr(value)) <= 60 else f"{type(value).__name__} {repr(value)[:40]}..."
-            problems.append(f"`{f.name}` must be {want[name]}{' or null' if optional else ''}, got {shown}")
-    return problems
+        return from_json(cls, d, "the training config")
 
 
 @dataclass(frozen=True)
-class LaunchConfig:
-    """How PyTorch Lightning spreads a run over processes (`--strategy` and its companions)."""
+class RunLocation(Settings):
+    """Where a new run goes: `run_dir`, which must not exist, or a fresh directory under `runs_dir`."""
 
-    strategy: str = "ddp"
-    devices: str | int = "auto"
-    num_nodes: int = 1
-    accelerator: str = "auto"
+    runs_dir: str = setting("runs", "parent of the new run directory", section=OUTPUT)
+    run_dir: str | None = setting(
+        None,
+        "the new run's directory, which must not exist",
+        default_is="a new RUNS_DIR/DATASET-MODEL-TIME",
+        section=OUTPUT,
+    )
 
-    def __post_init__(self):
-        problems = [
-            f"`{name}` must be a string, got {getattr(self, name)!r}"
-            for name in ("strategy", "accelerator")
-            if not isinstance(getattr(self, name), str)
-        ]
-        if isinstance(self.devices, bool) or not isinstance(self.devices, (str, int)):
-            problems.append(f"`devices` must be a number or a string such as auto, got {self.devices!r}")
-        if isinstance(self.num_nodes, bool) or not isinstance(self.num_nodes, int) or not 1 <= self.num_nodes <= 2**16:
-            problems.append(f"`num_nodes` must be a whole number between 1 and {2**16}, got {self.num_nodes!r}")
-        if problems:
-            raise ConfigError("; ".join(problems))
 
-    def to_dict(self) -> dict:
-        return asdict(self)
+@dataclass(frozen=True)
+class LaunchConfig(Settings):
+    """How PyTorch Lightning spreads a run over processes (`strategy` and its companions)."""
+
+    strategy: str = setting(
+        "ddp",
+        "train under PyTorch Lightning with this strategy: ddp (one process per device; also under "
+        "torchrun or SLURM), ddp_spawn, auto",
+        command_line_default=None,
+        default_is="none: one device, without Lightning",
+        section=SCALING_OUT,
+    )
+    devices: str | int = setting(
+        "auto", "devices per node: a count, a list like 0,1, or auto", at_least=-1, at_most=2**16, section=SCALING_OUT
+    )
+    num_nodes: int = setting(1, "machines taking part in the run", at_least=1, at_most=2**16, section=SCALING_OUT)
+    accelerator: str = setting("auto", "cpu, gpu or auto", section=SCALING_OUT)
 
     @classmethod
     def from_dict(cls, d: dict) -> LaunchConfig:
         """From config.json's `lightning` entry, which also records the world size it ran with."""
-        return cls(**known_fields(cls, d, "the launch config (`lightning`)", ignored=("world_size",)))
+        return from_json(cls, d, "the launch config (`lightning`)", ignored=("world_size",))
 
 
-def resolve_device(name: str) -> torch.device:
-    """The torch device called `name`, or a ConfigError when this machine lacks it.
+def resolve_device(name: str | torch.device) -> torch.device:
+    """The torch device called `name`, or a ConfigError naming what is wrong with the name or what
+    this machine lacks.
 
     "auto" is cuda when a GPU is available, else cpu: the command line's default, so the same
     command runs on a laptop and on a GPU node.
     """
-    if str(name) == "auto":
+    name = str(name) if isinstance(name, torch.device) else name
+    check_device_name(name)
+    if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError, TypeError):
-        raise ConfigError(f"`device` {str(name)[:40]!r} is not a device name; use cpu, cuda, cuda:N or auto") from None
+    device = torch.device(name)
     if device.type == "cuda":
         count = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if count == 0:
@@ -265,8 +304,6 @@ def resolve_device(name: str) -> torch.device:
                 f"`device` {name} was asked for but this machine has {count} CUDA device(s); "
                 f"use cuda:0 to cuda:{count - 1}"
             )
-    elif device.type != "cpu":
-        raise ConfigError(f"`device` {name!r} is not supported; use cpu or cuda[:N]")
     return device
 
 

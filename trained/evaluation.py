@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 
 import pyro
 import torch
@@ -43,12 +44,17 @@ from pyro.poutine.util import site_is_subsample
 
 from ..data import load_dataset, own_groups, seeded_partition, to_unit_float
 from ..progress import progress
+from ..settings import Settings, seed_setting, setting
 from .diagnostics import beta_diagnostics
 from .environment import data_summary
 
 PARTICLE_DIM = -3  # left of the groups (-2) and samples (-1) plates; d is enumerated left of it
 USAGE_THRESHOLD = 0.02
 TEST_SEED = 0
+MAX_SAMPLES = 10**5
+MAX_IMAGES_PER_PASS = 2**20
+# A pass holds the log-weights of S samples of each of its images: at most this many floats (1 GiB).
+MAX_LOG_WEIGHTS = 2**28
 
 
 def test_partition(n: int, group_size: int) -> list[torch.Tensor]:
@@ -184,14 +190,31 @@ def mean_and_stderr(per_group: torch.Tensor, sizes: torch.Tensor | None = None) 
     return mean.item(), se.item()
 
 
+@dataclass(frozen=True)
+class EvaluateArguments(Settings):
+    """What `Run.evaluate` computes with; the `evaluate` command adds which checkpoint."""
+
+    samples: int = setting(100, "S, importance samples per group of the IWAE bound", at_least=1, at_most=MAX_SAMPLES)
+    images_per_pass: int = setting(
+        8192, "images decoded per forward pass; lower it if memory runs out", at_least=1, at_most=MAX_IMAGES_PER_PASS
+    )
+    seed: int = seed_setting("seed of the importance samples")
+    data_dir: str | None = setting(None, "where the run's dataset is found", default_is="the run's own")
+
+    def cross_field_problems(self) -> list[str]:
+        if self.samples * self.images_per_pass > MAX_LOG_WEIGHTS:
+            return [
+                f"`samples` x `images_per_pass` must be at most {MAX_LOG_WEIGHTS} log-weights held at once, got "
+                f"{self.samples} x {self.images_per_pass}; lower `images_per_pass`"
+            ]
+        return []
+
+
 @torch.no_grad()
 def evaluate(run, samples: int = 100, seed: int = 0, images_per_pass: int = 8192, data_dir: str | None = None) -> dict:
     """Every number of the module docstring, and the beta diagnostics (trained/diagnostics.py), for
     the weights loaded in `run` (a trained.run.Run) on its test split."""
-    from ..errors import ConfigError
-
-    if samples < 1 or images_per_pass < 1:
-        raise ConfigError(f"`samples` and `images_per_pass` must be >= 1, got {samples} and {images_per_pass}")
+    EvaluateArguments(samples, images_per_pass, seed, data_dir)
     start = time.perf_counter()
     model, guide, cfg, device = run.model, run.guide, run.train_cfg, run.device
     pyro.set_rng_seed(seed)

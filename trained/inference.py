@@ -30,12 +30,55 @@ from pyro import poutine
 
 from ..data import ImageGroups, folder_groups, load_dataset, to_unit_float
 from ..data.folder import consecutive
-from ..errors import DataError, RunError
-from ..progress import progress
+from ..errors import ConfigError, DataError, RunError
+from ..progress import plural, progress
+from ..settings import Settings, seed_setting, setting
+from .config import MAX_GROUP_SIZE
 from .diagnostics import beta_inactive_notice
 
 logger = logging.getLogger(__name__)
 GROUPS_PER_PASS = 64  # equal-sized groups embedded in one call
+MAX_GROUPS = 2**16  # groups drawn at once
+# More pixels than this in one call would be a memory error, not a figure anyone looks at.
+MAX_SAMPLED_PIXELS = 2**31
+
+
+@dataclass(frozen=True)
+class EmbedArguments(Settings):
+    """How `Run.embed` cuts images into groups; the `embed` command adds its sources and output."""
+
+    group_size: int | None = setting(
+        None,
+        "images per group of a split or flat folder",
+        "--group-size",
+        "-B",
+        at_least=1,
+        at_most=MAX_GROUP_SIZE,
+        default_is="the run's B",
+    )
+
+
+@dataclass(frozen=True)
+class SampleArguments(Settings):
+    """What `Run.sample` draws; the `sample` command adds where its files go."""
+
+    num_groups: int | None = setting(
+        None,
+        "groups to draw, one row each",
+        at_least=1,
+        at_most=MAX_GROUPS,
+        default_is="4 from the prior, 1 per set of --beta-from",
+        old_flags=("--groups",),
+    )
+    group_size: int = setting(8, "B: images per group", "--group-size", "-B", at_least=1, at_most=MAX_GROUP_SIZE)
+    beta_from: str | None = setting(
+        None,
+        "fix beta to E q(beta|X) of this folder's set(s): one set per sub-folder",
+        default_is="beta ~ p(beta)",
+        metavar="FOLDER",
+    )
+    # None continues the global random stream (Run.sample's default); the command draws from 0.
+    seed: int | None = seed_setting("random seed of the draws")
 
 
 class Posteriors(NamedTuple):
@@ -111,6 +154,8 @@ class Embeddings:
 def image_groups(run, images, group_size: int | None = None) -> ImageGroups:
     """`images` (a folder, or a float tensor of one or several groups) as ImageGroups of the run."""
     if isinstance(images, (str, os.PathLike)):
+        if not os.fspath(images):
+            raise ConfigError("`images` is an empty path; pass a folder of images, or a tensor")
         return folder_groups(images, run.model_cfg.x_shape, group_size)
     if not isinstance(images, torch.Tensor):
         raise DataError(f"images must be a folder or a tensor, got {type(images).__name__}")
@@ -151,6 +196,7 @@ def split_groups(run, split: str, group_size: int, data_dir: str | None = None) 
 
 
 def embed(run, images, group_size: int | None = None) -> Embeddings:
+    EmbedArguments(group_size)
     groups = image_groups(run, images, group_size or run.train_cfg.group_size)
     if groups.notice:
         logger.warning(groups.notice)
@@ -260,25 +306,37 @@ def prior_trace(model, num_groups: int, group_size: int, beta: torch.Tensor | No
 def sample(run, num_groups: int | None = None, group_size: int = 8, beta_from=None, seed: int | None = None) -> Samples:
     """Groups from p(beta), or `num_groups` (default 1) groups per set of `beta_from` (a folder whose
     sub-folders are sets, a folder that is one set, or images), each from its set's E q(beta | X)."""
+    is_path = isinstance(beta_from, (str, os.PathLike))
+    SampleArguments(num_groups, group_size, os.fspath(beta_from) if is_path else None, seed)
     model = run.model
     require_global_latent(run, "the images of a group would share nothing")
     if seed is not None:
         pyro.set_rng_seed(seed)
     if beta_from is None:
+        check_pixels(run, num_groups or 4, group_size)
         return sample_groups(model, num_groups or 4, group_size)
+    groups = set_groups(run, beta_from) if is_path else image_groups(run, beta_from)
+    per_set = num_groups or 1
+    check_pixels(run, len(groups.members) * per_set, group_size, f" ({plural(len(groups.members), 'set')})")
     warn_if_beta_inactive(run, SAMPLE_CONSEQUENCE)
-    groups = (
-        image_groups(run, beta_from) if not isinstance(beta_from, (str, os.PathLike)) else set_groups(run, beta_from)
-    )
     betas = [
         run.guide.global_posterior(to_unit_float(groups.images[m].to(run.device)).unsqueeze(0)).loc[0]
         for m in groups.members
     ]
-    per_set = num_groups or 1
     beta = torch.stack(betas).repeat_interleave(per_set, 0)
     drawn = sample_groups(model, len(beta), group_size, beta)
     drawn.sources = [source for source in groups.sources for _ in range(per_set)]
     return drawn
+
+
+def check_pixels(run, num_groups: int, group_size: int, sets: str = "") -> None:
+    """Refuse, before any draw, more than MAX_SAMPLED_PIXELS pixels in one call."""
+    pixels = num_groups * group_size * run.model_cfg.x_dim
+    if pixels > MAX_SAMPLED_PIXELS:
+        raise ConfigError(
+            f"{num_groups} groups{sets} x `group_size` {group_size} ask for {pixels:.3g} pixels, more than the "
+            f"{MAX_SAMPLED_PIXELS:.3g} one call draws; lower `num_groups` or `group_size`"
+        )
 
 
 def set_groups(run, folder) -> ImageGroups:

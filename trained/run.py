@@ -37,8 +37,9 @@ import torch
 
 from ..errors import ConfigError, DataError, RunError
 from ..files import read_json, write_json
-from ..guide import Guide, build, default_guide, guide_class
+from ..guide import Guide, build, default_guide
 from ..model import ModelConfig
+from ..settings import shown
 from .checkpoint_schema import Expected, expected_state
 from .checkpoints import check_compatible, latest_checkpoint, load_checkpoint
 from .config import LaunchConfig, TrainConfig, resolve_device
@@ -61,7 +62,6 @@ class Run:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
     def __post_init__(self):
-        guide_class(self.train_cfg.model, self.train_cfg.guide)  # an unknown name fails here, once
         self.guide_name = self.train_cfg.guide or default_guide(self.train_cfg.model)
         self._trained: tuple | None = None  # (model, guide, step) once loaded
 
@@ -73,7 +73,10 @@ class Run:
     @classmethod
     def open(cls, run_dir: str | os.PathLike, device: str = "cpu") -> Run:
         """The run in `run_dir`, from its config.json; weights load on first use of `model`/`guide`."""
-        run_dir = os.fspath(run_dir)
+        run_dir = os.fspath(run_dir) if isinstance(run_dir, os.PathLike) else run_dir
+        if not isinstance(run_dir, str) or not run_dir:
+            raise ConfigError(f"`run_dir` must be the path of a run directory, got {shown(run_dir)}")
+        device = resolve_device(device)  # a device this machine lacks is no fault of config.json
         path = os.path.join(run_dir, CONFIG_FILE)
         if not os.path.lexists(path):
             raise RunError(
@@ -98,7 +101,7 @@ class Run:
                 launch=launch,
                 world_size=world_size,
                 owns_unnamed_checkpoints=saved.get("owns_unnamed_checkpoints", False) is True,
-                device=resolve_device(device),
+                device=device,
             )
         except DataError as e:
             raise RunError(f"{e}; restore it from a copy or start a new run") from None
@@ -175,7 +178,7 @@ class Run:
 
     # -- the trained model -----------------------------------------------------------
     def to(self, device: str | torch.device) -> Run:
-        self.device = resolve_device(str(device))
+        self.device = resolve_device(device)
         if self._trained is not None:
             self._trained[0].to(self.device), self._trained[1].to(self.device)
         return self

@@ -38,11 +38,11 @@ import torch
 from ...errors import ConfigError, DataError, RunError
 from ...files import atomic_write_text, read_json
 from ...progress import progress
-from ...settings import setting
+from ...settings import Settings, same_setting, setting
 from ...trained import Run
 from ...trained.checkpoints import checkpoint_step, list_checkpoints
 from ...trained.environment import data_summary
-from ...trained.evaluation import mean_and_stderr
+from ...trained.evaluation import EvaluateArguments, mean_and_stderr
 from ...trained.outputs import OutputFolder
 from ..over_seeds import escape, load_runs
 from .evaluate import EvaluateSettings, evaluate_run
@@ -237,14 +237,24 @@ def to_csv(rows: list[dict]) -> str:
     return buffer.getvalue()
 
 
-@dataclass
-class CompareSettings:
-    out: str | None = setting(None, "where compare.md and compare.csv go; None: a new ./compare-TIME", metavar="DIR")
-    samples: int = setting(100, "IWAE samples for runs not yet evaluated")
-    experiment: str | None = setting(
-        None, "tables of this experiment's results over seeds instead of the runs' scores", choices=tuple(SEED_TABLES)
+@dataclass(frozen=True)
+class CompareSettings(Settings):
+    out: str | None = setting(
+        None, "where compare.md and compare.csv go", default_is="a new ./compare-TIME", metavar="DIR"
     )
-    reference: str | None = setting(None, "with `experiment`: the setting others are read against", metavar="SETTING")
+    samples: int = same_setting(EvaluateArguments, "samples", help="IWAE samples for runs not yet evaluated")
+    experiment: str | None = setting(
+        None,
+        "tables of this experiment's results over seeds instead of the runs' scores",
+        choices=tuple(SEED_TABLES),
+        default_is="none: the runs' scores",
+    )
+    reference: str | None = setting(
+        None,
+        "with `experiment`: the setting others are read against",
+        default_is="the first setting",
+        metavar="SETTING",
+    )
 
 
 @dataclass

@@ -26,24 +26,41 @@ from pathlib import Path
 
 import numpy as np
 
-from ...errors import ConfigError
 from ...files import atomic_write, atomic_write_text
 from ...progress import plural
 from ...settings import setting
 from ...trained import Run
-from ...trained.inference import EMBED_CONSEQUENCE, Embeddings, embed_groups, split_groups, warn_if_beta_inactive
+from ...trained.inference import (
+    EMBED_CONSEQUENCE,
+    EmbedArguments,
+    Embeddings,
+    embed_groups,
+    split_groups,
+    warn_if_beta_inactive,
+)
 from ...trained.outputs import OutputFolder
 
 
-@dataclass
-class EmbedSettings:
-    folder: str | None = setting(None, "images to embed: each sub-folder is one group; a flat folder is cut")
-    split: str | None = setting(None, "the run's own dataset split", choices=("train", "test"))
-    group_size: int | None = setting(
-        None, "images per group of a split or flat folder; None: the run's B", "-B", "--group-size"
+@dataclass(frozen=True)
+class EmbedSettings(EmbedArguments):
+    """`Run.embed`'s arguments (trained/inference.py), the source of the images and where the files go."""
+
+    folder: str | None = setting(
+        None,
+        "images to embed: each sub-folder is one group of any size, a flat folder is cut into groups of B",
+        default_is="none: embed a --split",
+        metavar="DIR",
     )
-    out: str | None = setting(None, "output folder; None: a new RUN/embed/SOURCE", metavar="DIR")
-    data_dir: str | None = setting(None, "where the run's dataset is found; None: the run's")
+    split: str | None = setting(
+        None, "the run's own dataset split", choices=("train", "test"), default_is="none: embed a --folder"
+    )
+    out: str | None = setting(None, "output folder", default_is="a new RUN/embed/SOURCE", metavar="DIR")
+    data_dir: str | None = setting(None, "where the run's dataset is found", default_is="the run's own")
+
+    def cross_field_problems(self) -> list[str]:
+        if (self.folder is None) == (self.split is None):
+            return ["embed needs one source: a `folder` or a `split` (train or test)"]
+        return []
 
 
 @dataclass
@@ -55,10 +72,6 @@ class EmbedResult:
 
 def embed_run(run: Run, settings: EmbedSettings) -> EmbedResult:
     """Embed `settings.folder` or the run's `settings.split`; write the files of the module docstring."""
-    if (settings.folder is None) == (settings.split is None):
-        raise ConfigError("embed needs one source: a `folder` or a `split` (train or test)")
-    if settings.group_size is not None and settings.group_size < 1:
-        raise ConfigError(f"`group_size` must be >= 1, got {settings.group_size}")
     name = Path(settings.folder).expanduser().resolve().name if settings.folder is not None else settings.split
     folder = OutputFolder(run.path("embed"), name, out=settings.out, run_dir=run.run_dir)
     if settings.folder is not None:

@@ -14,14 +14,14 @@ from ...files import write_json
 from ...progress import plural
 from ...settings import setting
 from ...trained import Run
+from ...trained.evaluation import EvaluateArguments
 
 
-@dataclass
-class EvaluateSettings:
-    samples: int = setting(100, "S, importance samples per group of the IWAE bound")
-    images_per_pass: int = setting(8192, "images decoded per forward pass; lower it if memory runs out")
-    seed: int = setting(0, "seed of the importance samples")
-    checkpoint: str | None = setting(None, "RUN/checkpoints/step-N.pt to evaluate; None: the newest good one")
+@dataclass(frozen=True)
+class EvaluateSettings(EvaluateArguments):
+    """`Run.evaluate`'s arguments (trained/evaluation.py) and which checkpoint."""
+
+    checkpoint: str | None = setting(None, "RUN/checkpoints/step-N.pt to evaluate", default_is="the newest good one")
 
 
 def evaluate_run(run: Run, settings: EvaluateSettings | None = None) -> dict:
@@ -29,7 +29,7 @@ def evaluate_run(run: Run, settings: EvaluateSettings | None = None) -> dict:
     settings = settings or EvaluateSettings()
     if settings.checkpoint:
         run.load_weights(run.read_checkpoint(settings.checkpoint, run.device))
-    scores = run.evaluate(settings.samples, settings.seed, settings.images_per_pass)
+    scores = run.evaluate(settings.samples, settings.seed, settings.images_per_pass, settings.data_dir)
     name = f"eval-step-{run.step:09d}.json" if settings.checkpoint else "eval.json"
     scores["written"] = run.path(name)
     with run.lock():  # the command line holds it already; a caller of this function may not

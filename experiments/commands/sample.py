@@ -18,29 +18,19 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from ...errors import ConfigError
 from ...progress import plural
 from ...settings import setting
 from ...trained import Run
-from ...trained.inference import Samples
+from ...trained.inference import SampleArguments, Samples
 from ...trained.outputs import OutputFolder
 from .embed import save_npz
 
-# More pixels than this in one call would be a memory error, not a figure anyone looks at.
-MAX_SAMPLED_PIXELS = 2**31
 
+@dataclass(frozen=True)
+class SampleSettings(SampleArguments):
+    """`Run.sample`'s arguments (trained/inference.py) and where the files go."""
 
-@dataclass
-class SampleSettings:
-    num_groups: int | None = setting(
-        None, "groups to draw, one row each; None: 4 from the prior, 1 per set of BETA_FROM", "--groups"
-    )
-    group_size: int = setting(8, "B: images per group", "-B", "--group-size")
-    beta_from: str | None = setting(
-        None, "fix beta to E q(beta|X) of this folder's set(s): one set per sub-folder", metavar="FOLDER"
-    )
-    out: str | None = setting(None, "output folder; None: a new RUN/samples/NAME", metavar="DIR")
-    seed: int = setting(0, "random seed of the draws")
+    out: str | None = setting(None, "output folder", default_is="a new RUN/samples/NAME", metavar="DIR")
 
 
 @dataclass
@@ -54,16 +44,6 @@ def sample_run(run: Run, settings: SampleSettings) -> SampleResult:
     """Draw the groups of the module docstring from `run` and write its files."""
     from ..plotting import save_grid  # matplotlib: only when a figure is drawn
 
-    if settings.group_size < 1 or (settings.num_groups is not None and settings.num_groups < 1):
-        raise ConfigError(
-            f"`num_groups` and `group_size` must be >= 1, got {settings.num_groups}, {settings.group_size}"
-        )
-    pixels = (settings.num_groups or 4) * settings.group_size * run.model_cfg.x_dim
-    if pixels > MAX_SAMPLED_PIXELS:
-        raise ConfigError(
-            f"`num_groups` x `group_size` asks for {pixels:.3g} pixels, more than the {MAX_SAMPLED_PIXELS:.3g} one "
-            "figure holds; draw fewer groups or fewer images per group"
-        )
     name = "prior" if settings.beta_from is None else os.path.basename(os.path.normpath(settings.beta_from))
     folder = OutputFolder(run.path("samples"), name, out=settings.out, run_dir=run.run_dir)
     drawn = run.sample(settings.num_groups, settings.group_size, settings.beta_from, settings.seed)

@@ -36,10 +36,12 @@ import pyro
 import torch
 
 from ...data import load_dataset, to_unit_float
+from ...data.sampling import MAX_ALPHA
 from ...errors import ConfigError, DataError
 from ...progress import progress
-from ...settings import check_at_least, setting
+from ...settings import Settings, seed_setting, setting
 from ...trained import Run
+from ...trained.config import MAX_GROUP_SIZE
 from ..readers import ClassReader, ImageFactorReader, r2_per_factor
 from .generators import generators, reconstructions
 from .held_out_sets import FACTORS, HeldOutSets, factor_sets, mix_sets
@@ -52,22 +54,48 @@ READERS = ("real images", "reconstructions", "own sets")
 READER_FIT_IMAGES = 32  # generated images per set that fit an own-sets reader (all M are scored)
 
 
-@dataclass
-class SetGenerationSettings:
+MAX_SETS = 10**4
+MAX_GENERATED = 1024
+MAX_IMAGES_PER_CELL = 2**20  # sets x generated: each generator's images of a cell are held at once
+
+
+@dataclass(frozen=True)
+class SetGenerationSettings(Settings):
     baseline_runs: list[str] = setting(
         [], "runs scored on the same sets (ML-VAE, VAE, GMVAE, other UG-VAEs)", "--baseline-runs", metavar="RUN_DIR"
     )
-    group_sizes: list[int] = setting([2, 4, 8, 32], "B: members of each conditioning set", metavar="B")
-    alphas: list[float] | None = setting(
-        None, "Dirichlet alphas of the mix sets; None: 0.1 0.3 1, or 0 (one class per set) for a folder:PATH run"
+    group_sizes: list[int] = setting(
+        [2, 4, 8, 32], "B: members of each conditioning set", at_least=2, at_most=MAX_GROUP_SIZE, metavar="B"
     )
-    kinds: list[str] | None = setting(None, "held-out sets; None: from the run's data", choices=KINDS)
-    sets: int = setting(200, "held-out sets per cell (kind, B, alpha)")
-    generated: int = setting(64, "M: images each generator makes per set", "--generated", "-M")
-    reader_sets: int = setting(100, "real sets of 32 that fit the real-image and reconstruction factor readers")
-    seed: int = setting(0, "seed of the sets and of the draws")
-    data_dir: str | None = setting(None, "where the dataset is found; None: the run's")
-    shown: int = setting(3, "sets drawn in the PNG")
+    alphas: list[float] | None = setting(
+        None,
+        "Dirichlet alphas of the mix sets",
+        at_least=0,
+        at_most=MAX_ALPHA,
+        default_is="0.1 0.3 1, or 0 (one class per set) for a folder:PATH run",
+    )
+    kinds: list[str] | None = setting(None, "held-out sets", choices=KINDS, default_is="from the run's data")
+    sets: int = setting(200, "held-out sets per cell (kind, B, alpha)", at_least=4, at_most=MAX_SETS)
+    generated: int = setting(
+        64, "M: images each generator makes per set", "--generated", "-M", at_least=2, at_most=MAX_GENERATED
+    )
+    reader_sets: int = setting(
+        100,
+        "real sets of 32 that fit the real-image and reconstruction factor readers",
+        at_least=2,
+        at_most=MAX_SETS,
+    )
+    seed: int = seed_setting("seed of the sets and of the draws")
+    data_dir: str | None = setting(None, "where the dataset is found", default_is="the run's own")
+    shown: int = setting(3, "sets drawn in the PNG", at_least=1, at_most=64)
+
+    def cross_field_problems(self) -> list[str]:
+        if self.sets * self.generated > MAX_IMAGES_PER_CELL:
+            return [
+                f"`sets` x `generated` must be at most {MAX_IMAGES_PER_CELL} images per cell, got "
+                f"{self.sets} x {self.generated}"
+            ]
+        return []
 
 
 @dataclass
@@ -76,12 +104,6 @@ class SetGenerationResult:
     files: list[str]
     results: dict  # what results.json holds: every cell, with standard errors over sets
     table: str  # the Markdown of table.md
-
-
-def check(settings: SetGenerationSettings) -> None:
-    check_at_least(settings, group_sizes=2, sets=4, generated=2, reader_sets=2, shown=1, alphas=0)
-    if settings.kinds is not None and (not settings.kinds or set(settings.kinds) - set(KINDS)):
-        raise ConfigError(f"`kinds` must be among {list(KINDS)}, got {settings.kinds}")
 
 
 def base_name(dataset: str) -> str:
@@ -194,7 +216,6 @@ def set_generation(run: Run, settings: SetGenerationSettings | None = None) -> S
     from ...trained.outputs import OutputFolder
 
     settings = settings or SetGenerationSettings()
-    check(settings)
     folder = OutputFolder(run.path("experiments"), NAME, run_dir=run.run_dir)
     baselines = [load_run(path, str(run.device)) for path in settings.baseline_runs]
     for other in baselines:

@@ -24,11 +24,13 @@ import torch
 from sklearn.manifold import TSNE
 
 from ...data import ImageSet, load_dataset
-from ...errors import ConfigError, RunError
+from ...errors import RunError
 from ...files import atomic_write_text
 from ...progress import progress
-from ...settings import check_at_least, setting
+from ...settings import MAX_SEED, Settings, seed_setting, setting
 from ...trained import Run, load_run
+from ...trained.config import MAX_GROUP_SIZE
+from ...trained.inference import MAX_GROUPS
 from ...trained.outputs import OutputFolder
 from ..group_features import FeatureSource, guide_features, local_code_features, pca_features, untrained_guide
 from ..plotting import save_figure, save_json
@@ -38,22 +40,41 @@ from .tasks import Task, draw_task, structured_tasks
 NAME = "structured-batches"
 
 
-@dataclass
-class StructuredBatchesSettings:
-    group_sizes: list[int] = setting([128, 8, 4], "B of the test groups", metavar="B")
-    groups: int = setting(100, "groups per class (train + test)")
-    test_fraction: float = setting(0.3, "share of each class's groups held out")
-    samples: int = setting(10, "beta posterior samples per group")
+@dataclass(frozen=True)
+class StructuredBatchesSettings(Settings):
+    group_sizes: list[int] = setting(
+        [128, 8, 4], "B of the test groups", at_least=1, at_most=MAX_GROUP_SIZE, metavar="B"
+    )
+    num_groups: int = setting(
+        100, "groups per class (train + test)", at_least=2, at_most=MAX_GROUPS, old_flags=("--groups",)
+    )
+    test_fraction: float = setting(0.3, "share of each class's groups held out", above=0, below=1)
+    samples: int = setting(10, "beta posterior samples per group", at_least=1, at_most=10**4)
     means: bool = setting(
-        False, "classify the posterior means (one point per group) instead of samples", action="store_true"
+        False, "classify the posterior means (one point per group) instead of samples", negatable=False
     )
-    mix: float = setting(0.6, "share of rule A in the mixed-proportion task")
+    mix: float = setting(0.6, "share of rule A in the mixed-proportion task", at_least=0, at_most=1)
     baseline_runs: list[str] = setting(
-        [], "runs of baseline models (ML-VAE, VAE, ...) to add as feature sources", "--baseline-run", metavar="RUN_DIR"
+        [],
+        "runs of baseline models (ML-VAE, VAE, ...) to add as feature sources",
+        "--baseline-runs",
+        old_flags=("--baseline-run",),
+        metavar="RUN_DIR",
     )
-    seed: int = setting(0, "seed of the groups, samples and untrained guides")
-    untrained_seeds: int = setting(3, "untrained guides, seeds SEED, SEED+1, ...")
-    data_dir: str | None = setting(None, "where the dataset is found; None: the run's")
+    seed: int = seed_setting("seed of the groups, samples and untrained guides")
+    untrained_seeds: int = setting(3, "untrained guides, seeds SEED, SEED+1, ...", at_least=1, at_most=64)
+    data_dir: str | None = setting(None, "where the dataset is found", default_is="the run's own")
+
+    def cross_field_problems(self) -> list[str]:
+        problems = []
+        if held_out_count(self.num_groups, self.test_fraction) >= self.num_groups:
+            problems.append(
+                f"`test_fraction` {self.test_fraction} of `num_groups` {self.num_groups} leaves no training group; "
+                "lower `test_fraction` or raise `num_groups`"
+            )
+        if self.seed + self.untrained_seeds - 1 > MAX_SEED:
+            problems.append(f"`seed` + `untrained_seeds` - 1 must be at most {MAX_SEED}; lower `seed`")
+        return problems
 
 
 @dataclass
@@ -68,7 +89,6 @@ class StructuredBatchesResult:
 def structured_batches(run: Run, settings: StructuredBatchesSettings | None = None) -> StructuredBatchesResult:
     """Table 1 and fig. 7 for `run`: the files of the module docstring."""
     settings = settings or StructuredBatchesSettings()
-    check_settings(settings)
     train_cfg = run.train_cfg
     data = load_dataset(train_cfg.dataset, "test", settings.data_dir or train_cfg.data_dir, train_cfg.image_size)
     tasks, tsne_task = structured_tasks(train_cfg.dataset, data, settings.mix)
@@ -77,7 +97,7 @@ def structured_batches(run: Run, settings: StructuredBatchesSettings | None = No
     rows = classification_rows(tasks, sources, data, settings)
     numbers = {
         k: getattr(settings, k)
-        for k in ("group_sizes", "groups", "test_fraction", "samples", "means", "mix", "untrained_seeds", "seed")
+        for k in ("group_sizes", "num_groups", "test_fraction", "samples", "means", "mix", "untrained_seeds", "seed")
     }
     table = markdown_table(rows, list(dict.fromkeys(r["features"] for r in rows)), settings.means)
     # One panel per source; the first untrained seed stands for them all.
@@ -95,26 +115,13 @@ def structured_batches(run: Run, settings: StructuredBatchesSettings | None = No
         )
         atomic_write_text(folder.file("table.md"), table)
         tsne_plot(
-            folder.file("tsne.png"), tsne_task, data, shown, settings.groups, settings.group_sizes[0], settings.seed
+            folder.file("tsne.png"), tsne_task, data, shown, settings.num_groups, settings.group_sizes[0], settings.seed
         )
     return StructuredBatchesResult(folder.path, folder.files, rows, table, run.step)
 
 
 def report(result: StructuredBatchesResult) -> str:
     return result.table + f"wrote {result.out_dir}"
-
-
-def check_settings(settings: StructuredBatchesSettings) -> None:
-    check_at_least(settings, group_sizes=1, groups=2, samples=1, untrained_seeds=1)
-    if not 0 < settings.test_fraction < 1:
-        raise ConfigError(f"`test_fraction` must be in (0, 1), got {settings.test_fraction}")
-    if not 0 <= settings.mix <= 1:
-        raise ConfigError(f"`mix` must be in [0, 1], got {settings.mix}")
-    if held_out_count(settings.groups, settings.test_fraction) >= settings.groups:
-        raise ConfigError(
-            f"`test_fraction` {settings.test_fraction} of `groups` {settings.groups} leaves no training group; "
-            "lower `test_fraction` or raise `groups`"
-        )
 
 
 def held_out_count(groups: int, test_fraction: float) -> int:
@@ -183,14 +190,14 @@ def classification_rows(
     """One row per (group size, task, feature source, classifier) with train and test accuracy."""
     seed = settings.seed
     first_half = image_halves(len(data), seed)
-    num_test = held_out_count(settings.groups, settings.test_fraction)
+    num_test = held_out_count(settings.num_groups, settings.test_fraction)
     rows = []
     cells = len(settings.group_sizes) * len(tasks) * len(sources)
     with progress(total=cells, desc="structured batches", unit="feature set") as bar:
         for B in settings.group_sizes:
             for t, task in enumerate(tasks):
                 groups, labels, is_train = draw_task(
-                    task, first_half, settings.groups - num_test, num_test, B, seed + 100 * t
+                    task, first_half, settings.num_groups - num_test, num_test, B, seed + 100 * t
                 )
                 for source, encode in sources.items():
                     loc, scale = encode(data.images, groups, is_train)

@@ -51,8 +51,8 @@ def experiment(run_dir: str, **settings) -> domain_alignment.DomainAlignmentResu
 def test_figures_and_accuracy_table(mixture_runs, capsys, monkeypatch):
     monkeypatch.setattr(progress, "DELAY_S", 0)
     run_dir, vae_dir = mixture_runs
-    # Through the command line: --baseline-run and --probe-sizes are lists.
-    argv = ["experiment", "domain-alignment", "--run", run_dir, "--baseline-run", vae_dir, "--num-groups", "8"]
+    # Through the command line: --baseline-runs and --probe-sizes are lists.
+    argv = ["experiment", "domain-alignment", "--run", run_dir, "--baseline-runs", vae_dir, "--num-groups", "8"]
     assert cli.main([*argv, "--steps", "3", "--probe-sizes", "1", "4"]) == 0
     out = os.path.join(run_dir, "experiments", "domain-alignment")
     captured = capsys.readouterr()
@@ -135,10 +135,10 @@ def test_the_result_holds_the_numbers_of_the_json_and_bad_settings_name_their_fi
         "beta_tsne.png",
         "domain_alignment.json",
     ]
-    with pytest.raises(ConfigError, match="`steps` must be >= 2, got 1"):
+    with pytest.raises(ConfigError, match="`steps` must be between 2 and 64, got 1"):
         experiment(run_dir, steps=1)
     assert cli.main(["experiment", "domain-alignment", "--run", run_dir, "--num-groups", "1"]) == 2
-    assert "error: --num-groups must be >= 2, got 1" in capsys.readouterr().err
+    assert "error: --num-groups must be between 2 and 65536, got 1" in capsys.readouterr().err
 
 
 def test_a_killed_run_leaves_no_output_that_looks_complete(mixture_runs, monkeypatch):

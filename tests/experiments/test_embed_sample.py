@@ -145,7 +145,7 @@ def test_embed_refuses_bad_input_in_one_line(ugvae_run, image_sets, tmp_path, pr
 
 
 def test_sample_draws_groups_that_share_one_beta(ugvae_run, tmp_path, capsys):
-    assert run.main(["sample", "--run", ugvae_run, "--groups", "3", "-B", "5", "--device", "cpu"]) == 0
+    assert run.main(["sample", "--run", ugvae_run, "--num-groups", "3", "-B", "5", "--device", "cpu"]) == 0
     out_dir = os.path.join(ugvae_run, "samples", "prior")
     out = capsys.readouterr().out
     assert f"wrote {out_dir}/samples.png" in out and f"wrote {out_dir}/samples.npz" in out
@@ -163,7 +163,7 @@ def test_sample_draws_groups_that_share_one_beta(ugvae_run, tmp_path, capsys):
 
 def test_sample_with_beta_from_a_folder_fixes_beta_to_its_posterior_mean(ugvae_run, image_sets, tmp_path):
     out = tmp_path / "like-b"
-    argv = ["sample", "--run", ugvae_run, "--groups", "2", "-B", "4", "--beta-from", str(image_sets / "b")]
+    argv = ["sample", "--run", ugvae_run, "--num-groups", "2", "-B", "4", "--beta-from", str(image_sets / "b")]
     assert run.main([*argv, "--out", str(out)]) == 0
     s = np.load(out / "samples.npz")
     trained = load_run(ugvae_run)
@@ -189,7 +189,7 @@ def test_sample_with_beta_from_a_folder_of_sets_draws_each_set_from_its_own_beta
 
 
 def test_sample_of_a_model_without_beta_is_a_clear_error(vae_run, capsys):
-    assert exit_code(["sample", "--run", vae_run, "--groups", "2"]) == 2
+    assert exit_code(["sample", "--run", vae_run, "--num-groups", "2"]) == 2
     err = capsys.readouterr().err
     assert "has no global latent" in err and "UG-VAE or ML-VAE" in err
 

@@ -14,7 +14,7 @@ from ugvae.experiments import group_factors
 from ugvae.experiments.group_factors import GroupFactorsSettings
 from ugvae.trained import load_run
 
-ARGS = ["--group-sizes", "8", "4", "--groups", "20", "--pairs", "6", "--untrained-seeds", "2"]
+ARGS = ["--group-sizes", "8", "4", "--num-groups", "20", "--pairs", "6", "--untrained-seeds", "2"]
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +29,7 @@ def test_writes_r2_of_every_source_and_the_transfer(grouped_run, capsys, monkeyp
     assert {"results.json", "table.md", "r2.png", "transfer.png"} <= set(os.listdir(out))
     result = json.load(open(os.path.join(out, "results.json")))
     assert result["factors"] == ["angle", "gain"]
-    assert result["settings"] == {"group_sizes": [8, 4], "groups": 20, "untrained_seeds": 2, "pairs": 6, "seed": 0}
+    assert result["settings"] == {"group_sizes": [8, 4], "num_groups": 20, "untrained_seeds": 2, "pairs": 6, "seed": 0}
     sources = {
         "beta (this run)",
         "untrained guide (2 seeds)",
@@ -55,7 +55,7 @@ def test_writes_r2_of_every_source_and_the_transfer(grouped_run, capsys, monkeyp
 
 
 def test_the_result_is_what_the_files_hold(grouped_run):
-    settings = GroupFactorsSettings(group_sizes=[4], groups=10, pairs=2, untrained_seeds=1, seed=3)
+    settings = GroupFactorsSettings(group_sizes=[4], num_groups=10, pairs=2, untrained_seeds=1, seed=3)
     result = group_factors.group_factors(load_run(grouped_run), settings)
     saved = json.load(open(os.path.join(result.out_dir, "results.json")))
     assert result.summary == saved["summary"] and result.transfer == saved["transfer"]
@@ -67,10 +67,10 @@ def test_the_result_is_what_the_files_hold(grouped_run):
 def test_refuses_a_run_without_group_factors_and_bad_settings(tmp_path_factory, grouped_run):
     plain = tiny_train(tmp_path_factory, "ugvae")
     with pytest.raises(DataError, match="grouped:BASE"):
-        group_factors.group_factors(load_run(plain), GroupFactorsSettings(groups=20))
-    with pytest.raises(ConfigError, match="`groups` must be >= 10, got 9"):
-        group_factors.group_factors(load_run(grouped_run), GroupFactorsSettings(groups=9))
-    with pytest.raises(ConfigError, match="`pairs` must be >= 2, got 1"):
+        group_factors.group_factors(load_run(plain), GroupFactorsSettings(num_groups=20))
+    with pytest.raises(ConfigError, match="`num_groups` must be between 10 and 65536, got 9"):
+        GroupFactorsSettings(num_groups=9)
+    with pytest.raises(ConfigError, match="`pairs` must be between 2 and 100000, got 1"):
         group_factors.group_factors(load_run(grouped_run), GroupFactorsSettings(pairs=1))
 
 
@@ -79,7 +79,7 @@ def test_a_killed_run_leaves_no_output_that_looks_complete(grouped_run, monkeypa
     experiments = os.path.join(grouped_run, "experiments")
     before = files_under(experiments)
     fail_at_figure(monkeypatch, 2)
-    settings = GroupFactorsSettings(group_sizes=[4], groups=10, pairs=2, untrained_seeds=1)
+    settings = GroupFactorsSettings(group_sizes=[4], num_groups=10, pairs=2, untrained_seeds=1)
     with pytest.raises(RuntimeError, match="killed"):
         group_factors.group_factors(load_run(grouped_run), settings)
     assert files_under(experiments) == before

@@ -99,7 +99,7 @@ def test_writes_one_png_per_cluster_a_summary_and_json(tiny_run, capsys, monkeyp
 
 
 def test_bad_settings_name_the_field_and_the_command_line_shows_its_flag(tiny_run, capsys):
-    with pytest.raises(ConfigError, match="`rows` must be >= 2, got 1"):
+    with pytest.raises(ConfigError, match="`rows` must be between 2 and 64, got 1"):
         run_experiment(tiny_run, rows=1)
     assert cli.main(["experiment", "interpolation", "--run", tiny_run, "--clusters", "7"]) == 2
     assert "error: --clusters 7 is outside 0..2; the run has K=3" in capsys.readouterr().err

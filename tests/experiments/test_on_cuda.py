@@ -26,11 +26,13 @@ def test_every_experiment_runs_on_the_gpu(tmp_path_factory):
     assert next(run.model.parameters()).device.type == DEVICE
     grids = interpolation(run, InterpolationSettings(rows=2, cols=2, beta_centre="posterior")).grids
     assert len(grids) == 3
-    settings = StructuredBatchesSettings(group_sizes=[4], groups=4, samples=2, untrained_seeds=1, baseline_runs=[plain])
+    settings = StructuredBatchesSettings(
+        group_sizes=[4], num_groups=4, samples=2, untrained_seeds=1, baseline_runs=[plain]
+    )
     assert all(0 <= r["test"] <= 1 for r in structured_batches(run, settings).rows)
 
     grouped = load_run(tiny_train(tmp_path_factory, "ugvae", dataset="grouped:synthetic:200"), DEVICE)
-    result = group_factors(grouped, GroupFactorsSettings(group_sizes=[4], groups=10, pairs=2, untrained_seeds=1))
+    result = group_factors(grouped, GroupFactorsSettings(group_sizes=[4], num_groups=10, pairs=2, untrained_seeds=1))
     assert all(len(r2) == 2 for r2 in result.transfer.values())
 
     root = tmp_path_factory.mktemp("domains")

@@ -98,7 +98,7 @@ def test_the_next_command_on_a_run_sweeps_what_killed_writers_left(run_copy, tmp
     "argv, folder",
     [
         (["experiment", "interpolation", "--rows", "2", "--cols", "2"], "experiments"),
-        (["sample", "--groups", "1", "-B", "2"], "samples"),
+        (["sample", "--num-groups", "1", "-B", "2"], "samples"),
         (["embed", "--split", "test"], "embed"),
     ],
     ids=["experiment", "sample", "embed"],

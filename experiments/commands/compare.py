@@ -31,7 +31,7 @@ from ...files import atomic_write_text, read_json
 from ...progress import progress
 from ...settings import setting
 from ...trained import Run
-from ...trained.checkpoints import checkpoint_step, list_checkpoints
+from ...trained.checkpoint import checkpoint_step, list_checkpoints
 from ...trained.environment import data_summary
 from ...trained.evaluation import mean_and_stderr
 from .evaluate import EvaluateSettings, evaluate_run

@@ -36,7 +36,7 @@ if __name__ == "__main__" and not __package__:  # `python run.py`: this checkout
     use_checkout()
     __package__ = "ugvae"
 
-COMMANDS = ("train", "evaluate", "compare", "embed", "sample", "experiment")
+COMMANDS = ("train", "evaluate", "compare", "embed", "sample", "upgrade", "experiment")
 # Flags that may change when a run is resumed; any other flag must match the run's config.json.
 RESUME_FLAGS = {"resume", "epochs", "device", "quiet", "runs_dir", "strategy", "devices", "num_nodes", "accelerator"}
 # Flags that say where a new run goes: meaningless for a resumed run, which stays in its directory.

@@ -276,7 +276,7 @@ class Session:
         if largest > MAX_WEIGHT:  # a checkpoint holding them would be refused as damaged
             raise self.diverged(self.book.step, f"weights grew beyond +-{MAX_WEIGHT:g}")
         if self.writer:
-            self.folder().save(self.state(window))
+            self.folder().write(self.state(window))
         self.last_checkpoint_step = self.book.step
 
     def folder(self) -> CheckpointFolder:

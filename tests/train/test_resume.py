@@ -14,7 +14,7 @@ from ugvae.errors import RunError
 from ugvae.model import ModelConfig
 from ugvae.train import fit, resume
 from ugvae.trained import TrainConfig
-from ugvae.trained.checkpoints import list_checkpoints
+from ugvae.trained.checkpoint import list_checkpoints
 from ugvae.trained.metrics import MetricsLog, read_metrics
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -64,7 +64,7 @@ def test_resume_mid_epoch_and_mid_log_window_is_exact(tmp_path, one_thread, tiny
     ).run_dir
     cut = shutil.copytree(full, str(tmp_path / "cut"))
     for path in list_checkpoints(cut):
-        if not path.endswith("step-000000020.pt"):
+        if not path.endswith("step-000000020.safetensors"):
             os.remove(path)
     resume(cut)
     assert logged(cut) == logged(full)
@@ -161,9 +161,9 @@ def send_sigterm(*args, **kwargs):
 def test_a_second_signal_during_the_checkpoint_write_stops_cleanly(tmp_path, capsys, monkeypatch, one_thread):
     """Issue 22 (5): SIGTERM, then SIGTERM again while the checkpoint it asked for is written."""
     from ugvae.train.loop import Trainer
-    from ugvae.trained import checkpoints
+    from ugvae.trained.checkpoint import store
 
-    real_step, real_save, calls = Trainer.train_step, checkpoints.torch.save, []
+    real_step, real_write, calls = Trainer.train_step, store.write, []
 
     def step_then_terminate(self, idx):
         calls.append(idx)
@@ -172,14 +172,14 @@ def test_a_second_signal_during_the_checkpoint_write_stops_cleanly(tmp_path, cap
             send_sigterm()
         return loss
 
-    def save_and_terminate_midway(obj, f):
+    def write_and_terminate_midway(f, tensors, metadata):
         if len(calls) == 10:
             f.write(b"half a checkpoint")
             send_sigterm()
-        real_save(obj, f)
+        real_write(f, tensors, metadata)
 
     monkeypatch.setattr(Trainer, "train_step", step_then_terminate)
-    monkeypatch.setattr(checkpoints.torch, "save", save_and_terminate_midway)
+    monkeypatch.setattr(store, "write", write_and_terminate_midway)
     run_dir = str(tmp_path / "run")
     assert run.main([*TINY_RUN, "--run-dir", run_dir]) == 130
     err = capsys.readouterr().err

@@ -174,7 +174,7 @@ class CheckpointFolder:
         self.folder = os.path.join(run_dir, "checkpoints")
         self.known: dict[str, tuple] = {}  # path -> identity of a file whose header passed
 
-    def save(self, checkpoint: Checkpoint) -> str:
+    def write(self, checkpoint: Checkpoint) -> str:
         """Write `checkpoint` atomically, then rotate. It is validated first, so no file is written
         that a load would refuse. A file already at its name is replaced only if it is this run's
         checkpoint of the same step; anything else there is set aside first."""

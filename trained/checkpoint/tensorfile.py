@@ -105,7 +105,7 @@ def read_header(f, file_size: int) -> Header:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise Malformed("has a header that is not UTF-8 text") from None
-    header = parse_json(text, max_depth=3, what="its header")
+    header = parse_json(text, max_depth=3, what="a header")
     if type(header) is not dict or len(header) > MAX_ENTRIES:
         raise Malformed(f"has a header that is no JSON object of at most {MAX_ENTRIES} entries")
     metadata = header.pop("__metadata__", {})

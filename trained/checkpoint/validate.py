@@ -165,11 +165,11 @@ def sequence(value, field: str, length: int | None = None, max_items: int = 65_5
 # Hyper-parameters of torch.optim.Adam(W): each is checked where present; other keys must be
 # short JSON scalars (a later torch may add flags).
 HYPER = {
-    "lr": lambda v, f: number(v, f, low=1e-12, high=10.0),
+    "lr": lambda v, f: number(v, f, low=1e-12, high=1e6),
     "betas": lambda v, f: [number(b, f, low=0.0, high=0.999999) for b in sequence(v, f, 2)],
     "eps": lambda v, f: number(v, f, low=1e-20, high=1.0),
     "weight_decay": lambda v, f: number(v, f, low=0.0, high=1e3),
-    "initial_lr": lambda v, f: number(v, f, low=1e-12, high=10.0),
+    "initial_lr": lambda v, f: number(v, f, low=1e-12, high=1e6),
     **{flag: lambda v, f: _flag(v, f) for flag in ("amsgrad", "maximize", "capturable", "differentiable")},
     **{flag: lambda v, f: None if v is None else _flag(v, f) for flag in ("foreach", "fused")},
     "decoupled_weight_decay": lambda v, f: _flag(v, f),

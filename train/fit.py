@@ -133,13 +133,19 @@ def resume(
         if launch is None:
             run.device = resolve_device(device or run.train_cfg.device)
             check_memory(run.model_cfg, run.train_cfg, run.device)
+        fresh = never_checkpointed(run.run_dir)
+        if fresh:  # the first weights of a new run: seeded as `prepare` seeds them
+            pyro.clear_param_store()
+            pyro.set_rng_seed(run.train_cfg.seed)
         data = load_training_data(run.train_cfg)
         model, guide = build(run.model_cfg, run.model_name, run.guide_name)
         trainer = Trainer(run, data, model, guide, run.device) if launch is None else None
-        # The newest checkpoint that fits these modules and this data: an ill-fitting one is skipped.
-        checkpoint = run.latest_checkpoint(model, guide, training=True, train_samples=len(data.train_set))
-        if checkpoint is None and not never_checkpointed(run.run_dir):
-            raise RunError(f"{run.run_dir} has no readable checkpoint to resume from; start a new run instead")
+        checkpoint = None
+        if not fresh:
+            # The newest checkpoint that fits these modules and this data: an ill-fitting one is skipped.
+            checkpoint = run.latest_checkpoint(model, guide, training=True, train_samples=len(data.train_set))
+            if checkpoint is None:  # only files set aside as unreadable
+                raise RunError(f"{run.run_dir} has no readable checkpoint to resume from; start a new run instead")
         if checkpoint is None:
             logger.info(f"{run.run_dir} stopped before its first checkpoint: training it from the start")
         elif checkpoint.epoch > run.train_cfg.epochs:

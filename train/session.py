@@ -159,7 +159,8 @@ class Session:
             self.run_dir_fd = None
 
     def check_run_dir(self) -> None:
-        """Before the writer writes into the run: stop if its directory was moved or deleted."""
+        """Before the writer writes into the run: stop if its directory was moved (after a
+        checkpoint in its new place: the hooks' paths stay the old ones) or deleted."""
         if self.run_dir_fd is None:
             return
         held = os.fstat(self.run_dir_fd)
@@ -179,7 +180,8 @@ class Session:
                 f"training stopped at step {step}"
             )
         self.run.run_dir = where
-        self.checkpoint()
+        self.book.stop_clock()
+        self.checkpoint()  # its window holds this step's loss: `restore` logs it first
         stopped = TrainingInterrupted(
             f"the run directory {old} was moved to {where} while it trained; training stopped at step {step} "
             f"after a checkpoint there"
@@ -226,14 +228,19 @@ class Session:
         if book.log_due or book.checkpoint_due:
             self.check_run_dir()
         if book.log_due:
-            train_elbo = book.take_window(self.read_window())
-            if train_elbo is not None:
-                for hook in self.hooks:
-                    hook.on_log(book, train_elbo)
+            train_elbo = self.log_window()
         if book.checkpoint_due:
             book.stop_clock()
             self.checkpoint()
             book.start_clock()
+        return train_elbo
+
+    def log_window(self) -> float | None:
+        """Count the losses not yet logged into the epoch and log them (hooks.on_log); their train ELBO."""
+        train_elbo = self.book.take_window(self.read_window())
+        if train_elbo is not None:
+            for hook in self.hooks:
+                hook.on_log(self.book, train_elbo)
         return train_elbo
 
     def end_epoch(self) -> dict:
@@ -327,6 +334,8 @@ class Session:
         self.last_checkpoint_step = book.step
         for hook in self.hooks:
             hook.on_restore(book.step)
+        if book.log_due and book.pending:  # written before its step's log (a run that moved, `check_run_dir`)
+            self.log_window()
         logger.info(f"resuming {run.run_dir} from step {book.step} (epoch {book.epoch + 1})")
 
     # -- how a session ends early -----------------------------------------------------

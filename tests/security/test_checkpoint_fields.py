@@ -93,7 +93,7 @@ CORRUPTIONS = {
     "epoch_loss[0] of 40 digits": (field("epoch_loss", lambda v: [10**39, v[1]]), "`epoch_loss[0]` is a 130-bit"),
     "numpy's cached gaussian of 40 digits": (rng("numpy", "cached_gaussian", 10**39), "cached_gaussian` is a 130-bit"),
     "numpy's cached gaussian NaN": (rng("numpy", "cached_gaussian", float("nan")), "cached_gaussian` is nan"),
-    "a legacy RNG word of 2**300": (python_word(2**130), "`rng.python.state` is a 131-bit number"),
+    "a legacy RNG word of 2**130": (python_word(2**130), "`rng.python.state` is a 131-bit number"),
     "a last_result nested 1000 deep": (
         raw("last_result", '{"a": ' + "[" * 1000 + "]" * 1000 + "}"),
         "`last_result` nested more than 4 levels deep",

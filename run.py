@@ -42,7 +42,7 @@ if __name__ == "__main__" and not __package__:  # `python run.py`: this checkout
 
 from .flags import CliParser, LazyParser, add_quiet, add_settings, given_values, glossary_text  # noqa: E402
 
-COMMANDS = ("train", "evaluate", "compare", "embed", "sample", "experiment")
+COMMANDS = ("train", "evaluate", "compare", "embed", "sample", "upgrade", "experiment")
 # Fields that a resumed run may change (`resume`'s arguments); any other given flag must match its
 # config.json. --runs-dir is ignored: tests and scripts pass it to every call.
 RESUMABLE = {"epochs", "device", "runs_dir", "strategy", "devices", "num_nodes", "accelerator"}

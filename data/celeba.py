@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ..errors import DataError
@@ -19,24 +20,27 @@ CROP = 148
 
 def load(split: str, data_dir: Path, image_size: int | None, download: bool = True) -> ImageSet:
     size = image_size or DEFAULT_SIZE
-    # Decoding 200k JPEGs takes minutes; the decoded uint8 tensor reloads in seconds.
-    cache = data_dir / "celeba" / f"ugvae-{split}-{size}.pt"
+    # Decoding 200k JPEGs takes minutes; the decoded uint8 arrays reload in seconds. The cache is
+    # numeric arrays and names (no pickle), so a file planted in a shared data folder builds nothing.
+    cache = data_dir / "celeba" / f"ugvae-{split}-{size}.npz"
     stored = None
     if cache.is_file():
         try:
-            stored = torch.load(cache, weights_only=True)
+            with np.load(cache, allow_pickle=False) as arrays:
+                stored = {k: arrays[k] for k in ("images", "attributes", "attribute_names")}
         except Exception:  # torn or foreign: decoded again and rewritten below
             stored = None
     if stored is not None:
-        images, attributes, names = stored["images"], stored["attributes"], stored["attribute_names"]
+        images, attributes = torch.from_numpy(stored["images"]), torch.from_numpy(stored["attributes"])
+        names = [str(n) for n in stored["attribute_names"]]
         source = f"decoded CelebA cached in {cache}"
     else:
         source = f"CelebA files in {data_dir / 'celeba'}"
         images, attributes, names = decode(open_torchvision(split, data_dir, size, download))
-        stored = {"images": images, "attributes": attributes, "attribute_names": names}
+        arrays = {"images": images.numpy(), "attributes": attributes.numpy(), "attribute_names": np.array(names)}
         try:
             if download:  # download=False writes nothing into the data folder
-                atomic_write(str(cache), lambda f: torch.save(stored, f))
+                atomic_write(str(cache), lambda f: np.savez(f, **arrays))
         except (OSError, ValueError):  # ValueError: DiskFull
             pass  # a read-only or full data folder only costs the next run the decoding time
     return ImageSet(images=images, attributes=attributes, attribute_names=names, name="celeba", source=source)

@@ -39,7 +39,12 @@ COMMANDS = {
         runs="run-or-checkpoint",
     ),
     "compare": Command(
-        ".commands.compare", "compare", "CompareSettings", "one Markdown/CSV table of several runs", "runs"
+        ".commands.compare",
+        "compare",
+        "CompareSettings",
+        "one Markdown/CSV table of several runs",
+        "runs",
+        "trained runs, one table row each",
     ),
     "embed": Command(
         ".commands.embed",
@@ -52,6 +57,14 @@ COMMANDS = {
         "sample_run",
         "SampleSettings",
         "new groups of images, each sharing one beta (from the prior or a set of images)",
+    ),
+    "upgrade": Command(
+        ".commands.upgrade",
+        "upgrade_runs",
+        "UpgradeSettings",
+        "convert a run's checkpoints of the older, pickled format (step-N.pt) to the current one, once",
+        "runs",
+        "runs whose step-N.pt checkpoints to convert",
     ),
 }
 EXPERIMENTS = {
@@ -107,11 +120,13 @@ def _builder(command: Command):
 
         module = _module(command)
         if command.runs == "runs":
-            parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="trained runs, one table row each")
+            parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help=command.run_help)
         elif command.runs == "run-or-checkpoint":
             which = parser.add_mutually_exclusive_group(required=True)
             which.add_argument("--run", metavar="RUN_DIR", help="a trained run: its newest good checkpoint")
-            which.add_argument("--checkpoint", metavar="PATH", help="a checkpoint of a run, RUN/checkpoints/step-N.pt")
+            which.add_argument(
+                "--checkpoint", metavar="PATH", help="a checkpoint of a run, RUN/checkpoints/step-N.safetensors"
+            )
         else:
             parser.add_argument("--run", required=True, metavar="RUN_DIR", help=command.run_help)
         settings_type = getattr(module, command.settings)

@@ -82,7 +82,7 @@ def logged(run_dir: str) -> list[dict]:
 
 
 def checkpoint_steps(run_dir: str) -> list[int]:
-    from ugvae.trained.checkpoints import checkpoint_step, list_checkpoints
+    from ugvae.trained.checkpoint import checkpoint_step, list_checkpoints
 
     return [checkpoint_step(p) for p in list_checkpoints(run_dir)]
 

@@ -79,11 +79,6 @@ BAD_INPUTS = [
         ["--resume", "{torn_config}"],
         ["config.json is not valid JSON", "restore it"],
     ),
-    (
-        "resume of a run killed before its first checkpoint",
-        ["--resume", "{no_checkpoint}"],
-        ["no readable checkpoint", "start a new run"],
-    ),
     ("B < 2 for a global model", ["-B", "1"], ["--group-size must be >= 2"]),
     ("negative group size", ["-B", "-3"], ["--group-size must be between 1 and 1048576, got -3"]),
     ("negative seed", ["--seed", "-1"], ["--seed must be between 0 and 4294967295, got -1"]),
@@ -136,15 +131,13 @@ def places(tmp_path_factory):
     mine, other = mine.run_dir, other.run_dir
     torch.set_num_threads(threads)
     # Someone edits the config.json of a run (the checkpoint copied in from another run would be
-    # refused for its run id before its config is compared, see tests/train/test_checkpoints.py).
+    # refused for its run id before its config is compared, see tests/trained/test_checkpoint.py).
     mixed = shutil.copytree(other, tmp / "mixed_run")
     config = json.loads(open(os.path.join(mine, "config.json")).read())
     config["run_id"] = json.loads((mixed / "config.json").read_text())["run_id"]
     (mixed / "config.json").write_text(json.dumps(config))
     os.makedirs(tmp / "torn_config")
     (tmp / "torn_config" / "config.json").write_text('{"model": {"x_shape": [1, 2')
-    os.makedirs(tmp / "no_checkpoint")
-    shutil.copy(os.path.join(other, "config.json"), tmp / "no_checkpoint")
     # A run trained on a GPU that this machine lacks.
     cuda_run = shutil.copytree(other, tmp / "cuda_run")
     config = json.loads((cuda_run / "config.json").read_text())
@@ -165,7 +158,6 @@ def places(tmp_path_factory):
         "empty": str(tmp / "empty"),
         "corrupt": str(tmp / "corrupt"),
         "mixed_run": str(mixed),
-        "no_checkpoint": str(tmp / "no_checkpoint"),
         "torn_config": str(tmp / "torn_config"),
         "cuda_run": str(cuda_run),
         **{name: str(tmp / name) for name in ("typed_config", "float_config", "foreign_metrics")},

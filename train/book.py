@@ -4,7 +4,7 @@ Both drivers keep one. A step adds its loss (a device tensor) with `record`; the
 `log_due`, `checkpoint_due` and `epoch_done`, and reads the pending window with `read_window`:
 that read is the one host-device sync of a window of steps. Under DDP every process keeps a
 book and the window is summed over processes (`reduce`), so every process sees the same numbers.
-`state_dict` is what a checkpoint keeps of the book (trained/checkpoints.py names its keys).
+`state_dict` is what a checkpoint keeps of the book (trained/checkpoint/payload.py).
 """
 
 from __future__ import annotations

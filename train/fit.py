@@ -10,11 +10,16 @@ others are given. Both return the Run (trained/run.py), or None on the processes
 run other than rank 0. Data, model and guide are built before the run directory is made, so bad
 input leaves no run behind. The run's lock is held from the first write to the last, and
 `on_finish(run)` runs inside it (the command line draws the run's figures there).
+
+A resume writes nothing before its checkpoint has loaded: config.json records a new total of
+epochs, or the id a run made before run ids adopts from its checkpoint, only then. A run stopped
+before its first checkpoint (checkpoints/ holds no file at all) trains from the start, in place.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 from dataclasses import asdict, fields, replace
 
 import pyro
@@ -22,12 +27,13 @@ import pyro
 from ..errors import ConfigError, RunError
 from ..guide import build
 from ..model import ModelConfig, check_extensions
-from ..trained.checkpoint_schema import expected_state
+from ..trained.checkpoint import never_checkpointed
 from ..trained.config import LaunchConfig, RunLocation, TrainConfig, check_memory, resolve_device
 from ..trained.run import Run
 from .loop import Trainer
 from .session import check_image_shape, load_training_data
 
+logger = logging.getLogger(__name__)
 TRAIN_FIELDS = {f.name for f in fields(TrainConfig)}
 MODEL_FIELDS = {f.name for f in fields(ModelConfig)}
 
@@ -122,32 +128,40 @@ def resume(
     launch = launch or run.launch
     writer = launch is None or launched_as_rank_zero()
     with run.lock() if writer else contextlib.nullcontext():
-        if writer:
-            run.ensure_id()
         if epochs is not None and epochs != run.train_cfg.epochs:
             run.train_cfg = replace(run.train_cfg, epochs=epochs)  # written to config.json once checked
         if launch is None:
             run.device = resolve_device(device or run.train_cfg.device)
             check_memory(run.model_cfg, run.train_cfg, run.device)
+        fresh = never_checkpointed(run.run_dir)
+        if fresh:  # the first weights of a new run: seeded as `prepare` seeds them
+            pyro.clear_param_store()
+            pyro.set_rng_seed(run.train_cfg.seed)
         data = load_training_data(run.train_cfg)
         model, guide = build(run.model_cfg, run.model_name, run.guide_name)
         trainer = Trainer(run, data, model, guide, run.device) if launch is None else None
-        # The newest checkpoint that fits these modules (and this optimiser): an ill-fitting one is skipped.
-        expect = expected_state(model, guide, trainer.session.optimizer if trainer else None, run.config_key(True))
-        checkpoint = run.latest_checkpoint(expect=expect)
+        checkpoint = None
+        if not fresh:
+            # The newest checkpoint that fits these modules and this data: an ill-fitting one is skipped.
+            checkpoint = run.latest_checkpoint(model, guide, training=True, train_samples=len(data.train_set))
+            if checkpoint is None:  # only files set aside as unreadable
+                raise RunError(f"{run.run_dir} has no readable checkpoint to resume from; start a new run instead")
         if checkpoint is None:
-            raise RunError(f"{run.run_dir} has no readable checkpoint to resume from; start a new run instead")
-        if checkpoint["epoch"] > run.train_cfg.epochs:
+            logger.info(f"{run.run_dir} stopped before its first checkpoint: training it from the start")
+        elif checkpoint.epoch > run.train_cfg.epochs:
             raise ConfigError(
-                f"{run.run_dir} has already trained {checkpoint['epoch']} epochs, more than `epochs` {epochs}; "
-                f"pass at least {checkpoint['epoch']}"
+                f"{run.run_dir} has already trained {checkpoint.epoch} epochs, more than `epochs` "
+                f"{run.train_cfg.epochs}; pass at least {checkpoint.epoch}"
             )
-        if writer and epochs is not None:
-            run.save_config()  # the new total of an extended run
+        if writer and (run.adopt_id(checkpoint and checkpoint.run_id) or epochs is not None):
+            run.save_config()  # the id the run takes from its checkpoints, or its new total of epochs
         if launch is not None:
             run.launch = launch
             return _fit_lightning(run, data, model, guide, checkpoint, None, None, on_finish, lightning_callbacks)
-        trainer.restore(checkpoint)
+        if checkpoint is None:
+            trainer.session.seed()
+        else:
+            trainer.restore(checkpoint)
         trainer.fit(on_finish)
     return run
 
@@ -161,13 +175,13 @@ def launched_as_rank_zero() -> bool:
 def _fit_lightning(run: Run, data, model, guide, checkpoint, runs_dir, run_dir, on_finish, callbacks) -> Run | None:
     from .lightning import LightningUGVAE, fit_lightning, launched_as_rank_zero, lightning_trainer
 
-    done = checkpoint["epoch"] if checkpoint else 0
+    done = checkpoint.epoch if checkpoint else 0
     trainer = lightning_trainer(run, run.train_cfg.epochs - done, callbacks)
     run.world_size = trainer.world_size
     module = LightningUGVAE(run, data, model, guide, checkpoint)
     lock = contextlib.nullcontext()
     if launched_as_rank_zero():
-        if checkpoint is None:
+        if run.run_dir is None:  # a new run (a resumed one, even from step 0, has its directory)
             run.claim(runs_dir, run_dir)
             lock = run.lock(new=True)
         else:

@@ -12,16 +12,25 @@ build a `Session` and call it at the same points:
                                refresh, metrics.csv, TensorBoard), then a checkpoint
     session.finish()           summary.json
 
-A checkpoint holds everything a step depends on (trained/checkpoints.py names its keys), so on
-one process a resumed run repeats the losses of an uninterrupted one exactly. Under DDP every
-process keeps a session; `reduce` sums the losses over processes and only the writer (rank 0)
-writes the run directory.
+A checkpoint holds everything a step depends on (trained/checkpoint/payload.py), so on one
+process a resumed run repeats the losses of an uninterrupted one exactly. A resume keeps the live
+optimiser's hyper-parameters, built from the run's config (its record of how it trains, which
+`--resume` checks and the user can read), and takes only the per-parameter state from the
+checkpoint: a planted file cannot change the learning rate. Under DDP every process keeps a
+session; `reduce` sums the losses over processes and only the writer (rank 0) writes the run
+directory.
+
+The writer holds the run directory open while it trains and checks, before each write, that the
+path still names it: a run moved meanwhile stops after a checkpoint written in its new place
+(TrainingInterrupted naming it), a deleted one stops at once with one line, and neither leaves a
+stray directory at the old path.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 import re
 import signal
 from collections.abc import Callable
@@ -34,7 +43,7 @@ from ..data import ImageSet, load_dataset, own_groups, training_groups
 from ..errors import RunError, TrainingDiverged, TrainingInterrupted, TrainingTerminated
 from ..files import write_json
 from ..model import ModelConfig
-from ..trained.checkpoints import make_checkpoint, read_state, save_checkpoint, set_rng_state
+from ..trained.checkpoint import MAX_WEIGHT, Checkpoint, CheckpointFolder, expect, rng_state, set_rng_state
 from ..trained.diagnostics import inactive_beta_message
 from ..trained.environment import record_session, session_record
 from ..trained.evaluation import test_partition
@@ -108,6 +117,8 @@ class Session:
         self.validate = cfg.validation_on(self.device.type)
         self.last_checkpoint_step: int | None = None
         self.hooks, self.hooks_open = [], False
+        self.checkpoints: CheckpointFolder | None = None  # the writer's, from its first checkpoint
+        self.run_dir_fd: int | None = None  # the writer's hold on the run directory (`check_run_dir`)
 
     def open_hooks(self) -> None:
         """The hooks of this process (once); they write into the run directory, which exists by now."""
@@ -130,14 +141,53 @@ class Session:
 
     def begin(self) -> None:
         """The first step is next (of a new run, or after `restore`): the writer records what this
-        session runs on and reads (trained/environment.py)."""
+        session runs on and reads (trained/environment.py). A session from step 0 drops what an
+        earlier one stopped before its first checkpoint logged."""
         if self.writer:
+            self.run_dir_fd = os.open(self.run.run_dir, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+            if self.book.step == 0:
+                for hook in self.hooks:
+                    hook.on_restore(0)
             record = session_record(self.device, self.data.train_set, self.data.test_set, self.book.step)
             record_session(self.run.run_dir, record)
 
     def close(self) -> None:
         for hook in self.hooks:
             hook.close()
+        if self.run_dir_fd is not None:
+            os.close(self.run_dir_fd)
+            self.run_dir_fd = None
+
+    def check_run_dir(self) -> None:
+        """Before the writer writes into the run: stop if its directory was moved (after a
+        checkpoint in its new place: the hooks' paths stay the old ones) or deleted."""
+        if self.run_dir_fd is None:
+            return
+        held = os.fstat(self.run_dir_fd)
+        try:
+            named = os.stat(self.run.run_dir)
+            if (named.st_dev, named.st_ino) == (held.st_dev, held.st_ino):
+                return
+        except FileNotFoundError:
+            pass
+        old, step = self.run.run_dir, self.book.step
+        where = None if held.st_nlink == 0 else current_path(self.run_dir_fd)
+        if where is None:
+            os.close(self.run_dir_fd)
+            self.run_dir_fd = None
+            raise RunError(
+                f"the run directory {old} was deleted while it trained (or moved where ugvae cannot name it); "
+                f"training stopped at step {step}"
+            )
+        self.run.run_dir = where
+        self.book.stop_clock()
+        self.checkpoint()  # its window holds this step's loss: `restore` logs it first
+        stopped = TrainingInterrupted(
+            f"the run directory {old} was moved to {where} while it trained; training stopped at step {step} "
+            f"after a checkpoint there"
+        )
+        stopped.run_dir = where
+        raise stopped
 
     # -- steps ------------------------------------------------------------------------
     def seed(self, rank: int = 0) -> None:
@@ -175,21 +225,29 @@ class Session:
     def after_step(self) -> float | None:
         """Log the window when it is due, then checkpoint when that is due; the logged train ELBO."""
         book, train_elbo = self.book, None
+        if book.log_due or book.checkpoint_due:
+            self.check_run_dir()
         if book.log_due:
-            train_elbo = book.take_window(self.read_window())
-            if train_elbo is not None:
-                for hook in self.hooks:
-                    hook.on_log(book, train_elbo)
+            train_elbo = self.log_window()
         if book.checkpoint_due:
             book.stop_clock()
             self.checkpoint()
             book.start_clock()
         return train_elbo
 
+    def log_window(self) -> float | None:
+        """Count the losses not yet logged into the epoch and log them (hooks.on_log); their train ELBO."""
+        train_elbo = self.book.take_window(self.read_window())
+        if train_elbo is not None:
+            for hook in self.hooks:
+                hook.on_log(self.book, train_elbo)
+        return train_elbo
+
     def end_epoch(self) -> dict:
         """The epoch's hooks, in order, then the epoch's checkpoint; the epoch's numbers."""
         book = self.book
         book.stop_clock()
+        self.check_run_dir()
         result = {"train_elbo": book.epoch_train_elbo()}
         for hook in self.hooks:
             hook.on_epoch_end(book, result)
@@ -218,38 +276,67 @@ class Session:
     def checkpoint(self) -> None:
         """Every process checks that the state is worth falling back to; the writer saves it."""
         window = self.read_window()  # stays pending: the next log writes it
-        parameters = [p for module in (self.model, self.guide) for p in module.parameters()]
-        if not torch.stack([p.isfinite().all() for p in parameters]).all():
+        parameters = [p.detach() for module in (self.model, self.guide) for p in module.parameters() if p.numel()]
+        largest = float(torch.stack([p.abs().max() for p in parameters]).max())  # NaN if any is NaN
+        if not math.isfinite(largest):
             raise self.diverged(self.book.step, "the weights became NaN/inf")
+        if largest > MAX_WEIGHT:  # a checkpoint holding them would be refused as damaged
+            raise self.diverged(self.book.step, f"weights grew beyond +-{MAX_WEIGHT:g}")
         if self.writer:
-            payload = make_checkpoint(
-                run_id=self.run.run_id,
-                config=self.run.config_payload(),
-                book_state=self.book.state_dict(window),
-                sampler_state=self.sampler.state_dict(),
-                train_samples=len(self.data.train_set),
-                model=self.model,
-                guide=self.guide,
-                optimizer=self.optimizer,
-            )
-            keep, own = self.cfg.keep_checkpoints, self.run.owns_unnamed_checkpoints
-            save_checkpoint(self.run.run_dir, self.book.step, payload, keep, accept_unnamed=own)
+            self.folder().write(self.state(window))
         self.last_checkpoint_step = self.book.step
 
-    def restore(self, checkpoint: dict) -> None:
-        """Continue from `checkpoint`: weights, optimiser, RNG, counters, the losses not yet logged,
-        the sampler's state; hooks drop what was logged after it."""
-        run, state = self.run, read_state(checkpoint, self.run, len(self.data.train_set))
-        self.model.load_state_dict(state.model)
-        self.guide.load_state_dict(state.guide)
-        self.optimizer.load_state_dict(state.optimizer)
-        set_rng_state(state.rng)
-        self.book.load_state_dict(state.book, self.device, self.writer)
-        self.sampler.load_state_dict(state.sampler)
-        self.last_checkpoint_step = self.book.step
+    def folder(self) -> CheckpointFolder:
+        """The writer's checkpoints/ (made again for a run that moved)."""
+        if self.checkpoints is None or self.checkpoints.run_dir != self.run.run_dir:
+            train_samples = len(self.data.train_set)
+            fits = expect(self.run, self.model, self.guide, training=True, train_samples=train_samples)
+            self.checkpoints = CheckpointFolder(self.run.run_dir, fits, self.cfg.keep_checkpoints)
+        return self.checkpoints
+
+    def state(self, window: list[float]) -> Checkpoint:
+        """This session's state, as a checkpoint of it holds it."""
+        return Checkpoint(
+            run_id=self.run.run_id,
+            **self.book.state_dict(window),
+            steps_per_epoch=self.book.steps_per_epoch,
+            train_samples=len(self.data.train_set),
+            config=self.run.config_payload(),
+            model=self.model.state_dict(),
+            guide=self.guide.state_dict(),
+            # clusters:ALPHA groups of the epoch under way draw from these (data/sampling.py)
+            assignments=self.sampler.state_dict().get("assignments"),
+            optimizer=self.optimizer.state_dict(),
+            rng=rng_state(),
+        )
+
+    def restore(self, checkpoint: Checkpoint) -> None:
+        """Continue from `checkpoint` (loaded for training, trained/run.py): weights, the optimiser's
+        per-parameter state, RNG, counters, the losses not yet logged, the sampler's state; hooks
+        drop what was logged after it."""
+        run, book = self.run, self.book
+        if checkpoint.steps_per_epoch not in (None, book.steps_per_epoch):
+            trained_on = (checkpoint.config.get("lightning") or {}).get("world_size") or 1
+            raise RunError(
+                f"the checkpoint of {run.run_dir} was made with {checkpoint.steps_per_epoch} steps per epoch, but "
+                f"this session has {book.steps_per_epoch} (the run trained on {trained_on} process(es) of "
+                f"`groups_per_step` {self.cfg.groups_per_step}); resume it on {trained_on} process(es)"
+            )
+        self.model.load_state_dict(checkpoint.model)
+        self.guide.load_state_dict(checkpoint.guide)
+        # The live param groups hold the hyper-parameters of the run's config (module docstring).
+        live_groups = self.optimizer.state_dict()["param_groups"]
+        self.optimizer.load_state_dict({"state": checkpoint.optimizer["state"], "param_groups": live_groups})
+        set_rng_state(checkpoint.rng)
+        book.load_state_dict(checkpoint.book_state(), self.device, self.writer)
+        assignments = checkpoint.assignments
+        self.sampler.load_state_dict({} if assignments is None else {"assignments": assignments})
+        self.last_checkpoint_step = book.step
         for hook in self.hooks:
-            hook.on_restore(self.book.step)
-        logger.info(f"resuming {run.run_dir} from step {self.book.step} (epoch {self.book.epoch + 1})")
+            hook.on_restore(book.step)
+        if book.log_due and book.pending:  # written before its step's log (a run that moved, `check_run_dir`)
+            self.log_window()
+        logger.info(f"resuming {run.run_dir} from step {book.step} (epoch {book.epoch + 1})")
 
     # -- how a session ends early -----------------------------------------------------
     def checkpoint_kept(self) -> str:
@@ -271,3 +358,12 @@ class Session:
         stopped = error(f"training stopped at step {self.book.step}{by}; {self.checkpoint_kept()}")
         stopped.run_dir = self.run.run_dir if self.last_checkpoint_step is not None else None
         return stopped
+
+
+def current_path(fd: int) -> str | None:
+    """Where the directory open as `fd` is now, or None where the system cannot say."""
+    try:
+        path = os.readlink(f"/proc/self/fd/{fd}")  # Linux
+    except OSError:
+        return None
+    return path if os.path.isdir(path) and not path.endswith(" (deleted)") else None

@@ -4,13 +4,15 @@ Run          one run and its one owner (run.py): configs, names, id, directory, 
              run's model and what it computes (inference.py, evaluation.py, diagnostics.py)
 load_run     the trained run in a directory
 TrainConfig  how a run is trained, LaunchConfig how it is launched (config.py)
-checkpoints  the checkpoint format, both ways, and its files (checkpoints.py)
+checkpoint   the checkpoint format behind one door, both ways, and its files (checkpoint/);
+             upgrade_run converts a run's checkpoints of the older, pickled format, once
 
 Nothing here trains: train/ imports this package, never the reverse, so opening a trained run
 loads no training loop.
 """
 
+from .checkpoint.upgrade import upgrade_run
 from .config import LaunchConfig, Levers, TrainConfig, resolve_device
 from .run import Run, load_run
 
-__all__ = ["LaunchConfig", "Levers", "Run", "TrainConfig", "load_run", "resolve_device"]
+__all__ = ["LaunchConfig", "Levers", "Run", "TrainConfig", "load_run", "resolve_device", "upgrade_run"]

@@ -9,18 +9,18 @@ reads config.json once). Everything else asks the Run:
     train_cfg    how the run is trained (trained/config.py)
     model_name   registry names; the guide's default is resolved here, once
     guide_name
-    run_id       a random id that every checkpoint repeats (trained/checkpoints.py)
+    run_id       a random id that every checkpoint repeats (trained/checkpoint/)
     launch       Lightning's launch options and world size, or None for a run on one device
 
-The directory holds config.json (the above), checkpoints/ (trained/checkpoints.py), metrics.csv
+The directory holds config.json (the above), checkpoints/ (trained/checkpoint/), metrics.csv
 (trained/metrics.py), summary.json, and .lock (trained/lock.py: one writer at a time). A trained run
 answers for its model: `run.model` and `run.guide` hold the weights of its newest good
 checkpoint (eval mode, on `run.device`), and `embed`, `sample`, `reconstruct` and `evaluate`
 apply them to new data (trained/inference.py, trained/evaluation.py).
 
-Runs made before run ids have none in config.json. The first command that writes into such a
-run gives it one (config.json is rewritten atomically) and marks that its older checkpoints,
-which name no run, are its own.
+Runs made before run ids have none in config.json: they take the id their checkpoints carry
+(`adopt_id`), which `ugvae upgrade` gives the checkpoints of such a run, and config.json records
+it only once a checkpoint that carries it has loaded, so that a command that fails changes nothing.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import datetime
 import os
 import re
 import uuid
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -40,8 +40,7 @@ from ..files import read_json, write_json
 from ..guide import Guide, build, default_guide
 from ..model import ModelConfig
 from ..settings import shown
-from .checkpoint_schema import Expected, expected_state
-from .checkpoints import check_compatible, latest_checkpoint, load_checkpoint
+from .checkpoint import Checkpoint, expect, latest, load
 from .config import LaunchConfig, TrainConfig, resolve_device
 from .lock import run_lock
 from .outputs import claim_dir, new_output_dir, sweep_temporaries
@@ -57,7 +56,8 @@ class Run:
     run_id: str | None = None
     launch: LaunchConfig | None = None
     world_size: int | None = None  # processes a Lightning run trained on
-    # A run made before run ids, given one later: its checkpoints without an id are its own.
+    # A run made before run ids that an older ugvae gave one: its pickled checkpoints without an
+    # id are its own (trained/checkpoint/upgrade.py).
     owns_unnamed_checkpoints: bool = False
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
@@ -134,16 +134,13 @@ class Run:
         self.save_config()
         return self
 
-    def ensure_id(self) -> None:
-        """Give a run made before run ids its id, once; its checkpoints without one stay its own."""
-        if self.run_id is None:
-            self.run_id, self.owns_unnamed_checkpoints = uuid.uuid4().hex, True
-            self.save_config()
-
-    def extend(self, epochs: int) -> None:
-        """Train to `epochs` epochs in all from now on; config.json records the new total."""
-        self.train_cfg = replace(self.train_cfg, epochs=epochs)
-        self.save_config()
+    def adopt_id(self, run_id: str | None = None) -> bool:
+        """Give a run made before run ids its id: `run_id` (the one its checkpoints carry), else a
+        new one; whether it had none. The caller writes config.json (`save_config`)."""
+        if self.run_id is not None:
+            return False
+        self.run_id = run_id or uuid.uuid4().hex
+        return True
 
     # -- the directory ----------------------------------------------------------------
     def path(self, *parts: str) -> str:
@@ -160,21 +157,18 @@ class Run:
                 sweep_temporaries(self.run_dir)
             yield
 
-    def latest_checkpoint(self, map_location="cpu", expect: Expected | None = None) -> dict | None:
-        """The newest checkpoint of this run that passes every check (trained/checkpoints.py), with
-        `expect` (`expected_state`) the shapes of the live modules too; None when it has none."""
-        return latest_checkpoint(self.run_dir, self.run_id, map_location, self.owns_unnamed_checkpoints, expect)
+    def latest_checkpoint(self, model=None, guide=None, *, training: bool = False, train_samples=None):
+        """The newest checkpoint of this run that fits `model` and `guide` (by default fresh ones)
+        and passes every check (trained/checkpoint/), or None when it has none. With `training`,
+        what a resume needs too (optimiser, RNG, counters against `train_samples` images)."""
+        if model is None:
+            model, guide = build(self.model_cfg, self.model_name, self.guide_name)
+        return latest(self.run_dir, expect(self, model, guide, training=training, train_samples=train_samples))
 
-    def read_checkpoint(self, path: str, map_location="cpu") -> dict:
+    def read_checkpoint(self, path: str) -> Checkpoint:
         """The checkpoint file `path`, checked to be one of this run's and to fit its model and guide."""
         model, guide = build(self.model_cfg, self.model_name, self.guide_name)
-        expect = expected_state(model, guide, config=self.config_key())
-        return load_checkpoint(path, map_location, self.run_id, self.owns_unnamed_checkpoints, expect)
-
-    def config_key(self, training: bool = False) -> tuple:
-        """What a checkpoint of this run was made with (trained/checkpoints.py `config_differences`);
-        `training` adds the fields that fix the stream of training groups, which a resume needs."""
-        return (self.model_cfg, self.model_name, self.guide_name) + ((self.train_cfg,) if training else ())
+        return load(path, expect(self, model, guide))
 
     # -- the trained model -----------------------------------------------------------
     def to(self, device: str | torch.device) -> Run:
@@ -183,18 +177,17 @@ class Run:
             self._trained[0].to(self.device), self._trained[1].to(self.device)
         return self
 
-    def load_weights(self, checkpoint: dict | None = None) -> Run:
+    def load_weights(self, checkpoint: Checkpoint | None = None) -> Run:
         """Load `checkpoint` (default: the newest good one that fits) into a fresh model and guide."""
         model, guide = build(self.model_cfg, self.model_name, self.guide_name)
         if checkpoint is None:
-            checkpoint = self.latest_checkpoint(expect=expected_state(model, guide, config=self.config_key()))
+            checkpoint = self.latest_checkpoint(model, guide)
             if checkpoint is None:
                 raise RunError(f"{self.run_dir} holds no readable checkpoint; train it first, or resume it")
-        check_compatible(checkpoint, self.model_cfg, self.model_name, self.guide_name)
-        model.load_state_dict(checkpoint["model"])
-        guide.load_state_dict(checkpoint["guide"])
+        model.load_state_dict(checkpoint.model)
+        guide.load_state_dict(checkpoint.guide)
         model.to(self.device).eval(), guide.to(self.device).eval()
-        self._trained = (model, guide, checkpoint["step"])
+        self._trained = (model, guide, checkpoint.step)
         return self
 
     def _weights(self) -> tuple:
@@ -267,14 +260,3 @@ def read_config_file(path: str | os.PathLike) -> Run:
     if path.name != CONFIG_FILE:
         raise ConfigError(f"{path} is not a run's config.json; pass RUN_DIR/config.json")
     return Run.open(path.parent)
-
-
-@contextlib.contextmanager
-def removed_if_empty(run_dir: str):
-    """Remove `run_dir` again when the block fails while it is still empty: bad input leaves no run behind."""
-    try:
-        yield
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.rmdir(run_dir)
-        raise

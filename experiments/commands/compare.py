@@ -40,7 +40,7 @@ from ...files import atomic_write_text, read_json
 from ...progress import progress
 from ...settings import Settings, same_setting, setting
 from ...trained import Run
-from ...trained.checkpoints import checkpoint_step, list_checkpoints
+from ...trained.checkpoint import checkpoint_step, list_checkpoints
 from ...trained.environment import data_summary
 from ...trained.evaluation import EvaluateArguments, mean_and_stderr
 from ...trained.outputs import OutputFolder

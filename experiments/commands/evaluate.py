@@ -21,14 +21,16 @@ from ...trained.evaluation import EvaluateArguments
 class EvaluateSettings(EvaluateArguments):
     """`Run.evaluate`'s arguments (trained/evaluation.py) and which checkpoint."""
 
-    checkpoint: str | None = setting(None, "RUN/checkpoints/step-N.pt to evaluate", default_is="the newest good one")
+    checkpoint: str | None = setting(
+        None, "RUN/checkpoints/step-N.safetensors to evaluate", default_is="the newest good one"
+    )
 
 
 def evaluate_run(run: Run, settings: EvaluateSettings | None = None) -> dict:
     """The numbers of `run` (its weights, or the checkpoint of `settings`), written to its eval file."""
     settings = settings or EvaluateSettings()
     if settings.checkpoint:
-        run.load_weights(run.read_checkpoint(settings.checkpoint, run.device))
+        run.load_weights(run.read_checkpoint(settings.checkpoint))
     scores = run.evaluate(settings.samples, settings.seed, settings.images_per_pass, settings.data_dir)
     name = f"eval-step-{run.step:09d}.json" if settings.checkpoint else "eval.json"
     scores["written"] = run.path(name)
@@ -67,5 +69,5 @@ def report(scores: dict) -> str:
 
 
 def run_dir_of(checkpoint: str) -> str:
-    """RUN of RUN/checkpoints/step-N.pt."""
+    """RUN of RUN/checkpoints/step-N.safetensors."""
     return os.path.dirname(os.path.dirname(os.path.abspath(checkpoint)))

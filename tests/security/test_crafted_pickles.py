@@ -1,18 +1,17 @@
-"""Crafted pickles in checkpoints/ (issue 22, defect 1): no file builds an object from raw
-bytes, runs code or expands in memory; every command falls back to the previous checkpoint.
+"""Crafted pickles in checkpoints/ (issue 22, defect 1; issue 29, D1 and D2): no command but
+`upgrade` reads a pickle, each names that command in one line, and `upgrade` refuses every crafted
+file in one line, before torch's unpickler sees it where the opcodes already tell.
 
-Each crafted file is loaded in a subprocess: a regression would segfault there, not in pytest.
+Each crafted file is read in a subprocess: a regression would segfault there, not in pytest.
 """
 
 import os
-import random
 import shutil
 
-import numpy as np
 import pytest
-import torch
 
 from tests.security.craft import (
+    RUN_MAIN,
     NumericDtype,
     ObjectDtype,
     PointerDtype,
@@ -20,144 +19,184 @@ from tests.security.craft import (
     RunsShell,
     checkpoint_path,
     compressed_bomb,
+    extra_item,
     legacy_payload,
+    nested_tuple_key,
     pickle_bytes,
+    pickled_payload,
     python_in_checkout,
-    save,
-    valid_payload,
+    save_pickled,
+    with_pickle,
 )
-from ugvae.errors import CheckpointError
-from ugvae.trained.checkpoints import load_checkpoint, set_rng_state
-
-LOAD_EACH = """
-import sys
-from ugvae.errors import CheckpointError
-from ugvae.trained.checkpoints import load_checkpoint
-for path in sys.argv[1:]:
-    try:
-        load_checkpoint(path)
-        print("LOADED", path, flush=True)
-    except CheckpointError as e:
-        print("REFUSED", path, e.reason, flush=True)
-"""
+from ugvae.trained import load_run
+from ugvae.trained.checkpoint import OlderCheckpoints, list_checkpoints
 
 FLAGGED = (3, "<", None, None, None, -1, -1, 1)  # a dtype's state with NPY_ITEM_HASOBJECT set
-# name -> what replaces a field of a valid format-1 payload (numpy RNG state pickled as an ndarray)
+BINUNICODE = b"X"  # opcode: a str of a 4-byte length
+
+
+def d1_file(path):
+    """D1: a format-3 checkpoint with one more key, an empty tuple in 10**6 TUPLE1s."""
+    return with_pickle(save_pickled(pickled_payload(7), path), nested_tuple_key)
+
+
+def legacy_with(step=None, keys=None):
+    def make(path):
+        payload = legacy_payload(7, keys=keys)
+        if step is not None:
+            payload["step"] = step
+        return save_pickled(payload, path)
+
+    return make
+
+
+def with_opcodes(key: bytes, value: bytes):
+    return lambda path: with_pickle(save_pickled(pickled_payload(7), path), lambda d: extra_item(d, key, value))
+
+
+def plain_pickle(path):
+    with open(path, "wb") as f:
+        f.write(pickle_bytes(pickled_payload(7)))
+    return path
+
+
+def huge_tensor(path):
+    import torch
+
+    payload = pickled_payload(7)
+    payload["model"]["w"] = torch.zeros(2**25)  # 128 MiB: more than the run's modules and Adam hold
+    return save_pickled(payload, path)
+
+
+def long_string(size):
+    return BINUNICODE + size.to_bytes(4, "little") + b"a" * size
+
+
+# name -> (builder of the file at a path, words of the refusal)
 CRAFTED = {
-    "object dtype from raw bytes": ("step", RawArray(ObjectDtype(), (2,), b"\x41" * 16)),
-    "uint32 dtype with a subarray of objects": ("step", RawArray(PointerDtype(), (1,), b"\x41" * 4)),
-    "uint32 dtype flagged as holding objects": ("step", RawArray(NumericDtype(state=FLAGGED))),
-    "structured dtype with an object field": ("step", RawArray(NumericDtype([("a", "O")], None), (1,), b"\0" * 8)),
-    "array claiming 2**30 elements": ("step", RawArray(NumericDtype(), (2**15, 2**15), b"\0" * 16)),
-    "array with a negative shape": ("step", RawArray(NumericDtype(), (-4,), b"")),
-    "numeric array where the step belongs": ("step", RawArray(NumericDtype(), (4,), b"\x01" * 16)),
-    "numpy keys of the wrong length": ("keys", RawArray(NumericDtype(), (10,), b"\0" * 40)),
-    "numpy keys as floats": ("keys", RawArray(NumericDtype("f8"), (624,), b"\0" * 624 * 8)),
+    "D1: an empty tuple wrapped 10**6 times": (d1_file, "nests more than 64 levels deep"),
+    "D2: an int of 2**2040 (LONG1)": (
+        with_opcodes(long_string(3), b"\x8a\xff" + b"\xff" * 254 + b"\x7f"),
+        "an int of 2039 bits",
+    ),
+    "a string of 2 MB": (with_opcodes(long_string(3), long_string(2**21)), "a string of 2097152 characters"),
+    "a container of 2**20 + 1 items": (
+        with_opcodes(long_string(3), b"](" + b"K\x01" * (2**20 + 1) + b"e"),
+        "a container of 1048577 items",
+    ),
+    "a pickle that runs a command": (
+        lambda path: save_pickled({**pickled_payload(7), "step": RunsShell("/tmp/marker")}, path),
+        "names 'posix system', which no checkpoint holds",
+    ),
+    "a global outside the checkpoint's": (
+        with_opcodes(long_string(3), b"cbuiltins\neval\n"),
+        "names 'builtins eval'",
+    ),
+    "the copyreg extension registry": (with_opcodes(long_string(3), b"\x82\x01"), "copyreg extension registry"),
+    "a memo read before it was written": (
+        with_opcodes(long_string(3), b"j" + (10**6).to_bytes(4, "little")),
+        "is damaged",
+    ),
+    "a compressed archive (a zip bomb)": (compressed_bomb, "compressed entries, which torch.save never writes"),
+    "a plain pickle": (plain_pickle, "no zip archive, as torch.save writes"),
+    "128 MiB of tensors in a run of 55 kB weights": (huge_tensor, "more than the run's modules"),
+    "object dtype from raw bytes": (legacy_with(step=RawArray(ObjectDtype(), (2,), b"\x41" * 16)), "numeric dtype"),
+    "uint32 dtype with a subarray of objects": (
+        legacy_with(step=RawArray(PointerDtype(), (1,), b"\x41" * 4)),
+        "numeric dtype",  # its subarray's object dtype is refused first
+    ),
+    "uint32 dtype flagged as holding objects": (
+        legacy_with(step=RawArray(NumericDtype(state=FLAGGED))),
+        "a numpy dtype with fields, a subarray or flags",
+    ),
+    "structured dtype with an object field": (
+        legacy_with(step=RawArray(NumericDtype([("a", "O")], None), (1,), b"\0" * 8)),
+        "numeric dtype",
+    ),
+    "array claiming 2**30 elements": (
+        legacy_with(step=RawArray(NumericDtype(), (2**15, 2**15), b"\0" * 16)),
+        "a numpy array of 1073741824 elements",
+    ),
+    "array with a negative shape": (legacy_with(step=RawArray(NumericDtype(), (-4,), b"\0")), "array shape"),
+    "numeric array where the step belongs": (
+        legacy_with(step=RawArray(NumericDtype(), (4,), b"\x01" * 16)),
+        "`step` is a LegacyArray",
+    ),
+    "numpy keys of the wrong length": (
+        legacy_with(keys=RawArray(NumericDtype(), (10,), b"\0" * 40)),
+        "keys are not 624 unsigned words",
+    ),
+    "numpy keys as floats": (
+        legacy_with(keys=RawArray(NumericDtype("f8"), (624,), b"\0" * 624 * 8)),
+        "keys are not 624 unsigned words",
+    ),
 }
 
+UPGRADE_EACH = """
+import sys
+from ugvae.errors import RunError
+from ugvae.trained import upgrade_run
+for run_dir in sys.argv[1:]:
+    try:
+        upgrade_run(run_dir)
+        print("UPGRADED", run_dir, flush=True)
+    except RunError as e:
+        print("REFUSED", run_dir, str(e).replace(chr(10), " "), flush=True)
+"""
 
-def crafted_file(folder, name: str, step: int) -> str:
-    field, value = CRAFTED[name]
-    payload = legacy_payload(step, keys=value if field == "keys" else None)
-    if field == "step":
-        payload["step"] = value
-    return save(payload, checkpoint_path(folder, step))
+
+def pickled_run(small_run, folder, build, step=7):
+    """A copy of `small_run` whose only checkpoint is the pickle `build` makes."""
+    run_dir = shutil.copytree(small_run, str(folder))
+    for path in list_checkpoints(run_dir):
+        os.remove(path)
+    build(checkpoint_path(run_dir, step, ".pt"))
+    return run_dir
 
 
-def test_crafted_numpy_arrays_are_refused_one_by_one(tmp_path):
-    """Defect 1: numpy's names are bound to numeric-only stand-ins; every crafted array is refused."""
-    paths = [crafted_file(str(tmp_path / f"run{i}"), name, 7) for i, name in enumerate(CRAFTED)]
-    proc = python_in_checkout(LOAD_EACH, *paths)
+def test_upgrade_refuses_each_crafted_pickle_in_one_line(small_run, tmp_path):
+    """D1, D2: the opcode scan (nesting, ints, strings, containers, globals), the archive's bounds
+    and the numpy stand-ins each refuse; nothing segfaults, runs a command or expands."""
+    runs = [pickled_run(small_run, tmp_path / f"run{i}", build) for i, (build, _) in enumerate(CRAFTED.values())]
+    proc = python_in_checkout(UPGRADE_EACH, *runs)
     assert proc.returncode == 0, proc.stderr[-3000:]  # no segfault (-11), no traceback
     lines = proc.stdout.splitlines()
-    assert len(lines) == len(CRAFTED)
-    for name, line in zip(CRAFTED, lines):
-        assert line.startswith("REFUSED"), f"{name}: {line}"
+    assert len(lines) == len(CRAFTED) and not os.path.exists("/tmp/marker")
+    for (name, (_, words)), line, run_dir in zip(CRAFTED.items(), lines, runs):
+        assert line.startswith("REFUSED") and words in line and len(line) < 700, f"{name}: {line}"
+        # Refused files are set aside, never deleted, and config.json is as it was (no run id adopted).
+        assert os.listdir(os.path.join(run_dir, "checkpoints")) == ["step-000000007.pt.unreadable"], name
+        assert open(os.path.join(run_dir, "config.json")).read() == open(os.path.join(small_run, "config.json")).read()
 
 
-def test_an_object_array_in_the_newest_checkpoint_never_reaches_evaluate(run_copy):
-    """Defect 1: on main, evaluate compared the crafted step (a pointer 0x41414141) and exited 139."""
-    crafted_file(run_copy, "uint32 dtype with a subarray of objects", 99)
-    proc = python_in_checkout(
-        "import sys; from ugvae import run; sys.exit(run.main(sys.argv[1:]))",
-        "evaluate",
-        "--run",
-        run_copy,
-        "--samples",
-        "2",
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "step-000000099.pt (cannot be read (holds objects other than tensors" in proc.stderr
-    assert proc.stderr.count("\n") == 1
+@pytest.mark.parametrize("command", [["evaluate", "--run", "{run}", "--samples", "2"], ["--resume", "{run}"]])
+def test_a_run_of_pickles_only_names_the_upgrade_command_in_one_line(small_run, tmp_path, command):
+    """D1: on main, every command of such a run exited 139 inside torch.load."""
+    run_dir = pickled_run(small_run, tmp_path / "run", d1_file)
+    proc = python_in_checkout(RUN_MAIN, *[arg.format(run=run_dir) for arg in command])
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr[-3000:]
+    assert "has checkpoints of an older format (step-000000007.pt)" in proc.stderr
+    assert f"upgrade {run_dir}`" in proc.stderr
+    assert os.listdir(os.path.join(run_dir, "checkpoints")) == ["step-000000007.pt"]  # untouched
 
 
-def test_a_crafted_older_checkpoint_is_set_aside_when_training_rotates(run_copy):
-    """Defect 1: planted as an older checkpoint, it killed training inside rotation on main."""
-    crafted_file(run_copy, "uint32 dtype with a subarray of objects", 1)
-    proc = python_in_checkout(
-        "import sys; from ugvae import run; sys.exit(run.main(sys.argv[1:]))",
-        "--resume",
-        run_copy,
-        "--epochs",
-        "2",
-        "--quiet",
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    names = os.listdir(os.path.join(run_copy, "checkpoints"))
-    assert "step-000000001.pt.unreadable" in names and "step-000000010.pt" in names
+def test_a_pickle_beside_good_checkpoints_is_never_read(run_copy):
+    """D1: planted as a newer step-N.pt, it killed every command on main; now only upgrade reads it."""
+    d1_file(checkpoint_path(run_copy, 99, ".pt"))
+    proc = python_in_checkout(RUN_MAIN, "evaluate", "--run", run_copy, "--samples", "2")
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr[-3000:]
+    assert load_run(run_copy).step == 5
 
 
-def test_a_format_1_checkpoint_loads_with_its_rng_state_converted(tmp_path):
-    """Defect 1: the restricted reader still reads a real format-1 file, RNG state exactly."""
-    np.random.seed(3), random.seed(3), torch.manual_seed(3)
-    path = save(legacy_payload(5), checkpoint_path(str(tmp_path), 5))
-    expected = (np.random.rand(3), random.random(), torch.rand(2))
-    np.random.seed(9), random.seed(9), torch.manual_seed(9)
-    checkpoint = load_checkpoint(path)
-    assert checkpoint["rng"]["numpy"]["keys"].dtype == torch.int64 and "version" not in checkpoint
-    set_rng_state(checkpoint["rng"])
-    again = (np.random.rand(3), random.random(), torch.rand(2))
-    assert np.array_equal(expected[0], again[0]) and expected[1] == again[1] and torch.equal(expected[2], again[2])
+def test_load_run_and_evaluate_of_a_pickle_say_upgrade(small_run, tmp_path, capsys):
+    from ugvae import run
 
-
-def test_numpy_arrays_in_a_file_of_the_current_format_are_refused(tmp_path):
-    """Defect 1: only formats 1 and 2 pickled arrays; a version-3 file holding one is crafted."""
-    payload = {**legacy_payload(5), "version": 3}
-    path = save(payload, checkpoint_path(str(tmp_path), 5))
-    with pytest.raises(CheckpointError, match=r"format 1 or 2 \(says format version 3"):
-        load_checkpoint(path)
-
-
-def test_a_pickle_that_runs_a_command_never_runs_it(tmp_path):
-    """Defect 1: the weights-only loader stays in front of the legacy one."""
-    marker = tmp_path / "marker"
-    payload = {**legacy_payload(5), "step": RunsShell(marker)}
-    path = save(payload, checkpoint_path(str(tmp_path), 5))
-    with pytest.raises(CheckpointError, match="holds objects other than tensors"):
-        load_checkpoint(path)
-    assert not marker.exists()
-
-
-def test_a_compressed_archive_is_refused_before_it_expands(tmp_path):
-    """Defect 1 (bounded sizes): a 256 MiB data.pkl deflated to 256 kB is never inflated."""
-    path = compressed_bomb(checkpoint_path(str(tmp_path), 5))
-    assert os.path.getsize(path) < 2**20
-    with pytest.raises(CheckpointError, match="compressed entries, which torch.save never writes"):
-        load_checkpoint(path)
-
-
-def test_a_plain_pickle_is_no_checkpoint(tmp_path):
-    """Defect 1: only zip archives as torch.save writes them are read (no legacy tar/pickle format)."""
-    path = checkpoint_path(str(tmp_path), 5)
-    with open(path, "wb") as f:
-        f.write(pickle_bytes(valid_payload(5)))
-    with pytest.raises(CheckpointError, match="no zip archive"):
-        load_checkpoint(path)
-
-
-def test_the_fixture_run_of_format_1_still_loads(tmp_path):
-    """Defect 1: tests/fixtures/run-v1 (a real format-1 run) loads through the restricted reader."""
-    fixture = os.path.join(os.path.dirname(os.path.dirname(__file__)), "fixtures", "run-v1")
-    run_dir = shutil.copytree(fixture, str(tmp_path / "run"))
-    checkpoint = load_checkpoint(os.path.join(run_dir, "checkpoints", "step-000000008.pt"))
-    assert checkpoint["step"] == 8 and checkpoint["rng"]["numpy"]["name"] == "MT19937"
+    run_dir = pickled_run(small_run, tmp_path / "run", legacy_with())
+    with pytest.raises(
+        OlderCheckpoints, match=r"ugvae upgrade .*\(`python run.py upgrade .*`ugvae.trained.upgrade_run"
+    ):
+        load_run(run_dir)
+    path = checkpoint_path(run_dir, 7, ".pt")
+    assert run.main(["evaluate", "--checkpoint", path, "--samples", "2"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "older format (step-000000007.pt)" in err

@@ -11,22 +11,22 @@ import os
 import pytest
 
 from tests.conftest import fill, tiny_flags
-from tests.security.craft import valid_payload
+from tests.security.craft import fake_expect, save_fake
 from ugvae import run
 from ugvae.errors import DiskFull
 from ugvae.files import atomic_write, write_json
-from ugvae.trained.checkpoints import list_checkpoints, load_checkpoint, save_checkpoint
+from ugvae.trained.checkpoint import list_checkpoints, load
 from ugvae.trained.lock import run_lock
 
 
-def test_torch_running_out_of_space_is_disk_full(tiny_disk):
-    """Defect 8: torch's RuntimeError ("unexpected pos") was a 44-line traceback on main."""
-    save_checkpoint(str(tiny_disk), 1, valid_payload(1), keep=3)
+def test_a_checkpoint_running_out_of_space_is_disk_full(tiny_disk):
+    """Defect 8: a full disk mid-checkpoint was a 44-line traceback on main."""
+    save_fake(str(tiny_disk), 1, weights=200_000)
     fill(tiny_disk, leave=64 * 1024)
-    with pytest.raises(DiskFull, match=r"to write .*step-000000002\.pt \(it needs \d+ bytes, \d+ bytes are free\)"):
-        save_checkpoint(str(tiny_disk), 2, valid_payload(2, weights=200_000), keep=3)
-    assert [os.path.basename(p) for p in list_checkpoints(str(tiny_disk))] == ["step-000000001.pt"]
-    assert load_checkpoint(list_checkpoints(str(tiny_disk))[0])["step"] == 1
+    with pytest.raises(DiskFull, match=r"to write .*step-000000002\.safetensors \(it needs \d+ bytes, \d+ bytes are"):
+        save_fake(str(tiny_disk), 2, weights=200_000)
+    assert [os.path.basename(p) for p in list_checkpoints(str(tiny_disk))] == ["step-000000001.safetensors"]
+    assert load(list_checkpoints(str(tiny_disk))[0], fake_expect(weights=200_000)).step == 1
     assert not [n for n in os.listdir(tiny_disk / "checkpoints") if ".tmp-" in n]
 
 

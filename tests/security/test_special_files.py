@@ -7,12 +7,11 @@ import stat
 
 import pytest
 
-from tests.security.craft import checkpoint_path, python_in_checkout
+from tests.security.craft import RUN_MAIN, checkpoint_path, fake_expect, python_in_checkout, save_fake
 from ugvae.errors import CheckpointError, DataError
 from ugvae.files import read_json
-from ugvae.trained.checkpoints import latest_checkpoint, list_checkpoints, load_checkpoint
-
-RUN_MAIN = "import sys; from ugvae import run; sys.exit(run.main(sys.argv[1:]))"
+from ugvae.trained import load_run
+from ugvae.trained.checkpoint import list_checkpoints, load
 
 
 def test_a_fifo_as_the_newest_checkpoint_never_hangs_evaluate(run_copy):
@@ -20,7 +19,7 @@ def test_a_fifo_as_the_newest_checkpoint_never_hangs_evaluate(run_copy):
     os.mkfifo(checkpoint_path(run_copy, 99))
     proc = python_in_checkout(RUN_MAIN, "evaluate", "--run", run_copy, "--samples", "2", timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "step-000000099.pt (is a FIFO, not a regular file)" in proc.stderr
+    assert "step-000000099.safetensors (is a FIFO, not a regular file)" in proc.stderr
 
 
 def test_a_fifo_among_the_checkpoints_is_set_aside_by_training(run_copy):
@@ -28,18 +27,18 @@ def test_a_fifo_among_the_checkpoints_is_set_aside_by_training(run_copy):
     os.mkfifo(checkpoint_path(run_copy, 99))
     proc = python_in_checkout(RUN_MAIN, "--resume", run_copy, "--epochs", "2", "--quiet", timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    aside = os.path.join(run_copy, "checkpoints", "step-000000099.pt.unreadable")
+    aside = os.path.join(run_copy, "checkpoints", "step-000000099.safetensors.unreadable")
     assert stat.S_ISFIFO(os.lstat(aside).st_mode)
 
 
 def test_a_link_to_a_checkpoint_outside_the_run_is_refused(run_copy, tmp_path):
     """Defect 1: a symbolic link is never followed, even to a good checkpoint."""
-    outside = shutil.copy(list_checkpoints(run_copy)[-1], str(tmp_path / "elsewhere.pt"))
+    outside = shutil.copy(list_checkpoints(run_copy)[-1], str(tmp_path / "elsewhere.safetensors"))
     link = checkpoint_path(run_copy, 99)
     os.symlink(outside, link)
     with pytest.raises(CheckpointError, match="is a symbolic link"):
-        load_checkpoint(link)
-    assert latest_checkpoint(run_copy)["step"] == 5
+        load(link, fake_expect())
+    assert load_run(run_copy).step == 5
 
 
 @pytest.mark.parametrize("target", ["/dev/zero", "/dev/urandom", "/proc/self/mem"])
@@ -48,7 +47,7 @@ def test_a_link_to_a_device_is_refused(tmp_path, target):
     link = checkpoint_path(str(tmp_path), 3)
     os.symlink(target, link)
     with pytest.raises(CheckpointError, match="is a symbolic link"):
-        load_checkpoint(link)
+        load(link, fake_expect())
 
 
 def test_a_device_node_is_refused(tmp_path):
@@ -59,19 +58,16 @@ def test_a_device_node_is_refused(tmp_path):
     except PermissionError as e:
         pytest.skip(f"cannot make a device node here ({e})")
     with pytest.raises(CheckpointError, match="is a device or socket, not a regular file"):
-        load_checkpoint(path)
+        load(path, fake_expect())
 
 
-def test_a_folder_named_like_a_checkpoint_is_refused_and_set_aside(run_copy):
-    """Defect 1: a folder step-N.pt is neither read nor counted, and rotation moves it aside."""
-    from tests.security.craft import valid_payload
-    from ugvae.trained.checkpoints import save_checkpoint
-
-    folder = checkpoint_path(run_copy, 98)
+def test_a_folder_named_like_a_checkpoint_is_refused_and_set_aside(tmp_path):
+    """Defect 1: a folder step-N.safetensors is neither read nor counted, and rotation moves it aside."""
+    folder = checkpoint_path(str(tmp_path), 98)
     os.makedirs(folder)
     with pytest.raises(CheckpointError, match="is a folder, not a regular file"):
-        load_checkpoint(folder)
-    save_checkpoint(run_copy, 99, valid_payload(99), keep=2)
+        load(folder, fake_expect())
+    save_fake(str(tmp_path), 99, keep=2)
     assert os.path.isdir(folder + ".unreadable")
 
 

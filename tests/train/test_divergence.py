@@ -12,7 +12,6 @@ from ugvae.errors import TrainingDiverged
 from ugvae.model import ModelConfig
 from ugvae.train import new_trainer
 from ugvae.trained import TrainConfig, load_run
-from ugvae.trained.checkpoints import latest_checkpoint
 
 TINY_MODEL = ["--hidden", "16", "--z-dim", "2", "--beta-dim", "2", "--K", "3"]
 
@@ -63,13 +62,13 @@ def test_a_nan_loss_is_caught_without_validation_and_never_checkpointed(tmp_path
         validate=False,
     )
     trainer = new_trainer(cfg, ModelConfig(x_shape=(1, 28, 28), z_dim=2, beta_dim=2, K=3, hidden=16))
-    run_dir = trainer.start(run_dir=str(tmp_path / "run")).run_dir
+    trainer.start(run_dir=str(tmp_path / "run"))
     with pytest.raises(TrainingDiverged, match=r"at step (\d+): the (ELBO became (nan|-?inf)|weights became)") as e:
         trainer.fit()
     diverged_at = int(str(e.value).split("at step ")[1].split(":")[0])
-    kept = latest_checkpoint(run_dir)
-    assert kept["step"] == diverged_at - 1
-    assert all(torch.isfinite(v).all() for v in [*kept["model"].values(), *kept["guide"].values()])
+    kept = trainer.session.run.latest_checkpoint()
+    assert kept.step == diverged_at - 1 and kept.run_id == trainer.session.run.run_id
+    assert all(torch.isfinite(v).all() for v in [*kept.model.values(), *kept.guide.values()])
 
 
 def test_validation_on_names_the_invalid_parameter_even_where_pyro_validation_is_off(tmp_path, one_thread):

@@ -76,7 +76,7 @@ def test_a_captured_run_resumes_where_it_stopped(tmp_path):
     first.session.checkpoint()
     resumed = new_trainer(cfg, MODEL)
     resumed.session.run = run
-    resumed.restore(run.latest_checkpoint())
+    resumed.restore(run.latest_checkpoint(training=True))
     book = resumed.session.book
     batches = iter(resumed.session.sampler.epoch(book.epoch, start_step=book.step_in_epoch))
     resumed_losses = torch.stack(

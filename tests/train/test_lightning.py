@@ -18,7 +18,7 @@ from ugvae.model import ModelConfig  # noqa: E402
 from ugvae.train import fit, resume  # noqa: E402
 from ugvae.train.elbo import make_elbo  # noqa: E402
 from ugvae.trained import load_run  # noqa: E402
-from ugvae.trained.checkpoints import checkpoint_step, list_checkpoints  # noqa: E402
+from ugvae.trained.checkpoint import checkpoint_step, list_checkpoints  # noqa: E402
 from ugvae.trained.config import LaunchConfig, TrainConfig  # noqa: E402
 from ugvae.trained.metrics import read_metrics  # noqa: E402
 

@@ -1,6 +1,7 @@
 """A killed run, resumed, repeats the losses of an uninterrupted one step for step (on the CPU)."""
 
 import glob
+import json
 import os
 import shutil
 import signal
@@ -9,14 +10,17 @@ from dataclasses import replace
 import pytest
 
 from tests.conftest import checkpoint_steps, logged, signal_training, tiny_flags
+from tests.security.conftest import run_copy
+from tests.security.craft import plant
 from ugvae import run
-from ugvae.errors import RunError
+from ugvae.errors import ConfigError, RunError
 from ugvae.model import ModelConfig
 from ugvae.train import fit, resume
-from ugvae.trained import TrainConfig
-from ugvae.trained.checkpoints import list_checkpoints
+from ugvae.trained import Run, TrainConfig, load_run
+from ugvae.trained.checkpoint import list_checkpoints
 from ugvae.trained.metrics import MetricsLog, read_metrics
 
+__all__ = ["run_copy"]  # a fixture
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # 25 steps per epoch, 100 in all: long enough to be killed mid-run, a second or two to train.
 TINY_RUN = [*tiny_flags("synthetic:200", epochs=4), "--log-every", "1", "--checkpoint-every", "7"]
@@ -64,7 +68,7 @@ def test_resume_mid_epoch_and_mid_log_window_is_exact(tmp_path, one_thread, tiny
     ).run_dir
     cut = shutil.copytree(full, str(tmp_path / "cut"))
     for path in list_checkpoints(cut):
-        if not path.endswith("step-000000020.pt"):
+        if not path.endswith("step-000000020.safetensors"):
             os.remove(path)
     resume(cut)
     assert logged(cut) == logged(full)
@@ -161,9 +165,9 @@ def send_sigterm(*args, **kwargs):
 def test_a_second_signal_during_the_checkpoint_write_stops_cleanly(tmp_path, capsys, monkeypatch, one_thread):
     """Issue 22 (5): SIGTERM, then SIGTERM again while the checkpoint it asked for is written."""
     from ugvae.train.loop import Trainer
-    from ugvae.trained import checkpoints
+    from ugvae.trained.checkpoint import store
 
-    real_step, real_save, calls = Trainer.train_step, checkpoints.torch.save, []
+    real_step, real_write, calls = Trainer.train_step, store.write, []
 
     def step_then_terminate(self, idx):
         calls.append(idx)
@@ -172,14 +176,14 @@ def test_a_second_signal_during_the_checkpoint_write_stops_cleanly(tmp_path, cap
             send_sigterm()
         return loss
 
-    def save_and_terminate_midway(obj, f):
+    def write_and_terminate_midway(f, tensors, metadata):
         if len(calls) == 10:
             f.write(b"half a checkpoint")
             send_sigterm()
-        real_save(obj, f)
+        real_write(f, tensors, metadata)
 
     monkeypatch.setattr(Trainer, "train_step", step_then_terminate)
-    monkeypatch.setattr(checkpoints.torch, "save", save_and_terminate_midway)
+    monkeypatch.setattr(store, "write", write_and_terminate_midway)
     run_dir = str(tmp_path / "run")
     assert run.main([*TINY_RUN, "--run-dir", run_dir]) == 130
     err = capsys.readouterr().err
@@ -232,3 +236,108 @@ def test_a_metrics_file_that_is_no_regular_file_is_refused_never_followed(tmp_pa
     with pytest.raises(RunError, match="metrics .* (is a folder|is a symbolic link).*move it aside"):
         resume(run_dir, epochs=2)
     assert victim.read_text() == "mine"
+
+
+# -- issue 29: a failed command changes nothing; moved, deleted and never-checkpointed runs -----
+def without_run_id(run_dir) -> str:
+    path = os.path.join(run_dir, "config.json")
+    config = json.load(open(path))
+    theirs = config.pop("run_id")
+    open(path, "w").write(json.dumps(config))
+    return theirs
+
+
+def test_a_failed_resume_never_changes_a_run_whose_config_lost_its_id(small_run, tmp_path, one_thread):
+    """Bricking resume: main wrote a fresh id into config.json before failing, and from then on
+    refused every checkpoint as another run's. Now nothing is written before the checkpoint loads,
+    and the run takes the id its checkpoints carry."""
+    run_dir = shutil.copytree(small_run, str(tmp_path / "run"))
+    theirs = without_run_id(run_dir)
+    before = open(os.path.join(run_dir, "config.json")).read()
+    with pytest.raises(ConfigError, match="`epochs`"):
+        resume(run_dir, epochs=0)
+    assert run.main(["evaluate", "--run", run_dir, "--samples", "2"]) == 0  # reads, writes no id
+    assert open(os.path.join(run_dir, "config.json")).read() == before
+    resumed = resume(run_dir, epochs=2)
+    assert resumed.run_id == theirs == json.load(open(os.path.join(run_dir, "config.json")))["run_id"]
+    assert load_run(run_dir).step == 10
+
+
+def test_a_run_stopped_before_its_first_checkpoint_trains_from_the_start_in_place(tmp_path, one_thread, tiny_run_cfgs):
+    """D16: such a run could be neither resumed nor re-created in place on main."""
+    train_cfg, model_cfg = tiny_run_cfgs
+    full = fit(train_cfg, model_cfg, runs_dir=str(tmp_path / "runs")).run_dir
+    cut = shutil.copytree(full, str(tmp_path / "cut"))
+    # Killed at step 4, before its first checkpoint (step 5): config.json and 4 logged rows are left.
+    shutil.rmtree(os.path.join(cut, "checkpoints"))
+    os.remove(os.path.join(cut, "summary.json"))
+    with open(os.path.join(cut, "metrics.csv")) as f:
+        rows = f.readlines()[:5]
+    open(os.path.join(cut, "metrics.csv"), "w").write("".join(rows))
+    assert run.main(["--resume", cut, "--quiet"]) == 0
+    assert logged(cut) == logged(full)
+    assert json.load(open(os.path.join(cut, "config.json")))["run_id"] == Run.open(full).run_id  # the same run
+
+
+def test_a_run_with_only_set_aside_checkpoints_is_not_trained_again(small_run, tmp_path):
+    run_dir = shutil.copytree(small_run, str(tmp_path / "run"))
+    for path in list_checkpoints(run_dir):
+        os.rename(path, path + ".unreadable")
+    with pytest.raises(RunError, match="has no readable checkpoint to resume from"):
+        resume(run_dir, epochs=2)
+
+
+def stop_at_step(monkeypatch, step, action):
+    from ugvae.train.loop import Trainer
+
+    real_step, calls = Trainer.train_step, []
+
+    def act_then_step(self, idx):
+        calls.append(idx)
+        if len(calls) == step:
+            action()
+        return real_step(self, idx)
+
+    monkeypatch.setattr(Trainer, "train_step", act_then_step)
+
+
+def test_a_run_moved_while_it_trains_stops_after_a_checkpoint_in_its_new_place(
+    tmp_path, monkeypatch, capsys, one_thread
+):
+    """D7: on main, later checkpoints went to a re-created stray OLD/checkpoints/."""
+    run_dir, moved, reference = str(tmp_path / "run"), str(tmp_path / "moved"), str(tmp_path / "reference")
+    stop_at_step(monkeypatch, 9, lambda: os.rename(run_dir, moved))
+    assert run.main([*TINY_RUN, "--run-dir", run_dir]) == 130
+    assert capsys.readouterr().err == (
+        f"interrupted: the run directory {run_dir} was moved to {moved} while it trained; training stopped at "
+        f"step 9 after a checkpoint there; continue with `ugvae --resume {moved}`\n"
+    )
+    assert not os.path.exists(run_dir) and checkpoint_steps(moved) == [7, 9]
+    monkeypatch.undo()
+    assert run.main(["--resume", moved]) == 0
+    assert run.main([*TINY_RUN, "--run-dir", reference]) == 0
+    assert logged(moved) == logged(reference)
+
+
+def test_a_run_deleted_while_it_trains_stops_in_one_line(tmp_path, monkeypatch, capsys, one_thread):
+    """D7: on main, the deleted run came back as a stray folder of later checkpoints."""
+    run_dir = str(tmp_path / "run")
+    stop_at_step(monkeypatch, 9, lambda: shutil.rmtree(run_dir))
+    assert run.main([*TINY_RUN, "--run-dir", run_dir]) == 2
+    assert capsys.readouterr().err == (
+        f"error: the run directory {run_dir} was deleted while it trained (or moved where ugvae cannot name it); "
+        "training stopped at step 9\n"
+    )
+    assert not os.path.exists(run_dir)
+
+
+def test_a_checkpoint_of_another_number_of_processes_is_refused_by_name(run_copy):
+    """L: a 2-process run resumed on 1 process silently doubled the steps per epoch on main."""
+
+    def two_processes(checkpoint):
+        config = {**checkpoint.config, "lightning": {"world_size": 2}}
+        return replace(checkpoint, steps_per_epoch=2, epoch=3, step_in_epoch=0, epoch_loss=(0.0, 0), config=config)
+
+    plant(run_copy, 6, edit_checkpoint=two_processes)
+    with pytest.raises(RunError, match=r"made with 2 steps per epoch, but this session has 5 \(the run trained on 2 "):
+        resume(run_copy, epochs=4)

@@ -12,7 +12,8 @@ import ugvae
 from tests.conftest import tiny_train
 from ugvae.data import load_dataset, seeded_partition, to_unit_float
 from ugvae.errors import DataError, RunError
-from ugvae.trained import Run, load_run
+from ugvae.trained import Run, load_run, upgrade_run
+from ugvae.trained.checkpoint import OlderCheckpoints
 
 FIXTURE_V1 = os.path.join(os.path.dirname(os.path.dirname(__file__)), "fixtures", "run-v1")
 
@@ -96,14 +97,14 @@ def test_a_run_reads_its_config_once_and_resolves_the_guide_name_once(trained, m
 
 def test_a_run_made_before_run_ids_gets_one_once_and_keeps_its_checkpoints(tmp_path):
     run_dir = shutil.copytree(FIXTURE_V1, tmp_path / "v1")
-    run = Run.open(run_dir)
-    assert run.run_id is None
-    run.ensure_id()
-    first = run.run_id
+    config = (run_dir / "config.json").read_text()
+    with pytest.raises(OlderCheckpoints, match="ugvae upgrade"):
+        Run.open(run_dir).load_weights()
+    assert (run_dir / "config.json").read_text() == config  # a command that fails writes nothing
+    first = upgrade_run(run_dir).adopted_id
+    assert first and upgrade_run(run_dir).adopted_id is None  # once
     again = Run.open(run_dir)
-    again.ensure_id()
-    assert again.run_id == first and again.owns_unnamed_checkpoints
-    assert again.load_weights().step == 8  # its checkpoints name no run, and are still its own
+    assert again.run_id == first and again.load_weights().step == 8
 
 
 def test_open_refuses_what_is_no_run(tmp_path):
@@ -121,6 +122,7 @@ def test_a_run_made_before_run_ids_extends_twice(tmp_path, one_thread):
     from ugvae.train import resume
 
     run_dir = str(shutil.copytree(FIXTURE_V1, tmp_path / "v1"))
+    upgrade_run(run_dir)
     first = resume(run_dir, epochs=2)
     second = resume(run_dir, epochs=3)
     assert first.run_id == second.run_id == json.load(open(os.path.join(run_dir, "config.json")))["run_id"]

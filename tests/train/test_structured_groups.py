@@ -6,7 +6,6 @@ import signal
 from dataclasses import replace
 
 import numpy as np
-import torch
 from PIL import Image
 
 from tests.conftest import logged, signal_training
@@ -14,8 +13,8 @@ from tests.train.test_resume import TINY_RUN
 from ugvae import run
 from ugvae.model import ModelConfig
 from ugvae.train import fit, resume
-from ugvae.trained import TrainConfig
-from ugvae.trained.checkpoints import latest_checkpoint, list_checkpoints
+from ugvae.trained import Run, TrainConfig
+from ugvae.trained.checkpoint import list_checkpoints
 
 CLUSTER_RUN = [*TINY_RUN, "--groups", "clusters:0.3", "--group-warmup", "1"]
 
@@ -33,11 +32,11 @@ def test_cluster_groups_start_after_warmup_and_resume_mid_epoch_exactly(tmp_path
     )
     model_cfg = ModelConfig(x_shape=(1, 28, 28), z_dim=2, beta_dim=2, K=3, hidden=16)
     full = fit(train_cfg, model_cfg, runs_dir=str(tmp_path / "runs")).run_dir
-    assignments = latest_checkpoint(full)["group_assignments"]
+    assignments = Run.open(full).latest_checkpoint(training=True).assignments
     assert assignments is not None and assignments.shape == (120,)
     cut = shutil.copytree(full, str(tmp_path / "cut"))
     for path in list_checkpoints(cut):  # epoch 2 (cluster groups), 5 steps into it
-        if not path.endswith("step-000000035.pt"):
+        if not path.endswith("step-000000035.safetensors"):
             os.remove(path)
     resume(cut)
     assert logged(cut) == logged(full)
@@ -66,12 +65,12 @@ def test_folder_subfolders_train_as_pure_groups(tmp_path, one_thread):
     argv = ["--dataset", f"folder:{tmp_path / 'imgs'}", "--image-size", "8", "--groups", "labels:0", "-B", "4"]
     argv += ["--hidden", "8", "--z-dim", "2", "--beta-dim", "2", "--K", "3", "--epochs", "1", "--quiet"]
     assert run.main([*argv, "--run-dir", str(tmp_path / "run")]) == 0
-    assert torch.load(list_checkpoints(str(tmp_path / "run"))[-1], weights_only=False)["step"] == 81 // 4
+    assert Run.open(str(tmp_path / "run")).latest_checkpoint().step == 81 // 4
 
 
 def test_beta_shares_of_a_mixture_train_and_are_saved(tmp_path, one_thread):
     argv = ["--dataset", "synthetic:200+synthetic:100", "--mix", "beta:0.5", "-B", "8", "--epochs", "1"]
     argv += ["--hidden", "8", "--z-dim", "2", "--beta-dim", "2", "--K", "3", "--quiet"]
     assert run.main([*argv, "--run-dir", str(tmp_path / "run")]) == 0
-    assert latest_checkpoint(str(tmp_path / "run"))["config"]["train"]["mix"] == "beta:0.5"
+    assert Run.open(str(tmp_path / "run")).latest_checkpoint().config["train"]["mix"] == "beta:0.5"
     assert run.main([*argv[:3], "beta:0", *argv[4:], "--run-dir", str(tmp_path / "bad")]) == 2

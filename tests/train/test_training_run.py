@@ -31,7 +31,7 @@ def test_run_directory_holds_every_output(mnist_run):
     for name in ("config.json", "metrics.csv", "summary.json", "loss_curve.png", "reconstructions.png", "samples.png"):
         assert os.path.isfile(os.path.join(mnist_run, name)), name
     checkpoints = os.listdir(os.path.join(mnist_run, "checkpoints"))
-    assert checkpoints and all(c.endswith(".pt") for c in checkpoints)
+    assert checkpoints and all(c.endswith(".safetensors") for c in checkpoints)
     config = json.load(open(os.path.join(mnist_run, "config.json")))
     assert config["model"]["K"] == 10 and config["train"]["group_size"] == 128
 

@@ -10,6 +10,12 @@ one planted under a name it might take is never opened. A disk that fills up mid
 ENOSPC/EDQUOT, or torch's RuntimeError wrapping one), and leaves the old file and no temporary
 one behind.
 
+A folder that cannot be written (a read-only filesystem, no permission) raises `NotWritable`,
+naming it, from every writer here and from `make_dirs`.
+
+`append_whole` adds bytes to the end of a file whole or not at all: a write cut short by a full
+disk is truncated back, so the file ends where it did (metrics.csv's rows).
+
 `open_regular` opens a file only if it is a regular file, not a symbolic link, FIFO, device or
 folder (a FIFO would block the reader forever); `read_json` reads JSON through it, with its size
 and nesting depth bounded before the parser sees it.
@@ -25,9 +31,11 @@ import re
 import secrets
 import stat
 
-from .errors import DataError, DiskFull, RunError
+from .errors import DataError, DiskFull, NotWritable, RunError
 
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+# EPERM too: some filesystems (and immutable files) answer it where others say EACCES.
+NOT_WRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)
 # What torch's zip writer raises when the file under it stops accepting bytes; the OSError it
 # lost is usually its __context__, else the free space tells.
 TORCH_WRITE_FAILED = ("PytorchStreamWriter failed", "file write failed", "unexpected pos")
@@ -45,7 +53,7 @@ def atomic_write(path: str, write) -> None:
     `path` is replaced, never written through.
     """
     folder = os.path.dirname(path) or "."
-    os.makedirs(folder, exist_ok=True)
+    make_dirs(folder)
     tmp, fd = create_temporary(path)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -56,6 +64,10 @@ def atomic_write(path: str, write) -> None:
             os.replace(tmp, path)
         except IsADirectoryError:
             raise RunError(f"cannot write {path}: a folder of that name is in the way; move it aside") from None
+        except OSError as e:  # an immutable file at `path`, a sticky folder of another user
+            if e.errno in NOT_WRITABLE:
+                raise not_writable(path, e) from None
+            raise
     except BaseException as e:
         _remove(tmp)
         if isinstance(e, Exception) and is_no_space(e, folder, write):
@@ -78,7 +90,39 @@ def create_temporary(path: str) -> tuple[str, int]:
             return tmp, os.open(tmp, flags, 0o666)
         except FileExistsError:  # someone planted this very name: draw another
             continue
+        except OSError as e:
+            if e.errno in NOT_WRITABLE:
+                raise not_writable(path, e) from None
+            if e.errno in NO_SPACE:
+                raise disk_full(path, os.path.dirname(path) or ".", needed=None) from None
+            raise
     raise RunError(f"cannot create a temporary file next to {path}: 16 random names were all taken")
+
+
+def make_dirs(path: str, exist_ok: bool = True) -> None:
+    """`path` and its parents, as os.makedirs; NotWritable or DiskFull naming it."""
+    try:
+        os.makedirs(path, exist_ok=exist_ok)
+    except OSError as e:
+        if e.errno in NOT_WRITABLE:
+            raise not_writable(path, e) from None
+        if e.errno in NO_SPACE:
+            raise disk_full(path, existing_parent(path)) from None
+        raise
+
+
+def existing_parent(path: str) -> str:
+    """The nearest folder of `path`, itself included, that exists (for the free space of its disk)."""
+    path = os.path.abspath(path)
+    while not os.path.isdir(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    return path
+
+
+def not_writable(path: str, error: OSError) -> NotWritable:
+    """The one-line error of a write to `path` refused by the filesystem (`error`: EROFS, EACCES or EPERM)."""
+    why = "the filesystem is read-only" if error.errno == errno.EROFS else "permission denied"
+    return NotWritable(f"cannot write {path}: {why}; make its folder writable, or write somewhere else")
 
 
 def _remove(path: str):
@@ -177,9 +221,14 @@ def open_regular(path: str, what: str = "file"):
     return os.fdopen(fd, "rb")
 
 
-def open_append(path: str, what: str = "file"):
-    """`path`, an existing regular file, opened for appending text; NotARegularFile for a link,
-    FIFO, device or folder, so that an append never goes through a planted link."""
+def append_whole(path: str, data: bytes, what: str = "file") -> None:
+    """Add `data` to the end of `path`, an existing regular file, whole or not at all.
+
+    NotARegularFile for a link, FIFO, device or folder, so that an append never goes through a
+    planted link. A write cut short (a full disk mid-row) is truncated back to the old end, so
+    the DiskFull it raises is true: the file is as it was. The caller is the file's one writer
+    (it holds the run's lock), so nobody appends between the old end and the truncation.
+    """
     try:
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | _NOFOLLOW | _NONBLOCK | _CLOEXEC | _BINARY)
     except OSError as e:
@@ -187,13 +236,45 @@ def open_append(path: str, what: str = "file"):
             raise NotARegularFile(path, "is a symbolic link; only regular files are written", what) from None
         if e.errno == errno.EISDIR:
             raise NotARegularFile(path, "is a folder, not a regular file", what) from None
+        if e.errno == errno.ENXIO:  # a FIFO without a reader
+            raise NotARegularFile(path, "is a FIFO, not a regular file", what) from None
+        if e.errno in NOT_WRITABLE:
+            raise not_writable(path, e) from None
         raise
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
+    try:
+        status = os.fstat(fd)
+        if not stat.S_ISREG(status.st_mode):
+            raise NotARegularFile(path, "is not a regular file", what)
+        end, written = status.st_size, 0
+        try:
+            while written < len(data):
+                written += os.write(fd, data[written:])
+        except OSError as e:
+            try:
+                os.ftruncate(fd, end)
+            except OSError:
+                raise DiskFull(
+                    f"no space left on the device to add to {path}; it now ends in a torn line, which the next "
+                    "resume drops: free some space and run the command again"
+                ) from None
+            if e.errno in NO_SPACE:
+                free = free_bytes(os.path.dirname(path) or ".")
+                raise DiskFull(
+                    f"no space left on the device to add {len(data)} bytes to {path} ({free} bytes are free); "
+                    "the file is as it was before: free some space and run the command again"
+                ) from None
+            raise
+    finally:
         os.close(fd)
-        raise NotARegularFile(path, "is not a regular file", what)
-    if _NONBLOCK:
-        os.set_blocking(fd, True)
-    return os.fdopen(fd, "w", newline="", encoding="utf-8")
+
+
+def printable_name(name: str) -> str:
+    """A file name as text that encodes anywhere: bytes of the name that are not UTF-8 (a Latin-1
+    name, which Python reads as surrogate escapes) are shown as \\xNN; other names are unchanged."""
+    try:
+        return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a lone surrogate that no file name holds, from JSON say
+        return name.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 MAX_JSON_BYTES = 4 * 2**20

@@ -463,9 +463,30 @@ class ConsoleHandler(logging.Handler):
             self.handleError(record)
 
 
+def tolerant_console() -> None:
+    """Odd environments get output, not a traceback: a console encoding without a character of
+    a path (PYTHONIOENCODING=ascii) shows it as \\xNN, and a name that is not UTF-8 keeps its
+    bytes; figures are files drawn with Agg, so an unknown MPLBACKEND cannot stop a command."""
+    import codecs
+
+    def console_errors(error):
+        text = error.object[error.start : error.end]
+        if isinstance(error, UnicodeEncodeError) and all("\udc80" <= c <= "\udcff" for c in text):
+            return bytes(ord(c) - 0xDC00 for c in text), error.end  # surrogate escapes: the name's own bytes
+        return codecs.backslashreplace_errors(error)
+
+    codecs.register_error("ugvae-console", console_errors)
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="ugvae-console")
+    if "MPLBACKEND" in os.environ:
+        os.environ["MPLBACKEND"] = "agg"
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     prog = program_name()
+    tolerant_console()
     # --debug may stand anywhere, also after the options of a subcommand.
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]

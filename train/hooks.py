@@ -27,7 +27,7 @@ import os
 
 import torch
 
-from ..files import disk_full
+from ..files import disk_full, printable_name
 from ..trained.diagnostics import beta_diagnostics, cluster_assignments
 from ..trained.evaluation import test_metrics
 from ..trained.metrics import MetricsLog
@@ -113,6 +113,10 @@ class TensorBoard(Hook):
             logger.warning(
                 f"TensorBoard events cannot be written to {log_dir} ({e.strerror}); training goes on without"
             )
+            return None
+        except UnicodeEncodeError:  # tensorboard encodes paths as UTF-8: a Latin-1 folder name fails
+            where = printable_name(log_dir)
+            logger.warning(f"TensorBoard cannot write to {where}, a path that is not UTF-8; training goes on without")
             return None
 
     def on_log(self, book, train_elbo):

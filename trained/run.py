@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 
 from ..errors import ConfigError, DataError, RunError
-from ..files import read_json, write_json
+from ..files import make_dirs, read_json, write_json
 from ..guide import Guide, build, default_guide, guide_class
 from ..model import ModelConfig
 from .checkpoint_schema import Expected, expected_state
@@ -147,9 +147,10 @@ class Run:
             raise RunError("this run has no directory yet; claim one first")
         return os.path.join(self.run_dir, *parts)
 
-    def lock(self, new: bool = False):
-        """Hold RUN/.lock while the block writes into the run (trained/lock.py)."""
-        return run_lock(self.run_dir, new=new)
+    def lock(self, new: bool = False, elsewhere: str | None = None):
+        """Hold RUN/.lock while the block writes into the run (trained/lock.py); `elsewhere`: the
+        field that sends the command's output out of the run, for the refusal of a read-only run."""
+        return run_lock(self.run_dir, new=new, elsewhere=elsewhere)
 
     def latest_checkpoint(self, map_location="cpu", expect: Expected | None = None) -> dict | None:
         """The newest checkpoint of this run that passes every check (trained/checkpoints.py), with
@@ -256,7 +257,7 @@ def new_output_dir(parent: str, name: str) -> str:
     path = base
     while True:
         try:
-            os.makedirs(path)
+            make_dirs(path, exist_ok=False)
             return path
         except FileExistsError:
             n += 1
@@ -273,7 +274,7 @@ def new_run_dir(runs_dir: str, dataset: str, model: str) -> str:
 def claim_dir(path: str) -> str:
     """Create the directory `path`, refusing one that exists so that no run is overwritten."""
     try:
-        os.makedirs(path)
+        make_dirs(path, exist_ok=False)
     except FileExistsError:
         raise RunError(
             f"run directory {path} already exists and runs are never overwritten; pick another `run_dir`, "

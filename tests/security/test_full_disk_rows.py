@@ -1,0 +1,56 @@
+"""A metrics row on a full disk (issue 29, L: "ENOSPC on a metrics row says the file is intact
+while it ends torn"): a row is appended whole or not at all, so the message is true."""
+
+import errno
+import os
+
+import pytest
+
+from tests.conftest import fill
+from ugvae.errors import DiskFull
+from ugvae.trained.metrics import MetricsLog, read_metrics
+
+ROW = {"step": 12, "epoch": 0, "kind": "step", "train_elbo": -543.21, "elapsed_s": 1.5}
+
+
+def log_of_size(path, size: int) -> bytes:
+    """A metrics.csv of this package's header and one row, padded to exactly `size` bytes."""
+    MetricsLog(str(path))
+    row = b"1,0,step,-500.%s,,,,,,,,,,,,,0.5\r\n"
+    padding = size - os.path.getsize(path) - len(row % b"")
+    with open(path, "ab") as f:
+        f.write(row % (b"0" * padding))
+    assert os.path.getsize(path) == size
+    return path.read_bytes()
+
+
+def test_a_row_cut_short_by_a_full_disk_leaves_the_file_as_it_was(tiny_disk):
+    """On 72f652f the row's first bytes stayed (a torn last line) under a message saying the
+    file was intact. The log ends 6 bytes before a page boundary of the tmpfs, so those 6 bytes of
+    the row fit and the rest finds no free page: a short write, then ENOSPC."""
+    path = tiny_disk / "metrics.csv"
+    before = log_of_size(path, 4096 - 6)
+    fill(tiny_disk)
+    with pytest.raises(DiskFull, match=r"to add \d+ bytes to .*metrics\.csv .*the file is as it was before"):
+        MetricsLog(str(path)).write(**ROW)
+    assert path.read_bytes() == before
+
+
+def test_a_row_cut_short_by_a_full_disk_leaves_the_file_as_it_was_simulated(tmp_path, monkeypatch):
+    """The same where no tmpfs can be mounted: the kernel takes half the row, then says ENOSPC."""
+    path = tmp_path / "metrics.csv"
+    before = log_of_size(path, 300)
+    real_write = os.write
+
+    def half_then_full(fd, data):
+        if len(data) > 1:
+            return real_write(fd, data[: len(data) // 2])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "write", half_then_full)
+    with pytest.raises(DiskFull, match="the file is as it was before"):
+        MetricsLog(str(path)).write(**ROW)
+    monkeypatch.undo()
+    assert path.read_bytes() == before
+    MetricsLog(str(path)).write(**ROW)  # and the next row, with space again, follows the old ones
+    assert read_metrics(str(path))[-1]["step"] == 12

@@ -53,6 +53,10 @@ class NotWritable(UGVAEError, OSError):
     """A file or folder that cannot be written: a read-only filesystem, or no permission."""
 
 
+class ProcessLost(UGVAEError, RuntimeError):
+    """A process of a multi-process (DDP) run ended mid-training; the message names the checkpoint kept."""
+
+
 class TrainingDiverged(UGVAEError, RuntimeError):
     """The ELBO or the weights became NaN/inf; the message names the step and the checkpoint kept."""
 

@@ -72,6 +72,8 @@ def atomic_write(path: str, write) -> None:
         _remove(tmp)
         if isinstance(e, Exception) and is_no_space(e, folder, write):
             raise disk_full(path, folder, write) from None
+        if isinstance(e, Exception) and caused_by(e, errno.EFBIG):
+            raise too_large(path, write) from None
         raise
     if hasattr(os, "O_DIRECTORY"):
         fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
@@ -95,6 +97,8 @@ def create_temporary(path: str) -> tuple[str, int]:
                 raise not_writable(path, e) from None
             if e.errno in NO_SPACE:
                 raise disk_full(path, os.path.dirname(path) or ".", needed=None) from None
+            if e.errno == errno.ENAMETOOLONG:
+                raise too_long(path) from None
             raise
     raise RunError(f"cannot create a temporary file next to {path}: 16 random names were all taken")
 
@@ -108,6 +112,8 @@ def make_dirs(path: str, exist_ok: bool = True) -> None:
             raise not_writable(path, e) from None
         if e.errno in NO_SPACE:
             raise disk_full(path, existing_parent(path)) from None
+        if e.errno == errno.ENAMETOOLONG:
+            raise too_long(path) from None
         raise
 
 
@@ -123,6 +129,44 @@ def not_writable(path: str, error: OSError) -> NotWritable:
     """The one-line error of a write to `path` refused by the filesystem (`error`: EROFS, EACCES or EPERM)."""
     why = "the filesystem is read-only" if error.errno == errno.EROFS else "permission denied"
     return NotWritable(f"cannot write {path}: {why}; make its folder writable, or write somewhere else")
+
+
+def too_long(path: str) -> RunError:
+    """The one-line error of a path the filesystem refuses as too long (ENAMETOOLONG)."""
+    shown = printable_name(path)
+    shown = shown if len(shown) <= 200 else shown[:200] + "..."
+    return RunError(f"cannot write {shown}: the path, or a name in it, is longer than the filesystem allows")
+
+
+def too_large(path: str, write) -> DiskFull:
+    """The one-line error of a write past this process's file size limit (EFBIG: `ulimit -f`)."""
+    needed = replayed_size(write)
+    size = f" ({needed} bytes)" if needed is not None else ""
+    limit = resource_limit_text()
+    return DiskFull(
+        f"cannot write {path}{size}: it is larger than this process may write{limit}; the previous version of the "
+        "file is intact: raise the limit (ulimit -f) and run the command again"
+    )
+
+
+def resource_limit_text() -> str:
+    try:
+        import resource
+    except ImportError:  # Windows
+        return ""
+    soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    return "" if soft == resource.RLIM_INFINITY else f" (the file size limit is {soft} bytes)"
+
+
+def caused_by(error: BaseException, code: int) -> bool:
+    """Whether `error`, or an exception it was raised from or during, is an OSError of errno `code`."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno == code:
+            return True
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def _remove(path: str):

@@ -268,7 +268,8 @@ def new_run_dir(runs_dir: str, dataset: str, model: str) -> str:
     """A fresh `runs_dir/<dataset>-<model>-<timestamp>[-n]`; never an existing one."""
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     safe = re.sub(r"[^A-Za-z0-9_.+-]", "_", dataset.replace("folder:", "").strip("/"))
-    return new_output_dir(runs_dir, f"{safe}-{model}-{stamp}")
+    # The end of a long folder path names it best; a name stays well under NAME_MAX (255 bytes).
+    return new_output_dir(runs_dir, f"{safe[-120:]}-{model}-{stamp}")
 
 
 def claim_dir(path: str) -> str:

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import ConfigError, RunError
-from ...files import atomic_write, atomic_write_text
+from ...files import atomic_write, atomic_write_text, make_dirs
 from ...progress import plural
 from ...settings import setting
 from ...trained import Run
@@ -113,5 +113,5 @@ def check_output_dir(path: str) -> None:
 def claim_output_dir(path: str) -> str:
     """`out`: created if missing, refused if it already holds files (nothing is overwritten)."""
     check_output_dir(path)
-    os.makedirs(path, exist_ok=True)
+    make_dirs(path)  # a read-only or too long `out`: one line (files.py)
     return path

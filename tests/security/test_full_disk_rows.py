@@ -8,6 +8,7 @@ import pytest
 
 from tests.conftest import fill
 from ugvae.errors import DiskFull
+from ugvae.files import atomic_write
 from ugvae.trained.metrics import MetricsLog, read_metrics
 
 ROW = {"step": 12, "epoch": 0, "kind": "step", "train_elbo": -543.21, "elapsed_s": 1.5}
@@ -54,3 +55,23 @@ def test_a_row_cut_short_by_a_full_disk_leaves_the_file_as_it_was_simulated(tmp_
     assert path.read_bytes() == before
     MetricsLog(str(path)).write(**ROW)  # and the next row, with space again, follows the old ones
     assert read_metrics(str(path))[-1]["step"] == 12
+
+
+def test_a_file_past_the_file_size_limit_is_one_line_and_the_old_one_stays(tmp_path):
+    """Fourth pass: under `ulimit -f` a checkpoint ended in torch's "unexpected pos" RuntimeError
+    (EFBIG behind it), a traceback; now it is one DiskFull line naming the limit."""
+    import resource
+
+    import torch
+
+    target = tmp_path / "step.pt"
+    atomic_write(str(target), lambda f: torch.save({"w": torch.zeros(10)}, f))
+    before = target.read_bytes()
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, hard))  # Python ignores SIGXFSZ: writes fail with EFBIG
+    try:
+        with pytest.raises(DiskFull, match=r"step\.pt \(\d+ bytes\): it is larger than this process may write "):
+            atomic_write(str(target), lambda f: torch.save({"w": torch.zeros(100_000)}, f))
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+    assert target.read_bytes() == before and os.listdir(tmp_path) == ["step.pt"]

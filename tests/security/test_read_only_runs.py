@@ -147,3 +147,24 @@ def test_a_file_the_filesystem_refuses_is_one_error_naming_it(tmp_path, monkeypa
     with pytest.raises(NotWritable, match=rf"cannot write {target}: (the filesystem is read-only|permission denied)"):
         atomic_write_text(str(target), "{}")
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("command", ["embed", "sample"])
+def test_an_out_folder_that_cannot_be_written_is_one_line(tmp_path, read_only, small_run, capsys, command):
+    """Fourth pass: `--out` under a read-only folder was a traceback (os.makedirs EROFS)."""
+    ro = read_only(tmp_path)
+    source = ["--split", "test"] if command == "embed" else ["--groups", "1"]
+    assert run.main([command, "--run", small_run, *source, "--out", os.path.join(ro, "x"), "--quiet"]) == 2
+    assert f"error: cannot write {ro}/x: the filesystem is read-only" in one_line(capsys)
+
+
+def test_evaluate_from_python_refuses_a_read_only_run_before_evaluating(run_copy, monkeypatch):
+    """Fourth pass: evaluate_run took the lock only to write eval.json, after the evaluation."""
+    from ugvae.experiments.commands.evaluate import EvaluateSettings, evaluate_run
+    from ugvae.trained import Run
+
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: path != run_copy and real_access(path, mode, **kw))
+    monkeypatch.setattr(Run, "evaluate", lambda *args, **kwargs: pytest.fail("evaluated a run it cannot write"))
+    with pytest.raises(NotWritable, match="permission denied"):
+        evaluate_run(Run.open(run_copy), EvaluateSettings(samples=2))

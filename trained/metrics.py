@@ -111,15 +111,23 @@ def row_kind(row: dict) -> str:
 
 
 def read_metrics(path: str) -> list[dict]:
-    """Rows of a metrics.csv with numbers parsed (missing values as NaN)."""
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
+    """Rows of a metrics.csv with numbers parsed (missing values as NaN). Lines torn by a crash,
+    or damaged by hand (a value that is no number), are left out: the log serves figures and
+    tables, and one bad line must not cost the rest."""
+    try:
+        with open_regular(path, "metrics") as f:
+            text = f.read().decode("utf-8", errors="replace")
+    except NotARegularFile as e:
+        raise RunError(f"{e}; move it aside") from None
     out = []
-    for r in rows:
+    for r in csv.DictReader(io.StringIO(text, newline="")):
         if not (r.get("step") or "").isdigit() or not (r.get("epoch") or "").isdigit():
             continue  # a line torn by a crash mid-append
         numbers = {k: v for k, v in r.items() if k in METRIC_FIELDS and k != "kind"}
-        parsed = {k: (float(v) if v not in ("", None) else math.nan) for k, v in numbers.items()}
+        try:
+            parsed = {k: (float(v) if v not in ("", None) else math.nan) for k, v in numbers.items()}
+        except ValueError:
+            continue
         parsed["step"], parsed["epoch"], parsed["kind"] = int(parsed["step"]), int(parsed["epoch"]), row_kind(r)
         out.append(parsed)
     return out

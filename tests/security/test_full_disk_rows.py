@@ -75,3 +75,20 @@ def test_a_file_past_the_file_size_limit_is_one_line_and_the_old_one_stays(tmp_p
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
     assert target.read_bytes() == before and os.listdir(tmp_path) == ["step.pt"]
+
+
+def test_a_row_damaged_by_hand_is_left_out_of_the_figures_not_fatal(small_run, tmp_path, capsys):
+    """Fourth pass: a metrics.csv row with bytes that are no number (\\xff\\xfe as train ELBO)
+    survived a resume and crashed its report (ValueError in float); now it is skipped like a torn line."""
+    import shutil
+
+    from ugvae import run
+
+    run_dir = shutil.copytree(small_run, str(tmp_path / "run"))
+    os.remove(os.path.join(run_dir, "summary.json"))
+    with open(os.path.join(run_dir, "metrics.csv"), "ab") as f:
+        f.write(b"1,0,step,\xff\xfe,,,,,,,,,,,,,1\r\n")
+    rows = read_metrics(os.path.join(run_dir, "metrics.csv"))
+    assert rows and all(row["step"] != 1 or row["kind"] == "epoch" for row in rows)
+    assert run.main(["--resume", run_dir, "--epochs", "2", "--quiet"]) == 0, capsys.readouterr().err
+    assert os.path.isfile(os.path.join(run_dir, "summary.json"))

@@ -11,7 +11,9 @@ ENOSPC/EDQUOT, or torch's RuntimeError wrapping one), and leaves the old file an
 one behind.
 
 A folder that cannot be written (a read-only filesystem, no permission) raises `NotWritable`,
-naming it, from every writer here and from `make_dirs`.
+naming it, from every writer here and from `make_dirs`; a file past the process's size limit
+(`ulimit -f`, EFBIG) is a DiskFull that names the limit; a path too long for the filesystem
+(ENAMETOOLONG) is one RunError.
 
 `append_whole` adds bytes to the end of a file whole or not at all: a write cut short by a full
 disk is truncated back, so the file ends where it did (metrics.csv's rows).
@@ -160,13 +162,7 @@ def resource_limit_text() -> str:
 
 def caused_by(error: BaseException, code: int) -> bool:
     """Whether `error`, or an exception it was raised from or during, is an OSError of errno `code`."""
-    seen = set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        if isinstance(error, OSError) and error.errno == code:
-            return True
-        error = error.__cause__ or error.__context__
-    return False
+    return any(isinstance(cause, OSError) and cause.errno == code for cause in causes(error))
 
 
 def _remove(path: str):
@@ -178,19 +174,25 @@ def _remove(path: str):
 
 def is_no_space(error: BaseException, folder: str | None = None, write=None) -> bool:
     """Whether `error` (or an exception it was raised from or during) means the disk is full."""
-    seen = set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        if isinstance(error, OSError) and error.errno in NO_SPACE:
+    for cause in causes(error):
+        if isinstance(cause, OSError) and cause.errno in NO_SPACE:
             return True
-        if "No space left on device" in str(error) or "Disk quota exceeded" in str(error):
+        if "No space left on device" in str(cause) or "Disk quota exceeded" in str(cause):
             return True
-        if folder is not None and write is not None and any(s in str(error) for s in TORCH_WRITE_FAILED):
+        if folder is not None and write is not None and any(s in str(cause) for s in TORCH_WRITE_FAILED):
             needed = replayed_size(write)
             if needed is not None and needed > free_bytes(folder):
                 return True
-        error = error.__cause__ or error.__context__
     return False
+
+
+def causes(error: BaseException | None):
+    """`error` and the exceptions it was raised from or during, each once."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        yield error
+        error = error.__cause__ or error.__context__
 
 
 def replayed_size(write) -> int | None:

@@ -135,9 +135,7 @@ def not_writable(path: str, error: OSError) -> NotWritable:
 
 def too_long(path: str) -> RunError:
     """The one-line error of a path the filesystem refuses as too long (ENAMETOOLONG)."""
-    shown = printable_name(path)
-    shown = shown if len(shown) <= 200 else shown[:200] + "..."
-    return RunError(f"cannot write {shown}: the path, or a name in it, is longer than the filesystem allows")
+    return RunError(f"cannot write {short_name(path)}: the path, or a name in it, is longer than the filesystem allows")
 
 
 def too_large(path: str, write) -> DiskFull:
@@ -321,6 +319,13 @@ def printable_name(name: str) -> str:
         return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
     except UnicodeEncodeError:  # a lone surrogate that no file name holds, from JSON say
         return name.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def short_name(name: str, keep: int = 100) -> str:
+    """`printable_name(name)`, its middle cut out past 2 * `keep` characters: a message stays one
+    readable line however deep a path goes."""
+    shown = printable_name(name)
+    return shown if len(shown) <= 2 * keep else f"{shown[:keep]}...{shown[-keep:]}"
 
 
 MAX_JSON_BYTES = 4 * 2**20

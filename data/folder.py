@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError
-from ..files import printable_name
+from ..files import printable_name, short_name
 from ..progress import progress
 from .imageset import ImageSet, empty_images
 
@@ -76,7 +76,7 @@ def list_images(root: Path) -> list[Path]:
                         files.append(name)
         except OSError as e:
             raise DataError(
-                f"folder {printable_name(str(root / inside))} cannot be read ({e.strerror}); "
+                f"folder {short_name(str(root / inside))} cannot be read ({e.strerror}); "
                 "make it readable or move it out of the image folder"
             ) from None
     files = sorted(map(Path, files))

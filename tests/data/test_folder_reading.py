@@ -1,6 +1,7 @@
 """data/folder.py at scale and with camera files: reading many sets is linear in the number of
 sets (issue 29, D12), and EXIF orientation is applied (issue 29, L: `exif_transpose`)."""
 
+import os
 import sys
 from collections import Counter
 
@@ -101,3 +102,20 @@ def test_a_damaged_exif_block_is_read_as_stored(tmp_path):
     (tmp_path / "photo.jpg").write_bytes(damaged)
     pixels = folder_groups(tmp_path, (1, 8, 8)).images[0, 0].float()
     assert pixels[:, :4].mean() > pixels[:, 4:].mean()
+
+
+def test_a_folder_nested_past_path_max_is_one_data_error(tmp_path):
+    """Fourth hostile pass: sub-folders nested past PATH_MAX (made relative to a descriptor) were
+    an OSError ENAMETOOLONG traceback from the listing; now one DataError naming the folder."""
+    from ugvae.data import DataError
+
+    (tmp_path / "s").mkdir()
+    camera_image(tmp_path / "s" / "a.png", 1)
+    fd = os.open(tmp_path / "s", os.O_RDONLY)
+    for _ in range(25):  # 25 x 200 bytes: past PATH_MAX (4096)
+        os.mkdir("d" * 200, dir_fd=fd)
+        fd, parent = os.open("d" * 200, os.O_RDONLY, dir_fd=fd), fd
+        os.close(parent)
+    os.close(fd)
+    with pytest.raises(DataError, match=r"folder .*/s/dddd.* cannot be read \(File name too long\)"):
+        folder_groups(tmp_path, (1, 8, 8))

@@ -49,6 +49,14 @@ class DiskFull(UGVAEError, OSError):
     """A file could not be written for lack of space; the older version of it is intact."""
 
 
+class NotWritable(UGVAEError, OSError):
+    """A file or folder that cannot be written: a read-only filesystem, or no permission."""
+
+
+class ProcessLost(UGVAEError, RuntimeError):
+    """A process of a multi-process (DDP) run ended mid-training; the message names the checkpoint kept."""
+
+
 class TrainingDiverged(UGVAEError, RuntimeError):
     """The ELBO or the weights became NaN/inf; the message names the step and the checkpoint kept."""
 
@@ -68,6 +76,11 @@ class TrainingInterrupted(KeyboardInterrupt):
 
 
 class TrainingTerminated(TrainingInterrupted):
-    """SIGTERM during training: stopped like Ctrl-C, after a checkpoint (exit 143 = 128 + 15)."""
+    """SIGTERM or SIGHUP during training: stopped like Ctrl-C, after a checkpoint; the exit code
+    is the shell's for the signal, 128 + its number (143 for SIGTERM, 129 for SIGHUP)."""
 
     exit_code = 143
+
+    def __init__(self, message: str, signum: int = 15):
+        super().__init__(message)
+        self.exit_code = 128 + signum

@@ -10,6 +10,14 @@ one planted under a name it might take is never opened. A disk that fills up mid
 ENOSPC/EDQUOT, or torch's RuntimeError wrapping one), and leaves the old file and no temporary
 one behind.
 
+A folder that cannot be written (a read-only filesystem, no permission) raises `NotWritable`,
+naming it, from every writer here and from `make_dirs`; a file past the process's size limit
+(`ulimit -f`, EFBIG) is a DiskFull that names the limit; a path too long for the filesystem
+(ENAMETOOLONG) is one RunError.
+
+`append_whole` adds bytes to the end of a file whole or not at all: a write cut short by a full
+disk is truncated back, so the file ends where it did (metrics.csv's rows).
+
 `open_regular` opens a file only if it is a regular file, not a symbolic link, FIFO, device or
 folder (a FIFO would block the reader forever); `read_json` reads JSON through it, with its size
 and nesting depth bounded before the parser sees it.
@@ -25,9 +33,11 @@ import re
 import secrets
 import stat
 
-from .errors import DataError, DiskFull, RunError
+from .errors import DataError, DiskFull, NotWritable, RunError
 
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+# EPERM too: some filesystems (and immutable files) answer it where others say EACCES.
+NOT_WRITABLE = (errno.EROFS, errno.EACCES, errno.EPERM)
 # What torch's zip writer raises when the file under it stops accepting bytes; the OSError it
 # lost is usually its __context__, else the free space tells.
 TORCH_WRITE_FAILED = ("PytorchStreamWriter failed", "file write failed", "unexpected pos")
@@ -45,7 +55,7 @@ def atomic_write(path: str, write) -> None:
     `path` is replaced, never written through.
     """
     folder = os.path.dirname(path) or "."
-    os.makedirs(folder, exist_ok=True)
+    make_dirs(folder)
     tmp, fd = create_temporary(path)
     try:
         with os.fdopen(fd, "wb") as f:
@@ -56,10 +66,16 @@ def atomic_write(path: str, write) -> None:
             os.replace(tmp, path)
         except IsADirectoryError:
             raise RunError(f"cannot write {path}: a folder of that name is in the way; move it aside") from None
+        except OSError as e:  # an immutable file at `path`, a sticky folder of another user
+            if e.errno in NOT_WRITABLE:
+                raise not_writable(path, e) from None
+            raise
     except BaseException as e:
         _remove(tmp)
         if isinstance(e, Exception) and is_no_space(e, folder, write):
             raise disk_full(path, folder, write) from None
+        if isinstance(e, Exception) and caused_by(e, errno.EFBIG):
+            raise too_large(path, write) from None
         raise
     if hasattr(os, "O_DIRECTORY"):
         fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
@@ -78,7 +94,83 @@ def create_temporary(path: str) -> tuple[str, int]:
             return tmp, os.open(tmp, flags, 0o666)
         except FileExistsError:  # someone planted this very name: draw another
             continue
+        except OSError as e:
+            if e.errno in NOT_WRITABLE:
+                raise not_writable(path, e) from None
+            if e.errno in NO_SPACE:
+                raise disk_full(path, os.path.dirname(path) or ".", needed=None) from None
+            if e.errno == errno.ENAMETOOLONG:
+                raise too_long(path) from None
+            raise
     raise RunError(f"cannot create a temporary file next to {path}: 16 random names were all taken")
+
+
+def make_dirs(path: str, exist_ok: bool = True) -> None:
+    """`path` and its parents, as os.makedirs; NotWritable or DiskFull naming it."""
+    try:
+        os.makedirs(path, exist_ok=exist_ok)
+    except OSError as e:
+        if e.errno in NOT_WRITABLE:
+            raise not_writable(path, e) from None
+        if e.errno in NO_SPACE:
+            raise disk_full(path, existing_parent(path)) from None
+        if e.errno == errno.ENAMETOOLONG:
+            raise too_long(path) from None
+        raise
+
+
+def check_writable(path: str) -> None:
+    """NotWritable naming `path`, before any work, when the nearest existing folder of it cannot be
+    written to (a read-only filesystem, or no permission)."""
+    folder = existing_parent(path)
+    if os.access(folder, os.W_OK):
+        return
+    read_only = os.statvfs(folder).f_flag & os.ST_RDONLY
+    raise not_writable(path, OSError(errno.EROFS if read_only else errno.EACCES, os.strerror(errno.EACCES)))
+
+
+def existing_parent(path: str) -> str:
+    """The nearest folder of `path`, itself included, that exists (for the free space of its disk)."""
+    path = os.path.abspath(path)
+    while not os.path.isdir(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    return path
+
+
+def not_writable(path: str, error: OSError) -> NotWritable:
+    """The one-line error of a write to `path` refused by the filesystem (`error`: EROFS, EACCES or EPERM)."""
+    why = "the filesystem is read-only" if error.errno == errno.EROFS else "permission denied"
+    return NotWritable(f"cannot write {path}: {why}; make its folder writable, or write somewhere else")
+
+
+def too_long(path: str) -> RunError:
+    """The one-line error of a path the filesystem refuses as too long (ENAMETOOLONG)."""
+    return RunError(f"cannot write {short_name(path)}: the path, or a name in it, is longer than the filesystem allows")
+
+
+def too_large(path: str, write) -> DiskFull:
+    """The one-line error of a write past this process's file size limit (EFBIG: `ulimit -f`)."""
+    needed = replayed_size(write)
+    size = f" ({needed} bytes)" if needed is not None else ""
+    limit = resource_limit_text()
+    return DiskFull(
+        f"cannot write {path}{size}: it is larger than this process may write{limit}; the previous version of the "
+        "file is intact: raise the limit (ulimit -f) and run the command again"
+    )
+
+
+def resource_limit_text() -> str:
+    try:
+        import resource
+    except ImportError:  # Windows
+        return ""
+    soft = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    return "" if soft == resource.RLIM_INFINITY else f" (the file size limit is {soft} bytes)"
+
+
+def caused_by(error: BaseException, code: int) -> bool:
+    """Whether `error`, or an exception it was raised from or during, is an OSError of errno `code`."""
+    return any(isinstance(cause, OSError) and cause.errno == code for cause in causes(error))
 
 
 def _remove(path: str):
@@ -90,19 +182,25 @@ def _remove(path: str):
 
 def is_no_space(error: BaseException, folder: str | None = None, write=None) -> bool:
     """Whether `error` (or an exception it was raised from or during) means the disk is full."""
-    seen = set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        if isinstance(error, OSError) and error.errno in NO_SPACE:
+    for cause in causes(error):
+        if isinstance(cause, OSError) and cause.errno in NO_SPACE:
             return True
-        if "No space left on device" in str(error) or "Disk quota exceeded" in str(error):
+        if "No space left on device" in str(cause) or "Disk quota exceeded" in str(cause):
             return True
-        if folder is not None and write is not None and any(s in str(error) for s in TORCH_WRITE_FAILED):
+        if folder is not None and write is not None and any(s in str(cause) for s in TORCH_WRITE_FAILED):
             needed = replayed_size(write)
             if needed is not None and needed > free_bytes(folder):
                 return True
-        error = error.__cause__ or error.__context__
     return False
+
+
+def causes(error: BaseException | None):
+    """`error` and the exceptions it was raised from or during, each once."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        yield error
+        error = error.__cause__ or error.__context__
 
 
 def replayed_size(write) -> int | None:
@@ -177,9 +275,14 @@ def open_regular(path: str, what: str = "file"):
     return os.fdopen(fd, "rb")
 
 
-def open_append(path: str, what: str = "file"):
-    """`path`, an existing regular file, opened for appending text; NotARegularFile for a link,
-    FIFO, device or folder, so that an append never goes through a planted link."""
+def append_whole(path: str, data: bytes, what: str = "file") -> None:
+    """Add `data` to the end of `path`, an existing regular file, whole or not at all.
+
+    NotARegularFile for a link, FIFO, device or folder, so that an append never goes through a
+    planted link. A write cut short (a full disk mid-row) is truncated back to the old end, so
+    the DiskFull it raises is true: the file is as it was. The caller is the file's one writer
+    (it holds the run's lock), so nobody appends between the old end and the truncation.
+    """
     try:
         fd = os.open(path, os.O_WRONLY | os.O_APPEND | _NOFOLLOW | _NONBLOCK | _CLOEXEC | _BINARY)
     except OSError as e:
@@ -187,13 +290,52 @@ def open_append(path: str, what: str = "file"):
             raise NotARegularFile(path, "is a symbolic link; only regular files are written", what) from None
         if e.errno == errno.EISDIR:
             raise NotARegularFile(path, "is a folder, not a regular file", what) from None
+        if e.errno == errno.ENXIO:  # a FIFO without a reader
+            raise NotARegularFile(path, "is a FIFO, not a regular file", what) from None
+        if e.errno in NOT_WRITABLE:
+            raise not_writable(path, e) from None
         raise
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
+    try:
+        status = os.fstat(fd)
+        if not stat.S_ISREG(status.st_mode):
+            raise NotARegularFile(path, "is not a regular file", what)
+        end, written = status.st_size, 0
+        try:
+            while written < len(data):
+                written += os.write(fd, data[written:])
+        except OSError as e:
+            try:
+                os.ftruncate(fd, end)
+            except OSError:
+                raise DiskFull(
+                    f"no space left on the device to add to {path}; it now ends in a torn line, which the next "
+                    "resume drops: free some space and run the command again"
+                ) from None
+            if e.errno in NO_SPACE:
+                free = free_bytes(os.path.dirname(path) or ".")
+                raise DiskFull(
+                    f"no space left on the device to add {len(data)} bytes to {path} ({free} bytes are free); "
+                    "the file is as it was before: free some space and run the command again"
+                ) from None
+            raise
+    finally:
         os.close(fd)
-        raise NotARegularFile(path, "is not a regular file", what)
-    if _NONBLOCK:
-        os.set_blocking(fd, True)
-    return os.fdopen(fd, "w", newline="", encoding="utf-8")
+
+
+def printable_name(name: str) -> str:
+    """A file name as text that encodes anywhere: bytes of the name that are not UTF-8 (a Latin-1
+    name, which Python reads as surrogate escapes) are shown as \\xNN; other names are unchanged."""
+    try:
+        return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a lone surrogate that no file name holds, from JSON say
+        return name.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def short_name(name: str, keep: int = 100) -> str:
+    """`printable_name(name)`, its middle cut out past 2 * `keep` characters: a message stays one
+    readable line however deep a path goes."""
+    shown = printable_name(name)
+    return shown if len(shown) <= 2 * keep else f"{shown[:keep]}...{shown[-keep:]}"
 
 
 MAX_JSON_BYTES = 4 * 2**20

@@ -35,11 +35,13 @@ def progress(iterable: Iterable | None = None, total: int | None = None, desc: s
     """
     if total is None and iterable is not None and hasattr(iterable, "__len__"):
         total = len(iterable)
-    if _enabled and sys.stderr.isatty():
+    if _enabled and sys.stderr is not None and sys.stderr.isatty():
         from tqdm.auto import tqdm
 
         return tqdm(iterable, total=total, desc=desc, unit=unit, dynamic_ncols=True, delay=DELAY_S, **kwargs)
-    return PlainProgress(iterable, total, desc, unit, shown=_enabled, initial=kwargs.get("initial", 0))
+    # No stderr at all (closed, or pythonw): nothing is shown, and nothing goes to stdout instead.
+    shown = _enabled and sys.stderr is not None
+    return PlainProgress(iterable, total, desc, unit, shown=shown, initial=kwargs.get("initial", 0))
 
 
 class PlainProgress:

@@ -246,9 +246,42 @@ class ConsoleHandler(logging.Handler):
             self.handleError(record)
 
 
+def tolerate_environment() -> str | None:
+    """Odd environments get output, not a traceback: a console encoding without a character of
+    a path (PYTHONIOENCODING=ascii) shows it as \\xNN, and a name that is not UTF-8 keeps its
+    bytes; a closed stdout or stderr swallows what goes there; figures are files drawn with Agg,
+    so an unknown MPLBACKEND cannot stop a command. Returns the problem that does stop it, if any."""
+    import codecs
+
+    def console_errors(error):
+        text = error.object[error.start : error.end]
+        if isinstance(error, UnicodeEncodeError) and all("\udc80" <= c <= "\udcff" for c in text):
+            return bytes(ord(c) - 0xDC00 for c in text), error.end  # surrogate escapes: the name's own bytes
+        return codecs.backslashreplace_errors(error)
+
+    codecs.register_error("ugvae-console", console_errors)
+    for name in ("stdout", "stderr"):
+        if getattr(sys, name) is None:  # started with it closed (>&-)
+            setattr(sys, name, open(os.devnull, "w"))
+        if hasattr(getattr(sys, name), "reconfigure"):
+            getattr(sys, name).reconfigure(errors="ugvae-console")
+    if "MPLBACKEND" in os.environ:
+        os.environ["MPLBACKEND"] = "agg"
+    if sys.flags.optimize >= 2:  # pyro builds its settings' docs from docstrings when imported
+        return "Pyro cannot run without docstrings, which python -OO (PYTHONOPTIMIZE=2) strips; run without it"
+    try:
+        os.getcwd()
+    except FileNotFoundError:  # torch cannot even load there (MKL dies naming its library)
+        return "the current folder no longer exists; cd to an existing folder and run the command again"
+    return None
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     prog = program_name()
+    if problem := tolerate_environment():
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     # --debug may stand anywhere, also after the options of a subcommand.
     debug = "--debug" in argv
     argv = [a for a in argv if a != "--debug"]

@@ -1,14 +1,20 @@
 """Folders of images: `folder:PATH` as a dataset, and a folder of image sets read as groups (ImageGroups).
 
-Images are found recursively, centre-cropped to square and resized. As a dataset, first-level
-sub-folders become labels and a deterministic 90/10 split gives train and test. As groups
-(`folder_groups`, what `embed` and `sample` read), each sub-folder is one group of any size,
-and a flat folder is cut into consecutive groups. Every error about an image names its file.
+Images are found recursively, turned upright as their EXIF orientation says, centre-cropped to
+square and resized. As a dataset, first-level sub-folders become labels and a deterministic 90/10
+split gives train and test. As groups (`folder_groups`, what `embed` and `sample` read), each
+sub-folder is one group of any size, and a flat folder is cut into consecutive groups. Every
+error about an image names its file. Reading is linear in the number of files and sets.
+
+File and folder names need not be UTF-8 (a Latin-1 name arrives as surrogate escapes): files are
+opened by their real names, and names that go into labels, outputs and messages are shown with
+`files.printable_name` (the bytes that are not UTF-8 as \\xNN).
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -17,6 +23,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError
+from ..files import printable_name, short_name
 from ..progress import progress
 from .imageset import ImageSet, empty_images
 
@@ -38,18 +45,41 @@ def load(split: str, data_dir: Path, image_size: int | None, option: str | None 
     # Labels only when every image sits in a first-level subfolder; a mix would leave some unlabelled.
     labels, class_names = None, []
     if all(len(f.parts) > 1 for f in files):
-        class_names = sorted({f.parts[0] for f in files})
-        labels = torch.tensor([class_names.index(f.parts[0]) for f in files], dtype=torch.long)
+        folders = sorted({f.parts[0] for f in files})
+        label_of = {folder: label for label, folder in enumerate(folders)}
+        labels = torch.tensor([label_of[f.parts[0]] for f in files], dtype=torch.long)
+        class_names = [printable_name(folder) for folder in folders]
 
     images = read_images([root / f for f in files], image_size or DEFAULT_SIZE).images
+    where = printable_name(str(root))
     return ImageSet(
-        images=images, labels=labels, class_names=class_names, name=f"folder:{root}", source=f"image folder {root}"
+        images=images, labels=labels, class_names=class_names, name=f"folder:{where}", source=f"image folder {where}"
     )
 
 
 def list_images(root: Path) -> list[Path]:
-    """Image files under `root`, searched recursively, sorted, relative to `root`; a DataError if none."""
-    files = sorted(p.relative_to(root) for p in root.rglob("*") if p.suffix.lower() in EXTENSIONS and p.is_file())
+    """Image files under `root`, searched recursively (not into linked folders), sorted, relative
+    to `root`; a DataError if none, or if a folder under it cannot be listed.
+
+    One scandir per folder: the kind of each entry comes with it, so only links cost a stat."""
+    files, folders = [], [""]
+    while folders:
+        inside = folders.pop()
+        try:
+            with os.scandir(root / inside) as entries:
+                for entry in entries:
+                    name = os.path.join(inside, entry.name)
+                    if entry.is_dir(follow_symlinks=False):
+                        folders.append(name)
+                    # is_file: no FIFO, socket or dangling link that happens to be named like an image
+                    elif os.path.splitext(entry.name)[1].lower() in EXTENSIONS and entry.is_file():
+                        files.append(name)
+        except OSError as e:
+            raise DataError(
+                f"folder {short_name(str(root / inside))} cannot be read ({e.strerror}); "
+                "make it readable or move it out of the image folder"
+            ) from None
+    files = sorted(map(Path, files))
     if not files:
         raise DataError(f"image folder {root} holds no images; add {', '.join(sorted(EXTENSIONS))} files")
     return files
@@ -57,7 +87,8 @@ def list_images(root: Path) -> list[Path]:
 
 def split_files(files: list[Path], split: str, root: Path) -> list[Path]:
     """Deterministic 90/10 split: sort by a hash of the path, so adding images moves few others."""
-    ranked = sorted(files, key=lambda f: hashlib.sha1(f.as_posix().encode()).hexdigest())
+    # The name's bytes as stored (os.fsencode), so a name that is not UTF-8 hashes too.
+    ranked = sorted(files, key=lambda f: hashlib.sha1(os.fsencode(f.as_posix())).hexdigest())
     n_test = int(len(files) * TEST_FRACTION)
     chosen = ranked[len(files) - n_test :] if split == "test" else ranked[: len(files) - n_test]
     if not chosen:
@@ -112,17 +143,18 @@ def folder_groups(
             "put every image in a sub-folder (one group each) or use a flat folder"
         )
     if nested:
-        # Each first-level sub-folder is one group, with every image below it.
-        sources = sorted({f.parts[0] for f in files})
-        members, start = [], 0
-        for source in sources:
-            size = sum(1 for f in files if f.parts[0] == source)
-            members.append(torch.arange(start, start + size))
-            start += size
-        files = [f for source in sources for f in files if f.parts[0] == source]
+        # Each first-level sub-folder is one group, with every image below it (one pass over the files).
+        by_folder: dict[str, list[Path]] = {}
+        for f in files:
+            by_folder.setdefault(f.parts[0], []).append(f)
+        folders = sorted(by_folder)
+        files = [f for folder in folders for f in by_folder[folder]]
+        ends = np.cumsum([len(by_folder[folder]) for folder in folders]).tolist()
+        members = [torch.arange(end - len(by_folder[folder]), end) for folder, end in zip(folders, ends)]
+        sources = [printable_name(folder) for folder in folders]
     else:
         members = consecutive(len(files), group_size or len(files))
-        sources = [f"{root.name}[{int(m[0])}:{int(m[-1]) + 1}]" for m in members]
+        sources = [f"{printable_name(root.name)}[{int(m[0])}:{int(m[-1]) + 1}]" for m in members]
     read = read_images([root / f for f in files], height, channels)
     notices = [resize_notice(read.other_sizes, height), gray_notice(read.made_gray, len(files))]
     notice = "; ".join(n for n in notices if n)
@@ -130,7 +162,7 @@ def folder_groups(
         read.images,
         members,
         sources,
-        [f.as_posix() for f in files],
+        [printable_name(f.as_posix()) for f in files],
         [-1] * len(files),
         f"notice: {notice}" if notice else None,
     )
@@ -168,20 +200,22 @@ def read_images(paths: list[Path], size: int, channels: int | None = None) -> Fo
     headers = []
     for path in paths:
         with open_image(path) as image:
-            headers.append((image.mode, image.size))
+            headers.append((image.mode, upright_size(image)))
     gray = all(mode in GRAY_MODES for mode, _ in headers) if channels is None else channels == 1
     channels = 1 if gray else 3
     # One image is decoded at a time: the largest one, and three copies of its resized pixels, set the peak.
     workspace = max((decode_workspace(mode, w, h) for mode, (w, h) in headers), default=0) + 3 * channels * size * size
-    where = f"image folder {paths[0].parent}" if paths else "no images"
+    where = f"image folder {printable_name(str(paths[0].parent))}" if paths else "no images"
     out = empty_images(len(paths), (channels, size, size), where, workspace)
     for i, path in enumerate(progress(paths, desc="reading images", unit="image")):
         with open_image(path) as image:
             try:
-                pixels = square(eight_bit(image).convert("L" if gray else "RGB"))
+                pixels = square(eight_bit(upright(image)).convert("L" if gray else "RGB"))
                 pixels = pixels.resize((size, size), Image.Resampling.BICUBIC)
             except Exception as err:  # PIL raises many types for broken files (OSError, ValueError, SyntaxError...)
-                raise DataError(f"image {path} cannot be decoded ({err}); delete or replace the file") from None
+                raise DataError(
+                    f"image {printable_name(str(path))} cannot be decoded ({err}); delete or replace the file"
+                ) from None
         array = np.asarray(pixels, dtype=np.uint8)
         out[i] = torch.from_numpy(array.reshape(size, size, channels).copy()).permute(2, 0, 1)
     made_gray = sum(mode not in GRAY_MODES for mode, _ in headers) if gray else 0
@@ -197,11 +231,50 @@ def open_image(path: Path):
         return Image.open(path)
     except Image.DecompressionBombError as err:
         # PIL's limit (Image.MAX_IMAGE_PIXELS) against files that decode to gigabytes.
-        raise DataError(f"image {path} is too large to decode safely ({err}); shrink or remove it") from None
-    except Exception as err:  # unreadable, not an image, or text chunks past PIL's limits (ValueError)
         raise DataError(
-            f"image {path} cannot be read ({type(err).__name__}: {err}); delete or replace the file"
+            f"image {printable_name(str(path))} is too large to decode safely ({err}); shrink or remove it"
         ) from None
+    except Exception as err:  # unreadable, not an image, or text chunks past PIL's limits (ValueError)
+        why = f"{type(err).__name__}: {err}"
+        raise DataError(
+            f"image {printable_name(str(path))} cannot be read ({why}); delete or replace the file"
+        ) from None
+
+
+# EXIF orientations 5 to 8 store the picture turned a quarter: its upright width is the stored height.
+QUARTER_TURNS = {5, 6, 7, 8}
+
+
+def orientation(image) -> int:
+    """The EXIF orientation of `image` (1: stored upright), 1 when it has none or an unreadable one.
+
+    Only EXIF read already counts: asking PIL for more would decode a PNG, whose EXIF may follow
+    its pixels (`upright` loads the image first, so it sees that too)."""
+    from PIL import ExifTags
+
+    if "exif" not in image.info:
+        return 1
+    try:
+        value = image.getexif().get(ExifTags.Base.Orientation, 1)
+    except Exception:  # a damaged EXIF block: the pixels may still be fine
+        return 1
+    return value if value in range(1, 9) else 1
+
+
+def upright_size(image) -> tuple[int, int]:
+    """(width, height) of `image` once turned upright."""
+    width, height = image.size
+    return (height, width) if orientation(image) in QUARTER_TURNS else (width, height)
+
+
+def upright(image):
+    """`image`, decoded, turned as its EXIF orientation says (cameras store a portrait photo on its side)."""
+    image.load()
+    if orientation(image) == 1:
+        return image
+    from PIL import ImageOps
+
+    return ImageOps.exif_transpose(image)
 
 
 def decode_workspace(mode: str, width: int, height: int) -> int:

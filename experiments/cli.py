@@ -157,7 +157,8 @@ def _handler(command: Command):
             run = Run.open(run_dir, args.device)
             # Outputs sent elsewhere (`out`) leave the run itself untouched: no lock, read-only runs work.
             writes_into_run = getattr(settings, "out", None) is None
-            with run.lock() if writes_into_run else contextlib.nullcontext():
+            elsewhere = "out" if hasattr(settings, "out") else None  # what a read-only run's refusal suggests
+            with run.lock(elsewhere=elsewhere) if writes_into_run else contextlib.nullcontext():
                 result = function(run, settings)
         print(module.report(result))
         return 0

@@ -1,5 +1,7 @@
 """Plain progress lines (stderr not a terminal): one per tenth of the work, counted in words."""
 
+import sys
+
 import ugvae.progress as progress_module
 from ugvae.progress import plural, progress
 
@@ -36,3 +38,13 @@ def test_plurals():
         "2 batches",
         "2 feature sets",
     ]
+
+
+def test_without_a_stderr_nothing_is_shown_and_nothing_reaches_stdout(monkeypatch, capsys):
+    """Issue 29, fourth pass: with stderr closed (2>&-, or pythonw) sys.stderr is None; progress
+    crashed on its isatty(), and print(file=None) would write to stdout."""
+    monkeypatch.setattr(progress_module, "DELAY_S", 0.0)
+    monkeypatch.setattr(sys, "stderr", None)
+    progress_module.set_enabled(True)
+    assert list(progress_module.progress(range(20), desc="work")) == list(range(20))
+    assert capsys.readouterr().out == ""

@@ -21,12 +21,17 @@ refreshes the clusters, since each draws groups from its own copy of the sampler
 
 from __future__ import annotations
 
+import logging
+import os
+
 import torch
 
 from ..trained.diagnostics import beta_diagnostics, cluster_assignments
 from ..trained.evaluation import test_metrics
 from ..trained.metrics import MetricsLog
 from ..trained.tensorboard import summary_writer
+
+logger = logging.getLogger(__name__)
 
 
 class Hook:
@@ -114,7 +119,13 @@ class TensorBoard(Hook):
             self.writer.add_scalar(tag, value, book.step)
 
     def close(self):
-        self.writer.close()  # flushes the events of a session that stops early too
+        try:
+            self.writer.close()  # flushes the events of a session that stops early too
+        except OSError as e:
+            # Its writer thread appends by path: a run moved or deleted while it trained took the
+            # folder away under it, which the session reports. The events are a view of metrics.csv.
+            if os.path.isdir(self.writer.log_dir):
+                logger.warning(f"the last TensorBoard events could not be written ({e.strerror}); metrics.csv has them")
 
 
 def epoch_hooks(

@@ -14,12 +14,15 @@ count steps of R*G*B samples. Lightning's own counters are not used: the session
 steps and epochs, so a resumed run starts its first epoch where the checkpoint left it.
 
 The run's `validate` setting applies to every step as on one device; `graph` (a captured CUDA
-step) is refused, since Lightning owns the step.
+step) is refused, since Lightning owns the step. A process that dies mid-run (killed, out of
+memory) leaves the others failing in their next collective: that failure is one line,
+`ProcessLost`, naming the checkpoint to resume from, instead of the backend's traceback.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import warnings
 
 import pyro
@@ -27,7 +30,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..data import to_unit_float
-from ..errors import ConfigError
+from ..errors import ConfigError, ProcessLost
 from ..progress import progress
 from .elbo import make_elbo
 from .session import Session
@@ -194,10 +197,41 @@ def lightning_trainer(run, epochs_left: int, callbacks=()):
         ) from None
 
 
+# What a collective, or the launcher of ddp_spawn, says when another process of the run is gone.
+LOST_PROCESS = re.compile(
+    r"Connection (reset|closed) by peer|Broken pipe|NCCL communicator was aborted|"
+    r"process \d+ terminated with (signal \w+|exit code \d+)"
+)
+
+
 def fit_lightning(trainer, module: LightningUGVAE) -> bool:
     """Run `trainer.fit`; whether this process is global rank 0 (the one that writes the run)."""
     with warnings.catch_warnings():
         # The data is resident on the device: loader workers would only copy it.
         warnings.filterwarnings("ignore", ".*does not have many workers.*")
-        trainer.fit(module, datamodule=GroupData(module))
+        try:
+            trainer.fit(module, datamodule=GroupData(module))
+        except Exception as e:  # RuntimeError from gloo/NCCL; torch.multiprocessing's under ddp_spawn
+            lost = LOST_PROCESS.search(str(e)) if trainer.world_size > 1 else None
+            if lost is None:
+                raise
+            raise process_lost(module, lost[0]) from None
     return trainer.is_global_zero
+
+
+def process_lost(module: LightningUGVAE, cause: str) -> ProcessLost:
+    """The one line of a run whose other process ended; the checkpoint is this process's last,
+    or (under ddp_spawn, where this process did not train) the newest one on disk."""
+    from ..trained.checkpoint import checkpoint_step, list_checkpoints
+
+    run_dir, session = module.run.run_dir, module.session
+    if session is not None:
+        step = session.last_checkpoint_step
+    else:
+        steps = [checkpoint_step(path) for path in list_checkpoints(run_dir)]
+        step = steps[-1] if steps else None
+    if step is None:
+        after = "no checkpoint was written yet: start the run again"
+    else:
+        after = f"the last checkpoint (step {step}) is kept in {run_dir}: continue the run with `resume` {run_dir}"
+    return ProcessLost(f"training stopped: another process of the run ended ({cause}); {after}")

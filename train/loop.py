@@ -7,12 +7,13 @@ optimiser state is a plain state_dict (exact resume), gradients can be clipped, 
 never leaves the device between logs. `graph` replays the whole step as one CUDA graph
 (train/graph.py).
 
-SIGINT (Ctrl-C) and SIGTERM (what schedulers and `kill` send) let the step under way finish,
-write a checkpoint at it and stop with TrainingInterrupted / TrainingTerminated, so that the
-resumed run repeats the losses of an uninterrupted one. A signal during an epoch's evaluation
-stops at that epoch's checkpoint; one during the report at its end stops once the report's files
-are whole. A second signal stops at once (a checkpoint or figure being written is left out, its
-older version whole).
+SIGINT (Ctrl-C), SIGTERM (what schedulers and `kill` send) and SIGHUP (a closed terminal or SSH
+session) let the step under way finish, write a checkpoint at it and stop with
+TrainingInterrupted / TrainingTerminated, so that the resumed run repeats the losses of an
+uninterrupted one. A signal during an epoch's evaluation stops at that epoch's checkpoint; one
+during the report at its end stops once the report's files are whole. A second signal stops at
+once (a checkpoint or figure being written is left out, its older version whole). The exit code
+follows the last signal, as the shell's would: 130, 143, 129.
 """
 
 from __future__ import annotations
@@ -116,28 +117,35 @@ class Trainer:
             except TrainingInterrupted:
                 raise
             except KeyboardInterrupt:  # a second signal, or Ctrl-C where no handler runs
-                raise session.interrupted() from None
+                raise session.interrupted(stops[-1] if stops else None) from None
             finally:
                 bar.close()
                 session.close()
 
 
+# SIGHUP does not exist on Windows.
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+
 @contextlib.contextmanager
 def stop_on_signals():
-    """Within the block, SIGINT and SIGTERM are noted in the list it yields (the loop stops at the
-    next point that can take a checkpoint); a second one raises KeyboardInterrupt at once. Only
-    the main thread can take signals: elsewhere the list stays empty."""
+    """Within the block, SIGINT, SIGTERM and SIGHUP are noted in the list it yields (the loop
+    stops at the next point that can take a checkpoint); a second one is noted too and raises
+    KeyboardInterrupt at once. A signal ignored on entry stays ignored (`nohup` ignores SIGHUP, a
+    shell ignores SIGINT in background jobs). Only the main thread can take signals: elsewhere
+    the list stays empty."""
     received: list[int] = []
     if threading.current_thread() is not threading.main_thread():
         yield received
         return
 
     def handler(signum, frame):
-        if received:
-            raise KeyboardInterrupt
         received.append(signum)
+        if len(received) > 1:
+            raise KeyboardInterrupt
 
-    previous = {signum: signal.signal(signum, handler) for signum in (signal.SIGINT, signal.SIGTERM)}
+    caught = [signum for signum in STOP_SIGNALS if signal.getsignal(signum) is not signal.SIG_IGN]
+    previous = {signum: signal.signal(signum, handler) for signum in caught}
     try:
         yield received
     finally:

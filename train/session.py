@@ -354,8 +354,11 @@ class Session:
     def interrupted(self, signum: int | None = None) -> TrainingInterrupted:
         """The error a session stopped by Ctrl-C, or by the signal `signum`, ends with."""
         by = f" by {signal.Signals(signum).name}" if signum is not None else ""
-        error = TrainingTerminated if signum == signal.SIGTERM else TrainingInterrupted
-        stopped = error(f"training stopped at step {self.book.step}{by}; {self.checkpoint_kept()}")
+        message = f"training stopped at step {self.book.step}{by}; {self.checkpoint_kept()}"
+        if signum in (None, signal.SIGINT):
+            stopped = TrainingInterrupted(message)
+        else:  # the exit code follows the signal (TrainingTerminated)
+            stopped = TrainingTerminated(message, signum)
         stopped.run_dir = self.run.run_dir if self.last_checkpoint_step is not None else None
         return stopped
 

@@ -5,7 +5,8 @@
 train ELBO and its test numbers. With pandas: `df[df.kind == "epoch"]`. Logs of earlier
 versions, which had no `kind`, are widened in place (the rows with a test ELBO are the epochs).
 
-Rows are appended; a crash mid-append leaves a torn last line, which a resume drops, and a
+Rows are appended whole or not at all (files.py `append_whole`: a full disk mid-row leaves the
+file as it was); a kill mid-append can still leave a torn last line, which a resume drops, and a
 crash while the header was written leaves a torn header, which the next writer rewrites (the
 file holds no rows then). A file with another header is refused rather than appended to.
 """
@@ -13,13 +14,12 @@ file holds no rows then). A file with another header is refused rather than appe
 from __future__ import annotations
 
 import csv
-import errno
 import io
 import math
 import os
 
 from ..errors import RunError
-from ..files import NotARegularFile, atomic_write_bytes, disk_full, open_append, open_regular
+from ..files import NotARegularFile, append_whole, atomic_write_bytes, open_regular
 
 METRIC_FIELDS = [
     "step",
@@ -86,15 +86,12 @@ class MetricsLog:
         atomic_write_bytes(self.path, buffer.getvalue().encode())
 
     def write(self, **row):
+        line = io.StringIO(newline="")
+        csv.DictWriter(line, METRIC_FIELDS).writerow({k: row.get(k, "") for k in METRIC_FIELDS})
         try:
-            with open_append(self.path, "metrics") as f:
-                csv.DictWriter(f, METRIC_FIELDS).writerow({k: row.get(k, "") for k in METRIC_FIELDS})
+            append_whole(self.path, line.getvalue().encode("utf-8"), "metrics")
         except NotARegularFile as e:
             raise RunError(f"{e}; move it aside to start a new log") from None
-        except OSError as e:
-            if e.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise disk_full(self.path, os.path.dirname(self.path) or ".") from None
-            raise
 
     def truncate_after(self, step: int):
         """Drop rows logged after `step`: a resumed run logs those steps again.
@@ -114,15 +111,23 @@ def row_kind(row: dict) -> str:
 
 
 def read_metrics(path: str) -> list[dict]:
-    """Rows of a metrics.csv with numbers parsed (missing values as NaN)."""
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
+    """Rows of a metrics.csv with numbers parsed (missing values as NaN). Lines torn by a crash,
+    or damaged by hand (a value that is no number), are left out: the log serves figures and
+    tables, and one bad line must not cost the rest."""
+    try:
+        with open_regular(path, "metrics") as f:
+            text = f.read().decode("utf-8", errors="replace")
+    except NotARegularFile as e:
+        raise RunError(f"{e}; move it aside") from None
     out = []
-    for r in rows:
+    for r in csv.DictReader(io.StringIO(text, newline="")):
         if not (r.get("step") or "").isdigit() or not (r.get("epoch") or "").isdigit():
             continue  # a line torn by a crash mid-append
         numbers = {k: v for k, v in r.items() if k in METRIC_FIELDS and k != "kind"}
-        parsed = {k: (float(v) if v not in ("", None) else math.nan) for k, v in numbers.items()}
+        try:
+            parsed = {k: (float(v) if v not in ("", None) else math.nan) for k, v in numbers.items()}
+        except ValueError:
+            continue
         parsed["step"], parsed["epoch"], parsed["kind"] = int(parsed["step"]), int(parsed["epoch"]), row_kind(r)
         out.append(parsed)
     return out

@@ -31,6 +31,7 @@ import shutil
 import stat
 
 from ..errors import RunError
+from ..files import check_writable, make_dirs
 
 # Names of temporaries: files.py's `NAME.tmp-PID-RANDOM`, and this module's `.NAME.tmp-PID-RANDOM` folders.
 TEMPORARY = re.compile(r"\.tmp-(\d+)-[0-9a-f]{8}$")
@@ -59,13 +60,13 @@ def numbered(parent: str, name: str) -> list[tuple[int, str]]:
 def new_output_dir(parent: str, name: str) -> str:
     """A new, empty `parent/name`, or `parent/name-n` one past the highest taken: nothing is overwritten."""
     check_output_parent(parent)
-    os.makedirs(parent, exist_ok=True)
+    make_dirs(parent)
     n = max((n for n, _ in numbered(parent, name)), default=0)
     while True:
         n += 1
         path = os.path.join(parent, name if n == 1 else f"{name}-{n}")
         try:
-            os.mkdir(path)
+            make_dirs(path, exist_ok=False)
             return path
         except FileExistsError:  # another command took it since the listing
             continue
@@ -80,7 +81,7 @@ def latest_output(parent: str, name: str) -> str | None:
 def claim_dir(path: str) -> str:
     """Create the directory `path`, refusing one that exists so that no run is overwritten."""
     try:
-        os.makedirs(path)
+        make_dirs(path, exist_ok=False)
     except FileExistsError:
         raise RunError(
             f"run directory {path} already exists and runs are never overwritten; pick another `run_dir`, "
@@ -137,10 +138,12 @@ class OutputFolder:
             check_output_dir(self.out)
             if self.run_dir is not None:
                 check_inside(self.run_dir, os.path.abspath(self.out))
+            check_writable(self.out)
         else:
             check_output_parent(self.parent)
             if self.run_dir is not None:
                 check_inside(self.run_dir, self.parent)
+            check_writable(self.parent)
 
     def file(self, name: str) -> str:
         if name not in self._names:
@@ -154,12 +157,12 @@ class OutputFolder:
     def __enter__(self) -> OutputFolder:
         self.check()
         beside = os.path.dirname(os.path.abspath(self.out)) if self.out is not None else self.parent
-        os.makedirs(beside, exist_ok=True)
+        make_dirs(beside)
         stem = os.path.basename(os.path.normpath(self.out)) if self.out is not None else self.name
         while True:
             path = os.path.join(beside, f".{stem}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
             try:
-                os.mkdir(path)
+                make_dirs(path, exist_ok=False)
                 break
             except FileExistsError:
                 continue

@@ -149,10 +149,11 @@ class Run:
         return os.path.join(self.run_dir, *parts)
 
     @contextlib.contextmanager
-    def lock(self, new: bool = False):
+    def lock(self, new: bool = False, elsewhere: str | None = None):
         """Hold RUN/.lock while the block writes into the run (trained/lock.py); what killed writers
-        left in it goes first (trained/outputs.py)."""
-        with run_lock(self.run_dir, new=new):
+        left in it goes first (trained/outputs.py). `elsewhere`: the field that sends the command's
+        output out of the run, named in the refusal of a read-only run."""
+        with run_lock(self.run_dir, new=new, elsewhere=elsewhere):
             if new or os.path.isfile(self.path(CONFIG_FILE)):  # only a run's own folder is swept
                 sweep_temporaries(self.run_dir)
             yield
@@ -249,7 +250,8 @@ def new_run_dir(runs_dir: str, dataset: str, model: str) -> str:
     """A fresh `runs_dir/<dataset>-<model>-<timestamp>[-n]`; never an existing one."""
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     safe = re.sub(r"[^A-Za-z0-9_.+-]", "_", dataset.replace("folder:", "").strip("/"))
-    return new_output_dir(runs_dir, f"{safe}-{model}-{stamp}")
+    # The end of a long folder path names it best; a name stays well under NAME_MAX (255 bytes).
+    return new_output_dir(runs_dir, f"{safe[-120:]}-{model}-{stamp}")
 
 
 def read_config_file(path: str | os.PathLike) -> Run:

@@ -13,12 +13,15 @@ import errno
 import logging
 import os
 
-from ..files import disk_full
+from ..files import disk_full, printable_name
 
 logger = logging.getLogger(__name__)
 
 
 def summary_writer(log_dir: str):
+    if os.path.islink(log_dir):  # a run's files are never written through a link out of it
+        logger.warning(f"{log_dir} is a symbolic link; TensorBoard events are not written through it")
+        return None
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:  # the optional extra `ugvae[tensorboard]`
@@ -29,4 +32,8 @@ def summary_writer(log_dir: str):
         if e.errno in (errno.ENOSPC, errno.EDQUOT):
             raise disk_full(log_dir, os.path.dirname(log_dir) or ".") from None
         logger.warning(f"TensorBoard events cannot be written to {log_dir} ({e.strerror}); training goes on without")
+        return None
+    except UnicodeEncodeError:  # tensorboard encodes paths as UTF-8: a Latin-1 folder name fails
+        where = printable_name(log_dir)
+        logger.warning(f"TensorBoard cannot write to {where}, a path that is not UTF-8; training goes on without")
         return None

@@ -29,12 +29,14 @@ class EvaluateSettings(EvaluateArguments):
 def evaluate_run(run: Run, settings: EvaluateSettings | None = None) -> dict:
     """The numbers of `run` (its weights, or the checkpoint of `settings`), written to its eval file."""
     settings = settings or EvaluateSettings()
-    if settings.checkpoint:
-        run.load_weights(run.read_checkpoint(settings.checkpoint))
-    scores = run.evaluate(settings.samples, settings.seed, settings.images_per_pass, settings.data_dir)
-    name = f"eval-step-{run.step:09d}.json" if settings.checkpoint else "eval.json"
-    scores["written"] = run.path(name)
-    with run.lock():  # the command line holds it already; a caller of this function may not
+    # Held from the start: a run that cannot be written, or another writer (a process, a thread),
+    # is refused before the evaluation, not after it. The command line holds it already.
+    with run.lock():
+        if settings.checkpoint:
+            run.load_weights(run.read_checkpoint(settings.checkpoint))
+        scores = run.evaluate(settings.samples, settings.seed, settings.images_per_pass, settings.data_dir)
+        name = f"eval-step-{run.step:09d}.json" if settings.checkpoint else "eval.json"
+        scores["written"] = run.path(name)
         write_json(scores["written"], scores)
     return scores
 

@@ -10,7 +10,7 @@ import textwrap
 import pytest
 
 from tests.security.craft import ROOT, python_in_checkout
-from ugvae.errors import RunLocked
+from ugvae.errors import NotWritable, RunLocked
 from ugvae.trained.lock import run_lock
 
 HOLD = textwrap.dedent("""
@@ -26,7 +26,7 @@ HOLD = textwrap.dedent("""
 TRY = """
 import sys
 {setup}
-from ugvae.errors import RunLocked
+from ugvae.errors import NotWritable, RunLocked
 from ugvae.trained.lock import run_lock
 try:
     with run_lock(sys.argv[1]):
@@ -155,9 +155,13 @@ def test_where_directories_cannot_be_locked_the_note_is(run_copy, stop):
     assert second.stdout.startswith("REFUSED") and f"process {holder.pid}" in second.stdout, second.stderr
 
 
-def test_a_read_only_run_can_be_locked(small_run, tiny_disk):
-    """Defect 8 (the lock part): the note is a courtesy; a run on a read-only disk still locks."""
+def test_a_read_only_run_is_refused_by_the_lock_in_one_error(small_run, tiny_disk):
+    """Defect 8 (the lock part) asked that a read-only run never crash the lock; issue 29 (D4)
+    asks more: only writers lock, so the lock is where a run that cannot be written is refused,
+    before any work, as NotWritable (tests/security/test_read_only_runs.py has the commands)."""
     run_dir = shutil.copytree(small_run, str(tiny_disk / "run"))
     subprocess.run(["mount", "-o", "remount,ro", str(tiny_disk)], check=True)
-    with run_lock(run_dir):
-        assert not os.path.exists(os.path.join(run_dir, ".lock"))
+    with pytest.raises(NotWritable, match="its filesystem is read-only"):
+        with run_lock(run_dir):
+            pass
+    assert not os.path.exists(os.path.join(run_dir, ".lock"))

@@ -163,7 +163,8 @@ def send_sigterm(*args, **kwargs):
 
 
 def test_a_second_signal_during_the_checkpoint_write_stops_cleanly(tmp_path, capsys, monkeypatch, one_thread):
-    """Issue 22 (5): SIGTERM, then SIGTERM again while the checkpoint it asked for is written."""
+    """Issue 22 (5): SIGTERM, then SIGTERM again while the checkpoint it asked for is written;
+    the exit code is SIGTERM's, 143 (issue 29: it was Ctrl-C's 130)."""
     from ugvae.train.loop import Trainer
     from ugvae.trained.checkpoint import store
 
@@ -185,9 +186,9 @@ def test_a_second_signal_during_the_checkpoint_write_stops_cleanly(tmp_path, cap
     monkeypatch.setattr(Trainer, "train_step", step_then_terminate)
     monkeypatch.setattr(store, "write", write_and_terminate_midway)
     run_dir = str(tmp_path / "run")
-    assert run.main([*TINY_RUN, "--run-dir", run_dir]) == 130
+    assert run.main([*TINY_RUN, "--run-dir", run_dir]) == 143
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("interrupted: training stopped at step 10;")
+    assert err.count("\n") == 1 and err.startswith("interrupted: training stopped at step 10 by SIGTERM;")
     assert checkpoint_steps(run_dir) == [7]  # the one being written is left out, none is torn
     assert not glob.glob(os.path.join(run_dir, "checkpoints", "*tmp*"))
 

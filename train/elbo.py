@@ -69,23 +69,43 @@ site independent of the other enumerated values, without poutine.scale or masks 
 every other latent reparameterised and present in both programs. Anything else raises
 `UnsupportedStructure`; `make_elbo` uses it only for the (model, guide) pairs that
 tests/train/test_elbo.py proves equal to TraceEnum_ELBO, and TraceEnum_ELBO for the rest.
+
+On a CPU the loss module of a proven pair is a `TracedELBOModule`: the same forward, recorded
+once per kind of input by `torch.jit.trace` and replayed. Most of an eager step's overhead over
+the hand-written one (bench/handwritten.py) is Python -- Pyro's messengers, plates, distribution
+objects, the traces and their assembly, a few hundred small tensor operations more -- which a
+replay leaves out; on one CPU thread at the default sizes the eager step is ~1.4x the
+hand-written one at G = 1 and the replayed one ~1.07x (bench/train_step.py). The recording freezes
+what is fixed for a kind of input: the program's structure, sites, plates and shapes, the
+levers, the modules' train/eval mode. The random draws stay operations of the replay, drawn from
+the generator an eager step draws from, and the recording runs on a forked generator, so
+replayed steps draw what eager steps draw: a run repeats its eager losses, and resumes exactly
+(tests/train/test_jit.py). `torch.jit.trace` is deprecated in torch 2.14 (torch.compile breaks
+Pyro's programs into dozens of graphs and is slower than eager on a CPU; torch.export's graph
+replays at ~1.3x); where it is gone or fails, the module says so once and runs eagerly.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import numbers
 import warnings
 from functools import partial
 
+import pyro
 import torch
 from pyro.distributions.util import is_identically_zero
 from pyro.infer import JitTraceEnum_ELBO, TraceEnum_ELBO
 from pyro.infer.elbo import ELBOModule
+from pyro.infer.util import is_validation_enabled
 
 from ..errors import ConfigError, UnsupportedStructure
 from ..guide import GUIDES
 from ..model import MODELS
 from ..trained.config import Levers
+
+logger = logging.getLogger(__name__)
 
 # Models without a discrete site (VAE, ML-VAE) share the loss: for them TraceEnum_ELBO is
 # Trace_ELBO, and its warning that nothing is enumerated is expected.
@@ -100,6 +120,14 @@ def _size_at(tensor: torch.Tensor, dim: int) -> int:
     return tensor.shape[dim] if tensor.dim() >= -dim else 1
 
 
+def _unscaled(scale) -> bool:
+    if torch.jit.is_tracing() and torch.is_tensor(scale):
+        # While tracing, plate sizes, hence scales, are 0-d tensors; the plates are part of what a
+        # trace freezes, so reading one there is reading a constant.
+        return float(scale) == 1
+    return isinstance(scale, numbers.Number) and scale == 1
+
+
 def _enumerated_factors(guide_trace) -> dict:
     """{enum dim: (site name, ordinal, q(d = k))} for the guide's parallel-enumerated sites."""
     factors = {}
@@ -108,8 +136,7 @@ def _enumerated_factors(guide_trace) -> dict:
             continue
         if site["infer"]["enumerate"] != "parallel" or site["infer"].get("num_samples") is not None:
             raise UnsupportedStructure(f"guide site {name!r}: only exact parallel enumeration is supported")
-        scale = site["scale"]
-        if site["mask"] is not None or not isinstance(scale, numbers.Number) or scale != 1:
+        if site["mask"] is not None or not _unscaled(site["scale"]):
             raise UnsupportedStructure(f"guide site {name!r}: an enumerated site may not be scaled or masked")
         factors[site["infer"]["_enumerate_dim"]] = (name, _ordinal(site), site["score_parts"].score_function.exp())
     for dim, (name, _, q) in factors.items():
@@ -212,6 +239,116 @@ class SyncFreeTraceEnum_ELBO(TraceEnum_ELBO):
         return float(loss.detach())
 
 
+class TracedELBOModule(ELBOModule):
+    """`ELBOModule(model, guide, elbo)` whose forward on CPU tensors is traced once per kind of input
+    and replayed (module docstring); anything else runs eagerly.
+
+    A kind is the inputs' shapes, dtypes and devices, the modules' train/eval mode and whether
+    gradients are on. With Pyro's validation on, the first input of a kind runs eagerly under it
+    (the structure's checks), and a replayed loss that is not finite is computed again eagerly
+    from the same random state, so that validation names the parameter that became invalid, as
+    an eager step would; reading a CPU loss costs no sync.
+    """
+
+    TRACED_DEVICES = frozenset({"cpu"})
+    MAX_KINDS = 8  # a trace per kind is kept; beyond these, new kinds run eagerly
+
+    def __init__(self, model, guide, elbo: SyncFreeTraceEnum_ELBO):
+        super().__init__(model, guide, elbo)
+        self.traces: dict[tuple, torch.jit.ScriptModule | None] = {}  # None: that kind runs eagerly
+
+    def forward(self, *args, **kwargs) -> torch.Tensor:
+        kind = self._kind(args, kwargs)
+        if kind is None:
+            return super().forward(*args, **kwargs)
+        if kind not in self.traces:
+            return self._first_of_kind(kind, args)
+        traced = self.traces[kind]
+        if traced is None:
+            return super().forward(*args)
+        if not is_validation_enabled():
+            return traced(*args)
+        rng = torch.get_rng_state()
+        loss = traced(*args)
+        if not torch.isfinite(loss):
+            torch.set_rng_state(rng)
+            return super().forward(*args)  # raises validation's error, or returns the same loss
+        return loss
+
+    def _kind(self, args, kwargs) -> tuple | None:
+        if kwargs or not args:
+            return None
+        if not all(torch.is_tensor(a) and a.device.type in self.TRACED_DEVICES for a in args):
+            return None
+        inputs = tuple((a.shape, a.dtype, a.device) for a in args)
+        return inputs, self.model.training, self.guide.training, torch.is_grad_enabled()
+
+    def _first_of_kind(self, kind: tuple, args) -> torch.Tensor:
+        """Trace the forward for this kind of input, then take this call's step with the trace."""
+        if len(self.traces) >= self.MAX_KINDS:
+            logger.info(f"the ELBO keeps {self.MAX_KINDS} traces already; inputs {kind[0]} run eagerly")
+            self.traces[kind] = None
+            return super().forward(*args)
+        with _untouched(self):  # the checks and the recording take none of the run's draws, change no buffer
+            if is_validation_enabled():
+                self.elbo.loss(self.model, self.guide, *args)  # the structure's checks; their errors are the program's
+            traced, why = _trace(ELBOModule(self.model, self.guide, self.elbo), args)
+        self.traces[kind] = traced
+        if traced is None:
+            logger.warning(f"the ELBO could not be traced ({why}); it runs eagerly: the same loss, slower steps")
+        return self.forward(*args)
+
+    def __getstate__(self):
+        # Traces are a cache of this process; a copy (or a spawned worker) traces its own.
+        return {**self.__dict__, "traces": {}}
+
+
+@contextlib.contextmanager
+def _untouched(module: torch.nn.Module):
+    """Within the block, draws come from a forked generator, and the module's buffers (BatchNorm's
+    running statistics) are restored at its end."""
+    buffers = list(module.buffers())
+    saved = [b.clone() for b in buffers]
+    with torch.random.fork_rng(devices=[]):
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for buffer, value in zip(buffers, saved):
+                    buffer.copy_(value)
+
+
+WARMUP_CALLS = 2  # TorchScript's profiling executor optimises a graph after its first run
+
+
+def _trace(module: ELBOModule, args) -> tuple[torch.jit.ScriptModule | None, str]:
+    """(the module traced on `args`, "") or (None, why not)."""
+    try:
+        with pyro.validation_enabled(False), warnings.catch_warnings():
+            # The trace freezes shapes and Python branches: what a kind of input fixes.
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            warnings.filterwarnings("ignore", message=r"`torch\.jit\.trace", category=FutureWarning)  # see above
+            traced = torch.jit.trace(module, args, check_trace=False)
+            # TorchScript runs a new graph first as recorded, then optimised, which may round the
+            # gradients differently in the last bits; running it here first makes every step of a
+            # run, and of its resumption, run the same graph.
+            for _ in range(WARMUP_CALLS):
+                traced(*args)
+    except Exception as error:  # a program torch.jit.trace cannot record, or a torch without it
+        return None, f"{type(error).__name__}: {(str(error).strip() or '-').splitlines()[0]}"
+    if not _shares_state(traced, module):
+        return None, "its trace holds copies of the weights"
+    return traced, ""
+
+
+def _shares_state(traced: torch.nn.Module, module: torch.nn.Module) -> bool:
+    """Whether the trace reads the module's own weights and buffers (which training updates in place)."""
+    return all(
+        set(map(id, getattr(traced, kind)())) == set(map(id, getattr(module, kind)()))
+        for kind in ("parameters", "buffers")
+    )
+
+
 # Every registered pair: tests/train/test_elbo.py proves each equal to TraceEnum_ELBO.
 PROVEN_PAIRS = frozenset((MODELS[model_name], guide_cls) for (model_name, _), guide_cls in GUIDES.items())
 
@@ -219,8 +356,8 @@ PROVEN_PAIRS = frozenset((MODELS[model_name], guide_cls) for (model_name, _), gu
 def elbo_module(model, guide, *, jit: bool = False, levers: Levers | None = None) -> ELBOModule:
     """The loss module `loss_fn(x) -> -ELBO` that training optimises for this (model, guide) pair.
 
-    The sync-free ELBO for a proven pair, JitTraceEnum_ELBO with `jit`, else TraceEnum_ELBO with a
-    warning. The `levers` exist in the sync-free ELBO only.
+    The sync-free ELBO for a proven pair (a TracedELBOModule: traced on a CPU), JitTraceEnum_ELBO
+    with `jit`, else TraceEnum_ELBO with a warning. The `levers` exist in the sync-free ELBO only.
     """
     levers = levers or Levers()
     if levers.on:
@@ -238,12 +375,12 @@ def elbo_module(model, guide, *, jit: bool = False, levers: Levers | None = None
                 "`set_mix_weight` pulls p(d | beta) to the set's mix, which needs `cluster_weights` global "
                 f"(a model whose p(d | beta) depends on beta), not {type(model).__name__} with fixed weights"
             )
-        return SyncFreeTraceEnum_ELBO(max_plate_nesting=2, levers=levers)(model, guide)
+        return TracedELBOModule(model, guide, SyncFreeTraceEnum_ELBO(max_plate_nesting=2, levers=levers))
     if jit:
         # The JIT ELBO checks its traced graph against the eager one; one warning is enough.
         return JitTraceEnum_ELBO(max_plate_nesting=2, ignore_jit_warnings=True)(model, guide)
     if (type(model), type(guide)) in PROVEN_PAIRS:
-        return SyncFreeTraceEnum_ELBO(max_plate_nesting=2)(model, guide)
+        return TracedELBOModule(model, guide, SyncFreeTraceEnum_ELBO(max_plate_nesting=2))
     warnings.warn(
         f"{type(model).__name__} with {type(guide).__name__} is not proven for the sync-free ELBO "
         "(tests/train/test_elbo.py): training with TraceEnum_ELBO, which syncs with the host every step",

@@ -1,19 +1,30 @@
-"""JitTraceEnum_ELBO, the fast path of training, computes the loss and gradients of TraceEnum_ELBO."""
+"""Traced ELBOs compute the loss and gradients of the eager ones: the traced sync-free ELBO (train/elbo.py's
+TracedELBOModule, what a proven pair trains with on a CPU) and JitTraceEnum_ELBO (`jit`)."""
 
+import copy
 import json
+import logging
 import math
 import os
+import pickle
 
 import pyro
 import pytest
 import torch
+from pyro.infer import TraceEnum_ELBO
 
-from ugvae.guide import UGVAEGuide
-from ugvae.model import ModelConfig, UGVAEModel
+from ugvae.bench.syncs import host_reads_forbidden
+from ugvae.guide import GUIDES, UGVAEGuide, build
+from ugvae.model import MODELS, ModelConfig, UGVAEModel
 from ugvae.train import fit, make_elbo
+from ugvae.train.elbo import SyncFreeTraceEnum_ELBO, TracedELBOModule
 from ugvae.trained import TrainConfig
+from ugvae.trained.config import Levers
 
-pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.trace` is deprecated:FutureWarning")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:`torch.jit.trace` is deprecated:FutureWarning"),
+    pytest.mark.filterwarnings("ignore:TraceEnum_ELBO found no sample sites"),  # VAE and ML-VAE
+]
 
 
 def loss_and_grads(loss_fn, x, seed):
@@ -22,6 +33,201 @@ def loss_and_grads(loss_fn, x, seed):
     loss = loss_fn(x)
     loss.backward()
     return loss.item(), {name: p.grad.clone() for name, p in loss_fn.named_parameters()}
+
+
+def assert_same_loss_and_grads(ours, reference, x, seeds=(1, 2)):
+    for seed in seeds:
+        loss, grads = loss_and_grads(ours, x, seed)
+        ref_loss, ref_grads = loss_and_grads(reference, x, seed)
+        assert loss == pytest.approx(ref_loss, rel=1e-5)
+        assert grads.keys() == ref_grads.keys()
+        for name, ref in ref_grads.items():
+            assert ref.abs().max() > 0, name  # every parameter learns, so the comparison means something
+            assert torch.allclose(grads[name], ref, rtol=1e-5, atol=1e-5 * ref.abs().max()), name
+
+
+def small_cfg(**options):
+    return ModelConfig(x_shape=(1, 6, 6), z_dim=3, beta_dim=4, K=5, hidden=16, **options)
+
+
+def traced_kinds(loss_fn) -> list:
+    """The kinds of input the module replays a trace for."""
+    return [kind for kind, traced in loss_fn.traces.items() if traced is not None]
+
+
+# -- the traced sync-free ELBO ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("validate", [True, False])
+@pytest.mark.parametrize("likelihood", ["gaussian", "bernoulli"])
+@pytest.mark.parametrize("pair", sorted(GUIDES), ids="-".join)
+def test_the_traced_elbo_is_trace_enum_elbo_loss_and_every_gradient(pair, likelihood, validate):
+    cfg = small_cfg(likelihood=likelihood)
+    model, guide = MODELS[pair[0]](cfg), GUIDES[pair](cfg)
+    loss_fn = make_elbo()(model, guide)
+    assert isinstance(loss_fn, TracedELBOModule)
+    x = torch.rand(3, 7, 1, 6, 6)
+    with pyro.validation_enabled(validate):
+        loss_fn(x)  # the first call of a kind traces
+        assert len(traced_kinds(loss_fn)) == 1
+        assert_same_loss_and_grads(loss_fn, TraceEnum_ELBO(max_plate_nesting=2)(model, guide), x)
+    assert len(traced_kinds(loss_fn)) == 1  # the calls above replayed that trace
+
+
+@pytest.mark.parametrize(
+    "levers, options",
+    [
+        (Levers(local_kl_weight=3.0), {}),
+        (Levers(leave_one_out=True), {}),
+        (Levers(set_mix_weight=2.0), {"cluster_weights": "global"}),
+    ],
+    ids=["local-kl-weight", "leave-one-out", "set-mix-weight"],
+)
+def test_the_traced_elbo_with_a_lever_is_the_eager_one(levers, options):
+    model, guide = build(small_cfg(**options), "ugvae", "structured")
+    loss_fn = make_elbo(levers=levers)(model, guide)
+    x = torch.rand(2, 5, 1, 6, 6)
+    loss_fn(x)
+    assert len(traced_kinds(loss_fn)) == 1
+    assert_same_loss_and_grads(loss_fn, SyncFreeTraceEnum_ELBO(max_plate_nesting=2, levers=levers)(model, guide), x)
+
+
+def train_steps(loss_fn, batches, lr=1e-2):
+    """Adam steps over `batches` from seed 1: the losses, then the weights."""
+    optimizer = torch.optim.Adam(loss_fn.parameters(), lr=lr)
+    pyro.set_rng_seed(1)
+    losses = []
+    for x in batches:
+        optimizer.zero_grad()
+        loss = loss_fn(x)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    return losses, torch.cat([p.detach().flatten() for p in loss_fn.parameters()])
+
+
+def test_traced_steps_draw_what_eager_steps_draw(tiny_cfg):
+    """Tracing uses none of the run's draws: a run with the traced ELBO repeats the eager run's
+    losses step by step, from its first step (where it traces) on, so it resumes exactly too."""
+    batches = torch.rand(6, 2, 5, 1, 4, 4)
+    runs = []
+    for traced in (False, True):
+        pyro.set_rng_seed(0)
+        model, guide = UGVAEModel(tiny_cfg), UGVAEGuide(tiny_cfg)
+        elbo = SyncFreeTraceEnum_ELBO(max_plate_nesting=2)
+        runs.append(train_steps(TracedELBOModule(model, guide, elbo) if traced else elbo(model, guide), batches))
+    (eager_losses, eager_weights), (losses, weights) = runs
+    assert losses == pytest.approx(eager_losses, rel=1e-5) and len(set(losses)) == len(losses)
+    assert torch.allclose(weights, eager_weights, rtol=1e-4, atol=1e-6)
+
+
+def test_every_replay_of_a_trace_rounds_alike(tiny_cfg):
+    """The first step after tracing runs the graph TorchScript runs at every later step, so a run
+    that traces again when resumed takes bit for bit the steps of the uninterrupted run."""
+    model, guide = UGVAEModel(tiny_cfg), UGVAEGuide(tiny_cfg)
+    x = torch.rand(2, 5, 1, 4, 4)
+    loss_fn = make_elbo()(model, guide)
+    first = [g.flatten() for g in loss_and_grads(loss_fn, x, seed=1)[1].values()]
+    for _ in range(3):
+        later = [g.flatten() for g in loss_and_grads(loss_fn, x, seed=1)[1].values()]
+        assert all(torch.equal(a, b) for a, b in zip(first, later))
+
+
+def test_each_kind_of_input_gets_its_own_trace_and_keyword_calls_run_eagerly(tiny_cfg):
+    model, guide = UGVAEModel(tiny_cfg), UGVAEGuide(tiny_cfg)
+    loss_fn, eager = make_elbo()(model, guide), SyncFreeTraceEnum_ELBO(max_plate_nesting=2)(model, guide)
+    for x in (torch.rand(2, 5, 1, 4, 4), torch.rand(3, 4, 1, 4, 4)):
+        loss_fn(x)
+        assert_same_loss_and_grads(loss_fn, eager, x, seeds=(1,))
+    model.eval()
+    loss_fn(x)
+    shapes_and_modes = [(kind[0][0][0], kind[1]) for kind in traced_kinds(loss_fn)]
+    assert shapes_and_modes == [((2, 5, 1, 4, 4), True), ((3, 4, 1, 4, 4), True), ((3, 4, 1, 4, 4), False)]
+    loss_fn(x, leave_one_out=True)  # keywords are not part of a kind: that call runs eagerly
+    assert len(loss_fn.traces) == 3
+
+
+def test_where_tracing_fails_it_says_so_once_and_runs_eagerly(tiny_cfg, monkeypatch, caplog):
+    def no_tracing(*args, **kwargs):
+        raise RuntimeError("tracing is gone\nsecond line")
+
+    monkeypatch.setattr(torch.jit, "trace", no_tracing)
+    model, guide = UGVAEModel(tiny_cfg), UGVAEGuide(tiny_cfg)
+    loss_fn = make_elbo()(model, guide)
+    x = torch.rand(2, 5, 1, 4, 4)
+    with caplog.at_level(logging.WARNING, logger="ugvae.train.elbo"):
+        assert_same_loss_and_grads(loss_fn, SyncFreeTraceEnum_ELBO(max_plate_nesting=2)(model, guide), x)
+    assert list(loss_fn.traces.values()) == [None]
+    assert [r.getMessage() for r in caplog.records] == [
+        "the ELBO could not be traced (RuntimeError: tracing is gone); it runs eagerly: the same loss, slower steps"
+    ]
+
+
+def test_validation_names_the_parameter_that_became_invalid_after_tracing(tiny_cfg):
+    """A replayed loss that is not finite is computed again eagerly under validation, which names
+    the parameter (train/session.py turns that into TrainingDiverged); without validation the
+    non-finite loss itself comes back, as from an eager step."""
+    model, guide = UGVAEModel(tiny_cfg), UGVAEGuide(tiny_cfg)
+    loss_fn = make_elbo()(model, guide)
+    x = torch.rand(2, 5, 1, 4, 4)
+    loss_fn(x)
+    with torch.no_grad():
+        guide.local_encoder.linear.bias.fill_(float("nan"))
+    with pytest.raises(ValueError, match=r"Expected parameter loc .* of distribution Normal"):
+        loss_fn(x)
+    with pyro.validation_enabled(False):
+        assert torch.isnan(loss_fn(x))
+    assert len(traced_kinds(loss_fn)) == 1
+
+
+def test_a_replayed_step_reads_nothing_on_the_host(tiny_cfg):
+    loss_fn = make_elbo()(UGVAEModel(tiny_cfg), UGVAEGuide(tiny_cfg))
+    x = torch.rand(2, 5, 1, 4, 4)
+    with pyro.validation_enabled(False):
+        loss_fn(x)
+        with host_reads_forbidden():
+            loss_fn(x).backward()
+
+
+def test_the_conv_networks_trace_and_update_their_batch_norm_statistics_alike():
+    """The 64x64 networks: the same loss and gradients (a conv bias before a BatchNorm has a gradient
+    of zero up to rounding, hence a tolerance relative to the largest gradient), the same running
+    statistics."""
+    cfg = ModelConfig(x_shape=(1, 64, 64), z_dim=2, beta_dim=2, K=3)
+    x = torch.rand(1, 3, 1, 64, 64)
+    results = []
+    for traced in (False, True):
+        pyro.set_rng_seed(0)
+        model, guide = UGVAEModel(cfg), UGVAEGuide(cfg)
+        elbo = SyncFreeTraceEnum_ELBO(max_plate_nesting=2)
+        loss_fn = TracedELBOModule(model, guide, elbo) if traced else elbo(model, guide)
+        loss, grads = loss_and_grads(loss_fn, x, seed=1)
+        loss_and_grads(loss_fn, x, seed=2)  # a replay, for the traced module
+        results.append((loss, torch.cat([g.flatten() for g in grads.values()]), [b.clone() for b in guide.buffers()]))
+    assert len(traced_kinds(loss_fn)) == 1
+    (eager_loss, eager_grads, eager_buffers), (loss, grads, buffers) = results
+    assert loss == pytest.approx(eager_loss, rel=1e-5)
+    assert torch.allclose(grads, eager_grads, rtol=1e-4, atol=1e-5 * eager_grads.abs().max())
+    assert len(buffers) == len(eager_buffers) > 0
+    for buffer, eager_buffer in zip(buffers, eager_buffers):
+        assert torch.allclose(buffer.float(), eager_buffer.float(), rtol=1e-5, atol=1e-6)
+    assert buffers[-1].item() == 2  # num_batches_tracked: one per step, tracing counts none
+
+
+def test_a_copy_traces_anew(tiny_cfg):
+    loss_fn = make_elbo()(UGVAEModel(tiny_cfg), UGVAEGuide(tiny_cfg))
+    x = torch.rand(2, 5, 1, 4, 4)
+    loss_fn(x)
+    for copied in (copy.deepcopy(loss_fn), pickle.loads(pickle.dumps(loss_fn))):
+        assert copied.traces == {}
+        pyro.set_rng_seed(3)
+        expected = loss_fn(x)
+        pyro.set_rng_seed(3)
+        assert copied(x).item() == pytest.approx(expected.item(), rel=1e-6)
+        assert len(traced_kinds(copied)) == 1
+
+
+# -- JitTraceEnum_ELBO (`jit`) ------------------------------------------------------------------
 
 
 @pytest.mark.slow

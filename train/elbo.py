@@ -71,18 +71,19 @@ every other latent reparameterised and present in both programs. Anything else r
 tests/train/test_elbo.py proves equal to TraceEnum_ELBO, and TraceEnum_ELBO for the rest.
 
 On a CPU the loss module of a proven pair is a `TracedELBOModule`: the same forward, recorded
-once per kind of input by `torch.jit.trace` and replayed. Most of an eager step's overhead over
-the hand-written one (bench/handwritten.py) is Python -- Pyro's messengers, plates, distribution
-objects, the traces and their assembly, a few hundred small tensor operations more -- which a
-replay leaves out; on one CPU thread at the default sizes the eager step is ~1.4x the
-hand-written one at G = 1 and the replayed one ~1.07x (bench/train_step.py). The recording freezes
-what is fixed for a kind of input: the program's structure, sites, plates and shapes, the
-levers, the modules' train/eval mode. The random draws stay operations of the replay, drawn from
-the generator an eager step draws from, and the recording runs on a forked generator, so
-replayed steps draw what eager steps draw: a run repeats its eager losses, and resumes exactly
-(tests/train/test_jit.py). `torch.jit.trace` is deprecated in torch 2.14 (torch.compile breaks
-Pyro's programs into dozens of graphs and is slower than eager on a CPU; torch.export's graph
-replays at ~1.3x); where it is gone or fails, the module says so once and runs eagerly.
+by `torch.jit.trace` once a kind of input has come often enough, and replayed. Most of an eager
+step's overhead over the hand-written one (bench/handwritten.py) is Python -- Pyro's messengers,
+plates, distribution objects, the traces and their assembly -- which a replay leaves out: on one
+CPU thread at the default sizes the eager step is ~1.4x the hand-written one at G = 1, the
+replayed one ~1.05x (bench/train_step.py). The recording freezes what is fixed for a kind of
+input: the program's structure, its sites, plates and shapes, the levers, the modules'
+train/eval mode. The random draws stay operations of the replay, drawn from the generator an
+eager step draws from, and the recording runs on a forked generator; the replay runs the
+recorded operations unoptimised, so a replayed step computes the eager step's loss and
+gradients bit for bit (tests/train/test_jit.py), and a run, resumed or not, is the same whether
+or when it replays. `torch.jit.trace` is deprecated in torch 2.14 (torch.compile breaks Pyro's
+programs into dozens of graphs and is slower than eager on a CPU; torch.export's graph replays at
+~1.3x the hand-written step); where it is gone or fails, the module says so once and runs eagerly.
 """
 
 from __future__ import annotations
@@ -240,37 +241,46 @@ class SyncFreeTraceEnum_ELBO(TraceEnum_ELBO):
 
 
 class TracedELBOModule(ELBOModule):
-    """`ELBOModule(model, guide, elbo)` whose forward on CPU tensors is traced once per kind of input
-    and replayed (module docstring); anything else runs eagerly.
+    """`ELBOModule(model, guide, elbo)` whose forward on CPU tensors is traced per kind of input and
+    replayed (module docstring); anything else runs eagerly.
 
     A kind is the inputs' shapes, dtypes and devices, the modules' train/eval mode and whether
-    gradients are on. With Pyro's validation on, the first input of a kind runs eagerly under it
-    (the structure's checks), and a replayed loss that is not finite is computed again eagerly
-    from the same random state, so that validation names the parameter that became invalid, as
-    an eager step would; reading a CPU loss costs no sync.
+    gradients are on. Its first `trace_after` calls run eagerly (the first under Pyro's validation,
+    when on, checks the structure), then it is traced: tracing costs about as much as the Python
+    of a hundred eager steps of the default networks, which a short run (or a test) never earns
+    back. The replay runs TorchScript's graph as recorded, without its optimisations (which would
+    round the gradients differently): its losses and gradients are the eager ones bit for bit, so
+    when a run starts replaying changes none of its numbers. With validation on, a replayed loss
+    that is not finite is computed again eagerly from the same random state, so that validation
+    names the parameter that became invalid, as an eager step does; reading a CPU loss is no sync.
     """
 
     TRACED_DEVICES = frozenset({"cpu"})
-    MAX_KINDS = 8  # a trace per kind is kept; beyond these, new kinds run eagerly
+    TRACE_AFTER = 100  # eager calls of a kind before it is traced
+    MAX_KINDS = 8  # kinds traced at most; the others run eagerly
 
     def __init__(self, model, guide, elbo: SyncFreeTraceEnum_ELBO):
         super().__init__(model, guide, elbo)
-        self.traces: dict[tuple, torch.jit.ScriptModule | None] = {}  # None: that kind runs eagerly
+        self.trace_after = self.TRACE_AFTER
+        self.calls: dict[tuple, int] = {}  # eager calls of each kind so far
+        self.traces: dict[tuple, torch.jit.ScriptModule | None] = {}  # None: that kind stays eager
 
     def forward(self, *args, **kwargs) -> torch.Tensor:
         kind = self._kind(args, kwargs)
         if kind is None:
             return super().forward(*args, **kwargs)
         if kind not in self.traces:
-            return self._first_of_kind(kind, args)
+            calls = self.calls[kind] = self.calls.get(kind, 0) + 1
+            if calls <= self.trace_after:
+                return super().forward(*args)
+            self.traces[kind] = self._trace(kind, args)
         traced = self.traces[kind]
         if traced is None:
             return super().forward(*args)
-        if not is_validation_enabled():
-            return traced(*args)
-        rng = torch.get_rng_state()
-        loss = traced(*args)
-        if not torch.isfinite(loss):
+        rng = torch.get_rng_state() if is_validation_enabled() else None
+        with torch.jit.optimized_execution(False):
+            loss = traced(*args)
+        if rng is not None and not torch.isfinite(loss):
             torch.set_rng_state(rng)
             return super().forward(*args)  # raises validation's error, or returns the same loss
         return loss
@@ -283,30 +293,25 @@ class TracedELBOModule(ELBOModule):
         inputs = tuple((a.shape, a.dtype, a.device) for a in args)
         return inputs, self.model.training, self.guide.training, torch.is_grad_enabled()
 
-    def _first_of_kind(self, kind: tuple, args) -> torch.Tensor:
-        """Trace the forward for this kind of input, then take this call's step with the trace."""
+    def _trace(self, kind: tuple, args) -> torch.jit.ScriptModule | None:
         if len(self.traces) >= self.MAX_KINDS:
-            logger.info(f"the ELBO keeps {self.MAX_KINDS} traces already; inputs {kind[0]} run eagerly")
-            self.traces[kind] = None
-            return super().forward(*args)
-        with _untouched(self):  # the checks and the recording take none of the run's draws, change no buffer
-            if is_validation_enabled():
-                self.elbo.loss(self.model, self.guide, *args)  # the structure's checks; their errors are the program's
+            logger.info(f"the ELBO has traced {self.MAX_KINDS} kinds of input; inputs {kind[0]} run eagerly")
+            return None
+        with _untouched(self):
             traced, why = _trace(ELBOModule(self.model, self.guide, self.elbo), args)
-        self.traces[kind] = traced
         if traced is None:
             logger.warning(f"the ELBO could not be traced ({why}); it runs eagerly: the same loss, slower steps")
-        return self.forward(*args)
+        return traced
 
     def __getstate__(self):
         # Traces are a cache of this process; a copy (or a spawned worker) traces its own.
-        return {**self.__dict__, "traces": {}}
+        return {**self.__dict__, "traces": {}, "calls": {}}
 
 
 @contextlib.contextmanager
 def _untouched(module: torch.nn.Module):
-    """Within the block, draws come from a forked generator, and the module's buffers (BatchNorm's
-    running statistics) are restored at its end."""
+    """A block that leaves no trace in a run: its draws come from a forked generator, and the
+    module's buffers (BatchNorm's running statistics) are restored at its end."""
     buffers = list(module.buffers())
     saved = [b.clone() for b in buffers]
     with torch.random.fork_rng(devices=[]):
@@ -318,22 +323,14 @@ def _untouched(module: torch.nn.Module):
                     buffer.copy_(value)
 
 
-WARMUP_CALLS = 2  # TorchScript's profiling executor optimises a graph after its first run
-
-
 def _trace(module: ELBOModule, args) -> tuple[torch.jit.ScriptModule | None, str]:
     """(the module traced on `args`, "") or (None, why not)."""
     try:
-        with pyro.validation_enabled(False), warnings.catch_warnings():
+        with pyro.validation_enabled(False), torch.jit.optimized_execution(False), warnings.catch_warnings():
             # The trace freezes shapes and Python branches: what a kind of input fixes.
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
             warnings.filterwarnings("ignore", message=r"`torch\.jit\.trace", category=FutureWarning)  # see above
             traced = torch.jit.trace(module, args, check_trace=False)
-            # TorchScript runs a new graph first as recorded, then optimised, which may round the
-            # gradients differently in the last bits; running it here first makes every step of a
-            # run, and of its resumption, run the same graph.
-            for _ in range(WARMUP_CALLS):
-                traced(*args)
     except Exception as error:  # a program torch.jit.trace cannot record, or a torch without it
         return None, f"{type(error).__name__}: {(str(error).strip() or '-').splitlines()[0]}"
     if not _shares_state(traced, module):

@@ -201,7 +201,7 @@ def measure(argv: list[str], started: float | None = None) -> dict:
     whole_process = started is not None
     clock = PhaseClock(started if whole_process else time.perf_counter())
     python = python_startup_seconds() if whole_process else None
-    load_before = os.getloadavg()
+    load_before = _load_average()
     with clock.phase("start-up: imports"):
         for name in IMPORTED:
             importlib.import_module(name)
@@ -227,19 +227,23 @@ def measure(argv: list[str], started: float | None = None) -> dict:
         "missing": missing,
         "steps": clock.calls["steps"],
         "threads": torch.get_num_threads(),
-        "load_average": {"before": load_before, "after": os.getloadavg()},
+        "load_average": {"before": load_before, "after": _load_average()},
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10,
         "torch": torch.__version__,
     }
 
 
+def _load_average() -> list[float] | None:
+    return list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+
+
 def print_table(result: dict, out=None) -> None:
     out = out or sys.stdout
     load = result["load_average"]
+    load = f", load average {load['before'][0]:.2f} before and {load['after'][0]:.2f} after" if load["before"] else ""
     print(f"\n{result['command']}", file=out)
     print(
-        f"torch {result['torch']}, {result['threads']} thread(s), load average {load['before'][0]:.2f} before "
-        f"and {load['after'][0]:.2f} after, peak memory {result['peak_rss_mb']:.0f} MiB",
+        f"torch {result['torch']}, {result['threads']} thread(s){load}, peak memory {result['peak_rss_mb']:.0f} MiB",
         file=out,
     )
     print(f"{'phase':<34}{'seconds':>10}{'share':>9}{'calls':>8}", file=out)

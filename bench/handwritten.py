@@ -38,7 +38,8 @@ def _diag_normal_log_prob(value, loc, scale):
 def _pixel_log_prob(logits, x, cfg):
     """log p(x | logits) per sample, the likelihood of model/likelihood.py summed over (C, H, W)."""
     if cfg.likelihood == "gaussian":
-        log_px = -0.5 * (x - torch.sigmoid(logits)).pow(2) / cfg.var_x - 0.5 * math.log(2 * math.pi * cfg.var_x)
+        # The operations of model/likelihood.py's FixedScaleNormal: a fair reference spends no more.
+        log_px = (x - torch.sigmoid(logits)).pow(2) * (-0.5 / cfg.var_x) - 0.5 * math.log(2 * math.pi * cfg.var_x)
     else:
         log_px = -F.binary_cross_entropy_with_logits(logits, x, reduction="none")
     return log_px.flatten(-3).sum(-1)

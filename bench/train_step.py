@@ -6,24 +6,31 @@ the device, compute the loss, backpropagate, take an Adam step. Variants:
     svi            pyro.infer.SVI.step with TraceEnum_ELBO and pyro.optim.Adam (it syncs: returns a float)
     pyro           TraceEnum_ELBO as a module + torch.optim.Adam: Trainer's step before the sync-free
                    ELBO, and still its step for a pair that ELBO is not proven for (two host syncs)
-    pyro-syncfree  train/elbo.py's SyncFreeTraceEnum_ELBO the same way: Trainer's default step
+    pyro-syncfree  train/elbo.py's SyncFreeTraceEnum_ELBO the same way, eagerly: Trainer's step on a GPU
+    default        make_elbo()'s loss module, under the validation setting a default run has on the
+                   device: the step `python run.py` takes (on a CPU the traced sync-free ELBO with
+                   validation on; on a GPU pyro-syncfree)
     jit            JitTraceEnum_ELBO the same way: Trainer's --jit
     hand           bench/handwritten.py's loss of the same networks, the same way
     *-compile      torch.compile on the networks (pyro*) or on the whole loss (hand)
     *-graph        the step captured once and replayed as a CUDA graph (train/graph.py): Trainer's
                    --graph for pyro-syncfree-graph; TraceEnum_ELBO's syncs forbid it for pyro
 
-For each G it prints the median step time over blocks of steps (one sync a block, as training
-syncs once a log window), samples/s, and the ratios to `hand` and to the fastest hand-written
-variant; then, at the largest G, the time of one epoch of --epoch-samples images (the MNIST
-training set's size by default) and the peak memory. Pyro validation is off, as it should be
-for training (it adds host syncs).
+For each G the variants are timed in turns -- a step (a block of steps on a GPU) of each variant,
+then the next -- so that they share whatever else loads the machine; it prints the median step
+time, samples/s and the ratios to `hand` and to the fastest hand-written variant. On a CPU it
+also prints the median CPU time of the process per step, and the ratio of those: on a busy
+machine a step's CPU time counts only the time it ran, so those ratios hold where wall-clock
+ones drift (with several threads, CPU time adds theirs). Then, at the largest G, the time of
+one epoch of --epoch-samples images (the MNIST training set's size by default) and the peak
+memory. Pyro validation is off but in `default`, as it should be for training (it adds host syncs).
 
 --check-syncs runs instead one step of each Pyro variant asked for (default: all that the device
-runs) and exits 1, naming them, if any syncs with the host: on CUDA under
+runs), after a warm-up step, and exits 1, naming them, if any syncs with the host: on CUDA under
 `torch.cuda.set_sync_debug_mode("error")`, on a CPU with the loss and backward pass under
-bench/syncs.py's `host_reads_forbidden`.
+bench/syncs.py's `host_reads_forbidden`; validation is off for every variant there.
 
+    python -m bench.train_step --device cpu --groups 1 16 --variants pyro-syncfree default jit hand
     python -m bench.train_step --device cuda --json bench.json
     python -m bench.train_step --device cuda --check-syncs
 """
@@ -32,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import platform
 import resource
 import statistics
@@ -51,8 +59,9 @@ from ugvae.data import to_unit_float
 from ugvae.files import atomic_write_text, write_json
 from ugvae.guide import UGVAEGuide
 from ugvae.model import ModelConfig, UGVAEModel
-from ugvae.train.elbo import SyncFreeTraceEnum_ELBO, make_elbo
+from ugvae.train.elbo import SyncFreeTraceEnum_ELBO, TracedELBOModule, make_elbo
 from ugvae.train.graph import CapturedStep
+from ugvae.trained.config import TrainConfig
 
 from .handwritten import HandwrittenLoss
 
@@ -63,6 +72,7 @@ VARIANTS = (
     "pyro-syncfree",
     "pyro-syncfree-compile",
     "pyro-syncfree-graph",
+    "default",
     "jit",
     "hand",
     "hand-compile",
@@ -73,9 +83,15 @@ PYRO_VARIANTS = tuple(v for v in VARIANTS if not v.startswith("hand"))
 
 
 def build_step(
-    variant: str, cfg: ModelConfig, images: torch.Tensor, lr=1e-3, guard=contextlib.nullcontext
+    variant: str,
+    cfg: ModelConfig,
+    images: torch.Tensor,
+    lr=1e-3,
+    guard=contextlib.nullcontext,
+    validate: bool = False,
 ) -> Callable[[torch.Tensor], torch.Tensor | float]:
-    """A fresh model and guide, and `step(idx) -> loss` for one variant; `guard()` wraps loss and backward."""
+    """A fresh model and guide, and `step(idx) -> loss` for one variant; `guard()` wraps loss and
+    backward, which run under Pyro validation `validate`, as Session.step runs them."""
     pyro.clear_param_store()
     pyro.set_rng_seed(0)
     device = images.device
@@ -85,7 +101,7 @@ def build_step(
         svi = SVI(model, guide, pyro.optim.Adam({"lr": lr}), TraceEnum_ELBO(max_plate_nesting=2))
 
         def svi_step(idx: torch.Tensor) -> float:
-            with guard():
+            with pyro.validation_enabled(validate), guard():
                 return svi.step(to_unit_float(images[idx]))
 
         return svi_step
@@ -95,6 +111,11 @@ def build_step(
             loss_fn = torch.compile(loss_fn, dynamic=False)
     elif base == "jit":
         loss_fn = make_elbo(jit=True)(model, guide)
+    elif base == "default":
+        loss_fn = make_elbo()(model, guide)
+        if isinstance(loss_fn, TracedELBOModule):
+            # The steady state: a run traces at its 101st step, a start-up cost bench/run.py counts.
+            loss_fn.trace_after = 1
     else:
         elbo = SyncFreeTraceEnum_ELBO if "syncfree" in tricks else TraceEnum_ELBO
         loss_fn = ELBOModule(model, guide, elbo(max_plate_nesting=2))
@@ -115,7 +136,7 @@ def build_step(
     def step(idx: torch.Tensor) -> torch.Tensor:
         x = to_unit_float(images[idx])
         optimizer.zero_grad(set_to_none=True)
-        with guard():
+        with pyro.validation_enabled(validate), guard():
             loss = loss_fn(x)
             loss.backward()
         optimizer.step()
@@ -130,21 +151,24 @@ def build_step(
 
 def first_sync(variant: str, cfg: ModelConfig, images: torch.Tensor, batch: torch.Tensor) -> str | None:
     """The error of the first host sync in a step of `variant` (after its warm-up), or None if it has none."""
-    if images.device.type == "cuda":
-        step = build_step(variant, cfg, images)
-        for _ in range(5 if "graph" in variant else 1):  # past the capture, and past lazy initialisation
-            step(batch)
+    cuda = images.device.type == "cuda"
+    armed = []  # the CPU detector guards the step once this holds an item: not the warm-up steps
+
+    def guard():
+        return host_reads_forbidden() if armed else contextlib.nullcontext()
+
+    step = build_step(variant, cfg, images, guard=guard)
+    for _ in range(5 if "graph" in variant else 1):  # past the capture, tracing and lazy initialisation
+        step(batch)
+    if cuda:
         torch.cuda.set_sync_debug_mode("error")
-        guard = contextlib.nullcontext
-    else:
-        step, guard = build_step(variant, cfg, images, guard=host_reads_forbidden), contextlib.nullcontext
+    armed.append(True)
     try:
-        with guard():
-            step(batch)
+        step(batch)
     except Exception as error:  # a sync, or whatever else kept the variant from running here
         return _describe(error)
     finally:
-        if images.device.type == "cuda":
+        if cuda:
             torch.cuda.set_sync_debug_mode("default")
     return None
 
@@ -179,23 +203,32 @@ def synchronize(device: torch.device):
         torch.cuda.synchronize(device)
 
 
-def median_step_seconds(step, batches: torch.Tensor, warmup: int, steps: int) -> float:
-    """Median over blocks of the mean step time in a block, with one sync per block."""
-    device = batches.device
-    for i in range(warmup):
-        step(batches[i % len(batches)])
-    blocks = min(steps, 10)
-    per_block = max(1, steps // blocks)
-    times = []
-    for b in range(blocks):
-        synchronize(device)
-        start = time.perf_counter()
-        total = 0.0
-        for i in range(per_block):
-            total += step(batches[(b * per_block + i) % len(batches)])
-        float(total)  # the one sync of a block, like a logged loss
-        times.append((time.perf_counter() - start) / per_block)
-    return statistics.median(times)
+def timed_in_turns(steps: dict, batches: torch.Tensor, warmup: int, n_steps: int) -> dict:
+    """{variant: (wall seconds, CPU seconds)} per step, medians over blocks taken in turns.
+
+    `steps` maps a variant to its step and its Pyro param store (variants may share parameter
+    names, and `jit` and `svi` look theirs up by name). Each block ends with one sync, as
+    training syncs once a log window; a block is one step on a CPU (where nothing syncs).
+    """
+    device, store = batches.device, pyro.get_param_store()
+    for step, scope in steps.values():
+        with store.scope(scope):
+            for i in range(warmup):
+                step(batches[i % len(batches)])
+    per_block = 1 if device.type == "cpu" else max(1, n_steps // 10)
+    times = {variant: ([], []) for variant in steps}
+    for b in range(max(1, n_steps // per_block)):
+        for variant, (step, scope) in steps.items():
+            with store.scope(scope):
+                synchronize(device)
+                wall, cpu = time.perf_counter(), time.process_time()
+                total = 0.0
+                for i in range(per_block):
+                    total += step(batches[(b * per_block + i) % len(batches)])
+                float(total)  # the one sync of a block, like a logged loss
+                times[variant][0].append((time.perf_counter() - wall) / per_block)
+                times[variant][1].append((time.process_time() - cpu) / per_block)
+    return {variant: (statistics.median(wall), statistics.median(cpu)) for variant, (wall, cpu) in times.items()}
 
 
 def epoch_seconds(step, n_images: int, G: int, B: int, device: torch.device, log_every: int = 10) -> float:
@@ -247,41 +280,61 @@ def run(args) -> dict:
     B, G_max = args.group_size, max(args.groups)
     n_images = max(args.epoch_samples, G_max * B)
     images = torch.randint(0, 256, (n_images,) + cfg.x_shape, dtype=torch.uint8, device=device)
+    store = pyro.get_param_store()
     rows, epochs = [], []
-    for variant in args.variants:
-        for G in args.groups:
-            batches = torch.randint(0, n_images, (16, G, B), device=device)
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
-                torch.cuda.reset_peak_memory_stats(device)
+    for G in args.groups:
+        batches = torch.randint(0, n_images, (16, G, B), device=device)
+        steps, failed = {}, {}
+        for variant in args.variants:
+            validate = variant == "default" and TrainConfig().validation_on(device.type)
+            with store.scope() as scope:
+                try:
+                    steps[variant] = (build_step(variant, cfg, images, validate=validate), scope)
+                except Exception as error:  # a variant that cannot run here is reported, not fatal
+                    failed[variant] = _describe(error)
+        try:
+            timed = timed_in_turns(steps, batches, args.warmup, args.steps)
+        except Exception as error:
+            traceback.print_exception(error)
+            timed, failed = {}, {**failed, **dict.fromkeys(steps, _describe(error))}
+        for variant in args.variants:
             row = {"variant": variant, "G": G, "B": B}
-            try:
-                step = build_step(variant, cfg, images)
-                seconds = median_step_seconds(step, batches, args.warmup, args.steps)
-                row.update(step_ms=seconds * 1e3, samples_per_s=G * B / seconds)
-                if G == 1 and variant in args.profile:
-                    row.update(profile_step(step, batches, f"{args.profile_prefix}{variant}.txt"))
-                if G == G_max:
-                    epoch = epoch_seconds(step, args.epoch_samples, G, B, device)
-                    epochs.append(
-                        {
-                            "variant": variant,
-                            "G": G,
-                            "samples": args.epoch_samples // (G * B) * G * B,
-                            "epoch_s": epoch,
-                            "peak_memory_mb": peak_memory_mb(device),
-                        }
-                    )
-            except Exception as error:  # a variant that cannot run here is reported, not fatal
-                traceback.print_exception(error)
-                row["error"] = _describe(error)
+            if variant in timed:
+                wall, cpu = timed[variant]
+                row.update(step_ms=wall * 1e3, samples_per_s=G * B / wall)
+                if device.type == "cpu":
+                    row["cpu_ms"] = cpu * 1e3
+                step, scope = steps[variant]
+                with store.scope(scope):
+                    if G == min(args.groups) and variant in args.profile:
+                        row.update(profile_step(step, batches, f"{args.profile_prefix}{variant}.txt"))
+                    if G == G_max:
+                        if device.type == "cuda":
+                            torch.cuda.empty_cache()
+                            torch.cuda.reset_peak_memory_stats(device)
+                        epochs.append(
+                            {
+                                "variant": variant,
+                                "G": G,
+                                "samples": args.epoch_samples // (G * B) * G * B,
+                                "epoch_s": epoch_seconds(step, args.epoch_samples, G, B, device),
+                                "peak_memory_mb": peak_memory_mb(device),
+                            }
+                        )
+            else:
+                row["error"] = failed.get(variant, "not timed")
             rows.append(row)
             print(_format_row(row), flush=True)
+        del steps  # the next G builds its own: one set of models at a time
     _add_ratios(rows)
+    order = {variant: i for i, variant in enumerate(args.variants)}
+    rows.sort(key=lambda row: order[row["variant"]])  # stable: by variant, then by G
     return {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
         "torch": torch.__version__,
         "pyro": pyro.__version__,
+        "threads": torch.get_num_threads(),
+        "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
         "model": cfg.to_dict(),
         "peak_memory": "torch.cuda.max_memory_allocated"
         if device.type == "cuda"
@@ -304,26 +357,35 @@ def _describe(error: BaseException) -> str:
 def _add_ratios(rows):
     for row in rows:
         same_G = [r for r in rows if r["G"] == row["G"] and "step_ms" in r]
-        hand = [r["step_ms"] for r in same_G if r["variant"] == "hand"]
+        hand = next((r for r in same_G if r["variant"] == "hand"), None)
         best = [r["step_ms"] for r in same_G if r["variant"].startswith("hand")]
-        if "step_ms" in row and hand:
-            row["vs_hand"] = row["step_ms"] / hand[0]
-        if "step_ms" in row and best:
+        if "step_ms" not in row:
+            continue
+        if hand:
+            row["vs_hand"] = row["step_ms"] / hand["step_ms"]
+            if "cpu_ms" in row:
+                row["vs_hand_cpu"] = row["cpu_ms"] / hand["cpu_ms"]
+        if best:
             row["vs_best_hand"] = row["step_ms"] / min(best)
 
 
 def _format_row(row) -> str:
     if "error" in row:
         return f"{row['variant']:<20}{row['G']:>4}  {row['error'][:100]}"
-    return f"{row['variant']:<20}{row['G']:>4}{row['step_ms']:>10.3f}{row['samples_per_s']:>14,.0f}"
+    cpu = f"{row['cpu_ms']:>10.3f}" if "cpu_ms" in row else f"{'':>10}"
+    return f"{row['variant']:<20}{row['G']:>4}{row['step_ms']:>10.3f}{cpu}{row['samples_per_s']:>14,.0f}"
 
 
 def print_tables(result: dict):
-    print(f"\n{result['device']}, torch {result['torch']}, pyro {result['pyro']}")
-    print(f"{'variant':<20}{'G':>4}{'step ms':>10}{'samples/s':>14}{'x hand':>9}{'x best hand':>13}")
+    load = result.get("load_average")
+    load = f", load average {' '.join(f'{x:.2f}' for x in load)}" if load else ""
+    print(f"\n{result['device']}, torch {result['torch']}, pyro {result['pyro']}, {result['threads']} thread(s){load}")
+    header = f"{'variant':<20}{'G':>4}{'step ms':>10}{'cpu ms':>10}{'samples/s':>14}"
+    print(f"{header}{'x hand':>9}{'x hand cpu':>12}{'x best hand':>13}")
+    nan = float("nan")
     for row in result["rows"]:
-        ratios = f"{row.get('vs_hand', float('nan')):>9.2f}{row.get('vs_best_hand', float('nan')):>13.2f}"
-        print(_format_row(row) + ("" if "error" in row else ratios))
+        hand, hand_cpu, best = (row.get(key, nan) for key in ("vs_hand", "vs_hand_cpu", "vs_best_hand"))
+        print(_format_row(row) + ("" if "error" in row else f"{hand:>9.2f}{hand_cpu:>12.2f}{best:>13.2f}"))
     print(f"\n{'epoch at largest G':<20}{'G':>4}{'samples':>9}{'epoch s':>10}{'peak MiB':>10}")
     for e in result["epochs"]:
         print(f"{e['variant']:<20}{e['G']:>4}{e['samples']:>9}{e['epoch_s']:>10.3f}{e['peak_memory_mb']:>10.1f}")
@@ -344,7 +406,9 @@ def main(argv=None) -> int:
         choices=VARIANTS,
         help="default: all but *-compile on CPU (slow to compile), all on CUDA",
     )
-    parser.add_argument("--profile", nargs="*", default=[], choices=VARIANTS, help="profile these variants at G=1")
+    parser.add_argument(
+        "--profile", nargs="*", default=[], choices=VARIANTS, help="profile these variants at the smallest G"
+    )
     parser.add_argument("--profile-prefix", default="profile-", help="profile tables go to PREFIX<variant>.txt")
     parser.add_argument("--tiny", action="store_true", help="a tiny model, for the test suite")
     parser.add_argument(
@@ -353,7 +417,7 @@ def main(argv=None) -> int:
         help="check one step of each Pyro variant for host syncs instead of timing; exit 1 if any syncs",
     )
     args = parser.parse_args(argv)
-    warnings.filterwarnings("ignore", message="`torch.jit.trace` is deprecated")
+    warnings.filterwarnings("ignore", message="`torch.jit.trace", category=FutureWarning)  # deprecated in 2.14
     warnings.filterwarnings("ignore", message="TraceEnum_ELBO found no sample sites")
     if args.variants is None:
         on_cpu = [v for v in VARIANTS if "graph" not in v and "compile" not in v]

@@ -69,23 +69,44 @@ site independent of the other enumerated values, without poutine.scale or masks 
 every other latent reparameterised and present in both programs. Anything else raises
 `UnsupportedStructure`; `make_elbo` uses it only for the (model, guide) pairs that
 tests/train/test_elbo.py proves equal to TraceEnum_ELBO, and TraceEnum_ELBO for the rest.
+
+On a CPU the loss module of a proven pair is a `TracedELBOModule`: the same forward, recorded
+by `torch.jit.trace` once a kind of input has come often enough, and replayed. Most of an eager
+step's overhead over the hand-written one (bench/handwritten.py) is Python -- Pyro's messengers,
+plates, distribution objects, the traces and their assembly -- which a replay leaves out: on one
+CPU thread at the default sizes the eager step is ~1.4x the hand-written one at G = 1, the
+replayed one ~1.05x (bench/train_step.py). The recording freezes what is fixed for a kind of
+input: the program's structure, its sites, plates and shapes, the levers, the modules'
+train/eval mode. The random draws stay operations of the replay, drawn from the generator an
+eager step draws from, and the recording runs on a forked generator; the replay runs the
+recorded operations unoptimised, so a replayed step computes the eager step's loss and
+gradients bit for bit (tests/train/test_jit.py), and a run, resumed or not, is the same whether
+or when it replays. `torch.jit.trace` is deprecated in torch 2.14 (torch.compile breaks Pyro's
+programs into dozens of graphs and is slower than eager on a CPU; torch.export's graph replays at
+~1.3x the hand-written step); where it is gone or fails, the module says so once and runs eagerly.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import numbers
 import warnings
 from functools import partial
 
+import pyro
 import torch
 from pyro.distributions.util import is_identically_zero
 from pyro.infer import JitTraceEnum_ELBO, TraceEnum_ELBO
 from pyro.infer.elbo import ELBOModule
+from pyro.infer.util import is_validation_enabled
 
 from ..errors import ConfigError, UnsupportedStructure
 from ..guide import GUIDES
 from ..model import MODELS
 from ..trained.config import Levers
+
+logger = logging.getLogger(__name__)
 
 # Models without a discrete site (VAE, ML-VAE) share the loss: for them TraceEnum_ELBO is
 # Trace_ELBO, and its warning that nothing is enumerated is expected.
@@ -100,6 +121,14 @@ def _size_at(tensor: torch.Tensor, dim: int) -> int:
     return tensor.shape[dim] if tensor.dim() >= -dim else 1
 
 
+def _unscaled(scale) -> bool:
+    if torch.jit.is_tracing() and torch.is_tensor(scale):
+        # While tracing, plate sizes, hence scales, are 0-d tensors; the plates are part of what a
+        # trace freezes, so reading one there is reading a constant.
+        return float(scale) == 1
+    return isinstance(scale, numbers.Number) and scale == 1
+
+
 def _enumerated_factors(guide_trace) -> dict:
     """{enum dim: (site name, ordinal, q(d = k))} for the guide's parallel-enumerated sites."""
     factors = {}
@@ -108,8 +137,7 @@ def _enumerated_factors(guide_trace) -> dict:
             continue
         if site["infer"]["enumerate"] != "parallel" or site["infer"].get("num_samples") is not None:
             raise UnsupportedStructure(f"guide site {name!r}: only exact parallel enumeration is supported")
-        scale = site["scale"]
-        if site["mask"] is not None or not isinstance(scale, numbers.Number) or scale != 1:
+        if site["mask"] is not None or not _unscaled(site["scale"]):
             raise UnsupportedStructure(f"guide site {name!r}: an enumerated site may not be scaled or masked")
         factors[site["infer"]["_enumerate_dim"]] = (name, _ordinal(site), site["score_parts"].score_function.exp())
     for dim, (name, _, q) in factors.items():
@@ -213,6 +241,112 @@ class SyncFreeTraceEnum_ELBO(TraceEnum_ELBO):
         return float(loss.detach())
 
 
+class TracedELBOModule(ELBOModule):
+    """`ELBOModule(model, guide, elbo)` whose forward on CPU tensors is traced per kind of input and
+    replayed (module docstring); anything else runs eagerly.
+
+    A kind is the inputs' shapes, dtypes and devices, the modules' train/eval mode and whether
+    gradients are on. Its first `trace_after` calls run eagerly (the first under Pyro's validation,
+    when on, checks the structure), then it is traced: tracing costs about as much as the Python
+    of a hundred eager steps of the default networks, which a short run (or a test) never earns
+    back. The replay runs TorchScript's graph as recorded, without its optimisations (which would
+    round the gradients differently): its losses and gradients are the eager ones bit for bit, so
+    when a run starts replaying changes none of its numbers. With validation on, a replayed loss
+    that is not finite is computed again eagerly from the same random state, so that validation
+    names the parameter that became invalid, as an eager step does; reading a CPU loss is no sync.
+    """
+
+    TRACED_DEVICES = frozenset({"cpu"})
+    TRACE_AFTER = 100  # eager calls of a kind before it is traced
+    MAX_KINDS = 8  # kinds traced at most; the others run eagerly
+
+    def __init__(self, model, guide, elbo: SyncFreeTraceEnum_ELBO):
+        super().__init__(model, guide, elbo)
+        self.trace_after = self.TRACE_AFTER
+        self.calls: dict[tuple, int] = {}  # eager calls of each kind so far
+        self.traces: dict[tuple, torch.jit.ScriptModule | None] = {}  # None: that kind stays eager
+
+    def forward(self, *args, **kwargs) -> torch.Tensor:
+        kind = self._kind(args, kwargs)
+        if kind is None:
+            return super().forward(*args, **kwargs)
+        if kind not in self.traces:
+            calls = self.calls[kind] = self.calls.get(kind, 0) + 1
+            if calls <= self.trace_after:
+                return super().forward(*args)
+            self.traces[kind] = self._trace(kind, args)
+        traced = self.traces[kind]
+        if traced is None:
+            return super().forward(*args)
+        rng = torch.get_rng_state() if is_validation_enabled() else None
+        with torch.jit.optimized_execution(False):
+            loss = traced(*args)
+        if rng is not None and not torch.isfinite(loss):
+            torch.set_rng_state(rng)
+            return super().forward(*args)  # raises validation's error, or returns the same loss
+        return loss
+
+    def _kind(self, args, kwargs) -> tuple | None:
+        if kwargs or not args:
+            return None
+        if not all(torch.is_tensor(a) and a.device.type in self.TRACED_DEVICES for a in args):
+            return None
+        inputs = tuple((a.shape, a.dtype, a.device) for a in args)
+        return inputs, self.model.training, self.guide.training, torch.is_grad_enabled()
+
+    def _trace(self, kind: tuple, args) -> torch.jit.ScriptModule | None:
+        if len(self.traces) >= self.MAX_KINDS:
+            logger.info(f"the ELBO has traced {self.MAX_KINDS} kinds of input; inputs {kind[0]} run eagerly")
+            return None
+        with _untouched(self):
+            traced, why = _trace(ELBOModule(self.model, self.guide, self.elbo), args)
+        if traced is None:
+            logger.warning(f"the ELBO could not be traced ({why}); it runs eagerly: the same loss, slower steps")
+        return traced
+
+    def __getstate__(self):
+        # Traces are a cache of this process; a copy (or a spawned worker) traces its own.
+        return {**self.__dict__, "traces": {}, "calls": {}}
+
+
+@contextlib.contextmanager
+def _untouched(module: torch.nn.Module):
+    """A block that leaves no trace in a run: its draws come from a forked generator, and the
+    module's buffers (BatchNorm's running statistics) are restored at its end."""
+    buffers = list(module.buffers())
+    saved = [b.clone() for b in buffers]
+    with torch.random.fork_rng(devices=[]):
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for buffer, value in zip(buffers, saved):
+                    buffer.copy_(value)
+
+
+def _trace(module: ELBOModule, args) -> tuple[torch.jit.ScriptModule | None, str]:
+    """(the module traced on `args`, "") or (None, why not)."""
+    try:
+        with pyro.validation_enabled(False), torch.jit.optimized_execution(False), warnings.catch_warnings():
+            # The trace freezes shapes and Python branches: what a kind of input fixes.
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            warnings.filterwarnings("ignore", message=r"`torch\.jit\.trace", category=FutureWarning)  # see above
+            traced = torch.jit.trace(module, args, check_trace=False)
+    except Exception as error:  # a program torch.jit.trace cannot record, or a torch without it
+        return None, f"{type(error).__name__}: {(str(error).strip() or '-').splitlines()[0]}"
+    if not _shares_state(traced, module):
+        return None, "its trace holds copies of the weights"
+    return traced, ""
+
+
+def _shares_state(traced: torch.nn.Module, module: torch.nn.Module) -> bool:
+    """Whether the trace reads the module's own weights and buffers (which training updates in place)."""
+    return all(
+        set(map(id, getattr(traced, kind)())) == set(map(id, getattr(module, kind)()))
+        for kind in ("parameters", "buffers")
+    )
+
+
 # Every registered pair: tests/train/test_elbo.py proves each equal to TraceEnum_ELBO.
 PROVEN_PAIRS = frozenset((MODELS[model_name], guide_cls) for (model_name, _), guide_cls in GUIDES.items())
 
@@ -220,8 +354,8 @@ PROVEN_PAIRS = frozenset((MODELS[model_name], guide_cls) for (model_name, _), gu
 def elbo_module(model, guide, *, jit: bool = False, levers: Levers | None = None) -> ELBOModule:
     """The loss module `loss_fn(x) -> -ELBO` that training optimises for this (model, guide) pair.
 
-    The sync-free ELBO for a proven pair, JitTraceEnum_ELBO with `jit`, else TraceEnum_ELBO with a
-    warning. The `levers` exist in the sync-free ELBO only.
+    The sync-free ELBO for a proven pair (a TracedELBOModule: traced on a CPU), JitTraceEnum_ELBO
+    with `jit`, else TraceEnum_ELBO with a warning. The `levers` exist in the sync-free ELBO only.
     """
     levers = levers or Levers()
     if levers.on:
@@ -239,14 +373,14 @@ def elbo_module(model, guide, *, jit: bool = False, levers: Levers | None = None
                 "`set_mix_weight` pulls p(d | beta) to the set's mix, which needs `cluster_weights` global "
                 f"(a model whose p(d | beta) depends on beta), not {type(model).__name__} with fixed weights"
             )
-        return SyncFreeTraceEnum_ELBO(max_plate_nesting=2, levers=levers)(model, guide)
+        return TracedELBOModule(model, guide, SyncFreeTraceEnum_ELBO(max_plate_nesting=2, levers=levers))
     if jit:
         # The JIT ELBO checks its traced graph against the eager one; one warning is enough.
         return JitTraceEnum_ELBO(max_plate_nesting=2, ignore_jit_warnings=True, strict_enumeration_warning=False)(
             model, guide
         )
     if (type(model), type(guide)) in PROVEN_PAIRS:
-        return SyncFreeTraceEnum_ELBO(max_plate_nesting=2)(model, guide)
+        return TracedELBOModule(model, guide, SyncFreeTraceEnum_ELBO(max_plate_nesting=2))
     warnings.warn(
         f"{type(model).__name__} with {type(guide).__name__} is not proven for the sync-free ELBO "
         "(tests/train/test_elbo.py): training with TraceEnum_ELBO, which syncs with the host every step",

@@ -264,7 +264,7 @@ def class_path(cls: type) -> str:
 def described(value) -> str:
     if isinstance(value, type):
         return f"the class {value.__module__}.{value.__qualname__}"
-    return f"a {type(value).__name__}"
+    return f"a value of type {type(value).__name__}"
 
 
 def _load_entry_point(model_name: str, guide_name: str) -> bool:

@@ -14,27 +14,39 @@ import torch
 
 from tests.conftest import ROOT, install_distribution
 from ugvae.errors import GuideUnavailable, RunError
-from ugvae.guide import GUIDES, UGVAEGuide, register
+from ugvae.guide import GUIDES, register, registry
 from ugvae.train import fit
 from ugvae.trained import Run, load_run
 
 MARKER_MODULE = "import pathlib\npathlib.Path({marker!r}).write_text('imported')\n"
 
 
-class MeanPoolGuide(UGVAEGuide):
-    pass
+USER_MODULE = "from ugvae.guide import UGVAEGuide\n\n\nclass MeanPoolGuide(UGVAEGuide):\n    pass\n"
 
 
 @pytest.fixture(scope="module")
-def registered_run(tmp_path_factory):
+def user_code(tmp_path_factory):
+    """A folder holding the user's module `planted_user` with its guide `MeanPoolGuide`, imported."""
+    folder = tmp_path_factory.mktemp("user")
+    (folder / "planted_user.py").write_text(USER_MODULE)
+    sys.path.insert(0, str(folder))
+    import planted_user
+
+    yield folder, planted_user.MeanPoolGuide
+    sys.path.remove(str(folder))
+    sys.modules.pop("planted_user", None)
+
+
+@pytest.fixture(scope="module")
+def registered_run(tmp_path_factory, user_code):
     """A finished run of a guide registered at run time, which this process then forgets."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    before = dict(GUIDES)
+    before, sources = dict(GUIDES), dict(registry._sources)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # unproven: trains with TraceEnum_ELBO
         run = fit(
-            guide=MeanPoolGuide,
+            guide=user_code[1],
             runs_dir=str(tmp_path_factory.mktemp("runs")),
             dataset="synthetic:40",
             epochs=1,
@@ -45,6 +57,7 @@ def registered_run(tmp_path_factory):
             hidden=8,
         )
     GUIDES.clear(), GUIDES.update(before)
+    registry._sources.clear(), registry._sources.update(sources)
     torch.set_num_threads(threads)
     return run.run_dir
 
@@ -76,12 +89,34 @@ def test_a_run_whose_guide_is_missing_is_one_line_naming_it_and_both_ways_to_pro
     )
 
 
-def test_registered_again_the_run_opens_and_embeds(registered_run, guides_restored):
-    register(MeanPoolGuide, model="ugvae", name="mean-pool")  # what the message above says
+def test_registered_again_the_run_opens_and_embeds(registered_run, user_code, guides_restored):
+    register(user_code[1], model="ugvae", name="mean-pool")  # what the message above says
     run = load_run(registered_run)
-    assert type(run.guide) is MeanPoolGuide
+    assert type(run.guide) is user_code[1]
     embedded = run.embed(torch.rand(2, 5, 1, 28, 28))
     assert embedded.beta_loc.shape == (2, 2)
+
+
+@pytest.mark.slow
+def test_a_new_process_does_what_the_message_says(registered_run, user_code):
+    code = (
+        f"import sys; sys.path.insert(0, {ROOT!r}); import _checkout; _checkout.use_checkout()\n"
+        "import torch, ugvae\n"
+        "try:\n"
+        f"    ugvae.load_run({registered_run!r})\n"
+        "except ugvae.UGVAEError as error:\n"
+        "    print(error)\n"
+        "from planted_user import MeanPoolGuide\n"
+        "ugvae.guide.register(MeanPoolGuide, model='ugvae', name='mean-pool')\n"
+        f"run = ugvae.load_run({registered_run!r})\n"
+        "print(type(run.guide).__name__, tuple(run.embed(torch.rand(2, 5, 1, 28, 28)).beta_loc.shape))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(user_code[0]), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    refused, opened = proc.stdout.splitlines()[-2:]
+    assert "'mean-pool' of model ugvae (registered at run time from planted_user:MeanPoolGuide)" in refused
+    assert opened == "MeanPoolGuide (2, 2)"
 
 
 def test_an_entry_point_run_names_its_distribution_when_missing_and_notes_another_version(

@@ -68,7 +68,7 @@ class Run:
     # id are its own (trained/checkpoint/upgrade.py).
     owns_unnamed_checkpoints: bool = False
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
-    guide_source: GuideSource | None = None  # None: found (or loaded) by name now
+    guide_source: GuideSource | None = None  # where the guide comes from; None: looked up by name here
 
     def __post_init__(self):
         self.guide_name = self.train_cfg.guide or default_guide(self.train_cfg.model)

@@ -35,10 +35,15 @@ _API = {
     "UGVAEError": ".errors",
 }
 
+# subpackages reached as attributes (`ugvae.guide.register`) without importing them first
+_SUBPACKAGES = {"model", "guide", "data", "trained", "train", "experiments"}
+
 __all__ = list(_API)
 
 
 def __getattr__(name: str):
+    if name in _SUBPACKAGES:
+        return importlib.import_module(f".{name}", __name__)
     if name not in _API:
         raise AttributeError(f"module 'ugvae' has no attribute {name!r}")
     value = getattr(importlib.import_module(_API[name], __name__), name)

@@ -25,6 +25,21 @@ class UnknownName(ConfigError):
     """A model, guide or dataset name that is not registered; the message lists the choices."""
 
 
+class GuideUnavailable(UnknownName):
+    """A guide name that neither ugvae, nor this process, nor an installed package provides (or
+    whose package fails to load); the message names the guide and how to provide it."""
+
+
+class GuideContractError(UGVAEError, ValueError):
+    """A guide that breaks the contract of guide/base.py; `problems` holds one line per fault, each
+    naming the site or method and the fix (guide/check.py)."""
+
+    def __init__(self, guide: str, problems: list[str]):
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"{guide} breaks the guide contract ({len(problems)} problem(s)):\n{lines}")
+        self.problems = problems
+
+
 class DataError(UGVAEError, ValueError):
     """Data that cannot be read or used: a missing dataset, a corrupt file, images of the wrong shape."""
 

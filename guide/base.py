@@ -1,12 +1,35 @@
-"""What every guide offers the rest of the package, beyond being a Pyro program over the sites of
-`model/ugvae.py` (z, and where the model has them d and beta).
+"""What every guide offers the rest of the package, and what `check_guide` (guide/check.py) checks.
+
+A guide is a Pyro program `forward(x)` over the latent sites of its model, with the model's
+names, plates and shapes (the table in `model/ugvae.py`):
+
+    sites     every latent site of the model (z, and where the model has them d and beta), each
+              under its own name; no observed site
+    plates    `groups` at dim -2, `samples` at dim -1, the model's: beta in `groups` only (one per
+              group), z and d in both. To enter `samples` twice, build the plate object once,
+              `samples = pyro.plate("samples", B, dim=-1)`, and enter it twice (`with samples:`);
+              a second `pyro.plate("samples", ...)` is a second site of that name, which Pyro refuses
+    d         enumerated in parallel, `infer={"enumerate": "parallel"}`, so that the ELBO sums over
+              its K values exactly (eq. 10-11); its q(d | .) may read z's value and beta may read
+              pi(z), but nothing outside the samples plate may read d's value
+
+and the posterior summaries that experiments and `embed` read:
 
     local_posterior(x)  -> LocalPosterior(z_loc, z_scale, pi)    q(z_i | x_i), and q(d_i | z_i) at z_loc
     global_posterior(x) -> GlobalPosterior(loc, scale)           q(beta | X), with Z at E q(Z | X)
 
 x is (G, B, C, H, W) floats in [0, 1]; z_loc and z_scale are (G, B, z_dim), pi (G, B, K) or None
 for a guide without clusters, loc and scale (G, beta_dim). Class-level facts say which parts
-exist, so callers ask `guide.has_global_latent` rather than probe for methods.
+exist, so callers ask `guide.has_global_latent` rather than probe for methods, and two more say
+where a guide belongs:
+
+    model_name          the registry name of its model; a guide from an entry point must declare it
+    proven_sync_free    set by the author, on the class itself, once `check_guide(cls, cfg,
+                        elbo=True)` passed: train with the sync-free ELBO (train/elbo.py), not
+                        TraceEnum_ELBO. A subclass is another program and does not inherit it.
+
+`__init__(cfg)` may read values, such as a statistic of data: the memory check counts a guide's
+parameters on the meta device, and builds a guide whose `__init__` fails there once on the CPU.
 """
 
 from __future__ import annotations
@@ -54,6 +77,13 @@ class Guide(PyroModule):
 
     has_global_latent: ClassVar[bool] = False
     has_mixture: ClassVar[bool] = False
+    model_name: ClassVar[str | None] = None
+    proven_sync_free: ClassVar[bool] = False
+
+    @classmethod
+    def declares_proven_sync_free(cls) -> bool:
+        """Whether this very class (not a parent) declares `proven_sync_free`."""
+        return cls.__dict__.get("proven_sync_free", False) is True
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()

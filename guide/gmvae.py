@@ -19,6 +19,7 @@ from .base import Guide
 
 
 class GMVAEGuide(Guide):
+    model_name = "gmvae"
     has_mixture = True
 
     def __init__(self, cfg: ModelConfig):

@@ -20,6 +20,7 @@ from .base import Guide
 
 
 class MLVAEGuide(Guide):
+    model_name = "mlvae"
     has_global_latent = True
 
     def __init__(self, cfg: ModelConfig):

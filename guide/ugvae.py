@@ -38,6 +38,7 @@ from .base import Guide
 
 
 class UGVAEGuide(Guide):
+    model_name = "ugvae"
     has_global_latent = True
     has_mixture = True
     cluster_reads_z = True  # q(d | z); an ablation may read the image features instead

@@ -16,6 +16,8 @@ from .base import Guide
 
 
 class VAEGuide(Guide):
+    model_name = "vae"
+
     def forward(self, x: torch.Tensor):
         G, B = x.shape[:2]
         _, z_loc, z_scale = self.encode(x)

@@ -131,3 +131,26 @@ def fill(folder, leave: int = 0):
                 f.flush()
         except OSError as e:
             assert e.errno == errno.ENOSPC
+
+
+@pytest.fixture
+def guides_restored():
+    """The guide registry as it was before the test: what a test registers or loads stays in it."""
+    from ugvae.guide import registry
+
+    guides, sources = dict(registry.GUIDES), dict(registry._sources)
+    yield registry
+    registry.GUIDES.clear(), registry.GUIDES.update(guides)
+    registry._sources.clear(), registry._sources.update(sources)
+
+
+def install_distribution(site, name: str, version: str, entry_points: dict[str, str], modules: dict[str, str]):
+    """What `pip install` leaves in `site` for a distribution `name` that declares `entry_points`
+    (guide name -> "module:Class") in the group ugvae.guides and holds `modules` (name -> source)."""
+    info = site / f"{name.replace('-', '_')}-{version}.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+    lines = "".join(f"{guide} = {target}\n" for guide, target in entry_points.items())
+    (info / "entry_points.txt").write_text(f"[ugvae.guides]\n{lines}")
+    for module, source in modules.items():
+        (site / f"{module}.py").write_text(source)

@@ -7,6 +7,7 @@ test environment's own packages, and run from a directory that is not the checko
 holds modules named like the package's parts, as a user's project often does.
 """
 
+import json
 import os
 import shutil
 import subprocess
@@ -121,3 +122,86 @@ def version() -> str:
     import ugvae
 
     return ugvae.__version__
+
+
+GUIDE_PACKAGE = {
+    "pyproject.toml": """\
+[build-system]
+requires = ["setuptools>=61"]
+build-backend = "setuptools.build_meta"
+
+[project]
+name = "mine-guides"
+version = "0.1.0"
+
+[project.entry-points."ugvae.guides"]
+mine = "mine_guides:MineGuide"
+
+[tool.setuptools]
+py-modules = ["mine_guides"]
+""",
+    "mine_guides.py": '''"""A guide of a package of the user's, declared under the entry-point group ugvae.guides."""
+
+from ugvae.guide import UGVAEGuide
+
+
+class MineGuide(UGVAEGuide):
+    """The structured guide under another name (model_name "ugvae", inherited)."""
+''',
+}
+
+
+@pytest.mark.slow
+def test_a_guide_of_another_installed_package_trains_and_opens_in_new_processes(wheel, tmp_path):
+    """Issue 27: a run of a guide that an installed package declares opens in a new process, by
+    `load_run` and by every command; nothing of the checkout is on the path."""
+    source = tmp_path / "mine-guides"
+    source.mkdir()
+    for name, text in GUIDE_PACKAGE.items():
+        (source / name).write_text(text)
+    dist = tmp_path / "dist"
+    pip = [sys.executable, "-m", "pip"]
+    subprocess.run(
+        [*pip, "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(dist), str(source)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    (guide_wheel,) = dist.glob("mine_guides-*.whl")
+    target = tmp_path / "site"
+    install = [*pip, "install", "-q", "--no-deps", "--no-index", "--target", str(target), str(wheel), str(guide_wheel)]
+    subprocess.run(install, check=True, capture_output=True, timeout=300)
+    project = tmp_path / "project"
+    project.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(target), "OMP_NUM_THREADS": "1"}
+
+    def call(*argv):
+        proc = subprocess.run(argv, cwd=project, env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return proc.stdout
+
+    sizes = "dataset='synthetic:40', epochs=1, group_size=8, z_dim=2, beta_dim=2, K=3, hidden=16"
+    run_dir = call(
+        sys.executable, "-c", f"import ugvae\nprint(ugvae.fit(guide='mine', {sizes}, runs_dir='runs').run_dir)"
+    ).splitlines()[-1]
+    with open(project / run_dir / "config.json") as f:
+        saved = json.load(f)
+    assert saved["guide_name"] == "mine" and saved["guide_source"] == {
+        "kind": "entry point",
+        "distribution": "mine-guides",
+        "version": "0.1.0",
+        "defined_in": "mine_guides:MineGuide",
+    }
+    embedded = call(
+        sys.executable,
+        "-c",
+        "import sys, torch, ugvae\n"
+        f"assert ugvae.__file__.startswith({str(target)!r}), ugvae.__file__\n"
+        f"run = ugvae.load_run({run_dir!r})\n"
+        "print(type(run.guide).__name__, tuple(run.embed(torch.rand(2, 5, 1, 28, 28)).beta_loc.shape))\n",
+    )
+    assert "MineGuide (2, 2)" in embedded
+    command = str(target / "bin" / "ugvae")
+    assert "ugvae/mine on synthetic:40" in call(command, "evaluate", "--run", run_dir, "--samples", "2")
+    flags = ["--dataset", "synthetic:40", "--hidden", "16", "--z-dim", "2", "--beta-dim", "2", "--K", "3", "-B", "8"]
+    call(command, *flags, "--epochs", "1", "--guide", "mine", "--device", "cpu", "--quiet")

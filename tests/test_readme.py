@@ -1,10 +1,12 @@
 """README's Python example runs as written, from a folder holding a `my-sets/` of image sets."""
 
+import json
 import os
 import re
 import subprocess
 import sys
 
+import pyro
 import pytest
 from PIL import Image
 
@@ -33,3 +35,34 @@ def test_the_python_example_of_the_readme_runs_as_written(tmp_path):
     assert lines[0].startswith("['alice' 'bob'] (2, 10)")
     assert "['alice', 'bob'] torch.Size([2, 8, 1, 28, 28])" in proc.stdout
     assert os.path.isdir(tmp_path / "runs")
+
+
+def readme_block(marker: str) -> str:
+    text = open(os.path.join(ROOT, "README.md")).read()
+    return re.search(rf"<!-- {marker} -->\n```python\n(.*?)```", text, re.S)[1]
+
+
+def test_the_guide_example_checks_and_trains_a_guide_of_its_own(tmp_path, monkeypatch, guides_restored, capsys):
+    monkeypatch.chdir(tmp_path)
+    namespace = {"__name__": "readme_guide_example"}
+    with pytest.warns(UserWarning, match="BetaFromPiGuide is not proven equal under the sync-free ELBO"):
+        exec(readme_block("guide-example"), namespace)
+    assert "BetaFromPiGuide keeps the guide contract of model ugvae" in capsys.readouterr().out
+    run = namespace["run"]
+    assert run.guide_name == "beta-from-pi" and os.path.isfile(run.path("summary.json"))
+    with open(run.path("config.json")) as f:
+        assert json.load(f)["guide_source"] == {
+            "kind": "registered at run time",
+            "defined_in": "readme_guide_example:BetaFromPiGuide",
+        }
+
+
+def test_the_autoguide_recipe_fits_an_autoguide_against_a_trained_run(small_run):
+    namespace = {"RUN": small_run}
+    exec(readme_block("autoguide-example"), namespace)
+    losses, svi, guide, run = (namespace[k] for k in ("losses", "svi", "guide", "run"))
+    assert sum(losses[-10:]) / 10 < sum(losses[:10]) / 10  # the ELBO improves
+    held = set(svi.optim.optim_objs)  # what Pyro's optimiser updates
+    autoguide = {pyro.get_param_store().get_param(name).unconstrained() for name in pyro.get_param_store()}
+    assert autoguide and autoguide <= held and all(name.startswith("AutoNormal.") for name in pyro.get_param_store())
+    assert not {p for p in run.model.parameters()} & held  # the model stays as trained

@@ -2,6 +2,7 @@
 
     run = fit(dataset="mnist", epochs=50, z_dim=3)          # fields of TrainConfig and ModelConfig
     run = fit(TrainConfig(dataset="mnist"), ModelConfig(x_shape=(1, 28, 28), z_dim=3))
+    run = fit(dataset="mnist", guide=MineGuide)             # a guide of your own (guide/registry.py)
     run = resume("runs/mnist-ugvae-...", epochs=100)       # continue it, or extend it to 100 epochs
 
 Both pick the driver from the launch options: none trains on one device (train/loop.py), a
@@ -25,7 +26,8 @@ from dataclasses import asdict, fields, replace
 import pyro
 
 from ..errors import ConfigError, RunError
-from ..guide import build
+from ..guide import build, guide_class
+from ..guide.registry import registered_name
 from ..model import ModelConfig, check_extensions
 from ..trained.checkpoint import never_checkpointed
 from ..trained.config import LaunchConfig, RunLocation, TrainConfig, check_memory, resolve_device
@@ -43,6 +45,9 @@ def configs(train_cfg: TrainConfig | None, model_cfg: ModelConfig | None, values
     unknown = sorted(set(values) - TRAIN_FIELDS - MODEL_FIELDS)
     if unknown:
         raise ConfigError(f"{', '.join(f'`{k}`' for k in unknown)} is no field of TrainConfig or ModelConfig")
+    if "guide" in values:  # a Guide subclass is registered, and the run records its name
+        model = values.get("model", train_cfg.model if train_cfg else TrainConfig.model)
+        values = {**values, "guide": registered_name(values["guide"], model)}
     train_values = {k: v for k, v in values.items() if k in TRAIN_FIELDS}
     model_values = {k: v for k, v in values.items() if k in MODEL_FIELDS}
     train_cfg = replace(train_cfg, **train_values) if train_cfg else TrainConfig(**train_values)
@@ -58,6 +63,7 @@ def prepare(train_cfg: TrainConfig | None = None, model_cfg: ModelConfig | None 
     data's image shape.
     """
     train_cfg, model_cfg, model_values = configs(train_cfg, model_cfg, values)
+    guide_class(train_cfg.model, train_cfg.guide)  # an unknown guide is refused before any data is read
     check_extensions(train_cfg.model, asdict(model_cfg) if model_cfg is not None else model_values)
     device = resolve_device(train_cfg.device)
     if model_cfg is not None:
@@ -95,7 +101,10 @@ def fit(
     """Train a new run in `run_dir` (which must not exist) or in a fresh directory under `runs_dir`.
 
     `values` are fields of TrainConfig and ModelConfig; model sizes without `x_shape` take the
-    data's image shape. `lightning_callbacks` go to Lightning's Trainer (with `launch` only).
+    data's image shape. `guide` is a guide's name or a subclass of ugvae.guide.Guide for `model`
+    (registered under its own name, guide/registry.py). A Pyro AutoGuide is refused: it is not
+    amortised, so a run could not embed new groups; README, "Pyro AutoGuides", fits one against a
+    trained run instead. `lightning_callbacks` go to Lightning's Trainer (with `launch` only).
     """
     RunLocation(runs_dir, run_dir)  # checked before any data is read
     if launch is not None:

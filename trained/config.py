@@ -21,7 +21,8 @@ import torch
 from ..data.registry import DEFAULT_DATA_DIR, check_dataset_name
 from ..data.sampling import parse_mix, parse_spec
 from ..errors import ConfigError, UGVAEError
-from ..guide.registry import GUIDES, guide_class
+from ..guide.registry import ENTRY_POINT_GROUP, SHIPPED, check_guide_name, check_model, guide_class
+from ..model import MODELS
 from ..settings import Settings, from_json, seed_setting, setting, shown
 
 # Far above any run of the paper (200 epochs, B = 128, G = 16), far below any overflow.
@@ -64,9 +65,10 @@ class Levers(Settings):
 
 def guide_names() -> str:
     by_model: dict[str, list[str]] = {}
-    for model, guide in GUIDES:
+    for model, guide in SHIPPED:
         by_model.setdefault(model, []).append(guide)
-    return "; ".join(f"{model}: {', '.join(guides)}" for model, guides in by_model.items())
+    shipped = "; ".join(f"{model}: {', '.join(guides)}" for model, guides in by_model.items())
+    return f"{shipped}; or a guide an installed package provides (entry-point group {ENTRY_POINT_GROUP})"
 
 
 def check_device_name(name: str) -> None:
@@ -97,7 +99,11 @@ class TrainConfig(Levers):
     )
     model: str = setting("ugvae", "ugvae, vae, gmvae or mlvae", section=MODEL)
     guide: str | None = setting(
-        None, f"variational family, by model: {guide_names()}", default_is="the model's first", section=MODEL
+        None,
+        f"variational family, by model: {guide_names()}",
+        default_is="the model's first",
+        rule=check_guide_name,
+        section=MODEL,
     )
     epochs: int = setting(
         200,
@@ -191,9 +197,11 @@ class TrainConfig(Levers):
     )
 
     def cross_field_problems(self) -> list[str]:
+        # Whether the guide exists is asked where a run is made or opened (trained/run.py): opening
+        # a run whose guide is missing says how to provide it, and reads no entry point before.
         problems = []
         try:
-            guide_class(self.model, self.guide)
+            check_model(self.model)
         except UGVAEError as e:
             problems.append(str(e))
         if self.group_size < 2 and self.model != "vae":
@@ -310,17 +318,14 @@ def resolve_device(name: str | torch.device) -> torch.device:
 def training_bytes(model_cfg, train_cfg: TrainConfig) -> tuple[int, int]:
     """(peak bytes of a training step, parameters) of `model_cfg` trained under `train_cfg`.
 
-    The parameters are counted on the networks themselves, built on the meta device (which
-    allocates nothing): K x z_dim cluster networks, encoders, decoder. Each float32 parameter
-    is held four times during a step: the weight, its gradient and Adam's two moments. The
-    activations kept for the backward pass are estimated per sample (images in and out, the
-    hidden layers, K enumerated components of z) and per group (K cluster networks on beta).
+    The parameters are counted on the networks themselves (`parameter_count`): K x z_dim cluster
+    networks, encoders, decoder. Each float32 parameter is held four times during a step: the
+    weight, its gradient and Adam's two moments. The activations kept for the backward pass are
+    estimated per sample (images in and out, the hidden layers, K enumerated components of z) and
+    per group (K cluster networks on beta).
     """
-    from ..guide import build, default_guide  # the guide registry builds networks: only when asked
-
-    with torch.device("meta"):
-        model, guide = build(model_cfg, train_cfg.model, train_cfg.guide or default_guide(train_cfg.model))
-    parameters = sum(p.numel() for module in (model, guide) for p in module.parameters())
+    guide = guide_class(train_cfg.model, train_cfg.guide)
+    parameters = parameter_count(MODELS[train_cfg.model], model_cfg) + parameter_count(guide, model_cfg)
     groups = train_cfg.groups_per_step
     samples = train_cfg.group_size * groups
     per_sample = 4 * model_cfg.x_dim + 4 * model_cfg.hidden + model_cfg.K * (4 * model_cfg.z_dim + 2)
@@ -328,6 +333,24 @@ def training_bytes(model_cfg, train_cfg: TrainConfig) -> tuple[int, int]:
         per_sample += 6 * (32 * 32 * 32 + 32 * 16 * 16 + 64 * 8 * 8 + 64 * 4 * 4 + 256)
     per_group = model_cfg.K * (2 * model_cfg.hidden + 4 * model_cfg.z_dim)
     return 4 * (4 * parameters + 2 * (samples * per_sample + groups * per_group)), parameters
+
+
+def parameter_count(module_cls, model_cfg) -> int:
+    """The parameters of `module_cls(model_cfg)`, built on the meta device, which allocates nothing.
+
+    A guide of the user's may read values in `__init__` (a statistic of data, say), which the meta
+    device cannot give: such a guide is built once on the CPU instead, outside the run's random
+    stream. Parameters a module creates lazily, on its first input, are not counted.
+    """
+    try:
+        with torch.device("meta"):
+            module = module_cls(model_cfg)
+    except Exception:
+        if module_cls in (*MODELS.values(), *SHIPPED.values()):
+            raise  # the shipped networks build on meta: a failure is a bug, not a reading guide
+        with torch.device("cpu"), torch.random.fork_rng(devices=[]):
+            module = module_cls(model_cfg)
+    return sum(p.numel() for p in module.parameters() if not torch.nn.parameter.is_lazy(p))
 
 
 def check_memory(model_cfg, train_cfg: TrainConfig, device: torch.device | str = "cpu"):

@@ -9,6 +9,8 @@ reads config.json once). Everything else asks the Run:
     train_cfg    how the run is trained (trained/config.py)
     model_name   registry names; the guide's default is resolved here, once
     guide_name
+    guide_source where the guide comes from (shipped, an entry point, registered at run time;
+                 guide/registry.py), found when the Run is made or opened
     run_id       a random id that every checkpoint repeats (trained/checkpoint/)
     launch       Lightning's launch options and world size, or None for a run on one device
 
@@ -17,6 +19,11 @@ The directory holds config.json (the above), checkpoints/ (trained/checkpoint/),
 answers for its model: `run.model` and `run.guide` hold the weights of its newest good
 checkpoint (eval mode, on `run.device`), and `embed`, `sample`, `reconstruct` and `evaluate`
 apply them to new data (trained/inference.py, trained/evaluation.py).
+
+A run's guide need not ship with ugvae: config.json records its name and where it came from, and
+opening the run finds it by name among the shipped, the registered and the installed guides,
+never by importing what config.json names; a guide found nowhere is one line saying how to
+provide it (GuideUnavailable).
 
 Runs made before run ids have none in config.json: they take the id their checkpoints carry
 (`adopt_id`), which `ugvae upgrade` gives the checkpoints of such a run, and config.json records
@@ -37,7 +44,8 @@ import torch
 
 from ..errors import ConfigError, DataError, RunError
 from ..files import read_json, write_json
-from ..guide import Guide, build, default_guide
+from ..guide import Guide, GuideSource, build, default_guide, guide_source
+from ..guide.registry import run_guide_source
 from ..model import ModelConfig
 from ..settings import shown
 from .checkpoint import Checkpoint, expect, latest, load
@@ -60,9 +68,12 @@ class Run:
     # id are its own (trained/checkpoint/upgrade.py).
     owns_unnamed_checkpoints: bool = False
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    guide_source: GuideSource | None = None  # where the guide comes from; None: looked up by name here
 
     def __post_init__(self):
         self.guide_name = self.train_cfg.guide or default_guide(self.train_cfg.model)
+        if self.guide_source is None:
+            self.guide_source = guide_source(self.model_name, self.guide_name)
         self._trained: tuple | None = None  # (model, guide, step) once loaded
 
     @property
@@ -93,21 +104,26 @@ class Run:
             if "lightning" in saved:
                 launch = LaunchConfig.from_dict(saved["lightning"])
                 world_size = saved["lightning"].get("world_size")
-            return cls(
-                model_cfg=ModelConfig.from_dict(saved["model"]),
-                train_cfg=TrainConfig.from_dict(saved["train"]),
-                run_dir=run_dir,
-                run_id=run_id,
-                launch=launch,
-                world_size=world_size,
-                owns_unnamed_checkpoints=saved.get("owns_unnamed_checkpoints", False) is True,
-                device=device,
-            )
+            model_cfg = ModelConfig.from_dict(saved["model"])
+            train_cfg = TrainConfig.from_dict(saved["train"])
+            recorded = GuideSource.from_dict(saved["guide_source"]) if "guide_source" in saved else None
         except DataError as e:
             raise RunError(f"{e}; restore it from a copy or start a new run") from None
         except (KeyError, TypeError, ValueError) as e:
             what = f"it lacks {e}" if isinstance(e, KeyError) else str(e) or type(e).__name__
             raise RunError(f"{path} is corrupt ({what}); restore it from a copy or start a new run") from None
+        guide_name = train_cfg.guide or default_guide(train_cfg.model)
+        return cls(
+            model_cfg=model_cfg,
+            train_cfg=train_cfg,
+            run_dir=run_dir,
+            run_id=run_id,
+            launch=launch,
+            world_size=world_size,
+            owns_unnamed_checkpoints=saved.get("owns_unnamed_checkpoints", False) is True,
+            device=device,
+            guide_source=run_guide_source(train_cfg.model, guide_name, recorded, run_dir),
+        )
 
     def config_payload(self) -> dict:
         payload = {
@@ -116,6 +132,7 @@ class Run:
             "train": self.train_cfg.to_dict(),
             "model_name": self.model_name,
             "guide_name": self.guide_name,
+            "guide_source": self.guide_source.to_dict(),
         }
         if self.launch is not None:
             payload["lightning"] = {**self.launch.to_dict(), "world_size": self.world_size}

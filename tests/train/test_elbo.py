@@ -1,4 +1,5 @@
-"""SyncFreeTraceEnum_ELBO is TraceEnum_ELBO, value and gradients, for every registered pair, without host syncs."""
+"""SyncFreeTraceEnum_ELBO is TraceEnum_ELBO, value and gradients, for every shipped pair, without host syncs;
+those pairs are PROVEN_PAIRS, and any other pair trains with TraceEnum_ELBO unless its guide opts in."""
 
 import pyro
 import pyro.distributions as dist
@@ -8,18 +9,20 @@ from pyro import poutine
 from pyro.infer import TraceEnum_ELBO
 
 from ugvae.bench.syncs import HostSyncError, host_reads_forbidden
-from ugvae.guide import GUIDES, UGVAEGuide
+from ugvae.errors import ConfigError
+from ugvae.guide import GUIDES, SHIPPED, UGVAEGuide, check_guide, register
 from ugvae.model import MODELS, ModelConfig, UGVAEModel
-from ugvae.train.elbo import SyncFreeTraceEnum_ELBO, UnsupportedStructure, make_elbo
+from ugvae.train.elbo import PROVEN_PAIRS, SyncFreeTraceEnum_ELBO, UnsupportedStructure, make_elbo
+from ugvae.trained.config import Levers
 
-PAIRS = sorted(GUIDES)
+PAIRS = sorted(SHIPPED)
 # VAE and ML-VAE have nothing to enumerate: TraceEnum_ELBO says so, as expected.
 pytestmark = pytest.mark.filterwarnings("ignore:TraceEnum_ELBO found no sample sites")
 
 
 def build_pair(pair, likelihood="gaussian"):
     cfg = ModelConfig(x_shape=(1, 6, 6), z_dim=3, beta_dim=4, K=5, hidden=16, likelihood=likelihood)
-    return MODELS[pair[0]](cfg), GUIDES[pair](cfg)
+    return MODELS[pair[0]](cfg), SHIPPED[pair](cfg)
 
 
 def loss_and_grads(elbo, model, guide, x, seed=7):
@@ -116,11 +119,50 @@ def test_a_structure_it_does_not_assemble_is_refused_by_name(tiny_cfg, change, m
         SyncFreeTraceEnum_ELBO(max_plate_nesting=2).differentiable_loss(model, guide, torch.rand(2, 3, 1, 4, 4))
 
 
-def test_make_elbo_uses_it_for_registered_pairs_and_warns_for_another_pair(tiny_cfg):
-    class UnprovenGuide(UGVAEGuide):
+def test_the_proven_pairs_are_the_shipped_pairs_this_file_proves(guides_restored):
+    """Issue 27: PROVEN_PAIRS was built from the live registry, so a guide registered before
+    `ugvae.train` was imported trained with the sync-free ELBO unproven."""
+    assert PROVEN_PAIRS == {(MODELS[model], cls) for (model, _), cls in SHIPPED.items()}
+    assert len(PROVEN_PAIRS) == len(PAIRS)
+
+    class Registered(UGVAEGuide):
         pass
 
+    register(Registered, name="registered")
+    GUIDES[("ugvae", "by-hand")] = Registered  # the issue's route
+    assert (UGVAEModel, Registered) not in PROVEN_PAIRS and ("ugvae", "by-hand") not in SHIPPED
+
+
+class UnprovenGuide(UGVAEGuide):
+    pass
+
+
+def test_another_pair_trains_with_trace_enum_elbo_after_one_warning_saying_how_to_prove_it(tiny_cfg):
     assert isinstance(make_elbo()(UGVAEModel(tiny_cfg), UGVAEGuide(tiny_cfg)).elbo, SyncFreeTraceEnum_ELBO)
-    with pytest.warns(UserWarning, match="UGVAEModel with UnprovenGuide is not proven") as caught:
+    with pytest.warns(UserWarning) as caught:
         fallback = make_elbo()(UGVAEModel(tiny_cfg), UnprovenGuide(tiny_cfg))
     assert len(caught) == 1 and type(fallback.elbo) is TraceEnum_ELBO
+    message = str(caught[0].message)
+    assert "UnprovenGuide is not proven equal under the sync-free ELBO: training with TraceEnum_ELBO" in message
+    assert "run ugvae.guide.check_guide(UnprovenGuide, model_cfg, model='ugvae', elbo=True)" in message
+    assert "once it passes, set `proven_sync_free = True` on UnprovenGuide" in message
+    with pytest.raises(ConfigError, match="`local_kl_weight` need the sync-free ELBO, but UGVAEModel with Unproven"):
+        make_elbo(levers=Levers(local_kl_weight=2.0))(UGVAEModel(tiny_cfg), UnprovenGuide(tiny_cfg))
+
+
+def test_a_guide_that_declares_itself_proven_after_the_check_trains_with_the_sync_free_elbo(tiny_cfg, recwarn):
+    assert check_guide(UnprovenGuide, tiny_cfg, elbo=True).sync_free_equal
+
+    class CheckedGuide(UnprovenGuide):
+        proven_sync_free = True  # what the warning asks for, once the check above passed
+
+    loss_fn = make_elbo()(UGVAEModel(tiny_cfg), CheckedGuide(tiny_cfg))
+    assert isinstance(loss_fn.elbo, SyncFreeTraceEnum_ELBO) and not recwarn.list
+    levered = make_elbo(levers=Levers(local_kl_weight=2.0))(UGVAEModel(tiny_cfg), CheckedGuide(tiny_cfg))
+    assert levered.elbo.levers.local_kl_weight == 2.0
+
+    class Variant(CheckedGuide):  # another program: its parent's check does not cover it
+        pass
+
+    with pytest.warns(UserWarning, match="Variant is not proven"):
+        assert type(make_elbo()(UGVAEModel(tiny_cfg), Variant(tiny_cfg)).elbo) is TraceEnum_ELBO

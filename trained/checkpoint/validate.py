@@ -242,7 +242,16 @@ def last_result(value) -> dict:
     return value
 
 
-CONFIG_KEYS = {"model", "train", "model_name", "guide_name", "run_id", "lightning", "owns_unnamed_checkpoints"}
+CONFIG_KEYS = {
+    "model",
+    "train",
+    "model_name",
+    "guide_name",
+    "guide_source",
+    "run_id",
+    "lightning",
+    "owns_unnamed_checkpoints",
+}
 
 
 def config(value) -> dict:
@@ -250,7 +259,7 @@ def config(value) -> dict:
     mapping(value, "config", len(CONFIG_KEYS))
     if not {"model", "train"} <= set(value) <= CONFIG_KEYS:
         raise Invalid(f"`config` holds {', '.join(sorted(map(shown_name, value)))}, not the sections of a config.json")
-    for section in ("model", "train", "lightning"):
+    for section in ("model", "train", "lightning", "guide_source"):
         mapping(value.get(section, {}), f"config.{section}", 64)
     for key in ("model_name", "guide_name"):
         text(value.get(key), f"config.{key}")

@@ -34,10 +34,17 @@ import sys
 from dataclasses import fields
 from typing import NamedTuple
 
-if __name__ == "__main__" and not __package__:  # `python run.py`: this checkout is the package
-    from _checkout import use_checkout
+if __name__ == "__main__" and not __package__:
+    # `python run.py` in a checkout, installed or not: this folder is the package `ugvae` (setup.cfg
+    # maps it so), imported by path so that the checkout runs its own code, whatever is installed.
+    import importlib.util
 
-    use_checkout()
+    _spec = importlib.util.spec_from_file_location(
+        "ugvae", os.path.join(os.path.dirname(os.path.abspath(__file__)), "__init__.py"), submodule_search_locations=[]
+    )
+    _spec.submodule_search_locations.append(os.path.dirname(_spec.origin))
+    sys.modules["ugvae"] = importlib.util.module_from_spec(_spec)
+    _spec.loader.exec_module(sys.modules["ugvae"])
     __package__ = "ugvae"
 
 from .flags import CliParser, LazyParser, add_quiet, add_settings, given_values, glossary_text  # noqa: E402

@@ -1,13 +1,14 @@
 """Benchmarks: Pyro's training step against a hand-written PyTorch loss of the same networks
-(train_step.py), and a whole training run by phase (run.py).
+(train_step.py), a whole training run by phase (run.py), and checkpoint input/output
+(checkpoint_io.py).
 
-They use the package as any client would (`ugvae.model`, `ugvae.train`, `ugvae.run`, ...). Run
-from a checkout as `python -m bench.train_step` or `python -m bench.run`, this folder is imported
-as `bench` and the checkout becomes `ugvae` first; installed, they are `python -m
-ugvae.bench.train_step` and `python -m ugvae.bench.run`.
+They use the installed package as any client would (`ugvae.model`, `ugvae.train`, `ugvae.run`,
+...): `python -m ugvae.bench.train_step`, or `python -m bench.train_step` from a checkout whose
+package is installed (`pip install -e .`; on a machine without network, `pip install --no-deps
+--no-build-isolation -e .`).
 """
 
-if __name__ == "bench":
-    from _checkout import use_checkout
+import importlib.util
 
-    use_checkout()
+if __name__ == "bench" and importlib.util.find_spec("ugvae") is None:
+    raise SystemExit("the benchmarks use the installed package ugvae: run `pip install -e .` in the checkout first")

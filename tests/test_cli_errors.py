@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.conftest import tiny_flags
+from tests.helpers import tiny_flags
 from ugvae import run
 from ugvae.errors import ConfigError
 from ugvae.model import ModelConfig

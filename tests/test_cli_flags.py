@@ -10,7 +10,7 @@ from dataclasses import MISSING
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 from ugvae import run
 from ugvae.experiments import cli
 from ugvae.flags import GLOSSARY, LazyParser

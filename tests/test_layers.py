@@ -5,9 +5,8 @@ import ast
 import os
 import re
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
-# What each part may import of ours; the top-level modules (errors, files, progress, settings) are
 # leaves every part may use, and flags (settings made flags) is for the command line only.
 LEAVES = {"errors", "files", "progress", "version", "settings"}
 ALLOWED = {

@@ -16,7 +16,7 @@ import zipfile
 
 import pytest
 
-from tests.conftest import ROOT, tiny_flags
+from tests.helpers import ROOT, tiny_flags
 
 
 def subpackages() -> list[str]:
@@ -205,3 +205,17 @@ def test_a_guide_of_another_installed_package_trains_and_opens_in_new_processes(
     assert "ugvae/mine on synthetic:40" in call(command, "evaluate", "--run", run_dir, "--samples", "2")
     flags = ["--dataset", "synthetic:40", "--hidden", "16", "--z-dim", "2", "--beta-dim", "2", "--K", "3", "-B", "8"]
     call(command, *flags, "--epochs", "1", "--guide", "mine", "--device", "cpu", "--quiet")
+
+
+def test_an_editable_install_holds_the_package_only():
+    """Issue 26: tests/, scripts/, notebooks/ and docs/ are no part of `ugvae`, also in the editable
+    install CI makes (`pip install -e . --config-settings editable_mode=strict`)."""
+    import importlib.util
+
+    import ugvae
+
+    if os.path.realpath(ugvae.__path__[0]) == os.path.realpath(ROOT):
+        pytest.skip("a lenient editable install maps the whole checkout; CI installs with editable_mode=strict")
+    for name in ("ugvae.tests", "ugvae.scripts", "ugvae.notebooks", "ugvae.docs"):
+        assert importlib.util.find_spec(name) is None, f"{name} is importable from the installed package"
+    assert importlib.util.find_spec("ugvae.trained.checkpoint") is not None

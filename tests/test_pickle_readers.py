@@ -12,7 +12,7 @@ import os
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 PARTS = ("model", "guide", "data", "trained", "train", "experiments", "bench")
 TOP = ("run.py", "errors.py", "files.py", "progress.py", "settings.py", "version.py", "__init__.py", "__main__.py")

@@ -10,7 +10,7 @@ import pyro
 import pytest
 from PIL import Image
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 
 def readme_example() -> str:
@@ -24,8 +24,7 @@ def test_the_python_example_of_the_readme_runs_as_written(tmp_path):
         (tmp_path / "my-sets" / name).mkdir(parents=True)
         for i in range(3):
             Image.new("L", (28, 28), color=shade + 10 * i).save(tmp_path / "my-sets" / name / f"{i}.png")
-    # The checkout under test is the package `ugvae` (as tests/conftest.py makes it here).
-    code = f"import sys; sys.path.insert(0, {ROOT!r}); import _checkout; _checkout.use_checkout()\n" + readme_example()
+    code = readme_example()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
         [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=600

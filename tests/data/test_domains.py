@@ -5,26 +5,12 @@ import pytest
 import torch
 from PIL import Image
 
+from tests.helpers import write_domain
 from ugvae.data import DataError, MixedGroups, load_dataset
 from ugvae.guide import build
 from ugvae.model import ModelConfig
 from ugvae.train import make_elbo, new_trainer
 from ugvae.trained import TrainConfig
-
-
-def write_domain(folder, count, background, size=(12, 12), mode="L", seed=0):
-    """`count` images of a random contrasting square on a uniform background: the domain is the background."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    channels = 3 if mode == "RGB" else 1
-    for i in range(count):
-        w, h = size
-        pixels = np.full((h, w, channels), background, dtype=np.int64) + rng.integers(-8, 9, (h, w, channels))
-        side = min(w, h) // 3
-        top, left = rng.integers(0, h - side), rng.integers(0, w - side)
-        pixels[top : top + side, left : left + side] = 255 - background
-        Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8).squeeze()).save(folder / f"{i:03d}.png")
-    return folder
 
 
 @pytest.fixture

@@ -5,10 +5,9 @@ import gzip
 import numpy as np
 import pytest
 
+from tests.helpers import write_idx
 from ugvae.data import DataError, load_dataset
 from ugvae.data.fashion_mnist import DEBIAN_DIR
-
-from .test_mnist import write_idx
 
 
 @pytest.mark.skipif(not DEBIAN_DIR.is_dir(), reason="dataset-fashion-mnist is not installed")

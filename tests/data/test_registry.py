@@ -117,7 +117,9 @@ def test_chunked_resizing_equals_resizing_at_once(monkeypatch):
 
 
 @pytest.mark.parametrize("name", ["mnist", "fashion-mnist", "celeba", "grouped:mnist", "mnist+digits"])
-def test_without_download_a_missing_data_dir_is_never_created(tmp_path, name):
+def test_without_download_a_missing_data_dir_is_never_created(tmp_path, name, monkeypatch):
+    # Whatever this machine has installed: no Debian Fashion-MNIST, so that the refusal is tested.
+    monkeypatch.setattr("ugvae.data.fashion_mnist.DEBIAN_DIR", tmp_path / "no-debian-dataset")
     data_dir = tmp_path / "shared-run" / "data"
     try:
         data = load_dataset(name, "test", str(data_dir), image_size=8, download=False)

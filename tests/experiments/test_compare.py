@@ -9,15 +9,13 @@ import shutil
 import matplotlib.pyplot as plt
 import pytest
 
-from tests.data.test_domains import write_domain
+from tests.helpers import tiny_train, write_domain
 from ugvae import run
 from ugvae.experiments.plotting import save_figure
 from ugvae.files import DiskFull
 from ugvae.model import ModelConfig
 from ugvae.train import fit
 from ugvae.trained import TrainConfig
-
-from .conftest import tiny_train
 
 
 @pytest.fixture(scope="module")

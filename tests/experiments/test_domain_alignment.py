@@ -6,8 +6,7 @@ import os
 import pytest
 import torch
 
-from tests.data.test_domains import write_domain
-from tests.experiments.conftest import fail_at_figure, files_under
+from tests.helpers import fail_at_figure, files_under, train_small_images, write_domain
 from ugvae import progress
 from ugvae import run as cli
 from ugvae.errors import ConfigError, RunError
@@ -15,18 +14,9 @@ from ugvae.experiments import domain_alignment
 from ugvae.experiments.domain_alignment import DomainAlignmentSettings
 from ugvae.experiments.group_features import encode_groups
 from ugvae.guide import build
-from ugvae.model import ModelConfig
-from ugvae.train import fit
-from ugvae.trained import TrainConfig, load_run
+from ugvae.trained import load_run
 
 TINY = dict(z_dim=2, beta_dim=2, K=3, hidden=16)
-
-
-def train_tiny(runs_dir, dataset, model="ugvae", epochs=3):
-    cfg = TrainConfig(
-        dataset=dataset, model=model, image_size=8, epochs=epochs, group_size=4, groups_per_step=2, lr=1e-2, log_every=1
-    )
-    return fit(cfg, ModelConfig(x_shape=(1, 8, 8), **TINY), runs_dir=str(runs_dir)).run_dir
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +30,7 @@ def mixture_runs(tmp_path_factory, folders):
     dark, bright = folders
     runs = tmp_path_factory.mktemp("runs")
     dataset = f"folder:{dark}+folder:{bright}"
-    return train_tiny(runs, dataset), train_tiny(runs, dataset, model="vae", epochs=1)
+    return train_small_images(runs, dataset), train_small_images(runs, dataset, model="vae", epochs=1)
 
 
 def experiment(run_dir: str, **settings) -> domain_alignment.DomainAlignmentResult:
@@ -114,7 +104,7 @@ def test_classifier_accuracy_is_chance_without_signal_and_perfect_with_it():
 
 def test_a_run_without_two_domains_is_refused(tmp_path, folders, mixture_runs):
     with pytest.raises(RunError, match="not on two datasets"):
-        experiment(train_tiny(tmp_path, f"folder:{folders[0]}", epochs=1))
+        experiment(train_small_images(tmp_path, f"folder:{folders[0]}", epochs=1))
     with pytest.raises(RunError, match="no global latent.*`baseline_runs`"):
         experiment(mixture_runs[1])
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.experiments.conftest import tiny_train
+from tests.helpers import tiny_train
 from ugvae import run
 from ugvae.data import folder_groups, to_unit_float
 from ugvae.data.folder import read_images

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from tests.experiments.conftest import fail_at_figure, files_under, tiny_train
+from tests.helpers import fail_at_figure, files_under, tiny_train
 from ugvae import progress
 from ugvae import run as cli
 from ugvae.data import DataError

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.experiments.conftest import fail_at_figure, files_under, tiny_train
+from tests.helpers import fail_at_figure, files_under, tiny_train
 from ugvae import progress
 from ugvae import run as cli
 from ugvae.data import load_dataset

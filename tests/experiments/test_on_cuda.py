@@ -7,9 +7,7 @@ import os
 import pytest
 import torch
 
-from tests.data.test_domains import write_domain
-from tests.experiments.conftest import tiny_train
-from tests.experiments.test_domain_alignment import train_tiny
+from tests.helpers import tiny_train, train_small_images, write_domain
 from ugvae.experiments.domain_alignment import DomainAlignmentSettings, domain_alignment
 from ugvae.experiments.group_factors import GroupFactorsSettings, group_factors
 from ugvae.experiments.interpolation import InterpolationSettings, interpolation
@@ -37,7 +35,7 @@ def test_every_experiment_runs_on_the_gpu(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("domains")
     dark, bright = write_domain(root / "dark", 40, 30), write_domain(root / "bright", 40, 220, seed=1)
-    mixture = train_tiny(tmp_path_factory.mktemp("runs"), f"folder:{dark}+folder:{bright}", epochs=1)
+    mixture = train_small_images(tmp_path_factory.mktemp("runs"), f"folder:{dark}+folder:{bright}", epochs=1)
     out = domain_alignment(load_run(mixture, DEVICE), DomainAlignmentSettings(num_groups=4, steps=2, probe_sizes=[2]))
     with open(os.path.join(out.out_dir, "domain_alignment.json")) as f:
         assert len(json.load(f)["accuracy_table"]) == 3

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.experiments.conftest import tiny_train
+from tests.helpers import tiny_train
 from ugvae import run as cli
 from ugvae.data import load_dataset
 from ugvae.errors import ConfigError, RunError

@@ -7,7 +7,7 @@ import sys
 import pytest
 from pyro.infer.autoguide import AutoNormal
 
-from tests.conftest import install_distribution
+from tests.helpers import install_distribution
 from ugvae.errors import ConfigError, GuideUnavailable, UnknownName
 from ugvae.guide import GUIDES, SHIPPED, Guide, GuideSource, UGVAEGuide, VAEGuide, guide_class, guide_source, register
 from ugvae.guide.registry import default_name, registered_name

@@ -9,15 +9,12 @@ import io
 import json
 import os
 import pickle
-import subprocess
-import sys
 import zipfile
 from dataclasses import replace
 
 import numpy as np
 import torch
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RUN_MAIN = "import sys; from ugvae import run; sys.exit(run.main(sys.argv[1:]))"
 
 
@@ -279,17 +276,3 @@ def pickle_bytes(obj) -> bytes:
     buffer = io.BytesIO()
     pickle.Pickler(buffer, protocol=2).dump(obj)
     return buffer.getvalue()
-
-
-def python_in_checkout(code: str, *args, timeout: float = 300, env=None) -> subprocess.CompletedProcess:
-    """Run `code` in a fresh interpreter that imports this checkout as `ugvae`."""
-    prelude = "from _checkout import use_checkout\nuse_checkout()\n"
-    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", **(env or {}))
-    return subprocess.run(
-        [sys.executable, "-c", prelude + code, *map(str, args)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from tests.conftest import tiny_flags
+from tests.helpers import tiny_flags
 from ugvae import run
 from ugvae.errors import ConfigError, DataError
 from ugvae.files import read_json

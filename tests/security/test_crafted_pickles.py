@@ -10,6 +10,7 @@ import shutil
 
 import pytest
 
+from tests.helpers import run_python
 from tests.security.craft import (
     RUN_MAIN,
     NumericDtype,
@@ -24,7 +25,6 @@ from tests.security.craft import (
     nested_tuple_key,
     pickle_bytes,
     pickled_payload,
-    python_in_checkout,
     save_pickled,
     with_pickle,
 )
@@ -158,7 +158,7 @@ def test_upgrade_refuses_each_crafted_pickle_in_one_line(small_run, tmp_path):
     """D1, D2: the opcode scan (nesting, ints, strings, containers, globals), the archive's bounds
     and the numpy stand-ins each refuse; nothing segfaults, runs a command or expands."""
     runs = [pickled_run(small_run, tmp_path / f"run{i}", build) for i, (build, _) in enumerate(CRAFTED.values())]
-    proc = python_in_checkout(UPGRADE_EACH, *runs)
+    proc = run_python(UPGRADE_EACH, *runs)
     assert proc.returncode == 0, proc.stderr[-3000:]  # no segfault (-11), no traceback
     lines = proc.stdout.splitlines()
     assert len(lines) == len(CRAFTED) and not os.path.exists("/tmp/marker")
@@ -173,7 +173,7 @@ def test_upgrade_refuses_each_crafted_pickle_in_one_line(small_run, tmp_path):
 def test_a_run_of_pickles_only_names_the_upgrade_command_in_one_line(small_run, tmp_path, command):
     """D1: on main, every command of such a run exited 139 inside torch.load."""
     run_dir = pickled_run(small_run, tmp_path / "run", d1_file)
-    proc = python_in_checkout(RUN_MAIN, *[arg.format(run=run_dir) for arg in command])
+    proc = run_python(RUN_MAIN, *[arg.format(run=run_dir) for arg in command])
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr[-3000:]
     assert "has checkpoints of an older format (step-000000007.pt)" in proc.stderr
     assert f"upgrade {run_dir}`" in proc.stderr
@@ -183,7 +183,7 @@ def test_a_run_of_pickles_only_names_the_upgrade_command_in_one_line(small_run, 
 def test_a_pickle_beside_good_checkpoints_is_never_read(run_copy):
     """D1: planted as a newer step-N.pt, it killed every command on main; now only upgrade reads it."""
     d1_file(checkpoint_path(run_copy, 99, ".pt"))
-    proc = python_in_checkout(RUN_MAIN, "evaluate", "--run", run_copy, "--samples", "2")
+    proc = run_python(RUN_MAIN, "evaluate", "--run", run_copy, "--samples", "2")
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr[-3000:]
     assert load_run(run_copy).step == 5
 

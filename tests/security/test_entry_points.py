@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.conftest import tiny_flags
+from tests.helpers import tiny_flags
 from ugvae import run
 from ugvae.data import registry
 from ugvae.errors import ConfigError

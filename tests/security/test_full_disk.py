@@ -10,7 +10,7 @@ import os
 
 import pytest
 
-from tests.conftest import fill, tiny_flags
+from tests.helpers import fill, tiny_flags
 from tests.security.craft import fake_expect, save_fake
 from ugvae import run
 from ugvae.errors import DiskFull

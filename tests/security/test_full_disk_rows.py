@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from tests.conftest import fill
+from tests.helpers import fill
 from ugvae.errors import DiskFull
 from ugvae.files import atomic_write
 from ugvae.trained.metrics import MetricsLog, read_metrics

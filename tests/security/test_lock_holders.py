@@ -9,14 +9,12 @@ import textwrap
 
 import pytest
 
-from tests.security.craft import ROOT, python_in_checkout
+from tests.helpers import ROOT, run_python
 from ugvae.errors import NotWritable, RunLocked
 from ugvae.trained.lock import run_lock
 
 HOLD = textwrap.dedent("""
     import sys, time
-    from _checkout import use_checkout
-    use_checkout()
     {setup}
     from ugvae.trained.lock import run_lock
     with run_lock(sys.argv[1]):
@@ -101,7 +99,7 @@ def test_removing_the_note_never_lets_a_second_writer_in(run_copy, stop):
     holder = hold(run_copy)
     stop(holder)
     os.remove(os.path.join(run_copy, ".lock"))
-    second = python_in_checkout(TRY.format(setup=""), run_copy)
+    second = run_python(TRY.format(setup=""), run_copy)
     assert second.stdout.startswith("REFUSED") and "is in use by process" in second.stdout, second.stderr
     with pytest.raises(RunLocked):
         with run_lock(run_copy):
@@ -114,7 +112,7 @@ def test_moving_the_run_moves_its_lock(run_copy, stop, tmp_path):
     stop(holder)
     moved = str(tmp_path / "moved")
     os.rename(run_copy, moved)
-    assert python_in_checkout(TRY.format(setup=""), moved).stdout.startswith("REFUSED")
+    assert run_python(TRY.format(setup=""), moved).stdout.startswith("REFUSED")
 
 
 def test_the_note_names_the_holder_and_goes_with_it(run_copy, stop):
@@ -131,7 +129,7 @@ def test_the_note_names_the_holder_and_goes_with_it(run_copy, stop):
 def test_without_fcntl_or_msvcrt_the_lock_is_refused_in_one_line(run_copy):
     """Issue 20 item 9: no ImportError at import; a clear RunError when a run is locked."""
     code = "import sys\n" + NO_LOCKS + TRY.format(setup="").replace("except RunLocked", "except Exception")
-    proc = python_in_checkout(code, run_copy)
+    proc = run_python(code, run_copy)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "neither fcntl nor msvcrt file locks" in proc.stdout and proc.stdout.count("\n") == 1
 
@@ -140,10 +138,10 @@ def test_with_msvcrt_only_one_process_holds_the_lock(run_copy, stop):
     """Issue 20 item 9: the msvcrt path (simulated with POSIX record locks) refuses a second writer."""
     holder = hold(run_copy, setup="import sys\n" + FAKE_MSVCRT)
     stop(holder)
-    second = python_in_checkout("import sys\n" + FAKE_MSVCRT + TRY.format(setup=""), run_copy)
+    second = run_python("import sys\n" + FAKE_MSVCRT + TRY.format(setup=""), run_copy)
     assert second.stdout.startswith("REFUSED") and f"process {holder.pid}" in second.stdout, second.stderr
     holder.kill(), holder.wait()
-    again = python_in_checkout("import sys\n" + FAKE_MSVCRT + TRY.format(setup=""), run_copy)
+    again = run_python("import sys\n" + FAKE_MSVCRT + TRY.format(setup=""), run_copy)
     assert again.stdout.startswith("GOT THE LOCK"), again.stderr
 
 
@@ -151,7 +149,7 @@ def test_where_directories_cannot_be_locked_the_note_is(run_copy, stop):
     """Defect 4 (fallback): without directory flocks the note file itself is the lock."""
     holder = hold(run_copy, setup="import sys\n" + NO_DIRECTORY_LOCKS)
     stop(holder)
-    second = python_in_checkout("import sys\n" + NO_DIRECTORY_LOCKS + TRY.format(setup=""), run_copy)
+    second = run_python("import sys\n" + NO_DIRECTORY_LOCKS + TRY.format(setup=""), run_copy)
     assert second.stdout.startswith("REFUSED") and f"process {holder.pid}" in second.stdout, second.stderr
 
 

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from tests.security.craft import ROOT
+from tests.helpers import ROOT
 
 
 def ugvae(*argv, **env):
@@ -42,7 +42,7 @@ def test_an_ascii_console_shows_a_non_ascii_run_directory_escaped(small_run, tmp
 
 def test_a_path_longer_than_the_filesystem_allows_is_one_line(tmp_path, capsys):
     """Fourth pass: a run directory past PATH_MAX (or a name past NAME_MAX) was OSError ENAMETOOLONG."""
-    from tests.conftest import tiny_flags
+    from tests.helpers import tiny_flags
     from ugvae import run
 
     too_deep = os.path.join(tmp_path, "d" * 300)  # a name past NAME_MAX (255 bytes)

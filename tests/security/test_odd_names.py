@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import tiny_flags
-from tests.security.craft import ROOT
+from tests.helpers import ROOT, tiny_flags
 from ugvae import run
 from ugvae.files import printable_name
 from ugvae.train import fit

@@ -14,7 +14,7 @@ import subprocess
 import pytest
 import torch
 
-from tests.conftest import tiny_flags
+from tests.helpers import tiny_flags
 from ugvae import run
 from ugvae.errors import NotWritable
 from ugvae.files import atomic_write_text

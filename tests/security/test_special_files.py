@@ -7,7 +7,8 @@ import stat
 
 import pytest
 
-from tests.security.craft import RUN_MAIN, checkpoint_path, fake_expect, python_in_checkout, save_fake
+from tests.helpers import run_python
+from tests.security.craft import RUN_MAIN, checkpoint_path, fake_expect, save_fake
 from ugvae.errors import CheckpointError, DataError
 from ugvae.files import read_json
 from ugvae.trained import load_run
@@ -17,7 +18,7 @@ from ugvae.trained.checkpoint import list_checkpoints, load
 def test_a_fifo_as_the_newest_checkpoint_never_hangs_evaluate(run_copy):
     """Defect 10: on main, evaluate opened the FIFO and waited for a writer forever."""
     os.mkfifo(checkpoint_path(run_copy, 99))
-    proc = python_in_checkout(RUN_MAIN, "evaluate", "--run", run_copy, "--samples", "2", timeout=120)
+    proc = run_python(RUN_MAIN, "evaluate", "--run", run_copy, "--samples", "2", timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "step-000000099.safetensors (is a FIFO, not a regular file)" in proc.stderr
 
@@ -25,7 +26,7 @@ def test_a_fifo_as_the_newest_checkpoint_never_hangs_evaluate(run_copy):
 def test_a_fifo_among_the_checkpoints_is_set_aside_by_training(run_copy):
     """Defect 10: training resumed past the FIFO, and rotation renames it instead of opening it."""
     os.mkfifo(checkpoint_path(run_copy, 99))
-    proc = python_in_checkout(RUN_MAIN, "--resume", run_copy, "--epochs", "2", "--quiet", timeout=120)
+    proc = run_python(RUN_MAIN, "--resume", run_copy, "--epochs", "2", "--quiet", timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     aside = os.path.join(run_copy, "checkpoints", "step-000000099.safetensors.unreadable")
     assert stat.S_ISFIFO(os.lstat(aside).st_mode)
@@ -88,6 +89,6 @@ def test_a_file_where_the_checkpoints_folder_belongs_is_named(run_copy):
     shutil.rmtree(os.path.join(run_copy, "checkpoints"))
     with open(os.path.join(run_copy, "checkpoints"), "w") as f:
         f.write("not a folder")
-    proc = python_in_checkout(RUN_MAIN, "evaluate", "--run", run_copy, "--samples", "2", timeout=120)
+    proc = run_python(RUN_MAIN, "evaluate", "--run", run_copy, "--samples", "2", timeout=120)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr[-3000:]
     assert "checkpoints is a file, not the folder of the run's checkpoints; move it aside" in proc.stderr

@@ -10,7 +10,7 @@ import torch
 
 pytest.importorskip("lightning")
 
-from tests.conftest import logged  # noqa: E402
+from tests.helpers import logged
 from ugvae.errors import ConfigError, TrainingDiverged  # noqa: E402
 from ugvae.model import ModelConfig  # noqa: E402
 from ugvae.train import fit, resume  # noqa: E402

@@ -9,7 +9,7 @@ import pytest
 import torch
 from pyro.infer.autoguide import AutoNormal
 
-from tests.conftest import install_distribution
+from tests.helpers import install_distribution
 from ugvae.data import registry as data_registry
 from ugvae.errors import ConfigError, UnknownName
 from ugvae.guide import UGVAEGuide

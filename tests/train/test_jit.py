@@ -13,7 +13,7 @@ import pytest
 import torch
 from pyro.infer import TraceEnum_ELBO
 
-from tests.conftest import logged
+from tests.helpers import logged
 from ugvae.bench.syncs import host_reads_forbidden
 from ugvae.guide import GUIDES, UGVAEGuide, build
 from ugvae.model import MODELS, ModelConfig, UGVAEModel

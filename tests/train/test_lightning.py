@@ -11,7 +11,7 @@ pytest.importorskip("lightning")
 
 from lightning.pytorch import Callback  # noqa: E402
 
-from tests.conftest import logged  # noqa: E402
+from tests.helpers import logged
 from ugvae.data import RandomGroups, load_dataset  # noqa: E402
 from ugvae.guide import build  # noqa: E402
 from ugvae.model import ModelConfig  # noqa: E402

@@ -13,8 +13,9 @@ import pytest
 
 pytest.importorskip("lightning")
 
-from tests.conftest import checkpoint_steps  # noqa: E402
-from tests.security.craft import ROOT  # noqa: E402
+from tests.helpers import (
+    checkpoint_steps,
+)
 from ugvae.errors import ProcessLost  # noqa: E402
 from ugvae.train.lightning import fit_lightning  # noqa: E402
 
@@ -61,11 +62,8 @@ def test_other_errors_and_one_process_runs_keep_their_traceback():
 # Lightning's watchdog in rank 0 SIGKILLs rank 0 itself within 5 s of finding a dead child, which
 # would race the handling under test: it is stilled in both processes (the launcher re-runs this
 # script for rank 1).
-WRAPPER = f"""
+WRAPPER = """
 import sys
-sys.path.insert(0, {ROOT!r})
-from _checkout import use_checkout
-use_checkout()
 from lightning.fabric.strategies.launchers import subprocess_script
 subprocess_script._ChildProcessObserver.run = lambda self: None
 from ugvae.run import main

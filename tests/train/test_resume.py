@@ -9,8 +9,7 @@ from dataclasses import replace
 
 import pytest
 
-from tests.conftest import checkpoint_steps, logged, signal_training, tiny_flags
-from tests.security.conftest import run_copy
+from tests.helpers import TINY_RUN, checkpoint_steps, logged, signal_training
 from tests.security.craft import plant
 from ugvae import run
 from ugvae.errors import ConfigError, RunError
@@ -20,10 +19,8 @@ from ugvae.trained import Run, TrainConfig, load_run
 from ugvae.trained.checkpoint import list_checkpoints
 from ugvae.trained.metrics import MetricsLog, read_metrics
 
-__all__ = ["run_copy"]  # a fixture
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # 25 steps per epoch, 100 in all: long enough to be killed mid-run, a second or two to train.
-TINY_RUN = [*tiny_flags("synthetic:200", epochs=4), "--log-every", "1", "--checkpoint-every", "7"]
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import signal
 
 import pytest
 
-from tests.conftest import checkpoint_steps, logged, signal_training, tiny_flags
+from tests.helpers import checkpoint_steps, logged, signal_training, tiny_flags
 from ugvae import run
 from ugvae.train.loop import stop_on_signals
 

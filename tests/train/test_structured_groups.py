@@ -8,8 +8,7 @@ from dataclasses import replace
 import numpy as np
 from PIL import Image
 
-from tests.conftest import logged, signal_training
-from tests.train.test_resume import TINY_RUN
+from tests.helpers import TINY_RUN, logged, signal_training
 from ugvae import run
 from ugvae.model import ModelConfig
 from ugvae.train import fit, resume

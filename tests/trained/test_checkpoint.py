@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import fill
+from tests.helpers import fill, run_python
 from tests.security.craft import (
     RUN_MAIN,
     checkpoint_path,
@@ -24,7 +24,6 @@ from tests.security.craft import (
     fake_checkpoint,
     fake_expect,
     plant,
-    python_in_checkout,
     raw_file,
     save_fake,
 )
@@ -49,8 +48,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 # Writes checkpoints 1..3, then SIGKILLs itself half-way through writing checkpoint 4.
 DIE_WHILE_WRITING = textwrap.dedent("""
     import io, os, signal, sys
-    from _checkout import use_checkout
-    use_checkout()
     from ugvae.trained.checkpoint import store
     from tests.security.craft import save_fake
 
@@ -293,7 +290,7 @@ def evaluate_peak_mib(run_dir) -> int:
     """The peak resident memory of `evaluate --run run_dir`, in a process of its own."""
     code = RUN_MAIN.replace("sys.exit(", "code = (") + "\nimport resource\n"
     code += "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024, file=sys.stderr); sys.exit(code)"
-    proc = python_in_checkout(code, "evaluate", "--run", run_dir, "--samples", "2")
+    proc = run_python(code, "evaluate", "--run", run_dir, "--samples", "2")
     assert proc.returncode == 0, proc.stderr[-2000:]
     return int(proc.stderr.strip().splitlines()[-1])
 

@@ -12,7 +12,7 @@ import warnings
 import pytest
 import torch
 
-from tests.conftest import ROOT, install_distribution
+from tests.helpers import ROOT, install_distribution
 from ugvae.errors import GuideUnavailable, RunError
 from ugvae.guide import GUIDES, register, registry
 from ugvae.train import fit
@@ -100,7 +100,6 @@ def test_registered_again_the_run_opens_and_embeds(registered_run, user_code, gu
 @pytest.mark.slow
 def test_a_new_process_does_what_the_message_says(registered_run, user_code):
     code = (
-        f"import sys; sys.path.insert(0, {ROOT!r}); import _checkout; _checkout.use_checkout()\n"
         "import torch, ugvae\n"
         "try:\n"
         f"    ugvae.load_run({registered_run!r})\n"

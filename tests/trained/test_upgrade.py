@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 from tests.security.craft import checkpoint_path, save_pickled
 from ugvae import run
 from ugvae.errors import RunError

@@ -15,11 +15,8 @@ from ugvae.trained import TrainConfig
 from ugvae.trained.lock import RunLocked, run_lock
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-# `_checkout` first: the subprocess must lock with this checkout's code, not an installed ugvae's.
 HOLD_LOCK = textwrap.dedent("""
     import sys, time
-    from _checkout import use_checkout
-    use_checkout()
     from ugvae.trained.lock import run_lock
 
     with run_lock(sys.argv[1]):

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import ugvae
-from tests.conftest import tiny_train
+from tests.helpers import tiny_train
 from ugvae.data import load_dataset, seeded_partition, to_unit_float
 from ugvae.errors import DataError, RunError
 from ugvae.trained import Run, load_run, upgrade_run

@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from tests.conftest import tiny_train
+from tests.helpers import tiny_train
 from ugvae.trained.metrics import METRIC_FIELDS, MetricsLog, read_metrics
 
 FIXTURE_V1 = os.path.join(os.path.dirname(os.path.dirname(__file__)), "fixtures", "run-v1")

@@ -22,6 +22,7 @@ def grouped_run(tmp_path_factory):
     return tiny_train(tmp_path_factory, "ugvae", dataset="grouped:synthetic:200")
 
 
+@pytest.mark.slow
 def test_writes_r2_of_every_source_and_the_transfer(grouped_run, capsys, monkeypatch):
     monkeypatch.setattr(progress, "DELAY_S", 0)
     assert cli.main(["experiment", "group-factors", "--run", grouped_run, *ARGS]) == 0

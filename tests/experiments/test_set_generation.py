@@ -43,6 +43,7 @@ def read(run_dir, name="set-generation"):
     return out, json.load(open(os.path.join(out, "results.json")))
 
 
+@pytest.mark.slow
 def test_mix_sets_score_every_generator_of_the_run_and_of_each_baseline(ugvae_run, baselines):
     assert run_cli(ugvae_run, "--baseline-runs", *baselines, "--alphas", "0.3", "1") == 0
     out, result = read(ugvae_run)
@@ -74,6 +75,7 @@ def test_mix_sets_score_every_generator_of_the_run_and_of_each_baseline(ugvae_ru
     assert read(ugvae_run)[1]["settings"]["alphas"] == [0.3, 1.0]
 
 
+@pytest.mark.slow
 def test_factor_sets_are_read_by_three_readers(tmp_path_factory):
     grouped = tiny_train(tmp_path_factory, "ugvae", dataset="grouped:synthetic:200")
     assert run_cli(grouped) == 0

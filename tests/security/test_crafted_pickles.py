@@ -154,6 +154,7 @@ def pickled_run(small_run, folder, build, step=7):
     return run_dir
 
 
+@pytest.mark.slow
 def test_upgrade_refuses_each_crafted_pickle_in_one_line(small_run, tmp_path):
     """D1, D2: the opcode scan (nesting, ints, strings, containers, globals), the archive's bounds
     and the numpy stand-ins each refuse; nothing segfaults, runs a command or expands."""
@@ -169,6 +170,7 @@ def test_upgrade_refuses_each_crafted_pickle_in_one_line(small_run, tmp_path):
         assert open(os.path.join(run_dir, "config.json")).read() == open(os.path.join(small_run, "config.json")).read()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", [["evaluate", "--run", "{run}", "--samples", "2"], ["--resume", "{run}"]])
 def test_a_run_of_pickles_only_names_the_upgrade_command_in_one_line(small_run, tmp_path, command):
     """D1: on main, every command of such a run exited 139 inside torch.load."""
@@ -180,6 +182,7 @@ def test_a_run_of_pickles_only_names_the_upgrade_command_in_one_line(small_run, 
     assert os.listdir(os.path.join(run_dir, "checkpoints")) == ["step-000000007.pt"]  # untouched
 
 
+@pytest.mark.slow
 def test_a_pickle_beside_good_checkpoints_is_never_read(run_copy):
     """D1: planted as a newer step-N.pt, it killed every command on main; now only upgrade reads it."""
     d1_file(checkpoint_path(run_copy, 99, ".pt"))

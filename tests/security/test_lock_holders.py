@@ -94,6 +94,7 @@ def stop():
         proc.wait()
 
 
+@pytest.mark.slow
 def test_removing_the_note_never_lets_a_second_writer_in(run_copy, stop):
     """Defect 4: on main, `rm RUN/.lock` while a run trained let a second one lock a new file."""
     holder = hold(run_copy)
@@ -106,6 +107,7 @@ def test_removing_the_note_never_lets_a_second_writer_in(run_copy, stop):
             pass
 
 
+@pytest.mark.slow
 def test_moving_the_run_moves_its_lock(run_copy, stop, tmp_path):
     """Defect 4: the lock is on the directory itself, so a renamed run stays locked."""
     holder = hold(run_copy)
@@ -134,6 +136,7 @@ def test_without_fcntl_or_msvcrt_the_lock_is_refused_in_one_line(run_copy):
     assert "neither fcntl nor msvcrt file locks" in proc.stdout and proc.stdout.count("\n") == 1
 
 
+@pytest.mark.slow
 def test_with_msvcrt_only_one_process_holds_the_lock(run_copy, stop):
     """Issue 20 item 9: the msvcrt path (simulated with POSIX record locks) refuses a second writer."""
     holder = hold(run_copy, setup="import sys\n" + FAKE_MSVCRT)
@@ -145,6 +148,7 @@ def test_with_msvcrt_only_one_process_holds_the_lock(run_copy, stop):
     assert again.stdout.startswith("GOT THE LOCK"), again.stderr
 
 
+@pytest.mark.slow
 def test_where_directories_cannot_be_locked_the_note_is(run_copy, stop):
     """Defect 4 (fallback): without directory flocks the note file itself is the lock."""
     holder = hold(run_copy, setup="import sys\n" + NO_DIRECTORY_LOCKS)

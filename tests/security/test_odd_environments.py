@@ -20,6 +20,7 @@ def ugvae(*argv, **env):
     )
 
 
+@pytest.mark.slow
 def test_an_unknown_matplotlib_backend_still_draws_figures(small_run, tmp_path):
     """On 72f652f `import matplotlib` raised ValueError: figures are files, drawn with Agg anyway."""
     out = tmp_path / "drawn"
@@ -28,6 +29,7 @@ def test_an_unknown_matplotlib_backend_still_draws_figures(small_run, tmp_path):
     assert (out / "samples.png").read_bytes().startswith(b"\x89PNG")
 
 
+@pytest.mark.slow
 def test_an_ascii_console_shows_a_non_ascii_run_directory_escaped(small_run, tmp_path):
     """On 72f652f printing the report raised UnicodeEncodeError after eval.json was written."""
     run_dir = shutil.copytree(small_run, str(tmp_path / "rün"))
@@ -87,6 +89,7 @@ def test_environments_no_command_can_run_in_are_one_line(tmp_path, environment, 
     )
 
 
+@pytest.mark.slow
 def test_closed_stdout_and_stderr_are_no_error_and_progress_never_lands_on_stdout(small_run, tmp_path):
     """Fourth pass: with stderr closed (2>&-) evaluate crashed on sys.stderr.isatty() (None), and
     progress lines would have gone to stdout."""

@@ -52,6 +52,7 @@ def test_training_on_a_folder_with_latin1_names_works(tmp_path):
     assert os.path.isfile(trained.path("summary.json"))
 
 
+@pytest.mark.slow
 def test_a_run_directory_with_a_latin1_name_trains_and_prints_its_own_bytes(tmp_path):
     """D6: whatever the locale, in a console that refuses what it cannot encode (errors=strict),
     the last line is the run directory, byte for byte (TensorBoard, which cannot write to such a

@@ -15,6 +15,7 @@ from ugvae.trained import load_run
 from ugvae.trained.checkpoint import list_checkpoints, load
 
 
+@pytest.mark.slow
 def test_a_fifo_as_the_newest_checkpoint_never_hangs_evaluate(run_copy):
     """Defect 10: on main, evaluate opened the FIFO and waited for a writer forever."""
     os.mkfifo(checkpoint_path(run_copy, 99))
@@ -23,6 +24,7 @@ def test_a_fifo_as_the_newest_checkpoint_never_hangs_evaluate(run_copy):
     assert "step-000000099.safetensors (is a FIFO, not a regular file)" in proc.stderr
 
 
+@pytest.mark.slow
 def test_a_fifo_among_the_checkpoints_is_set_aside_by_training(run_copy):
     """Defect 10: training resumed past the FIFO, and rotation renames it instead of opening it."""
     os.mkfifo(checkpoint_path(run_copy, 99))
@@ -84,6 +86,7 @@ def test_a_fifo_or_a_link_as_a_json_file_is_refused(tmp_path):
         read_json(str(tmp_path / "link.json"))
 
 
+@pytest.mark.slow
 def test_a_file_where_the_checkpoints_folder_belongs_is_named(run_copy):
     """A third pass: `checkpoints` made a file said only "holds no readable checkpoint; train it first"."""
     shutil.rmtree(os.path.join(run_copy, "checkpoints"))

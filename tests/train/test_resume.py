@@ -113,6 +113,7 @@ def test_ctrl_c_says_which_run_to_resume_from_which_step(tmp_path, capsys, monke
     )
 
 
+@pytest.mark.slow
 def test_sigterm_writes_a_checkpoint_and_the_resumed_run_repeats_the_losses(tmp_path, one_thread):
     stopped, reference = str(tmp_path / "stopped"), str(tmp_path / "reference")
     returncode, err = signal_training(TINY_RUN, stopped, min_step=1, sig=signal.SIGTERM)
@@ -190,6 +191,7 @@ def test_a_second_signal_during_the_checkpoint_write_stops_cleanly(tmp_path, cap
     assert not glob.glob(os.path.join(run_dir, "checkpoints", "*tmp*"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("during", ["the last evaluation", "the report"])
 def test_a_signal_at_the_end_of_training_is_honoured(tmp_path, capsys, monkeypatch, one_thread, during):
     """Issue 22 (5): SIGTERM during the final epoch's evaluation, or during the report drawn under
@@ -299,6 +301,7 @@ def stop_at_step(monkeypatch, step, action):
     monkeypatch.setattr(Trainer, "train_step", act_then_step)
 
 
+@pytest.mark.slow
 def test_a_run_moved_while_it_trains_stops_after_a_checkpoint_in_its_new_place(
     tmp_path, monkeypatch, capsys, one_thread
 ):

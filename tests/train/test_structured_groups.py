@@ -6,6 +6,7 @@ import signal
 from dataclasses import replace
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from tests.helpers import TINY_RUN, logged, signal_training
@@ -45,6 +46,7 @@ def test_cluster_groups_start_after_warmup_and_resume_mid_epoch_exactly(tmp_path
     assert logged(full) != logged(random_groups)
 
 
+@pytest.mark.slow
 def test_sigkilled_cluster_run_resumes_with_the_same_losses(tmp_path, one_thread):
     killed, reference = str(tmp_path / "killed"), str(tmp_path / "reference")
     returncode, err = signal_training(CLUSTER_RUN, killed, min_step=35)  # past the warmup epoch of 25 steps

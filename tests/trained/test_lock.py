@@ -48,6 +48,7 @@ def holder(finished_run):
 @pytest.mark.parametrize(
     "command", [["--resume", "{run}"], ["evaluate", "--run", "{run}", "--samples", "2"]], ids=["resume", "evaluate"]
 )
+@pytest.mark.slow
 def test_a_second_writer_exits_2_naming_the_holder(finished_run, holder, capsys, command):
     assert run.main([a.format(run=finished_run) for a in command]) == 2
     err = capsys.readouterr().err

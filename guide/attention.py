@@ -58,6 +58,9 @@ class AttentionPooling(nn.Module):
 
 
 class AttentionGuide(UGVAEGuide):
+    """Ablation ``attention``: q(beta | X, Z) pools the set by multi-head attention over
+    [features(x_i), pi(z_i)] instead of a product of Gaussians."""
+
     def __init__(self, cfg: ModelConfig):
         super().__init__(cfg)
         in_dim = self.features.out_dim + cfg.K

@@ -44,18 +44,29 @@ from ..model.networks import GaussianHead, ImageFeatures
 
 
 class LocalPosterior(NamedTuple):
+    """q(z_i | x_i) and q(d_i | z_i) at z_loc: ``z_loc``, ``z_scale`` (G, B, z_dim) and ``pi``
+    (G, B, K), or None for a guide without clusters."""
+
     z_loc: torch.Tensor
     z_scale: torch.Tensor
     pi: torch.Tensor | None
 
 
 class GlobalPosterior(NamedTuple):
+    """q(beta | X) of each group, with Z at E q(Z | X): ``loc`` and ``scale``, each (G, beta_dim)."""
+
     loc: torch.Tensor
     scale: torch.Tensor
 
 
 def check_images(x: torch.Tensor) -> None:
-    """Raise a ValueError naming the fix when x is not (G, B, C, H, W) floats in [0, 1]."""
+    """Check that `x` is groups of images, (G, B, C, H, W) floats in [0, 1].
+
+    Raises
+    ------
+    ValueError
+        Naming the fix: ``x.float() / 255`` for uint8 pixels, ``x.unsqueeze(0)`` for one group.
+    """
     if not isinstance(x, torch.Tensor) or not x.is_floating_point():
         kind = x.dtype if isinstance(x, torch.Tensor) else type(x).__name__
         raise ValueError(f"images must be a float tensor in [0, 1], got {kind}; convert uint8 with x.float() / 255")
@@ -73,7 +84,31 @@ def check_images(x: torch.Tensor) -> None:
 
 class Guide(PyroModule):
     """Base of every guide: q(z_i | x_i) of eq. 6, which all of them share, and the posterior
-    summaries that experiments and `embed` read."""
+    summaries that experiments and ``embed`` read.
+
+    A guide is a Pyro program ``forward(x)`` over its model's latent sites, with the model's names,
+    plates and shapes; :func:`check_guide` checks that contract and names each fault. Subclass it
+    (or a shipped guide), override ``forward`` and ``_local_posterior`` / ``_global_posterior``,
+    and pass the class to :func:`ugvae.fit` or :func:`register`.
+
+    Parameters
+    ----------
+    cfg : ModelConfig
+        Sizes. ``__init__`` may read values (a statistic of data): the memory check builds a guide
+        that fails on the meta device once on the CPU.
+
+    Attributes
+    ----------
+    has_global_latent : bool
+        Whether it has q(beta | X) (class-level; then ``global_posterior`` works).
+    has_mixture : bool
+        Whether it has q(d | z) (class-level).
+    model_name : str or None
+        The registry name of its model; a guide from an entry point must declare it.
+    proven_sync_free : bool
+        Set on the class itself once ``check_guide(cls, cfg, elbo=True)`` passed: it then trains
+        with the sync-free ELBO instead of TraceEnum_ELBO. A subclass does not inherit it.
+    """
 
     has_global_latent: ClassVar[bool] = False
     has_mixture: ClassVar[bool] = False
@@ -92,17 +127,49 @@ class Guide(PyroModule):
         self.local_encoder = GaussianHead(self.features.out_dim, cfg.z_dim)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Image features h (G, B, F) and the loc and scale of q(z | x), each (G, B, z_dim)."""
+        """Image features ``h`` (G, B, F) and the loc and scale of q(z | x), each (G, B, z_dim)."""
         h = self.features(x)
         return (h, *self.local_encoder(h))
 
     @torch.no_grad()
     def local_posterior(self, x: torch.Tensor) -> LocalPosterior:
+        """q(z | x) of every image, and q(d | z) at its mean where the guide has clusters.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            Groups (G, B, C, H, W), floats in [0, 1].
+
+        Returns
+        -------
+        LocalPosterior
+
+        Raises
+        ------
+        ValueError
+            `x` of the wrong shape, dtype or range.
+        """
         check_images(x)
         return LocalPosterior(*self._local_posterior(x))
 
     @torch.no_grad()
     def global_posterior(self, x: torch.Tensor) -> GlobalPosterior:
+        """q(beta | X) of every group, with Z at E q(Z | X).
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            Groups (G, B, C, H, W), floats in [0, 1]; a group may hold any number of images.
+
+        Returns
+        -------
+        GlobalPosterior
+
+        Raises
+        ------
+        ValueError
+            A guide without a global latent, or `x` of the wrong shape, dtype or range.
+        """
         if not self.has_global_latent:
             raise ValueError(f"{type(self).__name__} has no global latent; use local_posterior")
         check_images(x)

@@ -12,4 +12,6 @@ from .ugvae import UGVAEGuide
 
 
 class BetaFromXGuide(UGVAEGuide):
+    """Ablation ``beta-from-x``: q(beta | X) reads the images only, not pi(z) (eq. 9 without pi)."""
+
     global_reads_pi = False

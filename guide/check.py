@@ -60,8 +60,18 @@ class Site(NamedTuple):
 
 @dataclass(frozen=True)
 class GuideReport:
-    """What `check_guide` found in a guide that keeps the contract: its sites as traced on G = 2
-    groups of B = 3 images, and whether the sync-free ELBO was compared (None: not asked)."""
+    """What :func:`check_guide` found in a guide that keeps the contract; ``str()`` of it lists the sites.
+
+    Attributes
+    ----------
+    guide, model : str
+        The guide class's name and the model's registry name.
+    sites : dict
+        Site name -> its batch and event shapes, plates and enumeration, as traced on G = 2
+        groups of B = 3 random images.
+    sync_free_equal : bool or None
+        Whether the sync-free ELBO equals TraceEnum_ELBO (loss and gradients); None: not asked.
+    """
 
     guide: str
     model: str
@@ -80,8 +90,42 @@ class GuideReport:
 
 
 def check_guide(guide_cls: type[Guide], model_cfg: ModelConfig, model: str = "ugvae", elbo: bool = False):
-    """A GuideReport when `guide_cls` keeps the contract of the model named `model` built from
-    `model_cfg`; else a GuideContractError naming each fault and its fix (module docstring)."""
+    """Check that a guide keeps the contract of its model, and name each fault with its fix.
+
+    Builds the model and the guide, traces both on random groups and checks: the model's latent
+    sites under their names, plates and shapes; ``d`` enumerated in parallel; every parameter
+    trained; ``local_posterior`` and ``global_posterior`` returning the documented NamedTuples and
+    shapes; the class facts ``has_global_latent`` and ``has_mixture``. Entering a plate twice by
+    name (``pyro.plate("samples", ...)`` twice), a classic Pyro mistake, is named with its idiom.
+
+    Parameters
+    ----------
+    guide_cls : type
+        A subclass of :class:`Guide`.
+    model_cfg : ModelConfig
+        Sizes to build both with; a small one (``x_shape=(1, 8, 8)``, ``hidden=16``) is quick.
+    model : str, default "ugvae"
+        The model's registry name.
+    elbo : bool, default False
+        Also compare the sync-free ELBO with TraceEnum_ELBO, loss and every gradient (relative
+        tolerance 1e-5). Once it passes, the class may declare ``proven_sync_free = True``.
+
+    Returns
+    -------
+    GuideReport
+        The traced sites, and the ELBO comparison when asked.
+
+    Raises
+    ------
+    GuideContractError
+        One line per fault in ``problems``, each naming the site or method and the fix.
+
+    Examples
+    --------
+    >>> print(check_guide(ugvae.UGVAEGuide, ugvae.ModelConfig(x_shape=(1, 8, 8), hidden=16)))  # doctest: +ELLIPSIS
+    UGVAEGuide keeps the guide contract of model ugvae (G = 2, B = 3):
+    ...
+    """
     name = getattr(guide_cls, "__name__", type(guide_cls).__name__)
     if not (isinstance(guide_cls, type) and issubclass(guide_cls, Guide)):
         raise GuideContractError(name, [f"{name} is not a subclass of ugvae.guide.Guide: derive it from Guide"])

@@ -19,6 +19,8 @@ from .base import Guide
 
 
 class GMVAEGuide(Guide):
+    """The GMVAE's guide ``structured``: q(z_i | x_i) q(d_i | z_i) (eq. 6-7), d enumerated."""
+
     model_name = "gmvae"
     has_mixture = True
 

@@ -13,5 +13,8 @@ from .ugvae import UGVAEGuide
 
 
 class MeanFieldGuide(UGVAEGuide):
+    """Ablation ``mean-field``: q(d | x) and q(beta | X) read the images only, so z, d and beta are
+    independent given X; d is still enumerated exactly."""
+
     cluster_reads_z = False
     global_reads_pi = False

@@ -20,6 +20,9 @@ from .base import Guide
 
 
 class MLVAEGuide(Guide):
+    """The ML-VAE's guide ``accumulated-evidence``: style q(z_i | x_i) per image, content q(beta | X)
+    a product of per-image Gaussians."""
+
     model_name = "mlvae"
     has_global_latent = True
 

@@ -67,9 +67,17 @@ GUIDES: dict[tuple[str, str], type[Guide]] = dict(SHIPPED)
 
 @dataclass(frozen=True)
 class GuideSource:
-    """Where a guide came from: `kind` is "shipped", "entry point" (with the `distribution` that
-    declares it and its `version`) or "registered at run time"; `defined_in` is where its class
-    lives (`module:Class`), recorded for the reader and never imported."""
+    """Where a guide came from, as config.json records it.
+
+    Attributes
+    ----------
+    kind : str
+        ``"shipped"``, ``"entry point"`` or ``"registered at run time"``.
+    distribution, version : str or None
+        The installed distribution that declares an entry-point guide, and its version.
+    defined_in : str or None
+        Where its class lives (``module:Class``): recorded for the reader, never imported.
+    """
 
     kind: str
     distribution: str | None = None
@@ -121,13 +129,32 @@ def guide_names(model_name: str) -> list[str]:
 
 
 def default_guide(model_name: str) -> str:
+    """The default guide's name of `model_name` (its first shipped guide): ``"structured"`` for ugvae."""
     check_model(model_name)
     return next(g for (m, g) in SHIPPED if m == model_name)
 
 
 def guide_class(model_name: str, guide_name: str | None = None) -> type[Guide]:
-    """The class of guide `guide_name` (default: the model's first) of `model_name`, from the shipped
-    and registered guides or, for any other name, from an installed entry point."""
+    """The class of a guide, by name.
+
+    Parameters
+    ----------
+    model_name : str
+        A model's registry name: ``ugvae``, ``vae``, ``gmvae`` or ``mlvae``.
+    guide_name : str, optional
+        The guide's name. Default: the model's first (:func:`default_guide`).
+
+    Returns
+    -------
+    type
+        The :class:`Guide` subclass: shipped, registered in this process, or else from an
+        installed package's entry point (group ``ugvae.guides``), which this loads.
+
+    Raises
+    ------
+    UnknownName
+        No such model, or no such guide; the message lists the choices and installed entry points.
+    """
     check_model(model_name)
     guide_name = guide_name or default_guide(model_name)
     key = (model_name, guide_name)
@@ -185,10 +212,31 @@ def run_guide_source(model_name: str, guide_name: str, recorded: GuideSource | N
 def register(guide_cls: type[Guide], model: str | None = None, name: str | None = None) -> str:
     """Make `guide_cls` the guide `name` of `model` in this process, and return the name.
 
-    `model` defaults to the class's `model_name`, else "ugvae"; `name` to the class's name in
-    the registry's style (`MeanPoolGuide` -> "mean-pool"). Registering again under the same name
-    replaces an earlier registration (a notebook cell run twice); a shipped name, or one an
-    installed entry point provides, stays its own.
+    A run trained with it records it as "registered at run time"; another process opens that run
+    once it makes the same call before :func:`ugvae.load_run`. For every process (and the command
+    line), declare it as an entry point instead (:doc:`/tutorials/writing-a-guide`).
+
+    Parameters
+    ----------
+    guide_cls : type
+        A subclass of :class:`Guide` (not an instance: ugvae builds it).
+    model : str, optional
+        The model's registry name. Default: the class's ``model_name``, else ``"ugvae"``.
+    name : str, optional
+        The guide's name: 1 to 64 letters, digits and ``_.+-``, starting with a letter or digit.
+        Default: the class's name in the registry's style (``MeanPoolGuide`` -> ``"mean-pool"``).
+
+    Returns
+    -------
+    str
+        The name it is registered under.
+
+    Raises
+    ------
+    ConfigError
+        Not a Guide subclass, a guide of another model, a malformed name, or a name a shipped
+        guide or an installed entry point already holds. Registering the same name again
+        replaces an earlier registration (a notebook cell run twice).
     """
     if not (isinstance(guide_cls, type) and issubclass(guide_cls, Guide)):
         raise ConfigError(f"`guide` must be a subclass of ugvae.guide.Guide, got {described(guide_cls)}")
@@ -248,7 +296,33 @@ AUTOGUIDE_REFUSAL = (
 
 
 def build(model_cfg: ModelConfig, model_name: str = "ugvae", guide_name: str | None = None):
-    """(model, guide) for registry names; the guide defaults to the model's first one."""
+    """A fresh model and guide, by registry names.
+
+    Parameters
+    ----------
+    model_cfg : ModelConfig
+        Sizes of both.
+    model_name : str, default "ugvae"
+        ``ugvae``, ``vae``, ``gmvae`` or ``mlvae``.
+    guide_name : str, optional
+        A guide of that model. Default: the model's first.
+
+    Returns
+    -------
+    tuple of (GenerativeModel, Guide)
+        Untrained, in train mode, on the CPU.
+
+    Raises
+    ------
+    UnknownName
+        No such model or guide; the message lists the choices.
+
+    Examples
+    --------
+    >>> model, guide = ugvae.build(ugvae.ModelConfig(x_shape=(1, 8, 8)), "ugvae", "mean-field")
+    >>> type(guide).__name__
+    'MeanFieldGuide'
+    """
     guide = guide_class(model_name, guide_name)
     return MODELS[model_name](model_cfg), guide(model_cfg)
 

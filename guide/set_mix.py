@@ -29,6 +29,9 @@ SHARE_FLOOR = 1e-4
 
 
 class SetMixGuide(UGVAEGuide):
+    """Lever ``set-mix``: each factor of q(beta | X, Z) also reads log of the set's mean q(d), so that
+    p(d | beta) at E q(beta | X) can reach the set's own mix (with ``cluster_weights="global"``)."""
+
     def __init__(self, cfg: ModelConfig):
         super().__init__(cfg)
         self.global_encoder = GroupPosterior(self.features.out_dim + 2 * cfg.K, cfg.beta_dim)

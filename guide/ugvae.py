@@ -38,6 +38,30 @@ from .base import Guide
 
 
 class UGVAEGuide(Guide):
+    """q of UG-VAE, the paper's structured family q(Z | X) q(d | Z) q(beta | X, Z) (eq. 5-9).
+
+    z_i ~ q(z | x_i) (eq. 6); pi(z_i) = q(d_i | z_i) (eq. 7); q(beta | X, Z) is the product of one
+    Gaussian per image, read from [h(x_i), pi(z_i)] (eq. 8-9), so a group may hold any number of
+    images; d is enumerated in parallel, so the ELBO sums its K values exactly.
+
+    Parameters
+    ----------
+    cfg : ModelConfig
+        Sizes.
+
+    Examples
+    --------
+    An ablation is a subclass that overrides one factor (:doc:`/tutorials/writing-a-guide`):
+
+    >>> class BetaFromPiGuide(UGVAEGuide):
+    ...     def __init__(self, cfg):
+    ...         super().__init__(cfg)
+    ...         self.global_encoder = GroupPosterior(cfg.K, cfg.beta_dim)
+    ...
+    ...     def global_params(self, h, pi, leave_one_out=False):
+    ...         return self.global_encoder(pi, leave_one_out)
+    """
+
     model_name = "ugvae"
     has_global_latent = True
     has_mixture = True
@@ -61,6 +85,15 @@ class UGVAEGuide(Guide):
         return self.global_encoder(concat_latents(h, pi) if self.global_reads_pi else h, leave_one_out)
 
     def forward(self, x: torch.Tensor, leave_one_out: bool = False):
+        """The program: ``z``, then ``beta`` (which reads pi(z)), then ``d``, enumerated.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            Groups (G, B, C, H, W) in [0, 1].
+        leave_one_out : bool, default False
+            One beta per member from the other members (the leave-one-out bound).
+        """
         G, B = x.shape[:2]
         h, z_loc, z_scale = self.encode(x)
         samples = pyro.plate("samples", B, dim=-1)

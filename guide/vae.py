@@ -16,6 +16,8 @@ from .base import Guide
 
 
 class VAEGuide(Guide):
+    """The VAE's guide ``gaussian``: q(z_i | x_i) = N(mu(x_i), Sigma(x_i)), UG-VAE's eq. 6 alone."""
+
     model_name = "vae"
 
     def forward(self, x: torch.Tensor):

@@ -34,6 +34,8 @@ from .likelihood import pixel_mean
 
 
 class Components(NamedTuple):
+    """The prior's mixture components: ``loc`` and ``scale``, each (..., K, z_dim)."""
+
     loc: torch.Tensor
     scale: torch.Tensor
 
@@ -53,6 +55,25 @@ def group_shape(x: torch.Tensor | None, num_groups: int, group_size: int | None)
 
 
 class GenerativeModel(PyroModule):
+    """Base of every generative model: a Pyro program over the sites of :class:`UGVAEModel` and the
+    contract that experiments read (``decode``, ``prior_components``, ``cluster_logits``).
+
+    Parameters
+    ----------
+    cfg : ModelConfig
+        Sizes of the networks.
+
+    Attributes
+    ----------
+    has_global_latent : bool
+        Whether the program samples a global latent ``beta`` per group (class-level).
+    has_mixture : bool
+        Whether it samples a cluster ``d`` per image (class-level).
+    extensions : frozenset of str
+        The extension fields of :class:`ModelConfig` it reads; one set away from its default for a
+        model that would ignore it is refused (:func:`check_extensions`).
+    """
+
     has_global_latent: ClassVar[bool] = False
     has_mixture: ClassVar[bool] = False
     # forward(..., leave_one_out=True): beta per member, for the leave-one-out bound (train/elbo.py)
@@ -71,6 +92,7 @@ class GenerativeModel(PyroModule):
 
     @property
     def latent_sizes(self) -> dict[str, int]:
+        """Site -> size of every latent, top down: beta (beta_dim), d (K values), z (z_dim)."""
         sizes = {"beta": self.cfg.beta_dim} if self.has_global_latent else {}
         if self.has_mixture:
             sizes["d"] = self.cfg.K
@@ -78,6 +100,7 @@ class GenerativeModel(PyroModule):
 
     @property
     def num_components(self) -> int:
+        """K of the prior's mixture; 1 for a model without a mixture."""
         return self.cfg.K if self.has_mixture else 1
 
     @property
@@ -86,17 +109,58 @@ class GenerativeModel(PyroModule):
 
     # -- the contract ----------------------------------------------------------------
     def decode(self, z: torch.Tensor, beta: torch.Tensor | None = None) -> torch.Tensor:
-        """The mean image E p(x | z, beta) (..., C, H, W) of z (..., z_dim) and beta (..., beta_dim)."""
+        """The mean image E p(x | z, beta) of eq. 2.
+
+        Parameters
+        ----------
+        z : torch.Tensor
+            Local latents (..., z_dim).
+        beta : torch.Tensor, optional
+            Global latents (..., beta_dim), broadcasting with z; required by a model with a global
+            latent, refused by one without.
+
+        Returns
+        -------
+        torch.Tensor
+            Images (..., C, H, W) in [0, 1].
+
+        Raises
+        ------
+        ValueError
+            `beta` missing for a model with a global latent, or given to one without.
+        """
         self._check_beta(beta, "decode")
         return pixel_mean(self.logits(z, beta))
 
     def prior_components(self, beta: torch.Tensor | None = None) -> Components:
-        """loc, scale (..., K, z_dim) of p(z | d = k, beta) for every k."""
+        """The components p(z | d = k, beta) = N(loc_k, diag scale_k^2) of eq. 3, for every k.
+
+        Parameters
+        ----------
+        beta : torch.Tensor, optional
+            (..., beta_dim); None for a model without a global latent.
+
+        Returns
+        -------
+        Components
+            ``loc`` and ``scale``, each (..., K, z_dim); K = 1 and N(0, I) without a mixture.
+        """
         self._check_beta(beta, "prior_components")
         return self._prior_components(beta)
 
     def cluster_logits(self, beta: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits (..., K) of p(d | beta)."""
+        """The logits of p(d | beta) of eq. 4 (zeros: uniform weights, unless ``cluster_weights="global"``).
+
+        Parameters
+        ----------
+        beta : torch.Tensor, optional
+            (..., beta_dim); None for a model without a global latent.
+
+        Returns
+        -------
+        torch.Tensor
+            Logits (..., K).
+        """
         self._check_beta(beta, "cluster_logits")
         return self._cluster_logits(beta)
 

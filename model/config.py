@@ -33,6 +33,23 @@ MAX_IMAGE_SIDE = 4096
 
 @dataclass(frozen=True)
 class ModelConfig(Settings):
+    """Sizes and options of every model and guide (UG-VAE and the baselines read the same).
+
+    Frozen, and checked when made: a field of the wrong type or out of its bounds raises one
+    :class:`~ugvae.errors.ConfigError` naming every such field. ``dataclasses.replace`` checks
+    again. Defaults follow the authors' MNIST setup. Whether a config fits the machine's memory
+    is checked where training starts.
+
+    Examples
+    --------
+    >>> ModelConfig(x_shape=(1, 28, 28), z_dim=3).beta_dim
+    10
+    >>> ModelConfig(z_dim=0)
+    Traceback (most recent call last):
+    ...
+    ugvae.errors.ConfigError: `z_dim` must be between 1 and 4096, got 0
+    """
+
     # (C, H, W) of the images: the data's, never a flag.
     x_shape: tuple[int, int, int] = setting((1, 28, 28), "image shape (C, H, W)", at_least=1, at_most=MAX_IMAGE_SIDE)
     z_dim: int = setting(10, "local latent size", at_least=1, at_most=MAX_LATENT, section="model")

@@ -27,6 +27,8 @@ from .networks import ClusterPrior, Decoder
 
 
 class GMVAEModel(GenerativeModel):
+    """The GMVAE baseline: d_i ~ Cat(1/K), z_i ~ N(mu_d, Sigma_d) with learned components, no global latent."""
+
     has_mixture = True
 
     def __init__(self, cfg: ModelConfig):

@@ -24,6 +24,9 @@ from .networks import Decoder, concat_latents
 
 
 class MLVAEModel(GenerativeModel):
+    """The ML-VAE baseline (Bouchacourt et al., 2018): content beta ~ N(0, I) per group, style
+    z_i ~ N(0, I) per image, no mixture."""
+
     has_global_latent = True
 
     def __init__(self, cfg: ModelConfig):

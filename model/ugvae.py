@@ -46,6 +46,26 @@ from .networks import ClusterPrior, Decoder, concat_latents
 
 
 class UGVAEModel(GenerativeModel):
+    """p of UG-VAE (eq. 1-4): per group beta ~ N(0, I); per image d_i ~ Cat(softmax(logits(beta))),
+    z_i ~ N(mu_d(beta), diag sigma_d(beta)^2) and x_i ~ p(x | [z_i, beta]).
+
+    Parameters
+    ----------
+    cfg : ModelConfig
+        Sizes; ``cluster_weights="global"`` makes p(d | beta) = softmax(A beta + b) and
+        ``decoder_film`` lets beta modulate the decoder (extensions of the paper).
+
+    Examples
+    --------
+    Traced without data, the program is a generator; conditioned on groups x (G, B, C, H, W) it
+    scores them. Enumerate d to see its (K, 1, 1) dimension:
+
+    >>> model = UGVAEModel(ModelConfig(x_shape=(1, 8, 8), hidden=16))
+    >>> trace = pyro.poutine.trace(model).get_trace(None, num_groups=3, group_size=5)
+    >>> tuple(trace.nodes["beta"]["value"].shape), tuple(trace.nodes["x"]["value"].shape)
+    ((3, 1, 10), (3, 5, 1, 8, 8))
+    """
+
     has_global_latent = True
     has_mixture = True
     has_leave_one_out = True
@@ -71,6 +91,25 @@ class UGVAEModel(GenerativeModel):
         return Components(*self.cluster_prior(beta))
 
     def forward(self, x=None, *, num_groups: int = 1, group_size: int | None = None, leave_one_out: bool = False):
+        """The program: sites ``beta`` (plate ``groups``, dim -2), ``d``, ``z`` and ``x`` (also
+        plate ``samples``, dim -1).
+
+        Parameters
+        ----------
+        x : torch.Tensor, optional
+            Observed groups (G, B, C, H, W) in [0, 1]; None generates.
+        num_groups : int, default 1
+            G when generating.
+        group_size : int, optional
+            B when generating; required then.
+        leave_one_out : bool, default False
+            Draw one beta per member, for the leave-one-out bound (train/elbo.py).
+
+        Returns
+        -------
+        torch.Tensor
+            The value of ``x``: the data, or the images drawn.
+        """
         G, B = group_shape(x, num_groups, group_size)
         cfg, device = self.cfg, self.cluster_prior.w1.device
         zeros = torch.zeros(cfg.beta_dim, device=device)

@@ -23,6 +23,8 @@ from .networks import Decoder
 
 
 class VAEModel(GenerativeModel):
+    """The i.i.d. VAE baseline (Kingma & Welling, 2014) in the group layout: z_i ~ N(0, I), x_i ~ p(x | z_i)."""
+
     def __init__(self, cfg: ModelConfig):
         super().__init__(cfg)
         self.decoder = Decoder(cfg, cfg.z_dim)

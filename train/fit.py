@@ -98,13 +98,63 @@ def fit(
     lightning_callbacks=(),
     **values,
 ) -> Run | None:
-    """Train a new run in `run_dir` (which must not exist) or in a fresh directory under `runs_dir`.
+    """Train a new run and return it.
 
-    `values` are fields of TrainConfig and ModelConfig; model sizes without `x_shape` take the
-    data's image shape. `guide` is a guide's name or a subclass of ugvae.guide.Guide for `model`
-    (registered under its own name, guide/registry.py). A Pyro AutoGuide is refused: it is not
-    amortised, so a run could not embed new groups; README, "Pyro AutoGuides", fits one against a
-    trained run instead. `lightning_callbacks` go to Lightning's Trainer (with `launch` only).
+    Data, model and guide are built and checked before the run directory is made, so bad input
+    leaves no run behind. The run's lock is held from the first write to the last.
+
+    Parameters
+    ----------
+    train_cfg : TrainConfig, optional
+        How to train; ``values`` override its fields. Default: ``TrainConfig()``.
+    model_cfg : ModelConfig, optional
+        Sizes of the model; ``values`` override its fields. Default: ``ModelConfig`` with the
+        image shape of the data (``x_shape`` is the data's, never a choice).
+    run_dir : str, optional
+        The run's directory, which must not exist. Default: a fresh
+        ``runs_dir/<dataset>-<model>-<time>``; an existing run is never overwritten.
+    runs_dir : str, default "runs"
+        Where the fresh directory goes when ``run_dir`` is not given.
+    launch : LaunchConfig, optional
+        Train under PyTorch Lightning (``strategy="ddp"`` and its companions; needs the
+        ``lightning`` extra). Default: one device, in this process.
+    on_finish : callable, optional
+        ``on_finish(run)`` is called at the end of training, inside the run's lock (the command
+        line draws its figures there).
+    lightning_callbacks : sequence, default ()
+        Callbacks for Lightning's ``Trainer``; only with ``launch``.
+    **values
+        Fields of :class:`TrainConfig` and :class:`ModelConfig` by name (``dataset="mnist"``,
+        ``epochs=50``, ``z_dim=3``; bounds and defaults in their tables). ``guide`` is a guide's
+        registry name or a subclass of :class:`ugvae.guide.Guide`, which is registered under its
+        own name (:func:`ugvae.guide.register`).
+
+    Returns
+    -------
+    Run or None
+        The trained run, its weights loaded; None on the processes of a Lightning run other than
+        rank 0.
+
+    Raises
+    ------
+    ConfigError
+        A field that is unknown, of the wrong type or out of bounds, a guide that does not exist,
+        an extension that the model would ignore, or a model too large for the device. A Pyro
+        AutoGuide is refused too: it is not amortised, so a run could not embed new groups (fit
+        one against a trained run instead, see :doc:`/tutorials/writing-a-guide`).
+    DataError
+        A dataset that cannot be read, or whose images do not fit ``model_cfg``.
+    RunError
+        ``run_dir`` exists, or cannot be made.
+    TrainingDiverged
+        The ELBO or the weights became NaN; the message names the step and the checkpoint kept.
+    TrainingInterrupted
+        Ctrl-C or SIGTERM, after a checkpoint; resume the run with :func:`resume`.
+
+    Examples
+    --------
+    >>> run = ugvae.fit(dataset="digits", epochs=2, group_size=16)  # doctest: +SKIP
+    >>> run = ugvae.fit(TrainConfig(dataset="folder:my-sets", groups="labels:0"), z_dim=3)  # doctest: +SKIP
     """
     RunLocation(runs_dir, run_dir)  # checked before any data is read
     if launch is not None:
@@ -127,11 +177,40 @@ def resume(
     on_finish=None,
     lightning_callbacks=(),
 ) -> Run | None:
-    """Continue a run (a directory, or a Run just opened) from its newest good checkpoint, in its own directory.
+    """Continue a run from its newest good checkpoint, or extend a finished one, in its own directory.
 
-    `epochs` extends it to that many epochs in all (config.json records the new total); it may
-    not be fewer than those already trained. `device` picks where this session trains; the
-    run's config keeps its own. `launch` replaces the Lightning options the run was trained with.
+    A resumed run on one process repeats the uninterrupted run exactly (its RNG, sampler and
+    optimiser state are in the checkpoint). Nothing is written before the checkpoint has loaded.
+
+    Parameters
+    ----------
+    run_dir : str or Run
+        The run's directory, or a :class:`Run` just opened.
+    epochs : int, optional
+        Extend the run to this many epochs in all (config.json records the new total); at least
+        the epochs already trained. Default: the run's own.
+    device : str, optional
+        Where this session trains (``cpu``, ``cuda``, ``cuda:N``, ``auto``); the run's config keeps
+        its own. Default: the run's.
+    launch : LaunchConfig, optional
+        Lightning options that replace those the run was trained with. Default: the run's own.
+    on_finish : callable, optional
+        ``on_finish(run)`` at the end of training, inside the run's lock.
+    lightning_callbacks : sequence, default ()
+        Callbacks for Lightning's ``Trainer``; only for a Lightning run.
+
+    Returns
+    -------
+    Run or None
+        The run, trained to its epochs; None on the processes of a Lightning run other than rank 0.
+
+    Raises
+    ------
+    RunError
+        Not a run directory, a corrupt config.json, no readable checkpoint, or another process
+        writing into the run (:class:`~ugvae.errors.RunLocked`).
+    ConfigError
+        ``epochs`` fewer than those already trained.
     """
     run = run_dir if isinstance(run_dir, Run) else Run.open(run_dir)
     launch = launch or run.launch

@@ -42,8 +42,11 @@ SECTIONS = (DATA, MODEL, TRAINING, LEVERS, OUTPUT, SCALING_OUT)
 
 @dataclass(frozen=True)
 class Levers(Settings):
-    """The levers of the training objective, each off by default, and then the loss is the ELBO of
-    eq. 10 itself. train/elbo.py states what each computes and what it bounds."""
+    """The levers of the training objective, each off by default (then the loss is eq. 10's ELBO).
+
+    :doc:`/howto/objective` says what each computes, what it bounds and when to use it; test
+    ELBOs are always eq. 10's, whatever trained the run.
+    """
 
     local_kl_weight: float = setting(1.0, "weight lambda on the KL of z and d (1: the ELBO)", above=0, section=LEVERS)
     leave_one_out: bool = setting(
@@ -87,8 +90,19 @@ def check_device_name(name: str) -> None:
 
 @dataclass(frozen=True)
 class TrainConfig(Levers):
-    """How a run is trained: the levers of its objective (`Levers`, kept flat so that config.json
-    stays one flat object) and everything else that is not a size of the model."""
+    """How a run is trained: data, groups, optimisation, the levers of the objective, output.
+
+    The fields of :class:`Levers` are kept flat here, so that config.json stays one flat object.
+    Frozen, and checked when made (also by ``dataclasses.replace``): one
+    :class:`~ugvae.errors.ConfigError` names every field of the wrong type or out of bounds, then
+    every broken rule between fields (``group_size`` >= 2 for a model with beta, ``graph`` only
+    on CUDA, levers only where they act).
+
+    Examples
+    --------
+    >>> TrainConfig(dataset="folder:my-sets", groups="labels:0", epochs=50).group_size
+    128
+    """
 
     dataset: str = setting(
         "mnist",

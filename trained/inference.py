@@ -128,10 +128,25 @@ def require_global_latent(run, consequence: str, fix: str = "pass a UG-VAE or ML
 
 @dataclass
 class Embeddings:
-    """Per group: beta_loc, beta_scale (G, beta_dim) where the model has a global latent, group_id,
-    group_source, group_size; per image: z_loc, z_scale (N, z_dim), pi (N, K) where the model has
-    clusters, sample_group (the group_id of its group), sample_name (file path relative to the
-    folder, or "split[index]"), sample_index (dataset index, or -1 for a file)."""
+    """What :meth:`Run.embed` returns, and ``ugvae embed`` writes to embeddings.npz (NumPy arrays).
+
+    Attributes
+    ----------
+    beta_loc, beta_scale : numpy.ndarray or None
+        (G, beta_dim): q(beta | X) of each group; None for a model without a global latent.
+    group_id, group_source, group_size : numpy.ndarray
+        (G,): each group's number, where it came from (its sub-folder, or an index range), and
+        its number of images.
+    z_loc, z_scale : numpy.ndarray
+        (N, z_dim): q(z | x) of each image.
+    pi : numpy.ndarray or None
+        (N, K): q(d | z) at z_loc; None for a model without clusters.
+    sample_group, sample_name, sample_index : numpy.ndarray
+        (N,): the group_id of each image's group, its file (relative to the folder) or
+        ``split[index]``, and its dataset index (-1 for a file).
+    notice : str or None
+        What the reader skipped, when it skipped anything.
+    """
 
     group_id: np.ndarray
     group_source: np.ndarray
@@ -263,8 +278,21 @@ def stacked(rows: list) -> np.ndarray | None:
 
 @dataclass
 class Samples:
-    """images (N, B, C, H, W) in [0, 1], beta (N, beta_dim), z (N, B, z_dim), d (N, B) where the
-    model has clusters, and per group the source of its beta (`p(beta)` or the set it came from)."""
+    """What :meth:`Run.sample` returns, and ``ugvae sample`` writes to samples.npz.
+
+    Attributes
+    ----------
+    images : torch.Tensor
+        (N, B, C, H, W) in [0, 1]: each image the decoder's mean.
+    beta : torch.Tensor
+        (N, beta_dim): the beta each group shares.
+    z : torch.Tensor
+        (N, B, z_dim).
+    d : torch.Tensor or None
+        (N, B) clusters; None for a model without clusters.
+    sources : list of str
+        Per group, where its beta came from: ``"p(beta)"`` or the set's name.
+    """
 
     images: torch.Tensor
     beta: torch.Tensor

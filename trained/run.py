@@ -58,6 +58,34 @@ CONFIG_FILE = "config.json"
 
 @dataclass
 class Run:
+    """One run: its configs, names, identity and directory, and, once trained, its model.
+
+    Get one from :func:`ugvae.fit`, :func:`ugvae.load_run` or :meth:`Run.open`; a Run is rarely
+    made by hand. A trained run's :attr:`model` and :attr:`guide` are the Pyro model and guide
+    with the weights of its newest good checkpoint, in eval mode on :attr:`device`.
+
+    Attributes
+    ----------
+    model_cfg : ModelConfig
+        The sizes of p and q.
+    train_cfg : TrainConfig
+        How the run is (being) trained.
+    run_dir : str or None
+        The run's directory; None for a new run until it is claimed.
+    run_id : str or None
+        A random id that every checkpoint of the run repeats.
+    launch : LaunchConfig or None
+        The Lightning options the run was trained with; None for one device.
+    world_size : int or None
+        The processes of a Lightning run.
+    device : torch.device
+        Where :attr:`model` and :attr:`guide` live; change it with :meth:`to`.
+    guide_name : str
+        The guide's registry name (the model's default resolved).
+    guide_source : GuideSource
+        Where the guide comes from: shipped, an entry point, or registered at run time.
+    """
+
     model_cfg: ModelConfig
     train_cfg: TrainConfig
     run_dir: str | None = None  # None until `claim` for a new run
@@ -83,7 +111,25 @@ class Run:
     # -- config.json ------------------------------------------------------------------
     @classmethod
     def open(cls, run_dir: str | os.PathLike, device: str = "cpu") -> Run:
-        """The run in `run_dir`, from its config.json; weights load on first use of `model`/`guide`."""
+        """The run in `run_dir`, from its config.json; its weights load on first use of `model` or `guide`.
+
+        Parameters
+        ----------
+        run_dir : str or os.PathLike
+            A run directory (one holding config.json).
+        device : str, default "cpu"
+            Where the model will run: ``cpu``, ``cuda``, ``cuda:N`` or ``auto``.
+
+        Raises
+        ------
+        RunError
+            Not a run directory, or a config.json that cannot be read; the message says how to fix it.
+        GuideUnavailable
+            The run's guide is neither shipped, nor registered in this process, nor provided by an
+            installed package; the message names both ways to provide it.
+        ConfigError
+            A device this machine lacks.
+        """
         run_dir = os.fspath(run_dir) if isinstance(run_dir, os.PathLike) else run_dir
         if not isinstance(run_dir, str) or not run_dir:
             raise ConfigError(f"`run_dir` must be the path of a run directory, got {shown(run_dir)}")
@@ -190,13 +236,26 @@ class Run:
 
     # -- the trained model -----------------------------------------------------------
     def to(self, device: str | torch.device) -> Run:
+        """Move the model and guide to `device` (``cpu``, ``cuda``, ``cuda:N``, ``auto``); returns the run."""
         self.device = resolve_device(device)
         if self._trained is not None:
             self._trained[0].to(self.device), self._trained[1].to(self.device)
         return self
 
     def load_weights(self, checkpoint: Checkpoint | None = None) -> Run:
-        """Load `checkpoint` (default: the newest good one that fits) into a fresh model and guide."""
+        """Load `checkpoint` into a fresh model and guide; returns the run.
+
+        Parameters
+        ----------
+        checkpoint : Checkpoint, optional
+            One of this run's checkpoints (:meth:`read_checkpoint`). Default: the newest that
+            passes every check; a damaged or foreign file is skipped with a notice.
+
+        Raises
+        ------
+        RunError
+            The run holds no readable checkpoint.
+        """
         model, guide = build(self.model_cfg, self.model_name, self.guide_name)
         if checkpoint is None:
             checkpoint = self.latest_checkpoint(model, guide)
@@ -215,10 +274,12 @@ class Run:
 
     @property
     def model(self) -> torch.nn.Module:
+        """The Pyro model (a :class:`~ugvae.model.GenerativeModel`) with the run's weights, in eval mode."""
         return self._weights()[0]
 
     @property
     def guide(self) -> Guide:
+        """The Pyro guide (a :class:`~ugvae.guide.Guide`) with the run's weights, in eval mode."""
         return self._weights()[1]
 
     @property
@@ -228,37 +289,168 @@ class Run:
 
     # -- what a trained run computes --------------------------------------------------
     def embed(self, images, group_size: int | None = None):
-        """q(beta | X) of every group and q(z | x), q(d | z) of every image: an `Embeddings`.
+        """q(beta | X) of every group and q(z | x), q(d | z) of every image (eq. 6-9).
 
-        `images`: a folder (each sub-folder one group of any size; a flat folder cut into groups
-        of `group_size`) or floats in [0, 1] shaped (G, B, C, H, W) or (B, C, H, W) for one group.
+        q(beta | X) is a product of per-image Gaussians, so a group may hold any number of images.
+        Logs a notice once when the run's last diagnostics found beta inactive: then every group's
+        beta_loc is about the same.
+
+        Parameters
+        ----------
+        images : str, os.PathLike or torch.Tensor
+            A folder, each sub-folder one group of any size (a flat folder is cut into groups of
+            `group_size`); or floats in [0, 1] shaped (G, B, C, H, W), or (B, C, H, W) for one group.
+            Images are centre-cropped and resized to the run's image shape.
+        group_size : int, optional
+            Images per group of a flat folder, at least 1. Default: the run's B.
+
+        Returns
+        -------
+        Embeddings
+            Per group ``beta_loc``, ``beta_scale`` (G, beta_dim), ``group_source``; per image
+            ``z_loc``, ``z_scale`` (N, z_dim), ``pi`` (N, K); NumPy arrays. A model without beta or
+            clusters leaves those None.
+
+        Raises
+        ------
+        DataError
+            A folder without images, an image that cannot be read, or a tensor of the wrong shape,
+            dtype or range; the message says which.
+        ConfigError
+            `group_size` out of bounds.
         """
         from .inference import embed
 
         return embed(self, images, group_size)
 
     def sample(self, num_groups: int | None = None, group_size: int = 8, beta_from=None, seed: int | None = None):
-        """New groups, each sharing one beta: `num_groups` (default 4) from p(beta), or `num_groups`
-        (default 1) for each set of `beta_from`, from that set's E q(beta | X). A `Samples`."""
+        """New groups of images, each sharing one beta, from the generative program (eq. 1-4).
+
+        Each group draws beta ~ p(beta), or fixes it to E q(beta | X) of a set ("more images like
+        this set"); then d and z per image, and each image is the decoder's mean. Logs a notice
+        once when the run's last diagnostics found beta inactive: then a set's beta says little
+        about the set, and its rows look like any other.
+
+        Parameters
+        ----------
+        num_groups : int, optional
+            Groups to draw, 1 to 65536: from the prior, or for each set of `beta_from`. Default: 4
+            from the prior, 1 per set.
+        group_size : int, default 8
+            Images per group, at least 1.
+        beta_from : str, os.PathLike or torch.Tensor, optional
+            Sets whose beta to use: a folder (one set per sub-folder; a flat folder is one set) or
+            floats in [0, 1] shaped (G, B, C, H, W). Default: beta ~ p(beta).
+        seed : int, optional
+            Seed of the draw, 0 to 2**32 - 1. Default: the global random stream continues.
+
+        Returns
+        -------
+        Samples
+            ``images`` (groups, B, C, H, W) in [0, 1], ``beta``, ``z``, ``d``, and ``sources``, the
+            origin of each group's beta.
+
+        Raises
+        ------
+        RunError
+            The run's model has no global latent (a VAE or GMVAE).
+        ConfigError
+            A count or seed out of bounds, or more pixels than one call may draw.
+        DataError
+            `beta_from` cannot be read as image sets.
+        """
         from .inference import sample
 
         return sample(self, num_groups, group_size, beta_from, seed)
 
     def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        """Mean reconstructions of groups x (G, B, C, H, W) from the posterior means."""
+        """The decoder's mean at the posterior means of z and beta.
+
+        Parameters
+        ----------
+        x : torch.Tensor
+            Groups of images, floats in [0, 1] shaped (G, B, C, H, W) of the run's image shape.
+
+        Returns
+        -------
+        torch.Tensor
+            The reconstructions, shaped like `x`.
+
+        Raises
+        ------
+        ValueError
+            `x` of the wrong shape, dtype or range; the message names the fix.
+        """
         from .inference import reconstruct
 
         return reconstruct(self.model, self.guide, x)
 
     def evaluate(self, samples: int = 100, seed: int = 0, images_per_pass: int = 8192, data_dir: str | None = None):
-        """Test ELBO, IWAE bound, clustering and beta diagnostics on the run's test split (a dict)."""
+        """Test ELBO, IWAE bound, clustering and beta diagnostics on the run's test split.
+
+        The same numbers as ``ugvae evaluate`` (which also writes them to eval.json).
+
+        Parameters
+        ----------
+        samples : int, default 100
+            Importance samples S of the IWAE bound (d is summed exactly); more tighten it.
+        seed : int, default 0
+            Seed of the importance samples.
+        images_per_pass : int, default 8192
+            Images per forward pass times S, to bound memory.
+        data_dir : str, optional
+            Where the dataset is found. Default: the run's.
+
+        Returns
+        -------
+        dict
+            ``test_elbo``, ``iwae``, ``iwae_se``, ``clustering_accuracy``, ``clusters_used``, the
+            beta diagnostics (``beta_active_dims``, ``beta_mi``, ...) and what they were computed on.
+
+        Raises
+        ------
+        ConfigError
+            A value out of bounds.
+        DataError
+            The run's dataset cannot be read.
+        """
         from .evaluation import evaluate
 
         return evaluate(self, samples, seed, images_per_pass, data_dir)
 
 
 def load_run(run_dir: str | os.PathLike, device: str = "cpu") -> Run:
-    """The trained run in `run_dir` on `device`, its weights from its newest good checkpoint."""
+    """The trained run in `run_dir`, its weights loaded from its newest good checkpoint.
+
+    Opening a run reads config.json and one checkpoint; it imports no training code, and never
+    imports a module because config.json names it.
+
+    Parameters
+    ----------
+    run_dir : str or os.PathLike
+        A run directory, made by :func:`fit` or ``ugvae train``.
+    device : str, default "cpu"
+        Where the model runs: ``cpu``, ``cuda``, ``cuda:N`` or ``auto``.
+
+    Returns
+    -------
+    Run
+        With :attr:`Run.model` and :attr:`Run.guide` loaded, in eval mode.
+
+    Raises
+    ------
+    RunError
+        Not a run directory, a corrupt config.json, or no readable checkpoint; each message says
+        what to do. Checkpoints of versions before 0.3 are pickles, read only by ``ugvae upgrade``.
+    GuideUnavailable
+        The run's guide is not available in this process; the message says how to provide it.
+
+    Examples
+    --------
+    >>> run = ugvae.load_run("runs/mnist-ugvae-20261201-120000")  # doctest: +SKIP
+    >>> run.embed("my-sets").beta_loc.shape  # doctest: +SKIP
+    (2, 10)
+    """
     return Run.open(run_dir, device).load_weights()
 
 

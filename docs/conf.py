@@ -34,7 +34,7 @@ extensions = [
 ]
 
 source_suffix = {".rst": "restructuredtext", ".md": "myst-nb", ".ipynb": "myst-nb"}
-exclude_patterns = ["_build", "**.ipynb_checkpoints", "results/data"]
+exclude_patterns = ["_build", "**.ipynb_checkpoints", "results/data", "results/_tables"]
 root_doc = "index"
 
 # MyST: $...$ math, ::: fences, and anchors for links to a page's sections.

@@ -64,6 +64,7 @@ def sample_grid(model, rows: int = 8, seed: int = 0) -> tuple[torch.Tensor, int]
 # What a finished run directory holds, in the order the end-of-training message names them.
 RUN_FILES = (
     "config.json",
+    "environment.json",
     "checkpoints",
     "metrics.csv",
     "summary.json",
@@ -99,12 +100,20 @@ def print_training_report(run, out=None, command: str = "ugvae"):
     print("next:", file=out)
     print(f"  {command} evaluate --run {run.run_dir}", file=out)
     print(f"  {command} embed --run {run.run_dir} --folder YOUR_IMAGE_SETS", file=out)
-    print(f"  {command} sample --run {run.run_dir} --num-groups 4", file=out)
-    print(
-        f"  {command} experiment interpolation --run {run.run_dir}   (also structured-batches, domain-alignment, "
-        "group-factors, set-generation)",
-        file=out,
-    )
+    print(f"  {command} sample --run {run.run_dir} --beta-from YOUR_IMAGE_SETS", file=out)
+    for name, what in NEXT_EXPERIMENTS:
+        print(f"  {command} experiment {name} --run {run.run_dir}   ({what})", file=out)
+    print(f"  what this session really used (versions, device, data): {run.path('environment.json')}", file=out)
+
+
+# The experiments the end of training suggests, with what each asks; every one of them is listed.
+NEXT_EXPERIMENTS = (
+    ("interpolation", "what beta and z each control"),
+    ("set-generation", "more images like a set, scored"),
+    ("group-factors", "on grouped: data, what beta recovers of a group's factors"),
+    ("structured-batches", "whether q(beta | X) tells the rule behind a group"),
+    ("domain-alignment", "on A+B data, whether beta finds a group's domain"),
+)
 
 
 def training_report(run):

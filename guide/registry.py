@@ -284,14 +284,15 @@ def registered_name(guide, model: str) -> str:
     )
 
 
-# Why `fit` refuses Pyro's AutoGuides (README, "Pyro AutoGuides"): an AutoGuide of
+# Why `fit` refuses Pyro's AutoGuides (docs/tutorials/writing-a-guide, "Pyro AutoGuides"): an AutoGuide of
 # poutine.block(config_enumerate(model), hide=["d"]) makes its parameters on its first call, one
 # per latent of the batch it saw; what ugvae does with a run (new groups each step, the test
 # ELBO and `embed` on groups never seen) needs q to be a function of the data.
 AUTOGUIDE_REFUSAL = (
     "a Pyro AutoGuide (or a factory of one) is not amortised: its parameters fit one fixed batch of groups, "
     "so a run could neither infer beta for new groups (embed, the test ELBO) nor train on fresh groups each step; "
-    "fit it against a trained run with plain SVI on your groups instead (README, 'Pyro AutoGuides')"
+    "fit it against a trained run with plain SVI on your groups instead (the tutorial 'Writing a guide' "
+    "of the documentation, 'Pyro AutoGuides')"
 )
 
 

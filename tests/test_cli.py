@@ -118,6 +118,10 @@ def test_training_ends_with_scores_files_and_next_commands(one_epoch_run, tmp_pa
     assert "test ELBO" in text and "train ELBO" in text and "clusters used" in text
     assert "summary.json" in text and "samples.png" in text and "metrics.csv" in text
     assert f"ugvae evaluate --run {run_dir}" in text and f"experiment interpolation --run {run_dir}" in text
+    assert "environment.json" in text  # in the files written and the next lines
+    from ugvae.experiments.cli import EXPERIMENTS
+
+    assert all(f"experiment {name} --run {run_dir}" in text for name in EXPERIMENTS)  # every experiment named
 
 
 def test_resume_with_more_epochs_extends_a_finished_run(one_epoch_run, tmp_path):

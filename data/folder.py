@@ -117,7 +117,20 @@ class ImageGroups:
 
 
 def consecutive(n: int, group_size: int) -> list[torch.Tensor]:
-    """0..n-1 cut in order into groups of group_size; the last one holds the rest."""
+    """The indices 0..n-1 cut in order into groups of `group_size`; the last group holds the rest.
+
+    Parameters
+    ----------
+    n : int
+        How many images.
+    group_size : int
+        Images per group, at least 1.
+
+    Returns
+    -------
+    list of torch.Tensor
+        One tensor of indices per group.
+    """
     if not isinstance(group_size, int) or group_size < 1:
         raise DataError(f"`group_size` must be >= 1, got {group_size}")
     return list(torch.arange(n).split(group_size))

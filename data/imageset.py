@@ -102,6 +102,11 @@ class ImageSet:
 def to_unit_float(images: torch.Tensor) -> torch.Tensor:
     """uint8 pixels (any shape) as float32 in [0, 1], what every model and guide reads.
 
+    Parameters
+    ----------
+    images : torch.Tensor
+        uint8 pixels, 0 to 255.
+
     Examples
     --------
     >>> to_unit_float(torch.tensor([0, 51, 255], dtype=torch.uint8))

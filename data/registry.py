@@ -94,7 +94,19 @@ def load_dataset(
 
 
 def check_dataset_name(name: str) -> None:
-    """Raise the DataError of a dataset name that cannot be loaded as written, before anything is read."""
+    """Check a dataset name as :func:`load_dataset` would parse it, before anything is read.
+
+    Parameters
+    ----------
+    name : str
+        A dataset name, such as ``mnist``, ``folder:PATH`` or ``mnist+fashion-mnist``.
+
+    Raises
+    ------
+    DataError
+        An unknown name (the message lists the choices), a ``folder:`` without a path, a malformed
+        ``synthetic:N``, ``grouped:BASE`` or ``A+B``.
+    """
     parse_dataset(name)
 
 

@@ -125,7 +125,11 @@ def check_positive(**values: int) -> None:
 
 
 class Sampler:
-    """Shared epoch bookkeeping: subclasses fill `_epoch_indices` with (steps, G, B) on the CPU."""
+    """Base of the training samplers: the groups of every step of an epoch, reproducible per
+    (seed, epoch), with a ``state_dict`` that checkpoints save so that a resumed run is exact.
+
+    Subclasses fill ``_epoch_indices`` with indices shaped (steps, G, B) on the CPU.
+    """
 
     # True for a sampler that groups by the model's own clusters (the trainer then calls set_assignments).
     reads_assignments = False
@@ -177,7 +181,8 @@ class Sampler:
 
 
 class RandomGroups(Sampler):
-    """Consecutive slices of one permutation per epoch: no index repeats within an epoch; the remainder is dropped."""
+    """``groups="random"``: consecutive slices of one permutation per epoch, so no image repeats
+    within an epoch; the remainder is dropped."""
 
     def __init__(self, n: int, group_size: int, groups_per_step: int = 1, seed: int = 0, device="cpu"):
         super().__init__(n, group_size, groups_per_step, seed, device)
@@ -211,7 +216,8 @@ class ComposedGroups(Sampler):
 
 
 class MixedGroups(ComposedGroups):
-    """An A+B mixture whose every group holds a share `mix` of domain 0 (A), rounded, in shuffled positions."""
+    """An ``A+B`` mixture whose every group holds a share `mix` of domain 0 (A), rounded, in
+    shuffled positions."""
 
     def __init__(self, domains: torch.Tensor, group_size, groups_per_step=1, mix=0.5, seed=0, device="cpu"):
         if domains.dim() != 1 or not bool(((domains == 0) | (domains == 1)).all()):
@@ -263,7 +269,8 @@ class DirichletGroups(ComposedGroups):
 
 
 class ClusterGroups(DirichletGroups):
-    """clusters:ALPHA: Dirichlet groups over assignments set by the trainer after `warmup` epochs."""
+    """``groups="clusters:ALPHA"``: random groups for `warmup` epochs, then groups whose shares of
+    the model's own clusters (argmax q(d | z), set by the trainer after each epoch) ~ Dirichlet(ALPHA)."""
 
     reads_assignments = True
 
@@ -315,7 +322,23 @@ class OwnGroups(Sampler):
 
 
 def parse_spec(spec: str) -> tuple[str, float | None]:
-    """`groups` 'random' -> ('random', None); 'labels:0.3' -> ('labels', 0.3)."""
+    """Read a training group spec (the ``groups`` field).
+
+    Parameters
+    ----------
+    spec : str
+        ``random``, ``labels:ALPHA`` or ``clusters:ALPHA``.
+
+    Examples
+    --------
+    >>> parse_spec("random"), parse_spec("labels:0.3")
+    (('random', None), ('labels', 0.3))
+
+    Raises
+    ------
+    DataError
+        Anything but ``random``, ``labels:ALPHA`` or ``clusters:ALPHA`` with 0 <= ALPHA <= 10**6.
+    """
     kind, has_alpha, alpha = spec.partition(":") if isinstance(spec, str) and len(spec) <= MAX_SPEC else ("", "", "")
     if kind not in GROUP_KINDS or (kind == "random") == bool(has_alpha):
         raise DataError(f"`groups` {shown(spec)} is unknown; write random, labels:ALPHA or clusters:ALPHA")
@@ -328,7 +351,24 @@ def parse_spec(spec: str) -> tuple[str, float | None]:
 
 
 def parse_mix(mix: float | str) -> tuple[str, float]:
-    """`mix` as ('share', s) for a fixed share or ('beta', a) for shares ~ Beta(a, a)."""
+    """Read the ``mix`` field of an ``A+B`` dataset: ``('share', s)`` for a fixed share of A in every
+    group, ``('beta', a)`` for a share ~ Beta(a, a) drawn per group.
+
+    Parameters
+    ----------
+    mix : float or str
+        A share in [0, 1], or ``beta:A``.
+
+    Examples
+    --------
+    >>> parse_mix(0.5), parse_mix("beta:0.5")
+    (('share', 0.5), ('beta', 0.5))
+
+    Raises
+    ------
+    DataError
+        A share outside [0, 1], or ``beta:A`` without 0 < A <= 10**6.
+    """
     if isinstance(mix, str) and mix.startswith("beta:"):
         a = as_number(mix[5:])
         if not 0 < a <= MAX_ALPHA:
@@ -363,7 +403,35 @@ def training_groups(
     mix: float | str = 0.5,
     warmup: int = 0,
 ) -> Sampler:
-    """The sampler of training groups for `spec` (see the module docstring)."""
+    """The sampler of training groups for a group spec.
+
+    Parameters
+    ----------
+    spec : str
+        ``random``, ``labels:ALPHA`` or ``clusters:ALPHA`` (:func:`parse_spec`).
+    train_set : ImageSet
+        The training split; a ``grouped:`` set trains on its own groups, an ``A+B`` set on groups of
+        a share `mix` of A.
+    group_size, groups_per_step : int
+        B and G.
+    seed : int
+        Every epoch's groups are a function of (seed, epoch).
+    device : str or torch.device, default "cpu"
+        Where the indices go.
+    mix : float or str, default 0.5
+        The share of A of an ``A+B`` set (:func:`parse_mix`).
+    warmup : int, default 0
+        Epochs of random groups before ``clusters:ALPHA``.
+
+    Returns
+    -------
+    Sampler
+
+    Raises
+    ------
+    DataError
+        ``labels:`` on data without labels, a group spec on ``grouped:`` data, a malformed spec.
+    """
     kind, alpha = parse_spec(spec)
     if train_set.groups is not None:
         if kind != "random":
@@ -387,7 +455,27 @@ def training_groups(
 
 
 def seeded_partition(n: int, group_size: int, seed: int = 0) -> torch.Tensor:
-    """A fixed random partition of n test samples into groups (num_groups, B); the remainder is dropped."""
+    """A fixed random partition of `n` images into groups: the test groups every run is scored on.
+
+    Parameters
+    ----------
+    n : int
+        How many images.
+    group_size : int
+        B.
+    seed : int, default 0
+        The same seed gives the same groups, so runs on the same data are scored on the same groups.
+
+    Returns
+    -------
+    torch.Tensor
+        Indices (n // B, B); the remainder is dropped.
+
+    Raises
+    ------
+    DataError
+        Fewer than B images.
+    """
     usable = n // group_size * group_size
     if usable == 0:
         raise DataError(f"the test split has {n} samples, fewer than one group of {group_size}; lower `group_size`")
@@ -395,7 +483,20 @@ def seeded_partition(n: int, group_size: int, seed: int = 0) -> torch.Tensor:
 
 
 def own_groups(data: ImageSet, group_size: int) -> torch.Tensor | None:
-    """A grouped dataset's groups cut to chunks of B (G, B) in a fixed order; None for other data."""
+    """The groups of a ``grouped:`` dataset cut into chunks of B, in a fixed order.
+
+    Parameters
+    ----------
+    data : ImageSet
+        A split; only ``grouped:`` data has groups of its own.
+    group_size : int
+        B.
+
+    Returns
+    -------
+    torch.Tensor or None
+        Indices (G, B); None for any other data.
+    """
     if data.groups is None:
         return None
     return OwnGroups(data.groups, group_size)._epoch_indices(torch.Generator().manual_seed(0)).flatten(0, 1)
@@ -405,7 +506,25 @@ def own_groups(data: ImageSet, group_size: int) -> torch.Tensor | None:
 
 
 def rule_classes(dataset: str, rule: str) -> list[int]:
-    """The classes of a named rule, e.g. rule_classes('mnist', 'prime')."""
+    """The classes of a named rule of :data:`STRUCTURED_RULES`.
+
+    Parameters
+    ----------
+    dataset : str
+        ``mnist``, ``fashion-mnist`` or ``celeba`` (a mixture's parts by their own names).
+    rule : str
+        A rule of that dataset, e.g. ``"prime"``.
+
+    Examples
+    --------
+    >>> rule_classes("mnist", "prime")
+    [2, 3, 5, 7]
+
+    Raises
+    ------
+    DataError
+        A dataset without rules, or an unknown rule; the message lists the choices.
+    """
     rules = STRUCTURED_RULES.get(dataset)
     if rules is None:
         raise DataError(f"no structured rules for dataset '{dataset}'; choose one of {', '.join(STRUCTURED_RULES)}")
@@ -422,10 +541,26 @@ def structured_groups(
     seed: int,
     proportion: dict[int, float] | None = None,
 ) -> torch.Tensor:
-    """(num_groups, group_size) indices whose labels lie in `classes` (None: any label).
+    """Indices (num_groups, group_size) of groups whose labels lie in `classes`.
 
-    `proportion`, if given, maps class -> fraction of every group drawn from that class (it replaces
-    `classes`); members sit class after class in the order of `proportion`.
+    Parameters
+    ----------
+    labels : torch.Tensor or None
+        Labels (N,) of the images.
+    classes : list of int or None
+        The classes a group's members are drawn from; None: any label.
+    num_groups, group_size : int
+        How many groups, of how many images.
+    seed : int
+        The same seed draws the same groups.
+    proportion : dict, optional
+        Class -> fraction of every group drawn from that class (it replaces `classes`); members
+        sit class after class in its order.
+
+    Raises
+    ------
+    DataError
+        No labels, or fractions that are negative or do not sum to 1.
     """
     labels = check_labels(labels)
     check_sizes(num_groups, group_size)
@@ -447,7 +582,27 @@ def mixed_class_groups(
     group_size: int,
     seed: int,
 ) -> torch.Tensor:
-    """Groups whose first frac_a * B columns (rounded: `rounded_counts`) hold classes_a, the rest classes_b."""
+    """Indices (num_groups, group_size) of groups whose first `frac_a` x B members (rounded) hold
+    `classes_a` and the rest `classes_b`: the mixed-proportion task of the structured batches.
+
+    Parameters
+    ----------
+    labels : torch.Tensor or None
+        Labels (N,) of the images.
+    classes_a, classes_b : list of int
+        The classes of the two rules.
+    frac_a : float
+        The share of rule A in every group, in [0, 1].
+    num_groups, group_size : int
+        How many groups, of how many images.
+    seed : int
+        The same seed draws the same groups.
+
+    Raises
+    ------
+    DataError
+        No labels, or `frac_a` outside [0, 1].
+    """
     labels = check_labels(labels)
     check_sizes(num_groups, group_size)
     if not 0.0 <= frac_a <= 1.0:
@@ -465,7 +620,28 @@ def attribute_groups(
     group_size: int,
     seed: int,
 ) -> torch.Tensor:
-    """Groups of samples whose attribute equals `value` (an attribute counts as true when > 0)."""
+    """Indices (num_groups, group_size) of groups of images whose `attribute` equals `value`.
+
+    Parameters
+    ----------
+    attributes : torch.Tensor or None
+        Attributes (N, A) of the images (CelebA's); an attribute counts as true when > 0.
+    attribute_names : list of str
+        The A names.
+    attribute : str
+        The attribute's name, e.g. ``"Male"``.
+    value : bool
+        The value every member has.
+    num_groups, group_size : int
+        How many groups, of how many images.
+    seed : int
+        The same seed draws the same groups.
+
+    Raises
+    ------
+    DataError
+        Data without attributes, or an unknown attribute.
+    """
     if attributes is None:
         raise DataError("this dataset has no attributes; attribute groups need a set such as celeba")
     if attribute not in attribute_names:

@@ -59,6 +59,9 @@ autodoc_default_options = {"exclude-members": "__init__, __new__"}
 nitpicky = False
 suppress_warnings = ["myst.header"]
 
+# Flags are spelled `--flag` in help texts: no typographic dashes.
+smartquotes = False
+
 html_theme = "furo"
 html_title = f"ugvae {release}"
-html_static_path = []
+html_static_path = ["_static"]

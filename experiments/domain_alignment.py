@@ -82,7 +82,30 @@ class DomainAlignmentResult:
 
 
 def domain_alignment(run: Run, settings: DomainAlignmentSettings | None = None) -> DomainAlignmentResult:
-    """Figures (a)-(c) and the accuracy table (d) of the module docstring for `run`."""
+    """Unsupervised domain alignment (section 4.2, figs. 5-6): does beta find the domain of a group?
+
+    For a run trained on random groups of an ``A+B`` mixture: grids decoding interpolations of beta
+    and z between a pure-A and a pure-B group (``cross_domain.png``) and within A
+    (``within_domain.png``), a t-SNE of E q(beta | X) of pure and mixed groups (``beta_tsne.png``),
+    and the cross-validated accuracy of telling pure-A from pure-B groups by their code
+    (``domain_alignment.json``), in a new ``RUN/experiments/domain-alignment[-n]/``.
+
+    Parameters
+    ----------
+    run : Run
+        A trained run (:func:`ugvae.load_run`). It must be trained on a mixture ``A+B``.
+    settings : DomainAlignmentSettings, optional
+        Default: ``DomainAlignmentSettings()``.
+
+    Returns
+    -------
+    DomainAlignmentResult
+
+    Raises
+    ------
+    RunError
+        A run not trained on a mixture, or without a global latent where one is needed.
+    """
     settings = settings or DomainAlignmentSettings()
     require_global_latent(
         run, "there is no beta to interpolate", "pass a UG-VAE or ML-VAE run, and this one in `baseline_runs`"

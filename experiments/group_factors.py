@@ -75,7 +75,31 @@ class GroupFactorsResult:
 
 
 def group_factors(run: Run, settings: GroupFactorsSettings | None = None) -> GroupFactorsResult:
-    """Read and render the factors of `run`'s held-out groups: the files of the module docstring."""
+    """Does beta recover, and render, what the members of a group share?
+
+    For a run trained on ``grouped:BASE``: ridge regressions, cross-validated over held-out groups,
+    from E q(beta | X) and from baselines (the untrained guide, PCA of the mean image, the run's
+    local codes) to each hidden factor (angle, gain), and the transfer test (decode one group's z
+    with a donor's beta, read the factors of the result). Writes ``results.json``, ``table.md``,
+    ``r2.png`` and ``transfer.png`` to a new ``RUN/experiments/group-factors[-n]/``;
+    ``compare --experiment group-factors`` tables them over seeds.
+
+    Parameters
+    ----------
+    run : Run
+        A trained run (:func:`ugvae.load_run`). It must be trained on ``grouped:BASE``.
+    settings : GroupFactorsSettings, optional
+        Default: ``GroupFactorsSettings()``.
+
+    Returns
+    -------
+    GroupFactorsResult
+
+    Raises
+    ------
+    RunError
+        A run not trained on ``grouped:`` data.
+    """
     from ..data import load_dataset
     from .group_features import untrained_guide
     from .plotting import save_grid, save_json

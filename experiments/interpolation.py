@@ -68,7 +68,30 @@ class InterpolationResult:
 
 
 def interpolation(run: Run, settings: InterpolationSettings | None = None) -> InterpolationResult:
-    """The grids of the module docstring, one per chosen cluster, with a summary figure and their JSON."""
+    """Global/local interpolation grids (section 4.1, fig. 3; fig. 4 for an ML-VAE run).
+
+    Row r moves beta along the diagonal of the prior's unit ball (or around E q(beta | X) with
+    ``beta_centre="posterior"``); column c moves z around the cluster's prior mean given beta; each
+    cell is the decoder's mean. Writes ``cluster_D.png`` per chosen cluster, ``summary.png`` and
+    ``interpolation.json`` (the mean pixel change between neighbouring rows and columns) to a new
+    ``RUN/experiments/interpolation[-n]/``.
+
+    Parameters
+    ----------
+    run : Run
+        A trained run (:func:`ugvae.load_run`). It needs a global latent (UG-VAE or ML-VAE).
+    settings : InterpolationSettings, optional
+        Default: ``InterpolationSettings()``.
+
+    Returns
+    -------
+    InterpolationResult
+
+    Raises
+    ------
+    RunError
+        A run whose model has no global latent.
+    """
     settings = settings or InterpolationSettings()
     model, guide = run.model, run.guide
     require_global_latent(run, "there is no beta to interpolate")

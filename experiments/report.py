@@ -117,7 +117,17 @@ NEXT_EXPERIMENTS = (
 
 
 def training_report(run):
-    """The figures of the module docstring, from the run's newest checkpoint."""
+    """Draw the figures every training run ends with, from the run's newest checkpoint.
+
+    ``loss_curve.png`` (train ELBO per logged step and test ELBO per epoch, cluster usage),
+    ``reconstructions.png`` (test groups above their reconstructions) and ``samples.png`` (a group
+    per row, column k drawn from cluster k), into the run directory and its TensorBoard log.
+
+    Parameters
+    ----------
+    run : Run
+        A trained run; the command line calls this at the end of training.
+    """
     run.load_weights()
     model, train_cfg = run.model, run.train_cfg
     plot_loss_curve(run.run_dir)

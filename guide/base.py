@@ -62,6 +62,11 @@ class GlobalPosterior(NamedTuple):
 def check_images(x: torch.Tensor) -> None:
     """Check that `x` is groups of images, (G, B, C, H, W) floats in [0, 1].
 
+    Parameters
+    ----------
+    x : torch.Tensor
+        What a guide was given.
+
     Raises
     ------
     ValueError

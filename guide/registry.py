@@ -123,13 +123,36 @@ def check_guide_name(name) -> None:
 
 
 def guide_names(model_name: str) -> list[str]:
-    """The names this process knows for `model_name` (installed entry points are not read)."""
+    """The guide names this process knows for a model: shipped and registered (installed entry
+    points are loaded by name, on first use, and not listed).
+
+    Parameters
+    ----------
+    model_name : str
+        A model's registry name.
+
+    Raises
+    ------
+    UnknownName
+        No such model.
+    """
     check_model(model_name)
     return [g for (m, g) in GUIDES if m == model_name]
 
 
 def default_guide(model_name: str) -> str:
-    """The default guide's name of `model_name` (its first shipped guide): ``"structured"`` for ugvae."""
+    """The name of a model's default guide, its first shipped one: ``"structured"`` for ugvae.
+
+    Parameters
+    ----------
+    model_name : str
+        A model's registry name.
+
+    Raises
+    ------
+    UnknownName
+        No such model.
+    """
     check_model(model_name)
     return next(g for (m, g) in SHIPPED if m == model_name)
 
@@ -172,7 +195,19 @@ def guide_class(model_name: str, guide_name: str | None = None) -> type[Guide]:
 
 
 def guide_source(model_name: str, guide_name: str) -> GuideSource:
-    """Where the guide `guide_name` of `model_name` (loaded or registered: see `guide_class`) came from."""
+    """Where a guide came from: shipped, an installed entry point, or registered at run time.
+
+    Parameters
+    ----------
+    model_name : str
+        A model's registry name.
+    guide_name : str
+        One of its guides (found as :func:`guide_class` finds it).
+
+    Returns
+    -------
+    GuideSource
+    """
     key = (model_name, guide_name)
     cls = guide_class(model_name, guide_name)
     if SHIPPED.get(key) is cls:

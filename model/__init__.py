@@ -12,7 +12,21 @@ MODELS = {"ugvae": UGVAEModel, "vae": VAEModel, "gmvae": GMVAEModel, "mlvae": ML
 
 
 def check_extensions(model_name: str, values: dict) -> None:
-    """Refuse an extension field set away from its default for a model that would ignore it."""
+    """Refuse an extension of the paper set for a model that would ignore it.
+
+    Parameters
+    ----------
+    model_name : str
+        A model's registry name.
+    values : dict
+        Fields of :class:`ModelConfig` by name; those of ``EXTENSIONS`` (``cluster_weights``,
+        ``decoder_film``) away from their defaults are checked against the model's ``extensions``.
+
+    Raises
+    ------
+    ConfigError
+        Naming each ignored field and the models that read it.
+    """
     if model_name not in MODELS:
         return  # an unknown name is refused where the model is built, with the choices
     defaults = ModelConfig()

@@ -53,3 +53,26 @@ def test_the_guide_example_checks_and_trains_a_guide_of_its_own(tmp_path, monkey
             "kind": "registered at run time",
             "defined_in": "readme_guide_example:BetaFromPiGuide",
         }
+
+
+def test_the_readme_links_only_files_of_the_repository_and_its_figure_is_small():
+    text = open(os.path.join(ROOT, "README.md")).read()
+    targets = re.findall(r"\]\(((?!https?://|#)[^)]+)\)", text)
+    assert targets and all(os.path.exists(os.path.join(ROOT, t)) for t in targets), targets
+    (figure,) = re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", text)
+    assert os.path.getsize(os.path.join(ROOT, figure)) < 200_000
+    assert "SCIENCE_NOTES" not in text and "../shared" not in text
+
+
+def test_the_cpu_only_line_asks_for_the_torch_that_setup_cfg_accepts():
+    """pip keeps a CPU-only torch installed first only when it is in setup.cfg's range: the README's
+    line must ask PyTorch's CPU index for at least setup.cfg's floor, of torch and of torchvision."""
+    import configparser
+
+    config = configparser.ConfigParser()
+    config.read(os.path.join(ROOT, "setup.cfg"))
+    floors = dict(re.findall(r"^(torch|torchvision)>=([\d.]+)", config["options"]["install_requires"], re.M))
+    readme = open(os.path.join(ROOT, "README.md")).read()
+    line = re.search(r"pip install ('torch[^\n]*\n[^\n]*--index-url https://download.pytorch.org/whl/cpu)", readme)
+    assert line, "the README has no CPU-only install line"
+    assert f"'torch>={floors['torch']}'" in line[1] and f"'torchvision>={floors['torchvision']}'" in line[1]

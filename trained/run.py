@@ -236,7 +236,18 @@ class Run:
 
     # -- the trained model -----------------------------------------------------------
     def to(self, device: str | torch.device) -> Run:
-        """Move the model and guide to `device` (``cpu``, ``cuda``, ``cuda:N``, ``auto``); returns the run."""
+        """Move the model and guide to another device; returns the run.
+
+        Parameters
+        ----------
+        device : str or torch.device
+            ``cpu``, ``cuda``, ``cuda:N`` or ``auto``.
+
+        Raises
+        ------
+        ConfigError
+            A device this machine lacks.
+        """
         self.device = resolve_device(device)
         if self._trained is not None:
             self._trained[0].to(self.device), self._trained[1].to(self.device)

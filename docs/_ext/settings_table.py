@@ -35,6 +35,8 @@ def allowed_text(declared) -> str:
     ):
         if bound is not None:
             parts.append(f"{word} {bound:g}" if isinstance(bound, float) else f"{word} {bound}")
+    if declared.rule is not None:
+        parts.append(f"checked by ``{declared.rule.__name__}``")
     return ", ".join(parts) or "-"
 
 

@@ -265,7 +265,37 @@ class CompareResult:
 
 
 def compare(run_dirs: list[str], settings: CompareSettings | None = None, device: str = "auto") -> CompareResult:
-    """The table of the module docstring for `run_dirs`, written to `settings.out`."""
+    """One table of several runs, or an experiment's tables over training seeds; writes compare.md
+    (and compare.csv) to a new folder.
+
+    Without ``settings.experiment``: a row per run with its model, guide, the data it really read,
+    training time, test ELBO, IWAE bound (and its difference to the first run, paired over the same
+    test groups) and clustering; runs not yet evaluated at their newest checkpoint are evaluated
+    first. Runs whose IWAE used another S, or that trained on other data than the first, are flagged.
+    With ``settings.experiment``: that experiment's tables over seeds (runs named ``SETTING-sSEED``
+    are seeds of one setting), each cell the mean ± the half-width of its 95% t-interval.
+
+    Parameters
+    ----------
+    run_dirs : list of str
+        Run directories; the first is the reference.
+    settings : CompareSettings, optional
+        Default: ``CompareSettings()``.
+    device : str, default "auto"
+        Where runs not yet evaluated are evaluated.
+
+    Returns
+    -------
+    CompareResult
+        The rows, the Markdown table and the files written.
+
+    Raises
+    ------
+    RunError
+        A run that did not finish training, or (with ``experiment``) without results of it.
+    ConfigError
+        An unknown experiment or reference setting, or an ``out`` that holds files.
+    """
     settings = settings or CompareSettings()
     if settings.experiment is not None and settings.experiment not in SEED_TABLES:
         raise ConfigError(f"`experiment` is one of {', '.join(SEED_TABLES)}, got {settings.experiment!r}")

@@ -71,7 +71,31 @@ class EmbedResult:
 
 
 def embed_run(run: Run, settings: EmbedSettings) -> EmbedResult:
-    """Embed `settings.folder` or the run's `settings.split`; write the files of the module docstring."""
+    """Embed a folder of image sets, or a split of the run's data, and write the embeddings.
+
+    Writes ``embeddings.npz`` (the arrays of :class:`~ugvae.trained.inference.Embeddings`) and
+    ``beta.csv`` (a row per group) to a new ``RUN/embed/<source>[-n]/``, or to ``settings.out``,
+    whole or absent. A model without a global latent writes its local codes only.
+
+    Parameters
+    ----------
+    run : Run
+        A trained run (:func:`ugvae.load_run`).
+    settings : EmbedSettings
+        ``folder`` (each sub-folder one group of any size) or ``split``; ``group_size``; ``out``.
+
+    Returns
+    -------
+    EmbedResult
+        The embeddings, and the folder and files written.
+
+    Raises
+    ------
+    DataError
+        A folder without images, or an image that cannot be read.
+    ConfigError
+        An ``out`` that holds files.
+    """
     name = Path(settings.folder).expanduser().resolve().name if settings.folder is not None else settings.split
     folder = OutputFolder(run.path("embed"), name, out=settings.out, run_dir=run.run_dir)
     if settings.folder is not None:

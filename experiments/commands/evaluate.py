@@ -27,7 +27,31 @@ class EvaluateSettings(EvaluateArguments):
 
 
 def evaluate_run(run: Run, settings: EvaluateSettings | None = None) -> dict:
-    """The numbers of `run` (its weights, or the checkpoint of `settings`), written to its eval file."""
+    """Evaluate a run on its test split, and write the numbers to RUN/eval.json.
+
+    The same numbers as :meth:`Run.evaluate` (test ELBO, IWAE bound with d summed exactly,
+    clustering accuracy, cluster usage, beta diagnostics), on the run's newest good checkpoint or on
+    ``settings.checkpoint`` (then to ``eval-step-N.json``), written atomically under the run's lock.
+
+    Parameters
+    ----------
+    run : Run
+        A trained run (:func:`ugvae.load_run`).
+    settings : EvaluateSettings, optional
+        Importance samples, seed, memory per pass, a checkpoint. Default: ``EvaluateSettings()``.
+
+    Returns
+    -------
+    dict
+        The numbers, with the run id and step they were computed at.
+
+    Raises
+    ------
+    RunError
+        Another process writes into the run, the run is read-only, or the checkpoint is not the run's.
+    DataError
+        The run's dataset cannot be read.
+    """
     settings = settings or EvaluateSettings()
     # Held from the start: a run that cannot be written, or another writer (a process, a thread),
     # is refused before the evaluation, not after it. The command line holds it already.

@@ -41,7 +41,31 @@ class SampleResult:
 
 
 def sample_run(run: Run, settings: SampleSettings) -> SampleResult:
-    """Draw the groups of the module docstring from `run` and write its files."""
+    """Draw new groups, each sharing one beta, and write them as a figure and arrays.
+
+    Writes ``samples.png`` (a row per group, labelled with where its beta came from) and
+    ``samples.npz`` (the arrays of :class:`~ugvae.trained.inference.Samples`) to a new
+    ``RUN/samples/<prior|folder>[-n]/``, or to ``settings.out``, whole or absent.
+
+    Parameters
+    ----------
+    run : Run
+        A trained run (:func:`ugvae.load_run`).
+    settings : SampleSettings
+        ``num_groups``, ``group_size``, ``beta_from`` (a folder of sets), ``seed``, ``out``.
+
+    Returns
+    -------
+    SampleResult
+        The samples, and the folder and files written.
+
+    Raises
+    ------
+    RunError
+        The run's model has no global latent (VAE, GMVAE).
+    DataError
+        ``beta_from`` cannot be read as image sets.
+    """
     from ..plotting import save_grid  # matplotlib: only when a figure is drawn
 
     name = "prior" if settings.beta_from is None else os.path.basename(os.path.normpath(settings.beta_from))

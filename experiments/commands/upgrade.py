@@ -23,7 +23,31 @@ class UpgradeSettings:
 
 
 def upgrade_runs(run_dirs: list[str], settings: UpgradeSettings | None = None, device: str = "auto") -> list[Upgraded]:
-    """`upgrade_run` of each run directory, in order (`device` is unused: nothing is computed)."""
+    """Convert each run's pickled checkpoints of ugvae 0.2 and earlier to the current format, once.
+
+    Each pickle's opcodes are scanned within bounds (nesting, container counts, int sizes, total
+    size) before torch's weights-only loader sees it; the old files are kept in
+    ``RUN/pickled-checkpoints/``. See :func:`ugvae.trained.upgrade_run`.
+
+    Parameters
+    ----------
+    run_dirs : list of str
+        Run directories, converted in order.
+    settings : UpgradeSettings, optional
+        Unused; the command's settings.
+    device : str, default "auto"
+        Unused: nothing is computed.
+
+    Returns
+    -------
+    list
+        What was converted in each run.
+
+    Raises
+    ------
+    RunError
+        A run that cannot be upgraded; a pickle that exceeds the scan's bounds is refused by name.
+    """
     return [upgrade_run(run_dir) for run_dir in run_dirs]
 
 

@@ -210,8 +210,34 @@ def cell(kind, B, alpha, label, name, sets: HeldOutSets, images, **scores) -> di
 
 
 def set_generation(run: Run, settings: SetGenerationSettings | None = None) -> SetGenerationResult:
-    """Score every generator of `run` and of each baseline run on held-out sets: the files of the
-    module docstring, in a new RUN/experiments/set-generation[-n]/."""
+    """Sets in, sets out: what a set's beta generates, scored on held-out sets whose answer is known.
+
+    Every generator (beta sampling, the set-code Gaussian, member code + noise, the set's q(d) mix,
+    the prior) of this run and of each baseline run makes M images per held-out set of B images,
+    beside new real images of the same source; class mixes are scored by total variation, factors
+    by R^2, both by novelty and diversity (:doc:`/tutorials/set-generation`). Writes
+    ``results.json``, ``table.md`` and ``sets-<kind>.png`` to a new
+    ``RUN/experiments/set-generation[-n]/``; ``compare --experiment set-generation`` tables them
+    over seeds.
+
+    Parameters
+    ----------
+    run : Run
+        A trained run (:func:`ugvae.load_run`): UG-VAE, ML-VAE, VAE or GMVAE, on ``grouped:BASE``,
+        labelled data or ``folder:PATH``.
+    settings : SetGenerationSettings, optional
+        Default: ``SetGenerationSettings()``.
+
+    Returns
+    -------
+    SetGenerationResult
+        The folder, the files, the results and the Markdown table.
+
+    Raises
+    ------
+    RunError
+        A baseline run on other data, or data with neither labels nor factors.
+    """
     from ...trained import load_run
     from ...trained.outputs import OutputFolder
 

@@ -87,7 +87,30 @@ class StructuredBatchesResult:
 
 
 def structured_batches(run: Run, settings: StructuredBatchesSettings | None = None) -> StructuredBatchesResult:
-    """Table 1 and fig. 7 for `run`: the files of the module docstring."""
+    """Structured batches (section 4.3, table 1, fig. 7): does q(beta | X) tell the rule behind a group?
+
+    Groups follow a rule (even, odd, Fibonacci or prime digits; tops or footwear; hair colour),
+    mix two rules 60/40 against 40/60, or are random; linear and RBF SVMs classify E q(beta | X) (or
+    samples of it) against the untrained guide, PCA of the mean image, the run's local codes and
+    any baseline run. Writes ``table.json``, ``table.md`` and ``tsne.png`` to a new
+    ``RUN/experiments/structured-batches[-n]/``.
+
+    Parameters
+    ----------
+    run : Run
+        A trained run (:func:`ugvae.load_run`).
+    settings : StructuredBatchesSettings, optional
+        Default: ``StructuredBatchesSettings()``.
+
+    Returns
+    -------
+    StructuredBatchesResult
+
+    Raises
+    ------
+    DataError
+        A dataset without rules (MNIST, Fashion-MNIST and CelebA have them).
+    """
     settings = settings or StructuredBatchesSettings()
     train_cfg = run.train_cfg
     data = load_dataset(train_cfg.dataset, "test", settings.data_dir or train_cfg.data_dir, train_cfg.image_size)

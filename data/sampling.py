@@ -511,7 +511,7 @@ def rule_classes(dataset: str, rule: str) -> list[int]:
     Parameters
     ----------
     dataset : str
-        ``mnist``, ``fashion-mnist`` or ``celeba`` (a mixture's parts by their own names).
+        ``mnist`` or ``fashion-mnist``.
     rule : str
         A rule of that dataset, e.g. ``"prime"``.
 

@@ -86,6 +86,11 @@ def test_writing_a_guide_checks_registers_trains_and_compares_it():
 def test_generation_from_a_set_writes_and_shows_its_table():
     text, cells = run("set-generation")
     assert "['results.json', 'table.md', 'sets-mix.png']" in text
+    rows, cell = {}, r" \| ([\d.]+)"
+    for B, generator, *tv in re.findall(r"^\| (\d+) \| [^|]+ \| ([^|]+) \|" + cell * 3, text, re.M):
+        rows[int(B), generator.strip()] = [float(v) for v in tv]
     for generator in ("beta sampling", "set-code Gaussian", "member code + noise", "beta ~ p(beta)", "new real images"):
-        assert f"| {generator} |" in text, generator
+        assert (16, generator) in rows, generator
+    # what the tutorial's reading says of its table: beta is used (below the prior at every alpha)
+    assert all(b < p for b, p in zip(rows[16, "beta sampling"], rows[16, "beta ~ p(beta)"]))
     assert images(cells) >= 1

@@ -28,6 +28,7 @@ class Command:
     # where the run comes from: "run" (--run RUN_DIR), "runs" (RUN_DIR...), or "run-or-checkpoint"
     runs: str = "run"
     run_help: str = "a trained run"  # the help of --run
+    computes: bool = True  # whether it runs a model, and so takes --device
 
 
 COMMANDS = {
@@ -65,6 +66,7 @@ COMMANDS = {
         "convert a run's checkpoints of the older, pickled format (step-N.pt) to the current one, once",
         "runs",
         "runs whose step-N.pt checkpoints to convert",
+        computes=False,
     ),
 }
 EXPERIMENTS = {
@@ -133,9 +135,10 @@ def _builder(command: Command):
         flag_names = add_settings(
             parser, settings_type, skip=("checkpoint",) if command.runs == "run-or-checkpoint" else ()
         )
-        parser.add_argument(
-            "--device", default="auto", help=f"where the run's model runs: {DEVICE_NAMES} (default: auto)"
-        )
+        if command.computes:
+            parser.add_argument(
+                "--device", default="auto", help=f"where the run's model runs: {DEVICE_NAMES} (default: auto)"
+            )
         add_quiet(parser)
         flag_names.update(run="--run", device="--device", run_dir="RUN_DIR" if command.runs == "runs" else "--run")
         parser.set_defaults(handler=_handler(command), flag_names=flag_names)
@@ -150,11 +153,12 @@ def _handler(command: Command):
         module = _module(command)
         settings = settings_from(args, getattr(module, command.settings))
         function = getattr(module, command.function)
+        device = getattr(args, "device", "cpu")  # a command that computes nothing takes no --device
         if command.runs == "runs":
-            result = function(args.runs, settings, args.device)
+            result = function(args.runs, settings, device)
         else:
             run_dir = args.run or module.run_dir_of(args.checkpoint)
-            run = Run.open(run_dir, args.device)
+            run = Run.open(run_dir, device)
             # Outputs sent elsewhere (`out`) leave the run itself untouched: no lock, read-only runs work.
             writes_into_run = getattr(settings, "out", None) is None
             elsewhere = "out" if hasattr(settings, "out") else None  # what a read-only run's refusal suggests

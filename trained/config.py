@@ -35,7 +35,7 @@ MAX_IMAGE_SIZE = 4096
 DEVICE_NAMES = "auto (cuda when available, else cpu), cpu or cuda[:N]"
 # The --help sections of `train`, in order: each field names its own.
 DATA, MODEL, TRAINING, OUTPUT = "data", "model", "training", "output"
-LEVERS = "levers of the objective (extensions of the paper; what each bounds: train/elbo.py)"
+LEVERS = "levers of the objective (extensions of the paper, each off by default: then the loss is the ELBO)"
 SCALING_OUT = "scaling out (PyTorch Lightning, optional extra)"
 SECTIONS = (DATA, MODEL, TRAINING, LEVERS, OUTPUT, SCALING_OUT)
 
@@ -176,7 +176,7 @@ class TrainConfig(Levers):
     groups: str = setting(
         "random",
         "training groups: random, labels:ALPHA (class proportions ~ Dirichlet(ALPHA); 0: one class) "
-        "or clusters:ALPHA (the same over the model's own clusters); data/sampling.py",
+        "or clusters:ALPHA (the same over the model's own clusters)",
         rule=parse_spec,
         section=DATA,
     )
@@ -205,7 +205,7 @@ class TrainConfig(Levers):
     )
     graph: bool = setting(
         False,
-        "replay the whole step as one CUDA graph (train/graph.py; needs cuda)",
+        "replay the whole step as one CUDA graph (needs cuda, and validation off)",
         negatable=False,
         section=TRAINING,
     )

@@ -1,8 +1,9 @@
 """Sphinx configuration of the ugvae documentation.
 
-Built from the installed package (no sys.path edits: `pip install -e '.[docs]'` first):
+Built from the installed package, nothing of the checkout on the import path (`pip install -e
+'.[docs]'` first; the notebooks' executed copies go beside the output, in docs/_build/):
 
-    python -m sphinx -W --keep-going -b html docs docs/_build
+    python -m sphinx -W --keep-going -b html docs docs/_build/html
 
 The tutorials are notebooks stored with their outputs, rendered as they are (tests/docs/
 test_tutorials.py executes them); the API reference is autodoc + napoleon over NumPy-style
@@ -10,13 +11,10 @@ docstrings; every settings dataclass gets its table of fields from its `setting(
 (_ext/settings_table.py), so no bound is typed twice.
 """
 
-import os
-import sys
+import importlib.util
+from pathlib import Path
 
 import ugvae
-
-# Sphinx loads local extensions by module name: _ext/ is this documentation's own code, not the package's.
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "_ext"))
 
 project = "ugvae"
 author = "the ugvae authors"
@@ -30,7 +28,6 @@ extensions = [
     "sphinx.ext.mathjax",
     "sphinx.ext.viewcode",
     "myst_nb",
-    "settings_table",
 ]
 
 source_suffix = {".rst": "restructuredtext", ".md": "myst-nb", ".ipynb": "myst-nb"}
@@ -65,3 +62,13 @@ smartquotes = False
 html_theme = "furo"
 html_title = f"ugvae {release}"
 html_static_path = ["_static"]
+
+
+def setup(app):
+    """This site's own extension (_ext/settings_table.py), loaded by path: the docs import the
+    installed package and nothing else from the checkout."""
+    path = Path(__file__).parent / "_ext" / "settings_table.py"
+    spec = importlib.util.spec_from_file_location("ugvae_docs_settings_table", path)
+    extension = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(extension)
+    return extension.setup(app)

@@ -136,3 +136,10 @@ def test_the_layers_page_states_the_layers_the_test_enforces():
     assert set(rows) == {"model", "guide", "data", "trained", "train", "experiments"}
     for part, allowed in rows.items():
         assert {w.strip() for w in allowed.split(",")} == ALLOWED[part], part
+
+
+def test_the_site_is_built_from_the_installed_package():
+    for folder, _, files in os.walk(DOCS):
+        for name in files:
+            if name.endswith((".py", ".ipynb")) and "_build" not in folder:
+                assert "sys.path" not in open(os.path.join(folder, name), encoding="utf-8").read(), name

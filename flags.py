@@ -128,6 +128,13 @@ class LazyParser(CliParser):
         return super().format_usage()
 
 
+class IgnoredFlag(argparse.Action):
+    """A flag that a command took but never used, still accepted for one more release, with one notice."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        logger.warning("%s does nothing here, is deprecated and goes in the next release; drop it", option_string)
+
+
 class RenamedFlag(argparse.Action):
     """An old spelling of a flag, read as the new one for one more release, with one notice."""
 

@@ -12,11 +12,12 @@ summaries below (a test checks each summary against its module's docstring).
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import importlib
 from dataclasses import dataclass
 
-from ..flags import add_quiet, add_settings, given_values
+from ..flags import IgnoredFlag, add_quiet, add_settings, given_values
 
 
 @dataclass(frozen=True)
@@ -139,6 +140,8 @@ def _builder(command: Command):
             parser.add_argument(
                 "--device", default="auto", help=f"where the run's model runs: {DEVICE_NAMES} (default: auto)"
             )
+        else:  # 0.2's commands all took it; a script that passes it keeps working for a release
+            parser.add_argument("--device", action=IgnoredFlag, dest="ignored_device", help=argparse.SUPPRESS)
         add_quiet(parser)
         flag_names.update(run="--run", device="--device", run_dir="RUN_DIR" if command.runs == "runs" else "--run")
         parser.set_defaults(handler=_handler(command), flag_names=flag_names)

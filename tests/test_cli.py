@@ -149,3 +149,11 @@ def test_config_starts_a_new_run_with_the_flags_on_top(one_epoch_run, tmp_path):
     assert mine["train"]["lr"] == 0.002
     assert {**mine["train"], "lr": old["train"]["lr"]} == old["train"]
     assert mine["model"] == old["model"]
+
+
+def test_upgrade_still_takes_the_device_it_never_used_for_one_release(tmp_path, capsys, caplog):
+    assert exit_code(["upgrade", "--help"]) == 0
+    assert "--device" not in capsys.readouterr().out
+    with caplog.at_level("WARNING"):
+        exit_code(["upgrade", str(tmp_path), "--device", "cpu"])  # no run there: refused after parsing
+    assert "--device does nothing here, is deprecated and goes in the next release" in caplog.text

@@ -67,7 +67,8 @@ def test_the_wheel_holds_only_the_ugvae_package(wheel):
         assert f"ugvae/{package}__init__.py" in names, f"ugvae/{package} is missing from the wheel"
     for module in ("ugvae/run.py", "ugvae/__main__.py", "ugvae/experiments/commands/embed.py", "ugvae/data/folder.py"):
         assert module in names
-    assert not any(n.startswith("ugvae/tests/") for n in names)
+    assert not any(n.startswith(("ugvae/tests/", "ugvae/docs/")) for n in names)
+    assert "ugvae/py.typed" in names  # PEP 561: the annotations are for type checkers
     assert any(n.endswith("LICENSE") for n in names)
     assert "ugvae = ugvae.run:main" in entry_points
 

@@ -6,6 +6,11 @@ train ELBO and its test numbers. `history` reads it as a pandas DataFrame (`Run.
 `df[df.kind == "epoch"]` are the epochs. Logs of earlier versions, which had no `kind`, are
 widened in place (the rows with a test ELBO are the epochs).
 
+Loggers outside the run (TensorBoard, the Lightning loggers a user passes) get the same numbers
+under names that say which row they belong to (`logged_scalars`): a step row's train ELBO is
+train/elbo, an epoch row's train/epoch_elbo, its test numbers test/..., its beta diagnostics
+beta/..., its wall-clock time train/elapsed_s.
+
 Rows are appended whole or not at all (files.py `append_whole`: a full disk mid-row leaves the
 file as it was); a kill mid-append can still leave a torn last line, which a resume drops, and a
 crash while the header was written leaves a torn header, which the next writer rewrites (the
@@ -104,6 +109,27 @@ class MetricsLog:
             lines.pop()
         kept = [line for line in lines[1:] if line.split(",", 1)[0].isdigit() and int(line.split(",", 1)[0]) <= step]
         atomic_write_bytes(self.path, "".join(lines[:1] + kept).encode())
+
+
+def logged_scalars(row: dict) -> dict[str, float]:
+    """The numbers of a metrics.csv row (a dict with `kind`) by the names loggers outside the run
+    get them (module docstring); missing ones, NaN and anything not a number are left out."""
+    scalars = {}
+    for key, value in row.items():
+        if key in ("step", "epoch", "kind") or isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if value != value:  # NaN: a number nobody could plot
+            continue
+        if key == "train_elbo":
+            name = "train/elbo" if row["kind"] == "step" else "train/epoch_elbo"
+        elif key == "elapsed_s":
+            name = "train/elapsed_s"
+        elif key.startswith(("beta_", "pixel_change")):
+            name = f"beta/{key.removeprefix('beta_')}"
+        else:
+            name = f"test/{key.removeprefix('test_')}"
+        scalars[name] = value
+    return scalars
 
 
 def row_kind(row: dict) -> str:

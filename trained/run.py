@@ -260,11 +260,19 @@ class Run:
 
         return reconstruct(self.model, self.guide, x)
 
-    def evaluate(self, samples: int = 100, seed: int = 0, images_per_pass: int = 8192, data_dir: str | None = None):
-        """Test ELBO, IWAE bound, clustering and beta diagnostics on the run's test split (a dict)."""
+    def evaluate(
+        self,
+        samples: int = 100,
+        seed: int = 0,
+        images_per_pass: int = 8192,
+        data_dir: str | None = None,
+        test_data=None,
+    ):
+        """Test ELBO, IWAE bound, clustering and beta diagnostics on the run's test split, or on
+        `test_data` (in-memory images as `fit` takes them; what a run trained on tensors needs): a dict."""
         from .evaluation import evaluate
 
-        return evaluate(self, samples, seed, images_per_pass, data_dir)
+        return evaluate(self, samples, seed, images_per_pass, data_dir, test_data)
 
 
 def load_run(run_dir: str | os.PathLike, device: str = "cpu") -> Run:

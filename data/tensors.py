@@ -99,6 +99,8 @@ def tensor_data(train_data, test_data=None, image_size: int | None = None) -> Te
 def tensor_set(value, field: str) -> ImageSet:
     """One split given as `field`: an ImageSet of its checked images, labels and groups, whose
     `content_hash` is the sha256 of them all."""
+    if isinstance(value, ImageSet):  # a split of another run's tensors (tensor_data(...).test), say
+        value = ImageTensors(value.images, value.labels, value.groups)
     given = value if isinstance(value, ImageTensors) else ImageTensors(value)
     images = as_pixels(given.images, field)
     n = len(images)

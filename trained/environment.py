@@ -125,3 +125,17 @@ def data_summary(run_dir: str) -> str | None:
         return None
     train, test = data["train"], data["test"]
     return f"{train.get('source') or train.get('dataset')} ({train.get('images')} train / {test.get('images')} test)"
+
+
+def held_out_of_train_data(run_dir: str) -> bool:
+    """Whether a run of in-memory tensors held its test split out of `train_data` (both splits of
+    its last session come from one argument)."""
+    sessions = read_sessions(run_dir)
+    data = sessions[-1].get("data") if sessions else None
+    if not isinstance(data, dict):
+        return False
+    hashes = [
+        (data.get(split) or {}).get("content_hash") if isinstance(data.get(split), dict) else None
+        for split in ("train", "test")
+    ]
+    return hashes[0] is not None and hashes[0] == hashes[1]

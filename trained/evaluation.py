@@ -49,7 +49,7 @@ from ..errors import DataError
 from ..progress import progress
 from ..settings import Settings, seed_setting, setting
 from .diagnostics import beta_diagnostics
-from .environment import data_summary
+from .environment import data_summary, held_out_of_train_data
 
 PARTICLE_DIM = -3  # left of the groups (-2) and samples (-1) plates; d is enumerated left of it
 USAGE_THRESHOLD = 0.02
@@ -217,6 +217,16 @@ def test_split(run, data_dir: str | None = None, test_data=None):
     """The ImageSet `evaluate` reads: `test_data` (in-memory images, data/tensors.py) where given,
     else the test split of the run's dataset, read without downloading anything."""
     cfg = run.train_cfg
+    if test_data is None and cfg.dataset.startswith("tensors:"):
+        given = (
+            "ugvae.data.tensor_data(train_data).test, the tenth it held out"
+            if held_out_of_train_data(run.run_dir)
+            else "the `test_data` it was trained with"
+        )
+        raise DataError(
+            f"{run.run_dir} was trained on in-memory tensors ({cfg.dataset}), which no file holds; evaluate it "
+            f"from Python with run.evaluate(test_data=...), passing {given} or other images"
+        )
     if test_data is None:
         # Read-only: a run's config never makes this command download data or create folders.
         return load_dataset(cfg.dataset, "test", data_dir or cfg.data_dir, cfg.image_size, download=False)
@@ -274,7 +284,9 @@ def evaluate(
         "model": run.model_name,
         "guide": run.guide_name,
         "dataset": cfg.dataset,
-        "data": (test_data is None and data_summary(run.run_dir)) or f"{test.source} ({len(test)} test)",
+        "data": test.source
+        if test_data is not None
+        else data_summary(run.run_dir) or f"{test.source} ({len(test)} test)",
         "group_size": B,
         "test_groups": len(sizes),
         "test_images": len(order),

@@ -133,9 +133,9 @@ class LoggedNumbers(Hook):
         # loggers again at every later step: the loggers get the window here, once, at its step.
         self.module.log_dict(as_tensors(scalars), on_step=True, on_epoch=False, logger=False, batch_size=1)
         if self.module.trainer.is_global_zero:
+            # Lightning saves the loggers (their own files, not the run's) after each epoch's numbers.
             for logger in self.module.loggers:
                 logger.log_metrics({"epoch": row["epoch"], **scalars}, step=row["step"])
-                logger.save()
 
     def on_epoch_end(self, book, result):
         # Only rank 0 has computed the test numbers; a collective that every process reaches here.

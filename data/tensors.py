@@ -234,6 +234,11 @@ def whole_numbers(value, n: int, what: str) -> torch.Tensor:
     return t.to(torch.int64).cpu()
 
 
+def names_tensors(dataset: str) -> bool:
+    """Whether a run's `dataset` is in-memory tensors (tensors:HASH)."""
+    return dataset.startswith(f"{NAME}:")
+
+
 def check_name(option: str) -> None:
     """The HASH of tensors:HASH: hexadecimal digits, as a run names its tensors."""
     if not (0 < len(option) <= 64 and all(c in "0123456789abcdef" for c in option)):

@@ -11,7 +11,6 @@ import textwrap
 import pytest
 
 import ugvae.progress as progress_module
-from tests.conftest import ROOT
 from ugvae.progress import Console, plural, progress
 
 
@@ -123,7 +122,7 @@ def test_plurals():
     ]
 
 
-# A process of its own: logging as a user's script finds it, without pytest's handlers.
+# A process of its own, with the installed package: logging as a user's script finds it, without pytest's handlers.
 SCRIPT = textwrap.dedent(
     """
     import io, logging, sys
@@ -148,7 +147,7 @@ SCRIPT = textwrap.dedent(
 def test_a_script_silences_or_redirects_progress_by_logging_alone(tmp_path, mode):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     script = tmp_path / "script.py"
-    script.write_text(f"import sys; sys.path.insert(0, {ROOT!r}); import _checkout; _checkout.use_checkout()\n{SCRIPT}")
+    script.write_text(SCRIPT)
     result = subprocess.run(
         [sys.executable, str(script), mode, str(tmp_path / "runs")],
         capture_output=True,

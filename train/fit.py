@@ -30,6 +30,7 @@ from dataclasses import asdict, fields, replace
 import pyro
 
 from ..data import tensor_data
+from ..data.tensors import names_tensors
 from ..errors import ConfigError, RunError
 from ..guide import build, guide_class
 from ..guide.registry import registered_name
@@ -87,7 +88,7 @@ def prepare(
         data = load_training_data(train_cfg, test_data=test_data)
     else:
         named = train_cfg.dataset
-        if "dataset" in values or not (named == TrainConfig.dataset or named.startswith("tensors:")):
+        if "dataset" in values or not (named == TrainConfig.dataset or names_tensors(named)):
             raise ConfigError(f"`train_data` and `dataset` {named} both say what to train on; drop one")
         tensors = tensor_data(train_data, test_data, train_cfg.image_size)
         train_cfg = replace(train_cfg, dataset=tensors.name)

@@ -40,13 +40,13 @@ import pyro
 import torch
 
 from ..data import ImageSet, load_dataset, own_groups, tensor_data, training_groups
-from ..data.tensors import NAME as TENSORS
+from ..data.tensors import names_tensors
 from ..errors import ConfigError, DataError, RunError, TrainingDiverged, TrainingInterrupted, TrainingTerminated
 from ..files import write_json
 from ..model import ModelConfig
 from ..trained.checkpoint import MAX_WEIGHT, Checkpoint, CheckpointFolder, expect, rng_state, set_rng_state
 from ..trained.diagnostics import inactive_beta_message
-from ..trained.environment import read_sessions, record_session, session_record
+from ..trained.environment import content_hashes, record_session, session_record
 from ..trained.evaluation import test_partition
 from .book import RunBook
 from .hooks import epoch_hooks
@@ -69,7 +69,7 @@ def load_training_data(train_cfg, train_data=None, test_data=None, run_dir: str 
     """The data of a run: its dataset by name, or, for a run of in-memory tensors (`dataset`
     tensors:HASH, data/tensors.py), `train_data` and `test_data` given again, which must be the
     tensors it was trained on (`run_dir` names the run in the refusal). Notices are logged."""
-    named_tensors = train_cfg.dataset.startswith(f"{TENSORS}:")
+    named_tensors = names_tensors(train_cfg.dataset)
     if train_data is None:
         if test_data is not None:
             raise ConfigError("`test_data` comes with `train_data`; pass both, or neither")
@@ -97,9 +97,7 @@ def load_training_data(train_cfg, train_data=None, test_data=None, run_dir: str 
 def tensors_differ(run_dir: str | None, trained_on: str, given) -> str:
     """Which of `train_data` and `test_data` differs from the tensors the run was trained on, by
     the sha256 of each that environment.json recorded (`given`: a data.TensorData)."""
-    sessions = read_sessions(run_dir) if run_dir else []
-    recorded = (sessions[-1].get("data") if sessions else None) or {}
-    train, test = ((recorded.get(split) or {}).get("content_hash") for split in ("train", "test"))
+    train, test = content_hashes(run_dir) if run_dir else (None, None)
     run, fix = run_dir or "the run", "pass the same tensors, or train a new run on these with `fit`"
     if train and test and (train == test) != given.held_out:
         if given.held_out:

@@ -127,15 +127,12 @@ def data_summary(run_dir: str) -> str | None:
     return f"{train.get('source') or train.get('dataset')} ({train.get('images')} train / {test.get('images')} test)"
 
 
-def held_out_of_train_data(run_dir: str) -> bool:
-    """Whether a run of in-memory tensors held its test split out of `train_data` (both splits of
-    its last session come from one argument)."""
+def content_hashes(run_dir: str) -> tuple[str | None, str | None]:
+    """(train, test): the sha256 of the in-memory tensors each split of the run's last session came
+    from (the same for a test split held out of `train_data`); None where nothing is recorded."""
     sessions = read_sessions(run_dir)
     data = sessions[-1].get("data") if sessions else None
-    if not isinstance(data, dict):
-        return False
-    hashes = [
-        (data.get(split) or {}).get("content_hash") if isinstance(data.get(split), dict) else None
-        for split in ("train", "test")
-    ]
-    return hashes[0] is not None and hashes[0] == hashes[1]
+    splits = [data.get(split) if isinstance(data, dict) else None for split in ("train", "test")]
+    hashes = [split.get("content_hash") if isinstance(split, dict) else None for split in splits]
+    train, test = (h if isinstance(h, str) else None for h in hashes)
+    return train, test

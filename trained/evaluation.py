@@ -44,12 +44,12 @@ from pyro.poutine.util import site_is_subsample
 
 from ..data import load_dataset, own_groups, seeded_partition, to_unit_float
 from ..data.imageset import resize_images, shape_text
-from ..data.tensors import tensor_set
+from ..data.tensors import names_tensors, tensor_set
 from ..errors import DataError
 from ..progress import progress
 from ..settings import Settings, seed_setting, setting
 from .diagnostics import beta_diagnostics
-from .environment import data_summary, held_out_of_train_data
+from .environment import content_hashes, data_summary
 
 PARTICLE_DIM = -3  # left of the groups (-2) and samples (-1) plates; d is enumerated left of it
 USAGE_THRESHOLD = 0.02
@@ -217,10 +217,11 @@ def test_split(run, data_dir: str | None = None, test_data=None):
     """The ImageSet `evaluate` reads: `test_data` (in-memory images, data/tensors.py) where given,
     else the test split of the run's dataset, read without downloading anything."""
     cfg = run.train_cfg
-    if test_data is None and cfg.dataset.startswith("tensors:"):
+    if test_data is None and names_tensors(cfg.dataset):
+        train, test = content_hashes(run.run_dir)
         given = (
             "ugvae.data.tensor_data(train_data).test, the tenth it held out"
-            if held_out_of_train_data(run.run_dir)
+            if train is not None and train == test
             else "the `test_data` it was trained with"
         )
         raise DataError(

@@ -236,21 +236,15 @@ def as_flags(message: str, names: dict[str, str]) -> str:
     return re.sub(r"`(\w+)`", lambda m: names.get(m[1], m[1]), message)
 
 
-class ConsoleHandler(logging.Handler):
-    """Log records on stderr, one line each, written between the lines of a progress bar, with
-    each field they name shown as its flag."""
+class FlagNames(logging.Formatter):
+    """The console's formatter: each field a record names is shown as its flag."""
 
     def __init__(self, names: dict[str, str]):
         super().__init__()
         self.names = names
 
-    def emit(self, record):
-        try:
-            from tqdm import tqdm
-
-            tqdm.write(as_flags(self.format(record), self.names), file=sys.stderr)
-        except Exception:
-            self.handleError(record)
+    def format(self, record):
+        return as_flags(super().format(record), self.names)
 
 
 def tolerate_environment() -> str | None:
@@ -300,26 +294,28 @@ def main(argv=None) -> int:
     if routed is None:
         parser.print_help()
         return 0
-    package_log = logging.getLogger(__package__)
-    handler = ConsoleHandler({})  # before parsing: a deprecated flag's notice goes through it
-    package_log.addHandler(handler)
-    package_log.setLevel(logging.INFO)
     from . import progress
     from .errors import UGVAEError
 
+    package_log = logging.getLogger(__package__)
+    level = package_log.level
+    # The console, before parsing: a deprecated flag's notice goes through it (progress.py).
+    handler, flag_names = progress.Console(), FlagNames({})
+    handler.setFormatter(flag_names)
+    package_log.addHandler(handler)
+    package_log.setLevel(logging.INFO)
     try:
         args = parser.parse_args(routed)
         args.prog = prog
-        quiet = getattr(args, "quiet", False)
-        progress.set_enabled(not quiet)
-        handler.names = args.flag_names
-        package_log.setLevel(logging.WARNING if quiet else logging.INFO)  # notices are warnings: always shown
+        flag_names.names = args.flag_names
+        # Progress lines are INFO records: quiet hides them, and keeps notices, which are warnings.
+        package_log.setLevel(logging.WARNING if getattr(args, "quiet", False) else logging.INFO)
         return cmd_train(args) if args.command == "train" else args.handler(args)
     except UGVAEError as e:
         if debug:
             raise
         # One line even if a message has several.
-        print("error: " + " ".join(as_flags(str(e), handler.names).split("\n")), file=sys.stderr)
+        print("error: " + " ".join(as_flags(str(e), flag_names.names).split("\n")), file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:
         message = f"interrupted: {e}" if str(e) else "interrupted"
@@ -330,7 +326,7 @@ def main(argv=None) -> int:
         return getattr(e, "exit_code", 130)  # 143 for SIGTERM
     finally:
         package_log.removeHandler(handler)
-        progress.set_enabled(True)
+        package_log.setLevel(level)
 
 
 if __name__ == "__main__":

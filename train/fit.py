@@ -3,7 +3,9 @@
     run = fit(dataset="mnist", epochs=50, z_dim=3)          # fields of TrainConfig and ModelConfig
     run = fit(TrainConfig(dataset="mnist"), ModelConfig(x_shape=(1, 28, 28), z_dim=3))
     run = fit(dataset="mnist", guide=MineGuide)             # a guide of your own (guide/registry.py)
+    run = fit(train_data=x, test_data=x_test, epochs=50)   # in-memory images (data/tensors.py)
     run = resume("runs/mnist-ugvae-...", epochs=100)       # continue it, or extend it to 100 epochs
+    run = resume("runs/tensors_...", train_data=x, test_data=x_test)  # a run of tensors takes them again
 
 Both pick the driver from the launch options: none trains on one device (train/loop.py), a
 LaunchConfig under PyTorch Lightning (train/lightning.py); a resumed run keeps its own unless
@@ -12,7 +14,9 @@ run other than rank 0. Data, model and guide are built before the run directory 
 input leaves no run behind. The run's lock is held from the first write to the last, and
 `on_finish(run)` runs inside it (the command line draws the run's figures there).
 
-A resume writes nothing before its checkpoint has loaded: config.json records a new total of
+Under Lightning, `logger` (any Lightning logger, or a list) receives the numbers of metrics.csv;
+a LightningDataModule cannot replace the run's data (train/lightning.py says why; in-memory
+tensors can). A resume writes nothing before its checkpoint has loaded: config.json records a new total of
 epochs, or the id a run made before run ids adopts from its checkpoint, only then. A run stopped
 before its first checkpoint (checkpoints/ holds no file at all) trains from the start, in place.
 """
@@ -25,6 +29,8 @@ from dataclasses import asdict, fields, replace
 
 import pyro
 
+from ..data import tensor_data
+from ..data.tensors import names_tensors
 from ..errors import ConfigError, RunError
 from ..guide import build, guide_class
 from ..guide.registry import registered_name
@@ -33,9 +39,9 @@ from ..trained.checkpoint import never_checkpointed
 from ..trained.config import LaunchConfig, RunLocation, TrainConfig, check_memory, resolve_device
 from ..trained.run import Run
 from .loop import Trainer
-from .session import check_image_shape, load_training_data
+from .session import check_image_shape, load_training_data, training_data
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)  # `logger` is the Lightning logger a user passes
 TRAIN_FIELDS = {f.name for f in fields(TrainConfig)}
 MODEL_FIELDS = {f.name for f in fields(ModelConfig)}
 
@@ -56,11 +62,19 @@ def configs(train_cfg: TrainConfig | None, model_cfg: ModelConfig | None, values
     return train_cfg, model_cfg, model_values
 
 
-def prepare(train_cfg: TrainConfig | None = None, model_cfg: ModelConfig | None = None, **values):
+def prepare(
+    train_cfg: TrainConfig | None = None,
+    model_cfg: ModelConfig | None = None,
+    *,
+    train_data=None,
+    test_data=None,
+    **values,
+):
     """A new run before its first step: (Run, TrainingData, model, guide); nothing is written yet.
 
     `values` are fields of TrainConfig and ModelConfig; model sizes without `x_shape` take the
-    data's image shape.
+    data's image shape. `train_data` (and `test_data`) are in-memory images, which the run's
+    `dataset` then names as tensors:HASH (data/tensors.py).
     """
     train_cfg, model_cfg, model_values = configs(train_cfg, model_cfg, values)
     guide_class(train_cfg.model, train_cfg.guide)  # an unknown guide is refused before any data is read
@@ -70,19 +84,28 @@ def prepare(train_cfg: TrainConfig | None = None, model_cfg: ModelConfig | None 
         check_memory(model_cfg, train_cfg, device)  # a model too large is refused before any data is read
     pyro.clear_param_store()  # the param store is global: names left by an earlier model would shadow
     pyro.set_rng_seed(train_cfg.seed)
-    data = load_training_data(train_cfg)
+    if train_data is None:
+        data = load_training_data(train_cfg, test_data=test_data)
+    else:
+        named = train_cfg.dataset
+        if "dataset" in values or not (named == TrainConfig.dataset or names_tensors(named)):
+            raise ConfigError(f"`train_data` and `dataset` {named} both say what to train on; drop one")
+        tensors = tensor_data(train_data, test_data, train_cfg.image_size)
+        train_cfg = replace(train_cfg, dataset=tensors.name)
+        data = training_data(train_cfg, tensors.train, tensors.test)
     if model_cfg is None:
         # Sizes without an image shape take the data's.
         model_cfg = ModelConfig(**{"x_shape": tuple(data.train_set.x_shape), **model_values})
         check_memory(model_cfg, train_cfg, device)
-    check_image_shape(data, model_cfg, train_cfg.dataset)
+    check_image_shape(data, model_cfg, train_cfg.dataset if train_data is None else "`train_data`")
     run = Run(model_cfg, train_cfg, device=device)
     model, guide = build(model_cfg, run.model_name, run.guide_name)
     return run, data, model, guide
 
 
 def new_trainer(train_cfg: TrainConfig | None = None, model_cfg: ModelConfig | None = None, **values) -> Trainer:
-    """A single-device Trainer of a new run, on the run's device; `start` makes its directory."""
+    """A single-device Trainer of a new run, on the run's device (`values` as `prepare` takes
+    them); `start` makes its directory."""
     run, data, model, guide = prepare(train_cfg, model_cfg, **values)
     return Trainer(run, data, model, guide, run.device)
 
@@ -96,6 +119,9 @@ def fit(
     launch: LaunchConfig | None = None,
     on_finish=None,
     lightning_callbacks=(),
+    logger=None,
+    train_data=None,
+    test_data=None,
     **values,
 ) -> Run | None:
     """Train a new run in `run_dir` (which must not exist) or in a fresh directory under `runs_dir`.
@@ -104,14 +130,19 @@ def fit(
     data's image shape. `guide` is a guide's name or a subclass of ugvae.guide.Guide for `model`
     (registered under its own name, guide/registry.py). A Pyro AutoGuide is refused: it is not
     amortised, so a run could not embed new groups; README, "Pyro AutoGuides", fits one against a
-    trained run instead. `lightning_callbacks` go to Lightning's Trainer (with `launch` only).
+    trained run instead. `train_data` and `test_data` are in-memory images instead of `dataset`:
+    tensors or numpy arrays (N, C, H, W), or ugvae.data.ImageTensors with labels or groups
+    (data/tensors.py); without `test_data` a tenth of `train_data` is held out for testing.
+    `lightning_callbacks` and `logger` (a Lightning logger, or a list) go to Lightning's Trainer
+    (with `launch` only).
     """
     RunLocation(runs_dir, run_dir)  # checked before any data is read
+    check_lightning_extras(launch, logger, values)
     if launch is not None:
-        run, data, model, guide = prepare(train_cfg, model_cfg, **values)
+        run, data, model, guide = prepare(train_cfg, model_cfg, train_data=train_data, test_data=test_data, **values)
         run.launch = launch
-        return _fit_lightning(run, data, model, guide, None, runs_dir, run_dir, on_finish, lightning_callbacks)
-    trainer = new_trainer(train_cfg, model_cfg, **values)
+        return _fit_lightning(run, data, model, guide, None, runs_dir, run_dir, on_finish, lightning_callbacks, logger)
+    trainer = new_trainer(train_cfg, model_cfg, train_data=train_data, test_data=test_data, **values)
     run = trainer.start(runs_dir, run_dir)
     with run.lock(new=True):
         trainer.fit(on_finish)
@@ -126,15 +157,21 @@ def resume(
     launch: LaunchConfig | None = None,
     on_finish=None,
     lightning_callbacks=(),
+    logger=None,
+    train_data=None,
+    test_data=None,
 ) -> Run | None:
     """Continue a run (a directory, or a Run just opened) from its newest good checkpoint, in its own directory.
 
     `epochs` extends it to that many epochs in all (config.json records the new total); it may
     not be fewer than those already trained. `device` picks where this session trains; the
     run's config keeps its own. `launch` replaces the Lightning options the run was trained with.
+    A run trained on in-memory tensors takes them again as `train_data` and `test_data`, checked
+    against the hash it recorded. `logger` as in `fit`.
     """
     run = run_dir if isinstance(run_dir, Run) else Run.open(run_dir)
     launch = launch or run.launch
+    check_lightning_extras(launch, logger)
     writer = launch is None or launched_as_rank_zero()
     with run.lock() if writer else contextlib.nullcontext():
         if epochs is not None and epochs != run.train_cfg.epochs:
@@ -146,7 +183,7 @@ def resume(
         if fresh:  # the first weights of a new run: seeded as `prepare` seeds them
             pyro.clear_param_store()
             pyro.set_rng_seed(run.train_cfg.seed)
-        data = load_training_data(run.train_cfg)
+        data = load_training_data(run.train_cfg, train_data, test_data, run.run_dir)
         model, guide = build(run.model_cfg, run.model_name, run.guide_name)
         trainer = Trainer(run, data, model, guide, run.device) if launch is None else None
         checkpoint = None
@@ -156,7 +193,7 @@ def resume(
             if checkpoint is None:  # only files set aside as unreadable
                 raise RunError(f"{run.run_dir} has no readable checkpoint to resume from; start a new run instead")
         if checkpoint is None:
-            logger.info(f"{run.run_dir} stopped before its first checkpoint: training it from the start")
+            log.info(f"{run.run_dir} stopped before its first checkpoint: training it from the start")
         elif checkpoint.epoch > run.train_cfg.epochs:
             raise ConfigError(
                 f"{run.run_dir} has already trained {checkpoint.epoch} epochs, more than `epochs` "
@@ -166,7 +203,9 @@ def resume(
             run.save_config()  # the id the run takes from its checkpoints, or its new total of epochs
         if launch is not None:
             run.launch = launch
-            return _fit_lightning(run, data, model, guide, checkpoint, None, None, on_finish, lightning_callbacks)
+            return _fit_lightning(
+                run, data, model, guide, checkpoint, None, None, on_finish, lightning_callbacks, logger
+            )
         if checkpoint is None:
             trainer.session.seed()
         else:
@@ -181,11 +220,31 @@ def launched_as_rank_zero() -> bool:
     return launched_as_rank_zero()
 
 
-def _fit_lightning(run: Run, data, model, guide, checkpoint, runs_dir, run_dir, on_finish, callbacks) -> Run | None:
+def check_lightning_extras(launch: LaunchConfig | None, logger, values: dict | None = None) -> None:
+    """A ConfigError for a Lightning logger without Lightning, or a LightningDataModule, before any work."""
+    if "datamodule" in (values or {}):
+        raise ConfigError(
+            "a LightningDataModule cannot replace a run's data: UG-VAE trains on groups that its own samplers draw, "
+            "with exact-resume state (train/lightning.py says why); pass its images as `train_data` instead"
+        )
+    if logger is not None and launch is None:
+        raise ConfigError(
+            "`logger` is a Lightning logger, which only the Lightning driver feeds: add `launch` "
+            "(on one device: LaunchConfig(strategy='auto', devices=1))"
+        )
+    if logger is not None:
+        from .lightning import as_loggers
+
+        as_loggers(logger)
+
+
+def _fit_lightning(
+    run: Run, data, model, guide, checkpoint, runs_dir, run_dir, on_finish, callbacks, logger
+) -> Run | None:
     from .lightning import LightningUGVAE, fit_lightning, launched_as_rank_zero, lightning_trainer
 
     done = checkpoint.epoch if checkpoint else 0
-    trainer = lightning_trainer(run, run.train_cfg.epochs - done, callbacks)
+    trainer = lightning_trainer(run, run.train_cfg.epochs - done, callbacks, logger)
     run.world_size = trainer.world_size
     module = LightningUGVAE(run, data, model, guide, checkpoint)
     lock = contextlib.nullcontext()

@@ -39,13 +39,14 @@ from dataclasses import dataclass
 import pyro
 import torch
 
-from ..data import ImageSet, load_dataset, own_groups, training_groups
-from ..errors import RunError, TrainingDiverged, TrainingInterrupted, TrainingTerminated
+from ..data import ImageSet, load_dataset, own_groups, tensor_data, training_groups
+from ..data.tensors import names_tensors
+from ..errors import ConfigError, DataError, RunError, TrainingDiverged, TrainingInterrupted, TrainingTerminated
 from ..files import write_json
 from ..model import ModelConfig
 from ..trained.checkpoint import MAX_WEIGHT, Checkpoint, CheckpointFolder, expect, rng_state, set_rng_state
 from ..trained.diagnostics import inactive_beta_message
-from ..trained.environment import record_session, session_record
+from ..trained.environment import content_hashes, record_session, session_record
 from ..trained.evaluation import test_partition
 from .book import RunBook
 from .hooks import epoch_hooks
@@ -64,12 +65,53 @@ class TrainingData:
     diagnostic_groups: torch.Tensor  # beta is read on groups that share something, where the data has them
 
 
-def load_training_data(train_cfg) -> TrainingData:
-    """The run's data. Its notices (e.g. that MNIST fell back to the offline digits) are logged."""
-    train_set = load_dataset(train_cfg.dataset, "train", train_cfg.data_dir, train_cfg.image_size)
-    test_set = load_dataset(train_cfg.dataset, "test", train_cfg.data_dir, train_cfg.image_size)
-    if train_set.notice:
-        logger.warning(train_set.notice)
+def load_training_data(train_cfg, train_data=None, test_data=None, run_dir: str | None = None) -> TrainingData:
+    """The data of a run: its dataset by name, or, for a run of in-memory tensors (`dataset`
+    tensors:HASH, data/tensors.py), `train_data` and `test_data` given again, which must be the
+    tensors it was trained on (`run_dir` names the run in the refusal). Notices are logged."""
+    named_tensors = names_tensors(train_cfg.dataset)
+    if train_data is None:
+        if test_data is not None:
+            raise ConfigError("`test_data` comes with `train_data`; pass both, or neither")
+        if named_tensors:
+            raise DataError(
+                f"{run_dir or 'this run'} was trained on in-memory tensors ({train_cfg.dataset}), which no file "
+                f"holds; pass them again: ugvae.resume({run_dir or 'RUN'!r}, train_data=..., test_data=...)"
+            )
+        train_set = load_dataset(train_cfg.dataset, "train", train_cfg.data_dir, train_cfg.image_size)
+        test_set = load_dataset(train_cfg.dataset, "test", train_cfg.data_dir, train_cfg.image_size)
+        if train_set.notice:
+            logger.warning(train_set.notice)
+        return training_data(train_cfg, train_set, test_set)
+    if not named_tensors:
+        raise ConfigError(
+            f"{run_dir or 'this run'} trains on dataset {train_cfg.dataset}, not on in-memory tensors; "
+            "drop `train_data` and `test_data`"
+        )
+    tensors = tensor_data(train_data, test_data, train_cfg.image_size)
+    if tensors.name != train_cfg.dataset:
+        raise DataError(tensors_differ(run_dir, train_cfg.dataset, tensors))
+    return training_data(train_cfg, tensors.train, tensors.test)
+
+
+def tensors_differ(run_dir: str | None, trained_on: str, given) -> str:
+    """Which of `train_data` and `test_data` differs from the tensors the run was trained on, by
+    the sha256 of each that environment.json recorded (`given`: a data.TensorData)."""
+    train, test = content_hashes(run_dir) if run_dir else (None, None)
+    run, fix = run_dir or "the run", "pass the same tensors, or train a new run on these with `fit`"
+    if train and test and (train == test) != given.held_out:
+        if given.held_out:
+            return f"{run} was trained with `test_data` besides `train_data`; pass it again"
+        return f"{run} held its test split out of `train_data` and was given no `test_data`; drop `test_data`"
+    for field, then, now in (("train_data", train, given.train), ("test_data", test, given.test)):
+        if then and then != now.content_hash:
+            hashes = f"sha256 {then[:12]}..., given {now.content_hash[:12]}..."
+            return f"`{field}` differs from the tensors {run} was trained on ({hashes}); {fix}"
+    return f"the tensors given are {given.name}, not the {trained_on} {run} was trained on; {fix}"
+
+
+def training_data(train_cfg, train_set: ImageSet, test_set: ImageSet) -> TrainingData:
+    """The splits of a run with the fixed groups its evaluation reads."""
     test_parts = test_partition(len(test_set), train_cfg.group_size)
     diagnostic_groups = own_groups(test_set, train_cfg.group_size)
     return TrainingData(
@@ -336,7 +378,8 @@ class Session:
             hook.on_restore(book.step)
         if book.log_due and book.pending:  # written before its step's log (a run that moved, `check_run_dir`)
             self.log_window()
-        logger.info(f"resuming {run.run_dir} from step {book.step} (epoch {book.epoch + 1})")
+        if self.writer:
+            logger.info(f"resuming {run.run_dir} from step {book.step} (epoch {book.epoch + 1})")
 
     # -- how a session ends early -----------------------------------------------------
     def checkpoint_kept(self) -> str:

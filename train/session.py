@@ -310,7 +310,7 @@ class Session:
         }
         if self.writer:
             write_json(self.run.path("summary.json"), summary)
-            if note := inactive_beta_message(summary, self.cfg):
+            if note := inactive_beta_message(summary, self.cfg, self.data.train_set.groups is not None):
                 logger.warning(note)
         return summary
 

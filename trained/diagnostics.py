@@ -121,10 +121,11 @@ def beta_diagnostics(model, guide, images: torch.Tensor, groups, max_decoded: in
     return out
 
 
-def inactive_beta_message(result: dict, train_cfg=None) -> str | None:
+def inactive_beta_message(result: dict, train_cfg=None, own_groups: bool = False) -> str | None:
     """One line when no dim of E[beta | X] varies across the test groups, or when there are too few
     test groups to tell (fewer than 2); None when beta is active or the model has none. The fix it
-    names depends on how `train_cfg` (a TrainConfig) grouped the training data."""
+    names depends on how `train_cfg` (a TrainConfig) grouped the training data, and on whether the
+    data came in groups of its own (`own_groups`: grouped:BASE, tensors given with `groups`)."""
     if result.get("beta_active_dims", 1) > 0:
         return None
     test_groups = round(math.exp(result["beta_mi_bound"]))  # the bound is log G
@@ -136,13 +137,14 @@ def inactive_beta_message(result: dict, train_cfg=None) -> str | None:
     return (
         f"beta is inactive: no dim of E[beta|X] has variance > {INACTIVE_VARIANCE} across {test_groups} test groups; "
         f"of its KL of {result['beta_kl']:.2f} nats, I(X; beta) is {result['beta_mi']:.2f} (at most "
-        f"{result['beta_mi_bound']:.2f} here) and the rest a learned bias; {inactive_beta_fix(train_cfg)}"
+        f"{result['beta_mi_bound']:.2f} here) and the rest a learned bias; {inactive_beta_fix(train_cfg, own_groups)}"
     )
 
 
-def inactive_beta_fix(train_cfg) -> str:
+def inactive_beta_fix(train_cfg, own_groups: bool = False) -> str:
     """What to change: groups that share something, unless the run's groups already did."""
-    shared = train_cfg is not None and (train_cfg.groups != "random" or train_cfg.dataset.startswith("grouped:"))
+    own_groups = own_groups or (train_cfg is not None and train_cfg.dataset.startswith("grouped:"))
+    shared = train_cfg is not None and (train_cfg.groups != "random" or own_groups)
     if not shared:
         return "train on groups that share something, e.g. `groups` labels:0.3"
     grouping = train_cfg.groups if train_cfg.groups != "random" else f"the groups of {train_cfg.dataset}"

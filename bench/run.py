@@ -24,10 +24,10 @@ not as epoch-end work -- and nothing the run computes changes:
 
 A phase whose code is not found (renamed, say) is reported as missing, never silently dropped;
 tests/bench/test_run.py runs a tiny run and checks that the phases add up to the wall time.
-Threads: torch reads OMP_NUM_THREADS when imported, so set it in the environment to compare.
+Threads: run.py's `--threads` (trained/threads.py); the table shows the count the run trained with.
 
     python -m bench.run                                   # the default MNIST run (200 epochs)
-    OMP_NUM_THREADS=1 python -m bench.run --epochs 25 --json run.json
+    python -m bench.run --epochs 25 --threads 2 --json run.json
     python -m bench.run --dataset synthetic:200 --epochs 2 --quiet --hidden 16   # flags go to run.py
 """
 
@@ -206,15 +206,24 @@ def measure(argv: list[str], started: float | None = None) -> dict:
         for name in IMPORTED:
             importlib.import_module(name)
     missing = instrument(clock)
+    torch = sys.modules["torch"]
+    session, threads = sys.modules["ugvae.train.session"].Session, []
+    timed_begin = session.begin
+
+    def begin(self):  # the threads the session trains with (fit restores the caller's count after)
+        threads.append(torch.get_num_threads())
+        return timed_begin(self)
+
+    session.begin = begin
     try:
         code = sys.modules["ugvae.run"].main(argv)
     finally:
+        session.begin = timed_begin
         clock.stop()
         clock.unwrap()
     wall = time.perf_counter() - (started if whole_process else clock.start) + (python or 0.0)
     seconds = {**({"start-up: python": python} if python is not None else {}), **clock.seconds}
     order = [*(["start-up: python"] if python is not None else []), *clock.calls, "other"]
-    torch = sys.modules["torch"]
     return {
         "command": "python run.py " + " ".join(argv),
         "exit_code": code,
@@ -226,7 +235,7 @@ def measure(argv: list[str], started: float | None = None) -> dict:
         ],
         "missing": missing,
         "steps": clock.calls["steps"],
-        "threads": torch.get_num_threads(),
+        "threads": threads[0] if threads else torch.get_num_threads(),
         "load_average": {"before": load_before, "after": _load_average()},
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10,
         "torch": torch.__version__,

@@ -32,6 +32,7 @@ from ..model import ModelConfig, check_extensions
 from ..trained.checkpoint import never_checkpointed
 from ..trained.config import LaunchConfig, RunLocation, TrainConfig, check_memory, resolve_device
 from ..trained.run import Run
+from ..trained.threads import using_threads
 from .loop import Trainer
 from .session import check_image_shape, load_training_data
 
@@ -105,16 +106,21 @@ def fit(
     (registered under its own name, guide/registry.py). A Pyro AutoGuide is refused: it is not
     amortised, so a run could not embed new groups; README, "Pyro AutoGuides", fits one against a
     trained run instead. `lightning_callbacks` go to Lightning's Trainer (with `launch` only).
+    torch computes with the config's `threads` until fit returns (trained/threads.py).
     """
     RunLocation(runs_dir, run_dir)  # checked before any data is read
-    if launch is not None:
-        run, data, model, guide = prepare(train_cfg, model_cfg, **values)
-        run.launch = launch
-        return _fit_lightning(run, data, model, guide, None, runs_dir, run_dir, on_finish, lightning_callbacks)
-    trainer = new_trainer(train_cfg, model_cfg, **values)
-    run = trainer.start(runs_dir, run_dir)
-    with run.lock(new=True):
-        trainer.fit(on_finish)
+    train_cfg, model_cfg, model_values = configs(train_cfg, model_cfg, values)
+    with using_threads(train_cfg.threads):
+        if launch is not None:
+            run, data, model, guide = prepare(train_cfg, model_cfg, **model_values)
+            run.launch = launch
+            return _fit_lightning(
+                run, data, model, guide, None, runs_dir, run_dir, on_finish, lightning_callbacks, train_cfg.threads
+            )
+        trainer = new_trainer(train_cfg, model_cfg, **model_values)
+        run = trainer.start(runs_dir, run_dir)
+        with run.lock(new=True):
+            trainer.fit(on_finish)
     return run
 
 
@@ -123,6 +129,7 @@ def resume(
     *,
     epochs: int | None = None,
     device: str | None = None,
+    threads: int | None = None,
     launch: LaunchConfig | None = None,
     on_finish=None,
     lightning_callbacks=(),
@@ -130,13 +137,15 @@ def resume(
     """Continue a run (a directory, or a Run just opened) from its newest good checkpoint, in its own directory.
 
     `epochs` extends it to that many epochs in all (config.json records the new total); it may
-    not be fewer than those already trained. `device` picks where this session trains; the
-    run's config keeps its own. `launch` replaces the Lightning options the run was trained with.
+    not be fewer than those already trained. `device` and `threads` pick where and with how many
+    CPU threads this session trains; the run's config keeps its own. `launch` replaces the
+    Lightning options the run was trained with.
     """
     run = run_dir if isinstance(run_dir, Run) else Run.open(run_dir)
     launch = launch or run.launch
     writer = launch is None or launched_as_rank_zero()
-    with run.lock() if writer else contextlib.nullcontext():
+    threads = run.train_cfg.threads if threads is None else threads
+    with run.lock() if writer else contextlib.nullcontext(), using_threads(threads):
         if epochs is not None and epochs != run.train_cfg.epochs:
             run.train_cfg = replace(run.train_cfg, epochs=epochs)  # written to config.json once checked
         if launch is None:
@@ -166,7 +175,9 @@ def resume(
             run.save_config()  # the id the run takes from its checkpoints, or its new total of epochs
         if launch is not None:
             run.launch = launch
-            return _fit_lightning(run, data, model, guide, checkpoint, None, None, on_finish, lightning_callbacks)
+            return _fit_lightning(
+                run, data, model, guide, checkpoint, None, None, on_finish, lightning_callbacks, threads
+            )
         if checkpoint is None:
             trainer.session.seed()
         else:
@@ -181,13 +192,15 @@ def launched_as_rank_zero() -> bool:
     return launched_as_rank_zero()
 
 
-def _fit_lightning(run: Run, data, model, guide, checkpoint, runs_dir, run_dir, on_finish, callbacks) -> Run | None:
+def _fit_lightning(
+    run: Run, data, model, guide, checkpoint, runs_dir, run_dir, on_finish, callbacks, threads
+) -> Run | None:
     from .lightning import LightningUGVAE, fit_lightning, launched_as_rank_zero, lightning_trainer
 
     done = checkpoint.epoch if checkpoint else 0
     trainer = lightning_trainer(run, run.train_cfg.epochs - done, callbacks)
     run.world_size = trainer.world_size
-    module = LightningUGVAE(run, data, model, guide, checkpoint)
+    module = LightningUGVAE(run, data, model, guide, checkpoint, threads)
     lock = contextlib.nullcontext()
     if launched_as_rank_zero():
         if run.run_dir is None:  # a new run (a resumed one, even from step 0, has its directory)

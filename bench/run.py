@@ -13,8 +13,9 @@ not as epoch-end work -- and nothing the run computes changes:
     steps                   Session.step: loss, backward and Adam update of every step
     loop                    Trainer.fit less its parts: drawing groups, progress bar, log windows
     logging                 every hook's on_log: the metrics.csv (and TensorBoard) rows of a window
-    epoch end: <hook>       every hook's on_epoch_end: test metrics, beta diagnostics, cluster
-                            refresh, the metrics.csv row, TensorBoard
+    epoch end: <hook>       test metrics and beta diagnostics at each evaluated epoch's end;
+                            every other hook's on_epoch_end: cluster refresh, the metrics.csv
+                            row, TensorBoard
     epoch end: other        Session.end_epoch less its hooks and checkpoint
     checkpoints             Session.checkpoint
     end: summary            Session.finish: summary.json
@@ -51,10 +52,14 @@ from collections import Counter, defaultdict  # noqa: E402
 
 # Modules the training command imports, timed as the imports phase.
 IMPORTED = ("torch", "pyro", "ugvae.run", "ugvae.train", "ugvae.trained", "ugvae.experiments.report")
-# Readable names of the epoch-end hooks of train/hooks.py; another hook is shown by its class name.
+# The evaluation of an evaluated epoch's end, timed where it is computed: its hooks pass at the others.
+EVALUATION = {
+    ("ugvae.trained.evaluation", "test_metrics"): "epoch end: test metrics",
+    ("ugvae.trained.diagnostics", "beta_diagnostics"): "epoch end: beta diagnostics",
+}
+EVALUATION_HOOKS = ("TestMetrics", "BetaDiagnostics")
+# Readable names of the other epoch-end hooks of train/hooks.py; another hook is shown by its class name.
 HOOK_NAMES = {
-    "TestMetrics": "test metrics",
-    "BetaDiagnostics": "beta diagnostics",
     "ClusterRefresh": "cluster refresh",
     "MetricsFile": "metrics.csv",
     "TensorBoard": "TensorBoard",
@@ -161,8 +166,12 @@ def instrument(clock: PhaseClock) -> list[str]:
     wrap("ugvae.train.session", "Session.finish", "end: summary")
     wrap("ugvae.experiments.report", "training_report", "end: figures")
     wrap("ugvae.experiments.report", "print_training_report", "end: printed report")
+    for (module_name, function), name in EVALUATION.items():
+        wrap(module_name, function, name)
     hooks = importlib.import_module("ugvae.train.hooks")
     for hook in _subclasses(hooks.Hook):
+        if hook.__name__ in EVALUATION_HOOKS:
+            continue
         label = HOOK_NAMES.get(hook.__name__, hook.__name__)
         if "on_epoch_end" in vars(hook):
             clock.wrap(hook, "on_epoch_end", f"epoch end: {label}")

@@ -11,6 +11,8 @@ not as epoch-end work -- and nothing the run computes changes:
     start-up: set-up        fit, Session.begin and open_hooks less the above: configs, model and
                             guide, the run directory and its lock, environment.json, hook writers
     steps                   Session.step: loss, backward and Adam update of every step
+    steps: tracing          recording the step's graph (train/elbo.py; on a CPU, once a run's
+                            first 100 steps ran eagerly)
     loop                    Trainer.fit less its parts: drawing groups, progress bar, log windows
     logging                 every hook's on_log: the metrics.csv (and TensorBoard) rows of a window
     epoch end: <hook>       test metrics and beta diagnostics at each evaluated epoch's end;
@@ -160,6 +162,7 @@ def instrument(clock: PhaseClock) -> list[str]:
     wrap("ugvae.train.session", "Session.begin", "start-up: set-up")
     wrap("ugvae.train.session", "Session.open_hooks", "start-up: set-up")
     wrap("ugvae.train.session", "Session.step", "steps")
+    wrap("ugvae.train.elbo", "TracedELBOModule._trace", "steps: tracing")
     wrap("ugvae.train.loop", "Trainer.fit", "loop")
     wrap("ugvae.train.session", "Session.end_epoch", "epoch end: other")
     wrap("ugvae.train.session", "Session.checkpoint", "checkpoints")

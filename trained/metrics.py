@@ -2,8 +2,9 @@
 
 `kind` tells the two apart: a `step` row holds the train ELBO of the window of steps up to
 `step`; an `epoch` row, written when the epoch with 0-based index `epoch` ends, holds its mean
-train ELBO and its test numbers. With pandas: `df[df.kind == "epoch"]`. Logs of earlier
-versions, which had no `kind`, are widened in place (the rows with a test ELBO are the epochs).
+train ELBO and, where the epoch was evaluated (every `eval_every`-th and the last), its test
+numbers. With pandas: `df[df.kind == "epoch"]`. Logs of earlier versions, which had no `kind`
+and evaluated every epoch, are widened in place (the rows with a test ELBO are the epochs).
 
 Rows are appended whole or not at all (files.py `append_whole`: a full disk mid-row leaves the
 file as it was); a kill mid-append can still leave a torn last line, which a resume drops, and a

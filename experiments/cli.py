@@ -2,8 +2,9 @@
 
 Each command is a typed function of this package, `f(run, settings)` with a settings dataclass
 (settings.py); this module turns the dataclass's fields into flags (flags.py), loads the run
-once (`--run RUN_DIR`, `--device`, `--threads`), calls the function under the run's lock and prints its
-`report`. Adding a command is a module plus a line in COMMANDS or EXPERIMENTS.
+once (`--run RUN_DIR`, `--device`), calls the function under the run's lock with torch's
+`--threads` (trained/threads.py) and prints its `report`. Adding a command is a module plus a
+line in COMMANDS or EXPERIMENTS.
 
 Nothing here imports those modules until their command is parsed or its help is shown: they
 bring torch, pyro, matplotlib or scikit-learn, and `--help` needs only the names and one-line

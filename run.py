@@ -52,7 +52,7 @@ from .flags import CliParser, LazyParser, add_quiet, add_settings, given_values,
 COMMANDS = ("train", "evaluate", "compare", "embed", "sample", "upgrade", "experiment")
 # Fields that a resumed run may change (`resume`'s arguments); any other given flag must match its
 # config.json. --runs-dir is ignored: tests and scripts pass it to every call.
-RESUMABLE = {"epochs", "device", "runs_dir", "strategy", "devices", "num_nodes", "accelerator"}
+RESUMABLE = {"epochs", "device", "threads", "runs_dir", "strategy", "devices", "num_nodes", "accelerator"}
 
 
 class TrainSettings(NamedTuple):
@@ -144,7 +144,7 @@ def configs_from_args(args, given: set[str]):
 
 def check_resume_flags(run, args, given: set[str]):
     """Refuse every given flag that would change the resumed run, naming it; --epochs, --device,
-    --quiet and the launch flags are the ones a resumed run may change."""
+    --threads, --quiet and the launch flags are the ones a resumed run may change."""
     from .errors import ConfigError
 
     saved = {**run.model_cfg.to_dict(), **run.train_cfg.to_dict()}
@@ -187,7 +187,8 @@ def cmd_train(args) -> int:
         check_resume_flags(run, args, given)
         epochs = args.epochs if "epochs" in given else None
         device = args.device if "device" in given else None
-        run = resume(run, epochs=epochs, device=device, launch=launch, on_finish=training_report)
+        threads = args.threads if "threads" in given else None
+        run = resume(run, epochs=epochs, device=device, threads=threads, launch=launch, on_finish=training_report)
     else:
         train_cfg, model_values = configs_from_args(args, given)
         location_type = train_settings().location

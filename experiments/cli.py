@@ -2,8 +2,9 @@
 
 Each command is a typed function of this package, `f(run, settings)` with a settings dataclass
 (settings.py); this module turns the dataclass's fields into flags (flags.py), loads the run
-once (`--run RUN_DIR`, `--device`), calls the function under the run's lock and prints its
-`report`. Adding a command is a module plus a line in COMMANDS or EXPERIMENTS.
+once (`--run RUN_DIR`, `--device`), calls the function under the run's lock with torch's
+`--threads` (trained/threads.py) and prints its `report`. Adding a command is a module plus a
+line in COMMANDS or EXPERIMENTS.
 
 Nothing here imports those modules until their command is parsed or its help is shown: they
 bring torch, pyro, matplotlib or scikit-learn, and `--help` needs only the names and one-line
@@ -116,7 +117,7 @@ def settings_from(args, settings_type):
 
 def _builder(command: Command):
     def build(parser):
-        from ..trained.config import DEVICE_NAMES
+        from ..trained.config import DEVICE_NAMES, CommandThreads
 
         module = _module(command)
         if command.runs == "runs":
@@ -136,6 +137,7 @@ def _builder(command: Command):
         parser.add_argument(
             "--device", default="auto", help=f"where the run's model runs: {DEVICE_NAMES} (default: auto)"
         )
+        flag_names.update(add_settings(parser, CommandThreads))
         add_quiet(parser)
         flag_names.update(run="--run", device="--device", run_dir="RUN_DIR" if command.runs == "runs" else "--run")
         parser.set_defaults(handler=_handler(command), flag_names=flag_names)
@@ -146,20 +148,23 @@ def _builder(command: Command):
 def _handler(command: Command):
     def handler(args) -> int:
         from ..trained import Run
+        from ..trained.config import CommandThreads
+        from ..trained.threads import using_threads
 
         module = _module(command)
         settings = settings_from(args, getattr(module, command.settings))
         function = getattr(module, command.function)
-        if command.runs == "runs":
-            result = function(args.runs, settings, args.device)
-        else:
-            run_dir = args.run or module.run_dir_of(args.checkpoint)
-            run = Run.open(run_dir, args.device)
-            # Outputs sent elsewhere (`out`) leave the run itself untouched: no lock, read-only runs work.
-            writes_into_run = getattr(settings, "out", None) is None
-            elsewhere = "out" if hasattr(settings, "out") else None  # what a read-only run's refusal suggests
-            with run.lock(elsewhere=elsewhere) if writes_into_run else contextlib.nullcontext():
-                result = function(run, settings)
+        with using_threads(settings_from(args, CommandThreads).threads):
+            if command.runs == "runs":
+                result = function(args.runs, settings, args.device)
+            else:
+                run_dir = args.run or module.run_dir_of(args.checkpoint)
+                run = Run.open(run_dir, args.device)
+                # Outputs sent elsewhere (`out`) leave the run itself untouched: no lock, read-only runs work.
+                writes_into_run = getattr(settings, "out", None) is None
+                elsewhere = "out" if hasattr(settings, "out") else None  # what a read-only run's refusal suggests
+                with run.lock(elsewhere=elsewhere) if writes_into_run else contextlib.nullcontext():
+                    result = function(run, settings)
         print(module.report(result))
         return 0
 

@@ -38,6 +38,7 @@ from ..model import ModelConfig, check_extensions
 from ..trained.checkpoint import never_checkpointed
 from ..trained.config import LaunchConfig, RunLocation, TrainConfig, check_memory, resolve_device
 from ..trained.run import Run
+from ..trained.threads import using_threads
 from .loop import Trainer
 from .session import check_image_shape, load_training_data, training_data
 
@@ -134,18 +135,25 @@ def fit(
     tensors or numpy arrays (N, C, H, W), or ugvae.data.ImageTensors with labels or groups
     (data/tensors.py); without `test_data` a tenth of `train_data` is held out for testing.
     `lightning_callbacks` and `logger` (a Lightning logger, or a list) go to Lightning's Trainer
-    (with `launch` only).
+    (with `launch` only). torch computes with the config's `threads` until fit returns
+    (trained/threads.py).
     """
     RunLocation(runs_dir, run_dir)  # checked before any data is read
     check_lightning_extras(launch, logger, values)
-    if launch is not None:
-        run, data, model, guide = prepare(train_cfg, model_cfg, train_data=train_data, test_data=test_data, **values)
-        run.launch = launch
-        return _fit_lightning(run, data, model, guide, None, runs_dir, run_dir, on_finish, lightning_callbacks, logger)
-    trainer = new_trainer(train_cfg, model_cfg, train_data=train_data, test_data=test_data, **values)
-    run = trainer.start(runs_dir, run_dir)
-    with run.lock(new=True):
-        trainer.fit(on_finish)
+    threads = configs(train_cfg, model_cfg, values)[0].threads
+    with using_threads(threads):
+        if launch is not None:
+            run, data, model, guide = prepare(
+                train_cfg, model_cfg, train_data=train_data, test_data=test_data, **values
+            )
+            run.launch = launch
+            return _fit_lightning(
+                run, data, model, guide, None, runs_dir, run_dir, on_finish, lightning_callbacks, logger, threads
+            )
+        trainer = new_trainer(train_cfg, model_cfg, train_data=train_data, test_data=test_data, **values)
+        run = trainer.start(runs_dir, run_dir)
+        with run.lock(new=True):
+            trainer.fit(on_finish)
     return run
 
 
@@ -154,6 +162,7 @@ def resume(
     *,
     epochs: int | None = None,
     device: str | None = None,
+    threads: int | None = None,
     launch: LaunchConfig | None = None,
     on_finish=None,
     lightning_callbacks=(),
@@ -164,16 +173,18 @@ def resume(
     """Continue a run (a directory, or a Run just opened) from its newest good checkpoint, in its own directory.
 
     `epochs` extends it to that many epochs in all (config.json records the new total); it may
-    not be fewer than those already trained. `device` picks where this session trains; the
-    run's config keeps its own. `launch` replaces the Lightning options the run was trained with.
-    A run trained on in-memory tensors takes them again as `train_data` and `test_data`, checked
-    against the hash it recorded. `logger` as in `fit`.
+    not be fewer than those already trained. `device` and `threads` pick where and with how many
+    CPU threads this session trains; the run's config keeps its own. `launch` replaces the
+    Lightning options the run was trained with. A run trained on in-memory tensors takes them
+    again as `train_data` and `test_data`, checked against the hash it recorded. `logger` as in
+    `fit`.
     """
     run = run_dir if isinstance(run_dir, Run) else Run.open(run_dir)
     launch = launch or run.launch
     check_lightning_extras(launch, logger)
     writer = launch is None or launched_as_rank_zero()
-    with run.lock() if writer else contextlib.nullcontext():
+    threads = run.train_cfg.threads if threads is None else threads
+    with run.lock() if writer else contextlib.nullcontext(), using_threads(threads):
         if epochs is not None and epochs != run.train_cfg.epochs:
             run.train_cfg = replace(run.train_cfg, epochs=epochs)  # written to config.json once checked
         if launch is None:
@@ -204,7 +215,7 @@ def resume(
         if launch is not None:
             run.launch = launch
             return _fit_lightning(
-                run, data, model, guide, checkpoint, None, None, on_finish, lightning_callbacks, logger
+                run, data, model, guide, checkpoint, None, None, on_finish, lightning_callbacks, logger, threads
             )
         if checkpoint is None:
             trainer.session.seed()
@@ -239,14 +250,14 @@ def check_lightning_extras(launch: LaunchConfig | None, logger, values: dict | N
 
 
 def _fit_lightning(
-    run: Run, data, model, guide, checkpoint, runs_dir, run_dir, on_finish, callbacks, logger
+    run: Run, data, model, guide, checkpoint, runs_dir, run_dir, on_finish, callbacks, logger, threads
 ) -> Run | None:
     from .lightning import LightningUGVAE, fit_lightning, launched_as_rank_zero, lightning_trainer
 
     done = checkpoint.epoch if checkpoint else 0
     trainer = lightning_trainer(run, run.train_cfg.epochs - done, callbacks, logger)
     run.world_size = trainer.world_size
-    module = LightningUGVAE(run, data, model, guide, checkpoint)
+    module = LightningUGVAE(run, data, model, guide, checkpoint, threads)
     lock = contextlib.nullcontext()
     if launched_as_rank_zero():
         if run.run_dir is None:  # a new run (a resumed one, even from step 0, has its directory)

@@ -9,8 +9,8 @@ for a process:
     on_epoch_end(book, result)      an epoch finished; hooks add their numbers to `result`
     close()                         the session ends, finished or not
 
-    TestMetrics      test ELBO and cluster usage on the test groups      (writer)
-    BetaDiagnostics  does beta carry information (trained/diagnostics.py)  (writer)
+    TestMetrics      test ELBO and cluster usage on the test groups      (writer, evaluated epochs)
+    BetaDiagnostics  does beta carry information (trained/diagnostics.py)  (writer, evaluated epochs)
     ClusterRefresh   the cluster assignments `clusters:ALPHA` groups draw from next  (every process)
     MetricsFile      a row per logged window and per epoch in metrics.csv  (writer)
     TensorBoard      the same numbers as TensorBoard scalars, when tensorboard is installed  (writer)
@@ -18,6 +18,10 @@ for a process:
 
 A logged window is the row `step_row`, an epoch's end `epoch_row`: metrics.csv and every logger
 outside the run get the same rows (trained/metrics.py `logged_scalars` names their numbers).
+
+Evaluated epochs are every `eval_every`-th and the last (train/book.py `evaluation_due`): only
+they run TestMetrics and BetaDiagnostics, so every epoch's row holds its train ELBO and only an
+evaluated epoch's holds test numbers.
 
 The writer is the one process that writes the run directory (rank 0 under DDP); every process
 refreshes the clusters, since each draws groups from its own copy of the sampler.
@@ -57,7 +61,8 @@ class TestMetrics(Hook):
         self.model, self.guide, self.images, self.parts = model, guide, test_images, test_parts
 
     def on_epoch_end(self, book, result):
-        result.update(test_metrics(self.model, self.guide, self.images, self.parts))
+        if book.evaluation_due:
+            result.update(test_metrics(self.model, self.guide, self.images, self.parts))
 
 
 class BetaDiagnostics(Hook):
@@ -65,7 +70,8 @@ class BetaDiagnostics(Hook):
         self.model, self.guide, self.images, self.groups = model, guide, test_images, groups
 
     def on_epoch_end(self, book, result):
-        result.update(beta_diagnostics(self.model, self.guide, self.images, self.groups))
+        if book.evaluation_due:
+            result.update(beta_diagnostics(self.model, self.guide, self.images, self.groups))
 
 
 class ClusterRefresh(Hook):

@@ -56,9 +56,10 @@ from ..data import to_unit_float
 from ..errors import ConfigError, ProcessLost
 from ..progress import progress
 from ..trained.metrics import logged_scalars
+from ..trained.threads import resolve_threads
 from .elbo import make_elbo
 from .hooks import Hook, epoch_row, step_row
-from .session import Session
+from .session import Session, adam
 
 try:
     from lightning.pytorch import LightningDataModule, LightningModule, Trainer
@@ -153,16 +154,16 @@ def as_tensors(numbers: dict) -> dict:
 class LightningUGVAE(LightningModule):
     """The ELBO module and its optimiser; every rank keeps a Session, rank 0 writes the run."""
 
-    def __init__(self, run, data, model, guide, checkpoint: dict | None = None):
+    def __init__(self, run, data, model, guide, checkpoint: dict | None = None, threads: int | None = None):
         super().__init__()
-        self.run, self.data = run, data
+        self.run, self.data, self.threads = run, data, threads
         self.pair = (model, guide)  # a tuple, so that they register once, inside the loss module
         self.loss_fn = make_elbo(run.train_cfg.jit, run.train_cfg.levers)(model, guide)
         self.checkpoint_to_restore, self.session, self.bar = checkpoint, None, None
         self.logged = LoggedNumbers(self)
 
     def configure_optimizers(self):
-        self.optimizer = torch.optim.Adam(self.loss_fn.parameters(), lr=self.run.train_cfg.lr)
+        self.optimizer = adam(self.loss_fn.parameters(), self.run.train_cfg)
         return self.optimizer
 
     def setup(self, stage: str):
@@ -171,6 +172,8 @@ class LightningUGVAE(LightningModule):
         self.run.run_dir = self.trainer.strategy.broadcast(self.run.run_dir, src=0)
         self.run.run_id = self.trainer.strategy.broadcast(self.run.run_id, src=0)
         device = self.trainer.strategy.root_device
+        # The processes of a node share its cores: by default each takes its part of them.
+        torch.set_num_threads(resolve_threads(self.threads, processes=self.trainer.num_devices))
         writer = self.trainer.is_global_zero
         self.session = Session(self.run, self.data, *self.pair, device, self.trainer.world_size, writer=writer)
         self.session.reduce = self.reduce

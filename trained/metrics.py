@@ -2,8 +2,9 @@
 
 `kind` tells the two apart: a `step` row holds the train ELBO of the window of steps up to
 `step`; an `epoch` row, written when the epoch with 0-based index `epoch` ends, holds its mean
-train ELBO and its test numbers. `history` reads it as a pandas DataFrame (`Run.history`), where
-`df[df.kind == "epoch"]` are the epochs. Logs of earlier versions, which had no `kind`, are
+train ELBO and, where the epoch was evaluated (every `eval_every`-th and the last), its test
+numbers. `history` reads it as a pandas DataFrame (`Run.history`), where `df[df.kind == "epoch"]`
+are the epochs. Logs of earlier versions, which had no `kind` and evaluated every epoch, are
 widened in place (the rows with a test ELBO are the epochs).
 
 Loggers outside the run (TensorBoard, the Lightning loggers a user passes) get the same numbers

@@ -2,11 +2,13 @@
 
     import ugvae
     run = ugvae.fit(dataset="mnist", epochs=50)        # train a new run (fields of TrainConfig/ModelConfig)
+    run = ugvae.fit(train_data=x, test_data=x_test)     # or on images in memory, (N, C, H, W)
     run = ugvae.load_run("runs/mnist-ugvae-...")        # or load a trained one
     run.embed("my-sets/")                               # q(beta | X) per set, q(z | x) per image
     run.sample(beta_from="my-sets/")                    # more images like each set
     run.reconstruct(x), run.evaluate()                  # reconstructions; test ELBO, IWAE, clustering
     run.model, run.guide                                # the Pyro model and guide, for poutine
+    run.history                                         # metrics.csv as a pandas DataFrame
 
 Names are imported on first use, so `import ugvae` (and the `ugvae --help` command) stays
 quick: torch and pyro come with the first name that needs them. This module itself imports
@@ -26,6 +28,7 @@ _API = {
     "Run": ".trained",
     "TrainConfig": ".trained",
     "LaunchConfig": ".trained",
+    "ImageTensors": ".data",
     "ModelConfig": ".model",
     "UGVAEModel": ".model",
     "MODELS": ".model",

@@ -60,6 +60,10 @@ class RunLocked(RunError):
     """Another process is writing into the run directory."""
 
 
+class MissingPackage(UGVAEError, ImportError):
+    """An optional package that a feature needs is not installed; the message says how to install it."""
+
+
 class DiskFull(UGVAEError, OSError):
     """A file could not be written for lack of space; the older version of it is intact."""
 

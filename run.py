@@ -52,7 +52,7 @@ from .flags import CliParser, LazyParser, add_quiet, add_settings, given_values,
 COMMANDS = ("train", "evaluate", "compare", "embed", "sample", "upgrade", "experiment")
 # Fields that a resumed run may change (`resume`'s arguments); any other given flag must match its
 # config.json. --runs-dir is ignored: tests and scripts pass it to every call.
-RESUMABLE = {"epochs", "device", "runs_dir", "strategy", "devices", "num_nodes", "accelerator"}
+RESUMABLE = {"epochs", "device", "threads", "runs_dir", "strategy", "devices", "num_nodes", "accelerator"}
 
 
 class TrainSettings(NamedTuple):
@@ -144,7 +144,7 @@ def configs_from_args(args, given: set[str]):
 
 def check_resume_flags(run, args, given: set[str]):
     """Refuse every given flag that would change the resumed run, naming it; --epochs, --device,
-    --quiet and the launch flags are the ones a resumed run may change."""
+    --threads, --quiet and the launch flags are the ones a resumed run may change."""
     from .errors import ConfigError
 
     saved = {**run.model_cfg.to_dict(), **run.train_cfg.to_dict()}
@@ -187,7 +187,8 @@ def cmd_train(args) -> int:
         check_resume_flags(run, args, given)
         epochs = args.epochs if "epochs" in given else None
         device = args.device if "device" in given else None
-        run = resume(run, epochs=epochs, device=device, launch=launch, on_finish=training_report)
+        threads = args.threads if "threads" in given else None
+        run = resume(run, epochs=epochs, device=device, threads=threads, launch=launch, on_finish=training_report)
     else:
         train_cfg, model_values = configs_from_args(args, given)
         location_type = train_settings().location
@@ -236,21 +237,15 @@ def as_flags(message: str, names: dict[str, str]) -> str:
     return re.sub(r"`(\w+)`", lambda m: names.get(m[1], m[1]), message)
 
 
-class ConsoleHandler(logging.Handler):
-    """Log records on stderr, one line each, written between the lines of a progress bar, with
-    each field they name shown as its flag."""
+class FlagNames(logging.Formatter):
+    """The console's formatter: each field a record names is shown as its flag."""
 
     def __init__(self, names: dict[str, str]):
         super().__init__()
         self.names = names
 
-    def emit(self, record):
-        try:
-            from tqdm import tqdm
-
-            tqdm.write(as_flags(self.format(record), self.names), file=sys.stderr)
-        except Exception:
-            self.handleError(record)
+    def format(self, record):
+        return as_flags(super().format(record), self.names)
 
 
 def tolerate_environment() -> str | None:
@@ -300,26 +295,28 @@ def main(argv=None) -> int:
     if routed is None:
         parser.print_help()
         return 0
-    package_log = logging.getLogger(__package__)
-    handler = ConsoleHandler({})  # before parsing: a deprecated flag's notice goes through it
-    package_log.addHandler(handler)
-    package_log.setLevel(logging.INFO)
     from . import progress
     from .errors import UGVAEError
 
+    package_log = logging.getLogger(__package__)
+    level = package_log.level
+    # The console, before parsing: a deprecated flag's notice goes through it (progress.py).
+    handler, flag_names = progress.Console(), FlagNames({})
+    handler.setFormatter(flag_names)
+    package_log.addHandler(handler)
+    package_log.setLevel(logging.INFO)
     try:
         args = parser.parse_args(routed)
         args.prog = prog
-        quiet = getattr(args, "quiet", False)
-        progress.set_enabled(not quiet)
-        handler.names = args.flag_names
-        package_log.setLevel(logging.WARNING if quiet else logging.INFO)  # notices are warnings: always shown
+        flag_names.names = args.flag_names
+        # Progress lines are INFO records: quiet hides them, and keeps notices, which are warnings.
+        package_log.setLevel(logging.WARNING if getattr(args, "quiet", False) else logging.INFO)
         return cmd_train(args) if args.command == "train" else args.handler(args)
     except UGVAEError as e:
         if debug:
             raise
         # One line even if a message has several.
-        print("error: " + " ".join(as_flags(str(e), handler.names).split("\n")), file=sys.stderr)
+        print("error: " + " ".join(as_flags(str(e), flag_names.names).split("\n")), file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:
         message = f"interrupted: {e}" if str(e) else "interrupted"
@@ -330,7 +327,7 @@ def main(argv=None) -> int:
         return getattr(e, "exit_code", 130)  # 143 for SIGTERM
     finally:
         package_log.removeHandler(handler)
-        progress.set_enabled(True)
+        package_log.setLevel(level)
 
 
 if __name__ == "__main__":

@@ -11,10 +11,13 @@ not as epoch-end work -- and nothing the run computes changes:
     start-up: set-up        fit, Session.begin and open_hooks less the above: configs, model and
                             guide, the run directory and its lock, environment.json, hook writers
     steps                   Session.step: loss, backward and Adam update of every step
+    steps: tracing          recording the step's graph (train/elbo.py; on a CPU, once a run's
+                            first 100 steps ran eagerly)
     loop                    Trainer.fit less its parts: drawing groups, progress bar, log windows
     logging                 every hook's on_log: the metrics.csv (and TensorBoard) rows of a window
-    epoch end: <hook>       every hook's on_epoch_end: test metrics, beta diagnostics, cluster
-                            refresh, the metrics.csv row, TensorBoard
+    epoch end: <hook>       test metrics and beta diagnostics at each evaluated epoch's end;
+                            every other hook's on_epoch_end: cluster refresh, the metrics.csv
+                            row, TensorBoard
     epoch end: other        Session.end_epoch less its hooks and checkpoint
     checkpoints             Session.checkpoint
     end: summary            Session.finish: summary.json
@@ -24,10 +27,10 @@ not as epoch-end work -- and nothing the run computes changes:
 
 A phase whose code is not found (renamed, say) is reported as missing, never silently dropped;
 tests/bench/test_run.py runs a tiny run and checks that the phases add up to the wall time.
-Threads: torch reads OMP_NUM_THREADS when imported, so set it in the environment to compare.
+Threads: run.py's `--threads` (trained/threads.py); the table shows the count the run trained with.
 
     python -m bench.run                                   # the default MNIST run (200 epochs)
-    OMP_NUM_THREADS=1 python -m bench.run --epochs 25 --json run.json
+    python -m bench.run --epochs 25 --threads 2 --json run.json
     python -m bench.run --dataset synthetic:200 --epochs 2 --quiet --hidden 16   # flags go to run.py
 """
 
@@ -51,10 +54,14 @@ from collections import Counter, defaultdict  # noqa: E402
 
 # Modules the training command imports, timed as the imports phase.
 IMPORTED = ("torch", "pyro", "ugvae.run", "ugvae.train", "ugvae.trained", "ugvae.experiments.report")
-# Readable names of the epoch-end hooks of train/hooks.py; another hook is shown by its class name.
+# The evaluation of an evaluated epoch's end, timed where it is computed: its hooks pass at the others.
+EVALUATION = {
+    ("ugvae.trained.evaluation", "test_metrics"): "epoch end: test metrics",
+    ("ugvae.trained.diagnostics", "beta_diagnostics"): "epoch end: beta diagnostics",
+}
+EVALUATION_HOOKS = ("TestMetrics", "BetaDiagnostics")
+# Readable names of the other epoch-end hooks of train/hooks.py; another hook is shown by its class name.
 HOOK_NAMES = {
-    "TestMetrics": "test metrics",
-    "BetaDiagnostics": "beta diagnostics",
     "ClusterRefresh": "cluster refresh",
     "MetricsFile": "metrics.csv",
     "TensorBoard": "TensorBoard",
@@ -155,14 +162,19 @@ def instrument(clock: PhaseClock) -> list[str]:
     wrap("ugvae.train.session", "Session.begin", "start-up: set-up")
     wrap("ugvae.train.session", "Session.open_hooks", "start-up: set-up")
     wrap("ugvae.train.session", "Session.step", "steps")
+    wrap("ugvae.train.elbo", "TracedELBOModule._trace", "steps: tracing")
     wrap("ugvae.train.loop", "Trainer.fit", "loop")
     wrap("ugvae.train.session", "Session.end_epoch", "epoch end: other")
     wrap("ugvae.train.session", "Session.checkpoint", "checkpoints")
     wrap("ugvae.train.session", "Session.finish", "end: summary")
     wrap("ugvae.experiments.report", "training_report", "end: figures")
     wrap("ugvae.experiments.report", "print_training_report", "end: printed report")
+    for (module_name, function), name in EVALUATION.items():
+        wrap(module_name, function, name)
     hooks = importlib.import_module("ugvae.train.hooks")
     for hook in _subclasses(hooks.Hook):
+        if hook.__name__ in EVALUATION_HOOKS:
+            continue
         label = HOOK_NAMES.get(hook.__name__, hook.__name__)
         if "on_epoch_end" in vars(hook):
             clock.wrap(hook, "on_epoch_end", f"epoch end: {label}")
@@ -206,15 +218,24 @@ def measure(argv: list[str], started: float | None = None) -> dict:
         for name in IMPORTED:
             importlib.import_module(name)
     missing = instrument(clock)
+    torch = sys.modules["torch"]
+    session, threads = sys.modules["ugvae.train.session"].Session, []
+    timed_begin = session.begin
+
+    def begin(self):  # the threads the session trains with (fit restores the caller's count after)
+        threads.append(torch.get_num_threads())
+        return timed_begin(self)
+
+    session.begin = begin
     try:
         code = sys.modules["ugvae.run"].main(argv)
     finally:
+        session.begin = timed_begin
         clock.stop()
         clock.unwrap()
     wall = time.perf_counter() - (started if whole_process else clock.start) + (python or 0.0)
     seconds = {**({"start-up: python": python} if python is not None else {}), **clock.seconds}
     order = [*(["start-up: python"] if python is not None else []), *clock.calls, "other"]
-    torch = sys.modules["torch"]
     return {
         "command": "python run.py " + " ".join(argv),
         "exit_code": code,
@@ -226,7 +247,7 @@ def measure(argv: list[str], started: float | None = None) -> dict:
         ],
         "missing": missing,
         "steps": clock.calls["steps"],
-        "threads": torch.get_num_threads(),
+        "threads": threads[0] if threads else torch.get_num_threads(),
         "load_average": {"before": load_before, "after": _load_average()},
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10,
         "torch": torch.__version__,

@@ -130,8 +130,9 @@ def build_step(
             ):
                 network.compile(dynamic=False)
     cuda = device.type == "cuda"
-    # fused: one kernel for the whole update; capturable: its step count stays on the device.
-    optimizer = torch.optim.Adam(loss_fn.parameters(), lr=lr, fused=cuda or None, capturable=cuda)
+    # fused: one kernel for the whole update, as a run's (train/session.py `adam`), so that every
+    # variant differs from the others in its loss only; capturable: its step count stays on the device.
+    optimizer = torch.optim.Adam(loss_fn.parameters(), lr=lr, fused=True, capturable=cuda)
 
     def step(idx: torch.Tensor) -> torch.Tensor:
         x = to_unit_float(images[idx])

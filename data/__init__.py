@@ -4,6 +4,7 @@ imageset.py   ImageSet, the in-memory dataset every loader returns; memory check
 registry.py   DATASETS and load_dataset (names like folder:PATH, grouped:BASE, A+B)
 mnist.py, fashion_mnist.py, digits.py, celeba.py, synthetic.py, folder.py, grouped.py
               one loader per dataset (folder.py also reads a folder of image sets as groups)
+tensors.py    in-memory tensors as a run's data (`fit(train_data=...)`), named tensors:HASH
 mixing.py     an A+B mixture of datasets, with the domain of each image
 sampling.py   every group of indices: training samplers, fixed test groups, experiment groups
 idx.py, download.py   IDX files and quiet torchvision downloads
@@ -29,6 +30,7 @@ from .sampling import (
     structured_groups,
     training_groups,
 )
+from .tensors import ImageTensors, TensorData, tensor_data
 
 __all__ = [
     "DATASETS",
@@ -36,6 +38,7 @@ __all__ = [
     "ClusterGroups",
     "ImageGroups",
     "ImageSet",
+    "ImageTensors",
     "MixedGroups",
     "RandomGroups",
     "STRUCTURED_RULES",
@@ -52,6 +55,8 @@ __all__ = [
     "parse_spec",
     "rule_classes",
     "structured_groups",
+    "TensorData",
+    "tensor_data",
     "to_unit_float",
     "training_groups",
 ]

@@ -13,7 +13,6 @@ opened by their real names, and names that go into labels, outputs and messages 
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,12 +24,11 @@ import torch
 from ..errors import DataError
 from ..files import printable_name, short_name
 from ..progress import progress
-from .imageset import ImageSet, empty_images
+from .imageset import ImageSet, empty_images, hashed_split
 
 EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 GRAY_MODES = {"1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 DEFAULT_SIZE = 64
-TEST_FRACTION = 0.1
 
 
 def load(split: str, data_dir: Path, image_size: int | None, option: str | None = None) -> ImageSet:
@@ -86,11 +84,10 @@ def list_images(root: Path) -> list[Path]:
 
 
 def split_files(files: list[Path], split: str, root: Path) -> list[Path]:
-    """Deterministic 90/10 split: sort by a hash of the path, so adding images moves few others."""
+    """Deterministic 90/10 split by a hash of the path (`hashed_split`), so adding images moves few others."""
     # The name's bytes as stored (os.fsencode), so a name that is not UTF-8 hashes too.
-    ranked = sorted(files, key=lambda f: hashlib.sha1(os.fsencode(f.as_posix())).hexdigest())
-    n_test = int(len(files) * TEST_FRACTION)
-    chosen = ranked[len(files) - n_test :] if split == "test" else ranked[: len(files) - n_test]
+    train, test = hashed_split([os.fsencode(f.as_posix()) for f in files])
+    chosen = [files[i] for i in (test if split == "test" else train)]
     if not chosen:
         raise DataError(
             f"image folder {root} has only {len(files)} images, too few for a 10% test split; "

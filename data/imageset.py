@@ -1,8 +1,10 @@
 """ImageSet, the in-memory dataset every loader returns; the memory check made before images are allocated
-(with the working memory of resizing and decoding counted); resizing and the other tensor helpers."""
+(with the working memory of resizing and decoding counted); resizing, the held-out split of data
+that comes without one (`hashed_split`) and the other tensor helpers."""
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 from dataclasses import dataclass, field, replace
@@ -58,6 +60,8 @@ class ImageSet:
     groups: torch.Tensor | None = None  # long (N,)
     factors: torch.Tensor | None = None  # float (N, F)
     factor_names: list[str] = field(default_factory=list)
+    # Set only on in-memory tensors (data/tensors.py): the sha256 of the argument they came from.
+    content_hash: str | None = None
 
     def __post_init__(self):
         if self.images.dtype != torch.uint8 or self.images.dim() != 4:
@@ -208,6 +212,22 @@ def to_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
         f"cannot convert images with {images.shape[1]} channels to {channels}; "
         "only grayscale (1) to RGB (3) is supported, so convert the images to RGB first"
     )
+
+
+TEST_FRACTION = 0.1  # of data that comes without a test split (folder:PATH, in-memory tensors)
+
+
+def hashed_split(keys: list[bytes], test_fraction: float = TEST_FRACTION) -> tuple[list[int], list[int]]:
+    """(train, test) positions of items given by their `keys` (a path's bytes, an image's): ranked
+    by the sha1 of the key, the last `test_fraction` are the test split, each part in the items'
+    order. The split depends on the items alone, adding one moves few others, and items of one
+    key stay on one side."""
+    digests = [hashlib.sha1(key).digest() for key in keys]
+    ranked = sorted(range(len(keys)), key=lambda i: (digests[i], i))
+    cut = len(keys) - int(len(keys) * test_fraction)
+    while 0 < cut < len(keys) and digests[ranked[cut - 1]] == digests[ranked[cut]]:
+        cut += 1  # equal keys (copies of an image) on the train side
+    return sorted(ranked[:cut]), sorted(ranked[cut:])
 
 
 def stratified_split(labels: torch.Tensor, train_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

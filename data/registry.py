@@ -23,7 +23,7 @@ from pathlib import Path
 
 from ..errors import DataError
 from ..settings import MAX_TEXT, shown
-from . import celeba, digits, fashion_mnist, folder, grouped, mnist, synthetic
+from . import celeba, digits, fashion_mnist, folder, grouped, mnist, synthetic, tensors
 from .imageset import ImageSet, resize_images
 from .mixing import mix
 
@@ -35,13 +35,15 @@ DATASETS = {
     "folder": folder.load,
     "synthetic": synthetic.load,
     "grouped": grouped.load,  # grouped:BASE, groups sharing hidden factors (data/grouped.py)
+    # tensors:HASH names the in-memory tensors a run trained on; loading it says to pass them again
+    "tensors": tensors.load,
 }
 SPLITS = ("train", "test")
 DEFAULT_DATA_DIR = "./.data"
 # Datasets whose option is a path, which may hold '+'.
 PATH_OPTIONS = ("folder",)
 # Options checked as the name is parsed, before any dataset of a mixture is read.
-CHECK_OPTION = {"synthetic": synthetic.parse_size}
+CHECK_OPTION = {"synthetic": synthetic.parse_size, "tensors": tensors.check_name}
 MAX_PARTS = 8  # datasets in one mixture
 
 

@@ -2,8 +2,9 @@
 
 Each command is a typed function of this package, `f(run, settings)` with a settings dataclass
 (settings.py); this module turns the dataclass's fields into flags (flags.py), loads the run
-once (`--run RUN_DIR`, `--device`), calls the function under the run's lock and prints its
-`report`. Adding a command is a module plus a line in COMMANDS or EXPERIMENTS.
+once (`--run RUN_DIR`, `--device`), calls the function under the run's lock with torch's
+`--threads` (trained/threads.py) and prints its `report`. Adding a command is a module plus a
+line in COMMANDS or EXPERIMENTS.
 
 Nothing here imports those modules until their command is parsed or its help is shown: they
 bring torch, pyro, matplotlib or scikit-learn, and `--help` needs only the names and one-line
@@ -119,7 +120,7 @@ def settings_from(args, settings_type):
 
 def _builder(command: Command):
     def build(parser):
-        from ..trained.config import DEVICE_NAMES
+        from ..trained.config import DEVICE_NAMES, CommandThreads
 
         module = _module(command)
         if command.runs == "runs":
@@ -140,6 +141,7 @@ def _builder(command: Command):
             parser.add_argument(
                 "--device", default="auto", help=f"where the run's model runs: {DEVICE_NAMES} (default: auto)"
             )
+            flag_names.update(add_settings(parser, CommandThreads))
         else:  # 0.2's commands all took it; a script that passes it keeps working for a release
             parser.add_argument("--device", action=IgnoredFlag, dest="ignored_device", help=argparse.SUPPRESS)
         add_quiet(parser)
@@ -152,21 +154,25 @@ def _builder(command: Command):
 def _handler(command: Command):
     def handler(args) -> int:
         from ..trained import Run
+        from ..trained.config import CommandThreads
+        from ..trained.threads import using_threads
 
         module = _module(command)
         settings = settings_from(args, getattr(module, command.settings))
         function = getattr(module, command.function)
         device = getattr(args, "device", "cpu")  # a command that computes nothing takes no --device
-        if command.runs == "runs":
-            result = function(args.runs, settings, device)
-        else:
-            run_dir = args.run or module.run_dir_of(args.checkpoint)
-            run = Run.open(run_dir, device)
-            # Outputs sent elsewhere (`out`) leave the run itself untouched: no lock, read-only runs work.
-            writes_into_run = getattr(settings, "out", None) is None
-            elsewhere = "out" if hasattr(settings, "out") else None  # what a read-only run's refusal suggests
-            with run.lock(elsewhere=elsewhere) if writes_into_run else contextlib.nullcontext():
-                result = function(run, settings)
+        threads = settings_from(args, CommandThreads).threads if command.computes else None
+        with using_threads(threads):
+            if command.runs == "runs":
+                result = function(args.runs, settings, device)
+            else:
+                run_dir = args.run or module.run_dir_of(args.checkpoint)
+                run = Run.open(run_dir, device)
+                # Outputs sent elsewhere (`out`) leave the run itself untouched: no lock, read-only runs work.
+                writes_into_run = getattr(settings, "out", None) is None
+                elsewhere = "out" if hasattr(settings, "out") else None  # what a read-only run's refusal suggests
+                with run.lock(elsewhere=elsewhere) if writes_into_run else contextlib.nullcontext():
+                    result = function(run, settings)
         print(module.report(result))
         return 0
 

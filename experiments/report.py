@@ -1,7 +1,7 @@
 """Figures every training run ends with: loss curves, reconstructions and samples.
 
-loss_curve.png      train ELBO per logged step and test ELBO per epoch, over the whole run;
-                    cluster usage per epoch
+loss_curve.png      train ELBO per logged step and test ELBO per evaluated epoch, over the
+                    whole run; cluster usage per evaluated epoch
 reconstructions.png test groups (odd rows) above their reconstructions (even rows)
 samples.png         the generative program's own draws: a group per row (beta ~ p(beta) once
                     per row where the model has it), column k drawn from cluster d = k
@@ -30,12 +30,12 @@ from .plotting import image_grid, save_figure, save_grid
 def plot_loss_curve(run_dir: str):
     rows = read_metrics(os.path.join(run_dir, "metrics.csv"))
     steps = [r for r in rows if r["kind"] == "step"]
-    epochs = [r for r in rows if r["kind"] == "epoch"]
+    epochs = [r for r in rows if r["kind"] == "epoch" and not math.isnan(r["test_elbo"])]  # the evaluated ones
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
     ax.plot(
         [r["step"] for r in steps], [r["train_elbo"] for r in steps], lw=0.8, alpha=0.7, label="train (logged steps)"
     )
-    ax.plot([r["step"] for r in epochs], [r["test_elbo"] for r in epochs], "o-", ms=3, label="test (per epoch)")
+    ax.plot([r["step"] for r in epochs], [r["test_elbo"] for r in epochs], "o-", ms=3, label="test (evaluated epochs)")
     ax.set_xlabel("step"), ax.set_ylabel("ELBO per sample (nats)"), ax.legend()  # every point of the run shown
     if epochs and not math.isnan(epochs[-1]["clusters_used"]):
         ax2.plot(

@@ -1,9 +1,10 @@
 """The counters of a training session and the losses not yet logged: `RunBook`.
 
 Both drivers keep one. A step adds its loss (a device tensor) with `record`; the driver asks
-`log_due`, `checkpoint_due` and `epoch_done`, and reads the pending window with `read_window`:
-that read is the one host-device sync of a window of steps. Under DDP every process keeps a
-book and the window is summed over processes (`reduce`), so every process sees the same numbers.
+`log_due`, `checkpoint_due`, `epoch_done` and, at an epoch's end, `evaluation_due` and
+`epoch_checkpoint_due`, and reads the pending window with `read_window`: that read is the one
+host-device sync of a window of steps. Under DDP every process keeps a book and the window is
+summed over processes (`reduce`), so every process sees the same numbers.
 `state_dict` is what a checkpoint keeps of the book (trained/checkpoint/payload.py).
 """
 
@@ -16,9 +17,17 @@ import torch
 
 
 class RunBook:
-    def __init__(self, epochs: int, steps_per_epoch: int, samples_per_step: int, log_every: int, checkpoint_every: int):
+    def __init__(
+        self,
+        epochs: int,
+        steps_per_epoch: int,
+        samples_per_step: int,
+        log_every: int,
+        checkpoint_every: int,
+        eval_every: int = 1,
+    ):
         self.epochs, self.steps_per_epoch, self.samples_per_step = epochs, steps_per_epoch, samples_per_step
-        self.log_every, self.checkpoint_every = log_every, checkpoint_every
+        self.log_every, self.checkpoint_every, self.eval_every = log_every, checkpoint_every, eval_every
         self.step = self.epoch = self.step_in_epoch = 0
         self.train_seconds = 0.0
         self.last_result: dict = {}  # the numbers of the last finished epoch
@@ -40,8 +49,22 @@ class RunBook:
 
     @property
     def checkpoint_due(self) -> bool:
-        # The epoch end writes its own checkpoint, after the test evaluation.
+        # The epoch end writes its own checkpoint, after the epoch's hooks (`epoch_checkpoint_due`).
         return self.step % self.checkpoint_every == 0 and not self.epoch_done
+
+    @property
+    def evaluation_due(self) -> bool:
+        """Whether the epoch ending now is evaluated: every `eval_every`-th epoch and the last. A
+        function of the epoch's index, so that a resumed run evaluates the epochs an uninterrupted
+        one does."""
+        done = self.epoch + 1
+        return done % self.eval_every == 0 or done >= self.epochs
+
+    @property
+    def epoch_checkpoint_due(self) -> bool:
+        """Whether the epoch ending now ends with a checkpoint: an evaluated one, whose checkpoint
+        holds its numbers, or one whose last step falls on `checkpoint_every`."""
+        return self.evaluation_due or self.step % self.checkpoint_every == 0
 
     def record(self, loss: torch.Tensor) -> None:
         # A copy: a captured step (graph) returns the same static tensor at every replay.

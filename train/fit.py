@@ -3,7 +3,9 @@
     run = fit(dataset="mnist", epochs=50, z_dim=3)          # fields of TrainConfig and ModelConfig
     run = fit(TrainConfig(dataset="mnist"), ModelConfig(x_shape=(1, 28, 28), z_dim=3))
     run = fit(dataset="mnist", guide=MineGuide)             # a guide of your own (guide/registry.py)
+    run = fit(train_data=x, test_data=x_test, epochs=50)   # in-memory images (data/tensors.py)
     run = resume("runs/mnist-ugvae-...", epochs=100)       # continue it, or extend it to 100 epochs
+    run = resume("runs/tensors_...", train_data=x, test_data=x_test)  # a run of tensors takes them again
 
 Both pick the driver from the launch options: none trains on one device (train/loop.py), a
 LaunchConfig under PyTorch Lightning (train/lightning.py); a resumed run keeps its own unless
@@ -12,7 +14,9 @@ run other than rank 0. Data, model and guide are built before the run directory 
 input leaves no run behind. The run's lock is held from the first write to the last, and
 `on_finish(run)` runs inside it (the command line draws the run's figures there).
 
-A resume writes nothing before its checkpoint has loaded: config.json records a new total of
+Under Lightning, `logger` (any Lightning logger, or a list) receives the numbers of metrics.csv;
+a LightningDataModule cannot replace the run's data (train/lightning.py says why; in-memory
+tensors can). A resume writes nothing before its checkpoint has loaded: config.json records a new total of
 epochs, or the id a run made before run ids adopts from its checkpoint, only then. A run stopped
 before its first checkpoint (checkpoints/ holds no file at all) trains from the start, in place.
 """
@@ -25,6 +29,8 @@ from dataclasses import asdict, fields, replace
 
 import pyro
 
+from ..data import tensor_data
+from ..data.tensors import names_tensors
 from ..errors import ConfigError, RunError
 from ..guide import build, guide_class
 from ..guide.registry import registered_name
@@ -32,10 +38,11 @@ from ..model import ModelConfig, check_extensions
 from ..trained.checkpoint import never_checkpointed
 from ..trained.config import LaunchConfig, RunLocation, TrainConfig, check_memory, resolve_device
 from ..trained.run import Run
+from ..trained.threads import using_threads
 from .loop import Trainer
-from .session import check_image_shape, load_training_data
+from .session import check_image_shape, load_training_data, training_data
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger(__name__)  # `logger` is the Lightning logger a user passes
 TRAIN_FIELDS = {f.name for f in fields(TrainConfig)}
 MODEL_FIELDS = {f.name for f in fields(ModelConfig)}
 
@@ -56,11 +63,19 @@ def configs(train_cfg: TrainConfig | None, model_cfg: ModelConfig | None, values
     return train_cfg, model_cfg, model_values
 
 
-def prepare(train_cfg: TrainConfig | None = None, model_cfg: ModelConfig | None = None, **values):
+def prepare(
+    train_cfg: TrainConfig | None = None,
+    model_cfg: ModelConfig | None = None,
+    *,
+    train_data=None,
+    test_data=None,
+    **values,
+):
     """A new run before its first step: (Run, TrainingData, model, guide); nothing is written yet.
 
     `values` are fields of TrainConfig and ModelConfig; model sizes without `x_shape` take the
-    data's image shape.
+    data's image shape. `train_data` (and `test_data`) are in-memory images, which the run's
+    `dataset` then names as tensors:HASH (data/tensors.py).
     """
     train_cfg, model_cfg, model_values = configs(train_cfg, model_cfg, values)
     guide_class(train_cfg.model, train_cfg.guide)  # an unknown guide is refused before any data is read
@@ -70,19 +85,28 @@ def prepare(train_cfg: TrainConfig | None = None, model_cfg: ModelConfig | None 
         check_memory(model_cfg, train_cfg, device)  # a model too large is refused before any data is read
     pyro.clear_param_store()  # the param store is global: names left by an earlier model would shadow
     pyro.set_rng_seed(train_cfg.seed)
-    data = load_training_data(train_cfg)
+    if train_data is None:
+        data = load_training_data(train_cfg, test_data=test_data)
+    else:
+        named = train_cfg.dataset
+        if "dataset" in values or not (named == TrainConfig.dataset or names_tensors(named)):
+            raise ConfigError(f"`train_data` and `dataset` {named} both say what to train on; drop one")
+        tensors = tensor_data(train_data, test_data, train_cfg.image_size)
+        train_cfg = replace(train_cfg, dataset=tensors.name)
+        data = training_data(train_cfg, tensors.train, tensors.test)
     if model_cfg is None:
         # Sizes without an image shape take the data's.
         model_cfg = ModelConfig(**{"x_shape": tuple(data.train_set.x_shape), **model_values})
         check_memory(model_cfg, train_cfg, device)
-    check_image_shape(data, model_cfg, train_cfg.dataset)
+    check_image_shape(data, model_cfg, train_cfg.dataset if train_data is None else "`train_data`")
     run = Run(model_cfg, train_cfg, device=device)
     model, guide = build(model_cfg, run.model_name, run.guide_name)
     return run, data, model, guide
 
 
 def new_trainer(train_cfg: TrainConfig | None = None, model_cfg: ModelConfig | None = None, **values) -> Trainer:
-    """A single-device Trainer of a new run, on the run's device; `start` makes its directory."""
+    """A single-device Trainer of a new run, on the run's device (`values` as `prepare` takes
+    them); `start` makes its directory."""
     run, data, model, guide = prepare(train_cfg, model_cfg, **values)
     return Trainer(run, data, model, guide, run.device)
 
@@ -96,6 +120,9 @@ def fit(
     launch: LaunchConfig | None = None,
     on_finish=None,
     lightning_callbacks=(),
+    logger=None,
+    train_data=None,
+    test_data=None,
     **values,
 ) -> Run | None:
     """Train a new run and return it.
@@ -123,11 +150,21 @@ def fit(
         line draws its figures there).
     lightning_callbacks : sequence, default ()
         Callbacks for Lightning's ``Trainer``; only with ``launch``.
+    logger : Lightning logger or list of them, optional
+        Loggers for Lightning's ``Trainer`` (CSVLogger, WandbLogger, ...); only with ``launch``.
+        They get the numbers metrics.csv holds (:func:`ugvae.trained.metrics.logged_scalars`).
+    train_data : tensor, array or ImageTensors, optional
+        In-memory images instead of ``dataset``: uint8 or float in [0, 1], shaped (N, C, H, W),
+        or :class:`ugvae.data.ImageTensors` with labels or groups. The run's ``dataset`` is then
+        ``tensors:HASH``. Default: the images of ``dataset``.
+    test_data : same as train_data, optional
+        Held-out images for the test metrics. Default: a tenth of ``train_data``.
     **values
         Fields of :class:`TrainConfig` and :class:`ModelConfig` by name (``dataset="mnist"``,
         ``epochs=50``, ``z_dim=3``; bounds and defaults in their tables). ``guide`` is a guide's
         registry name or a subclass of :class:`ugvae.guide.Guide`, which is registered under its
-        own name (:func:`ugvae.guide.register`).
+        own name (:func:`ugvae.guide.register`). ``threads`` is the number of CPU threads torch
+        computes with until ``fit`` returns (default: chosen for the machine).
 
     Returns
     -------
@@ -157,14 +194,21 @@ def fit(
     >>> run = ugvae.fit(TrainConfig(dataset="folder:my-sets", groups="labels:0"), z_dim=3)  # doctest: +SKIP
     """
     RunLocation(runs_dir, run_dir)  # checked before any data is read
-    if launch is not None:
-        run, data, model, guide = prepare(train_cfg, model_cfg, **values)
-        run.launch = launch
-        return _fit_lightning(run, data, model, guide, None, runs_dir, run_dir, on_finish, lightning_callbacks)
-    trainer = new_trainer(train_cfg, model_cfg, **values)
-    run = trainer.start(runs_dir, run_dir)
-    with run.lock(new=True):
-        trainer.fit(on_finish)
+    check_lightning_extras(launch, logger, values)
+    threads = configs(train_cfg, model_cfg, values)[0].threads
+    with using_threads(threads):
+        if launch is not None:
+            run, data, model, guide = prepare(
+                train_cfg, model_cfg, train_data=train_data, test_data=test_data, **values
+            )
+            run.launch = launch
+            return _fit_lightning(
+                run, data, model, guide, None, runs_dir, run_dir, on_finish, lightning_callbacks, logger, threads
+            )
+        trainer = new_trainer(train_cfg, model_cfg, train_data=train_data, test_data=test_data, **values)
+        run = trainer.start(runs_dir, run_dir)
+        with run.lock(new=True):
+            trainer.fit(on_finish)
     return run
 
 
@@ -173,9 +217,13 @@ def resume(
     *,
     epochs: int | None = None,
     device: str | None = None,
+    threads: int | None = None,
     launch: LaunchConfig | None = None,
     on_finish=None,
     lightning_callbacks=(),
+    logger=None,
+    train_data=None,
+    test_data=None,
 ) -> Run | None:
     """Continue a run from its newest good checkpoint, or extend a finished one, in its own directory.
 
@@ -196,8 +244,14 @@ def resume(
         Lightning options that replace those the run was trained with. Default: the run's own.
     on_finish : callable, optional
         ``on_finish(run)`` at the end of training, inside the run's lock.
+    threads : int, optional
+        CPU threads torch computes with in this session. Default: the run's config.
     lightning_callbacks : sequence, default ()
         Callbacks for Lightning's ``Trainer``; only for a Lightning run.
+    logger : Lightning logger or list of them, optional
+        As in :func:`fit`; only for a Lightning run.
+    train_data, test_data : optional
+        The in-memory images of a run trained on tensors, checked against the hash it recorded.
 
     Returns
     -------
@@ -214,8 +268,10 @@ def resume(
     """
     run = run_dir if isinstance(run_dir, Run) else Run.open(run_dir)
     launch = launch or run.launch
+    check_lightning_extras(launch, logger)
     writer = launch is None or launched_as_rank_zero()
-    with run.lock() if writer else contextlib.nullcontext():
+    threads = run.train_cfg.threads if threads is None else threads
+    with run.lock() if writer else contextlib.nullcontext(), using_threads(threads):
         if epochs is not None and epochs != run.train_cfg.epochs:
             run.train_cfg = replace(run.train_cfg, epochs=epochs)  # written to config.json once checked
         if launch is None:
@@ -225,7 +281,7 @@ def resume(
         if fresh:  # the first weights of a new run: seeded as `prepare` seeds them
             pyro.clear_param_store()
             pyro.set_rng_seed(run.train_cfg.seed)
-        data = load_training_data(run.train_cfg)
+        data = load_training_data(run.train_cfg, train_data, test_data, run.run_dir)
         model, guide = build(run.model_cfg, run.model_name, run.guide_name)
         trainer = Trainer(run, data, model, guide, run.device) if launch is None else None
         checkpoint = None
@@ -235,7 +291,7 @@ def resume(
             if checkpoint is None:  # only files set aside as unreadable
                 raise RunError(f"{run.run_dir} has no readable checkpoint to resume from; start a new run instead")
         if checkpoint is None:
-            logger.info(f"{run.run_dir} stopped before its first checkpoint: training it from the start")
+            log.info(f"{run.run_dir} stopped before its first checkpoint: training it from the start")
         elif checkpoint.epoch > run.train_cfg.epochs:
             raise ConfigError(
                 f"{run.run_dir} has already trained {checkpoint.epoch} epochs, more than `epochs` "
@@ -245,7 +301,9 @@ def resume(
             run.save_config()  # the id the run takes from its checkpoints, or its new total of epochs
         if launch is not None:
             run.launch = launch
-            return _fit_lightning(run, data, model, guide, checkpoint, None, None, on_finish, lightning_callbacks)
+            return _fit_lightning(
+                run, data, model, guide, checkpoint, None, None, on_finish, lightning_callbacks, logger, threads
+            )
         if checkpoint is None:
             trainer.session.seed()
         else:
@@ -260,13 +318,33 @@ def launched_as_rank_zero() -> bool:
     return launched_as_rank_zero()
 
 
-def _fit_lightning(run: Run, data, model, guide, checkpoint, runs_dir, run_dir, on_finish, callbacks) -> Run | None:
+def check_lightning_extras(launch: LaunchConfig | None, logger, values: dict | None = None) -> None:
+    """A ConfigError for a Lightning logger without Lightning, or a LightningDataModule, before any work."""
+    if "datamodule" in (values or {}):
+        raise ConfigError(
+            "a LightningDataModule cannot replace a run's data: UG-VAE trains on groups that its own samplers draw, "
+            "with exact-resume state (train/lightning.py says why); pass its images as `train_data` instead"
+        )
+    if logger is not None and launch is None:
+        raise ConfigError(
+            "`logger` is a Lightning logger, which only the Lightning driver feeds: add `launch` "
+            "(on one device: LaunchConfig(strategy='auto', devices=1))"
+        )
+    if logger is not None:
+        from .lightning import as_loggers
+
+        as_loggers(logger)
+
+
+def _fit_lightning(
+    run: Run, data, model, guide, checkpoint, runs_dir, run_dir, on_finish, callbacks, logger, threads
+) -> Run | None:
     from .lightning import LightningUGVAE, fit_lightning, launched_as_rank_zero, lightning_trainer
 
     done = checkpoint.epoch if checkpoint else 0
-    trainer = lightning_trainer(run, run.train_cfg.epochs - done, callbacks)
+    trainer = lightning_trainer(run, run.train_cfg.epochs - done, callbacks, logger)
     run.world_size = trainer.world_size
-    module = LightningUGVAE(run, data, model, guide, checkpoint)
+    module = LightningUGVAE(run, data, model, guide, checkpoint, threads)
     lock = contextlib.nullcontext()
     if launched_as_rank_zero():
         if run.run_dir is None:  # a new run (a resumed one, even from step 0, has its directory)

@@ -9,11 +9,19 @@ for a process:
     on_epoch_end(book, result)      an epoch finished; hooks add their numbers to `result`
     close()                         the session ends, finished or not
 
-    TestMetrics      test ELBO and cluster usage on the test groups      (writer)
-    BetaDiagnostics  does beta carry information (trained/diagnostics.py)  (writer)
+    TestMetrics      test ELBO and cluster usage on the test groups      (writer, evaluated epochs)
+    BetaDiagnostics  does beta carry information (trained/diagnostics.py)  (writer, evaluated epochs)
     ClusterRefresh   the cluster assignments `clusters:ALPHA` groups draw from next  (every process)
     MetricsFile      a row per logged window and per epoch in metrics.csv  (writer)
     TensorBoard      the same numbers as TensorBoard scalars, when tensorboard is installed  (writer)
+    (Lightning)      the same numbers through LightningModule.log (train/lightning.py)  (every process)
+
+A logged window is the row `step_row`, an epoch's end `epoch_row`: metrics.csv and every logger
+outside the run get the same rows (trained/metrics.py `logged_scalars` names their numbers).
+
+Evaluated epochs are every `eval_every`-th and the last (train/book.py `evaluation_due`): only
+they run TestMetrics and BetaDiagnostics, so every epoch's row holds its train ELBO and only an
+evaluated epoch's holds test numbers.
 
 The writer is the one process that writes the run directory (rank 0 under DDP); every process
 refreshes the clusters, since each draws groups from its own copy of the sampler.
@@ -28,7 +36,7 @@ import torch
 
 from ..trained.diagnostics import beta_diagnostics, cluster_assignments
 from ..trained.evaluation import test_metrics
-from ..trained.metrics import MetricsLog
+from ..trained.metrics import MetricsLog, logged_scalars
 from ..trained.tensorboard import summary_writer
 
 logger = logging.getLogger(__name__)
@@ -53,7 +61,8 @@ class TestMetrics(Hook):
         self.model, self.guide, self.images, self.parts = model, guide, test_images, test_parts
 
     def on_epoch_end(self, book, result):
-        result.update(test_metrics(self.model, self.guide, self.images, self.parts))
+        if book.evaluation_due:
+            result.update(test_metrics(self.model, self.guide, self.images, self.parts))
 
 
 class BetaDiagnostics(Hook):
@@ -61,7 +70,8 @@ class BetaDiagnostics(Hook):
         self.model, self.guide, self.images, self.groups = model, guide, test_images, groups
 
     def on_epoch_end(self, book, result):
-        result.update(beta_diagnostics(self.model, self.guide, self.images, self.groups))
+        if book.evaluation_due:
+            result.update(beta_diagnostics(self.model, self.guide, self.images, self.groups))
 
 
 class ClusterRefresh(Hook):
@@ -77,6 +87,23 @@ class ClusterRefresh(Hook):
             self.sampler.set_assignments(cluster_assignments(self.guide, self.images))
 
 
+def step_row(book, train_elbo: float) -> dict:
+    """The metrics.csv row of the window logged at the book's step."""
+    return {"step": book.step, "epoch": book.epoch, "kind": "step", "train_elbo": train_elbo}
+
+
+def epoch_row(book, result: dict) -> dict:
+    """The metrics.csv row of the epoch whose numbers are `result` (the cluster shares, a list, stay out)."""
+    numbers = {k: v for k, v in result.items() if k != "cluster_shares"}
+    return {
+        "step": book.step,
+        "epoch": book.epoch,
+        "kind": "epoch",
+        "elapsed_s": round(book.train_seconds, 3),
+        **numbers,
+    }
+
+
 class MetricsFile(Hook):
     def __init__(self, path: str):
         self.log = MetricsLog(path)
@@ -85,15 +112,15 @@ class MetricsFile(Hook):
         self.log.truncate_after(step)  # the resumed session logs these steps again
 
     def on_log(self, book, train_elbo):
-        self.log.write(step=book.step, epoch=book.epoch, kind="step", train_elbo=train_elbo)
+        self.log.write(**step_row(book, train_elbo))
 
     def on_epoch_end(self, book, result):
-        row = {k: v for k, v in result.items() if k != "cluster_shares"}
-        self.log.write(step=book.step, epoch=book.epoch, kind="epoch", elapsed_s=round(book.train_seconds, 3), **row)
+        self.log.write(**epoch_row(book, result))
 
 
 class TensorBoard(Hook):
-    """Every number of metrics.csv as a scalar: train/elbo per window, test/* and beta/* per epoch."""
+    """Every number of metrics.csv as a scalar (trained/metrics.py `logged_scalars`): train/elbo per
+    window, train/epoch_elbo, test/*, beta/* per epoch."""
 
     def __init__(self, writer):
         self.writer = writer
@@ -104,19 +131,14 @@ class TensorBoard(Hook):
         return None if writer is None else cls(writer)
 
     def on_log(self, book, train_elbo):
-        self.writer.add_scalar("train/elbo", train_elbo, book.step)
+        self.write(step_row(book, train_elbo))
 
     def on_epoch_end(self, book, result):
-        for key, value in result.items():
-            if not isinstance(value, (int, float)) or value != value:  # lists, None and NaN are no scalars
-                continue
-            if key == "train_elbo":
-                tag = "train/epoch_elbo"
-            elif key.startswith(("beta_", "pixel_change")):
-                tag = f"beta/{key.removeprefix('beta_')}"
-            else:
-                tag = f"test/{key.removeprefix('test_')}"
-            self.writer.add_scalar(tag, value, book.step)
+        self.write(epoch_row(book, result))
+
+    def write(self, row: dict):
+        for tag, value in logged_scalars(row).items():
+            self.writer.add_scalar(tag, value, row["step"])
 
     def close(self):
         try:

@@ -10,7 +10,7 @@ never leaves the device between logs. `graph` replays the whole step as one CUDA
 SIGINT (Ctrl-C), SIGTERM (what schedulers and `kill` send) and SIGHUP (a closed terminal or SSH
 session) let the step under way finish, write a checkpoint at it and stop with
 TrainingInterrupted / TrainingTerminated, so that the resumed run repeats the losses of an
-uninterrupted one. A signal during an epoch's evaluation stops at that epoch's checkpoint; one
+uninterrupted one. A signal during an epoch's end stops at a checkpoint after it; one
 during the report at its end stops once the report's files are whole. A second signal stops at
 once (a checkpoint or figure being written is left out, its older version whole). The exit code
 follows the last signal, as the shell's would: 130, 143, 129.
@@ -31,7 +31,7 @@ from ..errors import TrainingInterrupted
 from ..progress import plural, progress
 from .elbo import make_elbo
 from .graph import CapturedStep
-from .session import Session
+from .session import Session, adam
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ class Trainer:
         model, guide = model.to(device), guide.to(device)
         self.session = Session(run, data, model, guide, device)
         self.loss_fn = make_elbo(cfg.jit, cfg.levers)(model, guide)
-        self.session.optimizer = torch.optim.Adam(self.loss_fn.parameters(), lr=cfg.lr, capturable=cfg.graph)
+        self.session.optimizer = adam(self.loss_fn.parameters(), cfg)
         self.run_step = CapturedStep(self.train_step, device) if cfg.graph else self.train_step
 
     def start(self, runs_dir: str = "runs", run_dir: str | None = None):
@@ -103,8 +103,9 @@ class Trainer:
                             book.stop_clock()
                             session.checkpoint()
                             raise session.interrupted(stops[0])
-                    session.end_epoch()  # ends with the epoch's checkpoint
-                    if stops:  # a signal during the epoch's evaluation: stop at its checkpoint
+                    session.end_epoch()
+                    if stops:  # a signal during the epoch's end: stop at its checkpoint
+                        session.checkpoint_at_stop()
                         raise session.interrupted(stops[0])
                 bar.close()
                 session.close()

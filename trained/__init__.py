@@ -11,8 +11,18 @@ Nothing here trains: train/ imports this package, never the reverse, so opening 
 loads no training loop.
 """
 
-from .checkpoint.upgrade import upgrade_run
 from .config import LaunchConfig, Levers, TrainConfig, resolve_device
 from .run import Run, load_run
 
 __all__ = ["LaunchConfig", "Levers", "Run", "TrainConfig", "load_run", "resolve_device", "upgrade_run"]
+
+
+def upgrade_run(run):
+    """Convert the checkpoints of the older, pickled format of `run` (a Run or its directory) once;
+    what was done, an `Upgraded` (trained/checkpoint/upgrade.py).
+
+    Imported here on call: the only reader of pickles is loaded by the one command that asks for it.
+    """
+    from .checkpoint.upgrade import upgrade_run as upgrade
+
+    return upgrade(run)

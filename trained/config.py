@@ -23,7 +23,9 @@ from ..data.sampling import parse_mix, parse_spec
 from ..errors import ConfigError, UGVAEError
 from ..guide.registry import ENTRY_POINT_GROUP, SHIPPED, check_guide_name, check_model, guide_class
 from ..model import MODELS
-from ..settings import Settings, from_json, seed_setting, setting, shown
+from ..settings import Settings, from_json, same_setting, seed_setting, setting, shown
+from .threads import DEFAULT_IS as THREADS_DEFAULT_IS
+from .threads import MAX_THREADS
 
 # Far above any run of the paper (200 epochs, B = 128, G = 16), far below any overflow.
 MAX_EPOCHS = 10**6
@@ -32,6 +34,7 @@ MAX_GROUPS_PER_STEP = 2**16
 MAX_SAMPLES_PER_STEP = 2**24  # group_size x groups_per_step
 MAX_STEPS = 2**31  # between logged losses or checkpoints
 MAX_IMAGE_SIZE = 4096
+EVALUATIONS = 20  # epoch ends evaluated in a run whose `eval_every` is left unset, at most (and the last)
 DEVICE_NAMES = "auto (cuda when available, else cpu), cpu or cuda[:N]"
 # The --help sections of `train`, in order: each field names its own.
 DATA, MODEL, TRAINING, OUTPUT = "data", "model", "training", "output"
@@ -153,6 +156,14 @@ class TrainConfig(Levers):
         rule=check_device_name,
         section=TRAINING,
     )
+    threads: int | None = setting(
+        None,
+        "CPU threads torch computes with (trained/threads.py); a resumed run keeps its own unless given",
+        at_least=1,
+        at_most=MAX_THREADS,
+        default_is=THREADS_DEFAULT_IS,
+        section=TRAINING,
+    )
     jit: bool = setting(False, "use JitTraceEnum_ELBO (same loss, less overhead)", negatable=False, section=TRAINING)
     data_dir: str | None = setting(
         None, "where datasets are found or downloaded", default_is=DEFAULT_DATA_DIR, section=DATA
@@ -185,9 +196,18 @@ class TrainConfig(Levers):
     )
     # The only host-device syncs of a step.
     log_every: int = setting(10, "steps between logged losses", at_least=1, at_most=MAX_STEPS, section=TRAINING)
+    eval_every: int | None = setting(
+        None,
+        "epochs between evaluated epoch ends (test metrics, beta diagnostics, a checkpoint); the last epoch "
+        "is always evaluated",
+        at_least=1,
+        at_most=MAX_EPOCHS,
+        default_is=f"EPOCHS / {EVALUATIONS} rounded up: {EVALUATIONS} evaluations in a run",
+        section=TRAINING,
+    )
     checkpoint_every: int = setting(
         1000,
-        "steps between checkpoints (one is also written at each epoch's end)",
+        "steps between checkpoints (one is also written at each evaluated epoch's end)",
         at_least=1,
         at_most=MAX_STEPS,
         section=TRAINING,
@@ -254,6 +274,11 @@ class TrainConfig(Levers):
         return problems
 
     @property
+    def evaluation_period(self) -> int:
+        """Epochs between evaluated epoch ends: `eval_every`, or about EVALUATIONS in the run."""
+        return self.eval_every or -(-self.epochs // EVALUATIONS)
+
+    @property
     def levers(self) -> Levers:
         return Levers(**{f.name: getattr(self, f.name) for f in fields(Levers)})
 
@@ -266,6 +291,16 @@ class TrainConfig(Levers):
         """From config.json's `train` section; a field this version does not know is refused by
         name (it would otherwise be ignored, and the run not be the one the file describes)."""
         return from_json(cls, d, "the training config")
+
+
+@dataclass(frozen=True)
+class CommandThreads(Settings):
+    """The CPU threads of a command that opens trained runs (evaluate, embed, sample, compare, the
+    experiments): training's `threads`, declared once."""
+
+    threads: int | None = same_setting(
+        TrainConfig, "threads", help="CPU threads torch computes with (trained/threads.py)", section=None
+    )
 
 
 @dataclass(frozen=True)

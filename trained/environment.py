@@ -5,7 +5,9 @@ config.json says what was asked for ("mnist", device "auto"); this says what it 
     versions     python, torch, pyro-ppl, numpy, ugvae; the git commit of the checkout it ran from
     device       the torch device trained on, its name, and torch's thread count
     data         per split the dataset's source (files, a download, the offline fallback, a
-                 folder), its number of images and image shape, and the notices shown about it
+                 folder, in-memory tensors), its number of images and image shape, the notices
+                 shown about it, and for tensors the sha256 of the argument they came from
+                 (`content_hash`), which a resume checks
 
 A resumed or extended run appends its session, so a run trained on two machines says so.
 """
@@ -78,13 +80,16 @@ def cpu_name() -> str:
 
 def data_record(image_set) -> dict:
     """The provenance of one split (an ImageSet)."""
-    return {
+    record = {
         "dataset": image_set.name,
         "source": image_set.source,
         "images": len(image_set),
         "image_shape": list(image_set.x_shape),
         "notices": [image_set.notice] if image_set.notice else [],
     }
+    if image_set.content_hash is not None:
+        record["content_hash"] = image_set.content_hash
+    return record
 
 
 def session_record(device: torch.device, train_set, test_set, from_step: int) -> dict:
@@ -120,3 +125,14 @@ def data_summary(run_dir: str) -> str | None:
         return None
     train, test = data["train"], data["test"]
     return f"{train.get('source') or train.get('dataset')} ({train.get('images')} train / {test.get('images')} test)"
+
+
+def content_hashes(run_dir: str) -> tuple[str | None, str | None]:
+    """(train, test): the sha256 of the in-memory tensors each split of the run's last session came
+    from (the same for a test split held out of `train_data`); None where nothing is recorded."""
+    sessions = read_sessions(run_dir)
+    data = sessions[-1].get("data") if sessions else None
+    splits = [data.get(split) if isinstance(data, dict) else None for split in ("train", "test")]
+    hashes = [split.get("content_hash") if isinstance(split, dict) else None for split in splits]
+    train, test = (h if isinstance(h, str) else None for h in hashes)
+    return train, test

@@ -43,10 +43,13 @@ from pyro.infer import TraceEnum_ELBO, config_enumerate
 from pyro.poutine.util import site_is_subsample
 
 from ..data import load_dataset, own_groups, seeded_partition, to_unit_float
+from ..data.imageset import resize_images, shape_text
+from ..data.tensors import names_tensors, tensor_set
+from ..errors import DataError
 from ..progress import progress
 from ..settings import Settings, seed_setting, setting
 from .diagnostics import beta_diagnostics
-from .environment import data_summary
+from .environment import content_hashes, data_summary
 
 PARTICLE_DIM = -3  # left of the groups (-2) and samples (-1) plates; d is enumerated left of it
 USAGE_THRESHOLD = 0.02
@@ -210,16 +213,46 @@ class EvaluateArguments(Settings):
         return []
 
 
+def test_split(run, data_dir: str | None = None, test_data=None):
+    """The ImageSet `evaluate` reads: `test_data` (in-memory images, data/tensors.py) where given,
+    else the test split of the run's dataset, read without downloading anything."""
+    cfg = run.train_cfg
+    if test_data is None and names_tensors(cfg.dataset):
+        train, test = content_hashes(run.run_dir)
+        given = (
+            "ugvae.data.tensor_data(train_data).test, the tenth it held out"
+            if train is not None and train == test
+            else "the `test_data` it was trained with"
+        )
+        raise DataError(
+            f"{run.run_dir} was trained on in-memory tensors ({cfg.dataset}), which no file holds; evaluate it "
+            f"from Python with run.evaluate(test_data=...), passing {given} or other images"
+        )
+    if test_data is None:
+        # Read-only: a run's config never makes this command download data or create folders.
+        return load_dataset(cfg.dataset, "test", data_dir or cfg.data_dir, cfg.image_size, download=False)
+    test = tensor_set(test_data, "test_data")
+    if cfg.image_size is not None:
+        test.images = resize_images(test.images, cfg.image_size)
+    if test.x_shape != run.model_cfg.x_shape:
+        raise DataError(
+            f"`test_data` holds images of {shape_text(test.x_shape)}, but the model of {run.run_dir} takes "
+            f"{shape_text(run.model_cfg.x_shape)}"
+        )
+    return test
+
+
 @torch.no_grad()
-def evaluate(run, samples: int = 100, seed: int = 0, images_per_pass: int = 8192, data_dir: str | None = None) -> dict:
+def evaluate(
+    run, samples: int = 100, seed: int = 0, images_per_pass: int = 8192, data_dir: str | None = None, test_data=None
+) -> dict:
     """Every number of the module docstring, and the beta diagnostics (trained/diagnostics.py), for
-    the weights loaded in `run` (a trained.run.Run) on its test split."""
+    the weights loaded in `run` (a trained.run.Run) on its test split, or on `test_data`."""
     EvaluateArguments(samples, images_per_pass, seed, data_dir)
     start = time.perf_counter()
     model, guide, cfg, device = run.model, run.guide, run.train_cfg, run.device
     pyro.set_rng_seed(seed)
-    # Read-only: a run's config never makes this command download data or create folders.
-    test = load_dataset(cfg.dataset, "test", data_dir or cfg.data_dir, cfg.image_size, download=False)
+    test = test_split(run, data_dir, test_data)
     parts = test_partition(len(test), cfg.group_size)
     images = test.images.to(device)
     scores = test_metrics(model, guide, images, parts)
@@ -252,7 +285,9 @@ def evaluate(run, samples: int = 100, seed: int = 0, images_per_pass: int = 8192
         "model": run.model_name,
         "guide": run.guide_name,
         "dataset": cfg.dataset,
-        "data": data_summary(run.run_dir) or f"{test.source} ({len(test)} test)",
+        "data": test.source
+        if test_data is not None
+        else data_summary(run.run_dir) or f"{test.source} ({len(test)} test)",
         "group_size": B,
         "test_groups": len(sizes),
         "test_images": len(order),

@@ -2,8 +2,15 @@
 
 `kind` tells the two apart: a `step` row holds the train ELBO of the window of steps up to
 `step`; an `epoch` row, written when the epoch with 0-based index `epoch` ends, holds its mean
-train ELBO and its test numbers. With pandas: `df[df.kind == "epoch"]`. Logs of earlier
-versions, which had no `kind`, are widened in place (the rows with a test ELBO are the epochs).
+train ELBO and, where the epoch was evaluated (every `eval_every`-th and the last), its test
+numbers. `history` reads it as a pandas DataFrame (`Run.history`), where `df[df.kind == "epoch"]`
+are the epochs. Logs of earlier versions, which had no `kind` and evaluated every epoch, are
+widened in place (the rows with a test ELBO are the epochs).
+
+Loggers outside the run (TensorBoard, the Lightning loggers a user passes) get the same numbers
+under names that say which row they belong to (`logged_scalars`): a step row's train ELBO is
+train/elbo, an epoch row's train/epoch_elbo, its test numbers test/..., its beta diagnostics
+beta/..., its wall-clock time train/elapsed_s.
 
 Rows are appended whole or not at all (files.py `append_whole`: a full disk mid-row leaves the
 file as it was); a kill mid-append can still leave a torn last line, which a resume drops, and a
@@ -18,7 +25,7 @@ import io
 import math
 import os
 
-from ..errors import RunError
+from ..errors import MissingPackage, RunError
 from ..files import NotARegularFile, append_whole, atomic_write_bytes, open_regular
 
 METRIC_FIELDS = [
@@ -105,6 +112,27 @@ class MetricsLog:
         atomic_write_bytes(self.path, "".join(lines[:1] + kept).encode())
 
 
+def logged_scalars(row: dict) -> dict[str, float]:
+    """The numbers of a metrics.csv row (a dict with `kind`) by the names loggers outside the run
+    get them (module docstring); missing ones, NaN and anything not a number are left out."""
+    scalars = {}
+    for key, value in row.items():
+        if key in ("step", "epoch", "kind") or isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if value != value:  # NaN: a number nobody could plot
+            continue
+        if key == "train_elbo":
+            name = "train/elbo" if row["kind"] == "step" else "train/epoch_elbo"
+        elif key == "elapsed_s":
+            name = "train/elapsed_s"
+        elif key.startswith(("beta_", "pixel_change")):
+            name = f"beta/{key.removeprefix('beta_')}"
+        else:
+            name = f"test/{key.removeprefix('test_')}"
+        scalars[name] = value
+    return scalars
+
+
 def row_kind(row: dict) -> str:
     """`kind` of a row, also of a log written before the column existed (only epochs have a test ELBO)."""
     return row.get("kind") or ("epoch" if row.get("test_elbo") not in ("", None) else "step")
@@ -131,3 +159,18 @@ def read_metrics(path: str) -> list[dict]:
         parsed["step"], parsed["epoch"], parsed["kind"] = int(parsed["step"]), int(parsed["epoch"]), row_kind(r)
         out.append(parsed)
     return out
+
+
+def history(path: str):
+    """metrics.csv at `path` as a pandas DataFrame of the columns METRIC_FIELDS, rows as
+    `read_metrics` parses them (missing numbers NaN; `step` and `epoch` whole numbers); no rows
+    where nothing was logged yet. pandas is no dependency of ugvae: it is imported here."""
+    try:
+        import pandas
+    except ImportError:
+        raise MissingPackage(
+            "`history` needs pandas, which ugvae does not install: pip install pandas "
+            "(ugvae.trained.metrics.read_metrics reads metrics.csv as dicts without it)"
+        ) from None
+    rows = read_metrics(path) if os.path.lexists(path) else []
+    return pandas.DataFrame(rows, columns=METRIC_FIELDS).astype({"step": "int64", "epoch": "int64", "kind": str})

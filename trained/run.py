@@ -15,10 +15,11 @@ reads config.json once). Everything else asks the Run:
     launch       Lightning's launch options and world size, or None for a run on one device
 
 The directory holds config.json (the above), checkpoints/ (trained/checkpoint/), metrics.csv
-(trained/metrics.py), summary.json, and .lock (trained/lock.py: one writer at a time). A trained run
-answers for its model: `run.model` and `run.guide` hold the weights of its newest good
-checkpoint (eval mode, on `run.device`), and `embed`, `sample`, `reconstruct` and `evaluate`
-apply them to new data (trained/inference.py, trained/evaluation.py).
+(trained/metrics.py; `run.history` reads it as a pandas DataFrame), summary.json, and .lock
+(trained/lock.py: one writer at a time). A trained run answers for its model: `run.model` and
+`run.guide` hold the weights of its newest good checkpoint (eval mode, on `run.device`), and
+`embed`, `sample`, `reconstruct` and `evaluate` apply them to new data (trained/inference.py,
+trained/evaluation.py).
 
 A run's guide need not ship with ugvae: config.json records its name and where it came from, and
 opening the run finds it by name among the shipped, the registered and the installed guides,
@@ -298,6 +299,15 @@ class Run:
         """The training step of the weights in `model` and `guide`."""
         return self._weights()[2]
 
+    @property
+    def history(self):
+        """metrics.csv as a pandas DataFrame (pandas is not installed with ugvae): a row per logged
+        window of steps (`kind` "step": its train ELBO) and per epoch ("epoch": its train and test
+        ELBO, cluster usage and beta diagnostics), in the order logged (trained/metrics.py)."""
+        from .metrics import history
+
+        return history(self.path("metrics.csv"))
+
     # -- what a trained run computes --------------------------------------------------
     def embed(self, images, group_size: int | None = None):
         """q(beta | X) of every group and q(z | x), q(d | z) of every image (eq. 6-9).
@@ -396,7 +406,14 @@ class Run:
 
         return reconstruct(self.model, self.guide, x)
 
-    def evaluate(self, samples: int = 100, seed: int = 0, images_per_pass: int = 8192, data_dir: str | None = None):
+    def evaluate(
+        self,
+        samples: int = 100,
+        seed: int = 0,
+        images_per_pass: int = 8192,
+        data_dir: str | None = None,
+        test_data=None,
+    ):
         """Test ELBO, IWAE bound, clustering and beta diagnostics on the run's test split.
 
         The same numbers as ``ugvae evaluate`` (which also writes them to eval.json).
@@ -411,6 +428,9 @@ class Run:
             Images per forward pass times S, to bound memory.
         data_dir : str, optional
             Where the dataset is found. Default: the run's.
+        test_data : tensor, array or ImageTensors, optional
+            Images to evaluate on instead of the run's test split, as :func:`ugvae.fit` takes
+            them (what a run trained on in-memory tensors needs).
 
         Returns
         -------
@@ -427,7 +447,7 @@ class Run:
         """
         from .evaluation import evaluate
 
-        return evaluate(self, samples, seed, images_per_pass, data_dir)
+        return evaluate(self, samples, seed, images_per_pass, data_dir, test_data)
 
 
 def load_run(run_dir: str | os.PathLike, device: str = "cpu") -> Run:

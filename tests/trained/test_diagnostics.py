@@ -108,3 +108,9 @@ def test_an_inactive_beta_is_never_told_to_train_on_the_grouping_it_had(train_cf
         assert "labels:0.3" not in message and "`z_dim`" in message
     assert inactive_beta_message({**INACTIVE, "beta_active_dims": 2}, train_cfg) is None
     assert inactive_beta_message({}, train_cfg) is None  # a model without beta
+
+
+def test_data_given_in_groups_of_its_own_is_never_told_to_train_on_groups():
+    """Tensors given with `groups` train on those groups: the fix is z_dim, as for grouped:BASE."""
+    message = inactive_beta_message(INACTIVE, TrainConfig(dataset="tensors:0123456789ab"), own_groups=True)
+    assert "the groups of tensors:0123456789ab" in message and "labels:0.3" not in message and "`z_dim`" in message

@@ -128,3 +128,26 @@ def test_a_run_made_before_run_ids_extends_twice(tmp_path, one_thread):
     assert first.run_id == second.run_id == json.load(open(os.path.join(run_dir, "config.json")))["run_id"]
     trained = load_run(run_dir)
     assert trained.step == 24 and json.load(open(trained.path("summary.json")))["epochs"] == 3
+
+
+def test_opening_a_trained_run_and_embedding_loads_no_training_loop_and_no_pickle_reader(small_run, tmp_path):
+    """Issue 26: `ugvae.load_run(RUN).embed(FOLDER)` imported 55 modules, the training loops among them."""
+    from PIL import Image
+
+    from tests.helpers import run_python
+
+    for name in ("a", "b"):
+        (tmp_path / "sets" / name).mkdir(parents=True)
+        for i in range(2):
+            Image.new("L", (28, 28), color=40 * i + 20).save(tmp_path / "sets" / name / f"{i}.png")
+    code = (
+        "import sys, ugvae\n"
+        "ugvae.load_run(sys.argv[1]).embed(sys.argv[2])\n"
+        "print(' '.join(sorted(m for m in sys.modules if m.startswith('ugvae'))))\n"
+    )
+    proc = run_python(code, small_run, tmp_path / "sets")
+    assert proc.returncode == 0, proc.stderr
+    loaded = proc.stdout.split()
+    assert "ugvae.trained.run" in loaded and "ugvae.trained.inference" in loaded
+    assert not [m for m in loaded if m == "ugvae.train" or m.startswith("ugvae.train.")], loaded
+    assert "ugvae.trained.checkpoint.upgrade" not in loaded  # the one pickle reader loads only when asked for

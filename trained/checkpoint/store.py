@@ -93,6 +93,16 @@ def never_checkpointed(run_dir: str) -> bool:
 
 
 # -- loading -------------------------------------------------------------------------------
+def open_checkpoint(path: str):
+    """`path` opened for reading if it is a regular file (no link, FIFO or device), else a CheckpointError."""
+    try:
+        return open_regular(path, "checkpoint")
+    except NotARegularFile as e:
+        raise CheckpointError(path, e.reason.split(";")[0], "remove it") from None
+    except OSError as e:
+        raise CheckpointError(path, f"cannot be opened ({e.strerror})") from None
+
+
 def load(path: str, expect: Expected) -> Checkpoint:
     """The checkpoint file `path`, validated against `expect` (trained/checkpoint/validate.py);
     only the weights unless `expect.training`. CheckpointError says why a file cannot be used."""
@@ -100,13 +110,7 @@ def load(path: str, expect: Expected) -> Checkpoint:
     if OLDER_RE.fullmatch(name):
         raise OlderCheckpoints(os.path.dirname(os.path.dirname(os.path.abspath(path))), [name])
     named = CHECKPOINT_RE.fullmatch(name)
-    try:
-        f = open_regular(path, "checkpoint")
-    except NotARegularFile as e:
-        raise CheckpointError(path, e.reason.split(";")[0], "remove it") from None
-    except OSError as e:
-        raise CheckpointError(path, f"cannot be opened ({e.strerror})") from None
-    with f:
+    with open_checkpoint(path) as f:
         try:
             header = read_header(f, os.fstat(f.fileno()).st_size)
             fields = validate(header, expect, int(named[1]) if named else None)

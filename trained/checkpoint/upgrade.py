@@ -40,11 +40,11 @@ import numpy as np
 import torch
 
 from ...errors import CheckpointError, RunError
-from ...files import NotARegularFile, atomic_write, open_regular
+from ...files import atomic_write
 from ...guide import build
 from ..run import Run
 from .payload import Checkpoint
-from .store import OLDER_RE, checkpoint_path, encoded, notice, older_checkpoints, problem_of, set_aside
+from .store import OLDER_RE, checkpoint_path, encoded, notice, older_checkpoints, open_checkpoint, problem_of, set_aside
 from .tensorfile import Malformed, write
 from .validate import Invalid, expect, shown
 
@@ -169,13 +169,7 @@ def budget(fits) -> int:
 
 def read_older(path: str, limit: int):
     """The object in the pickled checkpoint `path`, after the checks 1-3 of the module docstring."""
-    try:
-        f = open_regular(path, "checkpoint")
-    except NotARegularFile as e:
-        raise CheckpointError(path, e.reason.split(";")[0], "remove it") from None
-    except OSError as e:
-        raise CheckpointError(path, f"cannot be opened ({e.strerror})") from None
-    with f:
+    with open_checkpoint(path) as f:
         if f.read(4) != b"PK\x03\x04":
             raise CheckpointError(path, "cannot be read (it is no zip archive, as torch.save writes)")
         f.seek(0)

@@ -24,6 +24,7 @@ machine a step's CPU time counts only the time it ran, so those ratios hold wher
 ones drift (with several threads, CPU time adds theirs). Then, at the largest G, the time of
 one epoch of --epoch-samples images (the MNIST training set's size by default) and the peak
 memory. Pyro validation is off but in `default`, as it should be for training (it adds host syncs).
+Threads: those a run takes (`--threads`, trained/threads.py's default: 1 unless OMP_NUM_THREADS).
 
 --check-syncs runs instead one step of each Pyro variant asked for (default: all that the device
 runs), after a warm-up step, and exits 1, naming them, if any syncs with the host: on CUDA under
@@ -62,6 +63,7 @@ from ugvae.model import ModelConfig, UGVAEModel
 from ugvae.train.elbo import SyncFreeTraceEnum_ELBO, TracedELBOModule, make_elbo
 from ugvae.train.graph import CapturedStep
 from ugvae.trained.config import TrainConfig
+from ugvae.trained.threads import resolve_threads
 
 from .handwritten import HandwrittenLoss
 
@@ -413,11 +415,15 @@ def main(argv=None) -> int:
     parser.add_argument("--profile-prefix", default="profile-", help="profile tables go to PREFIX<variant>.txt")
     parser.add_argument("--tiny", action="store_true", help="a tiny model, for the test suite")
     parser.add_argument(
+        "--threads", type=int, help="CPU threads (default: what a run takes, trained/threads.py's default)"
+    )
+    parser.add_argument(
         "--check-syncs",
         action="store_true",
         help="check one step of each Pyro variant for host syncs instead of timing; exit 1 if any syncs",
     )
     args = parser.parse_args(argv)
+    torch.set_num_threads(resolve_threads(args.threads))  # the step a default run takes: its threads too
     warnings.filterwarnings("ignore", message="`torch.jit.trace", category=FutureWarning)  # deprecated in 2.14
     warnings.filterwarnings("ignore", message="TraceEnum_ELBO found no sample sites")
     if args.variants is None:

@@ -172,6 +172,18 @@ def image_groups(run, images, group_size: int | None = None) -> ImageGroups:
         if not os.fspath(images):
             raise ConfigError("`images` is an empty path; pass a folder of images, or a tensor")
         return folder_groups(images, run.model_cfg.x_shape, group_size)
+    images = run_images(run, images)
+    if images.dtype != torch.uint8:
+        images = (images * 255).round().to(torch.uint8)
+    G, B = images.shape[:2]
+    members = list(torch.arange(G * B).view(G, B))
+    names = [f"images[{g}, {b}]" for g in range(G) for b in range(B)]
+    return ImageGroups(images.flatten(0, 1), members, [f"images[{g}]" for g in range(G)], names, [-1] * (G * B))
+
+
+def run_images(run, images) -> torch.Tensor:
+    """`images` as groups (G, B, C, H, W) of the run's image shape, checked: uint8 pixels, or floats
+    in [0, 1] (a DataError naming the fix otherwise); one group may come as (B, C, H, W)."""
     if not isinstance(images, torch.Tensor):
         raise DataError(f"images must be a folder or a tensor, got {type(images).__name__}")
     if images.dim() == 4:
@@ -183,20 +195,17 @@ def image_groups(run, images, group_size: int | None = None) -> ImageGroups:
             f"images must be shaped (G, B, {sizes}) or (B, {sizes}) with G, B >= 1, got {tuple(images.shape)}; "
             "resize them to the run's image size"
         )
-    if images.dtype != torch.uint8:
-        if not images.is_floating_point():
-            raise DataError(f"images must be floats in [0, 1] or uint8 pixels, got {images.dtype}")
-        lo, hi = torch.aminmax(images)
-        if not (lo >= 0 and hi <= 1):  # also false for NaN
-            raise DataError(
-                f"images must hold values in [0, 1], got min {lo.item():g} and max {hi.item():g}; "
-                "divide 0..255 pixels by 255 and remove NaN"
-            )
-        images = (images * 255).round().to(torch.uint8)
-    G, B = images.shape[:2]
-    members = list(torch.arange(G * B).view(G, B))
-    names = [f"images[{g}, {b}]" for g in range(G) for b in range(B)]
-    return ImageGroups(images.flatten(0, 1), members, [f"images[{g}]" for g in range(G)], names, [-1] * (G * B))
+    if images.dtype == torch.uint8:
+        return images
+    if not images.is_floating_point():
+        raise DataError(f"images must be floats in [0, 1] or uint8 pixels, got {images.dtype}")
+    lo, hi = torch.aminmax(images)
+    if not (lo >= 0 and hi <= 1):  # also false for NaN
+        raise DataError(
+            f"images must hold values in [0, 1], got min {lo.item():g} and max {hi.item():g}; "
+            "divide 0..255 pixels by 255 and remove NaN"
+        )
+    return images
 
 
 def split_groups(run, split: str, group_size: int, data_dir: str | None = None) -> ImageGroups:

@@ -390,21 +390,25 @@ class Run:
         Parameters
         ----------
         x : torch.Tensor
-            Groups of images, floats in [0, 1] shaped (G, B, C, H, W) of the run's image shape.
+            Groups of images shaped (G, B, C, H, W) of the run's image shape, or (B, C, H, W) for
+            one group: floats in [0, 1] or uint8 pixels.
 
         Returns
         -------
         torch.Tensor
-            The reconstructions, shaped like `x`.
+            The reconstructions, floats in [0, 1] shaped (G, B, C, H, W).
 
         Raises
         ------
-        ValueError
+        DataError
             `x` of the wrong shape, dtype or range; the message names the fix.
         """
-        from .inference import reconstruct
+        from ..data import to_unit_float
+        from .inference import reconstruct, run_images
 
-        return reconstruct(self.model, self.guide, x)
+        x = run_images(self, x)
+        x = to_unit_float(x) if x.dtype == torch.uint8 else x
+        return reconstruct(self.model, self.guide, x.to(self.device, torch.float32))
 
     def evaluate(
         self,

@@ -73,11 +73,22 @@ def test_sample_reconstruct_and_evaluate(trained, test_groups):
     ],
     ids=["empty", "wrong size", "wrong dtype", "0..255 floats", "a list"],
 )
-def test_bad_images_are_refused_with_a_data_error_naming_the_fix(trained, images, words):
+@pytest.mark.parametrize("method", ["embed", "reconstruct"])
+def test_bad_images_are_refused_with_a_data_error_naming_the_fix(trained, images, words, method):
     run = load_run(trained)
     with pytest.raises(DataError) as e:
-        run.embed(images)
+        getattr(run, method)(images)
     assert isinstance(e.value, ValueError) and all(word in str(e.value) for word in words)
+
+
+def test_reconstruct_takes_one_group_or_pixels_and_gives_groups_in_unit_range(trained):
+    run = load_run(trained)
+    pixels = torch.randint(0, 256, (4, 1, 28, 28), dtype=torch.uint8)
+    from_pixels = run.reconstruct(pixels)
+    from_floats = run.reconstruct(pixels.unsqueeze(0).double() / 255)
+    assert from_pixels.shape == (1, 4, 1, 28, 28) and from_pixels.dtype == torch.float32
+    assert 0 <= from_pixels.min() and from_pixels.max() <= 1
+    torch.testing.assert_close(from_pixels, from_floats)
 
 
 def test_a_run_reads_its_config_once_and_resolves_the_guide_name_once(trained, monkeypatch):

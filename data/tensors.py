@@ -54,8 +54,27 @@ CHECK_ELEMENTS = 2**24  # values checked and converted at once: 64 MiB of float3
 
 @dataclass(frozen=True)
 class ImageTensors:
-    """Images in memory and what is known of each (see the module docstring); `fit(train_data=x)`
-    is `fit(train_data=ImageTensors(x))`."""
+    """Images in memory and what is known of each; ``fit(train_data=x)`` is
+    ``fit(train_data=ImageTensors(x))``.
+
+    Parameters
+    ----------
+    images : torch.Tensor or numpy.ndarray
+        (N, C, H, W): uint8 pixels, other whole numbers in 0..255, bool, or floats in [0, 1]
+        (quantised to steps of 1/255, as every dataset's pixels are).
+    labels : torch.Tensor or numpy.ndarray, optional
+        (N,) whole numbers >= 0, a class per image: what ``groups="labels:ALPHA"`` and the
+        clustering accuracy read.
+    groups : torch.Tensor or numpy.ndarray, optional
+        (N,) whole numbers, the fixed group of each image: the run trains on these groups (their
+        members shuffled per epoch), as on ``grouped:BASE``.
+
+    Raises
+    ------
+    DataError
+        When a run is made of it: a part of the wrong type, shape, dtype or range, or too large,
+        named by its field (``train_data``, ``test_data``) with the fix.
+    """
 
     images: Any
     labels: Any = None
@@ -63,6 +82,8 @@ class ImageTensors:
 
 
 class TensorData(NamedTuple):
+    """The two splits of a run trained on in-memory images, as `tensor_data` checked them."""
+
     train: ImageSet
     test: ImageSet
     name: str  # tensors:HASH, the run's `dataset`
@@ -70,8 +91,31 @@ class TensorData(NamedTuple):
 
 
 def tensor_data(train_data, test_data=None, image_size: int | None = None) -> TensorData:
-    """Both splits of a run trained on tensors, checked, named `tensors:HASH`, and resized to
-    `image_size` when given (the hash is of the tensors as given)."""
+    """Both splits of a run trained on in-memory images, checked and named ``tensors:HASH``.
+
+    Parameters
+    ----------
+    train_data : torch.Tensor, numpy.ndarray or ImageTensors
+        Training images shaped (N, C, H, W): uint8 pixels or floats in [0, 1]; an
+        :class:`ImageTensors` adds labels (for ``labels:ALPHA`` groups) or fixed groups.
+    test_data : same as train_data, optional
+        Held-out images of the same shape. Default: a tenth of ``train_data``, chosen by a hash of
+        each image (or group), so the same tensors always hold out the same images.
+    image_size : int, optional
+        Resize both splits to this side (the hash is of the tensors as given). Default: as given.
+
+    Returns
+    -------
+    TensorData
+        ``train`` and ``test`` ImageSets, the ``name`` (``tensors:`` and 12 hex digits of the
+        sha256 of both splits' contents) and whether the test split was held out.
+
+    Raises
+    ------
+    DataError
+        A split of the wrong type, shape, dtype or range, or splits of different image shapes; the
+        message names the field (``train_data`` or ``test_data``) and the fix.
+    """
     train = tensor_set(train_data, "train_data")
     held_out = test_data is None
     if held_out:

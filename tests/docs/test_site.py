@@ -66,21 +66,29 @@ def public_names() -> dict[str, object]:
     return names
 
 
+def resolve(name: str):
+    """The object a documented name stands for (None where it does not import)."""
+    parts = name.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        for attribute in parts[cut:]:
+            obj = getattr(obj, attribute, None)
+        return obj
+    return None
+
+
 @pytest.mark.slow
 def test_every_public_name_is_in_the_api_reference(site):
+    # An object re-exported under several names (ugvae.ImageTensors is ugvae.data.ImageTensors,
+    # ugvae.data.DataError is ugvae.errors.DataError) is documented once, under any of them.
     found = documented(site)
-    import ugvae
-
-    # A name re-exported from ugvae (ugvae.model.ModelConfig is ugvae.ModelConfig) is documented once.
-    top = {getattr(ugvae, n): f"ugvae.{n}" for n in ugvae.__all__ if n != "__version__"}
-    missing = []
-    for name, obj in public_names().items():
-        try:
-            alias = top.get(obj)
-        except TypeError:  # an unhashable value: a registry dict
-            alias = next((f"ugvae.{n}" for n in ugvae.__all__ if getattr(ugvae, n) is obj), None)
-        if name not in found and alias not in found:
-            missing.append(name)
+    documented_objects = {id(obj) for obj in map(resolve, found) if obj is not None}
+    missing = [
+        name for name, obj in public_names().items() if name not in found and id(obj) not in documented_objects
+    ]
     assert not missing, f"not in docs/api: {missing}"
 
 

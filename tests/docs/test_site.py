@@ -86,9 +86,7 @@ def test_every_public_name_is_in_the_api_reference(site):
     # ugvae.data.DataError is ugvae.errors.DataError) is documented once, under any of them.
     found = documented(site)
     documented_objects = {id(obj) for obj in map(resolve, found) if obj is not None}
-    missing = [
-        name for name, obj in public_names().items() if name not in found and id(obj) not in documented_objects
-    ]
+    missing = [name for name, obj in public_names().items() if name not in found and id(obj) not in documented_objects]
     assert not missing, f"not in docs/api: {missing}"
 
 

@@ -130,6 +130,9 @@ def signal_training(flags: list[str], run_dir: str, min_step: int, sig=signal.SI
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
+        # Under `nohup` (a CI job started so) SIGHUP is ignored and training rightly keeps it so:
+        # the run gets the default a terminal's process has.
+        preexec_fn=None if sig == signal.SIGKILL else lambda: signal.signal(sig, signal.SIG_DFL),
     )
     deadline = time.monotonic() + timeout
     while proc.poll() is None and time.monotonic() < deadline:

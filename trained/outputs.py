@@ -127,6 +127,8 @@ class OutputFolder:
     `run_dir`: the run the folder lies in, whose folders on the way must not be links."""
 
     def __init__(self, parent: str, name: str, out: str | None = None, run_dir: str | None = None):
+        if out is not None and os.path.islink(out):
+            out = os.path.realpath(out)  # a rename cannot replace a link by a folder: write where it points
         self.parent, self.name, self.out, self.run_dir = parent, safe_name(name), out, run_dir
         self.path: str | None = None
         self._names: list[str] = []

@@ -63,6 +63,20 @@ def test_a_named_out_must_be_absent_or_empty_and_is_refused_before_any_work(tmp_
     assert (taken / "mine.txt").read_text() == "mine"
 
 
+def test_an_out_that_is_a_link_is_written_where_it_points(tmp_path):
+    """The fourth hostile pass: `--out LINK` to an empty folder was a NotADirectoryError traceback."""
+    target, link = tmp_path / "target", tmp_path / "link"
+    target.mkdir()
+    link.symlink_to(target)
+    with OutputFolder(str(tmp_path), "x", out=str(link)) as folder:
+        open(folder.file("a.txt"), "w").write("a")
+    assert os.listdir(target) == ["a.txt"] and os.path.islink(link)
+    (target / "a.txt").unlink()
+    (target / "b.txt").write_text("b")  # a link to a folder that holds files is refused like the folder
+    with pytest.raises(RunError, match="already holds files"):
+        OutputFolder(str(tmp_path), "x", out=str(link))
+
+
 @pytest.fixture
 def run_copy(small_run, tmp_path):
     return shutil.copytree(small_run, str(tmp_path / "run"))

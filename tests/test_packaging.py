@@ -220,3 +220,31 @@ def test_an_editable_install_holds_the_package_only():
     for name in ("ugvae.tests", "ugvae.scripts", "ugvae.notebooks", "ugvae.docs"):
         assert importlib.util.find_spec(name) is None, f"{name} is importable from the installed package"
     assert importlib.util.find_spec("ugvae.trained.checkpoint") is not None
+
+
+def test_every_package_a_test_may_skip_without_is_in_the_test_extra():
+    """A test that `importorskip`s a package runs in CI only if `pip install -e '.[test]'` brings it:
+    else it is skipped there in silence (the safetensors interop tests once were)."""
+    import configparser
+    import importlib.metadata
+    import re
+
+    config = configparser.ConfigParser()
+    config.read(os.path.join(ROOT, "setup.cfg"))
+    wanted = config["options"]["install_requires"] + config["options.extras_require"]["test"]
+    required = {re.split(r"[<>=!~\[; ]", line.strip())[0].lower() for line in wanted.splitlines()}
+    required = {name for name in required if name and not name.startswith("#")}
+    skipped = set()
+    for folder, _, files in os.walk(os.path.join(ROOT, "tests")):
+        for name in files:
+            if name.endswith(".py"):
+                text = open(os.path.join(folder, name), encoding="utf-8").read()
+                skipped.update(re.findall(r"importorskip\(\"([\w.]+)\"", text))
+    assert skipped, "no importorskip found: the pattern no longer matches the tests"
+    providers = importlib.metadata.packages_distributions()
+    missing = {}
+    for module in sorted(skipped):
+        distributions = {d.lower() for d in providers.get(module.split(".")[0], [])}
+        if not distributions & required:
+            missing[module] = sorted(distributions) or "not installed here"
+    assert not missing, f"add the distribution of each to setup.cfg's test extra: {missing}"

@@ -13,8 +13,6 @@ from ugvae.errors import CheckpointError
 from ugvae.trained.checkpoint import load
 from ugvae.trained.checkpoint.tensorfile import DTYPES, Malformed, read_header, read_tensor, write
 
-safetensors_torch = pytest.importorskip("safetensors.torch")
-
 TENSORS = {
     "a": torch.arange(12, dtype=torch.float32).reshape(3, 4),
     "b": torch.tensor([1, -2], dtype=torch.int64),
@@ -50,6 +48,7 @@ def test_every_dtype_round_trips(tmp_path):
 
 def test_our_files_load_with_the_reference_library_and_its_files_with_ours(tmp_path):
     """Interop: a checkpoint written here is a standard safetensors file, and the reverse."""
+    safetensors_torch = pytest.importorskip("safetensors.torch")  # the reference library (test extra)
     ours = save_fake(str(tmp_path), 3)
     theirs = safetensors_torch.load_file(ours)
     mine, metadata = read_all(ours)

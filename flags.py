@@ -16,6 +16,7 @@ supplies every other value, so each default is written once, in its field.
     add_settings  the flags of a settings dataclass
     given_values  field -> value of the flags a command line gave (and command-line defaults)
     GLOSSARY      the flags every command uses in one sense, shown in the top-level --help
+    FlagNames     the console's formatter: a message's `field` shown as the flag that sets it
 
 Only this module, run.py and experiments/cli.py know argparse.
 """
@@ -198,6 +199,22 @@ def given_values(namespace, settings_type) -> dict:
         elif default is not MISSING:
             values[f.name] = default
     return values
+
+
+def as_flags(message: str, names: dict[str, str]) -> str:
+    """A library message with each `field` it names shown as the flag that sets it."""
+    return re.sub(r"`(\w+)`", lambda m: names.get(m[1], m[1]), message)
+
+
+class FlagNames(logging.Formatter):
+    """The console's formatter: each field a record names is shown as its flag."""
+
+    def __init__(self, names: dict[str, str]):
+        super().__init__()
+        self.names = names
+
+    def format(self, record):
+        return as_flags(super().format(record), self.names)
 
 
 def help_line(f) -> str:

@@ -29,7 +29,6 @@ import argparse
 import difflib
 import logging
 import os
-import re
 import sys
 from dataclasses import fields
 from typing import NamedTuple
@@ -47,7 +46,7 @@ if __name__ == "__main__" and not __package__:
     _spec.loader.exec_module(sys.modules["ugvae"])
     __package__ = "ugvae"
 
-from .flags import CliParser, LazyParser, add_quiet, add_settings, given_values, glossary_text  # noqa: E402
+from .flags import CliParser, FlagNames, LazyParser, add_quiet, add_settings, as_flags, given_values, glossary_text  # noqa: E402
 
 COMMANDS = ("train", "evaluate", "compare", "embed", "sample", "upgrade", "experiment")
 # Fields that a resumed run may change (`resume`'s arguments); any other given flag must match its
@@ -230,22 +229,6 @@ def route(argv: list[str], prog: str = "ugvae") -> list[str] | None:
 def _usage_error(message: str, prog: str) -> int:
     print(f"error: {message}; see `{prog} --help`", file=sys.stderr)
     return 2
-
-
-def as_flags(message: str, names: dict[str, str]) -> str:
-    """A library message with each `field` it names shown as the flag that sets it."""
-    return re.sub(r"`(\w+)`", lambda m: names.get(m[1], m[1]), message)
-
-
-class FlagNames(logging.Formatter):
-    """The console's formatter: each field a record names is shown as its flag."""
-
-    def __init__(self, names: dict[str, str]):
-        super().__init__()
-        self.names = names
-
-    def format(self, record):
-        return as_flags(super().format(record), self.names)
 
 
 def tolerate_environment() -> str | None:

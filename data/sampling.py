@@ -11,7 +11,8 @@ Two rules hold everywhere a group is formed:
                    to B and each is within 1 of p_k B (`rounded_counts`)
 
 Training samplers yield (groups_per_step, group_size) index tensors per step, reproducible per
-(seed, epoch); which one a run gets is chosen by its `groups` spec (see SCIENCE_NOTES):
+(seed, epoch); which one a run gets is chosen by its `groups` spec (which to choose, and why:
+docs/howto/objective.md):
 
     random           a permutation per epoch (RandomGroups); on an A+B mixture every group
                      holds a share of A: a fixed float `mix` (MixedGroups), or `mix` beta:A for

@@ -1,4 +1,4 @@
-"""The layers of ../shared/ARCHITECTURE.md hold: no module imports a package above it, p never
+"""The layers of docs/design/layers.md hold: no module imports a package above it, p never
 imports q, and no two modules import each other (read from the source, every import counted)."""
 
 import ast

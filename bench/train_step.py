@@ -7,7 +7,7 @@ the device, compute the loss, backpropagate, take an Adam step. Variants:
     pyro           TraceEnum_ELBO as a module + torch.optim.Adam: Trainer's step before the sync-free
                    ELBO, and still its step for a pair that ELBO is not proven for (two host syncs)
     pyro-syncfree  train/elbo.py's SyncFreeTraceEnum_ELBO the same way, eagerly: Trainer's step on a GPU
-    default        make_elbo()'s loss module, under the validation setting a default run has on the
+    default        elbo_module's loss module, under the validation setting a default run has on the
                    device: the step `python run.py` takes (on a CPU the traced sync-free ELBO with
                    validation on; on a GPU pyro-syncfree)
     jit            JitTraceEnum_ELBO the same way: Trainer's --jit
@@ -60,7 +60,7 @@ from ugvae.data import to_unit_float
 from ugvae.files import atomic_write_text, write_json
 from ugvae.guide import UGVAEGuide
 from ugvae.model import ModelConfig, UGVAEModel
-from ugvae.train.elbo import SyncFreeTraceEnum_ELBO, TracedELBOModule, make_elbo
+from ugvae.train.elbo import SyncFreeTraceEnum_ELBO, TracedELBOModule, elbo_module
 from ugvae.train.graph import CapturedStep
 from ugvae.trained.config import TrainConfig
 from ugvae.trained.threads import resolve_threads
@@ -112,9 +112,9 @@ def build_step(
         if "compile" in tricks:
             loss_fn = torch.compile(loss_fn, dynamic=False)
     elif base == "jit":
-        loss_fn = make_elbo(jit=True)(model, guide)
+        loss_fn = elbo_module(model, guide, jit=True)
     elif base == "default":
-        loss_fn = make_elbo()(model, guide)
+        loss_fn = elbo_module(model, guide)
         if isinstance(loss_fn, TracedELBOModule):
             # The steady state: a run traces at its 101st step, a start-up cost bench/run.py counts.
             loss_fn.trace_after = 1

@@ -8,7 +8,7 @@ elbo         the sync-free enumerated ELBO (elbo.py); graph.py captures a step a
 The run itself, its directory and checkpoints live in ugvae.trained.
 """
 
-from .elbo import make_elbo
+from .elbo import elbo_module
 from .fit import fit, new_trainer, resume
 
-__all__ = ["fit", "make_elbo", "new_trainer", "resume"]
+__all__ = ["fit", "elbo_module", "new_trainer", "resume"]

@@ -67,7 +67,7 @@ pulls it. H(sg(m)) is a constant of the gradient.
 Supported: enumeration in the guide (`infer={"enumerate": "parallel"}`), each enumerated
 site independent of the other enumerated values, without poutine.scale or masks on it;
 every other latent reparameterised and present in both programs. Anything else raises
-`UnsupportedStructure`; `make_elbo` uses it only for the (model, guide) pairs that
+`UnsupportedStructure`; `elbo_module` uses it only for the (model, guide) pairs that
 tests/train/test_elbo.py proves equal to TraceEnum_ELBO (`PROVEN_PAIRS`, the shipped ones) and
 for a guide whose class declares `proven_sync_free` after `ugvae.guide.check_guide(..., elbo=True)`
 passed; every other pair trains with TraceEnum_ELBO, after one warning that says so.
@@ -94,7 +94,6 @@ import contextlib
 import logging
 import numbers
 import warnings
-from functools import partial
 
 import pyro
 import torch
@@ -408,8 +407,3 @@ def sync_free_module(model, guide, elbo: SyncFreeTraceEnum_ELBO) -> ELBOModule:
     if (type(model), type(guide)) in PROVEN_PAIRS:
         return TracedELBOModule(model, guide, elbo)
     return elbo(model, guide)
-
-
-def make_elbo(jit: bool = False, levers: Levers | None = None):
-    """`make_elbo(jit, levers)(model, guide)`: `elbo_module` in the calling convention of an ELBO instance."""
-    return partial(elbo_module, jit=jit, levers=levers)

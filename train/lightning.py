@@ -57,7 +57,7 @@ from ..errors import ConfigError, ProcessLost
 from ..progress import progress
 from ..trained.metrics import logged_scalars
 from ..trained.threads import resolve_threads
-from .elbo import make_elbo
+from .elbo import elbo_module
 from .hooks import Hook, epoch_row, step_row
 from .session import Session, adam
 
@@ -158,7 +158,7 @@ class LightningUGVAE(LightningModule):
         super().__init__()
         self.run, self.data, self.threads = run, data, threads
         self.pair = (model, guide)  # a tuple, so that they register once, inside the loss module
-        self.loss_fn = make_elbo(run.train_cfg.jit, run.train_cfg.levers)(model, guide)
+        self.loss_fn = elbo_module(model, guide, jit=run.train_cfg.jit, levers=run.train_cfg.levers)
         self.checkpoint_to_restore, self.session, self.bar = checkpoint, None, None
         self.logged = LoggedNumbers(self)
 

@@ -29,7 +29,7 @@ import torch
 from ..data import to_unit_float
 from ..errors import TrainingInterrupted
 from ..progress import plural, progress
-from .elbo import make_elbo
+from .elbo import elbo_module
 from .graph import CapturedStep
 from .session import Session, adam
 
@@ -47,7 +47,7 @@ class Trainer:
         cfg = run.train_cfg
         model, guide = model.to(device), guide.to(device)
         self.session = Session(run, data, model, guide, device)
-        self.loss_fn = make_elbo(cfg.jit, cfg.levers)(model, guide)
+        self.loss_fn = elbo_module(model, guide, jit=cfg.jit, levers=cfg.levers)
         self.session.optimizer = adam(self.loss_fn.parameters(), cfg)
         self.run_step = CapturedStep(self.train_step, device) if cfg.graph else self.train_step
 

@@ -1,7 +1,7 @@
 """One training session of a run, built the same way under both drivers.
 
 The objective is eq. 10 summed over the groups of a step, minimised by a fused `torch.optim.Adam`
-(`adam`) over the enumerated ELBO used as a module (`train.elbo.make_elbo`). Two thin drivers own the loop:
+(`adam`) over the enumerated ELBO used as a module (`train.elbo.elbo_module`). Two thin drivers own the loop:
 `train.loop.Trainer` on one device and `train.lightning` under PyTorch Lightning (DDP). Both
 build a `Session` and call it at the same points:
 

@@ -9,7 +9,7 @@ from tests.helpers import write_domain
 from ugvae.data import DataError, MixedGroups, load_dataset
 from ugvae.guide import build
 from ugvae.model import ModelConfig
-from ugvae.train import make_elbo, new_trainer
+from ugvae.train import elbo_module, new_trainer
 from ugvae.trained import TrainConfig
 
 
@@ -105,7 +105,7 @@ def test_conv_ugvae_takes_an_svi_step_on_a_64x64_rgb_mixture(tmp_path):
     cfg = ModelConfig(x_shape=data.x_shape, z_dim=2, beta_dim=2, K=3, hidden=16)
     assert data.x_shape == (3, 64, 64) and cfg.resolved_arch == "conv"
     model, guide = build(cfg)
-    loss_fn = make_elbo(jit=False)(model, guide)
+    loss_fn = elbo_module(model, guide, jit=False)
     before = {k: v.detach().clone() for k, v in loss_fn.named_parameters()}
     optimizer = torch.optim.Adam(loss_fn.parameters(), lr=1e-2)
     x = data.float()[MixedGroups(data.domains, group_size=4, groups_per_step=2).epoch(0).__next__()]

@@ -12,7 +12,7 @@ from ugvae.bench.syncs import HostSyncError, host_reads_forbidden
 from ugvae.errors import ConfigError
 from ugvae.guide import GUIDES, SHIPPED, UGVAEGuide, check_guide, register
 from ugvae.model import MODELS, ModelConfig, UGVAEModel
-from ugvae.train.elbo import PROVEN_PAIRS, SyncFreeTraceEnum_ELBO, UnsupportedStructure, make_elbo
+from ugvae.train.elbo import PROVEN_PAIRS, SyncFreeTraceEnum_ELBO, UnsupportedStructure, elbo_module
 from ugvae.trained.config import Levers
 
 PAIRS = sorted(SHIPPED)
@@ -138,16 +138,16 @@ class UnprovenGuide(UGVAEGuide):
 
 
 def test_another_pair_trains_with_trace_enum_elbo_after_one_warning_saying_how_to_prove_it(tiny_cfg):
-    assert isinstance(make_elbo()(UGVAEModel(tiny_cfg), UGVAEGuide(tiny_cfg)).elbo, SyncFreeTraceEnum_ELBO)
+    assert isinstance(elbo_module(UGVAEModel(tiny_cfg), UGVAEGuide(tiny_cfg)).elbo, SyncFreeTraceEnum_ELBO)
     with pytest.warns(UserWarning) as caught:
-        fallback = make_elbo()(UGVAEModel(tiny_cfg), UnprovenGuide(tiny_cfg))
+        fallback = elbo_module(UGVAEModel(tiny_cfg), UnprovenGuide(tiny_cfg))
     assert len(caught) == 1 and type(fallback.elbo) is TraceEnum_ELBO
     message = str(caught[0].message)
     assert "UnprovenGuide is not proven equal under the sync-free ELBO: training with TraceEnum_ELBO" in message
     assert "run ugvae.guide.check_guide(UnprovenGuide, model_cfg, model='ugvae', elbo=True)" in message
     assert "once it passes, set `proven_sync_free = True` on UnprovenGuide" in message
     with pytest.raises(ConfigError, match="`local_kl_weight` need the sync-free ELBO, but UGVAEModel with Unproven"):
-        make_elbo(levers=Levers(local_kl_weight=2.0))(UGVAEModel(tiny_cfg), UnprovenGuide(tiny_cfg))
+        elbo_module(UGVAEModel(tiny_cfg), UnprovenGuide(tiny_cfg), levers=Levers(local_kl_weight=2.0))
 
 
 def test_a_guide_that_declares_itself_proven_after_the_check_trains_with_the_sync_free_elbo(tiny_cfg, recwarn):
@@ -156,13 +156,13 @@ def test_a_guide_that_declares_itself_proven_after_the_check_trains_with_the_syn
     class CheckedGuide(UnprovenGuide):
         proven_sync_free = True  # what the warning asks for, once the check above passed
 
-    loss_fn = make_elbo()(UGVAEModel(tiny_cfg), CheckedGuide(tiny_cfg))
+    loss_fn = elbo_module(UGVAEModel(tiny_cfg), CheckedGuide(tiny_cfg))
     assert isinstance(loss_fn.elbo, SyncFreeTraceEnum_ELBO) and not recwarn.list
-    levered = make_elbo(levers=Levers(local_kl_weight=2.0))(UGVAEModel(tiny_cfg), CheckedGuide(tiny_cfg))
+    levered = elbo_module(UGVAEModel(tiny_cfg), CheckedGuide(tiny_cfg), levers=Levers(local_kl_weight=2.0))
     assert levered.elbo.levers.local_kl_weight == 2.0
 
     class Variant(CheckedGuide):  # another program: its parent's check does not cover it
         pass
 
     with pytest.warns(UserWarning, match="Variant is not proven"):
-        assert type(make_elbo()(UGVAEModel(tiny_cfg), Variant(tiny_cfg)).elbo) is TraceEnum_ELBO
+        assert type(elbo_module(UGVAEModel(tiny_cfg), Variant(tiny_cfg)).elbo) is TraceEnum_ELBO

@@ -17,7 +17,7 @@ from tests.helpers import logged
 from ugvae.bench.syncs import host_reads_forbidden
 from ugvae.guide import GUIDES, UGVAEGuide, build
 from ugvae.model import MODELS, ModelConfig, UGVAEModel
-from ugvae.train import fit, make_elbo, new_trainer
+from ugvae.train import elbo_module, fit, new_trainer
 from ugvae.train.elbo import SyncFreeTraceEnum_ELBO, TracedELBOModule
 from ugvae.trained import TrainConfig
 from ugvae.trained.config import Levers
@@ -62,8 +62,8 @@ def small_cfg(**options):
 
 
 def traced_elbo(model, guide, levers=None, trace_after=1) -> TracedELBOModule:
-    """make_elbo's module, traced at its second call of a kind rather than its hundred-and-first."""
-    loss_fn = make_elbo(levers=levers)(model, guide)
+    """The loss module of elbo_module, traced at its second call of a kind rather than its hundred-and-first."""
+    loss_fn = elbo_module(model, guide, levers=levers)
     assert isinstance(loss_fn, TracedELBOModule)
     loss_fn.trace_after = trace_after
     return loss_fn
@@ -277,7 +277,7 @@ def test_a_copy_starts_anew(tiny_cfg):
 def test_jit_loss_and_gradients_equal_eager(likelihood):
     cfg = ModelConfig(x_shape=(1, 6, 6), z_dim=3, beta_dim=4, K=5, hidden=16, likelihood=likelihood)
     model, guide = UGVAEModel(cfg), UGVAEGuide(cfg)
-    eager, jit = make_elbo(jit=False)(model, guide), make_elbo(jit=True)(model, guide)
+    eager, jit = elbo_module(model, guide, jit=False), elbo_module(model, guide, jit=True)
     x = torch.rand(3, 7, 1, 6, 6)
     # The first call traces: it runs the program several times and so uses up other draws.
     jit(x)
@@ -299,7 +299,7 @@ def test_jit_training_steps_follow_eager_steps(tiny_cfg):
     for jit in (False, True):
         pyro.clear_param_store()
         pyro.set_rng_seed(0)
-        loss_fn = make_elbo(jit)(UGVAEModel(tiny_cfg), UGVAEGuide(tiny_cfg))
+        loss_fn = elbo_module(UGVAEModel(tiny_cfg), UGVAEGuide(tiny_cfg), jit=jit)
         optimizer = torch.optim.Adam(loss_fn.parameters(), lr=1e-2)
         loss_fn(x)  # tracing runs the program several times: keep its draws out of the steps
         pyro.set_rng_seed(1)

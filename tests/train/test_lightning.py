@@ -16,7 +16,7 @@ from ugvae.data import RandomGroups, load_dataset  # noqa: E402
 from ugvae.guide import build  # noqa: E402
 from ugvae.model import ModelConfig  # noqa: E402
 from ugvae.train import fit, resume  # noqa: E402
-from ugvae.train.elbo import make_elbo  # noqa: E402
+from ugvae.train.elbo import elbo_module  # noqa: E402
 from ugvae.trained import load_run  # noqa: E402
 from ugvae.trained.checkpoint import checkpoint_step, list_checkpoints  # noqa: E402
 from ugvae.trained.config import LaunchConfig, TrainConfig  # noqa: E402
@@ -56,7 +56,7 @@ class StepRecorder(Callback):
 def replay(records, model_cfg, lr):
     """One process over both ranks' groups and noise, with loss / 2 as DDP averages two gradients."""
     model, guide = build(model_cfg)
-    loss_fn = make_elbo(False)(model, guide)
+    loss_fn = elbo_module(model, guide, jit=False)
     loss_fn.load_state_dict(records[0]["initial"])
     optimizer = torch.optim.Adam(loss_fn.parameters(), lr=lr)
     for step in range(STEPS):

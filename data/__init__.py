@@ -6,28 +6,25 @@ mnist.py, fashion_mnist.py, digits.py, celeba.py, synthetic.py, folder.py, group
               one loader per dataset (folder.py also reads a folder of image sets as groups)
 tensors.py    in-memory tensors as a run's data (`fit(train_data=...)`), named tensors:HASH
 mixing.py     an A+B mixture of datasets, with the domain of each image
-sampling.py   every group of indices: training samplers, fixed test groups, experiment groups
+sampling.py   the groups a run trains and is tested on: training samplers, fixed test groups
+experiment_groups.py   the groups experiments draw, by class rule or attribute
 idx.py, download.py   IDX files and quiet torchvision downloads
 """
 
 from ..errors import DataError
+from .experiment_groups import STRUCTURED_RULES, attribute_groups, mixed_class_groups, rule_classes, structured_groups
 from .folder import ImageGroups, consecutive, folder_groups
 from .imageset import ImageSet, to_unit_float
 from .registry import DATASETS, check_dataset_name, load_dataset
 from .sampling import (
-    STRUCTURED_RULES,
     ClusterGroups,
     MixedGroups,
     RandomGroups,
     Sampler,
-    attribute_groups,
-    mixed_class_groups,
     own_groups,
     parse_mix,
     parse_spec,
-    rule_classes,
     seeded_partition,
-    structured_groups,
     training_groups,
 )
 from .tensors import ImageTensors, TensorData, tensor_data

@@ -72,7 +72,7 @@ EXAMPLES = [
     "ugvae.data.imageset.to_unit_float",
     "ugvae.data.sampling.parse_spec",
     "ugvae.data.sampling.parse_mix",
-    "ugvae.data.sampling.rule_classes",
+    "ugvae.data.experiment_groups.rule_classes",
 ]
 
 

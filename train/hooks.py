@@ -30,14 +30,13 @@ refreshes the clusters, since each draws groups from its own copy of the sampler
 from __future__ import annotations
 
 import logging
-import os
 
 import torch
 
 from ..trained.diagnostics import beta_diagnostics, cluster_assignments
 from ..trained.evaluation import test_metrics
 from ..trained.metrics import MetricsLog, logged_scalars
-from ..trained.tensorboard import summary_writer
+from ..trained.tensorboard import Events, summary_writer
 
 logger = logging.getLogger(__name__)
 
@@ -122,7 +121,7 @@ class TensorBoard(Hook):
     """Every number of metrics.csv as a scalar (trained/metrics.py `logged_scalars`): train/elbo per
     window, train/epoch_elbo, test/*, beta/* per epoch."""
 
-    def __init__(self, writer):
+    def __init__(self, writer: Events):
         self.writer = writer
 
     @classmethod
@@ -141,13 +140,7 @@ class TensorBoard(Hook):
             self.writer.add_scalar(tag, value, row["step"])
 
     def close(self):
-        try:
-            self.writer.close()  # flushes the events of a session that stops early too
-        except OSError as e:
-            # Its writer thread appends by path: a run moved or deleted while it trained took the
-            # folder away under it, which the session reports. The events are a view of metrics.csv.
-            if os.path.isdir(self.writer.log_dir):
-                logger.warning(f"the last TensorBoard events could not be written ({e.strerror}); metrics.csv has them")
+        self.writer.close()
 
 
 def epoch_hooks(

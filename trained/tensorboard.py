@@ -44,11 +44,12 @@ class Events:
         self._call("add_image", tag, image, step)
 
     def close(self) -> None:
-        """Flush and close; the events of a session that stops early are flushed too."""
-        self._call("close")
+        """Flush and close; the events of a session that stops early are flushed too. Never raises:
+        it runs while a session stops, whose own error or signal must be the one reported."""
+        self._call("close", full_disk_stops=False)
         self.writer = None
 
-    def _call(self, method: str, *args) -> None:
+    def _call(self, method: str, *args, full_disk_stops: bool = True) -> None:
         if self.writer is None:
             return
         try:
@@ -57,7 +58,7 @@ class Events:
             writer, self.writer = self.writer, None
             with contextlib.suppress(OSError):
                 writer.close()
-            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            if full_disk_stops and e.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise disk_full(self.log_dir, os.path.dirname(self.log_dir) or ".") from None
             if os.path.isdir(self.log_dir):
                 logger.warning(

@@ -52,6 +52,22 @@ def test_a_full_disk_while_writing_events_is_a_disk_full(tmp_path):
     assert writer.closed
 
 
+def test_closing_on_a_full_disk_warns_and_never_raises(tmp_path, caplog):
+    """close runs while a session stops: its signal or error is the one to report."""
+
+    class FullAtClose(FailingWriter):
+        def close(self):
+            raise self.error
+
+    writer = FullAtClose(tmp_path, OSError(errno.ENOSPC, "No space left on device"))
+    with caplog.at_level(logging.WARNING, logger="ugvae"):
+        Events(writer).close()
+    assert [r.getMessage() for r in caplog.records] == [
+        f"TensorBoard events can no longer be written to {tmp_path} (No space left on device); metrics.csv has "
+        "every number"
+    ]
+
+
 def test_another_failure_is_one_warning_and_the_events_stop(tmp_path, caplog):
     writer = FailingWriter(tmp_path, OSError(errno.EIO, "Input/output error"))
     events = Events(writer)
